@@ -1,0 +1,84 @@
+"""prunekit: prune PyTorch networks, compatible with torch.nn.utils.prune, and measure it.
+
+The spine: targets (what) -> criteria (scores) -> structures and allocation
+(masks) -> realisation (reparam, in-place, permanent) -> measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .allocation import check_sparsity, compute_keep_masks
+from .criteria import (
+    Criterion,
+    FunctionCriterion,
+    Magnitude,
+    Random,
+    create_criterion,
+    list_criteria,
+    register_criterion,
+)
+from .errors import CheckpointError, InvalidParameterError, PrunekitError
+from .io import (
+    atomic_write,
+    load_pruned_state_dict,
+    load_sparse,
+    load_state_dict_file,
+    restore_masks,
+    save_sparse,
+)
+from .masks import apply_masks, make_permanent, reapply_masks, remove
+from .measure import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
+from .pruner import Pruner, prune
+from .structures import NM, Block, Channel, Element, Kernel, Structure, create_structure, list_structures
+from .targets import DEFAULT_TYPES, Target, select_targets
+from .zoo import create_model, list_models
+
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEFAULT_TYPES",
+    "NM",
+    "Block",
+    "Channel",
+    "CheckpointError",
+    "Criterion",
+    "Element",
+    "FunctionCriterion",
+    "InvalidParameterError",
+    "Kernel",
+    "Magnitude",
+    "Pruner",
+    "PrunekitError",
+    "Random",
+    "SparsityReport",
+    "Structure",
+    "Target",
+    "TensorSparsity",
+    "__version__",
+    "apply_masks",
+    "atomic_write",
+    "check_sparsity",
+    "compute_keep_masks",
+    "create_criterion",
+    "create_model",
+    "create_structure",
+    "list_criteria",
+    "list_models",
+    "list_structures",
+    "load_pruned_state_dict",
+    "load_sparse",
+    "load_state_dict_file",
+    "make_permanent",
+    "prune",
+    "reapply_masks",
+    "register_criterion",
+    "remove",
+    "restore_masks",
+    "save_sparse",
+    "select_targets",
+    "sparsity_report",
+    "sparsity_report_from_state_dict",
+]

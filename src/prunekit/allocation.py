@@ -1,0 +1,336 @@
+"""How much to prune where, and which units: local, global, per-target overrides.
+
+``sparsity`` is the fraction of a target's units that are pruned *afterwards*
+(a fraction of the whole tensor, not of what remains, unlike the ``amount`` of
+``torch.nn.utils.prune``, which applies to the entries still unpruned). An
+int is an absolute count of units pruned afterwards. Units already pruned stay
+pruned and count towards the request, so asking again with a higher value
+prunes further and a lower value changes nothing.
+
+* ``local``: every target reaches the requested sparsity on its own, exactly
+  (``round(sparsity × units)`` units).
+* ``global``: one ranking over the units of all targets; the fraction is of all
+  their parameters (units weighted by their size), exact to one unit.
+  ``normalize`` divides each target's unit scores by a per-target statistic
+  first (useful for structured units whose scales differ between layers).
+* ``overrides``: ``{pattern: sparsity}``; matching targets are pruned locally at
+  their own sparsity, the rest as ``scope`` says.
+* A guard (``min_keep``, default 1) never prunes the last units of a tensor;
+  set it to 0 to allow removing every unit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import numbers
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .criteria.base import Criterion
+from .errors import InvalidParameterError
+from .selection import select_lowest
+from .structures import Structure
+from .targets import Target
+
+__all__ = ["SCOPES", "NORMALIZERS", "compute_keep_masks", "check_sparsity", "units_to_prune"]
+
+logger = logging.getLogger(__name__)
+
+SCOPES = ("local", "global")
+NORMALIZERS = ("none", "max", "sum", "mean", "l2")
+
+Sparsity = float | int
+
+
+def check_sparsity(value: object, param: str = "sparsity") -> Sparsity:
+    """Validate a sparsity: a float in [0, 1] or a non-negative int count."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidParameterError(
+            param,
+            "a float in [0, 1] (fraction of the tensor pruned afterwards) or an int count of units",
+            value,
+            "Fix: pass e.g. 0.5.",
+        )
+    if isinstance(value, numbers.Integral):
+        if value < 0:
+            raise InvalidParameterError(param, "a non-negative int count of units", value)
+        return int(value)
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise InvalidParameterError(
+            param,
+            "a float in [0, 1]",
+            value,
+            "Fix: 0.9 prunes 90% of the entries; for a count of units pass an int.",
+        )
+    return value
+
+
+def units_to_prune(sparsity: Sparsity, units: int, where: str) -> int:
+    """Units to prune in a tensor of ``units`` units (``round`` as torch does)."""
+    if isinstance(sparsity, int):
+        if sparsity > units:
+            raise InvalidParameterError(
+                "sparsity",
+                f"a count of at most {units} (the units of {where})",
+                sparsity,
+                "Fix: lower the count, or pass a fraction in [0, 1].",
+            )
+        return sparsity
+    return round(sparsity * units)
+
+
+def _matches(pattern: str, target: Target) -> bool:
+    names = (target.name, target.module_name)
+    if pattern.startswith("re:"):
+        return any(re.search(pattern[3:], n) for n in names)
+    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
+
+
+@dataclass
+class _Plan:
+    target: Target
+    sparsity: Sparsity | None
+    local: bool
+
+
+def _floating_check(target: Target) -> None:
+    tensor = target.original
+    if not tensor.is_floating_point():
+        raise InvalidParameterError(
+            "targets",
+            "floating-point parameters",
+            f"{target.name} of dtype {tensor.dtype}",
+            f"Fix: exclude {target.name!r} (only float tensors can be pruned).",
+        )
+    if not bool(torch.isfinite(tensor).all()):
+        raise InvalidParameterError(
+            "model",
+            "finite weights (no NaN or inf)",
+            f"NaN or inf in {target.name}",
+            "Fix: repair or re-initialise the weights before pruning.",
+        )
+
+
+class _Scorer:
+    """Unit scores of one target, checked once, with dead units at -inf."""
+
+    def __init__(self, target: Target, criterion: Criterion, structure: Structure, normalize: str, min_keep: int):
+        self.target = target
+        self.criterion = criterion
+        self.structure = structure
+        self.normalize = normalize
+        self.min_keep = min_keep
+        prev = target.keep_mask()
+        self.alive = None if prev is None else structure.unit_alive(prev, target)
+        self.units = structure.num_units(target)
+        self.dead = 0 if self.alive is None else int((~self.alive).sum())
+        self._checked = False
+
+    def entry_scores(self) -> torch.Tensor:
+        scores = self.criterion.score(self.target)
+        if not self._checked:
+            if not isinstance(scores, torch.Tensor) or scores.shape != self.target.shape:
+                got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+                raise InvalidParameterError(
+                    "criterion",
+                    f"scores of shape {tuple(self.target.shape)} for {self.target.name}",
+                    f"<{got} from {self.criterion!r}>",
+                    "Fix: make the criterion return one score per entry of the parameter.",
+                )
+            if not bool(torch.isfinite(scores).all()):
+                raise InvalidParameterError(
+                    "criterion",
+                    "finite scores (no NaN or inf)",
+                    f"<NaN or inf in the scores of {self.target.name} from {self.criterion!r}>",
+                    "Fix: check the criterion's inputs (weights, gradients, data).",
+                )
+            self._checked = True
+        return scores
+
+    def __call__(self, reserve: bool = False) -> torch.Tensor:
+        scores = self.structure.unit_scores(self.entry_scores(), self.target, self.criterion.reduce)
+        scores = scores.detach().reshape(-1)
+        scores = scores.to(torch.float64) if scores.dtype == torch.float64 else scores.to(torch.float32)
+        if self.alive is not None:
+            scores = scores.masked_fill(~self.alive.reshape(-1).to(scores.device), float("-inf"))
+        if self.normalize != "none":
+            scores = _normalise(scores, self.normalize)
+        if reserve and self.min_keep:
+            top = torch.topk(scores, min(self.min_keep, scores.numel())).indices
+            scores = scores.clone()
+            scores[top] = float("inf")
+        return scores
+
+
+def _normalise(scores: torch.Tensor, how: str) -> torch.Tensor:
+    alive = torch.isfinite(scores)
+    values = scores[alive].abs()
+    if values.numel() == 0:
+        return scores
+    if how == "max":
+        stat = values.max()
+    elif how == "sum":
+        stat = values.sum()
+    elif how == "mean":
+        stat = values.mean()
+    else:
+        stat = torch.linalg.vector_norm(values)
+    if float(stat) == 0.0:
+        return scores
+    return torch.where(alive, scores / stat, scores)
+
+
+def compute_keep_masks(
+    targets: Sequence[Target],
+    criterion: Criterion,
+    structure: Structure,
+    sparsity: Sparsity | None,
+    *,
+    scope: str = "local",
+    overrides: Mapping[str, Sparsity] | None = None,
+    normalize: str = "none",
+    min_keep: int = 1,
+) -> list[torch.Tensor]:
+    """New keep masks (bool, True = kept) for ``targets``; the model is not touched.
+
+    Every mask is a subset of the target's current mask.
+    """
+    for target in targets:
+        _floating_check(target)
+        structure.check(target)
+
+    if structure.fixed_sparsity is not None:
+        return _fixed_structure_masks(targets, criterion, structure, sparsity, scope, overrides)
+
+    if sparsity is None:
+        raise InvalidParameterError(
+            "sparsity", "a float in [0, 1] or an int count", None, f"Fix: {structure!r} needs a sparsity."
+        )
+    sparsity = check_sparsity(sparsity)
+    plans = _plan(targets, sparsity, scope, overrides or {})
+
+    scorers = [_Scorer(p.target, criterion, structure, normalize if not p.local else "none", min_keep) for p in plans]
+    unit_keep: list[torch.Tensor | None] = [None] * len(plans)
+
+    for i, plan in enumerate(plans):
+        if plan.local:
+            unit_keep[i] = _local(scorers[i], plan.sparsity)
+
+    global_ids = [i for i, p in enumerate(plans) if not p.local]
+    if global_ids:
+        masks = _global([scorers[i] for i in global_ids], sparsity)
+        for i, mask in zip(global_ids, masks):
+            unit_keep[i] = mask
+
+    out = []
+    for scorer, keep in zip(scorers, unit_keep):
+        assert keep is not None
+        mask = structure.expand(keep.to(scorer.target.original.device), scorer.target)
+        prev = scorer.target.keep_mask()
+        out.append(mask if prev is None else mask & prev)
+    return out
+
+
+def _plan(targets: Sequence[Target], sparsity: Sparsity, scope: str, overrides: Mapping[str, Sparsity]) -> list[_Plan]:
+    checked = {pattern: check_sparsity(value, f"overrides[{pattern!r}]") for pattern, value in overrides.items()}
+    used = set()
+    plans = []
+    for target in targets:
+        own = None
+        for pattern, value in checked.items():
+            if _matches(pattern, target):
+                own = value
+                used.add(pattern)
+                break
+        if own is not None:
+            plans.append(_Plan(target, own, True))
+        else:
+            plans.append(_Plan(target, sparsity, scope == "local"))
+    unused = [p for p in checked if p not in used]
+    if unused:
+        raise InvalidParameterError(
+            "overrides",
+            "patterns that match at least one target",
+            unused,
+            "Fix: the targets are " + ", ".join(t.name for t in targets[:20]) + ("…" if len(targets) > 20 else "") + ".",
+        )
+    return plans
+
+
+def _local(scorer: _Scorer, sparsity: Sparsity) -> torch.Tensor:
+    target = scorer.target
+    units = scorer.units
+    k = units_to_prune(sparsity, units, target.name)
+    if k < scorer.dead:
+        logger.info("%s already has %d of %d units pruned (asked for %d); keeping them pruned",
+                    target.name, scorer.dead, units, k)
+        k = scorer.dead
+    if units - k < scorer.min_keep:
+        raise InvalidParameterError(
+            "sparsity",
+            f"at most {units - scorer.min_keep} of the {units} units of {target.name} pruned "
+            f"(min_keep={scorer.min_keep} guards against removing a whole layer)",
+            sparsity,
+            "Fix: lower the sparsity, or pass min_keep=0 to allow emptying the tensor.",
+        )
+    scores = scorer()
+    selected = select_lowest(lambda _i: scores, [units], k)[0]
+    return ~selected
+
+
+def _global(scorers: Sequence[_Scorer], sparsity: Sparsity) -> list[torch.Tensor]:
+    counts = [s.units for s in scorers]
+    if isinstance(sparsity, int):
+        sizes = [1] * len(scorers)
+        total_units = sum(counts)
+        budget = float(units_to_prune(sparsity, total_units, "all global targets"))
+    else:
+        sizes = [s.structure.unit_size(s.target) for s in scorers]
+        budget = sparsity * sum(c * w for c, w in zip(counts, sizes))
+    dead = sum(s.dead * w for s, w in zip(scorers, sizes))
+    if budget < dead:
+        logger.info("global targets already have %d pruned (asked for %d); keeping them pruned", dead, budget)
+        budget = float(dead)
+    reserved = sum(min(s.min_keep, s.units) * w for s, w in zip(scorers, sizes))
+    available = sum(c * w for c, w in zip(counts, sizes)) - reserved
+    if budget > available + 0.5 * max(sizes):
+        raise InvalidParameterError(
+            "sparsity",
+            f"a global budget of at most {available} of {sum(c * w for c, w in zip(counts, sizes))} "
+            f"(min_keep={scorers[0].min_keep} unit(s) of every tensor are guarded)",
+            sparsity,
+            "Fix: lower the sparsity, or pass min_keep=0 to allow emptying tensors.",
+        )
+    selected = select_lowest(lambda i: scorers[i](reserve=True), counts, budget, sizes)
+    return [~s for s in selected]
+
+
+def _fixed_structure_masks(targets, criterion, structure, sparsity, scope, overrides) -> list[torch.Tensor]:
+    fixed = structure.fixed_sparsity
+    if sparsity is not None:
+        value = check_sparsity(sparsity)
+        if isinstance(value, int) or abs(value - fixed) > 1e-9:
+            raise InvalidParameterError(
+                "sparsity",
+                f"None or {fixed:g}, which {structure.spec()} fixes",
+                sparsity,
+                "Fix: leave sparsity out for N:M structures.",
+            )
+    if scope != "local":
+        raise InvalidParameterError(
+            "scope", f"'local' for {structure.spec()} (it selects within each group of M)", scope
+        )
+    if overrides:
+        raise InvalidParameterError("overrides", f"none for {structure.spec()} (sparsity is fixed)", dict(overrides))
+    out = []
+    for target in targets:
+        scorer = _Scorer(target, criterion, structure, "none", 0)
+        prev = target.keep_mask()
+        keep = torch.ones(target.shape, dtype=torch.bool, device=target.original.device) if prev is None else prev
+        out.append(structure.select(scorer.entry_scores(), keep, target))
+    return out

@@ -1,0 +1,338 @@
+"""Realising masks on a model: torch-compatible, lean in-place, or permanent.
+
+``reparam`` (default) is exactly the layout of ``torch.nn.utils.prune``:
+``<name>_orig`` is the original Parameter object (so existing optimizers keep
+working), ``<name>_mask`` a buffer of the parameter's dtype, and a forward
+pre-hook that is a ``BasePruningMethod`` recomputes ``<name> = orig * mask``.
+``torch.nn.utils.prune.is_pruned`` and ``remove`` work on the result, and a
+second pruning wraps the hooks in a ``PruningContainer`` as torch does.
+
+``inplace`` keeps the parameter where it is, zeroes the pruned entries in
+place and stores a bool ``<name>_mask`` buffer (1 byte an entry). A global
+optimizer step post-hook multiplies every masked parameter by its mask after
+each ``optimizer.step()`` of any optimizer, so no update (momentum, Adam
+moments, weight decay) can bring a pruned weight back; the forward pass costs
+nothing extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from .errors import InvalidParameterError
+from .targets import Target, find_reparam_hook, tensor_state
+
+__all__ = [
+    "MODES",
+    "PrunekitMask",
+    "InPlaceMask",
+    "apply_masks",
+    "make_permanent",
+    "remove",
+    "reapply_masks",
+    "pruned_tensors",
+]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("reparam", "inplace")
+
+
+class PrunekitMask(torch_prune.BasePruningMethod):
+    """The hook prunekit installs in ``reparam`` mode.
+
+    The mask is computed by prunekit's criteria, structures and allocation
+    and stored in ``<name>_mask``; this method records what made it.
+    ``PRUNING_TYPE = "global"`` because the mask covers the whole tensor.
+    """
+
+    PRUNING_TYPE = "global"
+
+    def __init__(self, description: str = "") -> None:
+        self.description = description
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        return default_mask
+
+    def __repr__(self) -> str:
+        return f"PrunekitMask({self.description!r})"
+
+
+class InPlaceMask:
+    """Forward pre-hook of the ``inplace`` mode: registers the parameter for
+    optimizer enforcement (cheap; covers copies made by ``copy.deepcopy``)."""
+
+    def __init__(self, name: str) -> None:
+        self._tensor_name = name
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        _register_lean(module, self._tensor_name)
+
+    def __repr__(self) -> str:
+        return f"InPlaceMask({self._tensor_name!r})"
+
+
+# -- in-place enforcement --------------------------------------------------------
+
+_LEAN: dict[int, tuple[weakref.ref, weakref.ref, str]] = {}
+_HOOK_HANDLE: Any = None
+
+
+def _register_lean(module: nn.Module, name: str) -> None:
+    param = module._parameters.get(name)
+    if param is None:
+        return
+    key = id(param)
+    entry = _LEAN.get(key)
+    if entry is not None and entry[0]() is param and entry[1]() is module:
+        return
+    _LEAN[key] = (weakref.ref(param, lambda _r, k=key: _LEAN.pop(k, None)), weakref.ref(module), name)
+    _ensure_optimizer_hook()
+
+
+def _unregister_lean(module: nn.Module, name: str) -> None:
+    param = module._parameters.get(name)
+    if param is not None:
+        _LEAN.pop(id(param), None)
+
+
+def _ensure_optimizer_hook() -> None:
+    global _HOOK_HANDLE
+    if _HOOK_HANDLE is None:
+        _HOOK_HANDLE = torch.optim.optimizer.register_optimizer_step_post_hook(_after_step)
+
+
+def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    if not _LEAN:
+        return
+    params, masks = [], []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            entry = _LEAN.get(id(param))
+            if entry is None or entry[0]() is not param:
+                continue
+            module = entry[1]()
+            mask = None if module is None else module._buffers.get(entry[2] + "_mask")
+            if mask is not None:
+                params.append(param)
+                masks.append(mask)
+    _multiply(params, masks)
+
+
+@torch.no_grad()
+def _multiply(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    if not params:
+        return
+    if len({(p.device, p.dtype) for p in params}) == 1 and all(m.device == params[0].device for m in masks):
+        torch._foreach_mul_(params, masks)
+    else:
+        for p, m in zip(params, masks):
+            p.mul_(m.to(p.device))
+
+
+def reapply_masks(model: nn.Module) -> None:
+    """Zero the pruned entries of every in-place-masked parameter again.
+
+    Needed only after updates that bypass ``optimizer.step()`` (manual
+    ``param.data`` edits, ``load_state_dict`` of dense weights).
+    """
+    params, masks = [], []
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, InPlaceMask):
+                params.append(module._parameters[hook._tensor_name])
+                masks.append(module._buffers[hook._tensor_name + "_mask"])
+                _register_lean(module, hook._tensor_name)
+    _multiply(params, masks)
+
+
+# -- applying ------------------------------------------------------------------
+
+
+def _check_mask(target: Target, keep: torch.Tensor, mode: str) -> None:
+    if not isinstance(keep, torch.Tensor) or tuple(keep.shape) != tuple(target.shape):
+        got = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
+        raise InvalidParameterError(
+            "mask",
+            f"a tensor of shape {tuple(target.shape)} for {target.name}",
+            f"<shape {got}>",
+            "Fix: build the mask with the parameter's shape.",
+        )
+    if keep.dtype != torch.bool:
+        raise InvalidParameterError("mask", "a bool tensor (True = keep)", f"<dtype {keep.dtype}>", "Fix: pass mask != 0.")
+    state = target.state
+    if state != "dense" and state != mode:
+        raise InvalidParameterError(
+            "mode",
+            f"{state!r}, the mode {target.name} is already pruned in",
+            mode,
+            f"Fix: pass mode={state!r}, or call prunekit.make_permanent(model) first.",
+        )
+
+
+def apply_masks(
+    targets: Sequence[Target],
+    keeps: Sequence[torch.Tensor],
+    mode: str = "reparam",
+    description: str = "",
+) -> None:
+    """Apply bool keep masks to targets, all or nothing.
+
+    Each new mask is combined with the current one (``old & new``).
+    """
+    if mode not in MODES:
+        from .errors import check_choice
+
+        check_choice("mode", mode, MODES)
+    if len(targets) != len(keeps):
+        raise InvalidParameterError("masks", f"{len(targets)} masks, one per target", f"<{len(keeps)} masks>")
+    for target, keep in zip(targets, keeps):
+        _check_mask(target, keep, mode)
+
+    undo: list[Callable[[], None]] = []
+    try:
+        for target, keep in zip(targets, keeps):
+            if mode == "reparam":
+                undo.append(_apply_reparam(target.module, target.param_name, keep, description))
+            else:
+                undo.append(_apply_inplace(target.module, target.param_name, keep))
+    except Exception:
+        for step in reversed(undo):
+            step()
+        raise
+    if mode == "inplace":
+        with torch.no_grad():
+            for target in targets:
+                module, name = target.module, target.param_name
+                module._parameters[name].mul_(module._buffers[name + "_mask"])
+
+
+def _apply_reparam(module: nn.Module, name: str, keep: torch.Tensor, description: str) -> Callable[[], None]:
+    method = PrunekitMask(description)
+    method._tensor_name = name
+    old_hook = find_reparam_hook(module, name)
+    if old_hook is None:
+        orig = module._parameters[name]
+        mask = keep.to(dtype=orig.dtype, device=orig.device)
+        module.register_parameter(name + "_orig", orig)
+        del module._parameters[name]
+        module.register_buffer(name + "_mask", mask)
+        handle = module.register_forward_pre_hook(method)
+
+        def undo() -> None:
+            handle.remove()
+            if name in module.__dict__:
+                delattr(module, name)
+            del module._buffers[name + "_mask"]
+            del module._parameters[name + "_orig"]
+            module.register_parameter(name, orig)
+
+        setattr(module, name, method.apply_mask(module))
+        return undo
+
+    old_mask = module._buffers[name + "_mask"]
+    old_key = next(k for k, h in module._forward_pre_hooks.items() if h is old_hook)
+    if isinstance(old_hook, torch_prune.PruningContainer):
+        container = old_hook
+        old_methods = container._pruning_methods
+        container.add_pruning_method(method)
+    else:
+        container = torch_prune.PruningContainer(old_hook)
+        container.add_pruning_method(method)
+        old_methods = None
+    new_mask = old_mask * keep.to(dtype=old_mask.dtype, device=old_mask.device)
+    del module._forward_pre_hooks[old_key]
+    handle = module.register_forward_pre_hook(container)
+    module.register_buffer(name + "_mask", new_mask)
+
+    def undo_update() -> None:
+        handle.remove()
+        module._forward_pre_hooks[old_key] = old_hook
+        if old_methods is not None:
+            container._pruning_methods = old_methods
+        module.register_buffer(name + "_mask", old_mask)
+        setattr(module, name, old_hook.apply_mask(module))
+
+    setattr(module, name, container.apply_mask(module))
+    return undo_update
+
+
+def _apply_inplace(module: nn.Module, name: str, keep: torch.Tensor) -> Callable[[], None]:
+    param = module._parameters[name]
+    keep = keep.to(device=param.device)
+    old = module._buffers.get(name + "_mask")
+    if old is None:
+        module.register_buffer(name + "_mask", keep.clone())
+        handle = module.register_forward_pre_hook(InPlaceMask(name))
+        _register_lean(module, name)
+
+        def undo() -> None:
+            handle.remove()
+            del module._buffers[name + "_mask"]
+            _unregister_lean(module, name)
+
+        return undo
+    module.register_buffer(name + "_mask", old & keep)
+    _register_lean(module, name)
+
+    def undo_update() -> None:
+        module.register_buffer(name + "_mask", old)
+
+    return undo_update
+
+
+# -- removing ------------------------------------------------------------------
+
+
+def pruned_tensors(model: nn.Module) -> list[tuple[str, nn.Module, str, str]]:
+    """``(qualified name, module, param name, state)`` of every masked tensor."""
+    out = []
+    for module_name, module in model.named_modules():
+        names = []
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod) or isinstance(hook, InPlaceMask):
+                names.append(hook._tensor_name)
+        for name in names:
+            qualified = f"{module_name}.{name}" if module_name else name
+            out.append((qualified, module, name, tensor_state(module, name)))
+    return out
+
+
+def remove(module: nn.Module, name: str) -> nn.Module:
+    """Make the pruning of ``module.<name>`` permanent (either mode)."""
+    state = tensor_state(module, name)
+    if state == "reparam":
+        return torch_prune.remove(module, name)
+    if state == "inplace":
+        with torch.no_grad():
+            module._parameters[name].mul_(module._buffers[name + "_mask"])
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, InPlaceMask) and hook._tensor_name == name:
+                del module._forward_pre_hooks[key]
+        _unregister_lean(module, name)
+        del module._buffers[name + "_mask"]
+        return module
+    raise InvalidParameterError(
+        "name",
+        f"a pruned parameter of {type(module).__name__}",
+        name,
+        "Fix: only masked tensors can be made permanent; this one has no mask.",
+    )
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its parameter and drop the masks and hooks.
+
+    Works for prunekit's both modes and for ``torch.nn.utils.prune``. The
+    outputs of the model are unchanged; pruned entries are exact zeros.
+    """
+    for _qualified, module, name, _state in pruned_tensors(model):
+        remove(module, name)
+    return model

@@ -1,0 +1,216 @@
+"""Sparsity per tensor and over the model, from a model or a state dict.
+
+Understands the three states a tensor can be in: reparametrised
+(``torch.nn.utils.prune`` layout, from prunekit or from torch), in-place
+masked (prunekit's lean mode) and plain zeros (after ``make_permanent`` or
+from anywhere else).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..masks import pruned_tensors
+from ..targets import select_targets, tensor_state
+
+__all__ = ["TensorSparsity", "SparsityReport", "sparsity_report", "sparsity_report_from_state_dict"]
+
+
+@dataclass
+class TensorSparsity:
+    """One row: a tensor's size, non-zeros and sparsity."""
+
+    name: str
+    shape: tuple[int, ...]
+    params: int
+    nonzero: int
+    state: str
+
+    @property
+    def zeros(self) -> int:
+        return self.params - self.nonzero
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.params if self.params else 0.0
+
+
+@dataclass
+class SparsityReport:
+    """Rows per tensor, their total, and the whole model's parameter count."""
+
+    rows: list[TensorSparsity]
+    model_params: int
+    model_nonzero: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def nonzero(self) -> int:
+        return sum(r.nonzero for r in self.rows)
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zeros over the reported tensors (the global figure)."""
+        return (self.params - self.nonzero) / self.params if self.params else 0.0
+
+    @property
+    def model_sparsity(self) -> float:
+        return (self.model_params - self.model_nonzero) / self.model_params if self.model_params else 0.0
+
+    def __getitem__(self, name: str) -> TensorSparsity:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"{name!r} is not in the report; rows are {[r.name for r in self.rows]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tensors": [
+                {**asdict(r), "shape": list(r.shape), "zeros": r.zeros, "sparsity": r.sparsity} for r in self.rows
+            ],
+            "total": {"params": self.params, "nonzero": self.nonzero, "sparsity": self.sparsity},
+            "model": {"params": self.model_params, "nonzero": self.model_nonzero, "sparsity": self.model_sparsity},
+            **({"extras": self.extras} if self.extras else {}),
+        }
+
+    def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
+        """The report as JSON; written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            from ..io import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def table(self) -> str:
+        """A plain-text table (the CLI renders the same rows with rich)."""
+        header = ("tensor", "shape", "params", "nonzero", "sparsity", "state")
+        lines = [
+            (r.name, "×".join(map(str, r.shape)), f"{r.params:,}", f"{r.nonzero:,}", f"{100 * r.sparsity:.2f}%", r.state)
+            for r in self.rows
+        ]
+        lines.append(("total", "", f"{self.params:,}", f"{self.nonzero:,}", f"{100 * self.sparsity:.2f}%", ""))
+        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
+
+        def fmt(row: tuple[str, ...]) -> str:
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+            cells += [row[i].rjust(widths[i]) for i in (2, 3, 4)]
+            cells.append(row[5].ljust(widths[5]))
+            return "  ".join(cells).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        body = [fmt(header), rule, *[fmt(r) for r in lines[:-1]], rule, fmt(lines[-1])]
+        body.append(
+            f"model: {self.model_params:,} parameters, {self.model_nonzero:,} non-zero "
+            f"({100 * self.model_sparsity:.2f}% sparse)"
+        )
+        return "\n".join(body)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _row(name: str, tensor: torch.Tensor, mask: torch.Tensor | None, state: str) -> TensorSparsity:
+    with torch.no_grad():
+        if mask is not None and state == "reparam":
+            nonzero = int(torch.count_nonzero((tensor != 0) & (mask != 0)))
+        else:
+            nonzero = int(torch.count_nonzero(tensor))
+    return TensorSparsity(name, tuple(tensor.shape), tensor.numel(), nonzero, state)
+
+
+def sparsity_report(
+    model: nn.Module,
+    *,
+    types: Any = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    params: str | Iterable[str] = "weight",
+) -> SparsityReport:
+    """Per-tensor sparsity of ``model``.
+
+    Rows are every masked tensor plus the tensors the selection arguments pick
+    (same meaning as in :func:`prunekit.select_targets`; by default the weights
+    of Linear and ConvNd layers). The total is over the rows; the model
+    figures count every parameter (masked entries as zeros).
+    """
+    wanted: dict[str, tuple[nn.Module, str]] = {}
+    for qualified, module, name, _state in pruned_tensors(model):
+        wanted[qualified] = (module, name)
+    try:
+        for target in select_targets(model, types=types, include=include, exclude=exclude, params=params):
+            wanted.setdefault(target.name, (target.module, target.param_name))
+    except ValueError:
+        if not wanted and (include is not None or types is not None):
+            raise
+    order = {name: i for i, name in enumerate(_qualified_params(model))}
+    rows = []
+    for qualified in sorted(wanted, key=lambda n: order.get(n, len(order))):
+        module, name = wanted[qualified]
+        state = tensor_state(module, name)
+        if state == "reparam":
+            rows.append(_row(qualified, module._parameters[name + "_orig"], module._buffers[name + "_mask"], state))
+        else:
+            rows.append(_row(qualified, module._parameters[name], None, state))
+    model_params = model_nonzero = 0
+    for module in model.modules():
+        for pname, param in module._parameters.items():
+            if param is None:
+                continue
+            base = pname[:-5] if pname.endswith("_orig") else pname
+            state = tensor_state(module, base)
+            row = _row(pname, param, module._buffers.get(base + "_mask") if state == "reparam" else None, state)
+            model_params += row.params
+            model_nonzero += row.nonzero
+    return SparsityReport(rows, model_params, model_nonzero)
+
+
+def _qualified_params(model: nn.Module) -> list[str]:
+    names = []
+    for module_name, module in model.named_modules():
+        for pname in module._parameters:
+            base = pname[:-5] if pname.endswith("_orig") else pname
+            names.append(f"{module_name}.{base}" if module_name else base)
+    return names
+
+
+def sparsity_report_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor], *, all_tensors: bool = False
+) -> SparsityReport:
+    """Per-tensor sparsity from a state dict (torch-pruned, prunekit or plain).
+
+    Rows are masked tensors and every floating tensor of 2 or more dimensions
+    (weights); ``all_tensors=True`` adds the rest (biases, norms, buffers).
+    """
+    rows = []
+    model_params = model_nonzero = 0
+    for key, tensor in state_dict.items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig") and key[:-5] + "_mask" in state_dict:
+            name, state, mask = key[:-5], "reparam", state_dict[key[:-5] + "_mask"]
+        elif key + "_mask" in state_dict:
+            name, state, mask = key, "inplace", None
+        else:
+            name, state, mask = key, "dense", None
+        if not tensor.is_floating_point():
+            continue
+        row = _row(name, tensor, mask, state)
+        model_params += row.params
+        model_nonzero += row.nonzero
+        if state != "dense" or tensor.dim() >= 2 or all_tensors:
+            rows.append(row)
+    return SparsityReport(rows, model_params, model_nonzero)
+
+

@@ -1,0 +1,194 @@
+"""The object that ties targets, criterion, structure, allocation and masks together."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
+from .criteria.base import Criterion, create_criterion
+from .errors import InvalidParameterError, check_choice
+from .masks import MODES, apply_masks
+from .masks import make_permanent as _make_permanent
+from .measure.sparsity import SparsityReport, sparsity_report
+from .structures import Structure, create_structure
+from .targets import Target, select_targets
+
+__all__ = ["Pruner", "prune"]
+
+logger = logging.getLogger(__name__)
+
+
+class Pruner:
+    """Prunes a fixed set of targets, one step at a time.
+
+    Args:
+        model: the network to prune (modified in place).
+        criterion: a registered name (``"magnitude"``/``"l1"``, ``"l2"``,
+            ``"lnorm:3"``, ``"random"``; see :func:`prunekit.list_criteria`), a
+            :class:`~prunekit.criteria.Criterion` or a function ``target -> scores``.
+        structure: ``"element"``, ``"2:4"`` (any N:M), ``"block:4x4"``,
+            ``"kernel"``, ``"channel"`` (output dim) or ``"channel:<dim>"``, or a
+            :class:`~prunekit.structures.Structure`.
+        scope: ``"local"`` (each tensor to the sparsity) or ``"global"`` (one
+            ranking over all targets).
+        targets: explicit :class:`~prunekit.Target` list, or ``(module, name)``
+            pairs as for ``torch.nn.utils.prune.global_unstructured``; otherwise
+            chosen by ``types``, ``include``, ``exclude`` and ``params``
+            (see :func:`prunekit.select_targets`).
+        overrides: ``{name pattern: sparsity}`` pruned locally at their own level.
+        normalize: per-target normalisation of unit scores before a global
+            ranking: ``"none"``, ``"max"``, ``"sum"``, ``"mean"`` or ``"l2"``.
+        min_keep: units of every tensor never pruned (0 allows emptying one).
+        mode: ``"reparam"`` (torch-compatible) or ``"inplace"`` (lean).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
+        structure: str | Structure = "element",
+        scope: str = "local",
+        targets: Sequence[Target] | Sequence[tuple[nn.Module, str]] | None = None,
+        types: Any = None,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        params: str | Iterable[str] = "weight",
+        overrides: Mapping[str, Sparsity] | None = None,
+        normalize: str = "none",
+        min_keep: int = 1,
+        mode: str = "reparam",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
+        self.model = model
+        self.criterion = create_criterion(criterion)
+        self.structure = create_structure(structure)
+        self.scope = check_choice("scope", scope, SCOPES)
+        self.normalize = check_choice("normalize", normalize, NORMALIZERS)
+        self.mode = check_choice("mode", mode, MODES)
+        if isinstance(min_keep, bool) or not isinstance(min_keep, numbers.Integral) or min_keep < 0:
+            raise InvalidParameterError("min_keep", "a non-negative int", min_keep, "Fix: 1 (default) or 0.")
+        self.min_keep = int(min_keep)
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise InvalidParameterError("overrides", "a mapping {name pattern: sparsity}", overrides)
+        self.overrides = dict(overrides or {})
+        for pattern, value in self.overrides.items():
+            check_sparsity(value, f"overrides[{pattern!r}]")
+        if targets is not None:
+            self.targets = _resolve_targets(model, targets)
+        else:
+            self.targets = select_targets(model, types=types, include=include, exclude=exclude, params=params)
+        self.steps = 0
+
+    def step(self, sparsity: Sparsity | None = None, **context: Any) -> list[torch.Tensor]:
+        """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count).
+
+        ``context`` is passed to the criterion's ``prepare`` (data, loss
+        function, ... for criteria that need them). Returns the new keep masks.
+        Nothing is changed if any check fails.
+        """
+        self.criterion.prepare(self.model, self.targets, **context)
+        keeps = compute_keep_masks(
+            self.targets,
+            self.criterion,
+            self.structure,
+            sparsity,
+            scope=self.scope,
+            overrides=self.overrides,
+            normalize=self.normalize,
+            min_keep=self.min_keep,
+        )
+        description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
+        apply_masks(self.targets, keeps, mode=self.mode, description=description)
+        self.steps += 1
+        logger.info("pruned %d tensors: %s", len(self.targets), description)
+        return keeps
+
+    def report(self) -> SparsityReport:
+        """Sparsity of the targets and of the whole model."""
+        report = sparsity_report(self.model)
+        names = {t.name for t in self.targets}
+        report.rows = [r for r in report.rows if r.name in names]
+        return report
+
+    def make_permanent(self) -> nn.Module:
+        return _make_permanent(self.model)
+
+    def __repr__(self) -> str:
+        return (
+            f"Pruner({len(self.targets)} targets, criterion={self.criterion!r}, structure={self.structure!r}, "
+            f"scope={self.scope!r}, mode={self.mode!r})"
+        )
+
+
+def _resolve_targets(model: nn.Module, targets: Sequence[Any]) -> list[Target]:
+    names = {id(m): n for n, m in model.named_modules()}
+    out: list[Target] = []
+    for item in targets:
+        if isinstance(item, Target):
+            out.append(item)
+            continue
+        if (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], nn.Module)
+            and isinstance(item[1], str)
+        ):
+            module, pname = item
+            if id(module) not in names:
+                raise InvalidParameterError(
+                    "targets", "modules that belong to the model", type(module).__name__,
+                    "Fix: pass (module, name) pairs taken from this model.",
+                )
+            if pname not in module._parameters and pname + "_orig" not in module._parameters:
+                raise InvalidParameterError(
+                    "targets",
+                    f"a parameter name of {type(module).__name__} ({', '.join(module._parameters)})",
+                    pname,
+                )
+            module_name = names[id(module)]
+            qualified = f"{module_name}.{pname}" if module_name else pname
+            out.append(Target(qualified, module_name, module, pname))
+            continue
+        raise InvalidParameterError(
+            "targets", "Target objects or (module, parameter name) pairs", item,
+            "Fix: e.g. targets=[(model.fc1, 'weight')].",
+        )
+    if not out:
+        raise InvalidParameterError("targets", "at least one target", [], "Fix: pass some (module, name) pairs.")
+    return out
+
+
+def prune(
+    model: nn.Module,
+    sparsity: Sparsity | None = None,
+    *,
+    criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
+    structure: str | Structure = "element",
+    scope: str = "local",
+    **kwargs: Any,
+) -> nn.Module:
+    """Prune ``model`` in one call and return it.
+
+    ``sparsity`` is the fraction of each target (``scope="local"``) or of all
+    targets together (``scope="global"``) that is zero afterwards, or an int
+    count of units. Unlike ``torch.nn.utils.prune``'s ``amount`` it is not
+    relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
+    75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
+
+    Example::
+
+        prunekit.prune(model, 0.8, criterion="magnitude", scope="global")
+        prunekit.prune(model, 0.5, criterion="l2", structure="channel", include="features.*")
+        prunekit.prune(model, structure="2:4", types=[nn.Linear])
+    """
+    context = kwargs.pop("context", None) or {}
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **context)
+    return model

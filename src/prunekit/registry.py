@@ -1,0 +1,128 @@
+"""Name registries: one per kind of component (criterion, structure, model, ...).
+
+A registry maps a name to a factory (a class or a function) so the Python API,
+YAML recipes and the command line expose the same set without hand-kept lists,
+in the manner of timm's ``register_model`` / ``create_model`` / ``list_models``.
+
+Components are named by a *spec* string ``name[:arg[:arg...]]``; arguments are
+parsed as int, float, ``AxB`` tuples of ints, or left as strings. For example
+``"lnorm:2"`` or ``"nm:2:4"`` or ``"block:4x4"``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from .errors import InvalidParameterError, did_you_mean
+
+T = TypeVar("T")
+
+__all__ = ["Registry", "parse_spec"]
+
+_INT = re.compile(r"^[+-]?\d+$")
+_TUPLE = re.compile(r"^\d+(x\d+)+$")
+
+
+def _parse_arg(text: str) -> Any:
+    if _INT.match(text):
+        return int(text)
+    if _TUPLE.match(text):
+        return tuple(int(part) for part in text.split("x"))
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def parse_spec(spec: str) -> tuple[str, list[Any]]:
+    """Split ``"name:a:b"`` into ``("name", [a, b])`` with typed arguments."""
+    parts = [p.strip() for p in spec.split(":")]
+    return parts[0].lower(), [_parse_arg(p) for p in parts[1:] if p != ""]
+
+
+class Registry(Generic[T]):
+    """A named collection of factories of one kind."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Callable[..., T]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(
+        self, name: str, factory: Callable[..., T] | None = None, *, aliases: tuple[str, ...] = ()
+    ) -> Any:
+        """Register ``factory`` under ``name``; usable as a decorator."""
+
+        def add(obj: Callable[..., T]) -> Callable[..., T]:
+            key = name.lower()
+            for taken in (key, *[a.lower() for a in aliases]):
+                if taken in self._entries or taken in self._aliases:
+                    raise InvalidParameterError(
+                        "name",
+                        f"a {self.kind} name not yet registered",
+                        taken,
+                        f"Fix: choose another name; registered {self.kind}s are {self.names()}.",
+                    )
+            self._entries[key] = obj
+            for alias in aliases:
+                self._aliases[alias.lower()] = key
+            return obj
+
+        if factory is not None:
+            return add(factory)
+        return add
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` and its aliases (mostly for tests and plugins)."""
+        key = self.resolve(name)
+        del self._entries[key]
+        for alias in [a for a, k in self._aliases.items() if k == key]:
+            del self._aliases[alias]
+
+    def resolve(self, name: str) -> str:
+        """Return the canonical name for ``name`` or raise with a suggestion."""
+        key = str(name).lower()
+        key = self._aliases.get(key, key)
+        if key not in self._entries:
+            choices = self.names() + sorted(self._aliases)
+            raise InvalidParameterError(
+                self.kind,
+                f"a registered {self.kind} name ({', '.join(self.names())})",
+                name,
+                ("Fix: use one of the registered names." + did_you_mean(str(name), choices)).strip(),
+            )
+        return key
+
+    def get(self, name: str) -> Callable[..., T]:
+        return self._entries[self.resolve(name)]
+
+    def create(self, spec: str, **kwargs: Any) -> T:
+        """Build the component named by ``spec`` (``name[:arg...]``)."""
+        name, args = parse_spec(spec)
+        factory = self.get(name)
+        try:
+            return factory(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidParameterError(
+                self.kind,
+                f"a valid {self.kind} spec for {name!r}",
+                spec,
+                f"Fix: check the arguments ({exc}).",
+            ) from exc
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """Registered names matching the wildcard ``pattern``, sorted."""
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern.lower()))
+
+    def __contains__(self, name: object) -> bool:
+        key = str(name).lower()
+        return key in self._entries or key in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
