@@ -32,7 +32,7 @@ import torch
 
 from .criteria.base import Criterion
 from .errors import InvalidParameterError
-from .selection import select_lowest
+from .selection import all_finite, select_lowest
 from .structures import Structure
 from .targets import Target
 
@@ -107,7 +107,7 @@ def _floating_check(target: Target) -> None:
             f"{target.name} of dtype {tensor.dtype}",
             f"Fix: exclude {target.name!r} (only float tensors can be pruned).",
         )
-    if not bool(torch.isfinite(tensor).all()):
+    if not all_finite(tensor.detach()):
         raise InvalidParameterError(
             "model",
             "finite weights (no NaN or inf)",
@@ -130,9 +130,14 @@ class _Scorer:
         self.units = structure.num_units(target)
         self.dead = 0 if self.alive is None else int((~self.alive).sum())
         self._checked = False
+        self._reserved: torch.Tensor | None = None
+        # normalising divides by a positive statistic, so the sign is kept
+        self.nonnegative = bool(getattr(criterion, "nonnegative", False))
 
     def entry_scores(self) -> torch.Tensor:
         scores = self.criterion.score(self.target)
+        if not getattr(self.criterion, "fresh_scores", False) and isinstance(scores, torch.Tensor):
+            scores = scores.clone()  # the allocation edits scores in place; never edit a criterion's cache
         if not self._checked:
             if not isinstance(scores, torch.Tensor) or scores.shape != self.target.shape:
                 got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
@@ -142,7 +147,7 @@ class _Scorer:
                     f"<{got} from {self.criterion!r}>",
                     "Fix: make the criterion return one score per entry of the parameter.",
                 )
-            if not bool(torch.isfinite(scores).all()):
+            if not getattr(self.criterion, "finite_scores", False) and not all_finite(scores.detach()):
                 raise InvalidParameterError(
                     "criterion",
                     "finite scores (no NaN or inf)",
@@ -157,13 +162,14 @@ class _Scorer:
         scores = scores.detach().reshape(-1)
         scores = scores.to(torch.float64) if scores.dtype == torch.float64 else scores.to(torch.float32)
         if self.alive is not None:
-            scores = scores.masked_fill(~self.alive.reshape(-1).to(scores.device), float("-inf"))
+            scores.masked_fill_(~self.alive.reshape(-1).to(scores.device), float("-inf"))
         if self.normalize != "none":
             scores = _normalise(scores, self.normalize)
         if reserve and self.min_keep:
-            top = torch.topk(scores, min(self.min_keep, scores.numel())).indices
-            scores = scores.clone()
-            scores[top] = float("inf")
+            if self._reserved is None:
+                keep = min(self.min_keep, scores.numel())
+                self._reserved = scores.argmax().reshape(1) if keep == 1 else torch.topk(scores, keep).indices
+            scores[self._reserved] = float("inf")
         return scores
 
 
@@ -279,8 +285,8 @@ def _local(scorer: _Scorer, sparsity: Sparsity) -> torch.Tensor:
             "Fix: lower the sparsity, or pass min_keep=0 to allow emptying the tensor.",
         )
     scores = scorer()
-    selected = select_lowest(lambda _i: scores, [units], k)[0]
-    return ~selected
+    selected = select_lowest(lambda _i: scores, [units], k, nonnegative=scorer.nonnegative)[0]
+    return selected.logical_not_()
 
 
 def _global(scorers: Sequence[_Scorer], sparsity: Sparsity) -> list[torch.Tensor]:
@@ -292,6 +298,9 @@ def _global(scorers: Sequence[_Scorer], sparsity: Sparsity) -> list[torch.Tensor
     else:
         sizes = [s.structure.unit_size(s.target) for s in scorers]
         budget = sparsity * sum(c * w for c, w in zip(counts, sizes))
+        if all(w == 1 for w in sizes):
+            # round() as torch's global_unstructured does (half to even), not half up
+            budget = float(round(budget))
     dead = sum(s.dead * w for s, w in zip(scorers, sizes))
     if budget < dead:
         logger.info("global targets already have %d pruned (asked for %d); keeping them pruned", dead, budget)
@@ -306,8 +315,9 @@ def _global(scorers: Sequence[_Scorer], sparsity: Sparsity) -> list[torch.Tensor
             sparsity,
             "Fix: lower the sparsity, or pass min_keep=0 to allow emptying tensors.",
         )
-    selected = select_lowest(lambda i: scorers[i](reserve=True), counts, budget, sizes)
-    return [~s for s in selected]
+    nonnegative = all(s.nonnegative for s in scorers)
+    selected = select_lowest(lambda i: scorers[i](reserve=True), counts, budget, sizes, nonnegative=nonnegative)
+    return [s.logical_not_() for s in selected]
 
 
 def _fixed_structure_masks(targets, criterion, structure, sparsity, scope, overrides) -> list[torch.Tensor]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .errors import InvalidParameterError
 from .targets import Target, find_reparam_hook, tensor_state
@@ -106,7 +107,7 @@ def _unregister_lean(module: nn.Module, name: str) -> None:
 def _ensure_optimizer_hook() -> None:
     global _HOOK_HANDLE
     if _HOOK_HANDLE is None:
-        _HOOK_HANDLE = torch.optim.optimizer.register_optimizer_step_post_hook(_after_step)
+        _HOOK_HANDLE = register_optimizer_step_post_hook(_after_step)
 
 
 def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -182,10 +183,13 @@ def apply_masks(
     keeps: Sequence[torch.Tensor],
     mode: str = "reparam",
     description: str = "",
+    copy: bool = True,
 ) -> None:
     """Apply bool keep masks to targets, all or nothing.
 
-    Each new mask is combined with the current one (``old & new``).
+    Each new mask is combined with the current one (``old & new``). With
+    ``copy=False`` the in-place mode may keep the given tensors as its mask
+    buffers (the caller hands them over).
     """
     if mode not in MODES:
         from .errors import check_choice
@@ -202,7 +206,7 @@ def apply_masks(
             if mode == "reparam":
                 undo.append(_apply_reparam(target.module, target.param_name, keep, description))
             else:
-                undo.append(_apply_inplace(target.module, target.param_name, keep))
+                undo.append(_apply_inplace(target.module, target.param_name, keep, copy))
     except Exception:
         for step in reversed(undo):
             step()
@@ -264,12 +268,12 @@ def _apply_reparam(module: nn.Module, name: str, keep: torch.Tensor, description
     return undo_update
 
 
-def _apply_inplace(module: nn.Module, name: str, keep: torch.Tensor) -> Callable[[], None]:
+def _apply_inplace(module: nn.Module, name: str, keep: torch.Tensor, copy: bool = True) -> Callable[[], None]:
     param = module._parameters[name]
     keep = keep.to(device=param.device)
     old = module._buffers.get(name + "_mask")
     if old is None:
-        module.register_buffer(name + "_mask", keep.clone())
+        module.register_buffer(name + "_mask", keep.clone() if copy else keep)
         handle = module.register_forward_pre_hook(InPlaceMask(name))
         _register_lean(module, name)
 

@@ -106,7 +106,7 @@ class Pruner:
             min_keep=self.min_keep,
         )
         description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
-        apply_masks(self.targets, keeps, mode=self.mode, description=description)
+        apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
         self.steps += 1
         logger.info("pruned %d tensors: %s", len(self.targets), description)
         return keeps

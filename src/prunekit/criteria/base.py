@@ -41,6 +41,14 @@ class Criterion:
 
     name: str = "criterion"
     requires: tuple[str, ...] = ()
+    #: True when :meth:`score` returns a new tensor at each call that the
+    #: caller may modify; otherwise the allocation copies the scores first.
+    fresh_scores: bool = False
+    #: True when scores are never negative (magnitudes), which speeds up ranking.
+    nonnegative: bool = False
+    #: True when scores are finite whenever the weights are (checked already),
+    #: which spares a pass over the scores.
+    finite_scores: bool = False
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
         """Called once per pruning step before any :meth:`score` call."""

@@ -28,6 +28,9 @@ class Magnitude(Criterion):
     """
 
     name = "magnitude"
+    fresh_scores = True
+    nonnegative = True
+    finite_scores = True
 
     def __init__(self, p: float = 1) -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not (p > 0):
@@ -58,6 +61,9 @@ class Random(Criterion):
     """
 
     name = "random"
+    fresh_scores = True
+    nonnegative = True
+    finite_scores = True
 
     def __init__(self, seed: int | None = None) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):

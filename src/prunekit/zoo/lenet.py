@@ -13,7 +13,8 @@ __all__ = ["TutorialLeNet"]
 
 class TutorialLeNet(nn.Module):
     """conv1 1→6 3×3, conv2 6→16 3×3, fc1 400→120, fc2 120→84, fc3 84→10,
-    on 1×32×32 inputs (LeCun et al. 1998, as written in the PyTorch tutorial)."""
+    on 1×28×28 inputs (LeCun et al. 1998, as written in the PyTorch tutorial;
+    fc1 expects 16×5×5 features, which a 28×28 input gives)."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()

@@ -1,0 +1,103 @@
+"""Shared fixtures: seeded tiny models and helpers to snapshot a model's state."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+
+
+class TinyNet(nn.Module):
+    """A small conv + linear network (every dimension divisible by 4 and 8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8 * 4 * 4, 16)
+        self.fc2 = nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv(x))
+        x = x.flatten(1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def make_tiny(seed: int = 0) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet()
+
+
+@pytest.fixture
+def tiny() -> TinyNet:
+    return make_tiny(0)
+
+
+@pytest.fixture
+def tiny_input() -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 8, 4, 4, generator=g)
+
+
+@pytest.fixture
+def lenet() -> nn.Module:
+    torch.manual_seed(0)
+    return prunekit.create_model("tutorial_lenet")
+
+
+@pytest.fixture
+def lenet_input() -> torch.Tensor:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(2, 1, 28, 28, generator=g)
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything an aborted operation must leave as it was."""
+    return {
+        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "params": {n: (id(p), p.detach().clone()) for n, p in model.named_parameters()},
+        "hooks": {n: list(m._forward_pre_hooks.values()) for n, m in model.named_modules()},
+        "attrs": {n: sorted(k for k in vars(m) if not k.startswith("_")) for n, m in model.named_modules()},
+    }
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equality of values, with NaN equal to NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point():
+        nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+        return torch.equal(nan_a, nan_b) and torch.equal(a[~nan_a], b[~nan_b])
+    return torch.equal(a, b)
+
+
+def assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = snapshot(model)
+    assert list(after["state"]) == list(before["state"]), "state_dict keys changed"
+    for key, value in before["state"].items():
+        assert after["state"][key].dtype == value.dtype, key
+        assert same(after["state"][key], value), f"{key} changed"
+    assert list(after["params"]) == list(before["params"]), "parameters changed"
+    for name, (pid, value) in before["params"].items():
+        assert after["params"][name][0] == pid, f"{name} was replaced"
+        assert same(after["params"][name][1], value), f"{name} changed"
+    for name, hooks in before["hooks"].items():
+        now = after["hooks"][name]
+        assert len(now) == len(hooks) and all(a is b for a, b in zip(now, hooks)), f"hooks of {name!r} changed"
+    assert after["attrs"] == before["attrs"], "module attributes changed"
+
+
+def keep_mask(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """Current keep mask (bool) of module.<name>; all True if unpruned."""
+    mask = module._buffers.get(name + "_mask")
+    if mask is None:
+        return torch.ones_like(getattr(module, name), dtype=torch.bool)
+    return mask != 0
+
+
+def effective(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The tensor the module computes with."""
+    return getattr(module, name).detach()

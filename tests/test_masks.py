@@ -1,0 +1,225 @@
+"""Realising masks: in-place enforcement through optimizers, reparam layout, permanence."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune as tp
+
+import prunekit
+from conftest import assert_unchanged, keep_mask, make_tiny, snapshot
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    "sgd_nesterov_wd": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adam": lambda ps: torch.optim.Adam(ps, lr=0.05),
+    "adamw_wd": lambda ps: torch.optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+    "adam_foreach_false": lambda ps: torch.optim.Adam(ps, lr=0.05, foreach=False),
+}
+
+
+def _train(model, optimizer, x, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        target = torch.randn(x.shape[0], 8, generator=g)
+        loss = ((model(x) - target) ** 2).mean() + model(x).abs().sum() * 1e-3
+        loss.backward()
+        optimizer.step()
+
+
+def _pruned_positions_are_zero(model):
+    for module in (model.conv, model.fc1, model.fc2):
+        mask = keep_mask(module)
+        if bool(mask.all()):
+            continue
+        assert bool((module.weight.detach()[~mask] == 0).all())
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_inplace_optimizers_never_revive(tiny, tiny_input, opt):
+    prunekit.prune(tiny, 0.6, mode="inplace")
+    masks = {n: keep_mask(getattr(tiny, n)).clone() for n in ("conv", "fc1", "fc2")}
+    assert isinstance(tiny.fc1.weight, nn.Parameter)
+    assert tiny.fc1.weight_mask.dtype == torch.bool
+    before = tiny.fc1.weight.detach().clone()
+    optimizer = OPTIMIZERS[opt](tiny.parameters())
+    _train(tiny, optimizer, tiny_input, 30)
+    for n, mask in masks.items():
+        w = getattr(tiny, n).weight.detach()
+        assert bool((w[~mask] == 0).all()), n
+        assert int((w == 0).sum()) >= int((~mask).sum())
+    assert not torch.equal(before, tiny.fc1.weight.detach()), "training did update the kept weights"
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+def test_inplace_pruning_mid_training(tiny, tiny_input, opt):
+    optimizer = OPTIMIZERS[opt](tiny.parameters())
+    _train(tiny, optimizer, tiny_input, 5)
+    state = optimizer.state[tiny.fc1.weight]
+    buffers = [v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == tiny.fc1.weight.shape]
+    assert buffers and any(bool((b != 0).any()) for b in buffers), "momentum/moments are non-zero"
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    mask = keep_mask(tiny.fc1).clone()
+    _train(tiny, optimizer, tiny_input, 20, seed=1)
+    assert bool((tiny.fc1.weight.detach()[~mask] == 0).all())
+    _pruned_positions_are_zero(tiny)
+    # pruning further mid-training still holds
+    prunekit.prune(tiny, 0.8, mode="inplace")
+    mask = keep_mask(tiny.fc1).clone()
+    assert int((~mask).sum()) == round(0.8 * tiny.fc1.weight.numel())
+    _train(tiny, optimizer, tiny_input, 10, seed=2)
+    assert bool((tiny.fc1.weight.detach()[~mask] == 0).all())
+
+
+@pytest.mark.parametrize("opt", ["sgd_momentum", "adamw_wd"])
+def test_inplace_deepcopy_then_train_copy(tiny, tiny_input, opt):
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    mask = keep_mask(tiny.fc1).clone()
+    twin = copy.deepcopy(tiny)
+    assert twin.fc1.weight is not tiny.fc1.weight
+    optimizer = OPTIMIZERS[opt](twin.parameters())
+    _train(twin, optimizer, tiny_input, 25)
+    assert torch.equal(keep_mask(twin.fc1), mask)
+    assert bool((twin.fc1.weight.detach()[~mask] == 0).all())
+    _pruned_positions_are_zero(twin)
+    # the original keeps its mask too when trained afterwards
+    del twin
+    optimizer = OPTIMIZERS[opt](tiny.parameters())
+    _train(tiny, optimizer, tiny_input, 5)
+    _pruned_positions_are_zero(tiny)
+
+
+def test_inplace_deepcopy_step_without_forward(tiny, tiny_input):
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    mask = keep_mask(tiny.fc2).clone()
+    twin = copy.deepcopy(tiny)
+    optimizer = torch.optim.SGD(twin.parameters(), lr=1.0)
+    for p in twin.parameters():
+        p.grad = torch.ones_like(p)
+    prunekit.reapply_masks(twin)  # registers the copy without a forward pass
+    optimizer.step()
+    assert bool((twin.fc2.weight.detach()[~mask] == 0).all())
+
+
+def test_inplace_reapply_after_manual_edit(tiny):
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    mask = keep_mask(tiny.fc1).clone()
+    with torch.no_grad():
+        tiny.fc1.weight.fill_(1.0)
+    prunekit.reapply_masks(tiny)
+    assert torch.equal(tiny.fc1.weight.detach() != 0, mask)
+
+
+def test_reparam_keeps_parameter_identity_and_old_optimizer(tiny, tiny_input):
+    weight = tiny.fc1.weight
+    optimizer = torch.optim.SGD(tiny.parameters(), lr=0.1, momentum=0.9)
+    _train(tiny, optimizer, tiny_input, 3)
+    prunekit.prune(tiny, 0.5)
+    assert tiny.fc1.weight_orig is weight
+    assert any(p is weight for g in optimizer.param_groups for p in g["params"])
+    assert not isinstance(tiny.fc1.weight, nn.Parameter)
+    mask = keep_mask(tiny.fc1).clone()
+    kept_before = weight.detach()[mask].clone()
+    _train(tiny, optimizer, tiny_input, 10, seed=3)
+    assert not torch.equal(weight.detach()[mask], kept_before), "the old optimizer still trains weight_orig"
+    assert bool((tiny.fc1.weight.detach()[~mask] == 0).all())
+    tiny(tiny_input)  # the forward pre-hook recomputes weight = weight_orig * mask
+    assert torch.equal(tiny.fc1.weight, weight * tiny.fc1.weight_mask)
+    assert tiny.fc1.weight_mask.dtype == weight.dtype
+
+
+@pytest.mark.parametrize("mode", ["reparam", "inplace"])
+def test_make_permanent_keeps_outputs(tiny, tiny_input, mode):
+    prunekit.prune(tiny, 0.7, mode=mode)
+    prunekit.prune(tiny, 0.5, params="bias", mode=mode, min_keep=1)
+    tiny.eval()
+    with torch.no_grad():
+        before = tiny(tiny_input)
+    zeros = {n: int((p == 0).sum()) for n, p in tiny.named_parameters()}
+    prunekit.make_permanent(tiny)
+    with torch.no_grad():
+        after = tiny(tiny_input)
+    assert torch.equal(before, after)
+    keys = list(tiny.state_dict())
+    assert not any(k.endswith(("_orig", "_mask")) for k in keys)
+    assert all(len(m._forward_pre_hooks) == 0 for m in tiny.modules())
+    assert int((tiny.fc1.weight == 0).sum()) == round(0.7 * tiny.fc1.weight.numel())
+    assert all(isinstance(p, nn.Parameter) for p in tiny.parameters())
+    del zeros
+
+
+def test_torch_remove_on_prunekit_reparam(tiny, tiny_input):
+    prunekit.prune(tiny, 0.5)
+    prunekit.prune(tiny, 0.75)
+    tiny.eval()
+    with torch.no_grad():
+        before = tiny(tiny_input)
+    assert tp.is_pruned(tiny)
+    for module in (tiny.conv, tiny.fc1, tiny.fc2):
+        tp.remove(module, "weight")
+    assert not tp.is_pruned(tiny)
+    with torch.no_grad():
+        assert torch.equal(before, tiny(tiny_input))
+    assert int((tiny.fc1.weight == 0).sum()) == round(0.75 * tiny.fc1.weight.numel())
+
+
+def test_prunekit_remove_single_tensor(tiny):
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    prunekit.remove(tiny.fc1, "weight")
+    assert "weight_mask" not in tiny.fc1._buffers
+    assert len(tiny.fc1._forward_pre_hooks) == 0
+    assert "weight_mask" in tiny.fc2._buffers
+    with pytest.raises(prunekit.InvalidParameterError, match="name"):
+        prunekit.remove(tiny.fc1, "weight")
+
+
+@pytest.mark.parametrize("first,second", [("reparam", "inplace"), ("inplace", "reparam")])
+def test_mixing_modes_errors_clearly(tiny, first, second):
+    prunekit.prune(tiny, 0.3, mode=first)
+    before = snapshot(tiny)
+    with pytest.raises(prunekit.InvalidParameterError) as info:
+        prunekit.prune(tiny, 0.6, mode=second)
+    message = str(info.value)
+    assert message.startswith("mode:")
+    assert repr(first) in message and "make_permanent" in message
+    assert_unchanged(tiny, before)
+    # after making it permanent, the other mode works
+    prunekit.make_permanent(tiny)
+    prunekit.prune(tiny, 0.6, mode=second)
+    assert int((~keep_mask(tiny.fc1)).sum()) == round(0.6 * tiny.fc1.weight.numel())
+
+
+def test_mixing_modes_on_torch_pruned_errors(tiny):
+    tp.random_unstructured(tiny.fc1, "weight", amount=0.3)
+    before = snapshot(tiny)
+    with pytest.raises(prunekit.InvalidParameterError, match="reparam"):
+        prunekit.prune(tiny, 0.5, mode="inplace")
+    assert_unchanged(tiny, before)
+
+
+def test_apply_masks_all_or_nothing(tiny):
+    targets = prunekit.select_targets(tiny)
+    keeps = [torch.rand(t.shape, generator=torch.Generator().manual_seed(i)) > 0.5 for i, t in enumerate(targets)]
+    prunekit.apply_masks(targets, keeps, mode="reparam")
+    for t, k in zip(targets, keeps):
+        assert torch.equal(t.keep_mask(), k)
+    # a second application combines old & new
+    more = [torch.rand(t.shape, generator=torch.Generator().manual_seed(10 + i)) > 0.5 for i, t in enumerate(targets)]
+    prunekit.apply_masks(targets, more, mode="reparam")
+    for t, k, m in zip(targets, keeps, more):
+        assert torch.equal(t.keep_mask(), k & m)
+
+
+def test_inplace_mask_survives_state_dict_load(tiny):
+    prunekit.prune(tiny, 0.5, mode="inplace")
+    sd = {k: v.clone() for k, v in tiny.state_dict().items()}
+    assert sd["fc1.weight_mask"].dtype == torch.bool
+    fresh = make_tiny(5)
+    prunekit.load_pruned_state_dict(fresh, sd)
+    for k, v in sd.items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    assert prunekit.sparsity_report(fresh)["fc1.weight"].state == "inplace"
