@@ -14,7 +14,7 @@ def _zeros(module, name="weight"):
     return int((~keep_mask(module, name)).sum())
 
 
-@pytest.mark.parametrize("s", [0.0, 0.1, 0.33, 0.5, 0.9, 0.999])
+@pytest.mark.parametrize("s", [0.0, 0.1, 0.33, 0.5, 0.9, 0.99])
 def test_local_fraction_is_of_whole_tensor(tiny, s):
     prunekit.prune(tiny, s)
     for m in (tiny.conv, tiny.fc1, tiny.fc2):
@@ -79,21 +79,26 @@ def test_global_element_exact_counts_with_half_ties():
         assert torch.equal(mine.weight_mask, ref.weight_mask)
 
 
-def test_global_ranks_across_tensors():
+def _big_and_small():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False))
     with torch.no_grad():
-        model[0].weight.mul_(100)  # large weights: global pruning spares them
+        w = model[0].weight
+        w.copy_(torch.sign(w) * (1 + w.abs()))  # every |w| > 1 > every |w| of the second layer
+    return model
+
+
+def test_global_ranks_across_tensors():
+    model = _big_and_small()
+    small = model[0].weight.detach().abs().min()
     prunekit.prune(model, 0.5, scope="global")
-    assert _zeros(model[0]) == 0 and _zeros(model[1]) == 100 - 1  # min_keep guards one
-    assert _zeros(model[0]) + _zeros(model[1]) == 99
+    # min_keep=1 guards the largest entry of the second layer, so one big entry goes instead
+    assert _zeros(model[1]) == 100 - 1 and _zeros(model[0]) == 1
+    assert bool(model[0].weight_orig.detach().abs()[~keep_mask(model[0])] == small)
 
 
 def test_global_min_keep_zero_can_empty_a_tensor():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False))
-    with torch.no_grad():
-        model[0].weight.mul_(100)
+    model = _big_and_small()
     prunekit.prune(model, 0.5, scope="global", min_keep=0)
     assert _zeros(model[0]) == 0 and _zeros(model[1]) == 100
 
@@ -128,7 +133,7 @@ def test_normalize_global_structured(normalize):
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8))
     with torch.no_grad():
         model[0].weight.mul_(1000)
-    prunekit.prune(model, 0.5, structure="channel", scope="global", normalize=normalize)
+    prunekit.prune(model, 0.5, structure="channel", scope="global", normalize=normalize, min_keep=0)
     z0, z1 = _zeros(model[0]) // 8, _zeros(model[1]) // 8
     assert z0 + z1 == 8
     if normalize == "none":
@@ -144,11 +149,20 @@ def test_overrides_with_global_rest(tiny):
     assert _zeros(tiny.fc1) + _zeros(tiny.fc2) == round(0.5 * rest)
 
 
-def test_overrides_regex_and_first_match_wins(tiny):
-    prunekit.prune(tiny, 0.5, overrides={"re:^fc\\d$": 0.25, "fc1*": 0.9})
+def test_overrides_regex(tiny):
+    prunekit.prune(tiny, 0.5, overrides={"re:^fc\\d$": 0.25})
     assert _zeros(tiny.fc1) == round(0.25 * 2048)
     assert _zeros(tiny.fc2) == round(0.25 * 128)
     assert _zeros(tiny.conv) == round(0.5 * tiny.conv.weight.numel())
+
+
+def test_overrides_first_match_wins_and_shadowed_pattern_is_an_error(tiny):
+    with pytest.raises(prunekit.InvalidParameterError, match="overrides"):
+        prunekit.prune(tiny, 0.5, overrides={"fc*": 0.25, "fc1*": 0.9})
+    assert not torch.nn.utils.prune.is_pruned(tiny)
+    prunekit.prune(tiny, 0.5, overrides={"fc1*": 0.9, "fc*": 0.25})
+    assert _zeros(tiny.fc1) == round(0.9 * 2048)
+    assert _zeros(tiny.fc2) == round(0.25 * 128)
 
 
 def test_compute_keep_masks_does_not_touch_model(tiny):

@@ -32,6 +32,8 @@ from .measure import SparsityReport, TensorSparsity, sparsity_report, sparsity_r
 from .pruner import Pruner, prune
 from .structures import NM, Block, Channel, Element, Kernel, Structure, create_structure, list_structures
 from .targets import DEFAULT_TYPES, Target, select_targets
+from .data import create_dataset, list_datasets
+from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
 
 __version__ = "0.1.0"
@@ -63,10 +65,14 @@ __all__ = [
     "check_sparsity",
     "compute_keep_masks",
     "create_criterion",
+    "create_dataset",
     "create_model",
+    "create_schedule",
     "create_structure",
     "list_criteria",
+    "list_datasets",
     "list_models",
+    "list_schedules",
     "list_structures",
     "load_pruned_state_dict",
     "load_sparse",

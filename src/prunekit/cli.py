@@ -71,6 +71,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
     from .io import load_pruned_state_dict, load_state_dict_file, save_sparse
+    from .measure.size import dense_state_dict
     from .measure.sparsity import sparsity_report
     from .pruner import Pruner
     from .zoo import create_model
@@ -102,7 +103,7 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             dense_path = Path(tmp) / "dense.pt"
-            torch.save({k: v for k, v in _dense_state(model).items()}, dense_path)
+            torch.save(dense_state_dict(model), dense_path)
             dense_bytes = dense_path.stat().st_size
         sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": args.model})
         report.extras.update({"dense_bytes": dense_bytes, "sparse_bytes": sparse_bytes})
@@ -113,20 +114,6 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
             f"report in {out / 'report.json'}"
         )
     return 0
-
-
-def _dense_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict as a dense model would have it (masks folded in)."""
-    state = model.state_dict()
-    out = {}
-    for key, value in state.items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig") and key[:-5] + "_mask" in state:
-            out[key[:-5]] = value * state[key[:-5] + "_mask"]
-        else:
-            out[key] = value
-    return out
 
 
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:

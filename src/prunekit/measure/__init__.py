@@ -1,5 +1,33 @@
-"""Measurement: sparsity now; MACs, size, latency and sensitivity follow."""
+"""Measurement: sparsity, parameters, MACs, size on disk, latency, task metrics, comparison."""
 
+from .accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
+from .compare import Comparison, ModelMeasures, compare
+from .latency import LatencyResult, measure_latency
+from .macs import MacReport, MacRow, count_macs
+from .params import ParamCount, count_parameters
+from .size import SizeReport, dense_state_dict, model_size
 from .sparsity import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
 
-__all__ = ["SparsityReport", "TensorSparsity", "sparsity_report", "sparsity_report_from_state_dict"]
+__all__ = [
+    "SparsityReport",
+    "TensorSparsity",
+    "sparsity_report",
+    "sparsity_report_from_state_dict",
+    "AccuracyResult",
+    "Comparison",
+    "LatencyResult",
+    "MacReport",
+    "MacRow",
+    "ModelMeasures",
+    "ParamCount",
+    "PerplexityResult",
+    "SizeReport",
+    "compare",
+    "count_macs",
+    "count_parameters",
+    "dense_state_dict",
+    "evaluate_accuracy",
+    "evaluate_perplexity",
+    "measure_latency",
+    "model_size",
+]

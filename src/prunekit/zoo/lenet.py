@@ -1,4 +1,4 @@
-"""The LeNet of the PyTorch pruning tutorial (``torch.nn.utils.prune``)."""
+"""LeNets for MNIST: the PyTorch pruning tutorial's, and Caffe's LeNet-5."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from torch import nn
 
 from .registry import MODELS
 
-__all__ = ["TutorialLeNet"]
+__all__ = ["LeNet5", "TutorialLeNet"]
 
 
 class TutorialLeNet(nn.Module):
@@ -34,3 +34,40 @@ class TutorialLeNet(nn.Module):
 
 
 MODELS.register("tutorial_lenet", TutorialLeNet)
+
+
+class LeNet5(nn.Module):
+    """The Caffe LeNet-5 for 28×28 MNIST (LeCun et al., "Gradient-based learning
+    applied to document recognition", Proc. IEEE 1998, as in Caffe's
+    ``examples/mnist/lenet.prototxt``), the network pruned by Han et al. 2015
+    ("Learning both Weights and Connections", 431K parameters):
+
+    ``conv1`` 1→20 5×5, max-pool 2, ``conv2`` 20→50 5×5, max-pool 2,
+    ``fc1`` 800→500, ReLU, ``fc2`` 500→classes; 431,080 parameters.
+
+    Caffe's model has no non-linearity after the convolutions; pass
+    ``conv_relu=True`` for the common PyTorch variant with a ReLU after each.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, conv_relu: bool = False) -> None:
+        super().__init__()
+        self.conv_relu = conv_relu
+        self.conv1 = nn.Conv2d(in_channels, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.conv_relu:
+            x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = self.conv2(x)
+        if self.conv_relu:
+            x = F.relu(x)
+        x = F.max_pool2d(x, 2)
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+MODELS.register("lenet5", LeNet5)
