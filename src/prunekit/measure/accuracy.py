@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batches import forward_logits as _forward
+from ..batches import split_batch as _split
+from ..batches import to_device as _to
 from ..errors import InvalidParameterError
 from .macs import eval_mode
 from .params import _check_model
@@ -71,47 +74,6 @@ def _check_loader(loader: Any) -> Iterable[Any]:
             f"<{type(loader).__name__}>", "Fix: e.g. loader=[(x, y)] or a torch.utils.data.DataLoader.",
         )
     return loader
-
-
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (tuple, list)):
-        return type(value)(_to(v, device) for v in value)
-    if isinstance(value, Mapping):
-        return {k: _to(v, device) for k, v in value.items()}
-    return value
-
-
-def _split(batch: Any, index: int) -> tuple[Any, torch.Tensor]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not isinstance(batch[1], torch.Tensor):
-        raise InvalidParameterError(
-            "loader", "batches of the form (inputs, targets) with targets a tensor",
-            f"<batch {index}: {type(batch).__name__}"
-            + (f" of length {len(batch)}>" if isinstance(batch, (tuple, list)) else ">"),
-            "Fix: make the loader yield (x, y) pairs.",
-        )
-    return batch[0], batch[1]
-
-
-def _forward(model: nn.Module, inputs: Any) -> torch.Tensor:
-    if isinstance(inputs, Mapping):
-        out = model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        out = model(*inputs)
-    else:
-        out = model(inputs)
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise InvalidParameterError(
-        "model", "a model returning logits (a tensor, a tuple starting with one, or .logits)",
-        f"<{type(out).__name__}>",
-    )
 
 
 def _device(device: str | torch.device) -> torch.device:
