@@ -223,3 +223,24 @@ def test_inplace_mask_survives_state_dict_load(tiny):
     for k, v in sd.items():
         assert torch.equal(fresh.state_dict()[k], v), k
     assert prunekit.sparsity_report(fresh)["fc1.weight"].state == "inplace"
+
+
+def test_multihead_attention_out_proj_stays_current_in_reparam_mode():
+    """nn.MultiheadAttention reads out_proj.weight without calling out_proj;
+    prunekit keeps the masked weight current (torch's own pruning does not)."""
+    torch.manual_seed(0)
+    attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+    prunekit.prune(attn, 0.5, include="out_proj")
+    opt = torch.optim.SGD(attn.parameters(), lr=0.1)
+    x = torch.randn(2, 3, 8)
+    for _ in range(3):
+        attn(x, x, x)[0].sum().backward()  # a stale weight would fail here on the 2nd step
+        opt.step()
+        opt.zero_grad()
+        attn(x, x, x)
+        expected = attn.out_proj.weight_orig * attn.out_proj.weight_mask
+        assert torch.equal(attn.out_proj.weight, expected)
+    before = attn(x, x, x)[0]
+    prunekit.make_permanent(attn)
+    assert not attn._forward_pre_hooks
+    assert torch.allclose(attn(x, x, x)[0], before)

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import CheckpointError, InvalidParameterError
-from .masks import apply_masks, pruned_tensors
+from .masks import apply_masks, link_consumers, pruned_tensors
 from .targets import Target, find_reparam_hook, tensor_state
 
 __all__ = [
@@ -334,6 +334,7 @@ def restore_masks(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> n
         chosen = [i for i, m in enumerate(modes) if m == mode]
         if chosen:
             apply_masks([targets[i] for i in chosen], [keeps[i] for i in chosen], mode=mode, description="restored")
+    link_consumers(model)
     return model
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "remove",
     "reapply_masks",
     "pruned_tensors",
+    "link_consumers",
+    "RefreshPruned",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,50 @@ class InPlaceMask:
 
     def __repr__(self) -> str:
         return f"InPlaceMask({self._tensor_name!r})"
+
+
+class RefreshPruned:
+    """Forward pre-hook on a module that reads a child's parameter without
+    calling the child, as ``nn.MultiheadAttention`` reads ``out_proj.weight``.
+
+    The child's own pruning hook would never run, so ``out_proj.weight`` would
+    keep the value (and autograd graph) of the moment of pruning; this hook
+    recomputes it before each forward of the parent.
+    """
+
+    def __init__(self, child: str) -> None:
+        self.child = child
+
+    def __call__(self, module: nn.Module, inputs: Any) -> None:
+        child = getattr(module, self.child, None)
+        if child is None:
+            return
+        for hook in child._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                hook(child, inputs)
+
+    def __repr__(self) -> str:
+        return f"RefreshPruned({self.child!r})"
+
+
+#: Modules whose forward reads these children's parameters directly.
+_CONSUMED_CHILDREN: tuple[tuple[type[nn.Module], str], ...] = ((nn.MultiheadAttention, "out_proj"),)
+
+
+def link_consumers(model: nn.Module) -> None:
+    """Make reparametrised children that their parent reads directly stay current
+    (adds a :class:`RefreshPruned` pre-hook where needed; idempotent)."""
+    for module in model.modules():
+        for kind, child_name in _CONSUMED_CHILDREN:
+            if not isinstance(module, kind):
+                continue
+            child = getattr(module, child_name, None)
+            if child is None or not any(
+                isinstance(h, torch_prune.BasePruningMethod) for h in child._forward_pre_hooks.values()
+            ):
+                continue
+            if not any(isinstance(h, RefreshPruned) and h.child == child_name for h in module._forward_pre_hooks.values()):
+                module.register_forward_pre_hook(RefreshPruned(child_name))
 
 
 # -- in-place enforcement --------------------------------------------------------
@@ -339,4 +385,8 @@ def make_permanent(model: nn.Module) -> nn.Module:
     """
     for _qualified, module, name, _state in pruned_tensors(model):
         remove(module, name)
+    for module in model.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if isinstance(hook, RefreshPruned):
+                del module._forward_pre_hooks[key]
     return model

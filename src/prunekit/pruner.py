@@ -13,7 +13,7 @@ from torch import nn
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
 from .criteria.base import Criterion, create_criterion
 from .errors import InvalidParameterError, check_choice
-from .masks import MODES, apply_masks
+from .masks import MODES, apply_masks, link_consumers
 from .masks import make_permanent as _make_permanent
 from .measure.sparsity import SparsityReport, sparsity_report
 from .structures import Structure, create_structure
@@ -107,6 +107,7 @@ class Pruner:
         )
         description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
         apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
+        link_consumers(self.model)
         self.steps += 1
         logger.info("pruned %d tensors: %s", len(self.targets), description)
         return keeps
