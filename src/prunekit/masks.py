@@ -28,6 +28,7 @@ from torch.nn.utils import prune as torch_prune
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .errors import InvalidParameterError
+from .memory import release_after
 from .targets import Target, find_reparam_hook, tensor_state
 
 __all__ = [
@@ -261,7 +262,9 @@ def apply_masks(
         with torch.no_grad():
             for target in targets:
                 module, name = target.module, target.param_name
-                module._parameters[name].mul_(module._buffers[name + "_mask"])
+                param = module._parameters[name]
+                param.mul_(module._buffers[name + "_mask"])
+                release_after(param.numel() * param.element_size())
 
 
 def _apply_reparam(module: nn.Module, name: str, keep: torch.Tensor, description: str) -> Callable[[], None]:

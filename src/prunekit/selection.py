@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from .memory import release_after
+
 __all__ = ["order_keys", "select_lowest", "all_finite"]
 
 _DIGIT = 1 << 16
@@ -163,6 +165,9 @@ def _narrow(
                 counts = torch.bincount(digits.cpu(), minlength=_DIGIT)
                 count_hist += counts
                 hist += counts.to(torch.float64) * weights[i]
+            nbytes = scores.numel() * scores.element_size()
+            del scores, keys, digits
+            release_after(nbytes)
         cumulative = torch.cumsum(hist, 0) + below
         b = int(torch.searchsorted(cumulative, torch.tensor([budget], dtype=torch.float64)).item())
         b = min(b, _DIGIT - 1)
@@ -201,6 +206,9 @@ def _final_pass(
                 selected[ties[:take]] = True
                 running += take * weights[i]
             masks.append(selected.cpu())
+            nbytes = keys.numel() * keys.element_size()
+            del keys, ties
+            release_after(nbytes)
         return masks
 
     cand_keys, cand_idx, cand_owner = [], [], []
@@ -213,6 +221,9 @@ def _final_pass(
             cand_idx.append(idx.cpu())
             cand_owner.append(torch.full((idx.numel(),), i, dtype=torch.int64))
         masks.append(selected.cpu())
+        nbytes = keys.numel() * keys.element_size()
+        del keys, idx
+        release_after(nbytes)
     if not cand_keys:
         return masks
     keys = torch.cat(cand_keys)
