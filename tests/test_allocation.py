@@ -286,3 +286,14 @@ def test_criterion_context_passed_to_prepare():
     model = make_tiny(0)
     prunekit.prune(model, 0.5, criterion=NeedsData(), context={"data": 123})
     assert seen == {"data": 123}
+
+
+def test_overrides_without_sparsity_prune_only_the_named_targets():
+    model = prunekit.create_model("tutorial_lenet")
+    prunekit.prune(model, overrides={"fc1": 0.5, "conv2": 0.25})
+    report = prunekit.sparsity_report(model)
+    assert report["fc1.weight"].zeros == 24000
+    assert report["conv2.weight"].zeros == 216
+    assert report["fc2.weight"].zeros == 0 and report["conv1.weight"].zeros == 0
+    with pytest.raises(prunekit.InvalidParameterError, match="^sparsity:"):
+        prunekit.prune(prunekit.create_model("tutorial_lenet"))

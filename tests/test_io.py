@@ -160,3 +160,14 @@ def test_sparsity_report_from_state_dict(tiny):
     assert report.model_params == live.model_params
     full = prunekit.sparsity_report_from_state_dict(tiny.state_dict(), all_tensors=True)
     assert "fc1.bias" in [r.name for r in full.rows]
+
+
+def test_atomic_writes_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "m.safetensors"
+    prunekit.save_sparse(prunekit.create_model("tutorial_lenet"), path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

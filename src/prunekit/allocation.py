@@ -214,9 +214,13 @@ def compute_keep_masks(
         return _fixed_structure_masks(targets, criterion, structure, sparsity, scope, overrides)
 
     if sparsity is None:
-        raise InvalidParameterError(
-            "sparsity", "a float in [0, 1] or an int count", None, f"Fix: {structure!r} needs a sparsity."
-        )
+        if not overrides:
+            raise InvalidParameterError(
+                "sparsity", "a float in [0, 1] or an int count", None,
+                f"Fix: {structure!r} needs a sparsity (or overrides that name the targets to prune).",
+            )
+        # only the overridden targets are pruned; the others keep their masks
+        sparsity, scope = 0.0, "local"
     sparsity = check_sparsity(sparsity)
     plans = _plan(targets, sparsity, scope, overrides or {})
 

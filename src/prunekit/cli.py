@@ -3,6 +3,8 @@
     prunekit prune MODEL --sparsity 0.8 [--criterion ...] [--structure ...] [--scope ...] --out DIR
     prunekit report CHECKPOINT [--all] [--json PATH]
     prunekit list {criteria,structures,models} [PATTERN]
+    prunekit run RECIPE.yaml --out DIR [--restart]
+    prunekit demo [--out DIR] [--quick] [--restart]
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from rich.console import Console
@@ -127,6 +129,133 @@ def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _progress_callback(progress: Any, console: Console) -> Callable[[Any], None]:
+    """Drive two rich bars from :class:`prunekit.runner.StageProgress` events:
+    all stages, and the training steps of the current one."""
+    tasks: dict[str, Any] = {}
+
+    def label(event: Any, what: str) -> str:
+        return f"[{event.index + 1}/{event.count}] {event.stage}: {what}"
+
+    def on_event(event: Any) -> None:
+        if "stages" not in tasks:
+            tasks["stages"] = progress.add_task("stages", total=event.count, loss="")
+            tasks["stage"] = progress.add_task("", total=1, loss="", visible=False)
+        stage = tasks["stage"]
+        if event.status == "start":
+            what = "training" if event.stage == "dense" else "pruning + fine-tuning"
+            progress.reset(stage, total=max(event.total, 1), completed=0, description=label(event, what),
+                           loss="", visible=True)
+        elif event.status == "step":
+            loss = "" if event.loss is None else f"loss {event.loss:.4f}"
+            progress.update(stage, completed=event.step, loss=loss)
+        elif event.status == "measure":
+            progress.update(stage, description=label(event, "measuring"))
+        elif event.status in ("done", "skipped"):
+            progress.advance(tasks["stages"])
+            if event.status == "skipped":
+                progress.console.print(f"{event.stage}: finished before, reused ({event.seconds or 0:.1f} s then)")
+            else:
+                progress.update(stage, description=label(event, f"done in {event.seconds:.1f} s"))
+
+    return on_event
+
+
+def _results_table(report: dict[str, Any], runner: Any) -> Table:
+    from rich import box
+
+    metric = report["metric"]["name"]
+    dense = report["dense"]
+    short = {"accuracy": "acc", "perplexity": "ppl"}.get(metric, metric)
+    table = Table(title=report["title"], title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+                  caption=f"{short}: {metric} (Δ: vs dense, in points for accuracy); KiB: the compressed sparse file (dense "
+                          f"safetensors: {dense['bytes_dense'] / 1024:,.0f} KiB); ms: median latency at batch "
+                          f"{dense['latency_batch']}; s: seconds the stage took (* reused from an earlier start)",
+                  caption_justify="left")
+    for name in ("run", "sparsity", short, "Δ", "non-zeros", "KiB", "ms", "s"):
+        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
+
+    def value(v: float) -> str:
+        return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.4f}"
+
+    def row(name: str, sparsity: float, m: dict[str, Any], delta: str) -> list[str]:
+        seconds = runner.timings.get(name)
+        latency = "-" if m["latency_ms"] is None else f"{m['latency_ms']:.3f}"
+        return [name, f"{100 * sparsity:.3g}%", value(m["metric"]), delta, f"{m['nonzero']:,}",
+                f"{m['bytes_compressed'] / 1024:,.0f}",
+                latency, "-" if seconds is None else f"{seconds:.1f}{'*' if name in runner.skipped else ''}"]
+
+    table.add_row(*row("dense", 1 - dense["nonzero"] / dense["params"], dense, ""))
+    table.add_section()
+    for run in report["runs"]:
+        m = run["measures"]
+        delta = m["metric"] - dense["metric"]
+        table.add_row(*row(run["name"], run["sparsity"], m,
+                           f"{100 * delta:+.2f}" if metric == "accuracy" else f"{delta:+.4f}"))
+    return table
+
+
+def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runner import Runner
+
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console) as progress:
+        runner = Runner(recipe, out, restart=restart, progress=_progress_callback(progress, console))
+        report = runner.run()
+    wall = time.perf_counter() - start
+    console.print(_results_table(report, runner))
+    computed = sum(runner.timings.get(n, 0.0) for n in runner.computed)
+    console.print(
+        f"wall time {wall:.1f} s ({len(runner.computed)} stages computed in {computed:.1f} s, "
+        f"{len(runner.skipped)} reused); threads {torch.get_num_threads()}", highlight=False)
+    for kind, path in runner.files.items():
+        console.print(f"wrote {kind}: {path}", highlight=False)
+    for warning in runner.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .recipes import load_recipe
+
+    return _execute(load_recipe(args.recipe), args.out, args.restart, console)
+
+
+def quick_recipe(recipe: Any) -> Any:
+    """The demo made small: fewer samples, one epoch, fewer latency repeats (a smoke test)."""
+    import dataclasses
+
+    latency = recipe.evaluate.latency
+    if latency is not None:
+        latency = dataclasses.replace(latency, repeats=3, warmup=1)
+    return dataclasses.replace(
+        recipe,
+        title=(recipe.title or "demo") + " (quick)",
+        data=dataclasses.replace(recipe.data, limit_train=256, limit_test=128),
+        train=dataclasses.replace(recipe.train, epochs=1) if recipe.train is not None else None,
+        finetune=dataclasses.replace(recipe.finetune, epochs=1),
+        evaluate=dataclasses.replace(recipe.evaluate, latency=latency),
+    )
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from .recipes import example_recipe_path, load_recipe
+
+    path = example_recipe_path("demo")
+    recipe = load_recipe(path)
+    if args.quick:
+        recipe = quick_recipe(recipe)
+    out = args.out or ("prunekit-demo-quick" if args.quick else "prunekit-demo")
+    console.print(f"demo recipe: {path}{' (--quick: reduced)' if args.quick else ''}; output: {out}",
+                  highlight=False)
+    return _execute(recipe, out, args.restart, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prunekit",
@@ -162,6 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("kind", choices=["criteria", "structures", "models"])
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard pattern")
     ls.set_defaults(func=_cmd_list)
+
+    run = sub.add_parser("run", help="run a YAML recipe (dense model, pruners, fine-tuning, report); resumable")
+    run.add_argument("recipe", help="the recipe file (see prunekit/recipe_examples/demo.yaml)")
+    run.add_argument("--out", required=True, help="output folder; run again with the same folder to resume")
+    run.add_argument("--restart", action="store_true", help="discard earlier results in --out and start over")
+    run.set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="train LeNet-5 on the embedded MNIST subset and compare pruning methods")
+    demo.add_argument("--out", help="output folder (default prunekit-demo, or prunekit-demo-quick)")
+    demo.add_argument("--quick", action="store_true", help="a small, fast version (fewer samples, one epoch)")
+    demo.add_argument("--restart", action="store_true", help="discard earlier results in --out")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
