@@ -104,3 +104,9 @@ def test_existing_commands_still_work(tmp_path, capsys):
     assert main(["prune", "lenet_300_100", "--sparsity", "0.5", "--out", str(out)]) == 0
     assert main(["report", str(out / "model.safetensors")]) == 0
     assert main(["report", str(tmp_path / "nothing.safetensors")]) == 2
+
+
+@pytest.mark.parametrize("kind, expected", [("datasets", "mnist_embedded"), ("schedules", "agp"), ("models", "resnet20")])
+def test_list_every_registry(kind, expected, capsys):
+    assert main(["list", kind]) == 0
+    assert expected in capsys.readouterr().out.split()

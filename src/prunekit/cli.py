@@ -120,10 +120,18 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
     from .criteria import list_criteria
+    from .data import list_datasets
+    from .schedules import list_schedules
     from .structures import list_structures
     from .zoo import list_models
 
-    lister = {"criteria": list_criteria, "structures": list_structures, "models": list_models}[args.kind]
+    lister = {
+        "criteria": list_criteria,
+        "structures": list_structures,
+        "models": list_models,
+        "datasets": list_datasets,
+        "schedules": list_schedules,
+    }[args.kind]
     for name in lister(args.pattern):
         console.print(name)
     return 0
@@ -287,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", help="also write the report as JSON to this path")
     r.set_defaults(func=_cmd_report)
 
-    ls = sub.add_parser("list", help="list registered criteria, structures or models")
-    ls.add_argument("kind", choices=["criteria", "structures", "models"])
+    ls = sub.add_parser("list", help="list registered criteria, structures, models, datasets or schedules")
+    ls.add_argument("kind", choices=["criteria", "structures", "models", "datasets", "schedules"])
     ls.add_argument("pattern", nargs="?", default="*", help="wildcard pattern")
     ls.set_defaults(func=_cmd_list)
 
