@@ -28,7 +28,6 @@ from torch.nn.utils import prune as torch_prune
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from .errors import InvalidParameterError
-from .memory import release_after
 from .targets import Target, find_reparam_hook, tensor_state
 
 __all__ = [
@@ -176,13 +175,16 @@ def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
 
 @torch.no_grad()
 def _multiply(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
-    if not params:
-        return
-    if len({(p.device, p.dtype) for p in params}) == 1 and all(m.device == params[0].device for m in masks):
-        torch._foreach_mul_(params, masks)
-    else:
-        for p, m in zip(params, masks):
-            p.mul_(m.to(p.device))
+    """``p *= mask`` for every pair.
+
+    A bool mask is read through a ``uint8`` view (same bytes, no copy): on
+    CPU, multiplying by ``uint8`` runs vectorised and is about twice as fast
+    as by ``bool`` (and faster than by a float mask, which reads 4× the bytes).
+    """
+    for p, m in zip(params, masks):
+        if m.device != p.device:
+            m = m.to(p.device)
+        p.mul_(m.view(torch.uint8) if m.dtype == torch.bool else m)
 
 
 def reapply_masks(model: nn.Module) -> None:
@@ -263,8 +265,7 @@ def apply_masks(
             for target in targets:
                 module, name = target.module, target.param_name
                 param = module._parameters[name]
-                param.mul_(module._buffers[name + "_mask"])
-                release_after(param.numel() * param.element_size())
+                _multiply([param], [module._buffers[name + "_mask"]])
 
 
 def _apply_reparam(module: nn.Module, name: str, keep: torch.Tensor, description: str) -> Callable[[], None]:
@@ -364,8 +365,7 @@ def remove(module: nn.Module, name: str) -> nn.Module:
     if state == "reparam":
         return torch_prune.remove(module, name)
     if state == "inplace":
-        with torch.no_grad():
-            module._parameters[name].mul_(module._buffers[name + "_mask"])
+        _multiply([module._parameters[name]], [module._buffers[name + "_mask"]])
         for key, hook in list(module._forward_pre_hooks.items()):
             if isinstance(hook, InPlaceMask) and hook._tensor_name == name:
                 del module._forward_pre_hooks[key]

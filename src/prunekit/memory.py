@@ -4,9 +4,11 @@ Streaming over large targets frees a temporary of the target's size at every
 step. Once glibc's dynamic mmap threshold has grown past that size, such
 memory stays in the heap, fragmented by the long-lived masks allocated in
 between, so the process's resident size creeps towards the size of the model
-although little is live. ``malloc_trim(0)`` after each large target returns
-the freed pages and keeps the peak near what is really live. Where glibc is
-absent (macOS, Windows, musl) this is a no-op.
+although little is live. ``malloc_trim(0)`` returns the freed pages. It costs
+a walk of the heap (about 10 ms here), so :class:`TrimBudget` calls it only
+once the bytes freed since the last call exceed a budget: the peak stays
+within the budget of what is live, at a handful of calls per pass. Where
+glibc is absent (macOS, Windows, musl) trimming is a no-op.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import ctypes
 import ctypes.util
 from collections.abc import Callable
 
-__all__ = ["release_freed_memory", "release_after", "TRIM_BYTES"]
+__all__ = ["release_freed_memory", "TrimBudget"]
 
-#: Temporaries at least this large (bytes) are worth a trim once freed.
-TRIM_BYTES = 1 << 24
+#: Smallest budget worth a trim (bytes).
+MIN_BUDGET = 1 << 26
 
 
 def _load() -> Callable[[], object]:
@@ -40,7 +42,15 @@ def release_freed_memory() -> None:
     _trim()
 
 
-def release_after(nbytes: int) -> None:
-    """Trim if a temporary of ``nbytes`` was just freed and is large enough to matter."""
-    if nbytes >= TRIM_BYTES:
-        _trim()
+class TrimBudget:
+    """Counts bytes of freed temporaries and trims once they pass ``budget``."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = max(int(budget), MIN_BUDGET)
+        self.freed = 0
+
+    def freed_bytes(self, nbytes: int) -> None:
+        self.freed += nbytes
+        if self.freed >= self.budget:
+            _trim()
+            self.freed = 0

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .memory import release_after
+from .memory import TrimBudget
 
 __all__ = ["order_keys", "select_lowest", "all_finite"]
 
@@ -120,14 +120,16 @@ def select_lowest(
     if budget >= total:
         return [torch.ones(c, dtype=torch.bool) for c in counts]
 
+    # keep freed-but-retained heap memory under a tenth of the scores' size
+    trim = TrimBudget(sum(counts) * 4 // 10)
     wide = False
     while True:
-        found = _narrow(unit_scores, n, weights, budget, wide, nonnegative)
+        found = _narrow(unit_scores, n, weights, budget, wide, nonnegative, trim)
         if found is not None:
             break
         wide = True  # a float64 score appeared: redo with 64-bit keys
     low, high, below = found
-    return _final_pass(unit_scores, n, weights, budget, wide, nonnegative, low, high, below)
+    return _final_pass(unit_scores, n, weights, budget, wide, nonnegative, low, high, below, trim)
 
 
 def _narrow(
@@ -137,6 +139,7 @@ def _narrow(
     budget: float,
     wide: bool,
     nonnegative: bool,
+    trim: TrimBudget,
 ) -> tuple[int, int, float] | None:
     """Radix levels until the bucket holding the budget's boundary is small.
 
@@ -167,7 +170,7 @@ def _narrow(
                 hist += counts.to(torch.float64) * weights[i]
             nbytes = scores.numel() * scores.element_size()
             del scores, keys, digits
-            release_after(nbytes)
+            trim.freed_bytes(nbytes)
         cumulative = torch.cumsum(hist, 0) + below
         b = int(torch.searchsorted(cumulative, torch.tensor([budget], dtype=torch.float64)).item())
         b = min(b, _DIGIT - 1)
@@ -191,6 +194,7 @@ def _final_pass(
     low: int,
     high: int,
     below: float,
+    trim: TrimBudget,
 ) -> list[torch.Tensor]:
     masks: list[torch.Tensor] = []
     if low == high:
@@ -208,7 +212,7 @@ def _final_pass(
             masks.append(selected.cpu())
             nbytes = keys.numel() * keys.element_size()
             del keys, ties
-            release_after(nbytes)
+            trim.freed_bytes(nbytes)
         return masks
 
     cand_keys, cand_idx, cand_owner = [], [], []
@@ -223,7 +227,7 @@ def _final_pass(
         masks.append(selected.cpu())
         nbytes = keys.numel() * keys.element_size()
         del keys, idx
-        release_after(nbytes)
+        trim.freed_bytes(nbytes)
     if not cand_keys:
         return masks
     keys = torch.cat(cand_keys)
