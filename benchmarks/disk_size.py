@@ -25,34 +25,18 @@ outputs (torch.equal) to the pruned model on a random batch.
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import print_table, provenance, run_meta, write_json  # noqa: E402
 
 SPARSITIES = (0.5, 0.9, 0.99)
 TARGET_AT_90 = 0.15  # save_sparse at most 0.15x the dense fp32 size at 90%
-
-
-def torch_optim_workaround() -> bool:
-    """Make ``torch.optim.optimizer`` reachable as an attribute again; True if it was missing.
-
-    prunekit's in-place mode (src/prunekit/masks.py, ``_ensure_optimizer_hook``)
-    calls ``torch.optim.optimizer.register_optimizer_step_post_hook``, but
-    ``torch/optim/__init__.py`` ends with ``del optimizer``, so on torch 2.13 the
-    attribute does not exist and ``mode="inplace"`` raises AttributeError. The
-    benchmark puts the (already imported) submodule back on ``torch.optim``;
-    prunekit's own code is not touched.
-    """
-    import torch
-
-    if hasattr(torch.optim, "optimizer"):
-        return False
-    torch.optim.optimizer = importlib.import_module("torch.optim.optimizer")
-    return True
 
 
 def build_model(blocks: int, d: int, hidden: int, seed: int):
@@ -114,9 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--dir", default=None, help="where to write the files (default: a temporary directory)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--no-workaround", action="store_true",
-                        help="do not restore torch.optim.optimizer (prunekit's inplace mode then fails on torch 2.13)")
     args = parser.parse_args(argv)
+    source = provenance()  # the prunekit source measured, taken before the run
     args.blocks = args.blocks or (1 if args.quick else 6)
 
     import torch
@@ -128,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    workaround = False if args.no_workaround else torch_optim_workaround()
     sparsities = [float(s) for s in args.sparsities.split(",")]
     x = torch.randn(16, args.d, generator=torch.Generator().manual_seed(args.seed + 7))
 
@@ -143,10 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     dense_bytes, _ = torch_save(dense_model.state_dict(), os.path.join(folder, "dense.pt"))
     print(f"disk size: {args.blocks} blocks of Linear({args.d}<->{args.hidden}) with bias = {params / 1e6:.1f}M params; "
           f"dense torch.save = {dense_bytes / 1e6:.1f} MB; torch {torch.__version__}, {threads} threads, "
-          f"{os.cpu_count()} CPUs", flush=True)
-    if workaround:
-        print("note: torch.optim.optimizer was missing; restored by the benchmark so that prunekit's inplace mode "
-              "can run (bug in src/prunekit/masks.py _ensure_optimizer_hook)")
+          f"{os.cpu_count()} CPUs; prunekit at {source}", flush=True)
 
     rows = []
 
@@ -156,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_to_dense": size / dense_bytes, "save_seconds": seconds,
             "round_trip_bit_identical": round_trip_ok, "load_seconds": load_seconds,
         })
+
+    def add_save_sparse(sparsity, kind, model, tag):
+        """prunekit.save_sparse of ``model`` and its load_sparse round trip, as row "save_sparse <kind>"."""
+        path = os.path.join(folder, f"pk_{kind}_{tag}.safetensors")
+        size, seconds = save_sparse(model, path)
+        ok, load_seconds = round_trip(model, path, args, x)
+        add(sparsity, f"save_sparse {kind}", size, seconds, ok, load_seconds)
 
     for s in sparsities:
         tag = f"{s:g}"
@@ -172,44 +158,30 @@ def main(argv: list[str] | None = None) -> int:
             ref_out = m(x)
         del m
 
-        # prunekit, reparam mode
-        m = build_model(args.blocks, args.d, args.hidden, args.seed)
-        prunekit.prune(m, s, criterion="magnitude", mode="reparam")
-        with torch.no_grad():
-            same_as_torch = torch.equal(m(x), ref_out)
-        size, sec = torch_save(m.state_dict(), os.path.join(folder, f"pk_reparam_{tag}.pt"))
-        add(s, "prunekit reparam torch.save", size, sec)
-        path = os.path.join(folder, f"pk_reparam_{tag}.safetensors")
-        size, sec = save_sparse(m, path)
-        ok, lsec = round_trip(m, path, args, x)
-        add(s, "save_sparse reparam", size, sec, ok, lsec)
-        del m
-
-        # prunekit, inplace mode, then permanent
-        m = build_model(args.blocks, args.d, args.hidden, args.seed)
-        prunekit.prune(m, s, criterion="magnitude", mode="inplace")
-        size, sec = torch_save(m.state_dict(), os.path.join(folder, f"pk_inplace_{tag}.pt"))
-        add(s, "prunekit inplace torch.save", size, sec)
-        path = os.path.join(folder, f"pk_inplace_{tag}.safetensors")
-        size, sec = save_sparse(m, path)
-        ok, lsec = round_trip(m, path, args, x)
-        add(s, "save_sparse inplace", size, sec, ok, lsec)
-        prunekit.make_permanent(m)
-        path = os.path.join(folder, f"pk_permanent_{tag}.safetensors")
-        size, sec = save_sparse(m, path)
-        ok, lsec = round_trip(m, path, args, x)
-        add(s, "save_sparse permanent", size, sec, ok, lsec)
-        del m
+        # prunekit, reparam mode, then inplace mode (and that made permanent)
+        for mode in ("reparam", "inplace"):
+            m = build_model(args.blocks, args.d, args.hidden, args.seed)
+            prunekit.prune(m, s, criterion="magnitude", mode=mode)
+            if mode == "reparam":
+                with torch.no_grad():
+                    same_as_torch = torch.equal(m(x), ref_out)
+            size, sec = torch_save(m.state_dict(), os.path.join(folder, f"pk_{mode}_{tag}.pt"))
+            add(s, f"prunekit {mode} torch.save", size, sec)
+            add_save_sparse(s, mode, m, tag)
+            if mode == "inplace":
+                prunekit.make_permanent(m)
+                add_save_sparse(s, "permanent", m, tag)
+            del m
         rows[-1]["prunekit_reparam_outputs_equal_torch"] = same_as_torch
 
     header = f"{'sparsity':>8}  {'file':<28} {'MB':>8} {'x dense':>8} {'save s':>7} {'round trip':>11}"
-    print()
-    print(header)
-    print("-" * len(header))
+    lines = []
     for r in rows:
         rt = "-" if r["round_trip_bit_identical"] is None else ("bit-exact" if r["round_trip_bit_identical"] else "DIFFERS")
         sec = "-" if r["save_seconds"] is None else f"{r['save_seconds']:.2f}"
-        print(f"{r['sparsity']:>8.0%}  {r['what']:<28} {r['mb']:>8.2f} {r['ratio_to_dense']:>7.3f}x {sec:>7} {rt:>11}")
+        lines.append(f"{r['sparsity']:>8.0%}  {r['what']:<28} {r['mb']:>8.2f} {r['ratio_to_dense']:>7.3f}x {sec:>7} {rt:>11}")
+    print()
+    print_table(header, lines)
     print()
     for s in sparsities:
         same = [r for r in rows if r["sparsity"] == s and "prunekit_reparam_outputs_equal_torch" in r]
@@ -225,20 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"target at 90%: {r['what']} <= {TARGET_AT_90}x dense: {'met' if ok else 'MISSED'} ({r['ratio_to_dense']:.3f}x)")
     if args.json:
         meta = {
-            "benchmark": "disk_size",
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-            "torch": torch.__version__,
-            "threads": threads,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **run_meta(source, "disk_size", threads),
             "params": params,
             "dense_bytes": dense_bytes,
-            "torch_optim_workaround": workaround,
             "target_at_90": TARGET_AT_90,
+            "nice": os.nice(0),
         }
-        with open(args.json, "w") as handle:
-            json.dump({"meta": meta, "rows": rows}, handle, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"meta": meta, "rows": rows})
     if tmp:
         tmp.cleanup()
     return 1 if bad else 0

@@ -26,79 +26,30 @@ import argparse
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402  (after the sys.path line)
+    ForeignLoad,
+    PeakRSS,
+    malloc_trim,
+    print_table,
+    provenance,
+    rss_bytes,
+    run_meta,
+    wait_quiet,
+    write_json,
+)
 
 VARIANTS = ("torch", "prunekit-inplace", "prunekit-reparam")
 
 # Targets of the issue.
 SPEEDUP_TARGET = 30.0  # prunekit at least 30x faster than torch
 MEMORY_TARGET = 0.4  # at most 0.4x the model's size in extra peak RSS
-
-
-# -- RSS sampling ---------------------------------------------------------------------
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc/self/status (VmRSS)."""
-    with open("/proc/self/status", "rb") as handle:
-        for line in handle:
-            if line.startswith(b"VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
-
-
-class PeakRSS:
-    """Samples the RSS every ``interval`` seconds in a thread; ``peak`` is the maximum seen."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes())
-            self.samples += 1
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.peak = rss_bytes()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, rss_bytes())
-
-
-# -- torch.optim.optimizer workaround ------------------------------------------------------
-
-
-def torch_optim_workaround() -> bool:
-    """Make ``torch.optim.optimizer`` reachable as an attribute again; True if it was missing.
-
-    prunekit's in-place mode (src/prunekit/masks.py, ``_ensure_optimizer_hook``)
-    calls ``torch.optim.optimizer.register_optimizer_step_post_hook``, but
-    ``torch/optim/__init__.py`` ends with ``del optimizer``, so on torch 2.13 the
-    attribute does not exist and ``mode="inplace"`` raises AttributeError. To
-    measure the in-place mode at all, the benchmark puts the (already imported)
-    submodule back on ``torch.optim``; prunekit's own code is not touched.
-    """
-    import importlib
-
-    import torch
-
-    if hasattr(torch.optim, "optimizer"):
-        return False
-    torch.optim.optimizer = importlib.import_module("torch.optim.optimizer")
-    return True
 
 
 # -- the model -----------------------------------------------------------------------------
@@ -164,24 +115,35 @@ def worker(args: argparse.Namespace) -> dict:
     zeros_before, _ = count_zeros(model)
     with torch.no_grad():
         checksum = float(sum(float(m.weight.double().abs().sum()) for m in model))
-    workaround = False
     if args.variant.startswith("prunekit"):
         import prunekit  # noqa: F401  (import cost outside the timed region)
-
-        if args.variant == "prunekit-inplace" and not args.no_workaround:
-            workaround = torch_optim_workaround()
     gc.collect()
+    malloc_trim()
     time.sleep(0.05)
     before = rss_bytes()
-    with PeakRSS(args.interval) as sampler:
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    with PeakRSS(args.interval) as sampler, ForeignLoad() as load:
         t0 = time.perf_counter()
         run_variant(args.variant, model)
         seconds = time.perf_counter() - t0
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        sys.stderr.write(f"== cProfile of {args.variant} (cProfile adds overhead; the timing above includes it) ==\n")
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(args.profile)
     extra = sampler.peak - before
     zeros, total = count_zeros(model)
     return {
         "variant": args.variant,
         "seconds": seconds,
+        "cpu_seconds": load.own_cpu,
+        "foreign_load_cores": load.cores,
         "rss_before_bytes": before,
         "rss_peak_bytes": sampler.peak,
         "peak_extra_bytes": extra,
@@ -195,7 +157,6 @@ def worker(args: argparse.Namespace) -> dict:
         "exact_50": zeros == round(0.5 * total),
         "weights_abs_sum_before": checksum,
         "build_seconds": build_s,
-        "torch_optim_workaround": workaround,
         "threads": torch.get_num_threads(),
     }
 
@@ -205,10 +166,11 @@ def spawn(variant: str, args: argparse.Namespace) -> dict:
         sys.executable, os.path.abspath(__file__), "--worker", variant,
         "--h", str(args.h), "--blocks", str(args.blocks), "--seed", str(args.seed),
         "--threads", str(args.threads), "--interval", str(args.interval),
-    ] + (["--no-workaround"] if args.no_workaround else [])
+    ] + (["--profile", str(args.profile)] if args.profile else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
+    if proc.returncode != 0 or args.profile:
         sys.stderr.write(proc.stderr)
+    if proc.returncode != 0:
         raise SystemExit(f"worker {variant} failed with exit code {proc.returncode}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
@@ -223,11 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--interval", type=float, default=0.002, help="RSS sampling interval, seconds")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--repeat", type=int, default=3, help="fresh subprocess runs of each prunekit variant (fastest reported)")
+    parser.add_argument("--torch-repeat", type=int, default=1, help="runs of the torch baseline (slow)")
+    parser.add_argument("--quiet-load", type=float, default=0.25,
+                        help="before each timed run wait until other processes use fewer cores than this")
+    parser.add_argument("--max-wait", type=float, default=180.0, help="longest wait for a quiet machine, seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--no-workaround", action="store_true",
-                        help="do not restore torch.optim.optimizer (prunekit's inplace mode then fails on torch 2.13)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="run each variant under cProfile and print its N costliest functions (slows the run)")
     parser.add_argument("--worker", choices=VARIANTS, dest="variant", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    source = provenance()  # the prunekit source measured, taken before the run
     if args.h is None:
         args.h = 256 if args.quick else 1024
     if args.blocks is None:
@@ -248,53 +216,67 @@ def main(argv: list[str] | None = None) -> int:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}")
     print(f"global magnitude pruning to 50%: {4 * args.blocks} Linear layers, h={args.h}, "
-          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs", flush=True)
+          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
+          f"prunekit at {source}", flush=True)
     results = []
     for v in variants:  # one after another, never concurrently: torch's run needs a lot of RAM
-        print(f"  running {v} ...", flush=True)
-        results.append(spawn(v, args))
+        repeats = args.torch_repeat if v == "torch" else args.repeat
+        runs = []
+        for k in range(repeats):
+            waited, _ = wait_quiet(args.quiet_load, 1.0, args.max_wait)
+            runs.append(spawn(v, args))
+            runs[-1]["waited_for_quiet_s"] = waited
+            print(f"  {v} run {k + 1}/{repeats}: {runs[-1]['seconds']:.2f} s, "
+                  f"peak extra {runs[-1]['peak_extra_bytes'] / 1e9:.2f} GB, "
+                  f"other processes used {runs[-1]['foreign_load_cores']:.2f} cores", flush=True)
+        best = dict(min(runs, key=lambda r: r["seconds"]))
+        best["runs"] = runs
+        best["seconds_median"] = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+        best["peak_extra_bytes_max"] = max(r["peak_extra_bytes"] for r in runs)
+        best["exact_50"] = all(r["exact_50"] for r in runs)
+        results.append(best)
     sums = {r["weights_abs_sum_before"] for r in results}
     assert len(sums) == 1, f"the subprocesses built different models: {sums}"
     base = next((r for r in results if r["variant"] == "torch"), None)
     model_gb = results[0]["model_bytes"] / 1e9
     print(f"\nmodel: {results[0]['params'] / 1e6:.1f}M parameters, {model_gb:.3f} GB fp32 "
           f"(identical in every subprocess)\n")
-    header = f"{'variant':<18} {'time s':>9} {'speedup':>8} {'peak extra GB':>14} {'x model':>8} {'sparsity':>10} {'exact 50%':>9}"
-    print(header)
-    print("-" * len(header))
+    print("time: fastest of the runs (median in brackets); peak extra RSS: largest of the runs; "
+          "other load: CPU used by other processes during the fastest run\n")
+    header = (f"{'variant':<18} {'runs':>4} {'time s':>8} {'(median)':>9} {'speedup':>8} {'peak extra GB':>14} "
+              f"{'x model':>8} {'sparsity':>11} {'exact 50%':>9} {'other load':>10}")
+    lines = []
     for r in results:
         r["speedup_vs_torch"] = base["seconds"] / r["seconds"] if base else None
         sp = f"{r['speedup_vs_torch']:.1f}x" if base else "-"
-        print(f"{r['variant']:<18} {r['seconds']:>9.2f} {sp:>8} {r['peak_extra_bytes'] / 1e9:>14.2f} "
-              f"{r['peak_extra_over_model']:>7.2f}x {r['sparsity']:>10.6%} {str(r['exact_50']):>9}")
+        r["peak_extra_over_model_max"] = r["peak_extra_bytes_max"] / r["model_bytes"]
+        lines.append(f"{r['variant']:<18} {len(r['runs']):>4} {r['seconds']:>8.2f} "
+                     f"{'(' + format(r['seconds_median'], '.2f') + ')':>9} "
+                     f"{sp:>8} {r['peak_extra_bytes_max'] / 1e9:>14.2f} {r['peak_extra_over_model_max']:>7.2f}x "
+                     f"{r['sparsity']:>11.6%} {str(r['exact_50']):>9} {r['foreign_load_cores']:>7.2f} c")
+    print_table(header, lines)
     print()
-    if any(r.get("torch_optim_workaround") for r in results):
-        print("note: torch.optim.optimizer was missing; restored by the benchmark so that prunekit's inplace mode "
-              "can run (bug in src/prunekit/masks.py _ensure_optimizer_hook)\n")
     for r in results:
         if r["variant"] == "torch":
             continue
         fast = r["speedup_vs_torch"] is not None and r["speedup_vs_torch"] >= SPEEDUP_TARGET
-        lean = r["peak_extra_over_model"] <= MEMORY_TARGET
+        lean = r["peak_extra_over_model_max"] <= MEMORY_TARGET
         speed_txt = f"{r['speedup_vs_torch']:.1f}x" if base else "n/a"
         print(f"target {r['variant']}: >= {SPEEDUP_TARGET:.0f}x faster: {'met' if fast else 'MISSED'} ({speed_txt}); "
-              f"<= {MEMORY_TARGET}x model extra: {'met' if lean else 'MISSED'} ({r['peak_extra_over_model']:.2f}x)")
+              f"<= {MEMORY_TARGET}x model extra: {'met' if lean else 'MISSED'} ({r['peak_extra_over_model_max']:.2f}x)")
     if args.json:
         meta = {
-            "benchmark": "global_magnitude",
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **run_meta(source, "global_magnitude", args.threads),
             "h": args.h,
             "blocks": args.blocks,
             "seed": args.seed,
+            "repeat": args.repeat,
+            "torch_repeat": args.torch_repeat,
+            "nice": os.nice(0),
+            "quiet_load": args.quiet_load,
             "targets": {"speedup": SPEEDUP_TARGET, "extra_memory_over_model": MEMORY_TARGET},
         }
-        with open(args.json, "w") as handle:
-            json.dump({"meta": meta, "results": results}, handle, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"meta": meta, "results": results})
     return 0
 
 

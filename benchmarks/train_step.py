@@ -14,7 +14,9 @@ One step = zero_grad, forward, loss, backward, optimizer.step, timed with
 time.perf_counter. The variants are interleaved within every round (the order
 rotates each round) so that drift of the machine affects all alike; the
 figure is the median step time over the measured rounds after the warm-up, and
-its ratio to dense. After training the script asserts that the pruned entries
+its ratio to dense. On a shared machine only quiet rounds count: rounds during
+which other processes used fewer than --quiet-load cores (measured from
+/proc/stat), until --steps of them are collected (at most --max-rounds). After training the script asserts that the pruned entries
 of the in-place model are still exactly zero (and at 50%).
 
     python benchmarks/train_step.py
@@ -26,34 +28,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
-import json
 import os
-import platform
 import statistics
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ForeignLoad, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
 
 VARIANTS = ("dense", "torch-reparam", "prunekit-reparam", "prunekit-inplace")
 INPLACE_TARGET = 1.03  # prunekit's in-place step at most 1.03x dense
-
-
-def torch_optim_workaround() -> bool:
-    """Make ``torch.optim.optimizer`` reachable as an attribute again; True if it was missing.
-
-    prunekit's in-place mode (src/prunekit/masks.py, ``_ensure_optimizer_hook``)
-    calls ``torch.optim.optimizer.register_optimizer_step_post_hook``, but
-    ``torch/optim/__init__.py`` ends with ``del optimizer``, so on torch 2.13 the
-    attribute does not exist and ``mode="inplace"`` raises AttributeError. The
-    benchmark puts the (already imported) submodule back on ``torch.optim``;
-    prunekit's own code is not touched.
-    """
-    import torch
-
-    if hasattr(torch.optim, "optimizer"):
-        return False
-    torch.optim.optimizer = importlib.import_module("torch.optim.optimizer")
-    return True
 
 
 def build_model(blocks: int, d: int, hidden: int, seed: int):
@@ -134,22 +120,46 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
     models = {v: make_variant(v, args) for v in variants}
     opts = {v: make_optimizer(models[v], momentum) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
-    rounds = args.warmup + args.steps
+    all_times: dict[str, list[float]] = {v: [] for v in variants}
+    round_loads: list[float] = []
     gc.collect()
-    for r in range(rounds):
-        x, y = batches[r % len(batches)]
-        shift = r % len(variants)
-        for v in variants[shift:] + variants[:shift]:
-            t0 = time.perf_counter()
-            train_step(models[v], opts[v], x, y)
-            dt = time.perf_counter() - t0
+    waited, _ = wait_quiet(args.quiet_load, 1.0, args.max_wait)
+    r = 0
+    quiet_rounds = 0
+    with ForeignLoad() as load:
+        # Warm-up rounds, then rounds until ``steps`` of them were quiet (other processes below
+        # --quiet-load cores during the whole round) or --max-rounds is reached. A round times one
+        # step of every variant, so dropping a disturbed round drops it for all variants alike.
+        while r < args.warmup + args.max_rounds and (r < args.warmup or quiet_rounds < args.steps):
+            x, y = batches[r % len(batches)]
+            shift = r % len(variants)
+            step_times = {}
+            with ForeignLoad() as round_load:
+                for v in variants[shift:] + variants[:shift]:
+                    t0 = time.perf_counter()
+                    train_step(models[v], opts[v], x, y)
+                    step_times[v] = time.perf_counter() - t0
             if r >= args.warmup:
-                times[v].append(dt)
+                round_loads.append(round_load.cores)
+                for v in variants:
+                    all_times[v].append(step_times[v])
+                if round_load.cores < args.quiet_load:
+                    quiet_rounds += 1
+                    for v in variants:
+                        times[v].append(step_times[v])
+            r += 1
+    if quiet_rounds < max(5, args.steps // 5):
+        print(f"warning: only {quiet_rounds} quiet rounds (momentum={momentum}); using all "
+              f"{len(all_times[variants[0]])} measured rounds", flush=True)
+        times = all_times
     check = None
     if "prunekit-inplace" in models:
         pruned, total = check_inplace_zeros(models["prunekit-inplace"])
         check = {"pruned": pruned, "total": total, "still_zero": True}
-    out = {"momentum": momentum, "variants": {}, "inplace_zero_check": check}
+    out = {"momentum": momentum, "variants": {}, "inplace_zero_check": check, "foreign_load_cores": load.cores,
+           "waited_for_quiet_s": waited, "rounds_measured": len(round_loads), "rounds_total": r, "rounds_quiet": quiet_rounds,
+           "round_loads": round_loads,
+           "all_rounds": {v: {"median_s": statistics.median(ts), "steps": len(ts)} for v, ts in all_times.items()}}
     dense_median = statistics.median(times["dense"]) if "dense" in times else None
     for v in variants:
         ts = sorted(times[v])
@@ -176,18 +186,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=4, help="distinct random batches cycled through")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 10, 2 with --quick)")
-    parser.add_argument("--steps", type=int, default=None, help="measured rounds (default 50, 5 with --quick)")
+    parser.add_argument("--steps", type=int, default=None, help="quiet measured rounds (default 50, 5 with --quick)")
+    parser.add_argument("--max-rounds", type=int, default=None,
+                        help="most measured rounds while waiting for quiet ones (default 4 x --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--momentum", default="0,0.9", help="comma-separated SGD momenta, one table row set each")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--quiet-load", type=float, default=0.25,
+                        help="before each timed run wait until other processes use fewer cores than this")
+    parser.add_argument("--max-wait", type=float, default=180.0, help="longest wait for a quiet machine, seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--no-workaround", action="store_true",
-                        help="do not restore torch.optim.optimizer (prunekit's inplace mode then fails on torch 2.13)")
     args = parser.parse_args(argv)
+    source = provenance()  # the prunekit source measured, taken before the run
     args.blocks = args.blocks or (2 if args.quick else 6)
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
     args.steps = args.steps or (5 if args.quick else 50)
+    args.max_rounds = args.max_rounds or 4 * args.steps
 
     import torch
 
@@ -198,37 +213,34 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}")
-    workaround = False
-    if "prunekit-inplace" in variants and not args.no_workaround:
-        import prunekit  # noqa: F401
-
-        workaround = torch_optim_workaround()
     params = sum(p.numel() for p in build_model(args.blocks, args.d, args.hidden, args.seed).parameters())
     print(f"train step: {args.blocks} blocks of Linear({args.d}->{args.hidden}), GELU, Linear({args.hidden}->{args.d}) "
           f"= {params / 1e6:.1f}M params, batch {args.batch}, MSE, SGD lr=0.01; torch {torch.__version__}, "
-          f"{threads} threads, {os.cpu_count()} CPUs; median of {args.steps} steps after {args.warmup} warm-up, "
-          f"variants interleaved", flush=True)
-    if workaround:
-        print("note: torch.optim.optimizer was missing; restored by the benchmark so that prunekit's inplace mode "
-              "can run (bug in src/prunekit/masks.py _ensure_optimizer_hook)")
+          f"{threads} threads, {os.cpu_count()} CPUs; median of {args.steps} quiet rounds after {args.warmup} warm-up, "
+          f"variants interleaved; prunekit at {source}", flush=True)
     configs = []
     for momentum in [float(m) for m in args.momentum.split(",")]:
         configs.append(run_config(momentum, args, variants))
     header = f"{'optimizer':<22} {'variant':<18} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x dense':>8}"
-    print()
-    print(header)
-    print("-" * len(header))
+    lines = []
     for c in configs:
         opt = "SGD" if c["momentum"] == 0 else f"SGD momentum={c['momentum']:g}"
         for v, r in c["variants"].items():
             ratio = f"{r['ratio_to_dense']:.3f}x" if r["ratio_to_dense"] else "-"
-            print(f"{opt:<22} {v:<18} {r['median_s'] * 1e3:>10.1f} {r['p10_s'] * 1e3:>8.1f} {r['p90_s'] * 1e3:>8.1f} {ratio:>8}")
+            lines.append(f"{opt:<22} {v:<18} {r['median_s'] * 1e3:>10.1f} {r['p10_s'] * 1e3:>8.1f} "
+                         f"{r['p90_s'] * 1e3:>8.1f} {ratio:>8}")
+    print()
+    print_table(header, lines)
     print()
     for c in configs:
         opt = "SGD" if c["momentum"] == 0 else f"SGD momentum={c['momentum']:g}"
+        print(f"{opt}: other processes used {c['foreign_load_cores']:.2f} cores on average during the timed loop; "
+              f"{c['rounds_quiet']} of {c['rounds_measured']} measured rounds were quiet (< {args.quiet_load} cores) "
+              f"and are the ones reported; medians over all rounds: "
+              + ", ".join(f"{v} {r['median_s'] * 1e3:.1f} ms" for v, r in c["all_rounds"].items()))
         chk = c["inplace_zero_check"]
         if chk:
-            print(f"{opt}: after {args.warmup + args.steps} steps the in-place model's {chk['pruned']} pruned weights "
+            print(f"{opt}: after {c['rounds_total']} steps the in-place model's {chk['pruned']} pruned weights "
                   f"(of {chk['total']}) are all exactly 0")
         r = c["variants"].get("prunekit-inplace")
         if r and r["ratio_to_dense"]:
@@ -237,23 +249,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'met' if ok else 'MISSED'} ({r['ratio_to_dense']:.3f}x)")
     if args.json:
         meta = {
-            "benchmark": "train_step",
-            "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-            "torch": torch.__version__,
-            "threads": threads,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+            **run_meta(source, "train_step", threads),
             "params": params,
             "blocks": args.blocks,
             "batch": args.batch,
             "warmup": args.warmup,
             "steps": args.steps,
-            "torch_optim_workaround": workaround,
             "target_inplace_ratio": INPLACE_TARGET,
+            "nice": os.nice(0),
+            "quiet_load": args.quiet_load,
         }
-        with open(args.json, "w") as handle:
-            json.dump({"meta": meta, "configs": configs}, handle, indent=2)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"meta": meta, "configs": configs})
     return 0
 
 
