@@ -94,10 +94,9 @@ class Structure:
         return f"{type(self).__name__}()"
 
 
-class Element(Structure):
-    """Unstructured: every entry is a unit."""
-
-    name = "element"
+class _EntryUnits(Structure):
+    """Base of the structures whose units are single entries (Element, and NM,
+    which picks its groups in :meth:`select`)."""
 
     def num_units(self, target: Target) -> int:
         return target.numel
@@ -110,6 +109,12 @@ class Element(Structure):
 
     def expand(self, unit_keep: torch.Tensor, target: Target) -> torch.Tensor:
         return unit_keep.reshape(target.shape)
+
+
+class Element(_EntryUnits):
+    """Unstructured: every entry is a unit."""
+
+    name = "element"
 
 
 class Channel(Structure):
@@ -275,7 +280,7 @@ class Block(Structure):
         return f"Block({self.rows}, {self.cols})"
 
 
-class NM(Structure):
+class NM(_EntryUnits):
     """N:M semi-structured sparsity: in every group of M consecutive entries
     along the input dimension, keep the N highest-scoring (Mishra et al. 2021,
     "Accelerating Sparse Deep Neural Networks"; 2:4 runs on NVIDIA Ampere
@@ -330,18 +335,6 @@ class NM(Structure):
         perm = self._perm(target)
         permuted_shape = [target.shape[p] for p in perm]
         return grouped.reshape(permuted_shape).permute(_inverse(perm)).contiguous()
-
-    def num_units(self, target: Target) -> int:
-        return target.numel
-
-    def unit_scores(self, scores: torch.Tensor, target: Target, reduce: Reduce) -> torch.Tensor:
-        return scores.reshape(-1)
-
-    def unit_alive(self, keep: torch.Tensor, target: Target) -> torch.Tensor:
-        return keep.reshape(-1)
-
-    def expand(self, unit_keep: torch.Tensor, target: Target) -> torch.Tensor:
-        return unit_keep.reshape(target.shape)
 
     def select(self, scores: torch.Tensor, keep: torch.Tensor, target: Target) -> torch.Tensor:
         grouped = self._groups(scores, target).to(torch.float64 if scores.dtype == torch.float64 else torch.float32)

@@ -16,7 +16,6 @@ A ratio is None where either value is missing or the dense value is 0.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field, fields
@@ -25,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
+from ._results import dump_json, table_lines
 from .accuracy import evaluate_accuracy, evaluate_perplexity
 from .latency import _check_int, measure_latency
 from .macs import count_macs, prepare_input
@@ -113,12 +113,7 @@ class Comparison:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
         """The comparison as JSON; written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            from ..io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     def table(self) -> str:
         """Plain text: one line per figure, one column per model, then the ratio."""
@@ -130,11 +125,7 @@ class Comparison:
                 continue
             ratio = self.ratios.get(name)
             lines.append((name, *(_fmt(name, v) for v in values), "" if ratio is None else f"{ratio:.3f}"))
-        widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-        body = ["  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:]))]).rstrip()
-                for row in [header, *lines]]
-        body.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(body)
+        return "\n".join(line.rstrip() for line in table_lines(header, lines))
 
     def __str__(self) -> str:
         return self.table()

@@ -50,7 +50,6 @@ reparametrised tensors, the parameter itself when masked in place or zeroed.
 
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import os
@@ -65,6 +64,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidParameterError
+from ._results import dump_json, row_named, table_lines
 from .params import _check_model, count_parameters, effective_tensor, module_param_counts
 
 __all__ = ["MacRow", "MacReport", "count_macs", "prepare_input", "run_model", "eval_mode"]
@@ -125,10 +125,7 @@ class MacReport:
         return self.effective_macs / self.dense_macs if self.dense_macs else 1.0
 
     def __getitem__(self, name: str) -> MacRow:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(f"{name!r} is not in the report; rows are {[r.name for r in self.rows]}")
+        return row_named(self.rows, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,12 +143,7 @@ class MacReport:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
         """The report as JSON; written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            from ..io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     def table(self) -> str:
         """A plain-text table of the rows and the total."""
@@ -163,15 +155,7 @@ class MacReport:
         ]
         total = ("total", "", f"{self.params:,}", f"{self.dense_macs:,}", f"{self.effective_macs:,}",
                  f"{100 * self.ratio:.2f}%")
-        widths = [max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))]
-
-        def fmt(row: tuple[str, ...]) -> str:
-            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-            cells += [row[i].rjust(widths[i]) for i in range(2, len(row))]
-            return "  ".join(cells).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        body = [fmt(header), rule, *[fmt(r) for r in lines], rule, fmt(total)]
+        body = [line.rstrip() for line in table_lines(header, lines, total, left=(0, 1))]
         if self.uncounted:
             body.append(
                 "no MAC rule (only functional products inside are counted, as dense): "

@@ -34,9 +34,9 @@ from ..targets import Target, tensor_state
 __all__ = ["ParamCount", "count_parameters", "effective_tensor", "module_param_counts"]
 
 
-@dataclass(frozen=True)
-class ParamCount:
-    """Total parameters and non-zeros of a model."""
+class _ZerosAndSparsity:
+    """``zeros`` and ``sparsity`` of a count with ``params`` and ``nonzero``
+    (base of :class:`ParamCount` and :class:`prunekit.TensorSparsity`)."""
 
     params: int
     nonzero: int
@@ -48,8 +48,16 @@ class ParamCount:
 
     @property
     def sparsity(self) -> float:
-        """``zeros / params`` (0.0 for a model without parameters)."""
+        """``zeros / params`` (0.0 when there are no parameters)."""
         return self.zeros / self.params if self.params else 0.0
+
+
+@dataclass(frozen=True)
+class ParamCount(_ZerosAndSparsity):
+    """Total parameters and non-zeros of a model."""
+
+    params: int
+    nonzero: int
 
     @property
     def density(self) -> float:

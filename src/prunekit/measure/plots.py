@@ -99,6 +99,11 @@ def _check_text(value: Any, param: str) -> str | None:
     return value
 
 
+def _check_direction(higher_is_better: Any) -> None:
+    if higher_is_better is not None and not isinstance(higher_is_better, bool):
+        raise InvalidParameterError("higher_is_better", "None, True or False", higher_is_better)
+
+
 # -- drawing -----------------------------------------------------------------------
 
 
@@ -107,6 +112,14 @@ def _text(value: Any) -> str:
     legend hides labels that start with ``_``."""
     text = str(value).replace("$", r"\$")
     return " " + text if text.startswith("_") else text
+
+
+def _metric_label(metric_name: str, percent: bool, higher_is_better: bool | None) -> str:
+    """The y-axis label of a metric: ``(%)`` when shown in percent, and its direction when known."""
+    label = metric_name + (" (%)" if percent else "")
+    if higher_is_better is not None:
+        label += " — higher is better" if higher_is_better else " — lower is better"
+    return label
 
 
 def _figure(width: float, height: float) -> Any:
@@ -221,8 +234,7 @@ def plot_metric_vs_sparsity(
     title = _check_text(title, "title")
     metric_name = _check_text(metric_name, "metric_name") or "metric"
     dense_value = _number(dense, "dense", allow_none=True)
-    if higher_is_better is not None and not isinstance(higher_is_better, bool):
-        raise InvalidParameterError("higher_is_better", "None, True or False", higher_is_better)
+    _check_direction(higher_is_better)
     lines = {label: _points(points, f"series[{label!r}]") for label, points in series.items()}
     percent = metric_name == "accuracy"
     scale = 100.0 if percent else 1.0
@@ -240,10 +252,7 @@ def plot_metric_vs_sparsity(
     if metric_name == "perplexity" and all_y and min(all_y) > 0 and max(all_y) / min(all_y) > 20:
         ax.set_yscale("log")
     ax.set_xlabel("sparsity (%)")
-    label = metric_name + (" (%)" if percent else "")
-    if higher_is_better is not None:
-        label += " — higher is better" if higher_is_better else " — lower is better"
-    ax.set_ylabel(_text(label))
+    ax.set_ylabel(_text(_metric_label(metric_name, percent, higher_is_better)))
     ax.grid(alpha=0.3)
     _legend(ax, len(lines) + (dense_value is not None))
     ax.set_title(_text(title or f"{metric_name} against sparsity"))
@@ -334,8 +343,7 @@ def plot_sensitivity_curves(
     title = _check_text(title, "title")
     metric_name = _check_text(metric_name, "metric_name") or "metric"
     base = _number(baseline, "baseline", allow_none=True)
-    if higher_is_better is not None and not isinstance(higher_is_better, bool):
-        raise InvalidParameterError("higher_is_better", "None, True or False", higher_is_better)
+    _check_direction(higher_is_better)
     lines = {layer: _points(points, f"curves[{layer!r}]") for layer, points in curves.items()}
     n = len(lines)
     fig = _figure(9.0 + (2.5 * math.ceil(n / 30) if n > 12 else 0.0), 5.5 + max(0.0, (min(n, 30) - 12) * 0.12))
@@ -348,10 +356,7 @@ def plot_sensitivity_curves(
     if base is not None and math.isfinite(base):
         ax.axhline(scale * base, color="0.2", linestyle="--", linewidth=1.4, label="unpruned")
     ax.set_xlabel("sparsity of the layer pruned alone (%)")
-    label = metric_name + (" (%)" if scale != 1.0 else "")
-    if higher_is_better is not None:
-        label += " — higher is better" if higher_is_better else " — lower is better"
-    ax.set_ylabel(_text(label))
+    ax.set_ylabel(_text(_metric_label(metric_name, scale != 1.0, higher_is_better)))
     ax.grid(alpha=0.3)
     _legend(ax, n + (base is not None))
     ax.set_title(_text(title or "Sensitivity of each layer to pruning"))

@@ -25,7 +25,6 @@ starting point for pruning followed by fine-tuning, not as a guarantee.
 from __future__ import annotations
 
 import copy as copy_module
-import json
 import logging
 import math
 import numbers
@@ -43,6 +42,7 @@ from ..criteria.base import Criterion, create_criterion
 from ..errors import InvalidParameterError
 from ..structures import Structure, create_structure
 from ..targets import Target, find_reparam_hook, select_targets
+from ._results import dump_json, table_lines
 
 __all__ = [
     "DEFAULT_SPARSITIES",
@@ -356,12 +356,7 @@ class SensitivityResult:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
         """The result as JSON; written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            from ..io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     def table(self) -> str:
         """Plain text: one row per target, one column per ladder sparsity."""
@@ -371,12 +366,7 @@ class SensitivityResult:
         for name, curve in self.curves.items():
             values = dict(curve)
             rows.append([name, *(f"{values[s]:.4g}" if s in values else "-" for s in ladder)])
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = [
-            "  ".join([r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:]))])
-            for r in [header, *rows]
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = table_lines(header, rows)
         lines.append(f"baseline: {self.baseline:.6g} ({'higher' if self.higher_is_better else 'lower'} is better)")
         return "\n".join(lines)
 

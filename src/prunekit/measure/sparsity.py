@@ -8,7 +8,6 @@ from anywhere else).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,12 +18,14 @@ from torch import nn
 
 from ..masks import pruned_tensors
 from ..targets import select_targets, tensor_state
+from ._results import dump_json, row_named, table_lines
+from .params import _ZerosAndSparsity
 
 __all__ = ["TensorSparsity", "SparsityReport", "sparsity_report", "sparsity_report_from_state_dict"]
 
 
 @dataclass
-class TensorSparsity:
+class TensorSparsity(_ZerosAndSparsity):
     """One row: a tensor's size, non-zeros and sparsity."""
 
     name: str
@@ -32,14 +33,6 @@ class TensorSparsity:
     params: int
     nonzero: int
     state: str
-
-    @property
-    def zeros(self) -> int:
-        return self.params - self.nonzero
-
-    @property
-    def sparsity(self) -> float:
-        return self.zeros / self.params if self.params else 0.0
 
 
 @dataclass
@@ -69,10 +62,7 @@ class SparsityReport:
         return (self.model_params - self.model_nonzero) / self.model_params if self.model_params else 0.0
 
     def __getitem__(self, name: str) -> TensorSparsity:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(f"{name!r} is not in the report; rows are {[r.name for r in self.rows]}")
+        return row_named(self.rows, name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,12 +76,7 @@ class SparsityReport:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, indent: int = 2) -> str:
         """The report as JSON; written atomically to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent)
-        if path is not None:
-            from ..io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent)
 
     def table(self) -> str:
         """A plain-text table (the CLI renders the same rows with rich)."""
@@ -100,17 +85,8 @@ class SparsityReport:
             (r.name, "×".join(map(str, r.shape)), f"{r.params:,}", f"{r.nonzero:,}", f"{100 * r.sparsity:.2f}%", r.state)
             for r in self.rows
         ]
-        lines.append(("total", "", f"{self.params:,}", f"{self.nonzero:,}", f"{100 * self.sparsity:.2f}%", ""))
-        widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
-
-        def fmt(row: tuple[str, ...]) -> str:
-            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-            cells += [row[i].rjust(widths[i]) for i in (2, 3, 4)]
-            cells.append(row[5].ljust(widths[5]))
-            return "  ".join(cells).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        body = [fmt(header), rule, *[fmt(r) for r in lines[:-1]], rule, fmt(lines[-1])]
+        total = ("total", "", f"{self.params:,}", f"{self.nonzero:,}", f"{100 * self.sparsity:.2f}%", "")
+        body = [line.rstrip() for line in table_lines(header, lines, total, left=(0, 1, 5))]
         body.append(
             f"model: {self.model_params:,} parameters, {self.model_nonzero:,} non-zero "
             f"({100 * self.model_sparsity:.2f}% sparse)"
