@@ -16,6 +16,7 @@ MNIST is by Yann LeCun and Corinna Cortes, under CC BY-SA 3.0; see
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,8 @@ __all__ = ["DEFAULT_OUT", "build", "first_per_class", "main"]
 
 DEFAULT_OUT = Path(__file__).with_name("mnist_subset.npz")
 
+
+logger = logging.getLogger(__name__)
 
 def first_per_class(labels: np.ndarray, per_class: int, num_classes: int = 10) -> np.ndarray:
     """Indices of the first ``per_class`` samples of each class, in file order."""
@@ -63,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     arrays = build(args.mnist, args.out, args.train_per_class, args.test_per_class)
     size = os.path.getsize(args.out)
-    print(f"wrote {args.out}: {len(arrays['y_train'])} train + {len(arrays['y_test'])} test images, {size:,} bytes")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info("wrote %s: %d train + %d test images, %s bytes",
+                args.out, len(arrays["y_train"]), len(arrays["y_test"]), f"{size:,}")
     return 0
 
 
