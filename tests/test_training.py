@@ -88,3 +88,24 @@ def test_bad_arguments_name_the_parameter():
         fit(model, _data(), epochs=-1)
     one = OneShot(final=0.5)
     assert one.sparsity_at(0) == 0.5
+
+
+def test_evaluate_dispatches_to_the_metric():
+    model = _model()
+    fit(model, _data(), epochs=8, lr=0.1)
+    acc = prunekit.evaluate(model, _data(seed=1))
+    assert 0.7 < acc.accuracy <= 1.0 and acc.samples == 96
+
+    class Bigram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(5, 5)
+
+        def forward(self, x):
+            return self.emb(x)
+
+    x = torch.randint(0, 5, (4, 8))
+    ppl = prunekit.evaluate(Bigram(), [(x, x.roll(-1, 1))], metric="perplexity")
+    assert ppl.perplexity > 1.0 and ppl.tokens == 32
+    with pytest.raises(prunekit.InvalidParameterError, match="^metric:"):
+        prunekit.evaluate(model, _data(), metric="f1")

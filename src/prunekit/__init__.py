@@ -32,6 +32,7 @@ from .measure import SparsityReport, TensorSparsity, sparsity_report, sparsity_r
 from .pruner import Pruner, prune
 from .structures import NM, Block, Channel, Element, Kernel, Structure, create_structure, list_structures
 from .targets import DEFAULT_TYPES, Target, select_targets
+from .training import evaluate, fit
 from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
@@ -69,6 +70,8 @@ __all__ = [
     "create_model",
     "create_schedule",
     "create_structure",
+    "evaluate",
+    "fit",
     "list_criteria",
     "list_datasets",
     "list_models",

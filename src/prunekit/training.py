@@ -26,10 +26,11 @@ from torch import nn
 
 from .batches import forward_logits, split_batch, to_device
 from .errors import InvalidParameterError, check_choice
+from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .pruner import Pruner
 from .schedules import Schedule
 
-__all__ = ["TrainProgress", "FitResult", "fit", "make_optimizer", "classification_loss"]
+__all__ = ["TrainProgress", "FitResult", "fit", "evaluate", "make_optimizer", "classification_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +191,20 @@ def _set_lr(opt: torch.optim.Optimizer, base: list[float], how: str, step: int, 
         factor = 0.01 if step >= 0.75 * total else 0.1 if step >= 0.5 * total else 1.0
     for group, lr in zip(opt.param_groups, base):
         group["lr"] = lr * factor
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    metric: str = "accuracy",
+    device: str | torch.device = "cpu",
+) -> AccuracyResult | PerplexityResult:
+    """Evaluate ``model`` on ``loader``: ``metric="accuracy"`` (top-1 and mean
+    cross-entropy, :func:`prunekit.measure.evaluate_accuracy`) or
+    ``"perplexity"`` (exp of the mean token cross-entropy,
+    :func:`prunekit.measure.evaluate_perplexity`)."""
+    metric = check_choice("metric", metric, ("accuracy", "perplexity"))
+    if metric == "accuracy":
+        return evaluate_accuracy(model, loader, device)
+    return evaluate_perplexity(model, loader, device)
