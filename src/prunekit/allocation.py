@@ -21,10 +21,8 @@ prunes further and a lower value changes nothing.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import numbers
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +32,7 @@ from .criteria.base import Criterion
 from .errors import InvalidParameterError
 from .selection import all_finite, select_lowest
 from .structures import Structure
-from .targets import Target
+from .targets import Target, pattern_matches
 
 __all__ = ["SCOPES", "NORMALIZERS", "compute_keep_masks", "check_sparsity", "units_to_prune"]
 
@@ -82,13 +80,6 @@ def units_to_prune(sparsity: Sparsity, units: int, where: str) -> int:
             )
         return sparsity
     return round(sparsity * units)
-
-
-def _matches(pattern: str, target: Target) -> bool:
-    names = (target.name, target.module_name)
-    if pattern.startswith("re:"):
-        return any(re.search(pattern[3:], n) for n in names)
-    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
 
 @dataclass
@@ -253,7 +244,7 @@ def _plan(targets: Sequence[Target], sparsity: Sparsity, scope: str, overrides: 
     for target in targets:
         own = None
         for pattern, value in checked.items():
-            if _matches(pattern, target):
+            if pattern_matches(pattern, target.name, target.module_name):
                 own = value
                 used.add(pattern)
                 break

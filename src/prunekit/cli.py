@@ -13,7 +13,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -73,7 +72,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
     from .io import load_pruned_state_dict, load_state_dict_file, save_sparse
-    from .measure.size import dense_state_dict
+    from .measure.size import dense_bytes
     from .measure.sparsity import sparsity_report
     from .pruner import Pruner
     from .zoo import create_model
@@ -103,16 +102,13 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            dense_path = Path(tmp) / "dense.pt"
-            torch.save(dense_state_dict(model), dense_path)
-            dense_bytes = dense_path.stat().st_size
+        dense = dense_bytes(model, dense_format="torch")
         sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": args.model})
-        report.extras.update({"dense_bytes": dense_bytes, "sparse_bytes": sparse_bytes})
+        report.extras.update({"dense_bytes": dense, "sparse_bytes": sparse_bytes})
         report.to_json(out / "report.json")
         console.print(
             f"saved {out / 'model.safetensors'}: {sparse_bytes:,} bytes "
-            f"({sparse_bytes / dense_bytes:.3f}× the {dense_bytes:,} bytes of the dense fp32 state dict); "
+            f"({sparse_bytes / dense:.3f}× the {dense:,} bytes of the dense fp32 state dict); "
             f"report in {out / 'report.json'}"
         )
     return 0

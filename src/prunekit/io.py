@@ -44,6 +44,7 @@ __all__ = [
     "restore_masks",
     "load_pruned_state_dict",
     "load_state_dict_file",
+    "logical_tensors",
 ]
 
 FORMAT = "prunekit-sparse"
@@ -147,7 +148,7 @@ def _decode(name: str, info: Mapping[str, Any], tensors: Mapping[str, torch.Tens
 # -- save / load sparse -------------------------------------------------------------
 
 
-def _state_of(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
+def logical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
     """Logical tensors of a state dict: name -> (state, tensor, mask)."""
     out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
     for key, tensor in state_dict.items():
@@ -182,7 +183,7 @@ def save_sparse(
         )
     tensors: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, Any]] = {}
-    for name, (state, tensor, mask) in _state_of(state_dict).items():
+    for name, (state, tensor, mask) in logical_tensors(state_dict).items():
         if _SEP in name:
             raise InvalidParameterError("state_dict", f"keys without {_SEP!r}", name)
         info: dict[str, Any] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor.dtype), "state": state}
@@ -312,7 +313,7 @@ def restore_masks(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> n
     """
     modules = dict(model.named_modules())
     targets, keeps, modes = [], [], []
-    for name, (state, _tensor, mask) in _state_of(state_dict).items():
+    for name, (state, _tensor, mask) in logical_tensors(state_dict).items():
         if state == "dense":
             continue
         module_name, _, pname = name.rpartition(".")

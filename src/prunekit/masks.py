@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, check_choice
 from .targets import Target, find_reparam_hook, tensor_state
 
 __all__ = [
@@ -240,10 +240,7 @@ def apply_masks(
     ``copy=False`` the in-place mode may keep the given tensors as its mask
     buffers (the caller hands them over).
     """
-    if mode not in MODES:
-        from .errors import check_choice
-
-        check_choice("mode", mode, MODES)
+    check_choice("mode", mode, MODES)
     if len(targets) != len(keeps):
         raise InvalidParameterError("masks", f"{len(targets)} masks, one per target", f"<{len(keeps)} masks>")
     for target, keep in zip(targets, keeps):

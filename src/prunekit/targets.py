@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_TYPES",
     "find_reparam_hook",
     "tensor_state",
+    "pattern_matches",
 ]
 
 #: Module types whose weights are pruned unless told otherwise. Hugging Face's
@@ -142,7 +143,8 @@ def _type_matches(module: nn.Module, types: Sequence[type[nn.Module] | str] | No
     return False
 
 
-def _pattern_matches(pattern: str, *names: str) -> bool:
+def pattern_matches(pattern: str, *names: str) -> bool:
+    """True if the glob ``pattern`` (or ``"re:<regex>"``, searched) matches any of ``names``."""
     if pattern.startswith("re:"):
         regex = re.compile(pattern[3:])
         return any(regex.search(n) for n in names)
@@ -242,9 +244,9 @@ def select_targets(
             if not any(fnmatch.fnmatchcase(pname, p) for p in param_patterns):
                 continue
             qualified = f"{module_name}.{pname}" if module_name else pname
-            if includes is not None and not any(_pattern_matches(p, qualified, module_name) for p in includes):
+            if includes is not None and not any(pattern_matches(p, qualified, module_name) for p in includes):
                 continue
-            if any(_pattern_matches(p, qualified, module_name) for p in excludes):
+            if any(pattern_matches(p, qualified, module_name) for p in excludes):
                 continue
             found.append(Target(qualified, module_name, module, pname))
     if not found:

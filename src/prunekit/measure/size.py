@@ -27,9 +27,9 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
-from ..io import save_sparse
+from ..io import logical_tensors, save_sparse
 
-__all__ = ["SizeReport", "model_size", "dense_state_dict"]
+__all__ = ["SizeReport", "model_size", "dense_state_dict", "dense_bytes"]
 
 DENSE_FORMATS = ("safetensors", "torch")
 
@@ -55,17 +55,13 @@ def dense_state_dict(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]
     """The dense effective state dict: ``<name>_orig``·``<name>_mask`` folded to
     ``<name>``, in-place masks (``<name>_mask`` next to ``<name>``) dropped,
     everything else kept. Tensors are detached CPU copies."""
-    state_dict = _as_state_dict(model_or_state_dict)
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for key, tensor in state_dict.items():
-            if key.endswith("_mask") and (key[:-5] + "_orig" in state_dict or key[:-5] in state_dict):
-                continue
-            if key.endswith("_orig") and key[:-5] + "_mask" in state_dict:
-                mask = state_dict[key[:-5] + "_mask"]
-                out[key[:-5]] = (tensor.detach() * mask.to(tensor.dtype)).cpu().contiguous()
+        for name, (state, tensor, mask) in logical_tensors(_as_state_dict(model_or_state_dict)).items():
+            if state == "reparam":
+                out[name] = (tensor.detach() * mask.to(tensor.dtype)).cpu().contiguous()
             else:
-                out[key] = tensor.detach().cpu().contiguous().clone()
+                out[name] = tensor.detach().cpu().contiguous().clone()
     return out
 
 
@@ -97,15 +93,21 @@ def model_size(
     """
     check_choice("dense_format", dense_format, DENSE_FORMATS)
     state_dict = _as_state_dict(model)
-    dense = dense_state_dict(state_dict)
+    dense = dense_bytes(state_dict, dense_format=dense_format)
     with tempfile.TemporaryDirectory(prefix="prunekit-size-") as tmp:
-        if dense_format == "safetensors":
-            dense_bytes = len(safetensors_save(dense))
-        else:
-            path = os.path.join(tmp, "dense.pt")
-            torch.save(dense, path)
-            dense_bytes = os.path.getsize(path)
         # copies, so tied tensors (one storage under two names) can be saved
         copies = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
         compressed_bytes = save_sparse(copies, os.path.join(tmp, "sparse.safetensors"))
-    return SizeReport(int(dense_bytes), int(compressed_bytes), dense_format)
+    return SizeReport(int(dense), int(compressed_bytes), dense_format)
+
+
+def dense_bytes(model: nn.Module | Mapping[str, torch.Tensor], *, dense_format: str = "safetensors") -> int:
+    """Bytes of the dense effective state dict of ``model`` (see the module docstring)."""
+    check_choice("dense_format", dense_format, DENSE_FORMATS)
+    dense = dense_state_dict(model)
+    if dense_format == "safetensors":
+        return len(safetensors_save(dense))
+    with tempfile.TemporaryDirectory(prefix="prunekit-size-") as tmp:
+        path = os.path.join(tmp, "dense.pt")
+        torch.save(dense, path)
+        return os.path.getsize(path)

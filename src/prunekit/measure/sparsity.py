@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io import logical_tensors
 from ..masks import pruned_tensors
 from ..targets import select_targets, tensor_state
 from ._results import dump_json, row_named, table_lines
@@ -171,15 +172,9 @@ def sparsity_report_from_state_dict(
     """
     rows = []
     model_params = model_nonzero = 0
-    for key, tensor in state_dict.items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig") and key[:-5] + "_mask" in state_dict:
-            name, state, mask = key[:-5], "reparam", state_dict[key[:-5] + "_mask"]
-        elif key + "_mask" in state_dict:
-            name, state, mask = key, "inplace", None
-        else:
-            name, state, mask = key, "dense", None
+    for name, (state, tensor, mask) in logical_tensors(state_dict).items():
+        if state == "dense" and name.endswith("_mask"):
+            continue  # a mask whose tensor is not in the state dict
         if not tensor.is_floating_point():
             continue
         row = _row(name, tensor, mask, state)
