@@ -13,8 +13,30 @@ prunes further and a lower value changes nothing.
   their parameters (units weighted by their size), exact to one unit.
   ``normalize`` divides each target's unit scores by a per-target statistic
   first (useful for structured units whose scales differ between layers).
+* ``lamp``: a global ranking of LAMP scores (Lee, Park, Mo, Ahn & Shin 2021,
+  "Layer-adaptive sparsity for the magnitude-based pruning", ICLR): within
+  each target, with the unit scores ``s`` sorted ascending (index ``u``),
+  ``lamp(u) = s_u² / Σ_{v ≥ u} s_v²``. The largest unit of every target
+  scores 1, scores lie in (0, 1], and they do not change when a target's
+  scores are multiplied by a constant. With the magnitude criterion this is
+  the paper's ``w_u² / Σ_{v≥u} w_v²``; any criterion with non-negative
+  scores can be used. The fraction is of all the targets' parameters, exact
+  to one unit, as for ``global``.
+* ``erk``: per-target densities by the Erdős–Rényi-Kernel rule (Evci, Gale,
+  Menick, Castro & Elsen 2020, "Rigging the Lottery", RigL; Mocanu et al.
+  2018 for Erdős–Rényi): the density of a tensor of shape
+  ``(n_out, n_in, k_h, k_w)`` is ``ε · (n_out + n_in + k_h + k_w) /
+  (n_out · n_in · k_h · k_w)`` (any number of dims: sum over product of the
+  dims), with the one ``ε`` that meets the requested sparsity over all the
+  targets' parameters. A tensor whose density would exceed 1 is kept dense
+  and ``ε`` is solved again for the rest (repeated until none exceeds 1), as
+  RigL does; a tensor is never left with fewer than ``min_keep`` units.
+  Counts are rounded by largest remainders so that the total is exact (to
+  one unit per tensor for structured units of different sizes); each target
+  is then pruned locally, by the criterion, to its count.
 * ``overrides``: ``{pattern: sparsity}``; matching targets are pruned locally at
-  their own sparsity, the rest as ``scope`` says.
+  their own sparsity, the rest as ``scope`` says (for ``erk``, the requested
+  sparsity is spread over the targets not overridden).
 * A guard (``min_keep``, default 1) never prunes the last units of a tensor;
   set it to 0 to allow removing every unit.
 """
@@ -29,16 +51,24 @@ from dataclasses import dataclass
 import torch
 
 from .criteria.base import Criterion
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, check_choice
 from .selection import all_finite, select_lowest
 from .structures import Structure
 from .targets import Target, pattern_matches
 
-__all__ = ["SCOPES", "NORMALIZERS", "compute_keep_masks", "check_sparsity", "units_to_prune"]
+__all__ = [
+    "SCOPES",
+    "NORMALIZERS",
+    "compute_keep_masks",
+    "check_sparsity",
+    "units_to_prune",
+    "lamp_scores",
+    "erk_densities",
+]
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("local", "global")
+SCOPES = ("local", "global", "lamp", "erk")
 NORMALIZERS = ("none", "max", "sum", "mean", "l2")
 
 Sparsity = float | int
@@ -122,8 +152,8 @@ class _Scorer:
         self.dead = 0 if self.alive is None else int((~self.alive).sum())
         self._checked = False
         self._reserved: torch.Tensor | None = None
-        # normalising divides by a positive statistic, so the sign is kept
-        self.nonnegative = bool(getattr(criterion, "nonnegative", False))
+        # normalising divides by a positive statistic, so the sign is kept; LAMP scores are in [0, 1]
+        self.nonnegative = normalize == "lamp" or bool(getattr(criterion, "nonnegative", False))
 
     def entry_scores(self) -> torch.Tensor:
         scores = self.criterion.score(self.target)
@@ -154,7 +184,9 @@ class _Scorer:
         scores = scores.to(torch.float64) if scores.dtype == torch.float64 else scores.to(torch.float32)
         if self.alive is not None:
             scores.masked_fill_(~self.alive.reshape(-1).to(scores.device), float("-inf"))
-        if self.normalize != "none":
+        if self.normalize == "lamp":
+            scores = lamp_scores(scores, self.target.name)
+        elif self.normalize != "none":
             scores = _normalise(scores, self.normalize)
         if reserve and self.min_keep:
             if self._reserved is None:
@@ -182,6 +214,124 @@ def _normalise(scores: torch.Tensor, how: str) -> torch.Tensor:
     return torch.where(alive, scores / stat, scores)
 
 
+def lamp_scores(scores: torch.Tensor, where: str = "the target") -> torch.Tensor:
+    """LAMP scores (Lee et al. 2021) of one tensor's flat unit scores, as float64.
+
+    With the finite scores sorted ascending, ``lamp(u) = s_u² / Σ_{v ≥ u} s_v²``
+    (ties in flat-index order); ``-inf`` (dead units) stays ``-inf``. A zero
+    score gets 0 unless every score is zero.
+    """
+    out = scores.to(torch.float64)
+    alive = torch.isfinite(out)
+    values = out[alive]
+    if values.numel() == 0:
+        return out
+    if bool((values < 0).any()):
+        raise InvalidParameterError(
+            "scope",
+            f"a criterion with non-negative scores for scope='lamp' (LAMP squares them); {where} has negative ones",
+            "lamp",
+            "Fix: use a magnitude-like criterion (magnitude, l2, obd, large_init...) or scope='global'.",
+        )
+    squares = values.square()
+    order = torch.argsort(squares, stable=True)
+    ranked = squares[order]
+    tail = ranked.flip(0).cumsum(0).flip(0)
+    lamp = torch.where(tail > 0, ranked / tail.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(ranked))
+    values = torch.empty_like(values)
+    values[order] = lamp
+    out[alive] = values
+    return out
+
+
+def _erk_raw(shape: Sequence[int]) -> float:
+    """Erdős–Rényi-Kernel density factor ``Σ dims / Π dims`` of one tensor."""
+    product = 1
+    for dim in shape:
+        product *= int(dim)
+    return sum(int(d) for d in shape) / product if product else 0.0
+
+
+def _water_fill(raw: Sequence[float], units: Sequence[int], sizes: Sequence[int], keep: float,
+                low: Sequence[float], high: Sequence[float]) -> list[float]:
+    """Kept units per tensor ``clamp(ε·raw_l·units_l, low_l, high_l)`` with Σ kept·size = ``keep``.
+
+    Tensors whose value leaves its bounds are fixed at the bound and ``ε`` is
+    solved again for the others, until none leaves its bounds (RigL's loop).
+    """
+    fixed: dict[int, float] = {}
+    eps = 0.0
+    while len(fixed) < len(raw):
+        free = [i for i in range(len(raw)) if i not in fixed]
+        weight = sum(raw[i] * units[i] * sizes[i] for i in free)
+        rest = keep - sum(v * sizes[i] for i, v in fixed.items())
+        eps = rest / weight if weight > 0 else float("inf")
+        over = [i for i in free if eps * raw[i] * units[i] > high[i]]
+        under = [i for i in free if eps * raw[i] * units[i] < low[i]]
+        if not over and not under:
+            break
+        for i in over:
+            fixed[i] = float(high[i])
+        if not over:  # lower bounds only once no tensor is above its cap
+            for i in under:
+                fixed[i] = float(low[i])
+    return [fixed[i] if i in fixed else eps * raw[i] * units[i] for i in range(len(raw))]
+
+
+def erk_densities(shapes: Sequence[Sequence[int]], sparsity: float) -> list[float]:
+    """ERK densities (RigL, Evci et al. 2020) of tensors of ``shapes`` for a global ``sparsity``.
+
+    ``d_l = min(1, ε · Σ dims_l / Π dims_l)`` with ``ε`` such that
+    ``Σ d_l·n_l = (1 − sparsity)·Σ n_l``; tensors capped at 1 are dense.
+    """
+    value = check_sparsity(sparsity)
+    if isinstance(value, int):
+        raise InvalidParameterError("sparsity", "a float in [0, 1] for ERK", sparsity, "Fix: pass e.g. 0.9.")
+    sizes = [max(1, int(torch.Size(s).numel())) for s in shapes]
+    raw = [_erk_raw(s) for s in shapes]
+    kept = _water_fill(raw, [1] * len(sizes), sizes, (1.0 - value) * sum(sizes), [0.0] * len(sizes), [1.0] * len(sizes))
+    return kept
+
+
+def _erk_counts(scorers: Sequence[_Scorer], sparsity: Sparsity) -> list[int]:
+    """Units to prune in each target for an ERK allocation of ``sparsity``."""
+    if isinstance(sparsity, int):
+        raise InvalidParameterError(
+            "sparsity", "a float in [0, 1] for scope='erk' (a fraction of the targets' parameters)", sparsity,
+            "Fix: pass e.g. 0.9, or use scope='global' for a count of units.",
+        )
+    units = [s.units for s in scorers]
+    sizes = [s.structure.unit_size(s.target) for s in scorers]
+    raw = [_erk_raw(s.target.shape) for s in scorers]
+    total = sum(u * w for u, w in zip(units, sizes))
+    pruned = float(round(sparsity * total)) if all(w == 1 for w in sizes) else sparsity * total
+    low = [float(min(s.min_keep, s.units)) for s in scorers]
+    reserved = sum(lo * w for lo, w in zip(low, sizes))
+    if pruned > total - reserved + 0.5 * max(sizes):
+        raise InvalidParameterError(
+            "sparsity",
+            f"at most {1 - reserved / total:.6g} for scope='erk' "
+            f"(min_keep={scorers[0].min_keep} unit(s) of every tensor are guarded)",
+            sparsity,
+            "Fix: lower the sparsity, or pass min_keep=0 to allow emptying tensors.",
+        )
+    kept = _water_fill(raw, units, sizes, total - pruned, low, [float(u) for u in units])
+    if all(w == 1 for w in sizes):
+        keep = [int(v) for v in kept]  # floor, then largest remainders up to the exact total
+        short = int(total - pruned) - sum(keep)
+        order = sorted(range(len(kept)), key=lambda i: (-(kept[i] - keep[i]), i))
+        for i in order:
+            if short <= 0:
+                break
+            if keep[i] < units[i]:
+                keep[i] += 1
+                short -= 1
+    else:
+        keep = [min(u, max(int(lo), round(v))) for u, lo, v in zip(units, low, kept)]
+    logger.info("ERK densities: %s", ", ".join(f"{s.target.name}={k / u:.4f}" for s, k, u in zip(scorers, keep, units)))
+    return [u - k for u, k in zip(units, keep)]
+
+
 def compute_keep_masks(
     targets: Sequence[Target],
     criterion: Criterion,
@@ -195,8 +345,15 @@ def compute_keep_masks(
 ) -> list[torch.Tensor]:
     """New keep masks (bool, True = kept) for ``targets``; the model is not touched.
 
-    Every mask is a subset of the target's current mask.
+    Every mask is a subset of the target's current mask. ``scope`` is one of
+    :data:`SCOPES` (see the module docstring).
     """
+    scope = check_choice("scope", scope, SCOPES)
+    if scope == "lamp" and normalize != "none":
+        raise InvalidParameterError(
+            "normalize", "'none' with scope='lamp' (LAMP is itself a per-target normalisation)", normalize,
+            "Fix: leave normalize out.",
+        )
     for target in targets:
         _floating_check(target)
         structure.check(target)
@@ -215,7 +372,14 @@ def compute_keep_masks(
     sparsity = check_sparsity(sparsity)
     plans = _plan(targets, sparsity, scope, overrides or {})
 
-    scorers = [_Scorer(p.target, criterion, structure, normalize if not p.local else "none", min_keep) for p in plans]
+    ranking = "lamp" if scope == "lamp" else normalize
+    scorers = [_Scorer(p.target, criterion, structure, ranking if not p.local else "none", min_keep) for p in plans]
+    if scope == "erk":
+        erk_ids = [i for i, p in enumerate(plans) if not p.local]
+        if erk_ids:
+            counts = _erk_counts([scorers[i] for i in erk_ids], sparsity)
+            for i, count in zip(erk_ids, counts):
+                plans[i] = _Plan(plans[i].target, count, True)
     unit_keep: list[torch.Tensor | None] = [None] * len(plans)
 
     for i, plan in enumerate(plans):
