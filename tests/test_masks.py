@@ -244,3 +244,93 @@ def test_multihead_attention_out_proj_stays_current_in_reparam_mode():
     prunekit.make_permanent(attn)
     assert not attn._forward_pre_hooks
     assert torch.allclose(attn(x, x, x)[0], before)
+
+
+# -- fused SGD update of in-place-masked parameters (prunekit.fused_sgd) ----------
+
+
+def _fused_pair(seed: int = 0):
+    """A model big enough for the fused path (and a small layer below the
+    threshold), pruned in place, and a plain copy masked by hand."""
+    from prunekit.fused_sgd import FUSE_MIN_NUMEL
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8))
+    assert model[0].weight.numel() >= FUSE_MIN_NUMEL > model[2].weight.numel()
+    reference = copy.deepcopy(model)
+    prunekit.prune(model, 0.5, mode="inplace")
+    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
+    with torch.no_grad():
+        reference[0].weight.mul_(masks[0])
+        reference[2].weight.mul_(masks[1])
+    return model, reference, masks
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"momentum": 0.9},
+        {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+        {"momentum": 0.8, "dampening": 0.3, "maximize": True},
+        {"weight_decay": 5e-3, "foreach": False},
+    ],
+)
+def test_fused_sgd_equals_sgd_then_mask(options):
+    model, reference, masks = _fused_pair()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, **options)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.05, **options)
+    torch.manual_seed(1)
+    for _ in range(4):
+        x = torch.randn(16, 300)
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+        grad_before = model[0].weight.grad
+        opt.step()
+        assert model[0].weight.grad is grad_before  # the gradient is given back after step()
+        ref_opt.step()
+        with torch.no_grad():  # the reference: SGD, then the mask
+            reference[0].weight.mul_(masks[0])
+            reference[2].weight.mul_(masks[1])
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=name)
+    assert not model[0].weight[~masks[0]].any() and not model[2].weight[~masks[1]].any()
+    if options.get("momentum"):
+        state = opt.state[model[0].weight]["momentum_buffer"]
+        torch.testing.assert_close(state, ref_opt.state[reference[0].weight]["momentum_buffer"], rtol=0, atol=1e-7)
+        # the state dict continues into a fresh optimizer
+        fresh = torch.optim.SGD(model.parameters(), lr=0.05, **options)
+        fresh.load_state_dict(opt.state_dict())
+        assert torch.equal(fresh.state[model[0].weight]["momentum_buffer"], state)
+
+
+def test_fused_sgd_not_taken_for_closure_or_subclass():
+    from prunekit.fused_sgd import fusable_group
+
+    class MySGD(torch.optim.SGD):
+        pass
+
+    model, _, masks = _fused_pair()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    mine = MySGD(model.parameters(), lr=0.1)
+    group = sgd.param_groups[0]
+    assert fusable_group(sgd, group, (), {})
+    assert not fusable_group(sgd, group, (lambda: 0.0,), {})
+    assert not fusable_group(mine, mine.param_groups[0], (), {})
+    assert not fusable_group(torch.optim.Adam(model.parameters()), group, (), {})
+
+    def closure():
+        mine.zero_grad()
+        loss = model(torch.randn(4, 300)).square().mean()
+        loss.backward()
+        return loss
+
+    for opt in (mine, sgd):
+        for _ in range(2):
+            if opt is sgd:
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        assert not model[0].weight[~masks[0]].any()

@@ -12,7 +12,9 @@ place and stores a bool ``<name>_mask`` buffer (1 byte an entry). A global
 optimizer step post-hook multiplies every masked parameter by its mask after
 each ``optimizer.step()`` of any optimizer, so no update (momentum, Adam
 moments, weight decay) can bring a pruned weight back; the forward pass costs
-nothing extra.
+nothing extra. For ``torch.optim.SGD`` a pre-hook does the update of large
+masked parameters itself with the multiplication fused in
+(:mod:`prunekit.fused_sgd`), which saves most of that extra pass.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from .errors import InvalidParameterError, check_choice
+from .fused_sgd import FUSE_MIN_NUMEL, fusable_group, masked_sgd_update
 from .targets import Target, find_reparam_hook, tensor_state
 
 __all__ = [
@@ -129,7 +132,10 @@ def link_consumers(model: nn.Module) -> None:
 # -- in-place enforcement --------------------------------------------------------
 
 _LEAN: dict[int, tuple[weakref.ref, weakref.ref, str]] = {}
-_HOOK_HANDLE: Any = None
+_HOOK_HANDLES: list[Any] = []
+#: Per optimizer (by id) during one ``step()``: the (parameter, gradient) pairs
+#: the pre-hook already updated and masked, hidden from ``step()`` itself.
+_FUSED: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
 
 def _register_lean(module: nn.Module, name: str) -> None:
@@ -151,22 +157,62 @@ def _unregister_lean(module: nn.Module, name: str) -> None:
 
 
 def _ensure_optimizer_hook() -> None:
-    global _HOOK_HANDLE
-    if _HOOK_HANDLE is None:
-        _HOOK_HANDLE = register_optimizer_step_post_hook(_after_step)
+    if not _HOOK_HANDLES:
+        _HOOK_HANDLES.append(register_optimizer_step_pre_hook(_before_step))
+        _HOOK_HANDLES.append(register_optimizer_step_post_hook(_after_step))
+
+
+def _lean_mask(param: torch.Tensor) -> torch.Tensor | None:
+    """The bool mask of an in-place-masked parameter, None for other tensors."""
+    entry = _LEAN.get(id(param))
+    if entry is None or entry[0]() is not param:
+        return None
+    module = entry[1]()
+    return None if module is None else module._buffers.get(entry[2] + "_mask")
+
+
+def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Update and re-mask large masked parameters of ``torch.optim.SGD`` in one go.
+
+    See :mod:`prunekit.fused_sgd`: each such parameter is updated with torch's
+    own SGD arithmetic and multiplied by its mask while still in cache; its
+    gradient is hidden from ``step()`` (which skips parameters without a
+    gradient) and given back by :func:`_after_step`.
+    """
+    if not _LEAN:
+        return
+    taken: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for group in optimizer.param_groups:
+        if not fusable_group(optimizer, group, args, kwargs):
+            continue
+        for param in group["params"]:
+            grad = param.grad
+            if grad is None or grad.is_sparse or param.numel() < FUSE_MIN_NUMEL:
+                continue
+            mask = _lean_mask(param)
+            if mask is None:
+                continue
+            masked_sgd_update(optimizer, group, param, mask)
+            taken.append((param, grad))
+            param.grad = None
+    if taken:
+        _FUSED[id(optimizer)] = taken
 
 
 def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    fused = _FUSED.pop(id(optimizer), ())
+    done = set()
+    for param, grad in fused:
+        param.grad = grad
+        done.add(id(param))
     if not _LEAN:
         return
     params, masks = [], []
     for group in optimizer.param_groups:
         for param in group["params"]:
-            entry = _LEAN.get(id(param))
-            if entry is None or entry[0]() is not param:
+            if id(param) in done:
                 continue
-            module = entry[1]()
-            mask = None if module is None else module._buffers.get(entry[2] + "_mask")
+            mask = _lean_mask(param)
             if mask is not None:
                 params.append(param)
                 masks.append(mask)
