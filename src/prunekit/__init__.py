@@ -36,6 +36,8 @@ from .training import evaluate, fit
 from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
+from .surgery.head_importance import score_heads, score_mlp_neurons
+from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
 
 __version__ = "0.1.0"
 
@@ -90,4 +92,10 @@ __all__ = [
     "select_targets",
     "sparsity_report",
     "sparsity_report_from_state_dict",
+    # transformer head / MLP-neuron surgery (issue 4)
+    "PrunedMultiheadAttention",
+    "prune_heads",
+    "prune_mlp_neurons",
+    "score_heads",
+    "score_mlp_neurons",
 ]

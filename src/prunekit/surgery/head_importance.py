@@ -49,6 +49,8 @@ __all__ = [
     "select_heads",
     "select_neurons",
     "resolve_scores",
+    "score_heads",
+    "score_mlp_neurons",
 ]
 
 logger = logging.getLogger(__name__)
@@ -251,3 +253,32 @@ def resolve_scores(
     if isinstance(importance, Mapping):
         return importance
     return scorer(model, specs, importance, **kwargs)
+
+
+def score_heads(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    batches: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    normalize: bool = True,
+) -> dict[Any, torch.Tensor]:
+    """Score every head of ``model``: ``{layer: Tensor(num_heads)}``, keys as in
+    :func:`prunekit.surgery.heads.attention_layers` (see the module doc for the criteria)."""
+    from .heads import attention_layers
+
+    return head_scores(model, attention_layers(model), importance, batches=batches, loss_fn=loss_fn, normalize=normalize)
+
+
+def score_mlp_neurons(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    batches: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    normalize: bool = True,
+) -> dict[Any, torch.Tensor]:
+    """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``."""
+    from .heads import mlp_layers
+
+    return neuron_scores(model, mlp_layers(model), importance, batches=batches, loss_fn=loss_fn, normalize=normalize)

@@ -35,6 +35,7 @@ the output projection is linear.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 from collections import Counter
@@ -49,6 +50,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import InvalidParameterError
 from ..targets import tensor_state
+from .history import add_history, surgery_history
 from .slicing import SurgeryRecord, replay, update_module_attributes
 
 __all__ = [
@@ -636,6 +638,19 @@ def _check_keys(param: str, request: Mapping[Any, Any], specs: Mapping[Any, Any]
             )
 
 
+def _add_history(model: nn.Module, record: SurgeryRecord) -> None:
+    """Append to the model's surgery history (for ``save_shrunk``), merging the "heads" extra."""
+    if not record.removals:
+        return
+    merged = copy.deepcopy(surgery_history(model).extra.get("heads", {}))
+    new = record.extra.get("heads", {})
+    merged["replaced"] = merged.get("replaced", []) + new.get("replaced", [])
+    for name, values in new.get("attributes", {}).items():
+        merged.setdefault("attributes", {}).setdefault(name, {}).update(values)
+    merged.setdefault("config", {}).update(new.get("config", {}))
+    add_history(model, SurgeryRecord(removals=record.removals, kept=record.kept, extra={"heads": merged}))
+
+
 def prune_heads(
     model: nn.Module,
     heads_to_prune: Mapping[Any, Sequence[int]] | None = None,
@@ -687,8 +702,9 @@ def prune_heads(
         if isinstance(model.get_submodule(spec.module), nn.MultiheadAttention):
             spec = mha_spec(spec.module, replace_mha(model, spec.module, record))
         remove_heads(model, spec, heads, record)
-    if family is not None:
+    if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _add_history(model, record)
     return record
 
 
@@ -729,5 +745,7 @@ def prune_mlp_neurons(
     record = SurgeryRecord()
     for key, spec in specs.items():
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)
-    record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    if record.removals:
+        record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _add_history(model, record)
     return record
