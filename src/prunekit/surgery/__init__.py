@@ -1,15 +1,52 @@
 """Structural surgery: dependency groups and physical removal of channels,
-neurons and heads, so the dense model really is smaller and faster."""
+neurons and heads, so the dense model really is smaller and faster.
+
+    groups = find_groups(model, example_inputs)            # traced, never hand-written tables
+    keep = {g.name: ids for g in groups}                    # sorted channel ids to keep
+    record = prune_groups(model, keep, groups, optimizer=opt)
+    save_shrunk(model, "small.safetensors")
+    load_shrunk(fresh_model_of_same_class, "small.safetensors")
+"""
 
 from __future__ import annotations
 
+from .groups import Group, Slice, UnsupportedOperationError, find_groups
+from .history import add_history, surgery_history
+from .optim import carry_optimizer
+from .remove import mask_groups, prune_groups
+from .save import load_shrunk, read_history, save_shrunk
+from .head_importance import score_heads, score_mlp_neurons
+from .heads import PrunedMultiheadAttention, attention_layers, mlp_layers, prune_heads, prune_mlp_neurons, replay_heads
+from .hf import load_pretrained
 from .slicing import ParamSwap, Removal, SurgeryRecord, keep_slices, replay, update_module_attributes
 
 __all__ = [
+    "find_groups",
+    "Group",
+    "Slice",
+    "UnsupportedOperationError",
+    "prune_groups",
+    "mask_groups",
+    "carry_optimizer",
+    "save_shrunk",
+    "load_shrunk",
+    "read_history",
+    "surgery_history",
+    "add_history",
     "keep_slices",
     "update_module_attributes",
     "Removal",
     "ParamSwap",
     "SurgeryRecord",
     "replay",
+    # heads helper
+    "PrunedMultiheadAttention",
+    "attention_layers",
+    "load_pretrained",
+    "mlp_layers",
+    "prune_heads",
+    "prune_mlp_neurons",
+    "replay_heads",
+    "score_heads",
+    "score_mlp_neurons",
 ]

@@ -1,0 +1,300 @@
+"""Trace a model into a flat list of operations on tensor values.
+
+Two tracers fill the same small representation (:class:`Value`, :class:`Op`):
+
+* :func:`trace_fx` uses ``torch.fx.symbolic_trace`` and runs ``example_inputs``
+  through the graph with an interpreter, so every value has its real shape;
+* :func:`trace_run` is the fallback for models fx cannot trace (Python control
+  flow on tensor values): it runs one forward pass under a
+  ``TorchFunctionMode`` that records every torch function and tensor method
+  called outside the built-in ``torch.nn`` modules, which are recorded as one
+  operation each through forward hooks. The graph is that of this one pass:
+  branches not taken with ``example_inputs`` are not seen.
+
+Built-in ``torch.nn`` modules (not containers) are leaves in both tracers, as in
+fx. Parameters and buffers used directly by functions become values with a
+``ref`` (module name, tensor name).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Value:
+    """One tensor flowing through the model: its shape, and (for a parameter or
+    buffer) which one it is. ``spaces`` maps a dim to its channel space (filled
+    by :mod:`prunekit.surgery.rules`)."""
+
+    shape: tuple[int, ...]
+    ref: tuple[str, str] | None = None
+    spaces: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(eq=False)
+class Op:
+    """One call: ``kind`` is ``"module"`` (``target`` the module, ``module_name``
+    its qualified name) or ``"function"`` (``target`` a canonical function or
+    method name such as ``"add"``, ``"cat"``, ``"view"``). ``args``/``kwargs``
+    hold :class:`Value` objects where tensors were passed, and ``out`` the result
+    (a Value, a tuple of Values, or a plain Python value)."""
+
+    kind: str
+    name: str
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    out: Any
+    module_name: str | None = None
+
+
+@dataclass
+class Trace:
+    inputs: list[Value]
+    ops: list[Op]
+    outputs: list[Value]
+    method: str  # "fx" or "run"
+
+
+def is_leaf(module: nn.Module) -> bool:
+    """Built-in ``torch.nn`` modules other than containers are traced as one op."""
+    return type(module).__module__.startswith("torch.nn") and not isinstance(
+        module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    )
+
+
+def canonical_name(func: Any) -> str:
+    """``"add"`` for ``operator.add``, ``torch.add``, ``Tensor.__add__``, ``Tensor.add_`` ..."""
+    if isinstance(func, str):
+        name = func
+    else:
+        name = getattr(func, "__name__", None) or repr(func)
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        if name[:1] in ("r", "i") and name[1:] in _BINARY_DUNDER:
+            name = name[1:]
+    if name.endswith("_") and not name.endswith("__") and len(name) > 1:
+        name = name[:-1]  # in-place variant
+    return name.lstrip("_") or name
+
+
+_BINARY_DUNDER = {"add", "sub", "mul", "truediv", "floordiv", "matmul", "pow", "and", "or", "xor", "mod"}
+
+
+def _iter_values(obj: Any) -> Iterator[Value]:
+    if isinstance(obj, Value):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _iter_values(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _iter_values(item)
+
+
+def _tensor_refs(model: nn.Module) -> dict[int, tuple[str, str]]:
+    refs: dict[int, tuple[str, str]] = {}
+    for module_name, module in model.named_modules():
+        for name, tensor in list(module._parameters.items()) + list(module._buffers.items()):
+            if tensor is not None:
+                refs.setdefault(id(tensor), (module_name, name))
+    return refs
+
+
+# -- torch.fx -------------------------------------------------------------------------
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_leaf(m)
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.results: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        self.results[n] = result
+        return result
+
+
+def _wrap(obj: Any, ref: tuple[str, str] | None = None) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return Value(tuple(obj.shape), ref)
+    if isinstance(obj, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in obj):
+        return tuple(_wrap(o) for o in obj)
+    return obj
+
+
+def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+    """Trace with ``torch.fx`` (raises whatever fx raises when it cannot)."""
+    graph = _Tracer().trace(model)
+    gm = fx.GraphModule(model, graph)
+    recorder = _Recorder(gm)
+    with torch.no_grad():
+        recorder.run(*example_inputs)
+    values: dict[fx.Node, Any] = {}
+    inputs: list[Value] = []
+    ops: list[Op] = []
+    outputs: list[Value] = []
+
+    def load(arg: Any) -> Any:
+        return fx.node.map_arg(arg, lambda n: values[n])
+
+    for node in graph.nodes:
+        result = recorder.results.get(node)
+        if node.op == "placeholder":
+            values[node] = _wrap(result)
+            inputs.extend(_iter_values(values[node]))
+        elif node.op == "get_attr":
+            module_name, _, tensor_name = node.target.rpartition(".")
+            values[node] = _wrap(result, (module_name, tensor_name) if isinstance(result, torch.Tensor) else None)
+        elif node.op == "output":
+            outputs.extend(_iter_values(load(node.args[0])))
+        else:
+            values[node] = _wrap(result)
+            if node.op == "call_module":
+                module = gm.get_submodule(node.target)
+                ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target)))
+            elif node.op == "call_method":
+                ops.append(Op("function", node.name, canonical_name(node.target), load(node.args), load(node.kwargs), values[node]))
+            else:
+                target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
+                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node]))
+    return Trace(inputs, ops, outputs, "fx")
+
+
+# -- fallback: record one forward pass --------------------------------------------------
+
+_IGNORED = {"get", "size", "dim", "numel", "shape", "dtype", "device", "is_floating_point", "requires_grad", "ndim"}
+
+
+class _Recording(TorchFunctionMode):
+    def __init__(self, refs: dict[int, tuple[str, str]]) -> None:
+        super().__init__()
+        self.refs = refs
+        self.depth = 0
+        self.values: dict[int, Value] = {}
+        self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
+        self.ops: list[Op] = []
+
+    def value(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            key = id(obj)
+            if key not in self.values:
+                self.values[key] = Value(tuple(obj.shape), self.refs.get(key))
+                self.alive.append(obj)
+            return self.values[key]
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.value(o) for o in obj) if not hasattr(obj, "_fields") else tuple(self.value(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: self.value(v) for k, v in obj.items()}
+        return obj
+
+    def produced(self, obj: Any) -> Any:
+        """A fresh Value for each tensor in a result (an in-place op's result is a new value)."""
+        if isinstance(obj, torch.Tensor):
+            self.values[id(obj)] = Value(tuple(obj.shape))
+            self.alive.append(obj)
+            return self.values[id(obj)]
+        if isinstance(obj, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in obj):
+            return tuple(self.produced(o) for o in obj)
+        return obj
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        name = canonical_name(func)
+        if self.depth == 0 and name not in _IGNORED and _has_tensor(result):
+            in_args, in_kwargs = self.value(args), self.value(kwargs)
+            self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result)))
+        return result
+
+    def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        if self.depth == 0:
+            module._prunekit_trace_inputs = (self.value(args), self.value(kwargs))  # type: ignore[attr-defined]
+        self.depth += 1
+
+    def leave(self, name: str, module: nn.Module, result: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            args, kwargs = module.__dict__.pop("_prunekit_trace_inputs")
+            self.ops.append(Op("module", name, module, tuple(args), kwargs, self.produced(result), name))
+
+
+def _has_tensor(obj: Any) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return True
+    return isinstance(obj, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in obj)
+
+
+def trace_run(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+    """Record one forward pass (the fallback when fx cannot trace ``model``)."""
+    recording = _Recording(_tensor_refs(model))
+    handles = []
+    for name, module in model.named_modules():
+        if name and is_leaf(module):
+            handles.append(
+                module.register_forward_pre_hook(
+                    lambda m, a, k, rec=recording: rec.enter(m, a, k), prepend=True, with_kwargs=True
+                )
+            )
+            handles.append(
+                module.register_forward_hook(lambda m, a, r, rec=recording, n=name: rec.leave(n, m, r), always_call=True)
+            )
+    try:
+        inputs = list(_iter_values(recording.value(tuple(example_inputs))))
+        with torch.no_grad(), recording:
+            result = model(*example_inputs)
+        outputs = list(_iter_values(recording.value(result if not hasattr(result, "to_tuple") else result.to_tuple())))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return Trace(inputs, recording.ops, outputs, "run")
+
+
+def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+    """:func:`trace_fx`, or :func:`trace_run` (logged) where fx fails.
+
+    The model runs in eval mode while traced (BatchNorm statistics stay as they
+    are); its modes are restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        return _trace(model, example_inputs)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+    try:
+        return trace_fx(model, example_inputs)
+    except Exception as error:  # fx raises many kinds (TraceError, TypeError, ...)
+        logger.warning(
+            "torch.fx cannot trace %s (%s: %s); recording one forward pass instead (branches not taken "
+            "with example_inputs are not seen)",
+            type(model).__name__,
+            type(error).__name__,
+            str(error).splitlines()[0][:200] if str(error) else "",
+        )
+        return trace_run(model, example_inputs)
