@@ -36,6 +36,8 @@ from .training import evaluate, fit
 from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
+from .pruning_at_init import PruneAtInitResult, prune_at_init
+from .proxies import spearman, zero_cost_proxies
 from .surgery.head_importance import score_heads, score_mlp_neurons
 from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
 
@@ -55,6 +57,7 @@ __all__ = [
     "InvalidParameterError",
     "Kernel",
     "Magnitude",
+    "PruneAtInitResult",
     "Pruner",
     "PrunekitError",
     "Random",
@@ -84,6 +87,7 @@ __all__ = [
     "load_state_dict_file",
     "make_permanent",
     "prune",
+    "prune_at_init",
     "reapply_masks",
     "register_criterion",
     "remove",
@@ -92,6 +96,8 @@ __all__ = [
     "select_targets",
     "sparsity_report",
     "sparsity_report_from_state_dict",
+    "spearman",
+    "zero_cost_proxies",
     # transformer head / MLP-neuron surgery (issue 4)
     "PrunedMultiheadAttention",
     "prune_heads",

@@ -2,6 +2,7 @@
 
 from .base import CRITERIA, Criterion, FunctionCriterion, create_criterion, list_criteria, register_criterion
 from .magnitude import Magnitude, Random
+from .init import SNIP, GraSP, SynFlow
 from .deconstructing import (
     LargeFinal,
     LargeInit,
@@ -17,6 +18,7 @@ __all__ = [
     "CRITERIA",
     "Criterion",
     "FunctionCriterion",
+    "GraSP",
     "LargeFinal",
     "LargeInit",
     "LargeInitLargeFinal",
@@ -27,6 +29,8 @@ __all__ = [
     "SmallInit",
     "Magnitude",
     "Random",
+    "SNIP",
+    "SynFlow",
     "create_criterion",
     "diagonal_fisher",
     "list_criteria",

@@ -1,0 +1,401 @@
+"""Pruning-at-initialisation criteria: SNIP, GraSP and SynFlow.
+
+All three score the weights of an (untrained) network from one or a few
+gradient computations and leave the model as it was: weights, buffers (BN
+running statistics) and every module's train/eval mode are restored, and no
+``.grad`` is written (gradients are taken with :func:`torch.autograd.grad`).
+
+Scores follow prunekit's convention, **higher = keep**:
+
+* ``snip`` (Lee et al. 2019, "SNIP: Single-shot Network Pruning based on
+  Connection Sensitivity"): ``|∂L/∂c|`` at ``c = 1`` for a mask ``c`` that
+  multiplies the weights, which is ``|g ⊙ w|`` with ``g = ∂L/∂w`` of the mean
+  loss over the batches given.
+* ``grasp`` (Wang et al. 2020, "Picking Winning Tickets Before Training by
+  Preserving Gradient Flow"): the paper scores ``S(−θ) = −θ ⊙ Hg`` (``H`` the
+  Hessian of the loss, ``g`` its gradient, both with the logits divided by a
+  temperature ``T``, 200 in the paper) and removes the *highest* ``S``.
+  prunekit's score is therefore ``θ ⊙ Hg = −S``: keeping the highest
+  ``θ ⊙ Hg`` is removing the highest ``−θ ⊙ Hg``. ``Hg`` comes from double
+  back-propagation: ``Hg = ∂(g · stop(g))/∂θ``.
+* ``synflow`` (Tanaka et al. 2020, "Pruning neural networks without any data
+  by iteratively conserving synaptic flow"): data-free. Every parameter and
+  floating buffer is replaced by its absolute value (sign linearisation) in
+  float64, the network runs in eval mode on an all-ones input of the data's
+  shape (batch of one), ``R = Σ outputs`` and the score is
+  ``|θ ⊙ ∂R/∂θ|``. The model's own tensors are never modified: the forward
+  pass runs on float64 copies through :func:`torch.func.functional_call`.
+
+With masks in place (iterative pruning) every score is of the masked network:
+the gradient taken with respect to ``weight_orig`` is the mask times the
+gradient with respect to the effective weight, so pruned entries score 0
+(and the allocation keeps them pruned anyway).
+
+Data criteria take ``data=`` in :meth:`Criterion.prepare` (``Pruner.step(s,
+data=...)``): one ``(inputs, targets)`` batch or a sequence of them, and an
+optional ``loss_fn(logits, targets)`` (mean cross-entropy by default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+from ..batches import forward_logits, split_batch
+from ..errors import InvalidParameterError
+from ..targets import Target
+from .base import CRITERIA, Criterion
+
+__all__ = [
+    "SNIP",
+    "GraSP",
+    "SynFlow",
+    "preserved_state",
+    "as_batches",
+    "loss_gradients",
+    "hessian_gradient_product",
+    "synaptic_flow",
+    "input_flow",
+    "input_shape_of",
+]
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = tuple[Any, torch.Tensor]
+
+
+# -- keeping the model as it was ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = False) -> Iterator[None]:
+    """Run a block and put back every module's ``training`` flag and every buffer
+    (BN running statistics, counters; masks excepted, they are the pruner's).
+
+    With ``eval_mode`` the block runs with the whole model in eval mode.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [
+        (buf, buf.detach().clone())
+        for name, buf in model.named_buffers()
+        if not name.endswith("_mask")
+    ]
+    if eval_mode:
+        model.eval()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, copy in saved:
+                buf.copy_(copy)
+        for module, mode in modes:
+            module.training = mode
+
+
+@contextlib.contextmanager
+def _requiring_grad(tensors: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Let autograd reach ``tensors`` even when frozen; restore the flags after."""
+    flags = [t.requires_grad for t in tensors]
+    for t in tensors:
+        t.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for t, flag in zip(tensors, flags):
+            t.requires_grad_(flag)
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def _is_single_batch(value: Any) -> bool:
+    # a batch is (inputs, targets-tensor); in a sequence of batches the second item is a batch, not a tensor
+    return isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[1], torch.Tensor)
+
+
+def as_batches(data: Any, param: str = "data") -> list[Batch]:
+    """``data`` as a list of ``(inputs, targets)`` batches: one batch, or a sequence /
+    iterable of them (a ``DataLoader`` is read to its end: pass a few batches)."""
+    if data is None:
+        raise InvalidParameterError(
+            param, "an (inputs, targets) batch or a list of them", None,
+            "Fix: pass data=(x, y) with a batch of training data (SNIP and GraSP need data).",
+        )
+    if _is_single_batch(data):
+        return [(data[0], data[1])]
+    try:
+        items = list(data)
+    except TypeError:
+        raise InvalidParameterError(param, "an (inputs, targets) batch or a list of them",
+                                    f"<{type(data).__name__}>") from None
+    if not items:
+        raise InvalidParameterError(param, "at least one (inputs, targets) batch", "<empty>")
+    return [split_batch(batch, i) for i, batch in enumerate(items)]
+
+
+def _check_loss(loss_fn: Any) -> LossFn:
+    if loss_fn is None:
+        from ..training import classification_loss  # training imports the pruner, which imports criteria
+
+        return classification_loss
+    if not callable(loss_fn):
+        raise InvalidParameterError("loss_fn", "a function (logits, targets) -> scalar loss", loss_fn)
+    return loss_fn
+
+
+def _check_positive(param: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise InvalidParameterError(param, "a positive number", value)
+    return float(value)
+
+
+# -- gradients ------------------------------------------------------------------------------
+
+
+def _batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn, temperature: float) -> torch.Tensor:
+    inputs, targets = batch
+    logits = forward_logits(model, inputs)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return loss_fn(logits, targets)
+
+
+def loss_gradients(
+    model: nn.Module,
+    tensors: Sequence[torch.Tensor],
+    batches: Sequence[Batch],
+    loss_fn: LossFn | None = None,
+    *,
+    temperature: float = 1.0,
+) -> list[torch.Tensor]:
+    """``∂L/∂t`` for each of ``tensors`` (leaf parameters of ``model``), ``L`` the mean
+    over ``batches`` of ``loss_fn(logits / temperature, targets)``. The model's
+    buffers and modes are restored; no ``.grad`` is written."""
+    loss_fn = _check_loss(loss_fn)
+    grads = [torch.zeros_like(t) for t in tensors]
+    with preserved_state(model), _requiring_grad(tensors):
+        for batch in batches:
+            loss = _batch_loss(model, batch, loss_fn, temperature)
+            for acc, g in zip(grads, torch.autograd.grad(loss, tensors, allow_unused=True)):
+                if g is not None:
+                    acc.add_(g.detach())
+    return [g.div_(len(batches)) for g in grads]
+
+
+def hessian_gradient_product(
+    model: nn.Module,
+    tensors: Sequence[torch.Tensor],
+    batches: Sequence[Batch],
+    loss_fn: LossFn | None = None,
+    *,
+    temperature: float = 1.0,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """``(g, Hg)``: the gradient ``g`` of the mean loss over ``batches`` with respect
+    to ``tensors``, and the Hessian-gradient product ``Hg = ∂(∇L · stop(g))/∂θ``
+    (double back-propagation, Pearlmutter 1994), batch by batch."""
+    loss_fn = _check_loss(loss_fn)
+    g = loss_gradients(model, tensors, batches, loss_fn, temperature=temperature)
+    hg = [torch.zeros_like(t) for t in tensors]
+    with preserved_state(model), _requiring_grad(tensors):
+        for batch in batches:
+            loss = _batch_loss(model, batch, loss_fn, temperature)
+            grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
+            dot = sum((gb * gs).sum() for gb, gs in zip(grads, g) if gb is not None and gb.requires_grad)
+            if not isinstance(dot, torch.Tensor):
+                continue  # the loss is linear in every tensor: H = 0
+            for acc, h in zip(hg, torch.autograd.grad(dot, tensors, allow_unused=True)):
+                if h is not None:
+                    acc.add_(h.detach())
+    return g, [h.div_(len(batches)) for h in hg]
+
+
+@contextlib.contextmanager
+def _reparam_attributes_kept(model: nn.Module) -> Iterator[None]:
+    """``torch.nn.utils.prune`` hooks set ``module.<name>`` in every forward pass;
+    put back the tensors they held before a forward pass on borrowed tensors."""
+    kept = []
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name in module.__dict__:
+                kept.append((module, hook._tensor_name, module.__dict__[hook._tensor_name]))
+    try:
+        yield
+    finally:
+        for module, name, value in kept:
+            setattr(module, name, value)
+
+
+def synaptic_flow(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    tensors: Sequence[torch.Tensor] = (),
+    *,
+    fill: float = 1.0,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``(R, [|θ| ⊙ ∂R/∂θ for θ in tensors])`` of the sign-linearised network
+    (Tanaka et al. 2020): all parameters and floating buffers replaced by their
+    absolute values in float64, eval mode, ``R = Σ model(1)`` on an all-ones
+    input of shape ``(1, *input_shape)`` (``fill`` instead of 1 when given).
+    Without biases ``R`` is the sum over all input-output paths of the product
+    of the absolute weights on the path. Nothing of the model is modified."""
+    shape = _check_shape(input_shape)
+    wanted = {id(t): i for i, t in enumerate(tensors)}
+    state: dict[str, torch.Tensor] = {}
+    leaves: list[torch.Tensor | None] = [None] * len(tensors)
+    for name, param in model.named_parameters():
+        value = param.detach().abs().to(torch.float64)
+        if id(param) in wanted:
+            value.requires_grad_(True)
+            leaves[wanted[id(param)]] = value
+        state[name] = value
+    missing = [i for i, leaf in enumerate(leaves) if leaf is None]
+    if missing:
+        raise InvalidParameterError("tensors", "parameters of the model", f"<{len(missing)} tensors that are not>")
+    for name, buf in model.named_buffers():
+        state[name] = buf.detach().abs().to(torch.float64) if buf.is_floating_point() else buf
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    ones = torch.full((1, *shape), float(fill), dtype=torch.float64, device=device)
+    with preserved_state(model, eval_mode=True), _reparam_attributes_kept(model):
+        out = forward_logits(lambda x: torch.func.functional_call(model, state, (x,)), ones)  # type: ignore[arg-type]
+        flow = out.sum()
+        if not tensors:
+            return flow.detach(), []
+        grads = torch.autograd.grad(flow, leaves, allow_unused=True)  # type: ignore[arg-type]
+    scores = [
+        (leaf.detach() * g).abs() if g is not None else torch.zeros_like(leaf.detach())  # type: ignore[union-attr]
+        for leaf, g in zip(leaves, grads)
+    ]
+    return flow.detach(), scores
+
+
+def input_flow(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """``R(1) − R(0)`` of the sign-linearised network (see :func:`synaptic_flow`):
+    the flow that depends on the input. Biases are counted out, so it is 0
+    exactly when no path joins the input to the output any more (layer
+    collapse, Tanaka et al. 2020) and positive otherwise."""
+    ones, _ = synaptic_flow(model, input_shape)
+    zeros, _ = synaptic_flow(model, input_shape, fill=0.0)
+    return float(ones - zeros)
+
+
+def _check_shape(input_shape: Any) -> tuple[int, ...]:
+    if (
+        isinstance(input_shape, (str, bytes))
+        or not isinstance(input_shape, Sequence)
+        or not input_shape
+        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in input_shape)
+    ):
+        raise InvalidParameterError(
+            "input_shape", "the shape of one input without the batch dimension, e.g. (3, 32, 32)", input_shape,
+            "Fix: pass input_shape=(channels, height, width) for images, (features,) for MLPs.",
+        )
+    return tuple(int(d) for d in input_shape)
+
+
+def input_shape_of(data: Any) -> tuple[int, ...]:
+    """The shape of one input of the first batch of ``data`` (batch dimension dropped)."""
+    inputs = as_batches(data)[0][0]
+    if not isinstance(inputs, torch.Tensor):
+        raise InvalidParameterError("input_shape", "given when the inputs are not a single tensor",
+                                    f"<{type(inputs).__name__} inputs>")
+    return tuple(inputs.shape[1:])
+
+
+# -- the criteria -------------------------------------------------------------------------------
+
+
+class _CachedScores(Criterion):
+    """Scores computed for all targets in :meth:`prepare`, looked up by name."""
+
+    def __init__(self) -> None:
+        self._scores: dict[str, torch.Tensor] = {}
+
+    def score(self, target: Target) -> torch.Tensor:
+        if target.name not in self._scores:
+            raise InvalidParameterError(
+                "target", f"one of the targets {self.name} was prepared for", target.name,
+                f"Fix: call prepare(model, targets, ...) with this target first (Pruner.step does).",
+            )
+        return self._scores[target.name]
+
+
+class SNIP(_CachedScores):
+    """Connection sensitivity ``|g ⊙ w|`` (Lee et al. 2019), ``g`` the gradient of
+    the mean loss over the batches in ``data``; equal to ``|∂L/∂c|`` at ``c = 1``
+    for a mask ``c`` multiplying the weights."""
+
+    name = "snip"
+    requires = ("data",)
+    nonnegative = True
+
+    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        batches = as_batches(context.get("data"))
+        grads = loss_gradients(model, [t.original for t in targets], batches, context.get("loss_fn"))
+        self._scores = {t.name: (g * t.effective()).abs() for t, g in zip(targets, grads)}
+
+
+class GraSP(_CachedScores):
+    """Gradient signal preservation (Wang et al. 2020): prunekit score ``θ ⊙ Hg``
+    (the paper's ``S = −θ ⊙ Hg`` negated, see the module doc), with the logits
+    divided by ``temperature`` (200 in the paper) in both gradients."""
+
+    name = "grasp"
+    requires = ("data",)
+
+    def __init__(self, temperature: float = 200.0) -> None:
+        super().__init__()
+        self.temperature = _check_positive("temperature", temperature)
+
+    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        batches = as_batches(context.get("data"))
+        _, hg = hessian_gradient_product(
+            model, [t.original for t in targets], batches, context.get("loss_fn"), temperature=self.temperature
+        )
+        self._scores = {t.name: t.effective() * h for t, h in zip(targets, hg)}
+
+    def __repr__(self) -> str:
+        return f"GraSP(temperature={self.temperature:g})"
+
+
+class SynFlow(_CachedScores):
+    """Synaptic saliency ``|θ ⊙ ∂R/∂θ|`` of the sign-linearised float64 network on
+    an all-ones input (Tanaka et al. 2020); data-free. ``input_shape`` (one
+    input, no batch dimension) comes from the constructor, from
+    ``prepare(..., input_shape=...)`` or from the first batch of ``data``."""
+
+    name = "synflow"
+    nonnegative = True
+
+    def __init__(self, input_shape: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.input_shape = None if input_shape is None else _check_shape(input_shape)
+        self.flow: float | None = None
+
+    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        shape = context.get("input_shape") or self.input_shape
+        if shape is None:
+            if context.get("data") is None:
+                raise InvalidParameterError(
+                    "input_shape", "the shape of one input, e.g. (3, 32, 32)", None,
+                    "Fix: SynFlow needs no data but the input's shape: pass input_shape=...",
+                )
+            shape = input_shape_of(context["data"])
+        flow, scores = synaptic_flow(model, shape, [t.original for t in targets])
+        self.flow = float(flow)
+        self._scores = {t.name: s for t, s in zip(targets, scores)}
+
+    def __repr__(self) -> str:
+        return f"SynFlow(input_shape={self.input_shape})"
+
+
+CRITERIA.register("snip", SNIP)
+CRITERIA.register("grasp", GraSP)
+CRITERIA.register("synflow", SynFlow)
