@@ -1,0 +1,240 @@
+"""Generic head surgery: nn.MultiheadAttention (via PrunedMultiheadAttention), gates,
+magnitude and Michel et al. gradient importance, selection, replay without pickle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import prunekit
+from prunekit.errors import InvalidParameterError
+from prunekit.surgery.head_importance import select_heads, select_neurons
+from prunekit.surgery.heads import (
+    PrunedMultiheadAttention,
+    attention_layers,
+    head_gates,
+    replay_heads,
+)
+from prunekit.surgery.slicing import SurgeryRecord
+
+E, H = 16, 4
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class Encoder(nn.Module):
+    """Two self-attention blocks on nn.MultiheadAttention and a classifier."""
+
+    def __init__(self, batch_first: bool = True, **mha_kwargs) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.MultiheadAttention(E, H, batch_first=batch_first, **mha_kwargs) for _ in range(2))
+        self.head = nn.Linear(E, 3)
+        self.batch_first = batch_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = x + block(x, x, x, need_weights=False)[0]
+        return self.head(x.mean(dim=1 if self.batch_first else 0))
+
+
+def make_encoder(seed: int = 0, **kwargs) -> Encoder:
+    torch.manual_seed(seed)
+    model = Encoder(**kwargs).eval()
+    with torch.no_grad():  # non-zero biases so that every slice matters
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.1)
+    return model
+
+
+MHA_CASES = [
+    dict(),
+    dict(batch_first=True),
+    dict(bias=False),
+    dict(kdim=12, vdim=10),
+    dict(add_bias_kv=True, add_zero_attn=True),
+]
+
+
+@pytest.mark.parametrize("kwargs", MHA_CASES)
+def test_pruned_mha_matches_mha(kwargs):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(E, H, **kwargs).eval()
+    if kwargs.get("add_bias_kv"):
+        nn.init.normal_(mha.bias_k)
+        nn.init.normal_(mha.bias_v)
+    new = PrunedMultiheadAttention.from_mha(mha)
+    bf = kwargs.get("batch_first", False)
+    q = torch.randn(2, 5, E, generator=gen(1))
+    k = torch.randn(2, 6, kwargs.get("kdim", E), generator=gen(2))
+    v = torch.randn(2, 6, kwargs.get("vdim", E), generator=gen(3))
+    if not bf:
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+    pad = torch.tensor([[False] * 5 + [True], [False] * 6])
+    causal = torch.ones(5, 6, dtype=torch.bool).triu(2)
+    per_head = torch.randn(2 * H, 5, 6, generator=gen(4))
+    with torch.no_grad():
+        for extra in ({}, {"key_padding_mask": pad}, {"attn_mask": causal}, {"attn_mask": per_head},
+                      {"need_weights": False, "key_padding_mask": pad}, {"average_attn_weights": False}):
+            ref, ref_w = mha(q, k, v, **extra)
+            out, out_w = new(q, k, v, **extra)
+            assert torch.allclose(out, ref, atol=1e-5), extra
+            if ref_w is not None:
+                assert torch.allclose(out_w, ref_w, atol=1e-5), extra
+        ref = mha(q[:, 0] if bf else q[:, 0], k[:, 0], v[:, 0])[0]  # unbatched (L, E)
+        out = new(q[:, 0], k[:, 0], v[:, 0])[0]
+        assert torch.allclose(out, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(batch_first=False, kdim=E, vdim=E, add_bias_kv=True)])
+def test_mha_heads_removed_exactly_as_gated(kwargs):
+    model = make_encoder(**kwargs)
+    if kwargs.get("add_bias_kv"):
+        for block in model.blocks:
+            nn.init.normal_(block.bias_k)
+            nn.init.normal_(block.bias_v)
+    x = torch.randn(3, 5, E, generator=gen(1))
+    if not model.batch_first:
+        x = x.transpose(0, 1)
+    plan = {"blocks.0": [1], "blocks.1": [0, 2, 3]}
+    with torch.no_grad():
+        before = model(x)
+        with head_gates(model, attention_layers(model)) as gates:
+            for name, heads in plan.items():
+                gates[name][heads] = 0.0
+            masked = model(x)
+        assert not torch.allclose(masked, before, atol=1e-4)
+        record = prunekit.prune_heads(model, plan)
+        after = model(x)
+    assert torch.allclose(after, masked, atol=1e-5)
+    assert isinstance(model.blocks[0], PrunedMultiheadAttention) and model.blocks[0].num_heads == 3
+    assert model.blocks[1].q_proj.out_features == 4 and model.blocks[1].out_proj.in_features == 4
+    assert model.blocks[1].head_index.tolist() == [1]
+    assert record.kept == {"blocks.0": [0, 2, 3], "blocks.1": [1]}
+    # a second removal on the already pruned module
+    prunekit.prune_heads(model, {"blocks.0": [0]})
+    assert model.blocks[0].num_heads == 2 and model.blocks[0].head_index.tolist() == [2, 3]
+
+
+def test_pruned_mha_reads_its_heads_of_a_per_head_mask():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(E, H, batch_first=True).eval()
+    x = torch.randn(2, 5, E, generator=gen(1))
+    mask = torch.randn(2 * H, 5, 5, generator=gen(2))
+    wrapper = nn.ModuleDict({"attn": mha})
+    with torch.no_grad(), head_gates(wrapper, attention_layers(wrapper)) as gates:
+        gates["attn"][[0, 2]] = 0.0
+        masked = mha(x, x, x, attn_mask=mask)[0]
+    prunekit.prune_heads(wrapper, {"attn": [0, 2]})
+    with torch.no_grad():
+        assert torch.allclose(wrapper["attn"](x, x, x, attn_mask=mask)[0], masked, atol=1e-5)
+
+
+def test_zero_removal_changes_nothing():
+    model = make_encoder()
+    x = torch.randn(2, 5, E, generator=gen(1))
+    before = model(x)
+    record = prunekit.prune_heads(model, ratio=0.0)
+    assert record.removals == [] and isinstance(model.blocks[0], nn.MultiheadAttention)
+    assert torch.equal(model(x), before)
+
+
+def test_replay_on_fresh_model_without_pickle(tmp_path):
+    model = make_encoder()
+    x = torch.randn(2, 5, E, generator=gen(1))
+    record = prunekit.prune_heads(model, {"blocks.0": [0, 3], "blocks.1": [2]})
+    expected = model(x)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
+    (tmp_path / "record.json").write_text(json.dumps(record.to_json()))
+    fresh = make_encoder(seed=5)
+    replay_heads(fresh, SurgeryRecord.from_json(json.loads((tmp_path / "record.json").read_text())))
+    fresh.load_state_dict(load_file(tmp_path / "w.safetensors"))
+    assert fresh.blocks[0].num_heads == 2 and fresh.blocks[1].num_heads == 3
+    assert torch.allclose(fresh(x), expected, atol=1e-6)
+
+
+def test_gradient_importance_ranks_silenced_head_last():
+    model = make_encoder()
+    with torch.no_grad():
+        model.blocks[0].out_proj.weight[:, 4 * 1:4 * 2] = 0.0  # head 1 of block 0 no longer reaches the output
+    batches = [(torch.randn(4, 5, E, generator=gen(i)), torch.randint(0, 3, (4,), generator=gen(10 + i)))
+               for i in range(3)]
+    scores = prunekit.score_heads(model, "gradient", batches=batches)
+    assert int(scores["blocks.0"].argmin()) == 1 and float(scores["blocks.0"][1]) == 0.0
+    assert float(scores["blocks.1"].min()) > 0
+    assert torch.allclose(scores["blocks.0"].norm(), torch.tensor(1.0))
+    raw = prunekit.score_heads(model, "gradient", batches=batches, normalize=False)
+    assert torch.allclose(raw["blocks.1"] / raw["blocks.1"].norm(), scores["blocks.1"])
+    assert model.training is False and not any(p.grad is not None for p in model.parameters())
+    record = prunekit.prune_heads(model, ratio=0.25, importance="gradient", batches=batches)
+    assert 1 not in record.kept["blocks.0"]
+
+
+def test_magnitude_importance_and_own_scores():
+    model = make_encoder()
+    with torch.no_grad():
+        block = model.blocks[1]
+        for i in range(3):  # q, k and v rows of head 3
+            block.in_proj_weight[i * E + 12:i * E + 16] = 0.0
+            block.in_proj_bias[i * E + 12:i * E + 16] = 0.0
+        block.out_proj.weight[:, 12:16] = 0.0
+    scores = prunekit.score_heads(model)
+    assert int(scores["blocks.1"].argmin()) == 3 and float(scores["blocks.1"][3]) == 0.0
+    record = prunekit.prune_heads(model, ratio=0.25)
+    assert record.kept["blocks.1"] == [0, 1, 2]
+    record = prunekit.prune_heads(model, ratio=0.34, importance={"blocks.0": torch.tensor([4.0, 3.0, 2.0]),
+                                                                   "blocks.1": torch.tensor([1.0, 0.0, 2.0])})
+    assert record.kept == {"blocks.0": [0, 1], "blocks.1": [0, 2]}
+
+
+def test_selection_rules():
+    sizes = {"a": 4, "b": 4}
+    scores = {"a": torch.tensor([0.1, 0.2, 0.3, 0.4]), "b": torch.tensor([0.9, 0.8, 0.7, 0.6])}
+    assert select_neurons(sizes, scores, 0.5) == {"a": [0, 1], "b": [2, 3]}
+    assert select_neurons(sizes, scores, 0.5, scope="global") == {"a": [0, 1, 2], "b": [3]}  # keeps one per layer
+    assert select_neurons(sizes, scores, 0.9, scope="global")["a"] == [0, 1, 2]
+    with pytest.raises(InvalidParameterError, match="ratio"):
+        select_neurons(sizes, scores, -0.1)
+    with pytest.raises(InvalidParameterError, match="shape"):
+        select_neurons(sizes, {"a": torch.ones(3), "b": torch.ones(4)}, 0.5)
+
+
+def test_global_scope_for_mha_may_differ_per_layer():
+    model = make_encoder()
+    record = prunekit.prune_heads(model, ratio=0.5, importance={"blocks.0": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+                                                                 "blocks.1": torch.tensor([9.0, 8.0, 7.0, 0.5])},
+                                  scope="global")
+    assert record.kept == {"blocks.0": [3], "blocks.1": [0, 1, 2]}
+
+
+def test_errors_for_bad_requests():
+    model = make_encoder()
+    x = torch.randn(2, 5, E, generator=gen(1))
+    before = model(x)
+    with pytest.raises(InvalidParameterError, match="layers among 'blocks.0', 'blocks.1', got 'blocks.O'"):
+        prunekit.prune_heads(model, {"blocks.O": [1]})
+    with pytest.raises(InvalidParameterError, match="fewer than all 4 heads"):
+        prunekit.prune_heads(model, {"blocks.0": [0], "blocks.1": [0, 1, 2, 3]})
+    with pytest.raises(InvalidParameterError, match=r"head indices in \[0, 4\)"):
+        prunekit.prune_heads(model, {"blocks.0": [0], "blocks.1": [7]})
+    with pytest.raises(InvalidParameterError, match="attention layers"):
+        prunekit.prune_heads(nn.Linear(2, 2), {0: [0]})
+    with pytest.raises(InvalidParameterError, match="gqa"):
+        prunekit.prune_heads(model, ratio=0.5, gqa="kv")
+    assert isinstance(model.blocks[0], nn.MultiheadAttention) and torch.equal(model(x), before)
+    with pytest.raises(InvalidParameterError, match="scope"):
+        select_heads(attention_layers(model), prunekit.score_heads(model), 0.5, scope="layer")
+
+
+def test_masked_weights_are_refused_by_gates():
+    model = make_encoder()
+    torch.nn.utils.prune.l1_unstructured(model.blocks[0].out_proj, "weight", amount=0.5)
+    with pytest.raises(InvalidParameterError, match="make_permanent"):
+        prunekit.score_heads(model, "gradient", batches=[(torch.randn(2, 5, E), torch.tensor([0, 1]))])
+    assert not torch.nn.utils.parametrize.is_parametrized(model.blocks[1].out_proj)
