@@ -40,6 +40,7 @@ from .pruning_at_init import PruneAtInitResult, prune_at_init
 from .proxies import spearman, zero_cost_proxies
 from .surgery.head_importance import score_heads, score_mlp_neurons
 from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
+from .learned import LearnedScores, MovementPruning, Supermask
 
 __version__ = "0.1.0"
 
@@ -104,4 +105,8 @@ __all__ = [
     "prune_mlp_neurons",
     "score_heads",
     "score_mlp_neurons",
+    # learned masks (issue 5)
+    "LearnedScores",
+    "MovementPruning",
+    "Supermask",
 ]

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", help="fraction pruned afterwards (0.8) or a count of units (int)")
     p.add_argument("--criterion", default="magnitude", help="criterion spec, e.g. magnitude, l2, lnorm:3, random")
     p.add_argument("--structure", default="element", help="element, 2:4, block:4x4, kernel, channel, channel:1")
-    p.add_argument("--scope", default="local", choices=["local", "global"])
+    p.add_argument("--scope", default="local", choices=["local", "global", "lamp", "erk"])
     p.add_argument("--mode", default="reparam", choices=["reparam", "inplace"])
     p.add_argument("--include", action="append", help="glob or re:<regex> of tensors to prune (repeatable)")
     p.add_argument("--exclude", action="append", help="glob or re:<regex> of tensors to skip (repeatable)")

@@ -35,8 +35,11 @@ class Pruner:
         structure: ``"element"``, ``"2:4"`` (any N:M), ``"block:4x4"``,
             ``"kernel"``, ``"channel"`` (output dim) or ``"channel:<dim>"``, or a
             :class:`~prunekit.structures.Structure`.
-        scope: ``"local"`` (each tensor to the sparsity) or ``"global"`` (one
-            ranking over all targets).
+        scope: ``"local"`` (each tensor to the sparsity), ``"global"`` (one
+            ranking over all targets), ``"lamp"`` (one ranking of LAMP scores,
+            Lee et al. 2021) or ``"erk"`` (per-tensor densities by the
+            Erdős–Rényi-Kernel rule of RigL, Evci et al. 2020, then local
+            selection); see :mod:`prunekit.allocation`.
         targets: explicit :class:`~prunekit.Target` list, or ``(module, name)``
             pairs as for ``torch.nn.utils.prune.global_unstructured``; otherwise
             chosen by ``types``, ``include``, ``exclude`` and ``params``
@@ -179,8 +182,12 @@ def prune(
     """Prune ``model`` in one call and return it.
 
     ``sparsity`` is the fraction of each target (``scope="local"``) or of all
-    targets together (``scope="global"``) that is zero afterwards, or an int
-    count of units. Unlike ``torch.nn.utils.prune``'s ``amount`` it is not
+    targets together (``scope="global"``, ``"lamp"`` or ``"erk"``) that is
+    zero afterwards, or an int count of units (not for ``"erk"``). ``"lamp"``
+    ranks LAMP scores over all targets (Lee et al. 2021); ``"erk"`` gives each
+    target the Erdős–Rényi-Kernel density (RigL, Evci et al. 2020) and prunes
+    it locally. Criteria that need more than the model (data, initial
+    weights, learned scores) get it through ``context``. Unlike ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
 
@@ -189,6 +196,8 @@ def prune(
         prunekit.prune(model, 0.8, criterion="magnitude", scope="global")
         prunekit.prune(model, 0.5, criterion="l2", structure="channel", include="features.*")
         prunekit.prune(model, structure="2:4", types=[nn.Linear])
+        prunekit.prune(model, 0.95, scope="lamp")
+        prunekit.prune(model, 0.9, criterion="obd", scope="erk", context={"data": loader})
     """
     context = kwargs.pop("context", None) or {}
     Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **context)
