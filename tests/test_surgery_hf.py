@@ -244,3 +244,19 @@ def test_mlp_magnitude_ratio_prunes_weakest_neurons():
     assert model.model.layers[0].mlp.intermediate_size == 18
     assert model.model.layers[0].mlp.down_proj.in_features == 18
     assert output(model, x).shape == (2, 7, 50)
+
+
+@pytest.mark.parametrize("mode", ["reparam", "inplace"])
+def test_heads_removed_from_a_mask_pruned_model(mode):
+    model, x = make("distilbert")  # (GPT-2's LM head is tied to the embedding: reparam masks differ there)
+    prunekit.prune(model, sparsity=0.5, mode=mode)
+    reference, _ = make("distilbert")  # same seed, same magnitude masks, made permanent so heads can be gated
+    prunekit.make_permanent(prunekit.prune(reference, sparsity=0.5, mode=mode))
+    with head_gates(reference, attention_layers(reference)) as gates:
+        gates[0][[1]] = 0.0
+        gates[1][[2]] = 0.0
+        expected = output(reference, x)
+    prunekit.prune_heads(model, {0: [1], 1: [2]})
+    assert torch.allclose(output(model, x), expected, atol=1e-5)
+    attn = model.transformer.layer[0].attention
+    assert attn.q_lin.weight_mask.shape == (24, 32) and attn.out_lin.weight_mask.shape == (32, 24)

@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import InvalidParameterError
-from ..targets import tensor_state
+from ..targets import _is_hf_conv1d, tensor_state
 from .history import add_history, surgery_history
 from .slicing import SurgeryRecord, replay, update_module_attributes
 
@@ -101,7 +101,7 @@ class Block:
 
 def producer(name: str, module: nn.Module, offset: int = 0, unit: int = 1) -> Block:
     """Output rows of a Linear (weight dim 0) or HF Conv1D (weight dim 1), with the bias."""
-    dim = 1 if _is_conv1d(module) else 0
+    dim = 1 if _is_hf_conv1d(module) else 0
     tensors: tuple[tuple[str, int], ...] = (("weight", dim),)
     if getattr(module, "bias", None) is not None:
         tensors += (("bias", 0),)
@@ -110,11 +110,7 @@ def producer(name: str, module: nn.Module, offset: int = 0, unit: int = 1) -> Bl
 
 def consumer(name: str, module: nn.Module, unit: int = 1) -> Block:
     """Input columns of a Linear (weight dim 1) or HF Conv1D (weight dim 0)."""
-    return Block(name, (("weight", 0 if _is_conv1d(module) else 1),), 0, unit)
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+    return Block(name, (("weight", 0 if _is_hf_conv1d(module) else 1),), 0, unit)
 
 
 @dataclass
