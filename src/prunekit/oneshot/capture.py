@@ -1,0 +1,140 @@
+"""The calibration engine: capture the inputs of the first block, then run one block at a time.
+
+The first block's inputs are caught by a forward pre-hook (``with_kwargs``)
+that stores the hidden states together with every other argument the model
+passes to its blocks (attention mask, ``position_ids``, the rotary
+``position_embeddings`` (cos, sin) of the LLaMA family, GPT-2's positional
+arguments …) and then raises :class:`_StopForward`, so the rest of the model
+never runs. Hugging Face models are called with ``use_cache=False``. Each
+later block is run on the previous block's outputs with the same extra
+arguments, which these models compute once for all blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..batches import to_device
+from ..errors import InvalidParameterError
+
+__all__ = ["Captured", "calibration_batches", "capture_block_inputs", "run_block"]
+
+logger = logging.getLogger(__name__)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first block's inputs are stored."""
+
+
+@dataclass
+class Captured:
+    """Inputs of one block for every calibration batch: ``hidden[i]`` with the
+    extra positional ``args[i]`` and keyword ``kwargs[i]`` of the call."""
+
+    hidden: list[torch.Tensor] = field(default_factory=list)
+    args: list[tuple[Any, ...]] = field(default_factory=list)
+    kwargs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(h.shape[:-1].numel()) for h in self.hidden)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h.numel() * h.element_size() for h in self.hidden)
+
+
+def calibration_batches(calibration: Any, batch_size: int = 8) -> list[Any]:
+    """Normalise the calibration set to a list of model inputs.
+
+    ``calibration``: a tensor of token ids ``(N, T)`` (cut into batches of
+    ``batch_size`` rows), or an iterable whose items are id tensors ``(B, T)``,
+    dicts of model keyword arguments, or ``(inputs, targets)`` pairs.
+    """
+    if isinstance(calibration, torch.Tensor):
+        if calibration.dim() != 2 or calibration.shape[0] == 0 or calibration.is_floating_point():
+            raise InvalidParameterError(
+                "calibration", "token ids of shape (samples, tokens)", f"<tensor {tuple(calibration.shape)} "
+                f"{calibration.dtype}>", "Fix: e.g. calibration=ids[:128 * 256].view(128, 256).",
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidParameterError("batch_size", "a positive int", batch_size)
+        return list(calibration.split(batch_size))
+    if isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable):
+        raise InvalidParameterError(
+            "calibration", "a tensor of token ids (N, T) or an iterable of batches",
+            f"<{type(calibration).__name__}>", "Fix: pass a LongTensor of shape (samples, tokens).",
+        )
+    batches = []
+    for index, item in enumerate(calibration):
+        if isinstance(item, (tuple, list)) and len(item) == 2:
+            item = item[0]
+        if not isinstance(item, (torch.Tensor, Mapping)):
+            raise InvalidParameterError(
+                "calibration", "batches of token-id tensors, dicts of model inputs or (inputs, targets)",
+                f"<item {index}: {type(item).__name__}>",
+            )
+        batches.append(item)
+    if not batches:
+        raise InvalidParameterError("calibration", "at least one batch", "<empty>")
+    return batches
+
+
+def _call_model(model: nn.Module, batch: Any, device: torch.device) -> None:
+    hf = hasattr(model, "config") and hasattr(model.config, "use_cache")
+    batch = to_device(batch, device)
+    if isinstance(batch, Mapping):
+        model(**batch, **({"use_cache": False} if hf else {}))
+    elif hf:
+        model(input_ids=batch, use_cache=False)
+    else:
+        model(batch)
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, first_block: nn.Module, batches: list[Any], device: torch.device, store: torch.device
+) -> Captured:
+    """Run ``model`` on each batch up to ``first_block`` and keep that block's inputs on ``store``."""
+    captured = Captured()
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.hidden.append(hidden.detach().to(store))
+        captured.args.append(to_device(tuple(args[1:]), store))
+        captured.kwargs.append(to_device(dict(kwargs), store))
+        raise _StopForward
+
+    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for index, batch in enumerate(batches):
+            try:
+                _call_model(model, batch, device)
+            except _StopForward:
+                continue
+            raise InvalidParameterError(
+                "blocks", "the blocks the model's forward runs through", "<first block never called>",
+                f"Fix: the forward of batch {index} did not reach the first block; pass blocks='<path>'.",
+            )
+    finally:
+        handle.remove()
+    logger.info("captured %d batches, %d tokens of the first block's inputs", len(batches), captured.tokens)
+    return captured
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: torch.device) -> Captured:
+    """Outputs of ``block`` for every captured batch (with the same extra arguments), kept on ``store``."""
+    out = Captured(args=inputs.args, kwargs=inputs.kwargs)
+    for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs):
+        result = block(hidden.to(device), *to_device(args, device), **to_device(kwargs, device))
+        if isinstance(result, (tuple, list)):
+            result = result[0]
+        out.hidden.append(result.detach().to(store))
+    return out
