@@ -41,6 +41,7 @@ from .proxies import spearman, zero_cost_proxies
 from .surgery.head_importance import score_heads, score_mlp_neurons
 from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
 from .learned import LearnedScores, MovementPruning, Supermask
+from .oneshot import OneShotResult, lm_perplexity, oneshot_prune
 
 __version__ = "0.1.0"
 
@@ -88,6 +89,9 @@ __all__ = [
     "load_state_dict_file",
     "make_permanent",
     "prune",
+    "oneshot_prune",
+    "OneShotResult",
+    "lm_perplexity",
     "prune_at_init",
     "reapply_masks",
     "register_criterion",
