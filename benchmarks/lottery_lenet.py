@@ -37,7 +37,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT, ForeignLoad, PeakRSS, print_table, provenance, run_meta, write_json  # noqa: E402
+from _common import (
+    REPO_ROOT,
+    ForeignLoad,
+    PeakRSS,
+    print_table,
+    provenance,
+    run_meta,
+    write_json,
+)
 
 PAPER = ("Frankle & Carbin 2019 (LeNet-300-100, MNIST): winning tickets reach at least the dense "
          "test accuracy and learn faster down to about 3.6% remaining; randomly reinitialised "
@@ -84,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.levels, args.steps, args.eval_every, args.rewind_step = 3, 60, 20, 10
     train, val, test = load_data(args.data, args.quick)
-    common = dict(model="lenet_300_100", levels=args.levels, rate=0.2, output_rate=0.1, scope="local",
-                  train_steps=args.steps, batch_size=60, optimizer="adam", lr=1.2e-3,
-                  eval_every=args.eval_every, seed=args.seed)
+    common = {"model": "lenet_300_100", "levels": args.levels, "rate": 0.2, "output_rate": 0.1, "scope": "local",
+                  "train_steps": args.steps, "batch_size": 60, "optimizer": "adam", "lr": 1.2e-3,
+                  "eval_every": args.eval_every, "seed": args.seed}
     configs = {
         "ticket": LotteryConfig(reset="lottery", controls=("reinit",), **common),
         "rewind": LotteryConfig(reset="rewind", rewind_step=args.rewind_step, **common),

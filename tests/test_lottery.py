@@ -10,7 +10,12 @@ from safetensors.torch import load_file
 from torch import nn
 
 from prunekit.errors import InvalidParameterError
-from prunekit.lottery import LotteryConfig, LotteryRun, instability_analysis, linear_path_errors
+from prunekit.lottery import (
+    LotteryConfig,
+    LotteryRun,
+    instability_analysis,
+    linear_path_errors,
+)
 from prunekit.lottery import levels as levels_module
 from prunekit.lottery.loop import StepBatches, lr_at
 from prunekit.measure.size import dense_state_dict
@@ -33,8 +38,8 @@ def data():
 
 
 def config(**kw) -> LotteryConfig:
-    base = dict(model="tiny", levels=2, rate=0.2, output_rate=0.1, train_steps=12, batch_size=20,
-                eval_every=4, lr=5e-3, seed=3)
+    base = {"model": "tiny", "levels": 2, "rate": 0.2, "output_rate": 0.1, "train_steps": 12, "batch_size": 20,
+                "eval_every": 4, "lr": 5e-3, "seed": 3}
     base.update(kw)
     return LotteryConfig(**base)
 

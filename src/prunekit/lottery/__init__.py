@@ -13,14 +13,14 @@ from .instability import InstabilityResult, instability_analysis, linear_path_er
 from .levels import LotteryRun, run_lottery
 
 __all__ = [
-    "RESETS",
     "CONTROLS",
+    "RESETS",
+    "InstabilityResult",
     "LotteryConfig",
     "LotteryRun",
-    "run_lottery",
-    "reinit_weights",
-    "shuffle_masks",
-    "InstabilityResult",
     "instability_analysis",
     "linear_path_errors",
+    "reinit_weights",
+    "run_lottery",
+    "shuffle_masks",
 ]

@@ -24,7 +24,7 @@ from ..allocation import SCOPES
 from ..errors import InvalidParameterError, check_choice
 from ..training import LR_SCHEDULES, OPTIMIZERS
 
-__all__ = ["RESETS", "CONTROLS", "LotteryConfig"]
+__all__ = ["CONTROLS", "RESETS", "LotteryConfig"]
 
 #: How the survivors are reset after each pruning level (see :mod:`prunekit.lottery.rewind`).
 RESETS = ("lottery", "rewind", "lr_rewind", "finetune")

@@ -20,7 +20,6 @@ models without BN are evaluated as interpolated.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ..io import atomic_write_text
+from ..measure._results import dump_json
 from ..measure.accuracy import evaluate_accuracy
 from ..measure.size import dense_state_dict
 from .loop import Segment, StepBatches, derive_seed, train_segment
@@ -40,7 +39,7 @@ from .loop import Segment, StepBatches, derive_seed, train_segment
 if TYPE_CHECKING:
     from .levels import LotteryRun
 
-__all__ = ["InstabilityResult", "linear_path_errors", "instability_analysis"]
+__all__ = ["InstabilityResult", "instability_analysis", "linear_path_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +62,8 @@ class InstabilityResult:
         return out
 
     def to_json(self, path: str | os.PathLike[str] | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2) + "\n"
-        if path is not None:
-            atomic_write_text(path, text)
-        return text
+        """The result as JSON; written atomically to ``path`` when given."""
+        return dump_json(self.to_dict(), path, 2)
 
     def plot(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Error (%) against α, end points marked; written atomically as PNG."""
@@ -145,7 +142,7 @@ def instability_analysis(
     Writes ``instability_<level>_<a>_<b>.json`` and ``.png`` into ``out_dir``
     (default: the run directory's ``instability/``).
     """
-    run._prepare()
+    run.prepare()
     if not isinstance(seeds, Sequence) or len(seeds) != 2 or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise InvalidParameterError("seeds", "two int seeds (one data order per copy)", seeds,

@@ -43,8 +43,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ..io import atomic_write, atomic_write_text, load_sparse, save_sparse
+from ..io import atomic_write, load_sparse, save_sparse
 from ..masks import apply_masks
+from ..measure._results import dump_json
 from ..measure.size import dense_state_dict
 from ..measure.sparsity import sparsity_report
 from ..pruner import Pruner
@@ -55,7 +56,7 @@ from .controls import reinit_weights, shuffle_masks
 from .loop import Evaluator, as_tensors, derive_seed, train_segment
 from .rewind import segment_for, start_weights
 
-__all__ = ["LotteryRun", "run_lottery", "level_name"]
+__all__ = ["LotteryRun", "level_name", "run_lottery"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +77,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         logger.warning("ignoring unreadable %s (%s); it is computed again", path, exc)
         return None
     return value if isinstance(value, dict) else None
-
-
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
@@ -143,7 +140,8 @@ class LotteryRun:
 
     # -- the run directory -----------------------------------------------------------------
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Create the run directory (run.json, θ₀), or check that it holds this config's run."""
         if self._prepared:
             return
         if self.out.exists() and not self.out.is_dir():
@@ -168,9 +166,9 @@ class LotteryRun:
         if stored is None:
             from .. import __version__
 
-            _write_json(marker, {**mine, "config": self.config.to_dict(), "state_version": STATE_VERSION,
-                                 "prunekit": __version__,
-                                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            dump_json({**mine, "config": self.config.to_dict(), "state_version": STATE_VERSION,
+                       "prunekit": __version__, "created": created}, marker, 2)
         init_path = self.out / "init.safetensors"
         if init_path.is_file():
             self._init = load_file(str(init_path))
@@ -194,7 +192,7 @@ class LotteryRun:
 
     def init_weights(self) -> dict[str, torch.Tensor]:
         """θ₀."""
-        self._prepare()
+        self.prepare()
         assert self._init is not None
         return self._init
 
@@ -266,10 +264,10 @@ class LotteryRun:
             atomic_write(where / "mask.safetensors", lambda tmp: save_file(dict(masks), tmp))
         save_sparse(model, where / "model.safetensors",
                     metadata={"level": level, "control": control, "run": self.config.fingerprint()})
-        names = {t.name for t in self.targets(self.model_fn())}
+        names = {t.name for t in self.targets(model)}
         report = sparsity_report(model)
         report.rows = [r for r in report.rows if r.name in names]
-        _write_json(where / "sparsity.json", report.to_dict())
+        report.to_json(where / "sparsity.json")
         c = self.config
         kept = sum(int(m.sum()) for m in masks.values()) if masks is not None else report.params
         numel = sum(m.numel() for m in masks.values()) if masks is not None else report.params
@@ -281,7 +279,7 @@ class LotteryRun:
             "layers_remaining": {r.name: (r.nonzero / r.params if r.params else 1.0) for r in report.rows},
             **result.summary(),
         }
-        _write_json(where / "metrics.json", metrics)
+        dump_json(metrics, where / "metrics.json", 2)
         logger.info("%s%s: %.2f%% remaining, accuracy %.4f (early stop %d: %.4f) in %.1f s",
                     level_name(level), f"/{control}" if control else "", 100 * metrics["remaining"],
                     metrics["accuracy"], metrics["early_stop_iteration"], metrics["early_stop_accuracy"],
@@ -315,7 +313,7 @@ class LotteryRun:
     def level(self, level: int, *, controls: bool = True) -> dict[str, Any]:
         """Finish ``level`` (and its controls, unless ``controls=False``) unless done;
         return the ticket's metrics. Needs level ``level - 1`` finished (:meth:`run` goes in order)."""
-        self._prepare()
+        self.prepare()
         c = self.config
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= c.levels:
             raise InvalidParameterError("level", f"an int in 0..{c.levels}", level)
@@ -361,7 +359,7 @@ class LotteryRun:
 
     def results(self) -> list[dict[str, Any]]:
         """Finished levels' metrics (ticket and controls), without training anything."""
-        self._prepare()
+        self.prepare()
         rows = []
         for level in range(self.config.levels + 1):
             metrics = self.metrics(level)

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -32,7 +33,16 @@ from ..measure.accuracy import evaluate_accuracy
 from ..training import TrainProgress, _set_lr, fit, make_optimizer
 from .config import LotteryConfig
 
-__all__ = ["derive_seed", "as_tensors", "StepBatches", "Segment", "SegmentResult", "train_segment"]
+__all__ = [
+    "Evaluator",
+    "Segment",
+    "SegmentResult",
+    "StepBatches",
+    "as_tensors",
+    "derive_seed",
+    "lr_at",
+    "train_segment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -157,13 +167,9 @@ class Evaluator:
 def lr_at(config: LotteryConfig, iteration: int) -> float:
     """The learning rate of global ``iteration`` under ``config.lr_schedule`` over T iterations
     (the same rule as :func:`prunekit.fit`)."""
-    probe = [{"lr": config.lr}]
-
-    class _Groups:
-        param_groups = probe
-
-    _set_lr(_Groups(), [config.lr], config.lr_schedule, iteration, config.train_steps)  # type: ignore[arg-type]
-    return float(probe[0]["lr"])
+    probe = SimpleNamespace(param_groups=[{"lr": config.lr}])
+    _set_lr(probe, [config.lr], config.lr_schedule, iteration, config.train_steps)  # type: ignore[arg-type]
+    return float(probe.param_groups[0]["lr"])
 
 
 def train_segment(

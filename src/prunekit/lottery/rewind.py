@@ -26,7 +26,7 @@ import torch
 from .config import LotteryConfig
 from .loop import Segment, derive_seed, lr_at
 
-__all__ = ["start_weights", "segment_for"]
+__all__ = ["segment_for", "start_weights"]
 
 
 def start_weights(
