@@ -54,11 +54,11 @@ def make_encoder(seed: int = 0, **kwargs) -> Encoder:
 
 
 MHA_CASES = [
-    dict(),
-    dict(batch_first=True),
-    dict(bias=False),
-    dict(kdim=12, vdim=10),
-    dict(add_bias_kv=True, add_zero_attn=True),
+    {},
+    {"batch_first": True},
+    {"bias": False},
+    {"kdim": 12, "vdim": 10},
+    {"add_bias_kv": True, "add_zero_attn": True},
 ]
 
 
@@ -87,12 +87,12 @@ def test_pruned_mha_matches_mha(kwargs):
             assert torch.allclose(out, ref, atol=1e-5), extra
             if ref_w is not None:
                 assert torch.allclose(out_w, ref_w, atol=1e-5), extra
-        ref = mha(q[:, 0] if bf else q[:, 0], k[:, 0], v[:, 0])[0]  # unbatched (L, E)
+        ref = mha(q[:, 0], k[:, 0], v[:, 0])[0]  # unbatched (L, E)
         out = new(q[:, 0], k[:, 0], v[:, 0])[0]
         assert torch.allclose(out, ref, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(batch_first=False, kdim=E, vdim=E, add_bias_kv=True)])
+@pytest.mark.parametrize("kwargs", [{}, {"batch_first": False, "kdim": E, "vdim": E, "add_bias_kv": True}])
 def test_mha_heads_removed_exactly_as_gated(kwargs):
     model = make_encoder(**kwargs)
     if kwargs.get("add_bias_kv"):

@@ -10,7 +10,12 @@ import torch
 
 import prunekit
 from prunekit.errors import InvalidParameterError
-from prunekit.surgery.heads import attention_layers, head_gates, mlp_layers, neuron_gates
+from prunekit.surgery.heads import (
+    attention_layers,
+    head_gates,
+    mlp_layers,
+    neuron_gates,
+)
 from prunekit.surgery.hf import load_pretrained
 
 tf = pytest.importorskip("transformers")
@@ -217,7 +222,7 @@ def test_bad_arguments():
 
 
 def test_gradient_importance_ranks_an_irrelevant_head_last_and_prunes():
-    model, x = make("gpt2")
+    model, _x = make("gpt2")
     c_proj = model.transformer.h[1].attn.c_proj  # Conv1D: rows of the weight are the head inputs
     with torch.no_grad():
         c_proj.weight[2 * 8:3 * 8] = 0.0  # head 2 of layer 1 no longer reaches the output

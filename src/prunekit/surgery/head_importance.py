@@ -46,11 +46,11 @@ __all__ = [
     "default_loss",
     "head_scores",
     "neuron_scores",
-    "select_heads",
-    "select_neurons",
     "resolve_scores",
     "score_heads",
     "score_mlp_neurons",
+    "select_heads",
+    "select_neurons",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,22 @@ def _gradient(
     return scores
 
 
+def _scores(
+    model: nn.Module,
+    specs: Mapping[Any, Any],
+    importance: str,
+    magnitude: Callable[[nn.Module, Any], torch.Tensor],
+    gates: Callable[..., Any],
+    batches: Iterable[Any] | None,
+    loss_fn: LossFn | None,
+    normalize: bool,
+) -> dict[Any, torch.Tensor]:
+    check_choice("importance", importance, IMPORTANCES)
+    if importance == "magnitude":
+        return {k: magnitude(model, s) for k, s in specs.items()}
+    return _gradient(model, gates(model, specs, requires_grad=True), batches, loss_fn, normalize)
+
+
 def head_scores(
     model: nn.Module,
     specs: Mapping[Any, AttentionSpec],
@@ -139,10 +155,7 @@ def head_scores(
     normalize: bool = True,
 ) -> dict[Any, torch.Tensor]:
     """One score per head and layer, ``{layer: Tensor(num_heads)}`` (see the module doc)."""
-    check_choice("importance", importance, IMPORTANCES)
-    if importance == "magnitude":
-        return {k: _magnitude_head(model, s) for k, s in specs.items()}
-    return _gradient(model, head_gates(model, specs, requires_grad=True), batches, loss_fn, normalize)
+    return _scores(model, specs, importance, _magnitude_head, head_gates, batches, loss_fn, normalize)
 
 
 def neuron_scores(
@@ -155,10 +168,7 @@ def neuron_scores(
     normalize: bool = True,
 ) -> dict[Any, torch.Tensor]:
     """One score per MLP hidden neuron and layer, ``{layer: Tensor(size)}``."""
-    check_choice("importance", importance, IMPORTANCES)
-    if importance == "magnitude":
-        return {k: _magnitude_mlp(model, s) for k, s in specs.items()}
-    return _gradient(model, neuron_gates(model, specs, requires_grad=True), batches, loss_fn, normalize)
+    return _scores(model, specs, importance, _magnitude_mlp, neuron_gates, batches, loss_fn, normalize)
 
 
 def _check_ratio(ratio: Any) -> float:
@@ -255,30 +265,18 @@ def resolve_scores(
     return scorer(model, specs, importance, **kwargs)
 
 
-def score_heads(
-    model: nn.Module,
-    importance: str = "magnitude",
-    *,
-    batches: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
-    normalize: bool = True,
-) -> dict[Any, torch.Tensor]:
+def score_heads(model: nn.Module, importance: str = "magnitude", **kwargs: Any) -> dict[Any, torch.Tensor]:
     """Score every head of ``model``: ``{layer: Tensor(num_heads)}``, keys as in
-    :func:`prunekit.surgery.heads.attention_layers` (see the module doc for the criteria)."""
+    :func:`prunekit.surgery.heads.attention_layers`; ``kwargs`` are ``batches``,
+    ``loss_fn`` and ``normalize`` of :func:`head_scores` (criteria in the module doc)."""
     from .heads import attention_layers
 
-    return head_scores(model, attention_layers(model), importance, batches=batches, loss_fn=loss_fn, normalize=normalize)
+    return head_scores(model, attention_layers(model), importance, **kwargs)
 
 
-def score_mlp_neurons(
-    model: nn.Module,
-    importance: str = "magnitude",
-    *,
-    batches: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
-    normalize: bool = True,
-) -> dict[Any, torch.Tensor]:
-    """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``."""
+def score_mlp_neurons(model: nn.Module, importance: str = "magnitude", **kwargs: Any) -> dict[Any, torch.Tensor]:
+    """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``
+    (``kwargs`` as for :func:`score_heads`)."""
     from .heads import mlp_layers
 
-    return neuron_scores(model, mlp_layers(model), importance, batches=batches, loss_fn=loss_fn, normalize=normalize)
+    return neuron_scores(model, mlp_layers(model), importance, **kwargs)

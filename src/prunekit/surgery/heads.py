@@ -54,24 +54,24 @@ from .history import add_history, surgery_history
 from .slicing import SurgeryRecord, replay, update_module_attributes
 
 __all__ = [
-    "Block",
     "AttentionSpec",
+    "Block",
     "MlpSpec",
     "PrunedMultiheadAttention",
-    "plan_heads",
-    "remove_heads",
-    "remove_neurons",
-    "unit_gates",
-    "head_gates",
-    "neuron_gates",
-    "mha_spec",
-    "replay_heads",
+    "after_replay",
     "attention_layers",
+    "before_replay",
+    "head_gates",
+    "mha_spec",
     "mlp_layers",
+    "neuron_gates",
+    "plan_heads",
     "prune_heads",
     "prune_mlp_neurons",
-    "before_replay",
-    "after_replay",
+    "remove_heads",
+    "remove_neurons",
+    "replay_heads",
+    "unit_gates",
 ]
 
 logger = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from torch import nn
 from ..errors import CheckpointError, InvalidParameterError
 from .heads import AttentionSpec, MlpSpec, consumer, producer
 
-__all__ = ["HFFamily", "FAMILIES", "hf_family", "hf_layers", "update_config", "load_pretrained"]
+__all__ = ["FAMILIES", "HFFamily", "hf_family", "hf_layers", "load_pretrained", "update_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,9 @@ def load_pretrained(model_class: Any, path: str, **kwargs: Any) -> nn.Module:
             "kwargs", "no extra from_pretrained arguments for a head-pruned checkpoint", sorted(kwargs),
             "Fix: load without them, then move or cast the model.",
         )
-    from .heads import prune_heads  # the public API lives in heads; it imports this module
+    from .heads import (
+        prune_heads,  # the public API lives in heads; it imports this module
+    )
 
     model = model_class(config)
     family = hf_family(model)
