@@ -159,8 +159,9 @@ class Graph:
         if space is None:
             space = self.new_space(value.shape[dim])
             value.spaces[dim] = space
-            if value.ref is not None and value.ref[0] in self.modules:
-                self.bind(value.ref[0], value.ref[1], dim, space, role)
+            ref_dim = dim if value.ref_dims is None else value.ref_dims.get(dim)
+            if value.ref is not None and value.ref[0] in self.modules and ref_dim is not None:
+                self.bind(value.ref[0], value.ref[1], ref_dim, space, role)
             else:
                 self.mark(space, "fixed", reason)
         return space
@@ -198,7 +199,9 @@ def _dims(dim: Any, ndim: int) -> list[int]:
 
 
 def _where(op: Op) -> str:
-    return f"{op.module_name or op.target!s} (node {op.name!r})"
+    if op.kind == "module":
+        return f"{op.module_name} ({type(op.target).__name__}, node {op.name!r})"
+    return f"{op.target} (node {op.name!r})"
 
 
 # -- generic rules --------------------------------------------------------------------------
@@ -285,10 +288,43 @@ def _flatten_into(g: Graph, x: Value, dims: list[int], out: Value, od: int) -> N
     out.spaces[od] = space
 
 
+def _size_args(op: Op) -> list[bool] | None:
+    """For view/reshape/expand/repeat: per output dim, whether its size was computed
+    (True) or written as a constant (False) in the model's code; None if not known."""
+    if op.kind != "function" or op.target not in ("view", "reshape", "expand", "repeat", "tile", "broadcast_to"):
+        return []
+    if op.computed is None:
+        return None
+    flags = list(op.computed[1:])
+    args = list(op.args[1:])
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        flags, args = list(flags[0]), list(args[0])
+    if args and all(isinstance(a, Value) for a in args):
+        return []  # view_as-like
+    return [bool(f) or a == -1 for f, a in zip(flags, args)]
+
+
+def _check_constant_sizes(g: Graph, op: Op, x: Value, out: Value, dims: dict[int, list[int]]) -> bool:
+    """Mark as fixed the channels whose size the model's code writes as a constant
+    (``x.view(-1, 400)``): after removal that code would be wrong. ``dims`` maps an
+    output dim to the input dims it comes from. Returns True if all is well."""
+    flags = _size_args(op)
+    ok = True
+    for od, ins in dims.items():
+        if not any(d in x.spaces for d in ins):
+            continue
+        if flags is None or (flags and od < len(flags) and not flags[od]):
+            why = "the fallback tracer cannot tell whether its sizes are computed" if flags is None else "a size is a constant in the model's code"
+            g.mark_value(x, "fixed", f"{_where(op)}: {why}", dims=ins)
+            ok = False
+    return ok
+
+
 def reshape(g: Graph, op: Op) -> None:
     """view/reshape/flatten/unflatten/squeeze/unsqueeze from the two shapes: dims are
     matched in blocks of equal product; a block that merges dims flattens their
-    channels, a block that splits a tracked dim fixes it (it is not modelled)."""
+    channels, a block that splits a tracked dim fixes it (it is not modelled), and
+    channels whose size the code writes as a constant are fixed."""
     x, out = _tensors(op)[0], _out(op)
     if out is None or not x.spaces:
         return
@@ -318,7 +354,8 @@ def reshape(g: Graph, op: Op) -> None:
         if not any(d in x.spaces and xs[d] > 1 for d in ins):
             continue
         if len(big_out) == 1:
-            _flatten_into(g, x, ins, out, big_out[0])
+            if _check_constant_sizes(g, op, x, out, {big_out[0]: ins}):
+                _flatten_into(g, x, ins, out, big_out[0])
         else:
             logger.info("%s splits a tracked dim into %s: those channels are not pruned", _where(op), [os_[d] for d in outs])
             g.mark_value(x, "fixed", f"{_where(op)} splits channels into several dims", dims=ins)
@@ -361,10 +398,10 @@ def expand(g: Graph, op: Op) -> None:
         return
     for d, space in x.spaces.items():
         od = d + out.ndim - x.ndim
-        if out.shape[od] == x.shape[d]:
-            out.spaces[od] = space
-        else:
+        if out.shape[od] != x.shape[d]:
             g.mark(space, "fixed", f"{_where(op)} repeats channels")
+        elif _check_constant_sizes(g, op, x, out, {od: [d]}):
+            out.spaces[od] = space
 
 
 def cat(g: Graph, op: Op) -> None:
@@ -405,6 +442,11 @@ def stack(g: Graph, op: Op) -> None:
 
 
 def split(g: Graph, op: Op) -> None:
+    """chunk / tensor_split into n equal parts, or split by a computed part size:
+    channel i of every part is one unit, so the parts stay equal. split with a
+    list of sizes: the parts' offsets, when every size is computed in the graph
+    (from other tensors' shapes); sizes written as constants in the code, or
+    unknown (fallback tracer), fix the channels."""
     x = _tensors(op)[0]
     parts = [o for o in (op.out if isinstance(op.out, tuple) else ()) if isinstance(o, Value)]
     if not parts:
@@ -415,15 +457,37 @@ def split(g: Graph, op: Op) -> None:
         if dim in x.spaces:
             g.mark(x.spaces[dim], "refuse", f"{_where(op)} indexes single channels")
         return
-    offset = 0
     for part in parts:
         for d, space in x.spaces.items():
             if d != dim:
                 part.spaces[d] = space
-        if dim in x.spaces:
-            sub = g.new_space(part.shape[dim])
-            g.union(sub, np.arange(sub.size), x.spaces[dim], offset + np.arange(sub.size))
-            part.spaces[dim] = sub
+    space = x.spaces.get(dim)
+    if space is None:
+        return
+    sizes = [p.shape[dim] for p in parts]
+    count = _arg(op, 1, "chunks" if name == "chunk" else ("sections" if name == "tensor_split" else "split_size"))
+    computed = op.computed[1] if op.computed is not None and len(op.computed) > 1 else None
+    if name == "split" and isinstance(count, int) and not computed:
+        why = "the fallback tracer cannot tell whether its size is computed" if computed is None else "its size is a constant in the model's code"
+        g.mark(space, "fixed", f"{_where(op)}: {why}")
+        return
+    if isinstance(count, int):  # n equal parts (chunk, tensor_split) or a computed part size (split)
+        if len(set(sizes)) != 1:
+            g.mark(space, "fixed", f"{_where(op)} splits {x.shape[dim]} channels into unequal parts")
+            return
+        atoms = np.arange(space.size)
+        g.union(space, atoms, space, atoms % sizes[0])
+    else:
+        flags = computed if isinstance(computed, (list, tuple)) else [computed]
+        if computed is None or not all(flags):
+            why = "the fallback tracer cannot tell whether its sizes are computed" if computed is None else "its sizes are constants in the model's code"
+            g.mark(space, "fixed", f"{_where(op)}: {why}")
+            return
+    offset = 0
+    for part in parts:
+        sub = g.new_space(part.shape[dim])
+        g.union(sub, np.arange(sub.size), space, offset + np.arange(sub.size))
+        part.spaces[dim] = sub
         offset += part.shape[dim]
 
 
@@ -435,9 +499,10 @@ def getitem(g: Graph, op: Op) -> None:
         for o, c in zip(_iter_values(out), _iter_values(chosen)):
             o.spaces.update(c.spaces)
         return
-    if not isinstance(source, Value) or not source.spaces:
+    if not isinstance(source, Value) or not (source.spaces or source.ref):
         return
     x = source
+    kept_dims: dict[int, int] = {}
     idx = list(index) if isinstance(index, tuple) else [index]
     if any(i is Ellipsis for i in idx):
         at = next(k for k, i in enumerate(idx) if i is Ellipsis)
@@ -457,6 +522,8 @@ def getitem(g: Graph, op: Op) -> None:
                     out.spaces[od] = space
                 elif not full:
                     g.mark(space, "refuse", f"{_where(op)} slices the channels ({i})")
+            if full:
+                kept_dims[od] = d
             d, od = d + 1, od + 1
         elif isinstance(i, int):
             if space is not None:
@@ -467,6 +534,10 @@ def getitem(g: Graph, op: Op) -> None:
                 if rest >= d:
                     g.mark(sp, "refuse", f"{_where(op)} indexes channels with a tensor")
             return
+    if x.ref is not None and isinstance(out, Value):
+        # a view of a parameter (``self.pos[:t]``): its fully kept dims stay bindable
+        out.ref = x.ref
+        out.ref_dims = {od: (d if x.ref_dims is None else x.ref_dims.get(d)) for od, d in kept_dims.items()}
 
 
 def pad(g: Graph, op: Op) -> None:
@@ -716,6 +787,8 @@ def _indexing(g: Graph, op: Op) -> None:
 
 def _function(g: Graph, op: Op) -> None:
     name = op.target
+    if not any(True for _ in _iter_values(op.out)):
+        return  # x.shape, x.size(1), ...: no tensor comes out
     if name == "getitem":
         getitem(g, op)
         return
@@ -889,7 +962,7 @@ def _module(g: Graph, op: Op) -> None:
     elif isinstance(module, nn.MultiheadAttention):
         g.mark_value(values, "fixed", f"{_where(op)}: attention heads are pruned by prunekit.surgery.heads")
     else:
-        unknown(g, op, f"({type(module).__name__}) is not supported by structural pruning")
+        unknown(g, op)
 
 
 def apply_rules(g: Graph, ops: Iterable[Op]) -> None:

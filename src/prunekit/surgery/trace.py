@@ -42,6 +42,7 @@ class Value:
     shape: tuple[int, ...]
     ref: tuple[str, str] | None = None
     spaces: dict[int, Any] = field(default_factory=dict)
+    ref_dims: dict[int, int] | None = None  # dim -> dim of ``ref`` (a view of a parameter); None: the same dims
 
     @property
     def ndim(self) -> int:
@@ -63,6 +64,9 @@ class Op:
     kwargs: dict[str, Any]
     out: Any
     module_name: str | None = None
+    # same structure as ``args``: True where the value was computed in the graph (fx),
+    # False where it is a constant of the model's code; None when unknown (fallback tracer)
+    computed: Any = None
 
 
 @dataclass
@@ -175,11 +179,10 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             if node.op == "call_module":
                 module = gm.get_submodule(node.target)
                 ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target)))
-            elif node.op == "call_method":
-                ops.append(Op("function", node.name, canonical_name(node.target), load(node.args), load(node.kwargs), values[node]))
             else:
                 target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
-                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node]))
+                computed = fx.node.map_aggregate(node.args, lambda a: isinstance(a, fx.Node))
+                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed))
     return Trace(inputs, ops, outputs, "fx")
 
 
