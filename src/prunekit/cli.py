@@ -5,6 +5,7 @@
     prunekit list {criteria,structures,models} [PATTERN]
     prunekit run RECIPE.yaml --out DIR [--restart]
     prunekit demo [--out DIR] [--quick] [--restart]
+    prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4] (see prunekit.oneshot.cli)
     prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...] (see prunekit.lottery.cli)
 """
 
@@ -312,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .lottery.cli import add_lottery_parser
 
     add_lottery_parser(sub)
+
+    from .oneshot.cli import add_oneshot_parser
+
+    add_oneshot_parser(sub)
     return parser
 
 

@@ -1,0 +1,172 @@
+"""``prunekit oneshot``: one-shot pruning of a language model from a calibration text, with progress per block.
+
+    prunekit oneshot gpt_tiny --weights model.safetensors --text input.txt --tokenizer char \
+        --method sparsegpt --structure 2:4 --perplexity --out runs/gpt_24
+    prunekit oneshot path/to/hf_model --text corpus.txt --method wanda --sparsity 0.5 --owl --out runs/w
+
+MODEL is a Hugging Face folder (``config.json``; loaded with
+``AutoModelForCausalLM.from_pretrained``, saved back with ``save_pretrained``)
+or a registered zoo model (``--weights``; saved with ``save_sparse``).
+Tokens: ``--tokenizer auto`` uses the folder's tokenizer, ``char`` the sorted
+characters of the text file (prunekit's ``text_char``), ``bytes`` its UTF-8
+bytes. The first ``1 − val_fraction`` of the tokens give ``--samples``
+random calibration windows of ``--seq-len`` tokens; ``--perplexity`` measures
+the last ``val_fraction`` before and after, in non-overlapping windows of ``--window``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InvalidParameterError
+from .methods import list_oneshot_methods
+from .offload import OFFLOAD_MODES
+
+__all__ = ["add_oneshot_parser", "sample_windows"]
+
+
+def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``oneshot`` subcommand on ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("oneshot", help="one-shot pruning of a language model block by block (Wanda, SparseGPT, OWL)")
+    p.add_argument("model", help="a Hugging Face model folder or a registered zoo model name")
+    p.add_argument("--weights", help="safetensors / state dict for a zoo model")
+    p.add_argument("--model-args", help="JSON of keyword arguments for the zoo model, e.g. '{\"n_layer\": 4}'")
+    p.add_argument("--text", required=True, help="a UTF-8 text file: calibration data and held-out text")
+    p.add_argument("--tokenizer", default="auto", choices=["auto", "char", "bytes"])
+    p.add_argument("--method", default="wanda", choices=list_oneshot_methods())
+    p.add_argument("--sparsity", type=float, help="fraction pruned per layer (default 0.5; fixed by N:M)")
+    p.add_argument("--structure", default="unstructured", help="unstructured, 2:4, 4:8 or any N:M")
+    p.add_argument("--owl", action="store_true", help="OWL per-block sparsities (Yin et al. 2023)")
+    p.add_argument("--owl-lambda", type=float, default=0.08)
+    p.add_argument("--owl-m", type=float, default=5.0)
+    p.add_argument("--sequential", action="store_true", help="prune a block's layers group by group")
+    p.add_argument("--offload", default="none", choices=list(OFFLOAD_MODES))
+    p.add_argument("--offload-dir", help="folder for --offload disk (default: a temporary one)")
+    p.add_argument("--samples", type=int, default=128, help="calibration windows")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="last share of the text held out")
+    p.add_argument("--perplexity", action="store_true", help="held-out perplexity before and after")
+    p.add_argument("--window", type=int, default=128, help="perplexity window length (non-overlapping)")
+    p.add_argument("--device", default=None, help="where blocks are pruned (default: the model's device)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output folder: the pruned model and report.json")
+    p.set_defaults(func=_cmd_oneshot)
+    return p
+
+
+def sample_windows(ids: torch.Tensor, samples: int, length: int, seed: int = 0) -> torch.Tensor:
+    """``samples`` random windows of ``length`` tokens of ``ids`` (seeded), as ``(samples, length)``."""
+    if len(ids) <= length:
+        raise InvalidParameterError("seq_len", f"fewer than the {len(ids)} calibration tokens", length)
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - length, (samples,), generator=gen)
+    return torch.stack([ids[s: s + length] for s in starts.tolist()])
+
+
+def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
+    folder = Path(args.model)
+    if (folder / "config.json").is_file():
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(folder), True
+    from ..io import load_pruned_state_dict, load_state_dict_file
+    from ..zoo import create_model
+
+    torch.manual_seed(args.seed)
+    model = create_model(args.model, **json.loads(args.model_args or "{}"))
+    if args.weights:
+        load_pruned_state_dict(model, load_state_dict_file(args.weights))
+    return model, False
+
+
+def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
+    from ..data.text import CharTokenizer, read_text
+
+    text = read_text(args.text)
+    kind = args.tokenizer
+    if kind == "auto":
+        kind = "hf" if hf else "char"
+    if kind == "char":
+        return CharTokenizer.from_text(text).encode(text)
+    if kind == "bytes":
+        return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+    from transformers import AutoTokenizer
+
+    return torch.tensor(AutoTokenizer.from_pretrained(args.model)(text)["input_ids"], dtype=torch.long)
+
+
+def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..io import atomic_write_text, save_sparse
+    from .api import oneshot_prune
+    from .perplexity import lm_perplexity
+
+    if not 0.0 < args.val_fraction < 1.0:
+        raise InvalidParameterError("--val-fraction", "a fraction in (0, 1)", args.val_fraction)
+    model, hf = _load_model(args)
+    model.eval()
+    ids = _tokens(args, hf)
+    embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+    if embedding is not None and int(ids.max()) >= embedding.num_embeddings:
+        raise InvalidParameterError(
+            "--tokenizer", f"token ids below the model's vocabulary of {embedding.num_embeddings}",
+            f"{args.tokenizer} ids up to {int(ids.max())}",
+            "Fix: use the tokenizer the model was trained with (e.g. --tokenizer char on the same text).",
+        )
+    cut = int(len(ids) * (1.0 - args.val_fraction))
+    calibration = sample_windows(ids[:cut], args.samples, args.seq_len, args.seed)
+    held_out = ids[cut:]
+    summary: dict[str, Any] = {"model": args.model, "text": args.text, "calibration": list(calibration.shape)}
+    if args.perplexity:
+        summary["perplexity_dense"] = lm_perplexity(model, held_out, args.window).perplexity
+        console.print(f"dense perplexity {summary['perplexity_dense']:.4f} (held-out {len(held_out):,} tokens, "
+                      f"windows of {args.window})", highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_event(event: Any) -> None:
+            if event.stage not in tasks:
+                label = "measuring outliers (OWL)" if event.stage == "owl" else f"pruning ({args.method})"
+                tasks[event.stage] = progress.add_task(label, total=event.blocks)
+            if event.status == "done":
+                progress.advance(tasks[event.stage])
+
+        result = oneshot_prune(
+            model, calibration, method=args.method, sparsity=args.sparsity, structure=args.structure,
+            owl=args.owl, owl_lambda=args.owl_lambda, owl_m=args.owl_m, sequential=args.sequential,
+            offload=args.offload, offload_dir=args.offload_dir, device=args.device, progress=on_event,
+        )
+    from ..cli import _report_table
+
+    console.print(_report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
+                                              f"{result.sparsity:g} in {result.seconds:.1f} s"))
+    invalid = result.report.extras.get("nm_invalid_groups")
+    if invalid is not None:
+        bad = {k: v for k, v in invalid.items() if v}
+        console.print(f"{result.structure} groups with more than N non-zeros: "
+                      + (", ".join(f"{k}: {v}" for k, v in bad.items()) if bad else "none in any layer"),
+                      highlight=False)
+    summary["result"] = result.to_dict()
+    if args.perplexity:
+        summary["perplexity_pruned"] = lm_perplexity(model, held_out, args.window).perplexity
+        console.print(f"pruned perplexity {summary['perplexity_pruned']:.4f} (dense "
+                      f"{summary['perplexity_dense']:.4f})", highlight=False)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if hf:
+            model.save_pretrained(out)
+            console.print(f"saved {out} (save_pretrained)", highlight=False)
+        else:
+            size = save_sparse(model, out / "model.safetensors", metadata={"model": args.model})
+            console.print(f"saved {out / 'model.safetensors'} ({size:,} bytes, save_sparse)", highlight=False)
+        atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
+        console.print(f"wrote {out / 'report.json'}", highlight=False)
+    return 0

@@ -1,0 +1,67 @@
+"""``prunekit oneshot`` on the command line: a zoo GPT and a Hugging Face folder, char tokens."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import prunekit
+from prunekit.cli import main
+from prunekit.oneshot.cli import sample_windows
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def test_oneshot_cli_prunes_a_zoo_gpt_reports_perplexity_and_saves_sparse(text_file, tmp_path, capsys):
+    vocab = len(set(TEXT))
+    args = json.dumps({"n_layer": 2, "n_embd": 32, "n_head": 4, "vocab_size": vocab, "block_size": 64})
+    code = main(["oneshot", "gpt_tiny", "--model-args", args, "--text", str(text_file), "--tokenizer", "char",
+                 "--method", "sparsegpt", "--structure", "2:4", "--samples", "4", "--seq-len", "32",
+                 "--perplexity", "--window", "32", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "pruning (sparsegpt)" in out and "2/2" in out and "none in any layer" in out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["perplexity_pruned"] > 1 and report["perplexity_dense"] > 1
+    assert report["result"]["structure"] == "2:4"
+    state = prunekit.load_sparse(tmp_path / "out" / "model.safetensors")
+    q = state["blocks.0.attn.q_proj.weight"]
+    assert ((q != 0).reshape(-1, 4).sum(1) <= 2).all()
+
+
+def test_oneshot_cli_on_a_hugging_face_folder_saves_with_save_pretrained(text_file, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "hf")
+    code = main(["oneshot", str(tmp_path / "hf"), "--text", str(text_file), "--tokenizer", "char", "--owl",
+                 "--sparsity", "0.6", "--samples", "4", "--seq-len", "32", "--out", str(tmp_path / "pruned")])
+    assert code == 0
+    assert "measuring outliers (OWL)" in capsys.readouterr().out
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "pruned")
+    report = prunekit.sparsity_report(loaded, include="model.layers.*")
+    assert report.sparsity == pytest.approx(0.6, abs=0.01)
+
+
+def test_oneshot_cli_errors_are_reported(text_file, capsys):
+    code = main(["oneshot", "gpt_tiny", "--model-args", '{"vocab_size": 8}', "--text", str(text_file),
+                 "--tokenizer", "char", "--samples", "2", "--seq-len", "16"])
+    assert code == 2
+    assert "--tokenizer" in capsys.readouterr().out
+
+
+def test_sample_windows_are_seeded_slices():
+    ids = torch.arange(100)
+    a = sample_windows(ids, 5, 10, seed=3)
+    assert a.shape == (5, 10) and torch.equal(a, sample_windows(ids, 5, 10, seed=3))
+    assert all(torch.equal(row, torch.arange(int(row[0]), int(row[0]) + 10)) for row in a)
