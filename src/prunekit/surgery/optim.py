@@ -21,7 +21,7 @@ def carry_optimizer(optimizer: torch.optim.Optimizer, record: SurgeryRecord) -> 
     every state tensor of the parameter's shape (SGD ``momentum_buffer``, Adam
     ``exp_avg``/``exp_avg_sq``, ...) is sliced the same way, so training goes on
     with the kept channels' history instead of a reset. Scalars (``step``) are
-    kept. Returns the number of parameters swapped.
+    kept. Returns the number of swaps applied (a tensor sliced along two dims counts twice).
     """
     swapped = 0
     for swap in record.swaps:
