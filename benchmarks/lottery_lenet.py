@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=str(REPO_ROOT / "benchmarks" / "cache" / "lottery_lenet"))
     p.add_argument("--plots", default=None, help="folder for the PNG figures (default: none)")
+    p.add_argument("--instability", type=int, default=None, metavar="LEVEL",
+                   help="also the instability analysis (two copies from θ_k, data orders 0 and 1) of this level, "
+                        "for the ticket (k=0) and weight rewinding (k=--rewind-step); cached")
     p.add_argument("--quick", action="store_true", help="smoke test: 3 levels, 60 iterations, 6,000 images")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
@@ -155,6 +158,27 @@ def main(argv: list[str] | None = None) -> int:
                  f"{(sum(stored['foreign_load'].get(m, [])) / max(1, len(stored['foreign_load'].get(m, [])))):10.2f}"
                  for m in totals])
     print(PAPER)
+    instability = {}
+    if args.instability is not None:
+        from prunekit.lottery import instability_analysis
+
+        for name, run in runs.items():
+            stored = run.out / "instability" / f"instability_{args.instability:03d}_0_1.json"
+            if stored.is_file():
+                instability[name] = json.loads(stored.read_text())
+            else:
+                plots = Path(args.plots) if args.plots else None
+                result = instability_analysis(run, args.instability, seeds=(0, 1), points=11)
+                instability[name] = result.to_dict()
+                if plots is not None:
+                    result.plot(plots / f"lottery_lenet_instability_{name}.png",
+                                title=f"LeNet-300-100, {100 * run.metrics(args.instability)['remaining']:.1f}% "
+                                      f"remaining, k={run.config.rewind_step}: instability "
+                                      f"{100 * result.instability:.2f} points")
+        print_table("instability (Frankle et al. 2020): level, k, errors along the path (%), instability (points)",
+                    [f"{name:8s} level {v['level']} k={v['start_iteration']:<4d} "
+                     f"{' '.join(f'{100 * e:.2f}' for e in v['errors'])}  -> {100 * v['instability']:.2f}"
+                     for name, v in instability.items()])
     if args.plots:
         from prunekit.measure.plots import plot_metric_vs_sparsity
 
@@ -175,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, {"meta": run_meta(provenance(), "lottery_lenet", args.threads),
                                "config": {k: configs[k].to_dict() for k in configs}, "paper": PAPER,
-                               "rows": rows, "seconds": totals, "resources": stored})
+                               "rows": rows, "seconds": totals, "resources": stored,
+                               "instability": instability})
     return 0
 
 

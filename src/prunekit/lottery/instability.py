@@ -135,12 +135,13 @@ def instability_analysis(
     points: int = 11,
     bn_batches: int = 20,
     out_dir: str | os.PathLike[str] | None = None,
+    plot: bool = True,
 ) -> InstabilityResult:
     """Train two copies of ``level``'s ticket from the run's θ_k (iterations k..T) with
     data orders ``seeds`` and measure the instability on the run's test set.
 
-    Writes ``instability_<level>_<a>_<b>.json`` and ``.png`` into ``out_dir``
-    (default: the run directory's ``instability/``).
+    Writes ``instability_<level>_<a>_<b>.json`` (and ``.png`` when ``plot``) into
+    ``out_dir`` (default: the run directory's ``instability/``).
     """
     run.prepare()
     if not isinstance(seeds, Sequence) or len(seeds) != 2 or not all(
@@ -168,7 +169,8 @@ def instability_analysis(
     where = Path(out_dir) if out_dir is not None else run.out / "instability"
     stem = f"instability_{level:03d}_{seeds[0]}_{seeds[1]}"
     result.to_json(where / f"{stem}.json")
-    result.plot(where / f"{stem}.png", title=f"level {level}, k={k}: instability {100 * result.instability:.2f} points")
+    if plot:
+        result.plot(where / f"{stem}.png", title=f"level {level}, k={k}: instability {100 * result.instability:.2f} points")
     logger.info("instability of level %d from k=%d: %.4f (errors %s)", level, k, result.instability,
                 ", ".join(f"{e:.4f}" for e in result.errors))
     return result
