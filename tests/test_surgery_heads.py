@@ -114,7 +114,7 @@ def test_mha_heads_removed_exactly_as_gated(kwargs):
         after = model(x)
     assert torch.allclose(after, masked, atol=1e-5)
     assert isinstance(model.blocks[0], PrunedMultiheadAttention) and model.blocks[0].num_heads == 3
-    assert model.blocks[1].q_proj.out_features == 4 and model.blocks[1].out_proj.in_features == 4
+    assert model.blocks[1].in_proj_weight.shape == (12, E) and model.blocks[1].out_proj.in_features == 4
     assert model.blocks[1].head_index.tolist() == [1]
     assert record.kept == {"blocks.0": [0, 2, 3], "blocks.1": [1]}
     # a second removal on the already pruned module
@@ -134,6 +134,29 @@ def test_pruned_mha_reads_its_heads_of_a_per_head_mask():
     prunekit.prune_heads(wrapper, {"attn": [0, 2]})
     with torch.no_grad():
         assert torch.allclose(wrapper["attn"](x, x, x, attn_mask=mask)[0], masked, atol=1e-5)
+
+
+def test_optimizer_carries_over_an_mha_replacement():
+    from prunekit.surgery import carry_optimizer
+
+    model = make_encoder()
+    model.train()
+    x, y = torch.randn(4, 5, E, generator=gen(1)), torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    old_in = model.blocks[0].in_proj_weight
+    momentum = opt.state[old_in]["momentum_buffer"].clone()
+    record = prunekit.prune_heads(model, {"blocks.0": [1]})
+    assert carry_optimizer(opt, record) >= 3  # in_proj_weight, in_proj_bias, out_proj.weight
+    new_in = model.blocks[0].in_proj_weight
+    keep = [i for i in range(3 * E) if i % E // 4 != 1]
+    assert torch.equal(opt.state[new_in]["momentum_buffer"], momentum[keep])
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert all(p.grad is not None for p in model.parameters())
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == {id(p) for p in model.parameters()}
 
 
 def test_zero_removal_changes_nothing():

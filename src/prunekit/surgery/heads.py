@@ -331,16 +331,19 @@ def neuron_gates(
 
 
 class PrunedMultiheadAttention(nn.Module):
-    """``nn.MultiheadAttention`` with ``num_heads * head_dim`` free of ``embed_dim``.
+    """``nn.MultiheadAttention`` whose ``num_heads * head_dim`` need not equal ``embed_dim``.
 
     Same forward signature and outputs as ``nn.MultiheadAttention`` (Vaswani
     et al. 2017: ``softmax(Q_h K_h^T / sqrt(d)) V_h`` per head, heads
-    concatenated and projected by ``out_proj``), with q/k/v as separate
-    ``Linear`` layers so heads can be removed. ``head_index`` (a buffer) holds
-    the original index of each kept head: a 3-d ``attn_mask`` of shape
-    ``(N * original_num_heads, L, S)`` is read for the kept heads only. The
-    returned attention weights are those of the kept heads (averaged over
-    them when ``average_attn_weights``).
+    concatenated and projected by ``out_proj``) and the same parameters
+    (``in_proj_weight`` or ``q/k/v_proj_weight``, ``in_proj_bias``,
+    ``bias_k``/``bias_v``, ``out_proj``), only with ``num_heads * head_dim``
+    rows per projection. :meth:`from_mha` takes over the very Parameter
+    objects of an ``nn.MultiheadAttention``, so an optimizer keeps them.
+    ``head_index`` (a buffer) holds the original index of each kept head: a
+    3-d ``attn_mask`` of shape ``(N * original_num_heads, L, S)`` is read for
+    the kept heads only. The attention weights returned are those of the kept
+    heads (averaged over them when ``average_attn_weights``).
     """
 
     def __init__(
@@ -363,11 +366,21 @@ class PrunedMultiheadAttention(nn.Module):
         inner = num_heads * head_dim
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
         self.original_num_heads = original_num_heads or num_heads
-        self.q_proj = nn.Linear(embed_dim, inner, bias=bias)
-        self.k_proj = nn.Linear(self.kdim, inner, bias=bias)
-        self.v_proj = nn.Linear(self.vdim, inner, bias=bias)
+
+        def param(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.empty(*shape).normal_(0, embed_dim ** -0.5))
+
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = param(3 * inner, embed_dim)
+            self.q_proj_weight = self.k_proj_weight = self.v_proj_weight = None
+        else:
+            self.in_proj_weight = None
+            self.q_proj_weight, self.k_proj_weight = param(inner, embed_dim), param(inner, self.kdim)
+            self.v_proj_weight = param(inner, self.vdim)
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * inner)) if bias else None
         self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
         self.bias_k = nn.Parameter(torch.zeros(1, 1, inner)) if add_bias_kv else None
         self.bias_v = nn.Parameter(torch.zeros(1, 1, inner)) if add_bias_kv else None
@@ -375,42 +388,35 @@ class PrunedMultiheadAttention(nn.Module):
 
     @classmethod
     def from_mha(cls, mha: nn.MultiheadAttention) -> PrunedMultiheadAttention:
-        """A copy of ``mha`` computing the same function."""
-        for name, _ in list(mha.named_parameters(recurse=True)):
-            owner, _, tensor = name.rpartition(".")
-            module = mha.get_submodule(owner) if owner else mha
-            if tensor.endswith("_orig") or tensor_state(module, tensor) != "dense":
-                raise InvalidParameterError(
-                    "model", "nn.MultiheadAttention without pruning masks", f"<masks on {name}>",
-                    "Fix: call prunekit.make_permanent(model) first.",
-                )
+        """A module computing the same function as ``mha``, holding ``mha``'s own Parameters."""
+        for name, module in mha.named_modules():
+            for tensor in list(module._parameters) + list(module._buffers):
+                if tensor.endswith(("_orig", "_mask")):
+                    raise InvalidParameterError(
+                        "model", "nn.MultiheadAttention without pruning masks",
+                        f"<masks on {name + '.' if name else ''}{tensor}>",
+                        "Fix: call prunekit.make_permanent(model) first.",
+                    )
         new = cls(
             mha.embed_dim, mha.num_heads, kdim=mha.kdim, vdim=mha.vdim, bias=mha.in_proj_bias is not None,
             add_bias_kv=mha.bias_k is not None, add_zero_attn=mha.add_zero_attn, dropout=mha.dropout,
             batch_first=mha.batch_first,
         )
-        ref = mha.out_proj.weight
-        new.to(device=ref.device, dtype=ref.dtype)
-        with torch.no_grad():
-            if mha._qkv_same_embed_dim:
-                weights = mha.in_proj_weight.chunk(3)
-            else:
-                weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
-            biases = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None, None, None)
-            for proj, w, b in zip((new.q_proj, new.k_proj, new.v_proj), weights, biases):
-                proj.weight.copy_(w)
-                if b is not None:
-                    proj.bias.copy_(b)
-            new.out_proj.weight.copy_(mha.out_proj.weight)
-            if mha.out_proj.bias is not None:
-                new.out_proj.bias.copy_(mha.out_proj.bias)
-            if mha.bias_k is not None:
-                new.bias_k.copy_(mha.bias_k)
-                new.bias_v.copy_(mha.bias_v)
-        new.train(mha.training)
-        for p_new, p_old in zip(new.parameters(), mha.parameters()):
-            p_new.requires_grad_(p_old.requires_grad)
-        return new
+        for key in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+                    "bias_k", "bias_v"):
+            setattr(new, key, getattr(mha, key))
+        new.out_proj = mha.out_proj
+        new.head_index = new.head_index.to(mha.out_proj.weight.device)
+        return new.train(mha.training)
+
+    def _projections(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
+        inner = self.num_heads * self.head_dim
+        if self._qkv_same_embed_dim:
+            weights = tuple(self.in_proj_weight.split(inner))
+        else:
+            weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
+        biases = tuple(self.in_proj_bias.split(inner)) if self.in_proj_bias is not None else (None, None, None)
+        return weights, biases
 
     def _mask(
         self, attn_mask: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
@@ -455,7 +461,8 @@ class PrunedMultiheadAttention(nn.Module):
         length, n, _ = query.shape
         source = key.shape[0]
         h, d = self.num_heads, self.head_dim
-        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+        (wq, wk, wv), (bq, bk, bv) = self._projections()
+        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
         mask = self._mask(attn_mask, key_padding_mask, is_causal, n, length, source, q.dtype)
         extra = 0
         if self.bias_k is not None:
@@ -493,19 +500,31 @@ class PrunedMultiheadAttention(nn.Module):
         return out, weights
 
 
-def mha_spec(name: str, module: nn.Module) -> AttentionSpec:
-    """The spec of a :class:`PrunedMultiheadAttention` named ``name``."""
-    d = module.head_dim
-    p = f"{name}." if name else ""
-    kv = [producer(p + "k_proj", module.k_proj, unit=d), producer(p + "v_proj", module.v_proj, unit=d)]
-    if module.bias_k is not None:
-        kv += [Block(name, (("bias_k", 2), ("bias_v", 2)), 0, d)]
+def mha_spec(name: str, mha: nn.Module) -> AttentionSpec:
+    """Spec of an ``nn.MultiheadAttention`` or :class:`PrunedMultiheadAttention` named ``name``.
+
+    Removing heads from an ``nn.MultiheadAttention`` first replaces it (:func:`replace_mha`).
+    """
+    h, d = mha.num_heads, mha.head_dim
+    inner = h * d
+    bias = (("in_proj_bias", 0),) if mha.in_proj_bias is not None else ()
+    if mha._qkv_same_embed_dim:
+        q, k, v = (Block(name, (("in_proj_weight", 0), *bias), i * inner, d) for i in range(3))
+        query, kv = [q], [k, v]
+    else:
+        query = [Block(name, (("q_proj_weight", 0),), 0, d)]
+        kv = [Block(name, ((w, 0),), 0, d) for w in ("k_proj_weight", "v_proj_weight")]
+        if bias:
+            query.append(Block(name, bias, 0, d))
+            kv += [Block(name, bias, i * inner, d) for i in (1, 2)]
+    if mha.bias_k is not None:
+        kv.append(Block(name, (("bias_k", 2), ("bias_v", 2)), 0, d))
+    if isinstance(mha, PrunedMultiheadAttention):
+        query.append(Block(name, (("head_index", 0),), 0, 1))
     return AttentionSpec(
-        name, module.num_heads, module.num_heads, d,
-        query=(producer(p + "q_proj", module.q_proj, unit=d), Block(name, (("head_index", 0),), 0, 1)),
-        key_value=tuple(kv),
-        output=(consumer(p + "out_proj", module.out_proj, unit=d),),
-        attributes=lambda h, _kv: {"num_heads": h},
+        name, h, h, d, tuple(query), tuple(kv),
+        (consumer(f"{name}.out_proj" if name else "out_proj", mha.out_proj, unit=d),),
+        attributes=lambda heads, _kv: {"num_heads": heads},
     )
 
 
@@ -560,21 +579,6 @@ def replay_heads(model: nn.Module, record: SurgeryRecord) -> SurgeryRecord:
 # -- discovery and the public entry points ------------------------------------------------
 
 
-def _raw_mha_spec(name: str, mha: nn.MultiheadAttention) -> AttentionSpec:
-    """Spec of an unconverted ``nn.MultiheadAttention`` (for scores and gates; removal converts it first)."""
-    h, d, e = mha.num_heads, mha.head_dim, mha.embed_dim
-    bias = (("in_proj_bias", 0),) if mha.in_proj_bias is not None else ()
-    if mha._qkv_same_embed_dim:
-        blocks = [Block(name, (("in_proj_weight", 0),) + bias, i * e, d) for i in range(3)]
-    else:
-        blocks = [Block(name, ((w, 0),), 0, d) for w in ("q_proj_weight", "k_proj_weight", "v_proj_weight")]
-        blocks += [Block(name, bias, i * e, d) for i in range(3)] if bias else []
-    kv = blocks[1:3] + blocks[4:6] + ([Block(name, (("bias_k", 2), ("bias_v", 2)), 0, d)] if mha.bias_k is not None else [])
-    query = blocks[0:1] + blocks[3:4]
-    return AttentionSpec(name, h, h, d, tuple(query), tuple(kv),
-                         (consumer(f"{name}.out_proj" if name else "out_proj", mha.out_proj, unit=d),))
-
-
 def attention_layers(model: nn.Module) -> dict[Any, AttentionSpec]:
     """Every attention layer whose heads can be removed: ``{key: spec}``.
 
@@ -589,10 +593,8 @@ def attention_layers(model: nn.Module) -> dict[Any, AttentionSpec]:
         return {i: family.attention(name, layer) for i, (name, layer) in enumerate(hf_layers(model, family))}
     specs: dict[Any, AttentionSpec] = {}
     for name, module in model.named_modules():
-        if isinstance(module, PrunedMultiheadAttention):
+        if isinstance(module, (PrunedMultiheadAttention, nn.MultiheadAttention)):
             specs[name] = mha_spec(name, module)
-        elif isinstance(module, nn.MultiheadAttention):
-            specs[name] = _raw_mha_spec(name, module)
     return specs
 
 
