@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from prunekit.errors import InvalidParameterError
+from prunekit.errors import CheckpointError, InvalidParameterError
 from prunekit.masks import apply_masks
-from prunekit.surgery import SurgeryRecord, keep_slices, replay, update_module_attributes
+from prunekit.surgery import (
+    SurgeryRecord,
+    carry_optimizer,
+    find_groups,
+    keep_slices,
+    load_shrunk,
+    mask_groups,
+    prune_groups,
+    read_history,
+    replay,
+    save_shrunk,
+    surgery_history,
+    update_module_attributes,
+)
 from prunekit.targets import select_targets, tensor_state
 
 
@@ -129,20 +144,6 @@ def test_replay_validates_before_slicing() -> None:
 
 
 # -- groups, removal, exactness ------------------------------------------------------------
-
-import copy  # noqa: E402
-
-from prunekit.errors import CheckpointError  # noqa: E402
-from prunekit.surgery import (  # noqa: E402
-    carry_optimizer,
-    find_groups,
-    load_shrunk,
-    mask_groups,
-    prune_groups,
-    read_history,
-    save_shrunk,
-    surgery_history,
-)
 
 
 class Net(nn.Module):

@@ -11,14 +11,28 @@ neurons and heads, so the dense model really is smaller and faster.
 from __future__ import annotations
 
 from .groups import Group, Slice, UnsupportedOperationError, find_groups
+from .head_importance import score_heads, score_mlp_neurons
+from .heads import (
+    PrunedMultiheadAttention,
+    attention_layers,
+    mlp_layers,
+    prune_heads,
+    prune_mlp_neurons,
+    replay_heads,
+)
+from .hf import load_pretrained
 from .history import add_history, surgery_history
 from .optim import carry_optimizer
 from .remove import mask_groups, prune_groups
 from .save import load_shrunk, read_history, save_shrunk
-from .head_importance import score_heads, score_mlp_neurons
-from .heads import PrunedMultiheadAttention, attention_layers, mlp_layers, prune_heads, prune_mlp_neurons, replay_heads
-from .hf import load_pretrained
-from .slicing import ParamSwap, Removal, SurgeryRecord, keep_slices, replay, update_module_attributes
+from .slicing import (
+    ParamSwap,
+    Removal,
+    SurgeryRecord,
+    keep_slices,
+    replay,
+    update_module_attributes,
+)
 
 __all__ = [
     "find_groups",

@@ -404,6 +404,15 @@ def expand(g: Graph, op: Op) -> None:
             out.spaces[od] = space
 
 
+def _join_aligned(g: Graph, op: Op, values: list[Value], d: int, out: Value, od: int) -> None:
+    """Dim ``d`` of every value (cat/stack along another dim) is one space, output dim ``od``."""
+    tracked = [v.spaces[d] for v in values if d in v.spaces]
+    if tracked:
+        for v in values:
+            g.union_same(tracked[0], g.space_for(v, d, "norm", f"untracked tensor joined in {_where(op)}"))
+        out.spaces[od] = tracked[0]
+
+
 def cat(g: Graph, op: Op) -> None:
     values = [v for v in _arg(op, 0, "tensors") if isinstance(v, Value)]
     out = _out(op)
@@ -418,13 +427,9 @@ def cat(g: Graph, op: Op) -> None:
                 g.union(space, offset + np.arange(v.shape[dim]), v.spaces[dim], np.arange(v.shape[dim]))
             offset += v.shape[dim]
         out.spaces[dim] = space
-    others = [d for d in range(out.ndim) if d != dim]
-    for d in others:
-        tracked = [v.spaces[d] for v in values if d in v.spaces]
-        if tracked:
-            for v in values:
-                g.union_same(tracked[0], g.space_for(v, d, "norm", f"untracked tensor concatenated in {_where(op)}"))
-            out.spaces[d] = tracked[0]
+    for d in range(out.ndim):
+        if d != dim:
+            _join_aligned(g, op, values, d, out, d)
 
 
 def stack(g: Graph, op: Op) -> None:
@@ -434,11 +439,7 @@ def stack(g: Graph, op: Op) -> None:
         return
     dim = int(_arg(op, 1, "dim", 0)) % out.ndim
     for d in range(values[0].ndim):
-        tracked = [v.spaces[d] for v in values if d in v.spaces]
-        if tracked:
-            for v in values:
-                g.union_same(tracked[0], g.space_for(v, d, "norm", f"untracked tensor stacked in {_where(op)}"))
-            out.spaces[d if d < dim else d + 1] = tracked[0]
+        _join_aligned(g, op, values, d, out, d if d < dim else d + 1)
 
 
 def split(g: Graph, op: Op) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_sparse, save_sparse
+from .heads import after_replay, before_replay
 from .history import add_history, surgery_history
 from .slicing import SurgeryRecord, replay
 
@@ -54,6 +55,8 @@ def load_shrunk(model: nn.Module, path: str | os.PathLike[str], *, strict: bool 
     and load the saved weights into it; returns the model."""
     history = read_history(path)
     state_dict = load_sparse(path)
+    before_replay(model, history.extra)  # attention modules a head surgery replaced
     replay(model, history.removals)
+    after_replay(model, history.extra)  # head counts, config
     add_history(model, history)
     return load_pruned_state_dict(model, state_dict, strict=strict)

@@ -292,7 +292,7 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
 def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     try:
         return trace_fx(model, example_inputs)
-    except Exception as error:  # fx raises many kinds (TraceError, TypeError, ...)
+    except Exception as error:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError, ...)
         logger.warning(
             "torch.fx cannot trace %s (%s: %s); recording one forward pass instead (branches not taken "
             "with example_inputs are not seen)",
