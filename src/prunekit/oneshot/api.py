@@ -58,7 +58,7 @@ MODES = ("permanent", "inplace", "reparam")
 class OneShotProgress:
     """Sent to ``progress`` when a block starts (``status="start"``) and ends (``"done"``)."""
 
-    stage: str  # "owl" (measuring outliers) or "prune"
+    stage: str  # "capture" (the first block's inputs), "owl" (measuring outliers) or "prune"
     block: int
     blocks: int
     status: str
@@ -299,7 +299,12 @@ def oneshot_prune(
     layer_sparsity: dict[str, float] = {}
     try:
         _move_outside_blocks(model, block_list, dev)
+        t0 = time.perf_counter()
+        if progress:
+            progress(OneShotProgress("capture", 0, 1, "start"))
         inputs = capture_block_inputs(model, block_list[0], batches, dev, store.rest)
+        if progress:
+            progress(OneShotProgress("capture", 0, 1, "done", time.perf_counter() - t0))
         levels = [sparsity] * len(block_list)
         if owl:
             ratios = _owl_ratios(block_list, store, inputs, include, exclude, owl_m, dev, progress)

@@ -133,7 +133,8 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
 
         def on_event(event: Any) -> None:
             if event.stage not in tasks:
-                label = "measuring outliers (OWL)" if event.stage == "owl" else f"pruning ({args.method})"
+                label = {"capture": "capturing the first block's inputs", "owl": "measuring outliers (OWL)"}.get(
+                    event.stage, f"pruning ({args.method})")
                 tasks[event.stage] = progress.add_task(label, total=event.blocks)
             if event.status == "done":
                 progress.advance(tasks[event.stage])
