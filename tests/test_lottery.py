@@ -324,3 +324,16 @@ def test_linear_path_end_points_and_batchnorm(data):
         linear_path_errors(tiny_bn(), tiny_bn(), loader, tiny_bn)
     bn = linear_path_errors(tiny_bn(), tiny_bn(), loader, tiny_bn, points=3, bn_loader=[data["train"]])
     assert bn.bn_recomputed and len(bn.errors) == 3
+
+
+def test_data_sets_are_read_into_memory_once():
+    from torch.utils.data import TensorDataset
+
+    from prunekit.lottery.loop import as_tensors
+
+    x, y = torch.randn(6, 2), torch.arange(6)
+    assert all(torch.equal(a, b) for a, b in zip(as_tensors(TensorDataset(x, y), "train"), (x, y)))
+    items = [(x[i], int(y[i])) for i in range(6)]
+    assert all(torch.equal(a, b) for a, b in zip(as_tensors(items, "train"), (x, y)))
+    with pytest.raises(InvalidParameterError):
+        as_tensors((x, y[:3]), "train")

@@ -55,11 +55,16 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def as_tensors(dataset: Dataset | tuple[torch.Tensor, torch.Tensor], param: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs, targets)`` of a whole data set in memory (IMP reads it thousands of times)."""
+    """``(inputs, targets)`` of a whole data set in memory (IMP reads it thousands of times).
+
+    A data set's ``transform`` is applied once, when it is read in (random
+    augmentation is therefore frozen; augment inside the model if needed)."""
     if isinstance(dataset, tuple) and len(dataset) == 2 and all(isinstance(t, torch.Tensor) for t in dataset):
         x, y = dataset
     else:
         tensors = getattr(dataset, "tensors", None)
+        if getattr(dataset, "transform", None) is not None:  # tensors() would skip the transform
+            tensors = None
         if callable(tensors):
             x, y = tensors()
         elif isinstance(tensors, tuple) and len(tensors) == 2:
