@@ -45,13 +45,13 @@ SLOW = {"resnet56", "vgg16_bn", "mobilenetv2_cifar", "resnet32"}
 def _input(name: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
     if name == "gpt_tiny":
-        return torch.randint(0, 65, (2, 8), generator=g)
+        return torch.randint(0, 65, (1, 8), generator=g)
     if name == "lenet_300_100":
-        return torch.randn(2, 784, generator=g)
+        return torch.randn(1, 784, generator=g)
     if name in ("lenet5", "tutorial_lenet"):
-        return torch.randn(2, 1, 28, 28, generator=g)
+        return torch.randn(1, 1, 28, 28, generator=g)
     size = 32 if name.startswith(("vgg", "conv")) else 8
-    return torch.randn(2, 3, size, size, generator=g)
+    return torch.randn(1, 3, size, size, generator=g)
 
 
 def _randomise_norms(model: nn.Module) -> None:
@@ -410,3 +410,42 @@ def test_extra_groups_declare_a_coupling() -> None:
         find_groups(TwoHeads(), x, extra_groups=[[("fc1", "weight", 0), ("out1", "weight", 0)]])  # 6 vs 2
     with pytest.raises(prunekit.InvalidParameterError, match="extra_groups"):
         find_groups(TwoHeads(), x, extra_groups=[[("fc9", "weight", 0)]])
+
+
+# -- transformer families through the tracer (MLP neurons; heads: tests/test_surgery_heads.py) --
+
+
+def _hf_models():
+    transformers = pytest.importorskip("transformers")
+    tokens = torch.randint(0, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    small = dict(num_hidden_layers=2, num_attention_heads=2, hidden_size=16, intermediate_size=32)
+    return {
+        "gpt2": (transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=16)), tokens, "mlp.c_fc", "nf", 64),
+        "bert": (transformers.BertModel(transformers.BertConfig(vocab_size=50, **small)), tokens, "intermediate.dense", "out_features", 32),
+        "llama": (transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=50, num_key_value_heads=1, **small)), tokens, "mlp.gate_proj", "out_features", 32),
+        "vit": (transformers.ViTModel(transformers.ViTConfig(image_size=8, patch_size=4, **small)), torch.randn(1, 3, 8, 8), "mlp.fc1", "out_features", 32),
+    }
+
+
+def _first_output(out):
+    return out[0] if isinstance(out, tuple) else out.to_tuple()[0]
+
+
+@pytest.mark.slow
+def test_hugging_face_mlp_neurons_through_the_fallback_tracer() -> None:
+    torch.manual_seed(0)
+    for family, (model, x, suffix, attribute, width) in _hf_models().items():
+        model.eval()
+        groups = find_groups(model, x)
+        assert len(groups) == 2 and all(g.name.endswith(suffix) and g.size == width for g in groups), (family, groups)
+        if family == "llama":  # gate and up projections are one group (SwiGLU product)
+            assert any(s.name.endswith("up_proj") and s.role == "out" for s in groups[0].slices)
+        keep = {g.name: torch.arange(0, g.size, 2) for g in groups}
+        masked = copy.deepcopy(model)
+        mask_groups(masked, keep, groups)
+        with torch.no_grad():
+            expected = _first_output(masked(x))
+            prune_groups(model, keep, groups)
+            got = _first_output(model(x))
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        assert getattr(groups[0].producers()[0].module, attribute) == width // 2, family

@@ -78,7 +78,10 @@ class Trace:
 
 
 def is_leaf(module: nn.Module) -> bool:
-    """Built-in ``torch.nn`` modules other than containers are traced as one op."""
+    """Built-in ``torch.nn`` modules other than containers, and Hugging Face's
+    ``Conv1D`` (GPT-2's transposed Linear), are traced as one op."""
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return True
     return type(module).__module__.startswith("torch.nn") and not isinstance(
         module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     )
