@@ -261,3 +261,18 @@ def test_masked_weights_are_refused_by_gates():
     with pytest.raises(InvalidParameterError, match="make_permanent"):
         prunekit.score_heads(model, "gradient", batches=[(torch.randn(2, 5, E), torch.tensor([0, 1]))])
     assert not torch.nn.utils.parametrize.is_parametrized(model.blocks[1].out_proj)
+
+
+def test_save_shrunk_load_shrunk_round_trip(tmp_path):
+    from prunekit.surgery import load_shrunk, save_shrunk
+
+    model = make_encoder()
+    x = torch.randn(2, 5, E, generator=gen(1))
+    prunekit.prune_heads(model, {"blocks.0": [0, 3], "blocks.1": [2]})
+    prunekit.prune_heads(model, {"blocks.0": [1]})  # a second surgery: current head 1 = original head 2
+    expected = model(x)
+    save_shrunk(model, tmp_path / "small.safetensors")
+    fresh = load_shrunk(make_encoder(seed=5), tmp_path / "small.safetensors")
+    assert isinstance(fresh.blocks[0], PrunedMultiheadAttention)
+    assert fresh.blocks[0].num_heads == 1 and fresh.blocks[0].head_index.tolist() == [1]
+    assert torch.allclose(fresh(x), expected, atol=1e-6)

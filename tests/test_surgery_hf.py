@@ -265,3 +265,21 @@ def test_heads_removed_from_a_mask_pruned_model(mode):
     assert torch.allclose(output(model, x), expected, atol=1e-5)
     attn = model.transformer.layer[0].attention
     assert attn.q_lin.weight_mask.shape == (24, 32) and attn.out_lin.weight_mask.shape == (32, 24)
+
+
+def test_save_shrunk_load_shrunk_round_trip(tmp_path):
+    from prunekit.surgery import load_shrunk, save_shrunk
+
+    def gpt2(seed: int):  # without the LM head tied to the embedding (save_shrunk refuses shared tensors)
+        torch.manual_seed(seed)
+        return tf.GPT2Model(tf.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_inner=24, n_positions=16))
+
+    model, x = gpt2(0).eval(), make("gpt2")[1]
+    prunekit.prune_heads(model, {0: [1], 1: [0, 3]})
+    prunekit.prune_mlp_neurons(model, NEURONS)
+    expected = output(model, x)
+    save_shrunk(model, tmp_path / "small.safetensors")
+    fresh = load_shrunk(gpt2(7), tmp_path / "small.safetensors").eval()
+    assert torch.allclose(output(fresh, x), expected, atol=1e-6)
+    assert fresh.h[1].attn.split_size == 16 and fresh.config.prunekit_num_heads == [3, 2]
+    assert fresh.config.n_inner == 20
