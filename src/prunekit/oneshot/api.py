@@ -26,7 +26,8 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,26 +116,26 @@ def _in_features(target: Target) -> int:
 def _sequential_groups(block: nn.Module, targets: list[Target], inputs: Captured,
                        device: torch.device) -> list[list[Target]]:
     """Targets grouped by the input tensor they read, in the order the block calls them."""
-    order: list[tuple[int, Target]] = []
+    order: list[tuple[torch.Tensor, Target]] = []  # the input objects are kept alive: no reuse of identities
     handles = []
     for target in targets:
         def hook(module: nn.Module, args: tuple[Any, ...], target: Target = target) -> None:
             if all(t is not target for _, t in order):
-                order.append((id(args[0]), target))
+                order.append((args[0], target))
         handles.append(target.module.register_forward_pre_hook(hook))
     try:
         single = Captured(inputs.hidden[:1], inputs.args[:1], inputs.kwargs[:1])
-        run_block(block, single, device, device)
+        run_block(block, single, device, None)
     finally:
         for handle in handles:
             handle.remove()
     groups: list[list[Target]] = []
-    keys: list[int] = []
-    for key, target in order:
-        if keys and keys[-1] == key:
+    last: torch.Tensor | None = None
+    for tensor, target in order:
+        if last is not None and tensor is last:
             groups[-1].append(target)
         else:
-            keys.append(key)
+            last = tensor
             groups.append([target])
     missing = [t for t in targets if all(t is not g for group in groups for g in group)]
     if missing:
@@ -169,22 +170,30 @@ def _prune_group(group: list[Target], method: OneShotMethod, stats: dict[str, In
 
 def _owl_ratios(blocks: nn.ModuleList, store: BlockStore, inputs: Captured, include: Any, exclude: Any,
                 owl_m: float, device: torch.device, progress: Callable[[OneShotProgress], None] | None) -> list[float]:
+    """Outlier ratio of every block of the dense model (its inputs from the dense blocks before it)."""
     ratios = []
     x = inputs
     for index in range(len(blocks)):
-        start = time.perf_counter()
-        if progress:
-            progress(OneShotProgress("owl", index, len(blocks), "start"))
-        block = store.load(index)
-        targets = block_targets(block, include, exclude)
-        with collect_input_stats(targets, norms=True, hessian=False) as stats:
-            y = run_block(block, x, device, store.rest)
-        ratios.append(outlier_ratio([wanda_scores(weight_matrix(t), stats[t.name].norms()) for t in targets], owl_m))
-        store.release(index)
-        x = y
-        if progress:
-            progress(OneShotProgress("owl", index, len(blocks), "done", time.perf_counter() - start))
+        with _stage(progress, "owl", index, len(blocks)):
+            block = store.load(index)
+            targets = block_targets(block, include, exclude)
+            with collect_input_stats(targets, norms=True, hessian=False) as stats:
+                x = run_block(block, x, device, store.rest)
+            ratios.append(outlier_ratio([wanda_scores(weight_matrix(t), stats[t.name].norms()) for t in targets],
+                                        owl_m))
+            store.release(index)
     return ratios
+
+
+@contextmanager
+def _stage(progress: Callable[[OneShotProgress], None] | None, stage: str, index: int, count: int) -> Iterator[None]:
+    """Send ``start`` and ``done`` (with the seconds taken) events around a stage of one block."""
+    start = time.perf_counter()
+    if progress:
+        progress(OneShotProgress(stage, index, count, "start"))
+    yield
+    if progress:
+        progress(OneShotProgress(stage, index, count, "done", time.perf_counter() - start))
 
 
 def oneshot_prune(
@@ -299,12 +308,8 @@ def oneshot_prune(
     layer_sparsity: dict[str, float] = {}
     try:
         _move_outside_blocks(model, block_list, dev)
-        t0 = time.perf_counter()
-        if progress:
-            progress(OneShotProgress("capture", 0, 1, "start"))
-        inputs = capture_block_inputs(model, block_list[0], batches, dev, store.rest)
-        if progress:
-            progress(OneShotProgress("capture", 0, 1, "done", time.perf_counter() - t0))
+        with _stage(progress, "capture", 0, 1):
+            inputs = capture_block_inputs(model, block_list[0], batches, dev, store.rest)
         levels = [sparsity] * len(block_list)
         if owl:
             ratios = _owl_ratios(block_list, store, inputs, include, exclude, owl_m, dev, progress)
@@ -313,30 +318,23 @@ def oneshot_prune(
                         [f"{s:.4f}" for s in levels])
         x = inputs
         for index in range(len(block_list)):
-            t0 = time.perf_counter()
-            if progress:
-                progress(OneShotProgress("prune", index, len(block_list), "start"))
-            block = store.load(index)
-            targets = block_targets(block, include, exclude)
-            prefix = f"{path}.{index}."
-            groups = _sequential_groups(block, targets, x, dev) if sequential else [targets]
-            need_stats = chosen.norms or chosen.hessian
-            for group in groups:
-                if need_stats:
-                    with collect_input_stats(group, norms=chosen.norms, hessian=chosen.hessian) as stats:
-                        run_block(block, x, dev, dev if store.mode == "none" else store.rest)
-                    peak = max(peak, 2 * x.nbytes + sum(s.nbytes for s in stats.values()))
+            with _stage(progress, "prune", index, len(block_list)):
+                block = store.load(index)
+                targets = block_targets(block, include, exclude)
+                prefix = f"{path}.{index}."
+                groups = _sequential_groups(block, targets, x, dev) if sequential else [targets]
+                for group in groups:
+                    stats = None
+                    if chosen.norms or chosen.hessian:
+                        with collect_input_stats(group, norms=chosen.norms, hessian=chosen.hessian) as stats:
+                            run_block(block, x, dev, None)
+                        peak = max(peak, x.nbytes + sum(s.nbytes for s in stats.values()))
                     layer_sparsity.update(_prune_group(group, chosen, stats, levels[index], nm, options, prefix, mode))
                     del stats
-                else:
-                    layer_sparsity.update(_prune_group(group, chosen, None, levels[index], nm, options, prefix, mode))
-            x = run_block(block, x, dev, store.rest)
-            peak = max(peak, 2 * x.nbytes)
-            store.release(index)
-            if progress:
-                progress(OneShotProgress("prune", index, len(block_list), "done", time.perf_counter() - t0))
-            logger.info("block %d/%d pruned at %.4f in %.2f s", index + 1, len(block_list), levels[index],
-                        time.perf_counter() - t0)
+                x = run_block(block, x, dev, store.rest)
+                peak = max(peak, 2 * x.nbytes)
+                store.release(index)
+            logger.info("block %d/%d pruned at %.4f", index + 1, len(block_list), levels[index])
     finally:
         store.finish()
         model.train(was_training)

@@ -129,12 +129,14 @@ def capture_block_inputs(
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: torch.device) -> Captured:
-    """Outputs of ``block`` for every captured batch (with the same extra arguments), kept on ``store``."""
+def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: torch.device | None) -> Captured:
+    """Outputs of ``block`` for every captured batch (with the same extra arguments), kept on
+    ``store``; with ``store=None`` the block only runs (for its hooks) and nothing is kept."""
     out = Captured(args=inputs.args, kwargs=inputs.kwargs)
     for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs):
         result = block(hidden.to(device), *to_device(args, device), **to_device(kwargs, device))
-        if isinstance(result, (tuple, list)):
-            result = result[0]
-        out.hidden.append(result.detach().to(store))
+        if store is not None:
+            if isinstance(result, (tuple, list)):
+                result = result[0]
+            out.hidden.append(result.detach().to(store))
     return out
