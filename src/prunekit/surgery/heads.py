@@ -24,7 +24,9 @@ equal; anything else is refused, because ``repeat_kv`` needs one group size.
 ``nn.MultiheadAttention`` computes its q/k/v with ``embed_dim = num_heads *
 head_dim`` and cannot hold fewer heads of the same width, so it is replaced
 by :class:`PrunedMultiheadAttention`, a module with the same forward
-signature and function (separate q/k/v/out ``Linear``) that can.
+signature, function and parameter names (it takes over the very Parameter
+objects, so optimizers and state dicts keep working) whose projections may
+hold fewer heads.
 
 Masking a head (for exactness checks and Michel et al.'s importance) is done
 by :func:`head_gates`: a gate ``xi_h`` multiplies head ``h``'s columns of the
@@ -153,7 +155,10 @@ class MlpSpec:
 
 
 def _unit_list(param: str, layer: Any, units: Any, size: int, what: str) -> list[int]:
+    """Validate a list of unit indices to remove (sorted on return)."""
     try:
+        if isinstance(units, (str, bytes)):
+            raise TypeError
         values = [int(u) for u in units]
         if any(int(u) != u for u in units):
             raise TypeError
@@ -260,13 +265,12 @@ class _ColumnGate(nn.Module):
 
     def __init__(self, gate: torch.Tensor, block: Block, dim: int, size: int) -> None:
         super().__init__()
-        self.gate, self.block, self.dim, self.size = gate, block, dim, size
+        self.gate, self.unit, self.dim, self.size = gate, block.unit, dim, size
+        self.index = torch.tensor(block.positions(range(gate.numel())), device=gate.device)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         scale = torch.ones(self.size, dtype=weight.dtype, device=weight.device)
-        units = list(range(self.gate.numel()))
-        index = torch.tensor(self.block.positions(units), device=weight.device)
-        scale = scale.index_put((index,), self.gate.to(weight.dtype).repeat_interleave(self.block.unit))
+        scale = scale.index_put((self.index,), self.gate.to(weight.dtype).repeat_interleave(self.unit))
         shape = [1] * weight.dim()
         shape[self.dim] = self.size
         return weight * scale.view(shape)
@@ -282,8 +286,8 @@ def unit_gates(
     unit ``u`` reaches its consumers multiplied by ``xi[u]`` (0 masks it).
     Implemented as a ``torch.nn.utils.parametrize`` parametrization of each
     consumer weight (its unit columns times ``xi``), removed on exit with the
-    original weight restored. The weights must be plain Parameters (make
-    pruning masks permanent first).
+    original weight restored. The weights must be Parameters (in-place masks
+    are fine; make ``reparam`` masks permanent first).
     """
     gates: dict[Any, torch.Tensor] = {}
     added: list[tuple[nn.Module, str]] = []
@@ -294,9 +298,10 @@ def unit_gates(
             for block in blocks:
                 module = model.get_submodule(block.module)
                 (tensor, dim), = block.tensors
-                if tensor_state(module, tensor) != "dense" or parametrize.is_parametrized(module, tensor):
+                if tensor_state(module, tensor) == "reparam" or parametrize.is_parametrized(module, tensor):
                     raise InvalidParameterError(
-                        "model", f"a plain {tensor} in {block.module} to gate units", "<a masked or parametrised weight>",
+                        "model", f"a plain {tensor} in {block.module} to gate units",
+                        "<a reparametrised (torch.nn.utils.prune-style) or parametrised weight>",
                         "Fix: call prunekit.make_permanent(model) first.",
                     )
                 size = getattr(module, tensor).shape[dim]
