@@ -12,13 +12,13 @@ Two criteria, one score per unit (higher = keep):
   a gate ``xi_h`` (all ones) and
   ``I_h = E_x |dL(x)/dxi_h|``,
   the expectation taken over the given batches (one absolute value per batch,
-  as in the authors' code), then normalised per layer by the L2 norm,
+  as in the authors' and Hugging Face's bertology code), then normalised per layer by the L2 norm,
   ``I_h / ||I^(l)||_2`` (section 4.2). The gates are
   :func:`prunekit.surgery.heads.head_gates`; the model runs in eval mode
   (no dropout). The same with a gate on each MLP hidden neuron gives its
   score.
 
-Selection (:func:`select_units`) removes the lowest scores, the same number
+Selection (:func:`select_heads`, :func:`select_neurons`) removes the lowest scores, the same number
 in every layer (``scope="local"``) or across layers (``scope="global"``,
 normalised scores compared directly). Grouped-query attention: ``gqa="query"``
 removes the same number of query heads from every key/value group (keeping

@@ -272,14 +272,14 @@ def load_pretrained(model_class: Any, path: str, **kwargs: Any) -> nn.Module:
             "kwargs", "no extra from_pretrained arguments for a head-pruned checkpoint", sorted(kwargs),
             "Fix: load without them, then move or cast the model.",
         )
-    from .heads import (
-        prune_heads,  # the public API lives in heads; it imports this module
-    )
+    from .heads import prune_heads  # heads imports this module at call time too
 
     model = model_class(config)
     family = hf_family(model)
+    if family is None:
+        raise CheckpointError(f"{path}: {HEADS_FIELD} in the config of a {type(model).__name__}, not a supported family")
     layers = hf_layers(model, family)
-    if family is None or len(counts) != len(layers):
+    if len(counts) != len(layers):
         raise CheckpointError(f"{path}: {HEADS_FIELD} has {len(counts)} entries for {len(layers)} layers")
     plan = {}
     for i, ((name, layer), count) in enumerate(zip(layers, counts)):
