@@ -265,3 +265,12 @@ def test_bad_input_is_refused_and_changes_nothing(kwargs, param):
     assert info.value.param == param
     assert list(model.state_dict()) == list(before)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_works_under_no_grad():
+    x, y = batch(8)
+    with torch.no_grad():
+        for method in ("snip", "grasp", "synflow"):
+            model = chain(widths=(20, 16, 5))
+            prune_at_init(model, 0.5, method, batches=(x, y), rounds=2)
+            assert kept(model) == total(model) - round(0.5 * total(model)), method

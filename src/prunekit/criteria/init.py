@@ -160,12 +160,23 @@ def _check_positive(param: str, value: Any) -> float:
 # -- gradients ------------------------------------------------------------------------------
 
 
-def _batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn, temperature: float) -> torch.Tensor:
-    inputs, targets = batch
-    logits = forward_logits(model, inputs)
-    if temperature != 1.0:
-        logits = logits / temperature
-    return loss_fn(logits, targets)
+def _batch_losses(
+    model: nn.Module, tensors: Sequence[torch.Tensor], batches: Sequence[Batch], loss_fn: LossFn | None,
+    temperature: float,
+) -> Iterator[torch.Tensor]:
+    """The loss of each batch, ``loss_fn(logits / temperature, targets)``, with autograd
+    reaching ``tensors``; buffers and modes are restored once all are consumed."""
+    loss_fn = _check_loss(loss_fn)
+    with preserved_state(model), _requiring_grad(tensors), torch.enable_grad():
+        for inputs, targets in batches:
+            logits = forward_logits(model, inputs)
+            yield loss_fn(logits / temperature if temperature != 1.0 else logits, targets)
+
+
+def _accumulate(into: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+    for acc, g in zip(into, grads):
+        if g is not None:
+            acc.add_(g.detach())
 
 
 def loss_gradients(
@@ -179,14 +190,9 @@ def loss_gradients(
     """``∂L/∂t`` for each of ``tensors`` (leaf parameters of ``model``), ``L`` the mean
     over ``batches`` of ``loss_fn(logits / temperature, targets)``. The model's
     buffers and modes are restored; no ``.grad`` is written."""
-    loss_fn = _check_loss(loss_fn)
     grads = [torch.zeros_like(t) for t in tensors]
-    with preserved_state(model), _requiring_grad(tensors):
-        for batch in batches:
-            loss = _batch_loss(model, batch, loss_fn, temperature)
-            for acc, g in zip(grads, torch.autograd.grad(loss, tensors, allow_unused=True)):
-                if g is not None:
-                    acc.add_(g.detach())
+    for loss in _batch_losses(model, tensors, batches, loss_fn, temperature):
+        _accumulate(grads, torch.autograd.grad(loss, tensors, allow_unused=True))
     return [g.div_(len(batches)) for g in grads]
 
 
@@ -201,19 +207,13 @@ def hessian_gradient_product(
     """``(g, Hg)``: the gradient ``g`` of the mean loss over ``batches`` with respect
     to ``tensors``, and the Hessian-gradient product ``Hg = ∂(∇L · stop(g))/∂θ``
     (double back-propagation, Pearlmutter 1994), batch by batch."""
-    loss_fn = _check_loss(loss_fn)
     g = loss_gradients(model, tensors, batches, loss_fn, temperature=temperature)
     hg = [torch.zeros_like(t) for t in tensors]
-    with preserved_state(model), _requiring_grad(tensors):
-        for batch in batches:
-            loss = _batch_loss(model, batch, loss_fn, temperature)
-            grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
-            dot = sum((gb * gs).sum() for gb, gs in zip(grads, g) if gb is not None and gb.requires_grad)
-            if not isinstance(dot, torch.Tensor):
-                continue  # the loss is linear in every tensor: H = 0
-            for acc, h in zip(hg, torch.autograd.grad(dot, tensors, allow_unused=True)):
-                if h is not None:
-                    acc.add_(h.detach())
+    for loss in _batch_losses(model, tensors, batches, loss_fn, temperature):
+        grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
+        dot = sum((gb * gs).sum() for gb, gs in zip(grads, g) if gb is not None and gb.requires_grad)
+        if isinstance(dot, torch.Tensor):  # otherwise the loss is linear in every tensor: H = 0
+            _accumulate(hg, torch.autograd.grad(dot, tensors, allow_unused=True))
     return g, [h.div_(len(batches)) for h in hg]
 
 
@@ -263,7 +263,7 @@ def synaptic_flow(
         state[name] = buf.detach().abs().to(torch.float64) if buf.is_floating_point() else buf
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     ones = torch.full((1, *shape), float(fill), dtype=torch.float64, device=device)
-    with preserved_state(model, eval_mode=True), _reparam_attributes_kept(model):
+    with preserved_state(model, eval_mode=True), _reparam_attributes_kept(model), torch.enable_grad():
         out = forward_logits(lambda x: torch.func.functional_call(model, state, (x,)), ones)  # type: ignore[arg-type]
         flow = out.sum()
         if not tensors:
