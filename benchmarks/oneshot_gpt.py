@@ -18,7 +18,8 @@ wall time and peak RSS growth are its own:
 * memory: a wider random-weight GPT (12 blocks of width 512, 38M parameters)
   pruned with SparseGPT by the block-by-block engine (blocks in memory, or
   offloaded to disk) against the whole-model approach (hooks on every linear
-  layer, one forward pass of the whole model, every layer's Hessian held at once).
+  layer, one forward pass of the whole model, every layer's Hessian held at
+  once), from 32 calibration windows.
 
 Timings wait for a quiet machine first (``_common.wait_quiet``) and report the
 CPU other processes used meanwhile.
@@ -73,7 +74,8 @@ def runs(quick: bool) -> list[dict]:
         out.append({"name": f"outliers: {method} 50%", "kind": "prune", "method": method,
                     "structure": "unstructured", "sparsity": 0.5, "outliers": True})
     for approach in ("whole-model", "block", "block+disk"):
-        out.append({"name": f"memory: {approach}", "kind": "memory", "approach": approach, "method": "sparsegpt"})
+        out.append({"name": f"memory: {approach}", "kind": "memory", "approach": approach, "method": "sparsegpt",
+                    "samples": 32})
     if quick:
         keep = {"dense", "outliers: dense", "magnitude 50%", "wanda 2:4", "sparsegpt 50%", "wanda 70% OWL", "outliers: wanda 50%",
                 "memory: whole-model", "memory: block+disk"}
@@ -121,7 +123,7 @@ def load(args, spec):
         model, tok, train_ids, val_ids = get_model(allow_train=False)
     if spec.get("outliers"):
         add_outliers(model)
-    calibration = sample_windows(train_ids, args.samples, args.seq_len, seed=0)
+    calibration = sample_windows(train_ids, spec.get("samples", args.samples), args.seq_len, seed=0)
     return model, calibration, val_ids[: args.eval_tokens]
 
 
