@@ -31,7 +31,6 @@ CPU other processes used meanwhile.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -42,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402  (after the sys.path line)
+from _common import (
     ForeignLoad,
     PeakRSS,
     malloc_trim,
@@ -105,9 +104,9 @@ def add_outliers(model, channels=OUTLIER_CHANNELS, c: float = OUTLIER_SCALE) -> 
 
 def load(args, spec):
     import torch
+    from oneshot_gpt_model import CONFIG, data, get_model
 
     import prunekit
-    from oneshot_gpt_model import CONFIG, data, get_model
     from prunekit.oneshot.cli import sample_windows
 
     if spec["kind"] == "memory":
@@ -157,7 +156,7 @@ def worker(args, spec: dict) -> dict:
     rss_start = rss_bytes()
     model, calibration, held_out = load(args, spec)
     out: dict = {"spec": spec, "params": sum(p.numel() for p in model.parameters()),
-                 "calibration": list(calibration.shape), "eval_tokens": int(len(held_out)) - 1}
+                 "calibration": list(calibration.shape), "eval_tokens": len(held_out) - 1}
     if spec["kind"] != "dense":
         with torch.no_grad():
             model(calibration[:8])  # warm-up: thread pools and allocator caches are not the method's memory
@@ -203,7 +202,7 @@ def spawn(args, spec: dict) -> dict:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec), "--threads", str(args.threads),
            "--samples", str(args.samples), "--seq-len", str(args.seq_len), "--eval-tokens", str(args.eval_tokens),
            "--quiet-load", str(args.quiet_load), "--max-wait", str(args.max_wait)] + (["--quick"] if args.quick else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ, PYTHONPATH=str(
         Path(__file__).resolve().parent.parent / "src")))
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):

@@ -10,7 +10,13 @@ import torch
 
 import prunekit
 from prunekit.errors import InvalidParameterError, PrunekitError
-from prunekit.oneshot import find_blocks, lm_perplexity, oneshot_prune, to_semi_structured, window_batches
+from prunekit.oneshot import (
+    find_blocks,
+    lm_perplexity,
+    oneshot_prune,
+    to_semi_structured,
+    window_batches,
+)
 from prunekit.oneshot.api import _sequential_groups
 from prunekit.oneshot.blocks import block_targets, weight_matrix
 from prunekit.oneshot.capture import calibration_batches, capture_block_inputs
@@ -271,22 +277,22 @@ def test_masks_modes_keep_prunekit_masks(mode):
 
 def _bad_calls():
     return [
-        (dict(method="obs"), "method"),
-        (dict(sparsity=1.0), "sparsity"),
-        (dict(sparsity=-0.1), "sparsity"),
-        (dict(structure="block:4x4"), "structure"),
-        (dict(structure="n:m"), "structure"),
-        (dict(structure="2:4", sparsity=0.7), "sparsity"),
-        (dict(structure="3:5"), "structure"),
-        (dict(owl=True, structure="2:4"), "owl"),
-        (dict(owl=True, sparsity=0.95), "owl_lambda"),
-        (dict(offload="ram"), "offload"),
-        (dict(mode="soft"), "mode"),
-        (dict(blocks="model.nothing"), "blocks"),
-        (dict(method="sparsegpt", structure="4:8", blocksize=12), "blocksize"),
-        (dict(calibration=torch.randn(4, 8)), "calibration"),
-        (dict(calibration="some text"), "calibration"),
-        (dict(batch_size=0), "batch_size"),
+        ({"method": "obs"}, "method"),
+        ({"sparsity": 1.0}, "sparsity"),
+        ({"sparsity": -0.1}, "sparsity"),
+        ({"structure": "block:4x4"}, "structure"),
+        ({"structure": "n:m"}, "structure"),
+        ({"structure": "2:4", "sparsity": 0.7}, "sparsity"),
+        ({"structure": "3:5"}, "structure"),
+        ({"owl": True, "structure": "2:4"}, "owl"),
+        ({"owl": True, "sparsity": 0.95}, "owl_lambda"),
+        ({"offload": "ram"}, "offload"),
+        ({"mode": "soft"}, "mode"),
+        ({"blocks": "model.nothing"}, "blocks"),
+        ({"method": "sparsegpt", "structure": "4:8", "blocksize": 12}, "blocksize"),
+        ({"calibration": torch.randn(4, 8)}, "calibration"),
+        ({"calibration": "some text"}, "calibration"),
+        ({"batch_size": 0}, "batch_size"),
     ]
 
 

@@ -39,7 +39,13 @@ from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport, sparsity_report
 from ..structures import NM, Element, create_structure
 from ..targets import Target
-from .blocks import LINEAR_TYPES, block_targets, find_blocks, set_weight_matrix, weight_matrix
+from .blocks import (
+    LINEAR_TYPES,
+    block_targets,
+    find_blocks,
+    set_weight_matrix,
+    weight_matrix,
+)
 from .capture import Captured, calibration_batches, capture_block_inputs, run_block
 from .methods import ONESHOT_METHODS, OneShotMethod
 from .offload import OFFLOAD_MODES, BlockStore
@@ -196,6 +202,57 @@ def _stage(progress: Callable[[OneShotProgress], None] | None, stage: str, index
         progress(OneShotProgress(stage, index, count, "done", time.perf_counter() - start))
 
 
+def _check_arguments(
+    model: Any, method: str, sparsity: Any, structure: Any, owl: bool, owl_lambda: float, owl_m: float,
+    offload: str, mode: str, batch_size: Any, blocksize: Any, percdamp: Any, device: Any, blocks: str | None,
+    include: Any, exclude: Any,
+) -> tuple[OneShotMethod, NM | None, float, torch.device, str, nn.ModuleList]:
+    """Validate every argument of :func:`oneshot_prune` before anything changes."""
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
+    chosen = ONESHOT_METHODS.get(method)()
+    nm = _check_structure(structure)
+    if sparsity is None:
+        sparsity = nm.fixed_sparsity if nm is not None else 0.5
+    sparsity = _check_fraction("sparsity", sparsity)
+    if nm is not None and not math.isclose(sparsity, nm.fixed_sparsity):
+        raise InvalidParameterError("sparsity", f"{nm.fixed_sparsity} (fixed by {nm.spec()}) or None", sparsity,
+                                    f"Fix: leave sparsity out for structure={nm.spec()!r}.")
+    if owl:
+        if nm is not None:
+            raise InvalidParameterError("owl", "False for N:M (its sparsity is fixed)", owl,
+                                        "Fix: use OWL with structure='unstructured'.")
+        check_owl(sparsity, owl_lambda, owl_m)
+    check_choice("offload", offload, OFFLOAD_MODES)
+    check_choice("mode", mode, MODES)
+    for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameterError(name, "a positive int", value)
+    if nm is not None and chosen.hessian and blocksize % nm.m:
+        raise InvalidParameterError("blocksize", f"a multiple of M={nm.m}", blocksize, "Fix: e.g. blocksize=128.")
+    if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not percdamp > 0:
+        raise InvalidParameterError("percdamp", "a positive float", percdamp, "Fix: e.g. percdamp=0.01.")
+    path, block_list = find_blocks(model, blocks)
+    first = next(model.parameters(), None)
+    try:
+        dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidParameterError("device", "a torch device such as 'cpu' or 'cuda:0'", device) from exc
+    for index, block in enumerate(block_list):
+        targets = block_targets(block, include, exclude)
+        for target in targets:
+            if nm is not None and _in_features(target) % nm.m:
+                raise InvalidParameterError(
+                    "structure", f"an input size divisible by M={nm.m}",
+                    f"{path}.{index}.{target.name} with {_in_features(target)} inputs",
+                    f"Fix: exclude {target.name!r} or pick M dividing {_in_features(target)}.",
+                )
+            state = target.state
+            if mode != "permanent" and state not in ("dense", mode):
+                raise InvalidParameterError("mode", f"{state!r}, the mode {target.name} is already pruned in", mode)
+    return chosen, nm, sparsity, dev, path, block_list
+
+
 def oneshot_prune(
     model: nn.Module,
     calibration: Any,
@@ -253,49 +310,12 @@ def oneshot_prune(
 
     Raises:
         InvalidParameterError: for bad arguments, before anything changes.
+        PrunekitError: when a SparseGPT Hessian stays indefinite after raising
+            the dampening; the blocks before it are then already pruned.
     """
-    if not isinstance(model, nn.Module):
-        raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
-    chosen = ONESHOT_METHODS.get(method)()
-    nm = _check_structure(structure)
-    if sparsity is None:
-        sparsity = nm.fixed_sparsity if nm is not None else 0.5
-    sparsity = _check_fraction("sparsity", sparsity)
-    if nm is not None and not math.isclose(sparsity, nm.fixed_sparsity):
-        raise InvalidParameterError("sparsity", f"{nm.fixed_sparsity} (fixed by {nm.spec()}) or None", sparsity,
-                                    f"Fix: leave sparsity out for structure={nm.spec()!r}.")
-    if owl:
-        if nm is not None:
-            raise InvalidParameterError("owl", "False for N:M (its sparsity is fixed)", owl,
-                                        "Fix: use OWL with structure='unstructured'.")
-        check_owl(sparsity, owl_lambda, owl_m)
-    check_choice("offload", offload, OFFLOAD_MODES)
-    check_choice("mode", mode, MODES)
-    for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidParameterError(name, "a positive int", value)
-    if nm is not None and chosen.hessian and blocksize % nm.m:
-        raise InvalidParameterError("blocksize", f"a multiple of M={nm.m}", blocksize, "Fix: e.g. blocksize=128.")
-    if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not percdamp > 0:
-        raise InvalidParameterError("percdamp", "a positive float", percdamp, "Fix: e.g. percdamp=0.01.")
-    path, block_list = find_blocks(model, blocks)
-    first = next(model.parameters(), None)
-    try:
-        dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidParameterError("device", "a torch device such as 'cpu' or 'cuda:0'", device) from exc
-    for index, block in enumerate(block_list):
-        targets = block_targets(block, include, exclude)
-        for target in targets:
-            if nm is not None and _in_features(target) % nm.m:
-                raise InvalidParameterError(
-                    "structure", f"an input size divisible by M={nm.m}",
-                    f"{path}.{index}.{target.name} with {_in_features(target)} inputs",
-                    f"Fix: exclude {target.name!r} or pick M dividing {_in_features(target)}.",
-                )
-            state = target.state
-            if mode != "permanent" and state not in ("dense", mode):
-                raise InvalidParameterError("mode", f"{state!r}, the mode {target.name} is already pruned in", mode)
+    chosen, nm, sparsity, dev, path, block_list = _check_arguments(
+        model, method, sparsity, structure, owl, owl_lambda, owl_m, offload, mode, batch_size, blocksize, percdamp,
+        device, blocks, include, exclude)
     batches = calibration_batches(calibration, batch_size)
 
     start = time.perf_counter()

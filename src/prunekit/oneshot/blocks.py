@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..targets import Target, select_targets
 
-__all__ = ["KNOWN_BLOCK_PATHS", "find_blocks", "block_targets", "weight_matrix", "set_weight_matrix"]
+__all__ = ["KNOWN_BLOCK_PATHS", "block_targets", "find_blocks", "set_weight_matrix", "weight_matrix"]
 
 KNOWN_BLOCK_PATHS: tuple[str, ...] = (
     "model.layers",

@@ -101,7 +101,13 @@ def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
 
 
 def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from ..io import atomic_write_text, save_sparse
     from .api import oneshot_prune

@@ -20,7 +20,7 @@ from .sparsegpt import sparsegpt_prune
 from .stats import InputStats
 from .wanda import wanda_keep
 
-__all__ = ["OneShotMethod", "ONESHOT_METHODS", "list_oneshot_methods"]
+__all__ = ["ONESHOT_METHODS", "OneShotMethod", "list_oneshot_methods"]
 
 PruneLayer = Callable[[torch.Tensor, "InputStats | None", float, "NM | None", dict[str, Any], str],
                       tuple["torch.Tensor | None", torch.Tensor]]

@@ -25,7 +25,7 @@ import torch
 
 from ..errors import InvalidParameterError
 
-__all__ = ["outlier_ratio", "owl_sparsities", "check_owl"]
+__all__ = ["check_owl", "outlier_ratio", "owl_sparsities"]
 
 logger = logging.getLogger(__name__)
 

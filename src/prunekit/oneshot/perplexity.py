@@ -20,7 +20,7 @@ from ..data.text import TokenBlockDataset
 from ..errors import InvalidParameterError
 from ..measure.accuracy import PerplexityResult, evaluate_perplexity
 
-__all__ = ["window_batches", "lm_perplexity"]
+__all__ = ["lm_perplexity", "window_batches"]
 
 
 def window_batches(ids: torch.Tensor, window: int, batch_size: int = 8, hf: bool = False) -> list[tuple]:

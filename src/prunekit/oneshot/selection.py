@@ -12,12 +12,12 @@ import torch
 
 from ..structures import NM
 
-__all__ = ["prune_count", "keep_per_matrix", "keep_per_row", "keep_nm", "nm_invalid_groups"]
+__all__ = ["keep_nm", "keep_per_matrix", "keep_per_row", "nm_invalid_groups", "prune_count"]
 
 
 def prune_count(sparsity: float, numel: int) -> int:
     """Number of entries pruned out of ``numel`` at ``sparsity`` (rounded to the nearest)."""
-    return min(numel, max(0, int(round(sparsity * numel))))
+    return min(numel, max(0, round(sparsity * numel)))
 
 
 def keep_per_matrix(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

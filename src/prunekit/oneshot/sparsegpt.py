@@ -31,7 +31,7 @@ from ..errors import PrunekitError
 from ..structures import NM
 from .selection import prune_count
 
-__all__ = ["sparsegpt_prune", "inverse_hessian_cholesky"]
+__all__ = ["inverse_hessian_cholesky", "sparsegpt_prune"]
 
 logger = logging.getLogger(__name__)
 

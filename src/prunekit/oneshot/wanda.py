@@ -19,7 +19,7 @@ import torch
 from ..structures import NM
 from .selection import keep_nm, keep_per_row
 
-__all__ = ["wanda_scores", "wanda_keep"]
+__all__ = ["wanda_keep", "wanda_scores"]
 
 
 def wanda_scores(weight: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
