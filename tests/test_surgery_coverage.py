@@ -238,10 +238,9 @@ def test_concat_offsets() -> None:
     assert model.bn.num_features == 5 and model.c.in_channels == 5 and model.fc.in_features == 32
 
 
-@pytest.mark.parametrize("how", ["chunk", "computed"])
-def test_equal_split_couples_the_parts_and_sum_of_branches(how: str) -> None:
+def test_chunk_couples_the_parts_and_sum_of_branches() -> None:
     torch.manual_seed(0)
-    model, x = Split(how), torch.randn(2, 3, 5, 5)
+    model, x = Split("chunk"), torch.randn(2, 3, 5, 5)
     groups = {g.name: g for g in find_groups(model, x)}
     assert set(groups) == {"stem", "left"}
     assert ("right", "weight", 0, "out") in _slices(groups["left"])  # summed branches: one group
@@ -252,9 +251,44 @@ def test_equal_split_couples_the_parts_and_sum_of_branches(how: str) -> None:
     assert model.stem.out_channels == 4 and model.left.in_channels == 2 and model.right.in_channels == 2
 
 
-def test_split_with_constant_sizes_is_not_pruned(caplog) -> None:
-    model = Split("constant")
-    assert [g.name for g in find_groups(model, torch.randn(1, 3, 4, 4))] == ["left"]
+@pytest.mark.parametrize("how", ["constant", "computed"])
+def test_split_sized_by_the_code_is_not_pruned(how: str) -> None:
+    # split(y, [4, 4]) and split(y, y.shape[1] // 2): the code would not follow a removal
+    assert [g.name for g in find_groups(Split(how), torch.randn(1, 3, 4, 4))] == ["left"]
+
+
+class SqueezeExcite(nn.Module):
+    """Sizes read from one tensor and used to view another (Hu et al., SE-Net, CVPR 2018)."""
+
+    def __init__(self, sized_by: str = "x") -> None:
+        super().__init__()
+        self.sized_by = sized_by
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.other = nn.Conv2d(3, 8, 1)
+        self.fc1, self.fc2 = nn.Linear(8, 4), nn.Linear(4, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, inputs):
+        x = F.relu(self.conv(inputs))
+        size_source = x if self.sized_by == "x" else self.other(inputs)
+        b, c = size_source.size(0), size_source.size(1)
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3)))))).view(b, c, 1, 1)
+        return self.head(x * gate).mean((2, 3))
+
+
+def test_size_read_and_used_as_is_couples_by_the_channels() -> None:
+    torch.manual_seed(0)
+    model, x = SqueezeExcite(), torch.randn(2, 3, 4, 4)
+    groups = {g.name: g for g in find_groups(model, x)}
+    assert set(groups) == {"conv", "fc1"}
+    assert ("fc2", "weight", 0, "out") in _slices(groups["conv"])  # gate channels = x channels
+    check_exact(model, x, list(groups.values()), {"conv": torch.tensor([0, 3, 6]), "fc1": torch.tensor([1, 2])})
+    assert model(x).shape == (2, 2)
+
+
+def test_size_of_other_channels_keeps_both() -> None:
+    model = SqueezeExcite("other")
+    assert [g.name for g in find_groups(model, torch.randn(2, 3, 4, 4))] == ["fc1"]
 
 
 def test_depthwise_conv_couples_input_and_output() -> None:
@@ -376,6 +410,45 @@ def test_fallback_tracer_for_data_dependent_control_flow(caplog) -> None:
     reference = find_groups(Concat(), x)
     assert [(g.name, g.size, sorted(_slices(g))) for g in groups] == [(g.name, g.size, sorted(_slices(g))) for g in reference]
     check_exact(model, x, groups, _random_keep(groups, 0.5))
+
+
+@pytest.mark.parametrize("mode", ["reparam", "inplace"])
+def test_fallback_tracer_on_masked_models(mode: str) -> None:
+    from prunekit.masks import apply_masks
+    from prunekit.targets import select_targets
+
+    class Branchy(Concat):
+        def forward(self, x):
+            return super().forward(x) if x.sum() > -1e9 else x
+
+    torch.manual_seed(0)
+    model, x = Branchy(), torch.randn(2, 3, 6, 6)
+    targets = select_targets(model)
+    apply_masks(targets, [torch.rand(t.shape) > 0.4 for t in targets], mode=mode)
+    groups = find_groups(model, x)
+    assert [(g.name, g.size) for g in groups] == [("a", 4), ("b", 6), ("c", 5)]
+    check_exact(model, x, groups, _random_keep(groups, 0.5))
+
+
+class Twice(nn.Module):
+    """One conv applied twice: its input and output channels are one group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 1), nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = F.relu(self.b(F.relu(self.b(F.relu(self.a(x))))))
+        return self.c(y.mean((2, 3)))
+
+
+def test_module_called_twice_couples_its_input_and_output() -> None:
+    torch.manual_seed(0)
+    model, x = Twice(), torch.randn(2, 3, 4, 4)
+    (group,) = find_groups(model, x)
+    assert {("b", "weight", 0, "out"), ("b", "weight", 1, "in")} <= _slices(group)
+    check_exact(model, x, [group], {"a": torch.tensor([1, 4])})
+    assert (model.b.in_channels, model.b.out_channels) == (2, 2)
 
 
 class TwoHeads(nn.Module):

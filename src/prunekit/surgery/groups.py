@@ -228,6 +228,10 @@ def find_groups(
     b = np.concatenate(g.edges_b) if g.edges_b else np.zeros(0, dtype=np.int64)
     roots = _components(g.atoms, a, b)
 
+    for source, target, reason in g.size_constraints:
+        if sorted(_atom_roots(g, roots, source).tolist()) != sorted(_atom_roots(g, roots, target).tolist()):
+            g.mark(source, "fixed", reason)
+            g.mark(target, "fixed", reason)
     marks: dict[str, dict[int, str]] = {"fixed": {}, "refuse": {}, "approx": {}}
     for mark in g.marks:
         for r in np.unique(_atom_roots(g, roots, mark.space)).tolist():

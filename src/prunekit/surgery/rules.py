@@ -85,6 +85,7 @@ class Graph:
         self.bindings: list[Binding] = []
         self._binding_keys: dict[tuple[int, int], Binding] = {}
         self.marks: list[Mark] = []
+        self.size_constraints: list[tuple[Space, Space, str]] = []  # must keep equal sizes
 
     # -- building ---------------------------------------------------------------------
     def new_space(self, size: int) -> Space:
@@ -966,12 +967,31 @@ def _module(g: Graph, op: Op) -> None:
         unknown(g, op)
 
 
+def _size_uses(g: Graph, op: Op) -> None:
+    """The code uses the size of tracked channels: passed as is as the size of an
+    output dim, the two must stay equal (checked after joining); used otherwise
+    (arithmetic, other ops, or any read seen by the fallback tracer), the channels
+    are kept."""
+    out = _out(op)
+    for value, d, od in op.size_uses:
+        space = value.spaces.get(d)
+        if space is None:
+            continue
+        target = out.spaces.get(od) if (od is not None and out is not None) else None
+        if target is None:
+            g.mark(space, "fixed", f"the model's code computes with the size of these channels ({_where(op)})")
+        elif target is not space:
+            g.size_constraints.append((space, target, f"{_where(op)} sizes a dim by other channels' size"))
+
+
 def apply_rules(g: Graph, ops: Iterable[Op]) -> None:
     for op in ops:
         if op.kind == "module":
             _module(g, op)
-        else:
+        elif op.target != "size_read":
             _function(g, op)
+        if op.size_uses:
+            _size_uses(g, op)
 
 
 def op_name(func: Callable[..., Any]) -> str:

@@ -67,6 +67,9 @@ class Op:
     # same structure as ``args``: True where the value was computed in the graph (fx),
     # False where it is a constant of the model's code; None when unknown (fallback tracer)
     computed: Any = None
+    # sizes of tracked tensors this op uses: (value, dim, output dim) where the size is
+    # passed as is as the size of output dim (view/reshape/expand), else (value, dim, None)
+    size_uses: list[tuple[Value, int, int | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -167,6 +170,7 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     def load(arg: Any) -> Any:
         return fx.node.map_arg(arg, lambda n: values[n])
 
+    sizes = _SizeTracker(values)
     for node in graph.nodes:
         result = recorder.results.get(node)
         if node.op == "placeholder":
@@ -179,14 +183,85 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             outputs.extend(_iter_values(load(node.args[0])))
         else:
             values[node] = _wrap(result)
+            if not _has_tensor(result):
+                sizes.non_tensor(node)
+                continue
+            uses = sizes.uses(node)
             if node.op == "call_module":
                 module = gm.get_submodule(node.target)
-                ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target)))
+                ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target), None, uses))
             else:
                 target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
                 computed = fx.node.map_aggregate(node.args, lambda a: isinstance(a, fx.Node))
-                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed))
+                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses))
     return Trace(inputs, ops, outputs, "fx")
+
+
+_SIZE_TAKERS = {"view", "reshape", "expand", "repeat", "tile", "broadcast_to"}
+
+
+class _SizeTracker:
+    """Where the graph's integers come from: ``x.shape``, ``x.size(d)`` and arithmetic
+    on them. A size of a tracked tensor passed as is to view/reshape/expand is a
+    constraint (checked once the channels are joined); any other use of it means the
+    code computes with it, so those channels are kept. ``numel()`` is not followed."""
+
+    def __init__(self, values: dict[fx.Node, Any]) -> None:
+        self.values = values
+        self.sources: dict[fx.Node, list[tuple[Value, int]]] = {}
+        self.direct: dict[fx.Node, tuple[Value, int]] = {}
+        self.shape_of: dict[fx.Node, Value] = {}
+
+    def non_tensor(self, node: fx.Node) -> None:
+        args = list(node.args)
+        first = self.values.get(args[0]) if args and isinstance(args[0], fx.Node) else None
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        if isinstance(first, Value) and (name == "size" or (name == "getattr" and args[1] == "shape")):
+            if name == "size" and (len(args) > 1 or "dim" in node.kwargs):
+                d = int(node.kwargs.get("dim", args[1] if len(args) > 1 else 0)) % first.ndim
+                self.direct[node] = (first, d)
+                self.sources[node] = [(first, d)]
+            else:
+                self.shape_of[node] = first
+                self.sources[node] = [(first, d) for d in range(first.ndim)]
+            return
+        if node.target is operator.getitem and isinstance(args[0], fx.Node) and args[0] in self.shape_of:
+            shape = self.shape_of[args[0]]
+            index = args[1]
+            if isinstance(index, int):
+                self.direct[node] = (shape, index % shape.ndim)
+                self.sources[node] = [self.direct[node]]
+            else:
+                self.sources[node] = [(shape, d) for d in range(shape.ndim)[index]] if isinstance(index, slice) else self.sources[args[0]]
+            return
+        if name in ("numel", "nelement", "dim"):
+            return
+        found: list[tuple[Value, int]] = []
+        for arg in node.all_input_nodes:
+            found.extend(self.sources.get(arg, []))
+        if found:
+            self.sources[node] = found
+
+    def uses(self, node: fx.Node) -> list[tuple[Value, int, int | None]]:
+        out: list[tuple[Value, int, int | None]] = []
+        name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+        size_args: list[Any] = []
+        if name in _SIZE_TAKERS:
+            size_args = list(node.args[1:])
+            if len(size_args) == 1 and isinstance(size_args[0], (list, tuple)):
+                size_args = list(size_args[0])
+        placed = set()
+        for od, arg in enumerate(size_args):
+            if isinstance(arg, fx.Node) and arg in self.direct:
+                value, d = self.direct[arg]
+                out.append((value, d, od))
+                placed.add(arg)
+        for arg in node.all_input_nodes:
+            if arg in placed:
+                continue
+            for value, d in self.sources.get(arg, []):
+                out.append((value, d, None))
+        return out
 
 
 # -- fallback: record one forward pass --------------------------------------------------
@@ -230,10 +305,28 @@ class _Recording(TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         name = canonical_name(func)
+        if self.depth == 0 and args and isinstance(args[0], torch.Tensor) and id(args[0]) in self.values:
+            self.size_read(func, name, args, kwargs)
         if self.depth == 0 and name not in _IGNORED and _has_tensor(result):
             in_args, in_kwargs = self.value(args), self.value(kwargs)
             self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result)))
         return result
+
+    def size_read(self, func: Callable, name: str, args: tuple, kwargs: dict) -> None:
+        """The code reads a size (``x.shape``, ``x.size(d)``, ``len(x)``): the fallback
+        cannot follow what is done with it, so it is recorded as a use of those dims."""
+        value = self.values[id(args[0])]
+        owner = getattr(getattr(func, "__self__", None), "__name__", None)
+        if name == "size" and (len(args) > 1 or "dim" in kwargs):
+            dims = [int(kwargs.get("dim", args[1] if len(args) > 1 else 0)) % max(value.ndim, 1)]
+        elif (name == "size") or (name == "get" and owner == "shape"):
+            dims = list(range(value.ndim))
+        elif name == "len":
+            dims = [0]
+        else:
+            return
+        self.ops.append(Op("function", f"{name}_{len(self.ops)}", "size_read", (value,), {}, None,
+                           size_uses=[(value, d, None) for d in dims]))
 
     def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         if self.depth == 0:
