@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 import prunekit
 from prunekit.allocation import erk_densities, lamp_scores

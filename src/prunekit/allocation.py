@@ -57,13 +57,13 @@ from .structures import Structure
 from .targets import Target, pattern_matches
 
 __all__ = [
-    "SCOPES",
     "NORMALIZERS",
-    "compute_keep_masks",
+    "SCOPES",
     "check_sparsity",
-    "units_to_prune",
-    "lamp_scores",
+    "compute_keep_masks",
     "erk_densities",
+    "lamp_scores",
+    "units_to_prune",
 ]
 
 logger = logging.getLogger(__name__)

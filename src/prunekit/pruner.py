@@ -187,7 +187,8 @@ def prune(
     ranks LAMP scores over all targets (Lee et al. 2021); ``"erk"`` gives each
     target the Erdős–Rényi-Kernel density (RigL, Evci et al. 2020) and prunes
     it locally. Criteria that need more than the model (data, initial
-    weights, learned scores) get it through ``context``. Unlike ``torch.nn.utils.prune``'s ``amount`` it is not
+    weights, learned scores) get it through ``context``. Unlike
+    ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
 

@@ -41,15 +41,15 @@ from ..targets import Target
 from .base import CRITERIA, Criterion
 
 __all__ = [
+    "DECONSTRUCTING_CRITERIA",
     "InitialWeightsCriterion",
     "LargeFinal",
-    "SmallFinal",
     "LargeInit",
-    "SmallInit",
+    "LargeInitLargeFinal",
     "MagnitudeIncrease",
     "Movement",
-    "LargeInitLargeFinal",
-    "DECONSTRUCTING_CRITERIA",
+    "SmallFinal",
+    "SmallInit",
 ]
 
 Initial = Mapping[str, torch.Tensor] | nn.Module

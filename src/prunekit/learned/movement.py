@@ -49,7 +49,7 @@ from ..schedules import AGP
 from ..targets import Target
 from .scores import ScoredWeight, ScoreWrapper, topk_mask
 
-__all__ = ["MovementPruning", "MOVEMENT_METHODS"]
+__all__ = ["MOVEMENT_METHODS", "MovementPruning"]
 
 logger = logging.getLogger(__name__)
 

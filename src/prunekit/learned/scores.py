@@ -55,7 +55,7 @@ from ..errors import InvalidParameterError, check_choice
 from ..masks import MODES, apply_masks, link_consumers
 from ..targets import Target, select_targets
 
-__all__ = ["RULES", "ScoredWeight", "ScoreWrapper", "LearnedScores", "topk_mask"]
+__all__ = ["RULES", "LearnedScores", "ScoreWrapper", "ScoredWeight", "topk_mask"]
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from ..errors import InvalidParameterError, check_choice
 from ..targets import Target
 from .scores import EVAL_MASKS, ScoredWeight, ScoreWrapper
 
-__all__ = ["Supermask", "SUPERMASK_METHODS"]
+__all__ = ["SUPERMASK_METHODS", "Supermask"]
 
 SUPERMASK_METHODS = ("bernoulli", "topk")
 
