@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignLoad, print_table, provenance, run_meta, write_json  # noqa: E402
+from _common import ForeignLoad, print_table, provenance, run_meta, write_json
 
 ROOT = Path(__file__).resolve().parent
 MNIST = ROOT.parent.parent / "shared" / "data" / "mnist"

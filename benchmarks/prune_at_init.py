@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402  (after the sys.path line)
+from _common import (
     ForeignLoad,
     PeakRSS,
     malloc_trim,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -10,14 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunekit
-from prunekit.criteria.init import SNIP, GraSP, SynFlow, hessian_gradient_product, input_flow, synaptic_flow
+from prunekit.criteria.init import (
+    SNIP,
+    GraSP,
+    SynFlow,
+    hessian_gradient_product,
+    input_flow,
+    synaptic_flow,
+)
 from prunekit.pruning_at_init import exponential_levels, is_collapsed, prune_at_init
 
 
 def chain(seed: int = 0, widths: tuple[int, ...] = (20, 100, 100, 100, 5), bias: bool = True) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Linear(a, b, bias=bias))
         if i < len(widths) - 2:
             layers.append(nn.ReLU())
@@ -223,7 +231,7 @@ def test_iterative_masks_only_shrink(monkeypatch):
     monkeypatch.setattr(prunekit.Pruner, "step", recording)
     prune_at_init(model, 0.95, "synflow", rounds=6, input_shape=(20,))
     assert len(masks) == 6
-    for earlier, later in zip(masks, masks[1:]):
+    for earlier, later in itertools.pairwise(masks):
         assert all(bool((b <= a).all()) for a, b in zip(earlier, later))
 
 

@@ -34,11 +34,18 @@ import torch
 from torch import nn
 
 from .batches import forward_logits
-from .criteria.init import as_batches, input_shape_of, loss_gradients, preserved_state, synaptic_flow
+from .criteria.init import (
+    as_batches,
+    input_shape_of,
+    loss_gradients,
+    preserved_state,
+    resolve_loss,
+    synaptic_flow,
+)
 from .errors import InvalidParameterError, check_choice
 from .targets import Target, select_targets
 
-__all__ = ["PROXIES", "zero_cost_proxies", "rankdata", "spearman"]
+__all__ = ["PROXIES", "rankdata", "spearman", "zero_cost_proxies"]
 
 PROXIES = ("grad_norm", "snip", "synflow", "fisher", "jacob_cov")
 JACOB_COV_K = 1e-5
@@ -62,9 +69,7 @@ def _synflow(model: nn.Module, targets: Sequence[Target], batch: Any, loss_fn: L
 
 
 def _fisher(model: nn.Module, targets: Sequence[Target], batch: Any, loss_fn: LossFn | None) -> float:
-    from .training import classification_loss  # training imports the pruner, which imports criteria
-
-    loss_fn = loss_fn or classification_loss
+    loss_fn = resolve_loss(loss_fn)
     modules = list({id(t.module): t.module for t in targets}.values())
     acts: list[torch.Tensor] = []
 

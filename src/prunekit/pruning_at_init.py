@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .allocation import Sparsity, check_sparsity
+from .allocation import check_sparsity
 from .criteria.base import Criterion, create_criterion
 from .criteria.init import SynFlow, as_batches, input_flow, input_shape_of
 from .errors import InvalidParameterError
 from .pruner import Pruner
 from .schedules import Iterative
 
-__all__ = ["PruneAtInitResult", "prune_at_init", "exponential_levels", "default_rounds", "is_collapsed"]
+__all__ = ["PruneAtInitResult", "default_rounds", "exponential_levels", "is_collapsed", "prune_at_init"]
 
 logger = logging.getLogger(__name__)
 

@@ -57,13 +57,14 @@ __all__ = [
     "SNIP",
     "GraSP",
     "SynFlow",
-    "preserved_state",
     "as_batches",
-    "loss_gradients",
     "hessian_gradient_product",
-    "synaptic_flow",
     "input_flow",
     "input_shape_of",
+    "loss_gradients",
+    "preserved_state",
+    "resolve_loss",
+    "synaptic_flow",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,11 @@ def as_batches(data: Any, param: str = "data") -> list[Batch]:
     return [split_batch(batch, i) for i, batch in enumerate(items)]
 
 
-def _check_loss(loss_fn: Any) -> LossFn:
+def resolve_loss(loss_fn: Any) -> LossFn:
+    """``loss_fn``, checked, or the mean cross-entropy of :func:`prunekit.training.classification_loss`."""
     if loss_fn is None:
-        from ..training import classification_loss  # training imports the pruner, which imports criteria
+        # imported here: training imports the pruner, which imports criteria
+        from ..training import classification_loss
 
         return classification_loss
     if not callable(loss_fn):
@@ -166,7 +169,7 @@ def _batch_losses(
 ) -> Iterator[torch.Tensor]:
     """The loss of each batch, ``loss_fn(logits / temperature, targets)``, with autograd
     reaching ``tensors``; buffers and modes are restored once all are consumed."""
-    loss_fn = _check_loss(loss_fn)
+    loss_fn = resolve_loss(loss_fn)
     with preserved_state(model), _requiring_grad(tensors), torch.enable_grad():
         for inputs, targets in batches:
             logits = forward_logits(model, inputs)
@@ -322,7 +325,7 @@ class _CachedScores(Criterion):
         if target.name not in self._scores:
             raise InvalidParameterError(
                 "target", f"one of the targets {self.name} was prepared for", target.name,
-                f"Fix: call prepare(model, targets, ...) with this target first (Pruner.step does).",
+                "Fix: call prepare(model, targets, ...) with this target first (Pruner.step does).",
             )
         return self._scores[target.name]
 
