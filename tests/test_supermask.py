@@ -155,3 +155,12 @@ def test_errors_leave_the_model_alone():
     sm.wrap(model, exclude="fc2")
     with pytest.raises(prunekit.InvalidParameterError, match="one wrap"):
         sm.wrap(model)
+
+
+def test_signed_constant_weights():
+    layer = _layer()
+    w = layer.weight.detach().clone()
+    Supermask(signed_constant=True).wrap(layer)
+    new = layer.parametrizations.weight.original.detach()
+    assert torch.equal(new.sign(), w.sign())
+    assert torch.allclose(new.abs(), torch.full_like(w, float(w.std())))

@@ -59,6 +59,10 @@ class Supermask(ScoreWrapper):
             ``model.parameters()`` with ``requires_grad`` trains the scores
             only; :meth:`finalize` unfreezes them.
         mode: how :meth:`finalize` stores the masks: ``"reparam"`` or ``"inplace"``.
+        signed_constant: replace every wrapped weight by ``sign(W)·σ``, with
+            ``σ`` the standard deviation of that tensor at wrap time (Zhou et
+            al.'s "signed constant" initialisation, their best supermasks).
+            Off by default: the weights are left as they are.
     """
 
     def __init__(
@@ -70,7 +74,9 @@ class Supermask(ScoreWrapper):
         score_init: float | str | None = None,
         freeze: bool = True,
         mode: str = "reparam",
+        signed_constant: bool = False,
     ) -> None:
+        self.signed_constant = bool(signed_constant)
         self.method = check_choice("method", method, SUPERMASK_METHODS)
         self.eval_mask = check_choice("eval_mask", eval_mask, EVAL_MASKS)
         if self.method == "topk":
@@ -93,6 +99,10 @@ class Supermask(ScoreWrapper):
         self.rule = self.method
 
     def _make(self, target: Target, scores: torch.Tensor) -> ScoredWeight:
+        if self.signed_constant:
+            with torch.no_grad():
+                weight = target.original
+                weight.copy_(weight.sign() * weight.float().std().to(weight.dtype))
         keep = None
         if self.sparsity is not None:
             keep = target.numel - units_to_prune(self.sparsity, target.numel, target.name)
