@@ -348,6 +348,38 @@ def test_embedding_and_parameter_used_by_a_function() -> None:
     assert model.emb.embedding_dim == 4 and model.pos.shape == (6, 4)
 
 
+class Tied(nn.Module):
+    """Output head tied to the embedding (GPT-2 style), an MLP on the residual stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx):
+        h = self.emb(idx)
+        h = h + self.fc2(F.relu(self.fc1(h)))
+        return self.head(h)
+
+
+def test_tied_weights_stay_tied(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, idx = Tied(), torch.randint(0, 20, (2, 5))
+    fresh = Tied()
+    groups = {g.name: g for g in find_groups(model, idx)}
+    assert set(groups) == {"fc1", "fc2"}
+    stream = groups["fc2"]
+    tied = next(s for s in stream.slices if s.tensor == "weight" and s.dim == 1 and s.name in ("emb", "head"))
+    assert {tied.name, *tied.aliases} == {"emb", "head"}
+    keep = {"fc1": torch.tensor([0, 5, 9]), "fc2": torch.tensor([1, 2, 6])}
+    check_exact(model, idx, list(groups.values()), keep, tmp_path, fresh)
+    for m in (model, fresh):
+        assert m.head.weight is m.emb.weight and m.emb.weight.shape == (20, 3)
+        assert m.head.in_features == 3 and m.emb.embedding_dim == 3
+
+
 # -- refusals ----------------------------------------------------------------------------
 
 

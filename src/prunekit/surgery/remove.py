@@ -15,7 +15,7 @@ from ..targets import find_reparam_hook, tensor_state
 from .groups import Group
 from .history import add_history
 from .optim import carry_optimizer
-from .slicing import SurgeryRecord, update_module_attributes
+from .slicing import SurgeryRecord, touched_modules, update_module_attributes
 
 __all__ = ["prune_groups", "mask_groups", "removed_positions"]
 
@@ -94,10 +94,6 @@ def removed_positions(keep: Mapping[str, torch.Tensor], groups: Sequence[Group])
     return removed
 
 
-def _aliases(groups: Sequence[Group]) -> dict[tuple[str, str], tuple[str, ...]]:
-    return {(s.name, s.tensor): s.aliases for g in groups for s in g.slices if s.aliases}
-
-
 def prune_groups(
     model: nn.Module,
     keep: Mapping[str, torch.Tensor],
@@ -119,20 +115,14 @@ def prune_groups(
     checked = _check_keep(keep, groups)
     _check_slices(model, groups, set(checked))
     removed = removed_positions(checked, groups)
-    aliases = _aliases(groups)
     record = SurgeryRecord()
-    touched: list[nn.Module] = []
     modules = dict(model.named_modules())
     for (name, tensor, dim), gone in removed.items():
         module = modules[name]
         extent = _extent(module, tensor, dim)
         kept = torch.tensor(sorted(set(range(extent)) - gone), dtype=torch.long)
         record.slice(model, name, tensor, dim, kept)
-        touched.append(module)
-        for alias in aliases.get((name, tensor), ()):
-            _share(module, tensor, modules[alias], tensor)
-            touched.append(modules[alias])
-    for module in dict.fromkeys(touched):
+    for module in touched_modules(model, record):
         update_module_attributes(module)
     record.kept = {name: ids.tolist() for name, ids in checked.items()}
     add_history(model, record)
@@ -147,12 +137,6 @@ def _extent(module: nn.Module, tensor: str, dim: int) -> int:
         return module._parameters[tensor + "_orig"].shape[dim]
     found = module._parameters.get(tensor)
     return (found if found is not None else module._buffers[tensor]).shape[dim]
-
-
-def _share(source: nn.Module, tensor: str, target: nn.Module, target_tensor: str) -> None:
-    """Give a module that held the same (tied) parameter the sliced one."""
-    if tensor in source._parameters and target_tensor in target._parameters:
-        target._parameters[target_tensor] = source._parameters[tensor]
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ __all__ = [
     "ParamSwap",
     "SurgeryRecord",
     "replay",
+    "touched_modules",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class SurgeryRecord:
         self.removals.append(Removal(module_name, tensor, int(dim), tuple(int(i) for i in keep.tolist())))
         if swap is not None:
             self.swaps.append(swap)
+            _share(model, swap)
 
     def extend(self, other: SurgeryRecord) -> None:
         self.removals.extend(other.removals)
@@ -251,6 +253,17 @@ class SurgeryRecord:
             kept={str(k): [int(i) for i in v] for k, v in data.get("kept", {}).items()},
             extra=dict(data.get("extra", {})),
         )
+
+
+def _share(model: nn.Module, swap: ParamSwap) -> None:
+    """Other modules that held the replaced Parameter (tied weights) get the new one."""
+    old = swap.old()
+    if old is None:
+        return
+    for module in model.modules():
+        for key, param in module._parameters.items():
+            if param is old:
+                module._parameters[key] = swap.new
 
 
 def replay(model: nn.Module, removals: Iterable[Removal]) -> SurgeryRecord:
@@ -277,6 +290,17 @@ def replay(model: nn.Module, removals: Iterable[Removal]) -> SurgeryRecord:
     record = SurgeryRecord()
     for r in removals:
         record.slice(model, r.module, r.tensor, r.dim, torch.tensor(r.keep, dtype=torch.long))
-    for name in record.modules():
-        update_module_attributes(names[name])
+    for module in touched_modules(model, record):
+        update_module_attributes(module)
     return record
+
+
+def touched_modules(model: nn.Module, record: SurgeryRecord) -> list[nn.Module]:
+    """The modules ``record`` sliced, and those holding a parameter it replaced (tied)."""
+    names = dict(model.named_modules())
+    found = {id(names[n]): names[n] for n in record.modules() if n in names}
+    new = {id(s.new) for s in record.swaps}
+    for module in model.modules():
+        if any(id(p) in new for p in module._parameters.values() if p is not None):
+            found.setdefault(id(module), module)
+    return list(found.values())
