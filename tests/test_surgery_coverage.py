@@ -348,6 +348,43 @@ def test_embedding_and_parameter_used_by_a_function() -> None:
     assert model.emb.embedding_dim == 4 and model.pos.shape == (6, 4)
 
 
+class Mixed(nn.Module):
+    """Transposed conv, instance norm, upsampling, a channels-last Linear (ConvNeXt
+    style permute), Conv1d with BatchNorm1d on a reshaped sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(6, 5, 2, stride=2)
+        self.norm = nn.InstanceNorm2d(5, affine=True)
+        self.upsample = nn.Upsample(scale_factor=2)
+        self.pointwise = nn.Linear(5, 7)
+        self.seq = nn.Conv1d(7, 4, 3, padding=1)
+        self.bn = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.upsample(self.norm(self.up(F.relu(self.down(x)))))
+        y = F.gelu(self.pointwise(y.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        y = F.relu(self.bn(self.seq(y.flatten(2))))
+        return self.head(y.mean(2))
+
+
+def test_transposed_conv_instance_norm_channels_last_linear_conv1d() -> None:
+    torch.manual_seed(0)
+    model, x = Mixed(), torch.randn(2, 3, 4, 4)
+    _randomise_norms(model)
+    groups = {g.name: g for g in find_groups(model, x)}
+    assert set(groups) == {"down", "up", "pointwise", "seq"}
+    assert ("up", "weight", 0, "in") in _slices(groups["down"]) and ("up", "weight", 1, "out") in _slices(groups["up"])
+    assert ("norm", "weight", 0, "norm") in _slices(groups["up"]) and ("pointwise", "weight", 1, "in") in _slices(groups["up"])
+    assert ("seq", "weight", 1, "in") in _slices(groups["pointwise"])
+    keep = {"down": torch.tensor([0, 4]), "up": torch.tensor([1, 2, 3]), "pointwise": torch.tensor([0, 6]), "seq": torch.tensor([3])}
+    check_exact(model, x, list(groups.values()), keep)
+    assert (model.up.in_channels, model.up.out_channels, model.norm.num_features) == (2, 3, 3)
+    assert (model.seq.in_channels, model.bn.num_features, model.head.in_features) == (2, 1, 1)
+
+
 class Tied(nn.Module):
     """Output head tied to the embedding (GPT-2 style), an MLP on the residual stream."""
 
