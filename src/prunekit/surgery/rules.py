@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .trace import Op, Value, _iter_values, canonical_name
+from .trace import Op, Value, _iter_values
 
 __all__ = ["Space", "Binding", "Graph", "apply_rules"]
 
@@ -414,12 +414,20 @@ def _join_aligned(g: Graph, op: Op, values: list[Value], d: int, out: Value, od:
         out.spaces[od] = tracked[0]
 
 
-def cat(g: Graph, op: Op) -> None:
+def _joined(op: Op) -> tuple[list[Value], Value, int] | None:
+    """The inputs, output and dim of cat/stack."""
     values = [v for v in _arg(op, 0, "tensors") if isinstance(v, Value)]
     out = _out(op)
     if out is None or not values:
+        return None
+    return values, out, int(_arg(op, 1, "dim", 0)) % out.ndim
+
+
+def cat(g: Graph, op: Op) -> None:
+    joined = _joined(op)
+    if joined is None:
         return
-    dim = int(_arg(op, 1, "dim", 0)) % out.ndim
+    values, out, dim = joined
     if any(dim in v.spaces for v in values):
         space = g.new_space(out.shape[dim])
         offset = 0
@@ -434,11 +442,10 @@ def cat(g: Graph, op: Op) -> None:
 
 
 def stack(g: Graph, op: Op) -> None:
-    values = [v for v in _arg(op, 0, "tensors") if isinstance(v, Value)]
-    out = _out(op)
-    if out is None or not values:
+    joined = _joined(op)
+    if joined is None:
         return
-    dim = int(_arg(op, 1, "dim", 0)) % out.ndim
+    values, out, dim = joined
     for d in range(values[0].ndim):
         _join_aligned(g, op, values, d, out, d if d < dim else d + 1)
 
@@ -993,6 +1000,3 @@ def apply_rules(g: Graph, ops: Iterable[Op]) -> None:
         if op.size_uses:
             _size_uses(g, op)
 
-
-def op_name(func: Callable[..., Any]) -> str:
-    return canonical_name(func)
