@@ -40,6 +40,7 @@ from .pruning_at_init import PruneAtInitResult, prune_at_init
 from .proxies import spearman, zero_cost_proxies
 from .surgery.head_importance import score_heads, score_mlp_neurons
 from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
+from .surgery.api import StructuralPruneResult, structural_prune
 from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune
 
@@ -109,6 +110,9 @@ __all__ = [
     "prune_mlp_neurons",
     "score_heads",
     "score_mlp_neurons",
+    # channel surgery with group criteria (issue 4)
+    "StructuralPruneResult",
+    "structural_prune",
     # learned masks (issue 5)
     "LearnedScores",
     "MovementPruning",
