@@ -276,3 +276,21 @@ def test_save_shrunk_load_shrunk_round_trip(tmp_path):
     assert isinstance(fresh.blocks[0], PrunedMultiheadAttention)
     assert fresh.blocks[0].num_heads == 1 and fresh.blocks[0].head_index.tolist() == [1]
     assert torch.allclose(fresh(x), expected, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_transformer_encoder_keeps_away_from_torch_fast_paths():
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(E, H, dim_feedforward=32, batch_first=True, dropout=0.0)
+    encoder = nn.TransformerEncoder(layer, 2).eval()  # eval + no_grad: torch's fused paths are candidates
+    x = torch.randn(2, 5, E, generator=gen(1))
+    pad = torch.tensor([[False] * 4 + [True], [False] * 5])
+    with torch.no_grad(), head_gates(encoder, attention_layers(encoder)) as gates:
+        gates["layers.0.self_attn"][[1]] = 0.0
+        gates["layers.1.self_attn"][[0, 3]] = 0.0
+        masked = encoder(x, src_key_padding_mask=pad)
+    prunekit.prune_heads(encoder, {"layers.0.self_attn": [1], "layers.1.self_attn": [0, 3]})
+    with torch.no_grad():
+        out = encoder(x, src_key_padding_mask=pad)
+    assert torch.allclose(out[~pad], masked[~pad], atol=1e-5)
+    assert encoder.use_nested_tensor is False

@@ -348,7 +348,11 @@ class PrunedMultiheadAttention(nn.Module):
     ``head_index`` (a buffer) holds the original index of each kept head: a
     3-d ``attn_mask`` of shape ``(N * original_num_heads, L, S)`` is read for
     the kept heads only. The attention weights returned are those of the kept
-    heads (averaged over them when ``average_attn_weights``).
+    heads (averaged over them when ``average_attn_weights``). torch's fused
+    fast paths (``nn.TransformerEncoderLayer`` / ``nn.TransformerEncoder``
+    nested tensors) assume ``embed_dim == num_heads * head_dim`` and are kept
+    away (``_qkv_same_embed_dim`` is False; :func:`replace_mha` turns off the
+    encoder's ``use_nested_tensor``).
     """
 
     def __init__(
@@ -371,14 +375,17 @@ class PrunedMultiheadAttention(nn.Module):
         inner = num_heads * head_dim
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
-        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        fused = self.kdim == embed_dim and self.vdim == embed_dim
+        # read by torch's TransformerEncoderLayer / MultiheadAttention fast paths, which assume
+        # embed_dim == num_heads * head_dim: False keeps them away from this module
+        self._qkv_same_embed_dim = False
         self.dropout, self.batch_first, self.add_zero_attn = dropout, batch_first, add_zero_attn
         self.original_num_heads = original_num_heads or num_heads
 
         def param(*shape: int) -> nn.Parameter:
             return nn.Parameter(torch.empty(*shape).normal_(0, embed_dim ** -0.5))
 
-        if self._qkv_same_embed_dim:
+        if fused:
             self.in_proj_weight = param(3 * inner, embed_dim)
             self.q_proj_weight = self.k_proj_weight = self.v_proj_weight = None
         else:
@@ -416,7 +423,7 @@ class PrunedMultiheadAttention(nn.Module):
 
     def _projections(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
         inner = self.num_heads * self.head_dim
-        if self._qkv_same_embed_dim:
+        if self.in_proj_weight is not None:
             weights = tuple(self.in_proj_weight.split(inner))
         else:
             weights = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
@@ -513,7 +520,7 @@ def mha_spec(name: str, mha: nn.Module) -> AttentionSpec:
     h, d = mha.num_heads, mha.head_dim
     inner = h * d
     bias = (("in_proj_bias", 0),) if mha.in_proj_bias is not None else ()
-    if mha._qkv_same_embed_dim:
+    if mha.in_proj_weight is not None:  # fused q/k/v
         q, k, v = (Block(name, (("in_proj_weight", 0), *bias), i * inner, d) for i in range(3))
         query, kv = [q], [k, v]
     else:
@@ -539,6 +546,12 @@ def replace_mha(model: nn.Module, name: str, record: SurgeryRecord) -> PrunedMul
     new = PrunedMultiheadAttention.from_mha(old)
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    for owner_name, owner in model.named_modules():
+        if isinstance(owner, nn.TransformerEncoder) and owner.use_nested_tensor \
+                and (not owner_name or name.startswith(owner_name + ".")):
+            # its nested-tensor fast path runs torch's fused layer, which needs embed_dim == heads * head_dim
+            owner.use_nested_tensor = False
+            logger.info("%s: nested-tensor fast path turned off (its attention %s lost heads)", owner_name, name)
     record.extra.setdefault("heads", {}).setdefault("replaced", []).append(name)
     return new
 
