@@ -23,11 +23,12 @@ and, on a *frozen random* LeNet-300-100 (no weight training at all):
 * ``random-net``        the frozen random network itself (the control)
 
 Test accuracy (10,000 MNIST test images) right after pruning and after
-fine-tuning is printed side by side. Every result is cached as JSON under
+fine-tuning is printed side by side, as the mean ± half the range over
+``--seeds`` (each seed: its own dense model, batches and Fisher sample). Every result is cached as JSON under
 ``benchmarks/cache/learned_masks/`` keyed by the configuration, so a rerun
 only computes what is missing. Wall times are not reported (shared machine).
 
-    nice -n 10 python benchmarks/learned_masks.py --json benchmarks/results/learned_masks.json
+    nice -n 10 python benchmarks/learned_masks.py --seeds 0 1 2 --json benchmarks/results/learned_masks.json
     python benchmarks/learned_masks.py --quick
 """
 
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ft-steps", type=int, default=1000)
     p.add_argument("--sm-steps", type=int, default=3000)
     p.add_argument("--fisher-batches", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run of everything per seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=str(REPO_ROOT / "benchmarks" / "cache" / "learned_masks"))
     p.add_argument("--quick", action="store_true", help="smoke test: 6,000 images, a few hundred steps")
@@ -199,6 +200,31 @@ class Bench:
         return self.cached(method, compute)
 
 
+def run_seed(args: argparse.Namespace, train, test) -> dict:
+    """Every method for ``args.seed`` (cached)."""
+    bench = Bench(args, train, test)
+    dense = bench.dense()
+    dense_acc = bench.accuracy(dense)
+    print(f"seed {args.seed}: dense LeNet-300-100 {100 * dense_acc:.2f}% test accuracy", flush=True)
+    sm_rows = [bench.supermask_run(m) for m in SM_METHODS]
+    rows = []
+    for sparsity in args.sparsities:
+        for method in PRUNE_METHODS:
+            rows.append(bench.prune_run(method, sparsity, dense))
+        print(f"  seed {args.seed}, sparsity {sparsity}: done", flush=True)
+    return {"seed": args.seed, "config": bench.config, "dense_accuracy": dense_acc, "rows": rows,
+            "supermask": sm_rows}
+
+
+def _mean_spread(values: list[float | None]) -> str:
+    """``mean ± half range`` in percent (or ``-``)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "       -       "
+    mean = sum(vals) / len(vals)
+    return f"{100 * mean:6.2f} ± {50 * (max(vals) - min(vals)):4.2f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -208,33 +234,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.dense_steps, args.ft_steps, args.sm_steps, args.fisher_batches = 300, 200, 300, 2
         args.sparsities = args.sparsities[:2]
+        args.seeds = args.seeds[:1]
     train, test = load_data(args.data, args.quick)
-    bench = Bench(args, train, test)
-    dense = bench.dense()
-    dense_acc = bench.accuracy(dense)
-    print(f"dense LeNet-300-100: {100 * dense_acc:.2f}% test accuracy", flush=True)
-    sm_rows = [bench.supermask_run(m) for m in SM_METHODS]
-    print("  supermasks: done", flush=True)
-    rows = []
-    for sparsity in args.sparsities:
-        for method in PRUNE_METHODS:
-            rows.append(bench.prune_run(method, sparsity, dense))
-            print(f"  {method} @ {sparsity}: done", flush=True)
+    runs = []
+    for seed in args.seeds:
+        args.seed = seed
+        runs.append(run_seed(args, train, test))
 
-    def pct(v):
-        return "     -" if v is None else f"{100 * v:6.2f}"
-
-    print_table(
-        "sparsity  method             achieved   acc pruned   acc fine-tuned   per-layer sparsity (fc1 fc2 fc3)",
-        [f"{r['sparsity']:8.2f}  {r['method']:17s} {pct(r['achieved'])}%   {pct(r['accuracy_pruned'])}%"
-         f"      {pct(r['accuracy_finetuned'])}%        " + " ".join(f"{100 * v:5.1f}" for v in r["layers"].values())
-         for r in rows])
-    print_table("frozen random LeNet-300-100   density   test acc",
-                [f"{r['method']:28s} {100 * r['density']:7.2f}%  {100 * r['accuracy']:6.2f}%" for r in sm_rows])
+    n = len(runs)
+    print(f"\nmean ± half range over {n} seed(s) {args.seeds}; dense: "
+          f"{_mean_spread([r['dense_accuracy'] for r in runs])}")
+    table = []
+    for i, row in enumerate(runs[0]["rows"]):
+        per_seed = [r["rows"][i] for r in runs]
+        layers = " ".join(f"{100 * sum(r['layers'][k] for r in per_seed) / n:5.1f}" for k in row["layers"])
+        table.append(f"{row['sparsity']:8.2f}  {row['method']:17s} {100 * row['achieved']:7.2f}%  "
+                     f"{_mean_spread([r['accuracy_pruned'] for r in per_seed])}  "
+                     f"{_mean_spread([r['accuracy_finetuned'] for r in per_seed])}   {layers}")
+    print_table("sparsity  method             achieved   acc pruned         acc fine-tuned     "
+                "per-layer sparsity (fc1 fc2 fc3)", table)
+    sm_table = []
+    for i, row in enumerate(runs[0]["supermask"]):
+        per_seed = [r["supermask"][i] for r in runs]
+        sm_table.append(f"{row['method']:28s} {_mean_spread([r['density'] for r in per_seed])}  "
+                        f"{_mean_spread([r['accuracy'] for r in per_seed])}")
+    print_table("frozen random LeNet-300-100   density            test acc", sm_table)
     if args.json:
-        write_json(args.json, {"meta": run_meta(provenance(), "learned_masks", args.threads),
-                               "config": bench.config, "dense_accuracy": dense_acc, "rows": rows,
-                               "supermask": sm_rows})
+        write_json(args.json, {"meta": run_meta(provenance(), "learned_masks", args.threads), "runs": runs})
     return 0
 
 
