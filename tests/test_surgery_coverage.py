@@ -390,9 +390,9 @@ class Tied(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.emb = nn.Embedding(20, 8)
+        self.emb = nn.Embedding(40, 8)
         self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
-        self.head = nn.Linear(8, 20, bias=False)
+        self.head = nn.Linear(8, 40, bias=False)
         self.head.weight = self.emb.weight
 
     def forward(self, idx):
@@ -403,7 +403,7 @@ class Tied(nn.Module):
 
 def test_tied_weights_stay_tied(tmp_path) -> None:
     torch.manual_seed(0)
-    model, idx = Tied(), torch.randint(0, 20, (2, 5))
+    model, idx = Tied(), torch.randint(0, 40, (2, 5))
     fresh = Tied()
     groups = {g.name: g for g in find_groups(model, idx)}
     assert set(groups) == {"fc1", "fc2"}
@@ -413,7 +413,7 @@ def test_tied_weights_stay_tied(tmp_path) -> None:
     keep = {"fc1": torch.tensor([0, 5, 9]), "fc2": torch.tensor([1, 2, 6])}
     check_exact(model, idx, list(groups.values()), keep, tmp_path, fresh)
     for m in (model, fresh):
-        assert m.head.weight is m.emb.weight and m.emb.weight.shape == (20, 3)
+        assert m.head.weight is m.emb.weight and m.emb.weight.shape == (40, 3)  # 120 values: stored densely
         assert m.head.in_features == 3 and m.emb.embedding_dim == 3
 
 

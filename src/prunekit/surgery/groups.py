@@ -248,11 +248,13 @@ def find_groups(
             per_root[r][k].add(p)
 
     refused = []
+    kept: dict[str, int] = defaultdict(int)
     units: dict[tuple[tuple[int, int], ...], list[int]] = defaultdict(list)
     for r, touched in per_root.items():
         if not any(g.bindings[k].role != "in" for k in touched):
             continue
         if r in marks["fixed"]:
+            kept[marks["fixed"][r]] += 1
             continue
         if r in marks["refuse"]:
             refused.append(marks["refuse"][r])
@@ -268,6 +270,8 @@ def find_groups(
             + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
             + ". Fix: exclude= the modules that produce these channels, or change the model."
         )
+    for reason, count in kept.items():
+        logger.info("%d channels kept (not offered for pruning): %s", count, reason)
     groups = [_make_group(g, key, members, per_root, marks["approx"]) for key, members in units.items()]
     groups.sort(key=lambda grp: grp._order)  # type: ignore[attr-defined]
     _name_groups(groups)

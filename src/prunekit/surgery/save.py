@@ -33,7 +33,13 @@ def save_shrunk(model: nn.Module, path: str | os.PathLike[str], *, record: Surge
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "an nn.Module", f"<{type(model).__name__}>")
     history = surgery_history(model) if record is None else record
-    return save_sparse(model, path, metadata={_KEY: history.to_json()})
+    state_dict = model.state_dict()
+    seen: set[int] = set()
+    for key, tensor in state_dict.items():
+        if tensor.numel() and tensor.data_ptr() in seen:
+            state_dict[key] = tensor.clone()  # a tied weight: safetensors stores no shared memory
+        seen.add(tensor.data_ptr())
+    return save_sparse(state_dict, path, metadata={_KEY: history.to_json()})
 
 
 def read_history(path: str | os.PathLike[str]) -> SurgeryRecord:

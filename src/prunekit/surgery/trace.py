@@ -325,7 +325,8 @@ class _Recording(TorchFunctionMode):
             dims = [0]
         else:
             return
-        self.ops.append(Op("function", f"{name}_{len(self.ops)}", "size_read", (value,), {}, None,
+        label = {"get": "shape", "len": "len"}.get(name, name)
+        self.ops.append(Op("function", f"{label}_{len(self.ops)}", "size_read", (value,), {}, None,
                            size_uses=[(value, d, None) for d in dims]))
 
     def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
