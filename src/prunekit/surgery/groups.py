@@ -212,8 +212,15 @@ def find_groups(
             one-group GroupNorm); their ``notes`` say why.
 
     Returns the groups in trace order. The network's input and output channels
-    are never in a group. Raises :class:`UnsupportedOperationError` when an
-    operation that would be mis-modelled touches prunable channels.
+    are never in a group. Channels are kept (not offered, logged at INFO with
+    the reason) when an operation mixes them (softmax, mean, LayerNorm unless
+    ``approximate``), pads them, splits them into several dims (attention
+    heads), or when the model's code computes with their size (``x.view(-1, 400)``,
+    ``split(y, [3, 5])``, ``c // h`` from ``x.shape``; the fallback tracer cannot
+    follow sizes, so there every read size and every view/split of channels
+    keeps them). Raises :class:`UnsupportedOperationError` when an operation
+    that would be mis-modelled (channel/pixel shuffle, indexing channels, an
+    unknown function or module) touches channels that could otherwise be pruned.
     """
     inputs = _as_tuple(example_inputs)
     patterns = _check_patterns("exclude", exclude)
