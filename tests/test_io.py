@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 from safetensors import safe_open
 
 import prunekit
@@ -171,3 +172,59 @@ def test_atomic_writes_have_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+class _TiedLM(nn.Module):
+    """An embedding and an output head sharing one weight (as GPT-2's lm_head and wte)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.mid = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mid(self.emb(ids))))
+
+
+def _tied(seed: int = 0) -> _TiedLM:
+    torch.manual_seed(seed)
+    return _TiedLM()
+
+
+@pytest.mark.parametrize("mode", [None, "reparam", "inplace"])
+def test_tied_weights_save_sparse_round_trip(tmp_path, mode):
+    model = _tied()
+    if mode is not None:
+        prunekit.prune(model, 0.5, mode=mode)
+    ids = torch.randint(0, 50, (3, 7))
+    expected = model(ids)
+    path = tmp_path / "tied.safetensors"
+    prunekit.save_sparse(model, path)
+    state = prunekit.load_sparse(path)
+    assert set(state) == set(model.state_dict())
+    key = "emb.weight_orig" if mode == "reparam" else "emb.weight"
+    if mode == "inplace":  # the head's mask makes it a different entry from the embedding's zeros
+        assert torch.equal(state[key], state["head.weight"])
+    else:
+        assert state[key] is state[key.replace("emb", "head")]  # one tensor under both names
+    fresh = prunekit.load_sparse(path, _tied(1))
+    assert fresh.head.weight is fresh.emb.weight or mode == "reparam"
+    torch.testing.assert_close(fresh(ids), expected, rtol=0, atol=0)
+
+
+def test_tied_weight_pruned_in_reparam_mode_is_masked_in_every_holder():
+    model = _tied()
+    prunekit.prune(model, 0.5, mode="reparam")  # targets Linear weights: head (tied to emb), mid
+    assert torch.equal(model.emb.weight, model.head.weight)  # the embedding reads the masked tensor too
+    assert model.emb.weight_orig is model.head.weight_orig
+    ids = torch.randint(0, 50, (3, 7))
+    before = model(ids)
+    prunekit.prune(model, 0.7, mode="reparam")  # a second step updates both holders
+    assert model.emb.weight_mask is model.head.weight_mask
+    assert torch.equal(model.emb.weight, model.head.weight)
+    before = model(ids)
+    prunekit.make_permanent(model)
+    assert model.head.weight is model.emb.weight
+    torch.testing.assert_close(model(ids), before, rtol=0, atol=0)

@@ -163,6 +163,12 @@ def logical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[s
     return out
 
 
+def _view_key(tensor: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, ...]:
+    """Identifies tensors that are views of the same memory (tied weights)."""
+    key = (tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride()))
+    return key + (() if mask is None else (mask.data_ptr(), tuple(mask.shape)))
+
+
 def save_sparse(
     model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
     path: str | os.PathLike[str],
@@ -171,7 +177,9 @@ def save_sparse(
     """Save a pruned model (or state dict) compressed; return the file's size in bytes.
 
     The size follows the number of non-zeros: at 90% sparsity fp32 weights take
-    about 0.13 of their dense size (1 bit of mask + 10% of the values).
+    about 0.13 of their dense size (1 bit of mask + 10% of the values). Tied
+    tensors (one memory under several names, e.g. a language-model head and
+    its embedding) are stored once and come back as one tensor.
     """
     if isinstance(model_or_state_dict, nn.Module):
         state_dict = model_or_state_dict.state_dict()
@@ -183,10 +191,17 @@ def save_sparse(
         )
     tensors: dict[str, torch.Tensor] = {}
     entries: dict[str, dict[str, Any]] = {}
+    seen: dict[tuple[Any, ...], str] = {}
     for name, (state, tensor, mask) in logical_tensors(state_dict).items():
         if _SEP in name:
             raise InvalidParameterError("state_dict", f"keys without {_SEP!r}", name)
         info: dict[str, Any] = {"shape": list(tensor.shape), "dtype": _dtype_name(tensor.dtype), "state": state}
+        view = _view_key(tensor, mask)
+        if view in seen:  # a tied tensor: stored once, the other names refer to it
+            info["alias"] = seen[view]
+            entries[name] = info
+            continue
+        seen[view] = name
         if state == "reparam":
             info["mask_dtype"] = _dtype_name(mask.dtype)
             info["encoding"] = _encode(name, tensor, mask != 0, tensors)
@@ -258,6 +273,8 @@ def load_sparse(
     state_dict: dict[str, torch.Tensor] = {}
     try:
         for name, info in entries.items():
+            if "alias" in info:
+                continue
             if info["encoding"] == "dense":
                 state_dict[name] = tensors[name]
                 continue
@@ -270,6 +287,12 @@ def load_sparse(
                 state_dict[name + "_mask"] = keep
             else:
                 state_dict[name] = dense
+        for name, info in entries.items():
+            if "alias" in info:  # tied tensors come back as one tensor under every name
+                source = info["alias"]
+                for suffix in ("", "_orig", "_mask"):
+                    if source + suffix in state_dict:
+                        state_dict[name + suffix] = state_dict[source + suffix]
     except KeyError as exc:
         raise CheckpointError(f"{str(path)!r} lacks the stored tensor {exc} (corrupt file?).") from exc
     if model is None:

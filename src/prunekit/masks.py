@@ -114,8 +114,19 @@ _CONSUMED_CHILDREN: tuple[tuple[type[nn.Module], str], ...] = ((nn.MultiheadAtte
 
 
 def link_consumers(model: nn.Module) -> None:
-    """Make reparametrised children that their parent reads directly stay current
-    (adds a :class:`RefreshPruned` pre-hook where needed; idempotent)."""
+    """Keep every reader of a reparametrised tensor current (idempotent).
+
+    * Children that their parent reads directly (``MultiheadAttention``'s
+      ``out_proj``) get a :class:`RefreshPruned` pre-hook on the parent.
+    * A reparametrised parameter that other modules hold too (tied weights,
+      e.g. a language-model head and its input embedding) is masked in every
+      holder: the holder gets the same ``<name>_orig`` Parameter, the same mask
+      tensor and the same hook. One parameter is pruned everywhere it is used,
+      as in the in-place mode, and ``make_permanent`` (which writes the masked
+      values into the shared Parameter, as ``torch.nn.utils.prune.remove``
+      does) leaves the outputs unchanged.
+    """
+    _mask_tied_holders(model)
     for module in model.modules():
         for kind, child_name in _CONSUMED_CHILDREN:
             if not isinstance(module, kind):
@@ -127,6 +138,44 @@ def link_consumers(model: nn.Module) -> None:
                 continue
             if not any(isinstance(h, RefreshPruned) and h.child == child_name for h in module._forward_pre_hooks.values()):
                 module.register_forward_pre_hook(RefreshPruned(child_name))
+
+
+def _mask_tied_holders(model: nn.Module) -> None:
+    sources: dict[int, tuple[nn.Module, str, Any]] = {}
+    for module in model.modules():
+        for pname, param in module._parameters.items():
+            if param is None or not pname.endswith("_orig"):
+                continue
+            hook = find_reparam_hook(module, pname[:-5])
+            if hook is not None and pname[:-5] + "_mask" in module._buffers:
+                sources.setdefault(id(param), (module, pname[:-5], hook))
+    if not sources:
+        return
+    for qualified, holder in model.named_modules():
+        for pname, param in list(holder._parameters.items()):
+            key = pname[:-5] if pname.endswith("_orig") else pname
+            source = sources.get(id(param))
+            if source is None or source[0] is holder:
+                continue
+            module, name, hook = source
+            if key != name:
+                raise InvalidParameterError(
+                    "model",
+                    f"tied parameters under the same name in every module (a masked {name!r} is also "
+                    f"{qualified}.{pname})",
+                    f"<{type(holder).__name__}.{pname}>",
+                    "Fix: prune in mode='inplace', which masks the shared tensor itself.",
+                )
+            if pname == name:  # a plain holder: reparametrise it like the source
+                holder.register_parameter(name + "_orig", param)
+                del holder._parameters[name]
+                logger.info("%s.%s is tied to a pruned parameter: masked there too", qualified, name)
+            for hkey, old in list(holder._forward_pre_hooks.items()):
+                if isinstance(old, torch_prune.BasePruningMethod) and old._tensor_name == name:
+                    del holder._forward_pre_hooks[hkey]
+            holder._buffers[name + "_mask"] = module._buffers[name + "_mask"]
+            holder.register_forward_pre_hook(hook)
+            setattr(holder, name, hook.apply_mask(holder))
 
 
 # -- in-place enforcement --------------------------------------------------------
