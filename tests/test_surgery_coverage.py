@@ -37,7 +37,14 @@ EXPECTED_GROUPS = {
     "resnet32": 18,
     "resnet56": 30,
     "mobilenetv2_cifar": 25,
-    "gpt_tiny": 4,  # the MLP of each block (residual stream: LayerNorm, heads: surgery.heads)
+    "gpt_tiny": 2,  # the MLP of each of its 2 blocks here (residual stream: LayerNorm; heads: surgery.heads)
+}
+# smaller than the defaults where the constructor allows it (the test is about structure)
+SMALL = {
+    "gpt_tiny": {"n_layer": 2, "n_embd": 32, "n_head": 2, "vocab_size": 65},
+    "conv2": {"image_size": 16},
+    "conv4": {"image_size": 16},
+    "conv6": {"image_size": 16},
 }
 SLOW = {"resnet56", "vgg16_bn", "mobilenetv2_cifar", "resnet32"}
 
@@ -50,7 +57,7 @@ def _input(name: str) -> torch.Tensor:
         return torch.randn(1, 784, generator=g)
     if name in ("lenet5", "tutorial_lenet"):
         return torch.randn(1, 1, 28, 28, generator=g)
-    size = 32 if name.startswith(("vgg", "conv")) else 8
+    size = 32 if name.startswith("vgg") else 16 if name.startswith("conv") else 8
     return torch.randn(1, 3, size, size, generator=g)
 
 
@@ -106,7 +113,7 @@ def _zoo_params():
 def test_zoo_model_discovery_removal_exactness_round_trip(name: str, tmp_path) -> None:
     assert name in EXPECTED_GROUPS, f"new zoo model {name}: add it to EXPECTED_GROUPS"
     torch.manual_seed(0)
-    model = prunekit.create_model(name)
+    model = prunekit.create_model(name, **SMALL.get(name, {}))
     fresh = copy.deepcopy(model)
     _randomise_norms(model)
     x = _input(name)

@@ -629,8 +629,7 @@ def conv(g: Graph, op: Op, name: str, module: nn.modules.conv._ConvNd) -> None:
     if module.transposed:
         if groups != 1:
             g.mark(x.spaces.get(1), "fixed", f"grouped transposed convolution {name}")
-            g.mark(g.new_space(out.shape[1]), "fixed", "")
-            return
+            return  # its output channels get no space: never pruned
         if 1 in x.spaces:
             g.bind(name, "weight", 0, x.spaces[1], "in")
         _produce(g, out, 1, name, 1, has_bias)
@@ -643,7 +642,7 @@ def conv(g: Graph, op: Op, name: str, module: nn.modules.conv._ConvNd) -> None:
     elif per_in == 1:
         # depthwise (with channel multiplier per_out): input channel c feeds outputs c*per_out ...
         space = _produce(g, out, 1, name, 0, has_bias)
-        inp = g.space_for(x, 1, "in", "")
+        inp = g.space_for(x, 1, "in", f"channels of an untracked tensor (network input?) into {_where(op)}")
         atoms = np.arange(space.size)
         g.union(space, atoms, inp, atoms // per_out)
     else:
@@ -656,8 +655,7 @@ def conv(g: Graph, op: Op, name: str, module: nn.modules.conv._ConvNd) -> None:
             space = out.spaces[1]
             atoms = np.arange(space.size)
             g.union(space, atoms, space, atoms % per_out)
-        else:
-            g.mark(g.new_space(out.shape[1]), "fixed", "")
+        # one output a group: an output channel is a whole conv group, not pruned (no space)
 
 
 def linear(g: Graph, op: Op, name: str, transposed: bool = False) -> None:
@@ -683,7 +681,7 @@ def per_channel(g: Graph, op: Op, name: str, tensors: Iterable[str], dim: int = 
         out.spaces[d] = space
     if x.ndim <= dim or x.shape[dim] <= 1:
         return None
-    space = g.space_for(x, dim, "norm", "")
+    space = g.space_for(x, dim, "norm", f"channels of an untracked tensor (network input?) into {_where(op)}")
     out.spaces[dim] = space
     for t in tensors:
         g.bind(name, t, 0, space, "norm")
