@@ -544,6 +544,8 @@ def test_exclude_drops_the_groups_touching_a_module() -> None:
     assert [g.name for g in find_groups(model, x, exclude="c")] == []  # c reads a and b, c is never changed
     with pytest.raises(prunekit.InvalidParameterError, match="exclude"):
         find_groups(model, x, exclude=[3])
+    with pytest.raises(prunekit.InvalidParameterError, match="Did you mean 'bn'"):
+        find_groups(model, x, exclude="bnn")
 
 
 def test_extra_groups_declare_a_coupling() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError, PrunekitError
+from ..errors import InvalidParameterError, PrunekitError, did_you_mean
 from ..targets import pattern_matches
 from .rules import Binding, Graph, apply_rules
 from .trace import trace
@@ -143,10 +143,17 @@ def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
     )
 
 
-def _check_patterns(param: str, value: str | Iterable[str]) -> list[str]:
+def _check_patterns(param: str, value: str | Iterable[str], model: nn.Module) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     if not all(isinstance(v, str) for v in items):
         raise InvalidParameterError(param, "module names or glob patterns (strings)", value)
+    names = [n for n, _ in model.named_modules() if n]
+    for pattern in items:
+        if not any(pattern_matches(pattern, n) for n in names):
+            raise InvalidParameterError(
+                param, f"names or patterns matching modules of {type(model).__name__}", pattern,
+                ("Fix: use qualified module names (model.named_modules())." + did_you_mean(pattern, names)).strip(),
+            )
     return items
 
 
@@ -223,7 +230,7 @@ def find_groups(
     unknown function or module) touches channels that could otherwise be pruned.
     """
     inputs = _as_tuple(example_inputs)
-    patterns = _check_patterns("exclude", exclude)
+    patterns = _check_patterns("exclude", exclude, model)
     if not isinstance(approximate, bool):
         raise InvalidParameterError("approximate", "True or False", approximate)
     traced = trace(model, inputs)
