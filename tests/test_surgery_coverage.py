@@ -344,6 +344,23 @@ def test_group_norm_prelu_exact_and_layer_norm_approximate() -> None:
     assert model.ln.normalized_shape == (4,) and model(x).shape == (2, 2)
 
 
+def test_norms_whose_size_nothing_records_are_kept() -> None:
+    gn = nn.Sequential(nn.Conv2d(3, 8, 1), nn.GroupNorm(4, 8, affine=False), nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(36, 2))
+    assert [g.name for g in find_groups(gn, torch.randn(1, 3, 3, 3))] == ["2"]
+    ln = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8, elementwise_affine=False), nn.Linear(8, 2))
+    assert find_groups(ln, torch.randn(1, 3), approximate=True) == []
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.w = nn.Linear(3, 8), nn.Linear(8, 2), nn.Parameter(torch.ones(8))
+
+        def forward(self, x):
+            return self.b(F.layer_norm(self.a(x), (8,), self.w))
+
+    assert find_groups(Functional(), torch.randn(1, 3), approximate=True) == []
+
+
 def test_embedding_and_parameter_used_by_a_function() -> None:
     torch.manual_seed(0)
     model, idx = Embedder(), torch.randint(0, 20, (2, 5))

@@ -864,14 +864,10 @@ def _functional_layer(g: Graph, op: Op) -> None:
             for p in params:
                 g.bind(p.ref[0], p.ref[1], 0, space, "norm")
         return
-    if name == "layer_norm":
-        shape = tuple(_arg(op, 1, "normalized_shape"))
-        layer_norm(g, op, None, shape, ())
-        space = x.spaces.get(x.ndim - 1)
-        if space is not None and len(shape) == 1:
-            for p in values[1:]:
-                if p.ref is not None:
-                    g.bind(p.ref[0], p.ref[1], 0, space, "norm")
+    if name in ("layer_norm", "group_norm"):
+        # the normalised shape / group count is written in the calling code
+        unary(g, op)
+        g.mark_value(op.out, "fixed", f"{_where(op)}: functional normalisation, its size is in the model's code")
         return
     if not isinstance(weight, Value) or weight.ref is None:
         unknown(g, op, "(functional layer with a computed weight)")
@@ -946,6 +942,10 @@ def _module(g: Graph, op: Op) -> None:
         keep_leading(g, op)
     elif isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
         per_channel(g, op, name, _NORM_TENSORS)
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and getattr(module, "weight", None) is None:
+        # no parameter to slice, so nothing would carry its new shape into the saved model
+        unary(g, op)
+        g.mark_value(op.out, "fixed", f"{_where(op)} has no affine parameters to record its new size")
     elif isinstance(module, nn.LayerNorm) or type(module).__name__ == "RMSNorm":
         layer_norm(g, op, name, tuple(module.normalized_shape), ("weight", "bias"))
     elif isinstance(module, nn.GroupNorm):
