@@ -264,6 +264,30 @@ def test_split_sized_by_the_code_is_not_pruned(how: str) -> None:
     assert [g.name for g in find_groups(Split(how), torch.randn(1, 3, 4, 4))] == ["left"]
 
 
+class ToImage(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.a, self.c = nn.Linear(3, 8), nn.Conv2d(8, 4, 1)
+        self.unflatten = nn.Unflatten(1, (8, 1, 1))
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.how == "module":
+            y = self.unflatten(y)
+        elif self.how == "function":
+            y = torch.unflatten(y, 1, (8, 1, 1))
+        else:
+            y = y[:, :, None, None]
+        return self.c(y).flatten(1)
+
+
+@pytest.mark.parametrize("how, found", [("module", []), ("function", []), ("index", ["a"])])
+def test_unflatten_with_constant_sizes_keeps_channels(how: str, found: list[str]) -> None:
+    # nn.Unflatten(1, (8, 1, 1)) and torch.unflatten(y, 1, (8, 1, 1)) write 8 in the code; y[:, :, None, None] does not
+    assert [g.name for g in find_groups(ToImage(how), torch.randn(1, 3))] == found
+
+
 class SqueezeExcite(nn.Module):
     """Sizes read from one tensor and used to view another (Hu et al., SE-Net, CVPR 2018)."""
 

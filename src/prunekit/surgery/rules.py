@@ -292,6 +292,19 @@ def _flatten_into(g: Graph, x: Value, dims: list[int], out: Value, od: int) -> N
 def _size_args(op: Op) -> list[bool] | None:
     """For view/reshape/expand/repeat: per output dim, whether its size was computed
     (True) or written as a constant (False) in the model's code; None if not known."""
+    out = _out(op)
+    if op.kind == "module":
+        # nn.Unflatten holds its sizes as constants
+        return [False] * out.ndim if isinstance(op.target, nn.Unflatten) and out is not None else []
+    if op.target == "unflatten" and out is not None:
+        if op.computed is None:
+            return None
+        dim = int(_arg(op, 1, "dim")) % (out.ndim - len(op.args[2]) + 1)
+        sizes = op.computed[2] if len(op.computed) > 2 else ()
+        flags = [True] * out.ndim
+        for k, f in enumerate(sizes if isinstance(sizes, (list, tuple)) else [sizes] * len(op.args[2])):
+            flags[dim + k] = bool(f) or op.args[2][k] == -1
+        return flags
     if op.kind != "function" or op.target not in ("view", "reshape", "expand", "repeat", "tile", "broadcast_to"):
         return []
     if op.computed is None:
