@@ -314,6 +314,6 @@ def test_bn_l1_penalty_value_and_training_effect() -> None:
     for lam in (0.0, 0.05):
         torch.manual_seed(0)
         m = ConvBN()
-        prunekit.fit(m, [(x, y)] * 20, epochs=1, lr=0.05, loss_fn=slimming_loss(m, lam))
+        prunekit.fit(m, [(x, y)] * 8, epochs=1, lr=0.1, loss_fn=slimming_loss(m, lam))
         norms[lam] = float(m.bn.weight.detach().abs().sum())
-    assert norms[0.05] < norms[0.0] - 0.5
+    assert norms[0.05] < norms[0.0] - 0.3

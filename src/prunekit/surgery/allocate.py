@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -150,17 +151,12 @@ def allocate(
     groups: Sequence[Group],
     scores: Mapping[str, torch.Tensor],
     ratio: float,
-    *,
-    scope: str = "local",
-    normalize: str = "mean",
-    max_layer_ratio: float | None = None,
-    round_to: int | None = None,
-    base_sizes: Mapping[str, int] | None = None,
+    **options: Any,
 ) -> dict[str, torch.Tensor]:
-    """``{group name: sorted LongTensor of channels to keep}`` for :func:`prunekit.surgery.prune_groups`."""
+    """``{group name: sorted LongTensor of channels to keep}`` for :func:`prunekit.surgery.prune_groups`;
+    ``options`` are those of :func:`keep_counts` (``scope``, ``normalize``, ``max_layer_ratio``,
+    ``round_to``, ``base_sizes``)."""
     missing = [g.name for g in groups if g.name not in scores]
     if missing:
         raise InvalidParameterError("scores", "a score tensor for every group", f"<missing {missing[:5]}>")
-    counts = keep_counts(groups, scores, ratio, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
-                         round_to=round_to, base_sizes=base_sizes)
-    return select_channels(groups, scores, counts)
+    return select_channels(groups, scores, keep_counts(groups, scores, ratio, **options))

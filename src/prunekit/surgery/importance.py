@@ -228,6 +228,23 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+@torch.no_grad()
+def _forward_batches(model: nn.Module, batches: Sequence[Any], handles: Sequence[Any]) -> None:
+    """Run the inputs of ``batches`` through ``model`` in eval mode, then remove the hook ``handles``
+    and restore the training flag."""
+    was_training = model.training
+    device = _device(model)
+    try:
+        model.eval()
+        for i, batch in enumerate(batches):
+            inputs, _ = split_batch(batch, i)
+            forward_logits(model, to_device(inputs, device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 class GroupTaylor(GroupCriterion):
     """First-order Taylor importance (Molchanov et al. 2019, eq. 4 summed over the group):
     ``I_c = mean_b | sum_{w in channel c} w · ∂L_b/∂w |`` over the batches ``b`` and the
@@ -330,18 +347,7 @@ class HRank(GroupCriterion):
                 sums[name] += ranks.sum(0).cpu()
                 counts[name] += maps.shape[0]
 
-        handles = [m.register_forward_hook(hook) for m, _ in watched.values()]
-        was_training = model.training
-        device = _device(model)
-        try:
-            model.eval()
-            for i, batch in enumerate(self.batches):
-                inputs, _ = split_batch(batch, i)
-                forward_logits(model, to_device(inputs, device))
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
+        _forward_batches(model, self.batches, [m.register_forward_hook(hook) for m, _ in watched.values()])
         return {name: (sums[name] / max(counts[name], 1)).float() for name in sums}
 
 
@@ -454,19 +460,7 @@ class ThiNet(GroupCriterion):
                 per_channel = contrib[:, idx.reshape(-1)].reshape(contrib.shape[0], *idx.shape).sum(-1)
                 collected[name].setdefault(id(s), []).append(per_channel.cpu())
 
-        handles = [m.register_forward_pre_hook(hook) for m, _ in consumers.values()]
-        was_training = model.training
-        device = _device(model)
-        try:
-            model.eval()
-            with torch.no_grad():
-                for i, batch in enumerate(self.batches):
-                    inputs, _ = split_batch(batch, i)
-                    forward_logits(model, to_device(inputs, device))
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
+        _forward_batches(model, self.batches, [m.register_forward_pre_hook(hook) for m, _ in consumers.values()])
         out: dict[str, list[tuple[Slice, torch.Tensor]]] = {}
         for g in groups:
             out[g.name] = [(s, torch.cat(collected[g.name][id(s)])) for s in g.consumers()

@@ -1,0 +1,260 @@
+"""Structural pruning of CIFAR ResNets to about half the MACs: prunekit against Torch-Pruning.
+
+Models: the pretrained ResNet-20 (``../shared/data/pretrained``) and a ResNet-56
+trained here (``benchmarks/train_cifar_resnet.py``, cached in ``benchmarks/cache``),
+on the CIFAR-10 JPEG copy. Each is pruned, in the same run and from the same weights:
+
+* ``prunekit``:   ``prunekit.structural_prune(model, x, ratio=R, criterion="l2")``
+* ``torch-pruning``: Torch-Pruning 1.6.1 (``pip install torch-pruning``; a benchmark-only
+  dependency), ``BasePruner(importance=GroupMagnitudeImportance(p=2), pruning_ratio=R,
+  global_pruning=False, ignored_layers=[fc])``
+* with ``--criteria``: prunekit's other group criteria at the same ratio (``slimming``,
+  ``taylor``, ``hrank``, ``thinet``, ``random``; the data-driven ones get 4 training batches).
+
+Both remove the same fraction ``R`` of every coupled group (local ranking) by group
+L2 magnitude (prunekit sums the squares over the producers' rows, the BatchNorm
+weight and bias and the consumers' columns; Torch-Pruning averages the per-layer
+squared norms over the group). The default ``R = 5/16`` removes a whole number of
+channels from every group of 16, 32 and 64, so both libraries reach the same
+architecture (MACs ratio (11/16)² ≈ 0.47).
+
+Figures: wall time of the pruning call; parameters and MACs after/before; CPU
+latency at batch 1 and 64 (``--threads``, median of ``--repeats``, each model
+timed only after ``wait_quiet``; a figure taken while other processes used more
+than ``--quiet-load`` cores is marked ``busy`` and is not a result); test
+accuracy before fine-tuning and after ``--finetune-steps`` SGD steps (batch 64,
+lr 0.01 cosine, momentum 0.9, weight decay 5e-4, flip + crop, the same batches
+in the same order for every method).
+
+    python benchmarks/structural.py --json benchmarks/results/structural.json
+    python benchmarks/structural.py --models resnet20 --criteria slimming,taylor,hrank,random
+    python benchmarks/structural.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import ForeignLoad, REPO_ROOT, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
+from train_cifar_resnet import AugmentedBatches, cache_path, load_cifar  # noqa: E402
+
+PRETRAINED = REPO_ROOT.parent / "shared" / "data" / "pretrained" / "resnet20_cifar10_dense.safetensors"
+RESNET56 = dict(minutes=50.0, batch=64, lr=0.05, seed=0)  # train_cifar_resnet.py's defaults
+DEFAULT_RATIO = 5 / 16
+
+
+def load_model(name: str, quick: bool, weights: str | None):
+    import prunekit
+
+    if name == "resnet20":
+        path = Path(weights) if weights else PRETRAINED
+    else:
+        path = Path(weights) if weights else cache_path(name, **RESNET56)
+    if not path.is_file():
+        if quick:
+            print(f"[quick] {path} missing: random weights for {name}")
+            return prunekit.create_model(name)
+        sys.exit(f"{path} not found. Train it first: nice -n 10 python benchmarks/train_cifar_resnet.py --model {name}")
+    return prunekit.create_model(name, weights=path)
+
+
+def accuracy(model, test) -> float:
+    import prunekit
+
+    return prunekit.evaluate(model, AugmentedBatches(*test, batch_size=500, augment=False)).accuracy
+
+
+def finetune(model, train, steps: int, seed: int) -> float:
+    """``steps`` SGD steps on seeded augmented batches; returns the seconds taken."""
+    import torch
+
+    import prunekit
+
+    if steps == 0:
+        return 0.0
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
+                          lr=0.01, momentum=0.9)
+    t0 = time.perf_counter()
+    prunekit.fit(model, AugmentedBatches(*train, batch_size=64, seed=seed), epochs=max(1, -(-steps * 64 // len(train[0]))),
+                 optimizer=opt, lr_schedule="cosine", max_steps=steps)
+    model.eval()
+    return time.perf_counter() - t0
+
+
+def prune_prunekit(model, x, ratio: float, criterion: str, batches):
+    import prunekit
+
+    prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches)
+
+
+def prune_torch_pruning(model, x, ratio: float):
+    import torch_pruning as tp
+
+    pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, global_pruning=False, ignored_layers=[model.fc])
+    pruner.step()
+
+
+def latency(model, batch: int, args) -> dict:
+    """Median latency in ms at ``batch``, taken in a quiet moment; ``busy`` if the machine was not quiet."""
+    import torch
+
+    from prunekit.measure import measure_latency
+
+    x = torch.randn(batch, 3, 32, 32)
+    best = None
+    for _attempt in range(args.attempts):
+        waited, _ = wait_quiet(args.quiet_load, 1.0, args.max_wait)
+        with ForeignLoad() as load:
+            res = measure_latency(model, x, warmup=5, repeats=args.repeats, threads=args.threads)
+        entry = {"median_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
+                 "foreign_load": round(load.cores, 2), "waited_s": round(waited, 1),
+                 "busy": load.cores >= args.quiet_load}
+        if best is None or (best["busy"] and not entry["busy"]):
+            best = entry
+        if not entry["busy"]:
+            break
+    return best
+
+
+def run_model(name: str, args, train, test, calib) -> list[dict]:
+    import torch
+
+    import prunekit
+
+    x1 = torch.randn(1, 3, 32, 32)
+    dense = load_model(name, args.quick, args.weights.get(name)).eval()
+    dense_params = prunekit.measure.count_parameters(dense).params
+    dense_macs = prunekit.measure.count_macs(dense, x1, norms=False).dense_macs
+    dense_acc = accuracy(dense, test)
+    print(f"{name}: dense accuracy {dense_acc:.4f}, {dense_params:,} params, {dense_macs:,} MACs", flush=True)
+    rows = [{"model": name, "method": "dense", "params": dense_params, "macs": dense_macs,
+             "acc_before_ft": dense_acc, "acc_after_ft": None, "prune_s": 0.0, "module": dense}]
+    methods = [("prunekit", "l2"), ("torch-pruning", "l2")] + [("prunekit", c) for c in args.criteria]
+    for lib, criterion in methods:
+        model = copy.deepcopy(dense)
+        torch.manual_seed(0)
+        if not args.no_latency:
+            wait_quiet(args.quiet_load, 1.0, args.max_wait)
+        with ForeignLoad() as load:
+            t0 = time.perf_counter()
+            if lib == "prunekit":
+                prune_prunekit(model, x1, args.ratio, criterion, calib)
+            else:
+                prune_torch_pruning(model, x1, args.ratio)
+            seconds = time.perf_counter() - t0
+        model.eval()
+        params = prunekit.measure.count_parameters(model).params
+        macs = prunekit.measure.count_macs(model, x1, norms=False).dense_macs
+        before = accuracy(model, test)
+        ft_s = finetune(model, train, args.finetune_steps, seed=1)
+        after = accuracy(model, test)
+        print(f"{name} {lib} {criterion}: prune {seconds:.2f}s, params {params / dense_params:.3f}x, "
+              f"MACs {macs / dense_macs:.3f}x, acc {before:.4f} -> {after:.4f} (fine-tune {ft_s:.0f}s)", flush=True)
+        rows.append({"model": name, "method": lib, "criterion": criterion, "params": params, "macs": macs,
+                     "params_ratio": params / dense_params, "macs_ratio": macs / dense_macs, "prune_s": seconds,
+                     "prune_foreign_load": round(load.cores, 2),
+                     "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s, "module": model})
+    if not args.no_latency:
+        for row in rows:
+            if row["method"] == "dense" or row.get("criterion") == "l2":
+                for batch in (1, 64):
+                    row[f"latency_b{batch}"] = latency(row["module"], batch, args)
+        base = rows[0]
+        for row in rows[1:]:
+            for batch in (1, 64):
+                lat = row.get(f"latency_b{batch}")
+                if lat:
+                    row[f"speedup_b{batch}"] = base[f"latency_b{batch}"]["median_ms"] / lat["median_ms"]
+                    row[f"busy_b{batch}"] = lat["busy"] or base[f"latency_b{batch}"]["busy"]
+    for row in rows:
+        del row["module"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="resnet20,resnet56")
+    parser.add_argument("--ratio", type=float, default=DEFAULT_RATIO)
+    parser.add_argument("--criteria", default="", help="extra prunekit criteria, e.g. slimming,taylor,hrank,random")
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on this many test images (all: 10,000)")
+    parser.add_argument("--calib-batches", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--attempts", type=int, default=5)
+    parser.add_argument("--quiet-load", type=float, default=0.25)
+    parser.add_argument("--max-wait", type=float, default=120.0)
+    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--resnet20-weights", default=None)
+    parser.add_argument("--resnet56-weights", default=None)
+    parser.add_argument("--quick", action="store_true", help="smoke: 500 test images, 5 fine-tuning steps, few repeats")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    args.criteria = [c for c in args.criteria.split(",") if c]
+    args.weights = {"resnet20": args.resnet20_weights, "resnet56": args.resnet56_weights}
+    if args.quick:
+        args.test_limit, args.finetune_steps = 500, 5
+        args.repeats, args.attempts, args.max_wait = 3, 1, 2.0
+    source = provenance()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    train = load_cifar("train", 2000 if args.quick else None)
+    test = load_cifar("test", args.test_limit)
+    calib = list(AugmentedBatches(*train, batch_size=64, seed=7, augment=False))[: args.calib_batches]
+    rows = []
+    for name in [m for m in args.models.split(",") if m]:
+        rows += run_model(name, args, train, test, calib)
+
+    def lat(row: dict, batch: int) -> str:
+        entry = row.get(f"latency_b{batch}")
+        if not entry:
+            return "-"
+        speed = row.get(f"speedup_b{batch}")
+        return f"{entry['median_ms']:.1f}" + (f" ({speed:.2f}x)" if speed else "") + ("*" if entry["busy"] else "")
+
+    header = (f"{'model':9} {'method':14} {'criterion':9} {'prune s':>8} {'params':>7} {'MACs':>6} "
+              f"{'acc':>7} {'acc+ft':>7} {'lat b1 ms':>16} {'lat b64 ms':>16}")
+    print_table(header, [
+        f"{r['model']:9} {r['method']:14} {r.get('criterion', '-'):9} {r['prune_s']:8.3f} "
+        f"{r['params'] / 1e3:6.0f}k {r.get('macs_ratio', 1.0):6.3f} {r['acc_before_ft']:7.4f} "
+        f"{(r['acc_after_ft'] if r['acc_after_ft'] is not None else r['acc_before_ft']):7.4f} "
+        f"{lat(r, 1):>16} {lat(r, 64):>16}"
+        for r in rows
+    ])
+    print("* = taken while other processes used the CPU (not a result); speedups are dense / pruned; "
+          "prune s with the other load in the JSON (prune_foreign_load)")
+    for r in rows:
+        if r.get("speedup_b64") and not r.get("busy_b64"):
+            goal = 0.85 / r["macs_ratio"]
+            print(f"{r['model']} {r['method']}: batch-64 speedup {r['speedup_b64']:.2f}x vs target "
+                  f"{goal:.2f}x (0.85 x MAC reduction {1 / r['macs_ratio']:.2f}x): "
+                  f"{'met' if r['speedup_b64'] >= goal else 'MISSED'}")
+    if args.json:
+        meta = run_meta(source, "structural", args.threads)
+        meta.update({"ratio": args.ratio, "finetune_steps": args.finetune_steps, "test_images": len(test[0]),
+                     "quick": args.quick, "torch_pruning": _tp_version(), "cpu_count": os.cpu_count()})
+        write_json(args.json, {"meta": meta, "rows": rows})
+
+
+def _tp_version() -> str:
+    try:
+        import torch_pruning
+
+        return getattr(torch_pruning, "__version__", "?")
+    except ImportError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    main()
