@@ -361,3 +361,15 @@ def test_carry_optimizer_after_the_fact() -> None:
     assert torch.equal(opt.state[net.fc.weight]["momentum_buffer"], momentum[KEEP["fc"]][:, [4, 5, 6, 7, 12, 13, 14, 15]])
     assert all(any(p is q for q in opt.param_groups[0]["params"]) for p in net.parameters())
     _train_step(net, opt)
+
+
+def test_keep_slices_after_two_rounds_of_reparam_pruning() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 3)
+    for _ in range(2):  # the second round wraps the hooks in a PruningContainer
+        apply_masks(select_targets(lin), [torch.rand(3, 4) > 0.3])
+    effective = lin.weight.detach().clone()
+    keep_slices(lin, "weight", 0, _keep(0, 2))
+    update_module_attributes(lin)
+    assert torch.equal(lin.weight, effective[[0, 2]]) and lin.weight_orig.shape == (2, 4)
+    assert torch.nn.utils.prune.is_pruned(lin)
