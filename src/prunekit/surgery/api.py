@@ -130,21 +130,32 @@ def _apply_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, to
     return _macs(twin, example_inputs)
 
 
-def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], scores: Mapping[str, torch.Tensor], target: int,
-                    example_inputs: Any, alloc: Callable[[float], dict[str, torch.Tensor]]) -> float:
-    """Smallest channel ratio whose MACs are <= ``target`` (bisection on copies)."""
+def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], target: int, example_inputs: Any,
+                    alloc: Callable[[float], dict[str, torch.Tensor]]) -> float:
+    """Smallest channel ratio whose MACs are <= ``target`` (bisection on copies; ratios giving
+    the same channel counts are counted once)."""
+    seen: dict[tuple[int, ...], int] = {}
+
+    def macs_at(r: float) -> int:
+        keep = alloc(r)
+        key = tuple(int(keep[g.name].numel()) for g in groups)
+        if key not in seen:
+            seen[key] = _apply_copy(model, groups, keep, example_inputs)
+        return seen[key]
+
     lo, hi = 0.0, 1.0 - 1e-6
-    if _apply_copy(model, groups, alloc(hi), example_inputs) > target:
+    if macs_at(hi) > target:
         raise InvalidParameterError(
             "macs_target", "a target reachable within the caps (removing every allowed channel still exceeds it)",
             target, "Fix: raise macs_target, relax max_layer_ratio, or exclude fewer layers.",
         )
     for _ in range(_BISECTIONS):
         mid = (lo + hi) / 2
-        if _apply_copy(model, groups, alloc(mid), example_inputs) <= target:
+        if macs_at(mid) <= target:
             hi = mid
         else:
             lo = mid
+    logger.debug("macs target %d: ratio %.5f after %d MAC counts", target, hi, len(seen))
     return hi
 
 
@@ -236,7 +247,7 @@ def structural_prune(
             keep = alloc(ratio * i / steps)
         else:
             goal = int(macs_before * (1 - (1 - float(macs_target)) * i / steps))
-            keep = alloc(_ratio_for_macs(model, groups, scores, goal, example_inputs, alloc))
+            keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
         crit.after_selection(model, groups, keep)
         records.append(prune_groups(model, keep, groups, optimizer=optimizer))
