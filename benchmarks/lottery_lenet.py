@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         from prunekit.lottery import instability_analysis
 
         for name, run in runs.items():
-            stored = run.out / "instability" / f"instability_{args.instability:03d}_0_1.json"
-            if stored.is_file():
-                instability[name] = json.loads(stored.read_text())
+            cached = run.out / "instability" / f"instability_{args.instability:03d}_0_1.json"
+            if cached.is_file():
+                instability[name] = json.loads(cached.read_text())
             else:
                 plots = Path(args.plots) if args.plots else None
                 result = instability_analysis(run, args.instability, seeds=(0, 1), points=11)
