@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -820,42 +820,15 @@ def _function(g: Graph, op: Op) -> None:
     refs = [v for v in _iter_values((op.args, op.kwargs)) if v.ref is not None]
     if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding")):
         return
-    if name in _UNARY:
-        unary(g, op)
-    elif name in _NARY:
-        elementwise(g, op)
-    elif name in _SPATIAL:
-        keep_leading(g, op)
-    elif name in _RESHAPE:
-        reshape(g, op)
-    elif name in _PERMUTE:
-        permute(g, op)
-    elif name in _EXPAND:
-        expand(g, op)
-    elif name in ("cat", "concat", "concatenate"):
-        cat(g, op)
-    elif name == "stack":
-        stack(g, op)
-    elif name in ("split", "chunk", "tensor_split", "unbind", "split_with_sizes"):
-        split(g, op)
-    elif name == "pad":
-        pad(g, op)
-    elif name in ("matmul", "mm", "bmm"):
-        matmul(g, op)
-    elif name == "scaled_dot_product_attention":
-        sdpa(g, op)
-    elif name in _MIXING:
-        along_dim(g, op, _arg(op, 1, "dim", 1 if name == "normalize" else None), "fixed", "channel-mixing")
-    elif name in _REDUCE:
-        _reduce(g, op)
-    elif name in _INDEXING:
-        _indexing(g, op)
-    elif name in _REFUSED:
-        unknown(g, op, _REFUSED[name])
-    elif name in ("linear", "conv1d", "conv2d", "conv3d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "embedding", "prelu"):
-        _functional_layer(g, op)
-    else:
-        unknown(g, op)
+    _FUNCTION_RULES.get(name, unknown)(g, op)
+
+
+def _mixing(g: Graph, op: Op) -> None:
+    along_dim(g, op, _arg(op, 1, "dim", 1 if op.target == "normalize" else None), "fixed", "channel-mixing")
+
+
+def _refused(g: Graph, op: Op) -> None:
+    unknown(g, op, _REFUSED[op.target])
 
 
 def _functional_layer(g: Graph, op: Op) -> None:
@@ -918,6 +891,27 @@ def _functional_layer(g: Graph, op: Op) -> None:
     if isinstance(bias, Value) and bias.ref is not None:
         g.bind(bias.ref[0], bias.ref[1], 0, space, "norm")
 
+
+_FUNCTIONAL_LAYERS = ("linear", "conv1d", "conv2d", "conv3d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "embedding", "prelu")
+_FUNCTION_RULES: dict[str, Callable[[Graph, Op], None]] = {
+    **dict.fromkeys(_UNARY, unary),
+    **dict.fromkeys(_NARY, elementwise),
+    **dict.fromkeys(_SPATIAL, keep_leading),
+    **dict.fromkeys(_RESHAPE, reshape),
+    **dict.fromkeys(_PERMUTE, permute),
+    **dict.fromkeys(_EXPAND, expand),
+    **dict.fromkeys(("cat", "concat", "concatenate"), cat),
+    "stack": stack,
+    **dict.fromkeys(("split", "chunk", "tensor_split", "unbind", "split_with_sizes"), split),
+    "pad": pad,
+    **dict.fromkeys(("matmul", "mm", "bmm"), matmul),
+    "scaled_dot_product_attention": sdpa,
+    **dict.fromkeys(_MIXING, _mixing),
+    **dict.fromkeys(_REDUCE, _reduce),
+    **dict.fromkeys(_INDEXING, _indexing),
+    **dict.fromkeys(_REFUSED, _refused),
+    **dict.fromkeys(_FUNCTIONAL_LAYERS, _functional_layer),
+}
 
 _ACTIVATIONS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
