@@ -375,10 +375,6 @@ def reshape(g: Graph, op: Op) -> None:
             g.mark_value(x, "fixed", f"{_where(op)} splits channels into several dims", dims=ins)
 
 
-def flatten_module(g: Graph, op: Op) -> None:
-    reshape(g, op)
-
-
 def permute(g: Graph, op: Op) -> None:
     x, out = _tensors(op)[0], _out(op)
     if out is None:
