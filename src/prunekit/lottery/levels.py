@@ -24,8 +24,11 @@ A level (or control) is finished exactly when its ``metrics.json`` exists;
 every file is written atomically, so a killed run resumes at the first
 unfinished one and never recomputes a finished one. Every level trains from
 files and seeds only (its own init and data-order seeds), so a resumed run
-gives bit-exactly the results of an uninterrupted one. A run directory whose
-stored fingerprint differs from the config's is refused.
+gives bit-exactly the results of an uninterrupted one (on the same machine and
+torch thread count: CPU reductions depend on the thread split). A run directory
+whose stored fingerprint differs from the config's, or whose data sets had
+other sizes, is refused with the changed fields named (the data's contents are
+not hashed).
 """
 
 from __future__ import annotations
