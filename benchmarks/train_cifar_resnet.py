@@ -16,7 +16,7 @@ The weights go to ``benchmarks/cache/<model>_cifar10jpeg_<minutes>min_b<batch>_l
 configuration loads them instead of training. ``--time-epoch`` only measures the
 time of a few steps and extrapolates one epoch, to choose ``--minutes``.
 
-    nice -n 10 python benchmarks/train_cifar_resnet.py --minutes 45 --threads 2
+    nice -n 10 python benchmarks/train_cifar_resnet.py --minutes 50 --threads 2
     python benchmarks/train_cifar_resnet.py --time-epoch
     python benchmarks/train_cifar_resnet.py --quick          # smoke: 20 steps on 2,000 images
 """
@@ -177,7 +177,7 @@ def train(model_name: str, minutes: float, seed: int, lr: float, threads: int, b
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet56")
-    parser.add_argument("--minutes", type=float, default=45.0)
+    parser.add_argument("--minutes", type=float, default=50.0)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,7 @@ def _round_keep(keep: int, group: Group, step: int, max_removed: int) -> int:
         return keep
     lower = max((keep // step) * step, step)
     upper = min(lower + step, group.size)
-    rounded = lower if keep - lower < upper - keep or (keep - lower == upper - keep) else upper
+    rounded = lower if keep - lower <= upper - keep else upper  # ties keep fewer
     if group.size - rounded > max_removed:
         rounded = min(upper, group.size)
     return min(max(rounded, step), group.size)
