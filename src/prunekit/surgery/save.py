@@ -33,13 +33,7 @@ def save_shrunk(model: nn.Module, path: str | os.PathLike[str], *, record: Surge
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "an nn.Module", f"<{type(model).__name__}>")
     history = surgery_history(model) if record is None else record
-    state_dict = model.state_dict()
-    seen: set[int] = set()
-    for key, tensor in state_dict.items():
-        if tensor.numel() and tensor.data_ptr() in seen:
-            state_dict[key] = tensor.clone()  # a tied weight: safetensors stores no shared memory
-        seen.add(tensor.data_ptr())
-    return save_sparse(state_dict, path, metadata={_KEY: history.to_json()})
+    return save_sparse(model.state_dict(), path, metadata={_KEY: history.to_json()})  # tied weights stored once
 
 
 def read_history(path: str | os.PathLike[str]) -> SurgeryRecord:
