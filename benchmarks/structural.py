@@ -6,8 +6,8 @@ on the CIFAR-10 JPEG copy. Each is pruned, in the same run and from the same wei
 
 * ``prunekit``:   ``prunekit.structural_prune(model, x, ratio=R, criterion="l2")``
 * ``torch-pruning``: Torch-Pruning 1.6.1 (``pip install torch-pruning``; a benchmark-only
-  dependency), ``BasePruner(importance=GroupMagnitudeImportance(p=2), pruning_ratio=R,
-  global_pruning=False, ignored_layers=[fc])``
+  dependency), ``BasePruner(importance=GroupMagnitudeImportance(p=2, bias=True),
+  pruning_ratio=R, global_pruning=False, ignored_layers=[fc])``
 * with ``--criteria``: prunekit's other group criteria at the same ratio (``slimming``,
   ``taylor``, ``hrank``, ``thinet``, ``random``; the data-driven ones get 4 training batches).
 * with ``--macs-global 0.5``: prunekit's global ranking (group L2, each group's scores divided by
@@ -16,7 +16,9 @@ on the CIFAR-10 JPEG copy. Each is pruned, in the same run and from the same wei
 Both remove the same fraction ``R`` of every coupled group (local ranking) by group
 L2 magnitude (prunekit sums the squares over the producers' rows, the BatchNorm
 weight and bias and the consumers' columns; Torch-Pruning averages the per-layer
-squared norms over the group). The default ``R = 5/16`` removes a whole number of
+squared norms over the group, which ranks the same; its ``bias=True`` makes it score
+the BatchNorm bias as prunekit does, and both then keep the very same channels:
+``--tp-bias 0`` is Torch-Pruning's default, without biases). The default ``R = 5/16`` removes a whole number of
 channels from every group of 16, 32 and 64, so both libraries reach the same
 architecture (MACs ratio (11/16)² ≈ 0.47).
 
@@ -102,10 +104,11 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
                                   batches=batches)
 
 
-def prune_torch_pruning(model, x, ratio: float):
+def prune_torch_pruning(model, x, ratio: float, bias: bool):
     import torch_pruning as tp
 
-    pruner = tp.pruner.BasePruner(model, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+    importance = tp.importance.GroupMagnitudeImportance(p=2, bias=bias)
+    pruner = tp.pruner.BasePruner(model, x, importance=importance,
                                   pruning_ratio=ratio, global_pruning=False, ignored_layers=[model.fc])
     pruner.step()
 
@@ -158,7 +161,7 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
             if lib.startswith("prunekit"):
                 prune_prunekit(model, x1, args.ratio, criterion, calib, macs_target)
             else:
-                prune_torch_pruning(model, x1, args.ratio)
+                prune_torch_pruning(model, x1, args.ratio, bool(args.tp_bias))
             seconds = time.perf_counter() - t0
         model.eval()
         params = prunekit.measure.count_parameters(model).params
@@ -203,6 +206,8 @@ def main() -> None:
     parser.add_argument("--quiet-load", type=float, default=0.25)
     parser.add_argument("--max-wait", type=float, default=120.0)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--tp-bias", type=int, default=1, choices=(0, 1),
+                        help="Torch-Pruning scores biases too (1, as prunekit does: same channels chosen) or not (0)")
     parser.add_argument("--macs-global", type=float, default=None,
                         help="add a prunekit row with scope='global' down to this MACs fraction (e.g. 0.5)")
     parser.add_argument("--resnet20-weights", default=None)
@@ -252,7 +257,7 @@ def main() -> None:
                   f"{'met' if r['speedup_b64'] >= goal else 'MISSED'}")
     if args.json:
         meta = run_meta(source, "structural", args.threads)
-        meta.update({"ratio": args.ratio, "finetune_steps": args.finetune_steps, "test_images": len(test[0]),
+        meta.update({"ratio": args.ratio, "tp_bias": args.tp_bias, "finetune_steps": args.finetune_steps, "test_images": len(test[0]),
                      "quick": args.quick, "torch_pruning": _tp_version(), "cpu_count": os.cpu_count()})
         write_json(args.json, {"meta": meta, "rows": rows})
 
