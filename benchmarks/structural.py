@@ -98,7 +98,8 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
     import prunekit
 
     if macs_target is None:
-        prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches)
+        # measure=False: no parameter/MAC counts inside the timed call (Torch-Pruning makes none)
+        prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches, measure=False)
     else:  # one global ranking (group scores divided by their mean) down to the MACs target
         prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion, scope="global",
                                   batches=batches)

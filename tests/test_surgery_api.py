@@ -146,6 +146,15 @@ def test_errors_change_nothing() -> None:
     assert state.keys() == ref.keys() and all(torch.equal(state[k], ref[k]) for k in ref)
 
 
+def test_measure_false_skips_the_counts() -> None:
+    model = _model()
+    result = prunekit.structural_prune(model, X, ratio=0.25, measure=False)
+    assert result.macs_before is None and result.params_ratio is None and "not measured" in str(result)
+    assert model.c1.out_channels == 12
+    with pytest.raises(InvalidParameterError, match="measure"):
+        prunekit.structural_prune(model, X, ratio=0.25, measure="no")
+
+
 def test_result_reports_and_serialises() -> None:
     model = _model()
     result = prunekit.structural_prune(model, X, ratio=0.25)

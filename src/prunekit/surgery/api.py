@@ -54,23 +54,27 @@ class StructuralPruneResult:
 
     criterion: str
     scope: str
-    params_before: int
-    params_after: int
-    macs_before: int
-    macs_after: int
+    params_before: int | None
+    params_after: int | None
+    macs_before: int | None
+    macs_after: int | None
     channels_before: dict[str, int]
     channels_after: dict[str, int]
     records: list[SurgeryRecord] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
-    def params_ratio(self) -> float:
-        """Parameters after / before."""
+    def params_ratio(self) -> float | None:
+        """Parameters after / before (None when not measured)."""
+        if self.params_before is None or self.params_after is None:
+            return None
         return self.params_after / self.params_before if self.params_before else 1.0
 
     @property
-    def macs_ratio(self) -> float:
-        """MACs after / before."""
+    def macs_ratio(self) -> float | None:
+        """MACs after / before (None when not measured)."""
+        if self.macs_before is None or self.macs_after is None:
+            return None
         return self.macs_after / self.macs_before if self.macs_before else 1.0
 
     @property
@@ -87,8 +91,10 @@ class StructuralPruneResult:
         }
 
     def __str__(self) -> str:
-        return (f"structural_prune({self.criterion}, {self.scope}): {len(self.groups_pruned)} groups pruned, "
-                f"params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x), "
+        head = f"structural_prune({self.criterion}, {self.scope}): {len(self.groups_pruned)} groups pruned"
+        if self.params_ratio is None or self.macs_ratio is None:
+            return head + " (not measured)"
+        return (f"{head}, params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x), "
                 f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)")
 
 
@@ -178,6 +184,7 @@ def structural_prune(
     finetune: Callable[[nn.Module, int], None] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     criterion_options: Mapping[str, Any] | None = None,
+    measure: bool = True,
 ) -> StructuralPruneResult:
     """Physically remove channels from ``model`` (in place) and return what changed.
 
@@ -195,6 +202,8 @@ def structural_prune(
         finetune: ``finetune(model, step)`` called after each step but the last.
         optimizer: its state is carried over to the smaller parameters.
         criterion_options: extra keyword arguments of the criterion (e.g. ``{"roles": ("out",)}``).
+        measure: count parameters and MACs before and after (``False`` skips the two forward
+            passes of the count when only ``ratio`` is given; the counts are then None).
 
     Raises:
         InvalidParameterError: for bad arguments, before anything is changed.
@@ -211,6 +220,9 @@ def structural_prune(
         raise InvalidParameterError("macs_target", "a float in (0, 1] (MACs after / before)", macs_target,
                                     "Fix: e.g. macs_target=0.5.")
     steps = _check_int("steps", steps, 1)
+    if not isinstance(measure, bool):
+        raise InvalidParameterError("measure", "True or False", measure)
+    measure = measure or macs_target is not None  # a MACs target needs the counts anyway
     scope = check_choice("scope", scope, SCOPES)
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
@@ -225,8 +237,8 @@ def structural_prune(
     groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
-    params_before = count_parameters(model).params
-    macs_before = _macs(model, example_inputs)
+    params_before = count_parameters(model).params if measure else None
+    macs_before = _macs(model, example_inputs) if measure else None
     base_sizes = {g.name: g.size for g in groups}
     records: list[SurgeryRecord] = []
     crit = make()
@@ -246,7 +258,7 @@ def structural_prune(
         if ratio is not None:
             keep = alloc(ratio * i / steps)
         else:
-            goal = int(macs_before * (1 - (1 - float(macs_target)) * i / steps))
+            goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
             keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
         crit.after_selection(model, groups, keep)
@@ -258,8 +270,8 @@ def structural_prune(
             finetune(model, i)
     result = StructuralPruneResult(
         criterion=getattr(crit, "name", type(crit).__name__), scope=scope,
-        params_before=params_before, params_after=count_parameters(model).params,
-        macs_before=macs_before, macs_after=_macs(model, example_inputs),
+        params_before=params_before, params_after=count_parameters(model).params if measure else None,
+        macs_before=macs_before, macs_after=_macs(model, example_inputs) if measure else None,
         channels_before={n: base_sizes[n] for n in current}, channels_after=current, records=records,
         seconds=time.perf_counter() - t0,
     )
