@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
 from ..masks import apply_masks
+from ..memory import release_freed_memory
 from ..measure.sparsity import SparsityReport, sparsity_report
 from ..structures import NM, Element, create_structure
 from ..targets import Target
@@ -354,6 +355,7 @@ def oneshot_prune(
                 x = run_block(block, x, dev, store.rest)
                 peak = max(peak, 2 * x.nbytes)
                 store.release(index)
+                release_freed_memory()  # the block's statistics and temporaries, and its inputs
             logger.info("block %d/%d pruned at %.4f", index + 1, len(block_list), levels[index])
     finally:
         store.finish()

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import check_choice
+from ..memory import release_freed_memory
 
 __all__ = ["OFFLOAD_MODES", "BlockStore"]
 
@@ -75,6 +76,7 @@ class BlockStore:
             for name, b in module._buffers.items():
                 if b is not None:
                     module._buffers[name] = torch.empty(0, dtype=b.dtype)
+        release_freed_memory()  # glibc keeps freed chunks below its mmap threshold otherwise
 
     def _read(self, index: int, device: torch.device) -> None:
         block = self.blocks[index]

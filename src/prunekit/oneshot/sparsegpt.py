@@ -39,16 +39,23 @@ logger = logging.getLogger(__name__)
 def inverse_hessian_cholesky(
     hessian: torch.Tensor, percdamp: float = 0.01, max_retries: int = 4, name: str = ""
 ) -> torch.Tensor:
-    """Upper Cholesky factor of ``(H + λI)⁻¹``, ``λ = percdamp · mean(diag H)``; retries with λ × 10."""
-    n = hessian.shape[0]
+    """Upper Cholesky factor of ``(H + λI)⁻¹``, ``λ = percdamp · mean(diag H)``; retries with λ × 10.
+
+    ``hessian`` is dampened in place (pass a copy you own); at most two more
+    matrices of its size are alive at once.
+    """
     mean_diag = float(hessian.diagonal().mean())
     damp = percdamp * mean_diag
-    eye = torch.eye(n, dtype=hessian.dtype, device=hessian.device)
+    added = 0.0
     for attempt in range(max_retries + 1):
-        lower, info = torch.linalg.cholesky_ex(hessian + damp * eye)
+        hessian.diagonal().add_(damp - added)
+        added = damp
+        lower, info = torch.linalg.cholesky_ex(hessian)
         if int(info) == 0:
             inverse = torch.cholesky_inverse(lower)
+            del lower
             upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
+            del inverse
             if int(info) == 0 and torch.isfinite(upper).all():
                 return upper
         if attempt < max_retries:
@@ -71,14 +78,18 @@ def sparsegpt_prune(
     percdamp: float = 0.01,
     max_retries: int = 4,
     name: str = "",
+    copy_hessian: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune an ``(out, in)`` weight with SparseGPT; return ``(new_weight, keep)`` (float32, bool).
 
     Unstructured: exactly ``round(s · numel)`` weights are pruned; each column
     block prunes its share ``K(end) − K(start)`` with ``K(c) = round(s · out · c)``.
+    ``copy_hessian=False`` lets it use (and overwrite) ``hessian`` as its workspace.
     """
     W = weight.detach().float().clone(memory_format=torch.contiguous_format)
-    H = hessian.detach().float().clone()
+    H = hessian.detach().float()
+    if copy_hessian and H.data_ptr() == hessian.data_ptr():
+        H = H.clone()
     rows, cols = W.shape
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
