@@ -36,8 +36,8 @@ from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
 from ..masks import apply_masks
-from ..memory import release_freed_memory
 from ..measure.sparsity import SparsityReport, sparsity_report
+from ..memory import release_freed_memory
 from ..structures import NM, Element, create_structure
 from ..targets import Target
 from .blocks import (
@@ -159,7 +159,8 @@ def _prune_group(group: list[Target], method: OneShotMethod, stats: dict[str, In
     for target in group:
         name = prefix + target.name
         matrix = weight_matrix(target).detach().float()
-        new, keep = method.prune_layer(matrix, None if stats is None else stats[target.name],
+        # each layer's statistics are released as soon as it is pruned
+        new, keep = method.prune_layer(matrix, None if stats is None else stats.pop(target.name),
                                        sparsity, nm, options, name)
         if new is not None:
             set_weight_matrix(target, new)
@@ -349,7 +350,7 @@ def oneshot_prune(
                     if chosen.norms or chosen.hessian:
                         with collect_input_stats(group, norms=chosen.norms, hessian=chosen.hessian) as stats:
                             run_block(block, x, dev, None)
-                        peak = max(peak, x.nbytes + sum(s.nbytes for s in stats.values()))
+                        peak = max(peak, x.nbytes + sum(st.nbytes for st in stats.values()))
                     layer_sparsity.update(_prune_group(group, chosen, stats, levels[index], nm, options, prefix, mode))
                     del stats
                 x = run_block(block, x, dev, store.rest)

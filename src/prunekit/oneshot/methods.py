@@ -48,8 +48,8 @@ def _wanda(w: torch.Tensor, stats: InputStats | None, s: float, nm: NM | None, o
 
 def _sparsegpt(w: torch.Tensor, stats: InputStats | None, s: float, nm: NM | None, opts: dict[str, Any],
                name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return sparsegpt_prune(w, stats.hessian(), s, nm, blocksize=opts["blocksize"],  # type: ignore[union-attr]
-                           percdamp=opts["percdamp"], name=name, copy_hessian=False)  # a fresh H
+    return sparsegpt_prune(w, stats.take_hessian(), s, nm, blocksize=opts["blocksize"],  # type: ignore[union-attr]
+                           percdamp=opts["percdamp"], name=name, copy_hessian=False)  # H is ours to overwrite
 
 
 ONESHOT_METHODS: Registry[OneShotMethod] = Registry("method")

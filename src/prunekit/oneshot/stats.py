@@ -52,6 +52,13 @@ class InputStats:
             raise RuntimeError("the Hessian was not collected")
         return self.xx * (2.0 / max(self.tokens, 1))
 
+    def take_hessian(self) -> torch.Tensor:
+        """``H`` made in place from the running sum, which is handed over (this object drops it)."""
+        if self.xx is None:
+            raise RuntimeError("the Hessian was not collected")
+        h, self.xx = self.xx.mul_(2.0 / max(self.tokens, 1)), None
+        return h
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * 4 for t in (self.sq, self.xx) if t is not None)
