@@ -282,3 +282,17 @@ def test_works_under_no_grad():
             model = chain(widths=(20, 16, 5))
             prune_at_init(model, 0.5, method, batches=(x, y), rounds=2)
             assert kept(model) == total(model) - round(0.5 * total(model)), method
+
+
+def test_synflow_on_a_reparametrised_model_leaves_its_weight_attributes():
+    model = chain(widths=(20, 16, 5))
+    prunekit.prune(model, 0.5, criterion="random", scope="global")  # torch-compatible reparam masks
+    x, _ = batch(4)
+    out = model(x)
+    weight = model[0].weight
+    flow, scores = synaptic_flow(model, (20,), [t.original for t in prunekit.select_targets(model)])
+    assert model[0].weight is weight and weight.dtype == torch.float32
+    assert torch.equal(model(x), out)
+    assert float(flow) > 0 and all((s[~t.keep_mask()] == 0).all() for s, t in zip(scores, prunekit.select_targets(model)))
+    proxies = prunekit.zero_cost_proxies(model, batch(8))
+    assert all(math.isfinite(v) for v in proxies.values())
