@@ -28,6 +28,7 @@ run resumes and a finished run is never recomputed.
     python benchmarks/prune_at_init.py                  # the full grid (about 25 min of CPU)
     python benchmarks/prune_at_init.py --quick          # smoke: 1 seed, tiny data
     python benchmarks/prune_at_init.py --json benchmarks/results/prune_at_init.json
+    python benchmarks/prune_at_init.py --timing-only     # pruning calls alone, in quiet moments
 """
 
 from __future__ import annotations
@@ -128,13 +129,14 @@ def run_key(method: str, sparsity: float, seed: int, config: dict) -> str:
     return f"{method}-{sparsity}-{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def one_run(method: str, sparsity: float, seed: int, config: dict, data) -> dict:
+def pruned_model(method: str, sparsity: float, seed: int, config: dict, data, max_wait: float):
+    """The seed's untrained model masked by ``method``, and the record of the pruning call."""
     import torch
 
     import prunekit
     from prunekit.zoo.vgg import CifarVGG
 
-    xtr, ytr, xte, yte = data
+    xtr, ytr = data[0], data[1]
     torch.manual_seed(seed)
     model = CifarVGG(list(ARCH))
     gen = torch.Generator().manual_seed(1000 + seed)
@@ -142,24 +144,33 @@ def one_run(method: str, sparsity: float, seed: int, config: dict, data) -> dict
     half = max(1, len(pick) // 2)
     batches = [(xtr[pick[:half]], ytr[pick[:half]]), (xtr[pick[half:]], ytr[pick[half:]])]
     record: dict = {"method": method, "sparsity": sparsity, "seed": seed}
-    if method != "dense":
-        rounds = config["synflow_rounds"] if method == "synflow" else 1
-        spec = f"random:{seed}" if method == "random" else method
-        waited, _ = wait_quiet(max_wait=config["max_wait"])
-        gc.collect()
-        malloc_trim()
-        base = rss_bytes()
-        with PeakRSS() as peak, ForeignLoad() as load:
-            result = prunekit.prune_at_init(
-                model, sparsity, spec, batches=batches if method in ("snip", "grasp") else None,
-                rounds=rounds, input_shape=(3, 32, 32), min_keep=0,
-            )
-        record.update(
-            prune_seconds=result.seconds, prune_peak_mb=(peak.peak - base) / 2**20, foreign_load=load.cores,
-            waited_s=waited, rounds=rounds, collapsed=result.collapsed, flow=result.flow,
-            layer_sparsity={r.name: r.sparsity for r in prunekit.sparsity_report(model).rows
-                            if r.name.endswith("weight")},
+    if method == "dense":
+        return model, record
+    rounds = config["synflow_rounds"] if method == "synflow" else 1
+    spec = f"random:{seed}" if method == "random" else method
+    waited, _ = wait_quiet(max_wait=max_wait)
+    gc.collect()
+    malloc_trim()
+    base = rss_bytes()
+    with PeakRSS() as peak, ForeignLoad() as load:
+        result = prunekit.prune_at_init(
+            model, sparsity, spec, batches=batches if method in ("snip", "grasp") else None,
+            rounds=rounds, input_shape=(3, 32, 32), min_keep=0,
         )
+    record.update(
+        prune_seconds=result.seconds, prune_peak_mb=(peak.peak - base) / 2**20, foreign_load=load.cores,
+        waited_s=waited, rounds=rounds, collapsed=result.collapsed, flow=result.flow,
+        layer_sparsity={r.name: r.sparsity for r in prunekit.sparsity_report(model).rows
+                        if r.name.endswith("weight")},
+    )
+    return model, record
+
+
+def one_run(method: str, sparsity: float, seed: int, config: dict, data) -> dict:
+    import prunekit
+
+    xtr, ytr, xte, yte = data
+    model, record = pruned_model(method, sparsity, seed, config, data, config["max_wait"])
     t0 = time.perf_counter()
     fit = prunekit.fit(model, Batches(xtr, ytr, config["batch"], seed), epochs=config["epochs"], lr=config["lr"],
                        weight_decay=config["wd"], lr_schedule="cosine")
@@ -203,12 +214,30 @@ def summarise(records: list[dict], config: dict) -> list[dict]:
     return rows
 
 
+def timing(config: dict, data, source: dict, args) -> None:
+    """Time and measure each method's pruning call alone, in quiet moments (nothing cached)."""
+    records = []
+    for sparsity in config["sparsities"]:
+        for method in METHODS[1:]:
+            _, record = pruned_model(method, sparsity, config["seeds"][0], config, data, max_wait=180.0)
+            records.append(record)
+    header = f"{'method':10s} {'sparsity':>8s} {'prune s':>8s} {'peak MB':>8s} {'other load':>10s} {'waited s':>8s}"
+    print_table(header, [f"{r['method']:10s} {r['sparsity']:8.2f} {r['prune_seconds']:8.3f} {r['prune_peak_mb']:8.1f} "
+                         f"{r['foreign_load']:10.2f} {r['waited_s']:8.0f}" for r in records])
+    if args.json:
+        meta = run_meta(source, "prune_at_init --timing-only", args.threads)
+        write_json(args.json, {"meta": {**meta, "config": config, "arch": ARCH}, "runs": records})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, tiny data, 2 sparsities")
     parser.add_argument("--json", help="write the summary and every run to this file")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", type=Path, default=CIFAR, help="the CIFAR-10 JPEG tar.gz")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only the pruning calls (seed 0, no training), each after waiting up to 180 s "
+                             "for a quiet machine: the times to report")
     args = parser.parse_args()
 
     import torch
@@ -219,6 +248,9 @@ def main() -> None:
     if not args.data.exists():
         sys.exit(f"CIFAR-10 JPEG copy not found at {args.data}")
     data = load_cifar(config, args.data)
+    if args.timing_only:
+        timing(config, data, source, args)
+        return
     store = CACHE / "prune_at_init"
     store.mkdir(parents=True, exist_ok=True)
 
