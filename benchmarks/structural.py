@@ -264,11 +264,12 @@ def main() -> None:
 
 
 def _tp_version() -> str:
-    try:
-        import torch_pruning
+    """The installed distribution's version (torch_pruning.__version__ of 1.6.1 still says 1.6.0)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-        return getattr(torch_pruning, "__version__", "?")
-    except ImportError:
+    try:
+        return version("torch-pruning")
+    except PackageNotFoundError:
         return "not installed"
 
 
