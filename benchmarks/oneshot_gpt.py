@@ -135,9 +135,7 @@ def whole_model_prune(model, calibration, method: str, sparsity: float) -> None:
     from prunekit.oneshot.stats import collect_input_stats
 
     chosen = ONESHOT_METHODS.get(method)()
-    targets = []
-    for i, block in enumerate(model.blocks):
-        targets += block_targets(block)
+    targets = block_targets(model.blocks)  # every block's linear layers, named "<i>.attn.q_proj.weight" ...
     with collect_input_stats(targets, norms=chosen.norms, hessian=chosen.hessian) as stats, torch.no_grad():
         for batch in calibration.split(8):
             model(batch)
