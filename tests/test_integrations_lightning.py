@@ -185,6 +185,25 @@ def test_global_amount_counts_like_torch():
     assert cb.scope == "global"
 
 
+@pytest.mark.parametrize("scope", ["lamp", "erk"])
+def test_amount_with_lamp_and_erk_allocations(scope):
+    model = Net()
+    cb = PrunekitPruning("l1_unstructured", amount=0.5, scope=scope, use_lottery_ticket_hypothesis=False,
+                         make_pruning_permanent=False)
+    fit(model, [cb], epochs=1)
+    total = sum(m.weight.numel() for m in layers(model))
+    assert sum(zeros(model)) == round(0.5 * total)
+    if scope == "erk":  # ERK's per-layer counts depend on the shapes only
+        reference = Net()
+        prunekit.prune(reference, 0.5, scope="erk", targets=[(m, "weight") for m in layers(reference)])
+        assert zeros(model) == [int((m.weight == 0).sum()) for m in layers(reference)]
+    else:  # LAMP is not one uniform rate
+        assert len({round(z / m.weight.numel(), 3) for z, m in zip(zeros(model), layers(model))}) > 1
+    with pytest.raises(prunekit.InvalidParameterError, match="amount"):
+        fit(Net(), [PrunekitPruning("l1_unstructured", amount=3, scope=scope, use_lottery_ticket_hypothesis=False)],
+            epochs=1)
+
+
 # -- lottery ticket ------------------------------------------------------------------
 
 

@@ -201,7 +201,8 @@ def amount_counts(
     request is ``dead + round(amount × (units − dead))`` units: the same
     numbers torch uses, i.e. new_total = old_total + amount·(1 − old_total).
     Returns one count per target (local), one count (global, single-entry
-    units) or a fraction of the parameters (global, larger units).
+    units) or a fraction of the parameters (global with larger units, and the
+    ``lamp``/``erk`` allocations, which take the overall fraction).
     """
     amount = check_amount(amount)
 
@@ -221,7 +222,12 @@ def amount_counts(
             units, dead = structure.num_units(t), _dead_units(t, structure)
             out.append(dead + more(units - dead, t.name))
         return out
-    if isinstance(structure, Element) or isinstance(amount, int):
+    if scope != "global" and isinstance(amount, int):
+        raise InvalidParameterError(
+            "amount", f"a float fraction of what remains with scope={scope!r}", amount,
+            "Fix: pass amount as a float (e.g. 0.2), or use scope='global' for a count.",
+        )
+    if scope == "global" and (isinstance(structure, Element) or isinstance(amount, int)):
         units = sum(structure.num_units(t) for t in targets)
         dead = sum(_dead_units(t, structure) for t in targets)
         return dead + more(units - dead, "all global targets")

@@ -501,7 +501,8 @@ class PrunekitPruning(Callback):
                         keeps += compute_keep_masks([t], self.criterion, self.structure, count, scope="local",
                                                     min_keep=self._min_keep)
                 else:
-                    keeps = compute_keep_masks(targets, self.criterion, self.structure, request, scope="global",
+                    scope = self.scope if self.scope in ("lamp", "erk") else "global"
+                    keeps = compute_keep_masks(targets, self.criterion, self.structure, request, scope=scope,
                                                normalize=self.normalize, min_keep=self._min_keep)
                 what = f"amount={amount}"
             else:
