@@ -31,6 +31,7 @@ CPU other processes used meanwhile.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -193,6 +194,31 @@ def worker(args, spec: dict) -> dict:
     return out
 
 
+def block_sensitivity(args, sparsity: float = 0.78) -> list[dict]:
+    """Perplexity with only one block's linear layers magnitude-pruned to ``sparsity`` (OWL's highest level)."""
+    import torch
+
+    from oneshot_gpt_model import get_model
+    from prunekit.oneshot import lm_perplexity
+    from prunekit.oneshot.blocks import block_targets, weight_matrix
+    from prunekit.oneshot.magnitude import magnitude_keep
+
+    torch.set_num_threads(args.threads)
+    model, _, _, val_ids = get_model(allow_train=False)
+    held_out = val_ids[: args.eval_tokens]
+    out = [{"block": None, "perplexity": lm_perplexity(model, held_out, args.seq_len, 16).perplexity}]
+    for index in range(len(model.blocks)):
+        pruned = copy.deepcopy(model)
+        with torch.no_grad():
+            for target in block_targets(pruned.blocks[index]):
+                weight = weight_matrix(target)
+                weight.mul_(magnitude_keep(weight, sparsity))
+        out.append({"block": index, "perplexity": lm_perplexity(pruned, held_out, args.seq_len, 16).perplexity})
+        print(f"  only block {index} at {sparsity:.0%}: ppl {out[-1]['perplexity']:.3f} "
+              f"(dense {out[0]['perplexity']:.3f})", flush=True)
+    return out
+
+
 # -- driver side --------------------------------------------------------------------------
 
 
@@ -219,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet-load", type=float, default=0.5)
     parser.add_argument("--max-wait", type=float, default=60.0)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--block-sensitivity", action="store_true",
+                        help="only: perplexity with one block at a time magnitude-pruned to 78%% (why OWL hurts here)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.samples = args.samples or (16 if args.quick else 128)
@@ -227,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(worker(args, json.loads(args.worker))), flush=True)
         return 0
     source = provenance()
+    if args.block_sensitivity:
+        result = block_sensitivity(args)
+        if args.json:
+            write_json(args.json, {"meta": run_meta(source, "oneshot_gpt --block-sensitivity", args.threads),
+                                   "results": result})
+        return 0
     plan = runs(args.quick)
     if args.only:
         wanted = {n.strip() for n in args.only.split(",")}
