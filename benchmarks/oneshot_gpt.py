@@ -197,8 +197,8 @@ def worker(args, spec: dict) -> dict:
 def block_sensitivity(args, sparsity: float = 0.78) -> list[dict]:
     """Perplexity with only one block's linear layers magnitude-pruned to ``sparsity`` (OWL's highest level)."""
     import torch
-
     from oneshot_gpt_model import get_model
+
     from prunekit.oneshot import lm_perplexity
     from prunekit.oneshot.blocks import block_targets, weight_matrix
     from prunekit.oneshot.magnitude import magnitude_keep
