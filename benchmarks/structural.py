@@ -11,7 +11,8 @@ on the CIFAR-10 JPEG copy. Each is pruned, in the same run and from the same wei
 * with ``--criteria``: prunekit's other group criteria at the same ratio (``slimming``,
   ``taylor``, ``hrank``, ``thinet``, ``random``; the data-driven ones get 4 training batches).
 * with ``--macs-global 0.5``: prunekit's global ranking (group L2, each group's scores divided by
-  their mean) with ``macs_target=0.5`` (a different architecture, timed too).
+  their mean) with ``macs_target=0.5`` (a different architecture, timed too); with ``--round-to 8``
+  also the same with kept channels rounded to multiples of 8.
 
 Both remove the same fraction ``R`` of every coupled group (local ranking) by group
 L2 magnitude (prunekit sums the squares over the producers' rows, the BatchNorm
@@ -94,7 +95,8 @@ def finetune(model, train, steps: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target: float | None = None):
+def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target: float | None = None,
+                   round_to: int | None = None):
     import prunekit
 
     if macs_target is None:
@@ -102,7 +104,7 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
         prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches, measure=False)
     else:  # one global ranking (group scores divided by their mean) down to the MACs target
         prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion, scope="global",
-                                  batches=batches)
+                                  batches=batches, round_to=round_to)
 
 
 def prune_torch_pruning(model, x, ratio: float, bias: bool):
@@ -149,10 +151,13 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
     print(f"{name}: dense accuracy {dense_acc:.4f}, {dense_params:,} params, {dense_macs:,} MACs", flush=True)
     rows = [{"model": name, "method": "dense", "params": dense_params, "macs": dense_macs,
              "acc_before_ft": dense_acc, "acc_after_ft": None, "prune_s": 0.0, "module": dense}]
-    methods = [("prunekit", "l2", None), ("torch-pruning", "l2", None)] + [("prunekit", c, None) for c in args.criteria]
+    methods = [("prunekit", "l2", None, None), ("torch-pruning", "l2", None, None)]
+    methods += [("prunekit", c, None, None) for c in args.criteria]
     if args.macs_global:
-        methods.append(("prunekit-global", "l2", args.macs_global))
-    for lib, criterion, macs_target in methods:
+        methods.append(("prunekit-global", "l2", args.macs_global, None))
+        if args.round_to:
+            methods.append((f"prunekit-global-rt{args.round_to}", "l2", args.macs_global, args.round_to))
+    for lib, criterion, macs_target, round_to in methods:
         model = copy.deepcopy(dense)
         torch.manual_seed(0)
         if not args.no_latency:
@@ -160,7 +165,7 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
         with ForeignLoad() as load:
             t0 = time.perf_counter()
             if lib.startswith("prunekit"):
-                prune_prunekit(model, x1, args.ratio, criterion, calib, macs_target)
+                prune_prunekit(model, x1, args.ratio, criterion, calib, macs_target, round_to)
             else:
                 prune_torch_pruning(model, x1, args.ratio, bool(args.tp_bias))
             seconds = time.perf_counter() - t0
@@ -211,6 +216,8 @@ def main() -> None:
                         help="Torch-Pruning scores biases too (1, as prunekit does: same channels chosen) or not (0)")
     parser.add_argument("--macs-global", type=float, default=None,
                         help="add a prunekit row with scope='global' down to this MACs fraction (e.g. 0.5)")
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="with --macs-global: one more global row whose kept channels are multiples of this")
     parser.add_argument("--resnet20-weights", default=None)
     parser.add_argument("--resnet56-weights", default=None)
     parser.add_argument("--quick", action="store_true", help="smoke: 500 test images, 5 fine-tuning steps, few repeats")
@@ -239,10 +246,10 @@ def main() -> None:
         speed = row.get(f"speedup_b{batch}")
         return f"{entry['median_ms']:.1f}" + (f" ({speed:.2f}x)" if speed else "") + ("*" if entry["busy"] else "")
 
-    header = (f"{'model':9} {'method':15} {'criterion':9} {'prune s':>8} {'params':>7} {'MACs':>6} "
+    header = (f"{'model':9} {'method':19} {'criterion':9} {'prune s':>8} {'params':>7} {'MACs':>6} "
               f"{'acc':>7} {'acc+ft':>7} {'lat b1 ms':>16} {'lat b64 ms':>16}")
     print_table(header, [
-        f"{r['model']:9} {r['method']:15} {r.get('criterion', '-'):9} {r['prune_s']:8.3f} "
+        f"{r['model']:9} {r['method']:19} {r.get('criterion', '-'):9} {r['prune_s']:8.3f} "
         f"{r['params'] / 1e3:6.0f}k {r.get('macs_ratio', 1.0):6.3f} {r['acc_before_ft']:7.4f} "
         f"{(r['acc_after_ft'] if r['acc_after_ft'] is not None else r['acc_before_ft']):7.4f} "
         f"{lat(r, 1):>16} {lat(r, 64):>16}"
