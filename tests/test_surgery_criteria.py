@@ -317,3 +317,17 @@ def test_bn_l1_penalty_value_and_training_effect() -> None:
         prunekit.fit(m, [(x, y)] * 8, epochs=1, lr=0.1, loss_fn=slimming_loss(m, lam))
         norms[lam] = float(m.bn.weight.detach().abs().sum())
     assert norms[0.05] < norms[0.0] - 0.3
+
+
+@pytest.mark.parametrize("mode", ["reparam", "inplace"])
+def test_magnitude_reads_masked_weights(mode: str) -> None:
+    torch.manual_seed(0)
+    model = ConvBN()
+    prunekit.prune(model, 0.5, criterion="l2", structure="channel", include="conv1", mode=mode)
+    zeroed = (model.conv1.weight.detach().abs().sum((1, 2, 3)) == 0).nonzero().reshape(-1)
+    assert zeroed.numel() == 2
+    g = _one_group(model, _x())
+    scores = GroupMagnitude(1, roles=("out",))(model, [g])[g.name]
+    assert torch.all(scores[zeroed] == 0) and int((scores > 0).sum()) == 2
+    assert sorted(allocate([g], {g.name: scores}, 0.5)[g.name].tolist()) == sorted(
+        set(range(4)) - set(zeroed.tolist()))
