@@ -93,6 +93,12 @@ def test_steps_call_finetune_between_steps_and_end_at_the_ratio() -> None:
     assert prunekit.structural_prune(one_shot, X, ratio=0.5).channels_after == result.channels_after
 
 
+def test_macs_target_in_steps() -> None:
+    model = _model()
+    result = prunekit.structural_prune(model, X, macs_target=0.6, steps=2)
+    assert len(result.records) == 2 and 0.5 < result.macs_ratio <= 0.6
+
+
 def test_round_to_and_cap_through_the_api() -> None:
     model = _model()
     result = prunekit.structural_prune(model, X, ratio=0.3, round_to=8)
