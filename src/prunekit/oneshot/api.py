@@ -338,7 +338,9 @@ def oneshot_prune(
             levels = owl_sparsities(ratios, sparsity, owl_lambda)
             logger.info("OWL outlier ratios %s -> sparsities %s", [f"{r:.4f}" for r in ratios],
                         [f"{s:.4f}" for s in levels])
+        tokens = inputs.tokens
         x = inputs
+        del inputs  # from here on only the current block's inputs and outputs are alive
         for index in range(len(block_list)):
             with _stage(progress, "prune", index, len(block_list)):
                 block = store.load(index)
@@ -371,8 +373,7 @@ def oneshot_prune(
         }
     report.extras["method"] = chosen.name
     return OneShotResult(chosen.name, "unstructured" if nm is None else nm.spec(), sparsity, path, levels,
-                         layer_sparsity, ratios, seconds, sum(
-                             int(h.shape[:-1].numel()) for h in inputs.hidden), peak, report)
+                         layer_sparsity, ratios, seconds, tokens, peak, report)
 
 
 def _move_outside_blocks(model: nn.Module, block_list: nn.ModuleList, device: torch.device) -> None:
