@@ -7,7 +7,8 @@ given and, where one exists, the fix (the scikit-learn convention).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -69,3 +70,13 @@ def check_choice(param: str, value: Any, choices: Iterable[str]) -> str:
             ("Fix: pick one of the listed values." + did_you_mean(str(value), options)).strip(),
         )
     return value
+
+
+def is_shape(value: Any) -> bool:
+    """True for a non-empty sequence of positive ints (bools and strings are not shapes)."""
+    return (
+        not isinstance(value, (str, bytes))
+        and isinstance(value, Sequence)
+        and len(value) > 0
+        and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in value)
+    )

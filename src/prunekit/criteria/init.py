@@ -49,7 +49,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..batches import forward_logits, split_batch
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, is_shape
 from ..targets import Target
 from .base import CRITERIA, Criterion
 
@@ -290,12 +290,7 @@ def input_flow(model: nn.Module, input_shape: Sequence[int]) -> float:
 
 
 def _check_shape(input_shape: Any) -> tuple[int, ...]:
-    if (
-        isinstance(input_shape, (str, bytes))
-        or not isinstance(input_shape, Sequence)
-        or not input_shape
-        or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in input_shape)
-    ):
+    if not is_shape(input_shape):
         raise InvalidParameterError(
             "input_shape", "the shape of one input without the batch dimension, e.g. (3, 32, 32)", input_shape,
             "Fix: pass input_shape=(channels, height, width) for images, (features,) for MLPs.",

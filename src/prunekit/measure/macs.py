@@ -51,7 +51,6 @@ reparametrised tensors, the parameter itself when masked in place or zeroed.
 from __future__ import annotations
 
 import logging
-import numbers
 import os
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -63,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, is_shape
 from ._results import dump_json, row_named, table_lines
 from .params import _check_model, count_parameters, effective_tensor, module_param_counts
 
@@ -200,12 +199,7 @@ def prepare_input(
                 "example_input", "a tensor, a tuple of arguments or a dict of keyword arguments", None,
                 "Fix: pass example_input=torch.randn(1, 3, 224, 224) or input_shape=(1, 3, 224, 224).",
             )
-        if (
-            isinstance(input_shape, (str, bytes))
-            or not isinstance(input_shape, Sequence)
-            or not input_shape
-            or not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in input_shape)
-        ):
+        if not is_shape(input_shape):
             raise InvalidParameterError(
                 "input_shape", "a non-empty sequence of positive ints, batch dimension first", input_shape,
                 "Fix: e.g. input_shape=(1, 3, 32, 32).",
