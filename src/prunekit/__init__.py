@@ -41,6 +41,7 @@ from .proxies import spearman, zero_cost_proxies
 from .surgery.head_importance import score_heads, score_mlp_neurons
 from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
 from .surgery.api import StructuralPruneResult, structural_prune
+from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune
 
@@ -113,6 +114,10 @@ __all__ = [
     # channel surgery with group criteria (issue 4)
     "StructuralPruneResult",
     "structural_prune",
+    "find_groups",
+    "prune_groups",
+    "save_shrunk",
+    "load_shrunk",
     # learned masks (issue 5)
     "LearnedScores",
     "MovementPruning",
