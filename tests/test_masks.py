@@ -276,7 +276,12 @@ def _fused_pair(seed: int = 0):
         {"weight_decay": 5e-3, "foreach": False},
     ],
 )
-def test_fused_sgd_equals_sgd_then_mask(options):
+def test_fused_sgd_equals_sgd_then_mask(options, monkeypatch):
+    import prunekit.masks as masks_module
+
+    calls = []
+    fused = masks_module.masked_sgd_update
+    monkeypatch.setattr(masks_module, "masked_sgd_update", lambda *a: calls.append(a[2]) or fused(*a))
     model, reference, masks = _fused_pair()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, **options)
     ref_opt = torch.optim.SGD(reference.parameters(), lr=0.05, **options)
@@ -293,8 +298,9 @@ def test_fused_sgd_equals_sgd_then_mask(options):
         with torch.no_grad():  # the reference: SGD, then the mask
             reference[0].weight.mul_(masks[0])
             reference[2].weight.mul_(masks[1])
+    assert calls == [model[0].weight] * 4  # the large weight took the fused path at every step, the small one not
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=name)
+        torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7, msg=name)  # addcmul_ may round once less
     assert not model[0].weight[~masks[0]].any() and not model[2].weight[~masks[1]].any()
     if options.get("momentum"):
         state = opt.state[model[0].weight]["momentum_buffer"]
@@ -315,10 +321,11 @@ def test_fused_sgd_not_taken_for_closure_or_subclass():
     sgd = torch.optim.SGD(model.parameters(), lr=0.1)
     mine = MySGD(model.parameters(), lr=0.1)
     group = sgd.param_groups[0]
-    assert fusable_group(sgd, group, (), {})
-    assert not fusable_group(sgd, group, (lambda: 0.0,), {})
-    assert not fusable_group(mine, mine.param_groups[0], (), {})
-    assert not fusable_group(torch.optim.Adam(model.parameters()), group, (), {})
+    assert fusable_group(sgd, group, (sgd,), {})  # step()'s args start with the optimizer itself
+    assert not fusable_group(sgd, group, (sgd, lambda: 0.0), {})
+    assert not fusable_group(sgd, group, (sgd,), {"closure": lambda: 0.0})
+    assert not fusable_group(mine, mine.param_groups[0], (mine,), {})
+    assert not fusable_group(torch.optim.Adam(model.parameters()), group, (sgd,), {})
 
     def closure():
         mine.zero_grad()
