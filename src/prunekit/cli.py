@@ -5,8 +5,8 @@
     prunekit list {criteria,structures,models} [PATTERN]
     prunekit run RECIPE.yaml --out DIR [--restart]
     prunekit demo [--out DIR] [--quick] [--restart]
-    prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4] (see prunekit.oneshot.cli)
-    prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...] (see prunekit.lottery.cli)
+    prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4] (see prunekit.cli_oneshot)
+    prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...] (see prunekit.cli_lottery)
 """
 
 from __future__ import annotations
@@ -310,11 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--restart", action="store_true", help="discard earlier results in --out")
     demo.set_defaults(func=_cmd_demo)
 
-    from .lottery.cli import add_lottery_parser
+    from .cli_lottery import add_lottery_parser
 
     add_lottery_parser(sub)
 
-    from .oneshot.cli import add_oneshot_parser
+    from .cli_oneshot import add_oneshot_parser
 
     add_oneshot_parser(sub)
     return parser

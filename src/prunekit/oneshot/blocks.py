@@ -57,7 +57,7 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.Mo
         if not isinstance(found, nn.ModuleList) or len(found) == 0:
             raise InvalidParameterError(
                 "blocks", "the dotted path of a non-empty nn.ModuleList of transformer blocks", blocks,
-                "Fix: e.g. blocks='model.layers'; print(model) shows the names.",
+                "Fix: e.g. blocks='model.layers'; the module names are listed by model.named_modules().",
             )
         return blocks, found
     for path in KNOWN_BLOCK_PATHS:

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidParameterError
-from .methods import list_oneshot_methods
-from .offload import OFFLOAD_MODES
+from .errors import InvalidParameterError
+from .oneshot.methods import list_oneshot_methods
+from .oneshot.offload import OFFLOAD_MODES
 
 __all__ = ["add_oneshot_parser", "sample_windows"]
 
@@ -74,8 +74,8 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(folder), True
-    from ..io import load_pruned_state_dict, load_state_dict_file
-    from ..zoo import create_model
+    from .io import load_pruned_state_dict, load_state_dict_file
+    from .zoo import create_model
 
     torch.manual_seed(args.seed)
     model = create_model(args.model, **json.loads(args.model_args or "{}"))
@@ -85,7 +85,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
 
 
 def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
-    from ..data.text import CharTokenizer, read_text
+    from .data.text import CharTokenizer, read_text
 
     text = read_text(args.text)
     kind = args.tokenizer
@@ -109,9 +109,9 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         TimeElapsedColumn,
     )
 
-    from ..io import atomic_write_text, save_sparse
-    from .api import oneshot_prune
-    from .perplexity import lm_perplexity
+    from .io import atomic_write_text, save_sparse
+    from .oneshot.api import oneshot_prune
+    from .oneshot.perplexity import lm_perplexity
 
     if not 0.0 < args.val_fraction < 1.0:
         raise InvalidParameterError("--val-fraction", "a fraction in (0, 1)", args.val_fraction)
@@ -150,7 +150,7 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             owl=args.owl, owl_lambda=args.owl_lambda, owl_m=args.owl_m, sequential=args.sequential,
             offload=args.offload, offload_dir=args.offload_dir, device=args.device, progress=on_event,
         )
-    from ..cli import _report_table
+    from .cli import _report_table
 
     console.print(_report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
                                               f"{result.sparsity:g} in {result.seconds:.1f} s"))

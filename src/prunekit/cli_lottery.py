@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import CONTROLS, RESETS
+from .lottery.config import CONTROLS, RESETS
 
 __all__ = ["add_lottery_parser"]
 
@@ -44,11 +44,11 @@ def add_lottery_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_lottery(args: argparse.Namespace, console: Any) -> int:
-    from ..data import create_dataset
-    from ..errors import InvalidParameterError
-    from .config import LotteryConfig
-    from .levels import LotteryRun
-    from .loop import as_tensors
+    from .data import create_dataset
+    from .errors import InvalidParameterError
+    from .lottery.config import LotteryConfig
+    from .lottery.levels import LotteryRun
+    from .lottery.loop import as_tensors
 
     config = LotteryConfig(
         model=args.model, levels=args.levels, rate=args.rate, output_rate=args.output_rate, scope=args.scope,
