@@ -101,7 +101,8 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
 
     if macs_target is None:
         # measure=False: no parameter/MAC counts inside the timed call (Torch-Pruning makes none)
-        prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches, measure=False)
+        prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches, measure=False,
+                                  round_to=round_to)
     else:  # one global ranking (group scores divided by their mean) down to the MACs target
         prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion, scope="global",
                                   batches=batches, round_to=round_to)
@@ -116,12 +117,23 @@ def prune_torch_pruning(model, x, ratio: float, bias: bool):
     pruner.step()
 
 
+def deployed(model):
+    """The inference form of a model: eval mode, BatchNorm folded into the preceding convolution
+    (``torch.fx.experimental.optimization.fuse``), as a CPU deployment would run it. Applied to the
+    dense and every pruned model alike."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(copy.deepcopy(model).eval())
+
+
 def latency(model, batch: int, args) -> dict:
     """Median latency in ms at ``batch``, taken in a quiet moment; ``busy`` if the machine was not quiet."""
     import torch
 
     from prunekit.measure import measure_latency
 
+    if args.deploy:
+        model = deployed(model)
     x = torch.randn(batch, 3, 32, 32)
     best = None
     for _attempt in range(args.attempts):
@@ -152,6 +164,8 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
     rows = [{"model": name, "method": "dense", "params": dense_params, "macs": dense_macs,
              "acc_before_ft": dense_acc, "acc_after_ft": None, "prune_s": 0.0, "module": dense}]
     methods = [("prunekit", "l2", None, None), ("torch-pruning", "l2", None, None)]
+    if args.round_to:  # the same local ratio, kept channels in multiples of round_to
+        methods.append((f"prunekit-rt{args.round_to}", "l2", None, args.round_to))
     methods += [("prunekit", c, None, None) for c in args.criteria]
     if args.macs_global:
         methods.append(("prunekit-global", "l2", args.macs_global, None))
@@ -212,6 +226,8 @@ def main() -> None:
     parser.add_argument("--quiet-load", type=float, default=0.25)
     parser.add_argument("--max-wait", type=float, default=120.0)
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--deploy", action="store_true",
+                        help="time every model (dense included) with BatchNorm folded into its convolutions")
     parser.add_argument("--tp-bias", type=int, default=1, choices=(0, 1),
                         help="Torch-Pruning scores biases too (1, as prunekit does: same channels chosen) or not (0)")
     parser.add_argument("--macs-global", type=float, default=None,
