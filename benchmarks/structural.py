@@ -24,9 +24,10 @@ channels from every group of 16, 32 and 64, so both libraries reach the same
 architecture (MACs ratio (11/16)² ≈ 0.47).
 
 Figures: wall time of the pruning call; parameters and MACs after/before; CPU
-latency at batch 1 and 64 (``--threads``, median of ``--repeats``, each model
-timed only after ``wait_quiet``; a figure taken while other processes used more
-than ``--quiet-load`` cores is marked ``busy`` and is not a result); test
+latency at batch 1 and 64 (``--threads``, median of ``--repeats`` rounds in which
+every model runs one forward in turn, the order rotating each round, after
+``wait_quiet``; a figure taken while other processes used more than
+``--quiet-load`` cores is marked ``busy`` and is not a result); test
 accuracy before fine-tuning and after ``--finetune-steps`` SGD steps (batch 64,
 lr 0.01 cosine, momentum 0.9, weight decay 5e-4, flip + crop, the same batches
 in the same order for every method).
@@ -126,27 +127,42 @@ def deployed(model):
     return fuse(copy.deepcopy(model).eval())
 
 
-def latency(model, batch: int, args) -> dict:
-    """Median latency in ms at ``batch``, taken in a quiet moment; ``busy`` if the machine was not quiet."""
+def interleaved_latency(modules: list, batch: int, args) -> list[dict]:
+    """Median latency in ms of each model at ``batch``, the models timed in turn within every round.
+
+    One forward of each model per round, in an order that rotates each round, so that a drift of the
+    machine's speed (this VM's speed changes from minute to minute, which the other-load figure does
+    not show) touches every model alike. Taken in a quiet moment; ``busy`` if it was not quiet.
+    """
+    import statistics
+
     import torch
 
-    from prunekit.measure import measure_latency
-
-    if args.deploy:
-        model = deployed(model)
     x = torch.randn(batch, 3, 32, 32)
+    models = [deployed(m) if args.deploy else m.eval() for m in modules]
     best = None
-    for _attempt in range(args.attempts):
-        waited, _ = wait_quiet(args.quiet_load, 1.0, args.max_wait)
-        with ForeignLoad() as load:
-            res = measure_latency(model, x, warmup=5, repeats=args.repeats, threads=args.threads)
-        entry = {"median_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
-                 "foreign_load": round(load.cores, 2), "waited_s": round(waited, 1),
-                 "busy": load.cores >= args.quiet_load}
-        if best is None or (best["busy"] and not entry["busy"]):
-            best = entry
-        if not entry["busy"]:
-            break
+    with torch.inference_mode():
+        for model in models:
+            for _ in range(5):
+                model(x)
+        for _attempt in range(args.attempts):
+            waited, _ = wait_quiet(args.quiet_load, 1.0, args.max_wait)
+            times: list[list[float]] = [[] for _ in models]
+            with ForeignLoad() as load:
+                for r in range(args.repeats):
+                    for k in range(len(models)):
+                        i = (k + r) % len(models)
+                        t0 = time.perf_counter()
+                        models[i](x)
+                        times[i].append((time.perf_counter() - t0) * 1000.0)
+            busy = load.cores >= args.quiet_load
+            entries = [{"median_ms": statistics.median(t), "p10_ms": sorted(t)[len(t) // 10],
+                        "p90_ms": sorted(t)[(9 * len(t)) // 10], "foreign_load": round(load.cores, 2),
+                        "waited_s": round(waited, 1), "busy": busy, "interleaved": True} for t in times]
+            if best is None or (best[0]["busy"] and not busy):
+                best = entries
+            if not busy:
+                break
     return best
 
 
@@ -195,11 +211,11 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
                      "params_ratio": params / dense_params, "macs_ratio": macs / dense_macs, "prune_s": seconds,
                      "prune_foreign_load": round(load.cores, 2),
                      "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s, "module": model})
-    if not args.no_latency:
-        for row in rows:
-            if row["method"] == "dense" or row.get("criterion") == "l2":  # the others share prunekit-l2's shapes
-                for batch in (1, 64):
-                    row[f"latency_b{batch}"] = latency(row["module"], batch, args)
+    if not args.no_latency:  # the other criteria share prunekit-l2's shapes
+        timed = [row for row in rows if row["method"] == "dense" or row.get("criterion") == "l2"]
+        for batch in (1, 64):
+            for row, entry in zip(timed, interleaved_latency([r["module"] for r in timed], batch, args)):
+                row[f"latency_b{batch}"] = entry
         base = rows[0]
         for row in rows[1:]:
             for batch in (1, 64):
