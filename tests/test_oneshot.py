@@ -326,3 +326,108 @@ def test_semi_structured_conversion_says_plainly_that_cpu_has_no_speedup():
     with pytest.raises(PrunekitError, match="no speedup"):
         to_semi_structured(model)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# -- the output head and the token embedding (head=, embeddings=) -------------
+
+
+def _outside(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items() if "embed" in k or "lm_head" in k or "wte" in k}
+
+
+def test_head_and_embeddings_stay_dense_by_default():
+    model = llama()
+    before = _outside(model)
+    result = oneshot_prune(model, calib(), "wanda", 0.5)
+    assert all(torch.equal(v, before[k]) for k, v in _outside(model).items())
+    assert not any("lm_head" in n or "embed" in n for n in result.layer_sparsity)
+    assert not any("lm_head" in r.name or "embed" in r.name for r in result.report.rows)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt", "magnitude"])
+def test_head_true_prunes_the_untied_llama_head_to_the_target_and_reports_it(method):
+    model = llama()
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    result = oneshot_prune(model, calib(), method, 0.5, head=True)
+    w = model.lm_head.weight
+    assert (w == 0).float().mean().item() == pytest.approx(0.5)
+    assert result.layer_sparsity["lm_head.weight"] == pytest.approx(0.5)
+    row = next(r for r in result.report.rows if r.name == "lm_head.weight")
+    assert row.sparsity == pytest.approx(0.5)
+    assert torch.equal(model.model.embed_tokens.weight, embedding)  # embeddings=False: untouched
+
+
+def test_wanda_head_mask_equals_the_mask_from_the_final_norm_outputs_by_hand():
+    x = calib()
+    reference = llama()
+    oneshot_prune(reference, x, "wanda", 0.5)  # the same blocks pruned, the head still dense
+    seen = []
+    handle = reference.lm_head.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    logits(reference, x)
+    handle.remove()
+    inputs = torch.cat(seen).reshape(-1, reference.config.hidden_size)  # model.norm's outputs
+    scores = reference.lm_head.weight.detach().abs() * inputs.square().sum(0).sqrt()
+    k = scores.shape[1] // 2
+    expected = torch.ones_like(scores, dtype=torch.bool)
+    expected.scatter_(1, scores.argsort(dim=1)[:, :k], False)
+
+    model = llama()
+    oneshot_prune(model, x, "wanda", 0.5, head=True)
+    assert torch.equal(model.lm_head.weight != 0, expected)
+
+
+def test_head_n_m_and_embeddings_by_magnitude_on_the_zoo_gpt():
+    model = zoo()
+    emb = model.wte.weight.detach().clone()
+    oneshot_prune(model, calib(), "wanda", structure="2:4", head=True, embeddings=True)
+    for w in (model.lm_head.weight, model.wte.weight):
+        assert ((w.detach().reshape(-1, 4) != 0).sum(1) == 2).all()
+    keep = emb.abs().reshape(-1, 4).topk(2, dim=1).indices  # magnitude: the 2 largest of every 4
+    assert torch.equal(model.wte.weight.detach().reshape(-1, 4).gather(1, keep), emb.reshape(-1, 4).gather(1, keep))
+
+
+@pytest.mark.parametrize("flags", [{"head": True}, {"embeddings": True}])
+def test_tied_gpt2_head_or_embedding_alone_is_refused_and_nothing_changes(flags):
+    model = gpt2()
+    assert model.lm_head.weight is model.transformer.wte.weight
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(InvalidParameterError, match="embeddings=True") as info:
+        oneshot_prune(model, calib(), "wanda", 0.5, **flags)
+    assert info.value.param == next(iter(flags))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_tied_gpt2_head_with_embeddings_prunes_the_shared_matrix_once():
+    model = gpt2()
+    result = oneshot_prune(model, calib(), "wanda", 0.5, head=True, embeddings=True)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert (model.lm_head.weight == 0).float().mean().item() == pytest.approx(0.5)
+    assert result.layer_sparsity["lm_head.weight"] == result.layer_sparsity["transformer.wte.weight"]
+    with pytest.raises(InvalidParameterError, match="permanent"):
+        oneshot_prune(gpt2(), calib(), "wanda", 0.5, head=True, embeddings=True, mode="reparam")
+
+
+class _NoNorm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(VOCAB, 8)
+        self.layers = torch.nn.ModuleList([torch.nn.Linear(8, 8)])
+        self.lm_head = torch.nn.Linear(8, VOCAB)
+
+    def forward(self, x):
+        return self.lm_head(self.layers[0](self.embed_tokens(x)))
+
+
+@pytest.mark.parametrize(("make", "kwargs", "param"), [
+    (_NoNorm, {"head": True}, "head"),
+    (llama, {"head": 1}, "head"),
+    (llama, {"embeddings": "yes"}, "embeddings"),
+    (llama, {"head": True, "structure": "2:3", "sparsity": 1 / 3}, "structure"),
+])
+def test_bad_head_or_embedding_arguments_raise_before_anything_changes(make, kwargs, param):
+    model = make()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(InvalidParameterError) as info:
+        oneshot_prune(model, calib(), "wanda", **{"sparsity": 0.5, **kwargs})
+    assert info.value.param == param
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

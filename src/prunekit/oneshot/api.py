@@ -48,6 +48,7 @@ from .blocks import (
     weight_matrix,
 )
 from .capture import Captured, calibration_batches, capture_block_inputs, run_block
+from .head import OutputParts, find_output_parts, head_input_stats
 from .methods import ONESHOT_METHODS, OneShotMethod
 from .offload import OFFLOAD_MODES, BlockStore
 from .owl import check_owl, outlier_ratio, owl_sparsities
@@ -207,8 +208,8 @@ def _stage(progress: Callable[[OneShotProgress], None] | None, stage: str, index
 def _check_arguments(
     model: Any, method: str, sparsity: Any, structure: Any, owl: bool, owl_lambda: float, owl_m: float,
     offload: str, mode: str, batch_size: Any, blocksize: Any, percdamp: Any, device: Any, blocks: str | None,
-    include: Any, exclude: Any,
-) -> tuple[OneShotMethod, NM | None, float, torch.device, str, nn.ModuleList]:
+    include: Any, exclude: Any, head: Any = False, embeddings: Any = False,
+) -> tuple[OneShotMethod, NM | None, float, torch.device, str, nn.ModuleList, OutputParts]:
     """Validate every argument of :func:`oneshot_prune` before anything changes."""
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
@@ -252,7 +253,8 @@ def _check_arguments(
             state = target.state
             if mode != "permanent" and state not in ("dense", mode):
                 raise InvalidParameterError("mode", f"{state!r}, the mode {target.name} is already pruned in", mode)
-    return chosen, nm, sparsity, dev, path, block_list
+    parts = find_output_parts(model, path, head, embeddings, nm, mode)
+    return chosen, nm, sparsity, dev, path, block_list, parts
 
 
 def oneshot_prune(
@@ -276,6 +278,8 @@ def oneshot_prune(
     mode: str = "permanent",
     blocksize: int = 128,
     percdamp: float = 0.01,
+    head: bool = False,
+    embeddings: bool = False,
     progress: Callable[[OneShotProgress], None] | None = None,
 ) -> OneShotResult:
     """Prune the linear layers of every transformer block of ``model`` once, from calibration data.
@@ -305,6 +309,21 @@ def oneshot_prune(
             ``save_pretrained``), ``"inplace"`` or ``"reparam"`` (prunekit masks
             kept, e.g. for fine-tuning; see :func:`prunekit.apply_masks`).
         blocksize, percdamp: SparseGPT's column block (128) and dampening (0.01).
+        head: also prune the output head (``lm_head``; default False: left
+            dense). After the last block, the model's final norm (and OPT's
+            ``project_out``) is run on the last block's outputs and the head is
+            pruned with ``method`` from those inputs ``X`` (Wanda's ``‖X_j‖₂``,
+            SparseGPT's ``H = 2XXᵀ``) at ``sparsity`` (not an OWL level) and
+            ``structure``. An error when no final norm is found
+            (:data:`prunekit.oneshot.head.FINAL_NORM_NAMES`).
+        embeddings: also prune the token embedding (default False) by
+            magnitude ``|E_vd|`` (no calibration statistic applies to a table
+            lookup) at ``sparsity``, one threshold per matrix, or N of every M
+            consecutive entries along the embedding dimension for N:M.
+            A head tied to the embedding (GPT-2, OPT) is one matrix: it needs
+            ``head=True, embeddings=True`` together (pruned once, by ``method``
+            from the head's inputs) and ``mode="permanent"``; either flag alone
+            is an error.
         progress: called with :class:`OneShotProgress` events.
 
     Returns:
@@ -315,9 +334,9 @@ def oneshot_prune(
         PrunekitError: when a SparseGPT Hessian stays indefinite after raising
             the dampening; the blocks before it are then already pruned.
     """
-    chosen, nm, sparsity, dev, path, block_list = _check_arguments(
+    chosen, nm, sparsity, dev, path, block_list, parts = _check_arguments(
         model, method, sparsity, structure, owl, owl_lambda, owl_m, offload, mode, batch_size, blocksize, percdamp,
-        device, blocks, include, exclude)
+        device, blocks, include, exclude, head, embeddings)
     batches = calibration_batches(calibration, batch_size)
 
     start = time.perf_counter()
@@ -360,11 +379,14 @@ def oneshot_prune(
                 store.release(index)
                 release_freed_memory()  # the block's statistics and temporaries, and its inputs
             logger.info("block %d/%d pruned at %.4f", index + 1, len(block_list), levels[index])
+        layer_sparsity.update(_prune_outside_blocks(parts, x, chosen, sparsity, nm, options, mode, dev))
     finally:
         store.finish()
         model.train(was_training)
     seconds = time.perf_counter() - start
-    report = sparsity_report(model, types=LINEAR_TYPES, include=f"{path}.*", params="weight")
+    outside = [t.name for t in (parts.head, parts.embedding) if t is not None]
+    report = sparsity_report(model, types=(*LINEAR_TYPES, nn.Embedding) if outside else LINEAR_TYPES,
+                             include=[f"{path}.*", *outside], params="weight")
     if include is not None or exclude is not None:
         report.rows = [r for r in report.rows if r.name in layer_sparsity]
     if nm is not None:
@@ -374,6 +396,26 @@ def oneshot_prune(
     report.extras["method"] = chosen.name
     return OneShotResult(chosen.name, "unstructured" if nm is None else nm.spec(), sparsity, path, levels,
                          layer_sparsity, ratios, seconds, tokens, peak, report)
+
+
+def _prune_outside_blocks(parts: OutputParts, last: Captured, method: OneShotMethod, sparsity: float,
+                          nm: NM | None, options: dict[str, Any], mode: str, device: torch.device) -> dict[str, float]:
+    """Prune the head (from the final norm's outputs on ``last``) and/or the embedding (by magnitude)."""
+    achieved: dict[str, float] = {}
+    if parts.head is not None:
+        stats = head_input_stats(parts, last, device, method.norms, method.hessian) \
+            if method.norms or method.hessian else None
+        achieved.update(_prune_group([parts.head], method, stats, sparsity, nm, options, "", mode))
+        logger.info("output head %s pruned by %s at %.4f", parts.head.name, method.name, sparsity)
+    if parts.embedding is not None:
+        if parts.tied:
+            achieved[parts.embedding.name] = achieved[parts.head.name]  # type: ignore[union-attr]
+            logger.info("%s is tied to the head: pruned with it", parts.embedding.name)
+        else:
+            magnitude = ONESHOT_METHODS.get("magnitude")()
+            achieved.update(_prune_group([parts.embedding], magnitude, None, sparsity, nm, options, "", mode))
+            logger.info("token embedding %s pruned by magnitude at %.4f", parts.embedding.name, sparsity)
+    return achieved
 
 
 def _move_outside_blocks(model: nn.Module, block_list: nn.ModuleList, device: torch.device) -> None:
