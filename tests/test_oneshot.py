@@ -407,6 +407,22 @@ def test_tied_gpt2_head_with_embeddings_prunes_the_shared_matrix_once():
         oneshot_prune(gpt2(), calib(), "wanda", 0.5, head=True, embeddings=True, mode="reparam")
 
 
+def _opt_projected(width: int):
+    torch.manual_seed(0)
+    cfg = transformers.OPTConfig(vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                 num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=width,
+                                 pad_token_id=1, bos_token_id=0, eos_token_id=0)
+    return transformers.OPTForCausalLM(cfg).eval()
+
+
+def test_opt_head_inputs_go_through_project_out():
+    model = _opt_projected(16)  # final_layer_norm (32) then project_out (32 -> 16) then lm_head (16 -> vocab)
+    result = oneshot_prune(model, calib(), "sparsegpt", 0.5, head=True, embeddings=True)
+    assert model.lm_head.weight.shape[1] == 16
+    assert (model.lm_head.weight == 0).float().mean().item() == pytest.approx(0.5)
+    assert result.layer_sparsity["model.decoder.embed_tokens.weight"] == pytest.approx(0.5)
+
+
 class _NoNorm(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -422,7 +438,8 @@ class _NoNorm(torch.nn.Module):
     (_NoNorm, {"head": True}, "head"),
     (llama, {"head": 1}, "head"),
     (llama, {"embeddings": "yes"}, "embeddings"),
-    (llama, {"head": True, "structure": "2:3", "sparsity": 1 / 3}, "structure"),
+    (lambda: _opt_projected(36), {"head": True, "embeddings": True, "structure": "4:8", "sparsity": None},
+     "structure"),  # blocks are 32 wide, the head and the embedding 36
 ])
 def test_bad_head_or_embedding_arguments_raise_before_anything_changes(make, kwargs, param):
     model = make()
