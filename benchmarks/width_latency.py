@@ -9,6 +9,12 @@ oneDNN run these widths?": the pretrained ResNet-20 (or random weights with
 folded into its convolutions (``torch.fx.experimental.optimization.fuse``),
 timed one forward each per round in a rotating order after ``wait_quiet``.
 
+Caution: in a fresh process glibc hands each forward pass fresh memory (mmap and
+heap trimming), and the page faults cost the dense model the most. Run it with
+``MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000
+MALLOC_TOP_PAD_=268435456`` (or after some training in the same process) for
+warmed-allocator timings, which are the ones to compare with ``structural.py``.
+
     python benchmarks/width_latency.py --json benchmarks/results/width_latency.json
 """
 
