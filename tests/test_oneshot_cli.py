@@ -65,3 +65,16 @@ def test_sample_windows_are_seeded_slices():
     a = sample_windows(ids, 5, 10, seed=3)
     assert a.shape == (5, 10) and torch.equal(a, sample_windows(ids, 5, 10, seed=3))
     assert all(torch.equal(row, torch.arange(int(row[0]), int(row[0]) + 10)) for row in a)
+
+
+def test_oneshot_cli_head_and_embeddings(text_file, tmp_path, capsys):
+    vocab = len(set(TEXT))
+    args = json.dumps({"n_layer": 1, "n_embd": 32, "n_head": 4, "vocab_size": vocab, "block_size": 64})
+    code = main(["oneshot", "gpt_tiny", "--model-args", args, "--text", str(text_file), "--tokenizer", "char",
+                 "--method", "wanda", "--samples", "4", "--seq-len", "32", "--head", "--embeddings",
+                 "--out", str(tmp_path / "out")])
+    capsys.readouterr()
+    assert code == 0
+    state = prunekit.load_sparse(tmp_path / "out" / "model.safetensors")
+    heads = [k for k in state if k.endswith("weight") and state[k].shape[0] == vocab and state[k].dim() == 2]
+    assert heads and all(float((state[k] == 0).float().mean()) == 0.5 for k in heads)  # head and embedding

@@ -45,6 +45,9 @@ def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--owl-lambda", type=float, default=0.08)
     p.add_argument("--owl-m", type=float, default=5.0)
     p.add_argument("--sequential", action="store_true", help="prune a block's layers group by group")
+    p.add_argument("--head", action="store_true", help="also prune the output head (from the final norm's outputs)")
+    p.add_argument("--embeddings", action="store_true",
+                   help="also prune the token embedding by magnitude (a tied head needs --head --embeddings)")
     p.add_argument("--offload", default="none", choices=list(OFFLOAD_MODES))
     p.add_argument("--offload-dir", help="folder for --offload disk (default: a temporary one)")
     p.add_argument("--samples", type=int, default=128, help="calibration windows")
@@ -149,6 +152,7 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             model, calibration, method=args.method, sparsity=args.sparsity, structure=args.structure,
             owl=args.owl, owl_lambda=args.owl_lambda, owl_m=args.owl_m, sequential=args.sequential,
             offload=args.offload, offload_dir=args.offload_dir, device=args.device, progress=on_event,
+            head=args.head, embeddings=args.embeddings,
         )
     from .cli import _report_table
 
