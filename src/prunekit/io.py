@@ -19,6 +19,7 @@ mask (``<name>_orig`` where the mask is 0) are not stored; they come back as 0.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -39,6 +40,7 @@ __all__ = [
     "FORMAT",
     "atomic_write",
     "atomic_write_text",
+    "read_json_object",
     "save_sparse",
     "load_sparse",
     "restore_masks",
@@ -46,6 +48,8 @@ __all__ = [
     "load_state_dict_file",
     "logical_tensors",
 ]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "prunekit-sparse"
 VERSION = 1
@@ -84,6 +88,24 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
             handle.write(text)
 
     atomic_write(path, write)
+
+
+def read_json_object(path: str | os.PathLike[str], *, then: str) -> dict[str, Any] | None:
+    """The JSON object stored at ``path`` by a resumable run, or None.
+
+    None when the file is missing, is not an object, or cannot be read or
+    parsed; the last case is logged as a warning that ends with ``then`` (what
+    the caller does instead, e.g. "the stage runs again").
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        logger.warning("ignoring unreadable %s (%s); %s", path, exc, then)
+        return None
+    return value if isinstance(value, dict) else None
 
 
 # -- encoding -------------------------------------------------------------------

@@ -61,7 +61,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torch.utils.data import default_collate
 
 from .errors import InvalidParameterError
-from .io import atomic_write, atomic_write_text, save_sparse
+from .io import atomic_write, atomic_write_text, read_json_object, save_sparse
 from .recipes import Recipe, RunSpec, TrainSpec, load_recipe
 from .training import TrainProgress, fit
 
@@ -141,14 +141,8 @@ class Runner:
         atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
     def _read_json(self, path: Path) -> dict[str, Any] | None:
-        if not path.is_file():
-            return None
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            logger.warning("ignoring unreadable %s (%s); the stage runs again", path, exc)
-            return None
-        if not isinstance(value, dict) or value.get("fingerprint") != self.fingerprint:
+        value = read_json_object(path, then="the stage runs again")
+        if value is None or value.get("fingerprint") != self.fingerprint:
             return None
         return value
 

@@ -34,7 +34,6 @@ not hashed).
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -46,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ..io import atomic_write, load_sparse, save_sparse
+from ..io import atomic_write, load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks
 from ..measure._results import dump_json
 from ..measure.size import dense_state_dict
@@ -69,17 +68,6 @@ LevelCallback = Callable[[int, "str | None", TrainProgress], None]
 
 def level_name(level: int) -> str:
     return f"level_{level:03d}"
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        logger.warning("ignoring unreadable %s (%s); it is computed again", path, exc)
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
@@ -150,7 +138,7 @@ class LotteryRun:
         if self.out.exists() and not self.out.is_dir():
             raise InvalidParameterError("out_dir", "a folder (or a path to create one)", os.fspath(self.out))
         marker = self.out / "run.json"
-        stored = _read_json(marker) if marker.is_file() else None
+        stored = read_json_object(marker, then="it is computed again")
         if marker.is_file() and stored is None:
             raise InvalidParameterError("out_dir", "a lottery run directory with a readable run.json",
                                         os.fspath(marker), "Fix: use a new out_dir.")
@@ -188,7 +176,7 @@ class LotteryRun:
 
     def metrics(self, level: int, control: str | None = None) -> dict[str, Any] | None:
         """The finished metrics of a level or control, or None."""
-        value = _read_json(self.path(level, control) / "metrics.json")
+        value = read_json_object(self.path(level, control) / "metrics.json", then="it is computed again")
         if value is None or value.get("fingerprint") != self.config.fingerprint():
             return None
         return value
