@@ -500,6 +500,10 @@ _DDP_SCRIPT = textwrap.dedent(
         with open(os.path.join(out_dir, f"control{int(sync)}{rank}.bin"), "wb") as f:
             for m in (fresh.fc1, fresh.fc2):
                 f.write((m.weight_mask != 0).numpy().tobytes())
+    # shut gloo down before the interpreter does: left to exit, its threads sometimes abort the
+    # process ("terminate called without an active exception", return code -6)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     """
 )
 
