@@ -17,9 +17,9 @@ from prunekit.oneshot import (
     to_semi_structured,
     window_batches,
 )
-from prunekit.oneshot.api import _sequential_groups
 from prunekit.oneshot.blocks import block_targets, weight_matrix
 from prunekit.oneshot.capture import calibration_batches, capture_block_inputs
+from prunekit.oneshot.engine import sequential_groups
 from prunekit.oneshot.methods import ONESHOT_METHODS
 from prunekit.oneshot.stats import collect_input_stats
 
@@ -226,7 +226,7 @@ def test_sequential_groups_follow_the_call_order_and_shared_inputs():
     _, blocks = find_blocks(model)
     batches = calibration_batches(calib(), 8)
     inputs = capture_block_inputs(model, blocks[0], batches, torch.device("cpu"), torch.device("cpu"))
-    groups = _sequential_groups(blocks[0], block_targets(blocks[0]), inputs, torch.device("cpu"))
+    groups = sequential_groups(blocks[0], block_targets(blocks[0]), inputs, torch.device("cpu"))
     names = [[t.name.rsplit(".", 2)[-2] for t in g] for g in groups]
     assert names == [["q_proj", "k_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"], ["down_proj"]]
     seq, par = llama(), llama()

@@ -1,23 +1,12 @@
 """``prunekit.oneshot_prune``: layer-by-layer one-shot pruning of a transformer from a calibration set.
 
-The engine (Frantar & Alistarh 2023; Sun et al. 2023 use the same scheme):
-
-1. capture the inputs of the first block for every calibration batch
-   (:mod:`prunekit.oneshot.capture`);
-2. for each block in turn: bring it to the device, hook its linear layers to
-   gather their input statistics while running it on its inputs, prune each
-   layer, run the pruned block again and keep its outputs as the next
-   block's inputs; send the block back (:mod:`prunekit.oneshot.offload`).
-
-Only one block's activations (inputs and outputs) and statistics are in
-memory at a time. With ``sequential=True`` the layers of a block are pruned
-in groups in the order the block calls them, layers reading the same input
-forming one group (q/k/v, then the output projection, then the MLP's input
-projections, then its output projection), each group's statistics being
-gathered with the earlier groups already pruned.
-
-OWL (``owl=True``) first runs the dense model block by block to measure each
-block's outlier ratio, then prunes block ``l`` at its own sparsity ``s_l``.
+The pass itself (capture, per block statistics, prune, rerun) is
+:mod:`prunekit.oneshot.engine`; this module validates the arguments and makes
+the call all or nothing: every weight the pass is about to change is first
+recorded (:class:`prunekit.oneshot.journal.Journal`, in memory or in the
+offload folder), the masks of the masked modes are attached only after the
+pass has succeeded, and on any exception the recorded values and the devices
+of all tensors are put back before it propagates.
 """
 
 from __future__ import annotations
@@ -26,8 +15,7 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,42 +24,23 @@ from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
 from ..masks import apply_masks
-from ..measure.sparsity import SparsityReport, sparsity_report
-from ..memory import release_freed_memory
+from ..measure.sparsity import SparsityReport
 from ..structures import NM, Element, create_structure
 from ..targets import Target
-from .blocks import (
-    LINEAR_TYPES,
-    block_targets,
-    find_blocks,
-    set_weight_matrix,
-    weight_matrix,
-)
-from .capture import Captured, calibration_batches, capture_block_inputs, run_block
-from .head import OutputParts, find_output_parts, head_input_stats
-from .methods import ONESHOT_METHODS, OneShotMethod
+from .blocks import block_targets, find_blocks, weight_matrix
+from .capture import calibration_batches
+from .engine import OneShotProgress, PassOutcome, Plan, run_pass
+from .head import find_output_parts
+from .journal import Journal, Placement
+from .methods import ONESHOT_METHODS
 from .offload import OFFLOAD_MODES, BlockStore
-from .owl import check_owl, outlier_ratio, owl_sparsities
-from .selection import nm_invalid_groups
-from .stats import InputStats, collect_input_stats
-from .wanda import wanda_scores
+from .owl import check_owl
 
-__all__ = ["OneShotProgress", "OneShotResult", "oneshot_prune"]
+__all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
 
 logger = logging.getLogger(__name__)
 
 MODES = ("permanent", "inplace", "reparam")
-
-
-@dataclass(frozen=True)
-class OneShotProgress:
-    """Sent to ``progress`` when a block starts (``status="start"``) and ends (``"done"``)."""
-
-    stage: str  # "capture" (the first block's inputs), "owl" (measuring outliers) or "prune"
-    block: int
-    blocks: int
-    status: str
-    seconds: float = 0.0
 
 
 @dataclass
@@ -91,6 +60,19 @@ class OneShotResult:
     calibration_tokens: int
     peak_block_bytes: int
     report: SparsityReport = field(repr=False)
+
+    @classmethod
+    def from_pass(cls, plan: Plan, outcome: PassOutcome, seconds: float) -> OneShotResult:
+        rows = outcome.rows
+        if plan.include is not None or plan.exclude is not None:
+            rows = [r for r in rows if r.name in outcome.layer_sparsity]
+        report = SparsityReport(rows, outcome.model_params, outcome.model_nonzero)
+        if plan.nm is not None:
+            report.extras["nm_invalid_groups"] = outcome.nm_invalid_groups
+        report.extras["method"] = plan.method.name
+        return cls(plan.method.name, "unstructured" if plan.nm is None else plan.nm.spec(), plan.sparsity, plan.path,
+                   outcome.levels, outcome.layer_sparsity, outcome.ratios, seconds, outcome.tokens, outcome.peak,
+                   report)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,96 +103,16 @@ def _in_features(target: Target) -> int:
     return weight_matrix(target).shape[1]
 
 
-def _sequential_groups(block: nn.Module, targets: list[Target], inputs: Captured,
-                       device: torch.device) -> list[list[Target]]:
-    """Targets grouped by the input tensor they read, in the order the block calls them."""
-    order: list[tuple[torch.Tensor, Target]] = []  # the input objects are kept alive: no reuse of identities
-    handles = []
-    for target in targets:
-        def hook(module: nn.Module, args: tuple[Any, ...], target: Target = target) -> None:
-            if all(t is not target for _, t in order):
-                order.append((args[0], target))
-        handles.append(target.module.register_forward_pre_hook(hook))
-    try:
-        single = Captured(inputs.hidden[:1], inputs.args[:1], inputs.kwargs[:1])
-        run_block(block, single, device, None)
-    finally:
-        for handle in handles:
-            handle.remove()
-    groups: list[list[Target]] = []
-    last: torch.Tensor | None = None
-    for tensor, target in order:
-        if last is not None and tensor is last:
-            groups[-1].append(target)
-        else:
-            last = tensor
-            groups.append([target])
-    missing = [t for t in targets if all(t is not g for group in groups for g in group)]
-    if missing:
-        logger.warning("sequential: %s never called by the block; pruned with the last group",
-                       ", ".join(t.name for t in missing))
-        groups.append(missing)
-    return groups
+def make_plan(
+    model: Any, method: str, sparsity: Any, structure: Any, *, owl: bool = False, owl_lambda: float = 0.08,
+    owl_m: float = 5.0, sequential: bool = False, mode: str = "permanent", blocksize: Any = 128,
+    percdamp: Any = 0.01, device: Any = None, blocks: str | None = None, include: Any = None, exclude: Any = None,
+    head: Any = False, embeddings: Any = False, progress: Callable[[OneShotProgress], None] | None = None,
+) -> Plan:
+    """Validate the arguments of a pass (see :func:`oneshot_prune`) before anything changes.
 
-
-def _prune_group(group: list[Target], method: OneShotMethod, stats: dict[str, InputStats] | None,
-                 sparsity: float, nm: NM | None, options: dict[str, Any], prefix: str, mode: str) -> dict[str, float]:
-    achieved = {}
-    keeps: list[torch.Tensor] = []
-    for target in group:
-        name = prefix + target.name
-        matrix = weight_matrix(target).detach().float()
-        # each layer's statistics are released as soon as it is pruned
-        new, keep = method.prune_layer(matrix, None if stats is None else stats.pop(target.name),
-                                       sparsity, nm, options, name)
-        if new is not None:
-            set_weight_matrix(target, new)
-        keep_param = keep.t() if target.in_dim == 0 else keep
-        if mode == "permanent":
-            with torch.no_grad():
-                target.original.mul_(keep_param.to(target.original.dtype))
-        keeps.append(keep_param.contiguous())
-        achieved[name] = 1.0 - float(keep.sum()) / keep.numel()
-        logger.debug("%s: sparsity %.4f", name, achieved[name])
-    if mode != "permanent":
-        apply_masks(group, keeps, mode=mode, description=f"oneshot {method.name}")
-    return achieved
-
-
-def _owl_ratios(blocks: nn.ModuleList, store: BlockStore, inputs: Captured, include: Any, exclude: Any,
-                owl_m: float, device: torch.device, progress: Callable[[OneShotProgress], None] | None) -> list[float]:
-    """Outlier ratio of every block of the dense model (its inputs from the dense blocks before it)."""
-    ratios = []
-    x = inputs
-    for index in range(len(blocks)):
-        with _stage(progress, "owl", index, len(blocks)):
-            block = store.load(index)
-            targets = block_targets(block, include, exclude)
-            with collect_input_stats(targets, norms=True, hessian=False) as stats:
-                x = run_block(block, x, device, store.rest)
-            ratios.append(outlier_ratio([wanda_scores(weight_matrix(t), stats[t.name].norms()) for t in targets],
-                                        owl_m))
-            store.release(index)
-    return ratios
-
-
-@contextmanager
-def _stage(progress: Callable[[OneShotProgress], None] | None, stage: str, index: int, count: int) -> Iterator[None]:
-    """Send ``start`` and ``done`` (with the seconds taken) events around a stage of one block."""
-    start = time.perf_counter()
-    if progress:
-        progress(OneShotProgress(stage, index, count, "start"))
-    yield
-    if progress:
-        progress(OneShotProgress(stage, index, count, "done", time.perf_counter() - start))
-
-
-def _check_arguments(
-    model: Any, method: str, sparsity: Any, structure: Any, owl: bool, owl_lambda: float, owl_m: float,
-    offload: str, mode: str, batch_size: Any, blocksize: Any, percdamp: Any, device: Any, blocks: str | None,
-    include: Any, exclude: Any, head: Any = False, embeddings: Any = False,
-) -> tuple[OneShotMethod, NM | None, float, torch.device, str, nn.ModuleList, OutputParts]:
-    """Validate every argument of :func:`oneshot_prune` before anything changes."""
+    Only shapes, names and module types are read: the blocks may still be on the meta device.
+    """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
     chosen = ONESHOT_METHODS.get(method)()
@@ -226,11 +128,9 @@ def _check_arguments(
             raise InvalidParameterError("owl", "False for N:M (its sparsity is fixed)", owl,
                                         "Fix: use OWL with structure='unstructured'.")
         check_owl(sparsity, owl_lambda, owl_m)
-    check_choice("offload", offload, OFFLOAD_MODES)
     check_choice("mode", mode, MODES)
-    for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidParameterError(name, "a positive int", value)
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+        raise InvalidParameterError("blocksize", "a positive int", blocksize)
     if nm is not None and chosen.hessian and blocksize % nm.m:
         raise InvalidParameterError("blocksize", f"a multiple of M={nm.m}", blocksize, "Fix: e.g. blocksize=128.")
     if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not percdamp > 0:
@@ -254,7 +154,8 @@ def _check_arguments(
             if mode != "permanent" and state not in ("dense", mode):
                 raise InvalidParameterError("mode", f"{state!r}, the mode {target.name} is already pruned in", mode)
     parts = find_output_parts(model, path, head, embeddings, nm, mode)
-    return chosen, nm, sparsity, dev, path, block_list, parts
+    return Plan(chosen, nm, sparsity, dev, path, block_list, parts, mode, {"blocksize": blocksize, "percdamp": percdamp},
+                owl, owl_lambda, owl_m, sequential, include, exclude, progress)
 
 
 def oneshot_prune(
@@ -300,6 +201,9 @@ def oneshot_prune(
             ``± owl_lambda`` of ``sparsity``, outliers above ``owl_m`` × mean.
         sequential: prune a block's layers group by group with re-captured inputs.
         offload: ``"none"``, ``"cpu"`` or ``"disk"`` for the blocks not being pruned.
+            The original values of the pruned weights are kept until the call
+            succeeds, in memory, or in ``offload_dir`` with ``"disk"``. A model
+            that does not fit in memory at all: :func:`prune_pretrained`.
         offload_dir: folder for ``offload="disk"`` (default: a temporary one).
         device: where blocks are pruned (default: the model's device).
         batch_size: rows per forward when ``calibration`` is an id tensor.
@@ -332,107 +236,67 @@ def oneshot_prune(
     Raises:
         InvalidParameterError: for bad arguments, before anything changes.
         PrunekitError: when a SparseGPT Hessian stays indefinite after raising
-            the dampening; the blocks before it are then already pruned.
+            the dampening. Then, as after any other exception during the
+            pass, the model is put back as it was before the call (weights
+            bit for bit, devices, no masks or hooks; see
+            :mod:`prunekit.oneshot.journal`) before the exception propagates.
     """
-    chosen, nm, sparsity, dev, path, block_list, parts = _check_arguments(
-        model, method, sparsity, structure, owl, owl_lambda, owl_m, offload, mode, batch_size, blocksize, percdamp,
-        device, blocks, include, exclude, head, embeddings)
+
+    plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
+                     sequential=sequential, mode=mode, blocksize=blocksize, percdamp=percdamp, device=device,
+                     blocks=blocks, include=include, exclude=exclude, head=head, embeddings=embeddings,
+                     progress=progress)
+    check_choice("offload", offload, OFFLOAD_MODES)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError("batch_size", "a positive int", batch_size)
     batches = calibration_batches(calibration, batch_size)
 
     start = time.perf_counter()
-    options = {"blocksize": blocksize, "percdamp": percdamp}
     was_training = model.training
-    model.eval()
-    store = BlockStore(block_list, offload, dev, offload_dir)
-    peak = 0
-    ratios: list[float] | None = None
-    layer_sparsity: dict[str, float] = {}
+    placement = Placement(model)
+    store = BlockStore(plan.blocks, offload, plan.device, offload_dir)
+    journal = Journal(store.directory if offload == "disk" else None)
+    succeeded = False
     try:
-        _move_outside_blocks(model, block_list, dev)
-        with _stage(progress, "capture", 0, 1):
-            inputs = capture_block_inputs(model, block_list[0], batches, dev, store.rest)
-        levels = [sparsity] * len(block_list)
-        if owl:
-            ratios = _owl_ratios(block_list, store, inputs, include, exclude, owl_m, dev, progress)
-            levels = owl_sparsities(ratios, sparsity, owl_lambda)
-            logger.info("OWL outlier ratios %s -> sparsities %s", [f"{r:.4f}" for r in ratios],
-                        [f"{s:.4f}" for s in levels])
-        tokens = inputs.tokens
-        x = inputs
-        del inputs  # from here on only the current block's inputs and outputs are alive
-        for index in range(len(block_list)):
-            with _stage(progress, "prune", index, len(block_list)):
-                block = store.load(index)
-                targets = block_targets(block, include, exclude)
-                prefix = f"{path}.{index}."
-                groups = _sequential_groups(block, targets, x, dev) if sequential else [targets]
-                for group in groups:
-                    stats = None
-                    if chosen.norms or chosen.hessian:
-                        with collect_input_stats(group, norms=chosen.norms, hessian=chosen.hessian) as stats:
-                            run_block(block, x, dev, None)
-                        peak = max(peak, x.nbytes + sum(st.nbytes for st in stats.values()))
-                    layer_sparsity.update(_prune_group(group, chosen, stats, levels[index], nm, options, prefix, mode))
-                    del stats
-                x = run_block(block, x, dev, store.rest)
-                peak = max(peak, 2 * x.nbytes)
-                store.release(index)
-                release_freed_memory()  # the block's statistics and temporaries, and its inputs
-            logger.info("block %d/%d pruned at %.4f", index + 1, len(block_list), levels[index])
-        layer_sparsity.update(_prune_outside_blocks(parts, x, chosen, sparsity, nm, options, mode, dev))
-    finally:
+        model.eval()
+        outcome = run_pass(model, plan, batches, store, journal)
         store.finish()
+        if plan.mode != "permanent":
+            _attach_masks(plan, outcome, journal)
+        succeeded = True
+    except BaseException:
+        _roll_back(store, journal, placement)
+        raise
+    finally:
+        journal.discard()
+        store.close(keep_files=succeeded)
         model.train(was_training)
-    seconds = time.perf_counter() - start
-    outside = [t.name for t in (parts.head, parts.embedding) if t is not None]
-    report = sparsity_report(model, types=(*LINEAR_TYPES, nn.Embedding) if outside else LINEAR_TYPES,
-                             include=[f"{path}.*", *outside], params="weight")
-    if include is not None or exclude is not None:
-        report.rows = [r for r in report.rows if r.name in layer_sparsity]
-    if nm is not None:
-        report.extras["nm_invalid_groups"] = {
-            name: nm_invalid_groups(_effective_matrix(model, name), nm) for name in layer_sparsity
-        }
-    report.extras["method"] = chosen.name
-    return OneShotResult(chosen.name, "unstructured" if nm is None else nm.spec(), sparsity, path, levels,
-                         layer_sparsity, ratios, seconds, tokens, peak, report)
+    return OneShotResult.from_pass(plan, outcome, time.perf_counter() - start)
 
 
-def _prune_outside_blocks(parts: OutputParts, last: Captured, method: OneShotMethod, sparsity: float,
-                          nm: NM | None, options: dict[str, Any], mode: str, device: torch.device) -> dict[str, float]:
-    """Prune the head (from the final norm's outputs on ``last``) and/or the embedding (by magnitude)."""
-    achieved: dict[str, float] = {}
-    if parts.head is not None:
-        stats = head_input_stats(parts, last, device, method.norms, method.hessian) \
-            if method.norms or method.hessian else None
-        achieved.update(_prune_group([parts.head], method, stats, sparsity, nm, options, "", mode))
-        logger.info("output head %s pruned by %s at %.4f", parts.head.name, method.name, sparsity)
-    if parts.embedding is not None:
-        if parts.tied:
-            achieved[parts.embedding.name] = achieved[parts.head.name]  # type: ignore[union-attr]
-            logger.info("%s is tied to the head: pruned with it", parts.embedding.name)
-        else:
-            magnitude = ONESHOT_METHODS.get("magnitude")()
-            achieved.update(_prune_group([parts.embedding], magnitude, None, sparsity, nm, options, "", mode))
-            logger.info("token embedding %s pruned by magnitude at %.4f", parts.embedding.name, sparsity)
-    return achieved
+def _roll_back(store: BlockStore, journal: Journal, placement: Placement) -> None:
+    """Undo a failed pass: every block back in memory, the recorded weights and all devices restored."""
+    logger.warning("one-shot pruning failed: restoring the model as it was before the call")
+    store.finish()
+    journal.restore()
+    placement.restore()
 
 
-def _move_outside_blocks(model: nn.Module, block_list: nn.ModuleList, device: torch.device) -> None:
-    """Move the parameters and buffers outside the blocks (embeddings, rotary tables, head) to ``device``."""
-    inside = {id(t) for b in block_list for t in (*b.parameters(), *b.buffers())}
-    for module in model.modules():
-        for name, p in module._parameters.items():
-            if p is not None and id(p) not in inside and p.device != device:
-                p.data = p.data.to(device)
-        for name, b in module._buffers.items():
-            if b is not None and id(b) not in inside and b.device != device:
-                module._buffers[name] = b.to(device)
+@torch.no_grad()
+def _attach_masks(plan: Plan, outcome: PassOutcome, journal: Journal) -> None:
+    """The masks of ``mode="inplace"`` / ``"reparam"``, all at once once the pass has succeeded.
 
-
-def _effective_matrix(model: nn.Module, name: str) -> torch.Tensor:
-    module_name, _, param = name.rpartition(".")
-    module = model.get_submodule(module_name)
-    target = Target(name, module_name, module, param)
-    effective = target.effective()
-    return effective.t() if target.in_dim == 0 else effective
+    With ``"reparam"`` and a method that leaves the kept weights unchanged
+    (Wanda, magnitude), the pruned entries of ``<name>_orig`` get their
+    original values back: the mask alone prunes them, as it would have had the
+    mask been attached before the next block ran.
+    """
+    for key in journal.keys():
+        restore = [k for k in outcome.keeps if k.restore and k.journal_key == key]
+        if restore:
+            originals = journal.originals(key)
+            for k in restore:
+                param = k.target.original
+                param.copy_(torch.where(k.keep, param, originals[k.name].to(param.device)))
+    apply_masks([k.target for k in outcome.keeps], [k.keep for k in outcome.keeps], mode=plan.mode,
+                description=f"oneshot {plan.method.name}")
