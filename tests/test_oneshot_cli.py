@@ -78,3 +78,39 @@ def test_oneshot_cli_head_and_embeddings(text_file, tmp_path, capsys):
     state = prunekit.load_sparse(tmp_path / "out" / "model.safetensors")
     heads = [k for k in state if k.endswith("weight") and state[k].shape[0] == vocab and state[k].dim() == 2]
     assert heads and all(float((state[k] == 0).float().mean()) == 0.5 for k in heads)  # head and embedding
+
+
+def _llama_folder(path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(path, max_shard_size="20KB")
+    return transformers
+
+
+def test_oneshot_cli_streams_a_folder_with_offload_disk(text_file, tmp_path, capsys):
+    transformers = _llama_folder(tmp_path / "hf")
+    args = ["oneshot", str(tmp_path / "hf"), "--text", str(text_file), "--tokenizer", "char", "--offload", "disk",
+            "--method", "sparsegpt", "--samples", "4", "--seq-len", "32"]
+    code = main([*args, "--out", str(tmp_path / "pruned")])
+    out = capsys.readouterr().out
+    assert code == 0 and "block by block, 3 shards" in out
+    files = sorted(p.name for p in (tmp_path / "pruned").iterdir())
+    assert "model.safetensors.index.json" in files and "report.json" in files
+    loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "pruned")
+    assert prunekit.sparsity_report(loaded, include="model.layers.*").sparsity == pytest.approx(0.5)
+    report = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    assert report["result"]["method"] == "sparsegpt"
+    # the whole model is never loaded: perplexity is refused, and the output folder is required
+    assert main([*args, "--perplexity", "--out", str(tmp_path / "other")]) == 2
+    assert "--perplexity" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "--out" in capsys.readouterr().out
+    assert not (tmp_path / "other").exists()
+
+
+def test_oneshot_help_says_a_folder_with_offload_disk_is_streamed(capsys):
+    with pytest.raises(SystemExit):
+        main(["oneshot", "--help"])
+    assert "streamed" in capsys.readouterr().out

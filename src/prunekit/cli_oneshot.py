@@ -7,6 +7,11 @@
 MODEL is a Hugging Face folder (``config.json``; loaded with
 ``AutoModelForCausalLM.from_pretrained``, saved back with ``save_pretrained``)
 or a registered zoo model (``--weights``; saved with ``save_sparse``).
+A Hugging Face folder with ``--offload disk`` is streamed instead
+(:func:`prunekit.oneshot.prune_pretrained`): blocks are read from MODEL's
+safetensors and written to ``--out`` one at a time, so the whole model is
+never in memory (``--out`` is required and must be new or empty;
+``--perplexity`` needs the whole model and is refused).
 Tokens: ``--tokenizer auto`` uses the folder's tokenizer, ``char`` the sorted
 characters of the text file (prunekit's ``text_char``), ``bytes`` its UTF-8
 bytes. The first ``1 − val_fraction`` of the tokens give ``--samples``
@@ -33,7 +38,8 @@ __all__ = ["add_oneshot_parser", "sample_windows"]
 def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``oneshot`` subcommand on ``sub`` (argparse subparsers)."""
     p = sub.add_parser("oneshot", help="one-shot pruning of a language model block by block (Wanda, SparseGPT, OWL)")
-    p.add_argument("model", help="a Hugging Face model folder or a registered zoo model name")
+    p.add_argument("model", help="a Hugging Face model folder or a registered zoo model name; a folder with "
+                                 "--offload disk is streamed block by block into --out, never loaded whole")
     p.add_argument("--weights", help="safetensors / state dict for a zoo model")
     p.add_argument("--model-args", help="JSON of keyword arguments for the zoo model, e.g. '{\"n_layer\": 4}'")
     p.add_argument("--text", required=True, help="a UTF-8 text file: calibration data and held-out text")
@@ -48,7 +54,9 @@ def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--head", action="store_true", help="also prune the output head (from the final norm's outputs)")
     p.add_argument("--embeddings", action="store_true",
                    help="also prune the token embedding by magnitude (a tied head needs --head --embeddings)")
-    p.add_argument("--offload", default="none", choices=list(OFFLOAD_MODES))
+    p.add_argument("--offload", default="none", choices=list(OFFLOAD_MODES),
+                   help="where blocks wait: none, cpu, or disk (for a Hugging Face folder: read from it and written "
+                        "to --out one block at a time, so a model larger than memory can be pruned)")
     p.add_argument("--offload-dir", help="folder for --offload disk (default: a temporary one)")
     p.add_argument("--samples", type=int, default=128, help="calibration windows")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
@@ -71,12 +79,15 @@ def sample_windows(ids: torch.Tensor, samples: int, length: int, seed: int = 0) 
     return torch.stack([ids[s: s + length] for s in starts.tolist()])
 
 
+def _is_hf_folder(model: str) -> bool:
+    return (Path(model) / "config.json").is_file()
+
+
 def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
-    folder = Path(args.model)
-    if (folder / "config.json").is_file():
+    if _is_hf_folder(args.model):
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(folder), True
+        return AutoModelForCausalLM.from_pretrained(args.model), True
     from .io import load_pruned_state_dict, load_state_dict_file
     from .zoo import create_model
 
@@ -103,6 +114,23 @@ def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
     return torch.tensor(AutoTokenizer.from_pretrained(args.model)(text)["input_ids"], dtype=torch.long)
 
 
+def _check_streamed(args: argparse.Namespace, console: Any) -> int | None:
+    """The vocabulary size of a folder streamed with ``--offload disk`` (from its config), after the checks."""
+    from transformers import AutoConfig
+
+    if not args.out:
+        raise InvalidParameterError("--out", "an output folder with --offload disk on a Hugging Face folder",
+                                    None, "Fix: add --out DIR (the pruned model is written there block by block).")
+    if args.perplexity:
+        raise InvalidParameterError("--perplexity", "off with --offload disk on a Hugging Face folder (it streams "
+                                    "the model; perplexity needs it whole)", True,
+                                    "Fix: drop --perplexity, or use --offload cpu to load the model.")
+    if args.offload_dir:
+        console.print("note: --offload-dir is not used when a folder is streamed (blocks go to --out)",
+                      highlight=False)
+    return getattr(AutoConfig.from_pretrained(args.model).get_text_config(), "vocab_size", None)
+
+
 def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
     from rich.progress import (
         BarColumn,
@@ -115,16 +143,23 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
     from .io import atomic_write_text, save_sparse
     from .oneshot.api import oneshot_prune
     from .oneshot.perplexity import lm_perplexity
+    from .oneshot.pretrained import prune_pretrained
 
     if not 0.0 < args.val_fraction < 1.0:
         raise InvalidParameterError("--val-fraction", "a fraction in (0, 1)", args.val_fraction)
-    model, hf = _load_model(args)
-    model.eval()
+    streamed = _is_hf_folder(args.model) and args.offload == "disk"
+    model: Any = None
+    if streamed:
+        hf, vocab = True, _check_streamed(args, console)
+    else:
+        model, hf = _load_model(args)
+        model.eval()
+        embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
+        vocab = None if embedding is None else embedding.num_embeddings
     ids = _tokens(args, hf)
-    embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
-    if embedding is not None and int(ids.max()) >= embedding.num_embeddings:
+    if vocab is not None and int(ids.max()) >= vocab:
         raise InvalidParameterError(
-            "--tokenizer", f"token ids below the model's vocabulary of {embedding.num_embeddings}",
+            "--tokenizer", f"token ids below the model's vocabulary of {vocab}",
             f"{args.tokenizer} ids up to {int(ids.max())}",
             "Fix: use the tokenizer the model was trained with (e.g. --tokenizer char on the same text).",
         )
@@ -148,12 +183,14 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             if event.status == "done":
                 progress.advance(tasks[event.stage])
 
-        result = oneshot_prune(
-            model, calibration, method=args.method, sparsity=args.sparsity, structure=args.structure,
-            owl=args.owl, owl_lambda=args.owl_lambda, owl_m=args.owl_m, sequential=args.sequential,
-            offload=args.offload, offload_dir=args.offload_dir, device=args.device, progress=on_event,
-            head=args.head, embeddings=args.embeddings,
-        )
+        options: dict[str, Any] = {
+            "method": args.method, "sparsity": args.sparsity, "structure": args.structure, "owl": args.owl,
+            "owl_lambda": args.owl_lambda, "owl_m": args.owl_m, "sequential": args.sequential, "device": args.device,
+            "progress": on_event, "head": args.head, "embeddings": args.embeddings}
+        if streamed:
+            result = prune_pretrained(args.model, args.out, calibration, **options)
+        else:
+            result = oneshot_prune(model, calibration, offload=args.offload, offload_dir=args.offload_dir, **options)
     from .cli import _report_table
 
     console.print(_report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
@@ -172,7 +209,10 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        if hf:
+        if streamed:
+            console.print(f"saved {out} (block by block, {len(result.block_sparsities) + 1} shards)",
+                          highlight=False)
+        elif hf:
             model.save_pretrained(out)
             console.print(f"saved {out} (save_pretrained)", highlight=False)
         else:

@@ -138,7 +138,8 @@ def make_plan(
     path, block_list = find_blocks(model, blocks)
     first = next(model.parameters(), None)
     try:
-        dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        dev = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
     except (RuntimeError, TypeError) as exc:
         raise InvalidParameterError("device", "a torch device such as 'cpu' or 'cuda:0'", device) from exc
     for index, block in enumerate(block_list):
@@ -154,8 +155,9 @@ def make_plan(
             if mode != "permanent" and state not in ("dense", mode):
                 raise InvalidParameterError("mode", f"{state!r}, the mode {target.name} is already pruned in", mode)
     parts = find_output_parts(model, path, head, embeddings, nm, mode)
-    return Plan(chosen, nm, sparsity, dev, path, block_list, parts, mode, {"blocksize": blocksize, "percdamp": percdamp},
-                owl, owl_lambda, owl_m, sequential, include, exclude, progress)
+    options = {"blocksize": blocksize, "percdamp": percdamp}
+    return Plan(chosen, nm, sparsity, dev, path, block_list, parts, mode, options, owl, owl_lambda, owl_m, sequential,
+                include, exclude, progress)
 
 
 def oneshot_prune(
@@ -291,7 +293,7 @@ def _attach_masks(plan: Plan, outcome: PassOutcome, journal: Journal) -> None:
     original values back: the mask alone prunes them, as it would have had the
     mask been attached before the next block ran.
     """
-    for key in journal.keys():
+    for key in journal.recorded():
         restore = [k for k in outcome.keeps if k.restore and k.journal_key == key]
         if restore:
             originals = journal.originals(key)

@@ -64,6 +64,11 @@ def _parent(model: nn.Module, block_path: str) -> nn.Module:
     return model.get_submodule(parent) if parent else model
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """One parameter, or two sharing their storage (meta tensors have none: only identity counts)."""
+    return a is b or (a.device.type != "meta" and a.device == b.device and a.data_ptr() == b.data_ptr())
+
+
 def _check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidParameterError(name, "True or False", value)
@@ -96,9 +101,8 @@ def find_output_parts(model: nn.Module, block_path: str, head: object, embedding
     emb_module = _hf(model, "get_input_embeddings") or next(
         (getattr(parent, n) for n in EMBEDDING_NAMES if isinstance(getattr(parent, n, None), nn.Embedding)), None)
     emb_target = _target(model, emb_module, nn.Embedding)
-    tied = head_target is not None and emb_target is not None and (
-        head_target.original is emb_target.original
-        or head_target.original.data_ptr() == emb_target.original.data_ptr())
+    tied = head_target is not None and emb_target is not None and _same_tensor(head_target.original,
+                                                                               emb_target.original)
     if head:
         parts.norm = next((m for n in FINAL_NORM_NAMES if isinstance(m := getattr(parent, n, None), nn.Module)),
                           None)

@@ -54,7 +54,8 @@ class Journal:
         else:
             atomic_write(self._path(key), lambda tmp: save_file(copies, tmp))
 
-    def keys(self) -> list[str]:
+    def recorded(self) -> list[str]:
+        """The keys recorded so far, in order."""
         return list(self._params)
 
     def originals(self, key: str) -> dict[str, torch.Tensor]:

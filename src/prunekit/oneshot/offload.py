@@ -100,7 +100,7 @@ class BlockStore:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in _tensors(block).items()}
         atomic_write(self._path(index), lambda tmp: save_file(tensors, tmp))
         self._written.add(index)
-        del tensors
+        tensors.clear()
         self._drop(index)
 
     def _drop(self, index: int) -> None:
