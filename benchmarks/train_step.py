@@ -8,7 +8,10 @@ same seed and trained side by side in one process:
 * ``dense``             no pruning
 * ``torch-reparam``     torch.nn.utils.prune.l1_unstructured(amount=0.5) on every Linear weight
 * ``prunekit-reparam``  prunekit.prune(model, 0.5, mode="reparam")  (torch-compatible layout)
-* ``prunekit-inplace``  prunekit.prune(model, 0.5, mode="inplace")  (lean mode)
+* ``prunekit-inplace``  prunekit.prune(model, 0.5, mode="inplace")  (lean mode, stock torch ops)
+* ``prunekit-native``   the same, with prunekit.native's compiled update kernel enabled
+                        during its steps (needs a C++ compiler and ninja; skipped
+                        with a message where they are missing)
 
 One step = zero_grad, forward, loss, backward, optimizer.step, timed with
 time.perf_counter. The variants are interleaved within every round (the order
@@ -38,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ForeignLoad, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
 
-VARIANTS = ("dense", "torch-reparam", "prunekit-reparam", "prunekit-inplace")
+VARIANTS = ("dense", "torch-reparam", "prunekit-reparam", "prunekit-inplace", "prunekit-native")
 INPLACE_TARGET = 1.03  # prunekit's in-place step at most 1.03x dense
 
 
@@ -66,7 +69,8 @@ def make_variant(name: str, args: argparse.Namespace):
     elif name.startswith("prunekit"):
         import prunekit
 
-        prunekit.prune(model, 0.5, criterion="magnitude", mode=name.split("-", 1)[1])
+        mode = "inplace" if name == "prunekit-native" else name.split("-", 1)[1]
+        prunekit.prune(model, 0.5, criterion="magnitude", mode=mode)
     model.train()
     del torch
     return model
@@ -78,9 +82,14 @@ def make_optimizer(model, momentum: float):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=momentum)
 
 
-def train_step(model, optimizer, x, y) -> None:
+def train_step(model, optimizer, x, y, native: bool = False) -> None:
     import torch.nn.functional as F
 
+    from prunekit import native as kernels
+
+    # the compiled kernel is process-wide: on for the native variant's steps only (enable() is
+    # instant once built; the build happens before timing, in main)
+    kernels.enable() if native else kernels.disable()
     optimizer.zero_grad(set_to_none=True)
     loss = F.mse_loss(model(x), y)
     loss.backward()
@@ -137,7 +146,7 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
             with ForeignLoad() as round_load:
                 for v in variants[shift:] + variants[:shift]:
                     t0 = time.perf_counter()
-                    train_step(models[v], opts[v], x, y)
+                    train_step(models[v], opts[v], x, y, native=v == "prunekit-native")
                     step_times[v] = time.perf_counter() - t0
             if r >= args.warmup:
                 round_loads.append(round_load.cores)
@@ -153,9 +162,10 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
               f"{len(all_times[variants[0]])} measured rounds", flush=True)
         times = all_times
     check = None
-    if "prunekit-inplace" in models:
-        pruned, total = check_inplace_zeros(models["prunekit-inplace"])
-        check = {"pruned": pruned, "total": total, "still_zero": True}
+    for v in ("prunekit-inplace", "prunekit-native"):
+        if v in models:
+            pruned, total = check_inplace_zeros(models[v])
+            check = {"pruned": pruned, "total": total, "still_zero": True}
     out = {"momentum": momentum, "variants": {}, "inplace_zero_check": check, "foreign_load_cores": load.cores,
            "waited_for_quiet_s": waited, "rounds_measured": len(round_loads), "rounds_total": r, "rounds_quiet": quiet_rounds,
            "round_loads": round_loads,
@@ -213,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}")
+    if "prunekit-native" in variants:
+        from prunekit import native
+
+        missing = native.missing_requirements()
+        if missing:
+            print(f"prunekit-native skipped: cannot build the kernels here ({'; '.join(missing)})", flush=True)
+            variants.remove("prunekit-native")
+        else:
+            native.enable()  # build (or load the cached build) before any timing
+            native.disable()
     params = sum(p.numel() for p in build_model(args.blocks, args.d, args.hidden, args.seed).parameters())
     print(f"train step: {args.blocks} blocks of Linear({args.d}->{args.hidden}), GELU, Linear({args.hidden}->{args.d}) "
           f"= {params / 1e6:.1f}M params, batch {args.batch}, MSE, SGD lr=0.01; torch {torch.__version__}, "
@@ -242,11 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         if chk:
             print(f"{opt}: after {c['rounds_total']} steps the in-place model's {chk['pruned']} pruned weights "
                   f"(of {chk['total']}) are all exactly 0")
-        r = c["variants"].get("prunekit-inplace")
-        if r and r["ratio_to_dense"]:
-            ok = r["ratio_to_dense"] <= INPLACE_TARGET
-            print(f"{opt}: target prunekit-inplace <= {INPLACE_TARGET}x dense: "
-                  f"{'met' if ok else 'MISSED'} ({r['ratio_to_dense']:.3f}x)")
+        for v in ("prunekit-inplace", "prunekit-native"):
+            r = c["variants"].get(v)
+            if r and r["ratio_to_dense"]:
+                ok = r["ratio_to_dense"] <= INPLACE_TARGET
+                print(f"{opt}: target {v} <= {INPLACE_TARGET}x dense: "
+                      f"{'met' if ok else 'MISSED'} ({r['ratio_to_dense']:.3f}x)")
     if args.json:
         meta = {
             **run_meta(source, "train_step", threads),

@@ -100,3 +100,33 @@ def keep_mask(module: nn.Module, name: str = "weight") -> torch.Tensor:
 def effective(module: nn.Module, name: str = "weight") -> torch.Tensor:
     """The tensor the module computes with."""
     return getattr(module, name).detach()
+
+
+@pytest.fixture(scope="session")
+def _native_module():
+    """prunekit.native's compiled kernels, built once per test session (20-60 s)."""
+    from prunekit import native
+
+    missing = native.missing_requirements()
+    if missing:
+        pytest.skip("cannot build prunekit.native here: missing " + "; ".join(missing))
+    module = native.enable()
+    native.disable()
+    return module
+
+
+@pytest.fixture
+def native_kernels(_native_module, monkeypatch):
+    """Enable the native kernels for one test; returns the list of (kernel name, args) calls."""
+    from types import SimpleNamespace
+
+    from prunekit import native
+
+    calls: list = []
+
+    def recorder(name):
+        real = getattr(_native_module, name)
+        return lambda *args: calls.append((name, args)) or real(*args)
+
+    monkeypatch.setattr(native, "_KERNELS", SimpleNamespace(mask_=recorder("mask_"), masked_sgd_=recorder("masked_sgd_")))
+    return calls

@@ -276,9 +276,11 @@ def _fused_pair(seed: int = 0):
         {"weight_decay": 5e-3, "foreach": False},
     ],
 )
-def test_fused_sgd_equals_sgd_then_mask(options, monkeypatch):
+@pytest.mark.parametrize("kernels", ["stock", pytest.param("native", marks=pytest.mark.slow)])
+def test_fused_sgd_equals_sgd_then_mask(options, kernels, monkeypatch, request):
     import prunekit.masks as masks_module
 
+    native_calls = request.getfixturevalue("native_kernels") if kernels == "native" else None
     calls = []
     fused = masks_module.masked_sgd_update
     monkeypatch.setattr(masks_module, "masked_sgd_update", lambda *a: calls.append(a[2]) or fused(*a))
@@ -299,6 +301,8 @@ def test_fused_sgd_equals_sgd_then_mask(options, monkeypatch):
             reference[0].weight.mul_(masks[0])
             reference[2].weight.mul_(masks[1])
     assert calls == [model[0].weight] * 4  # the large weight took the fused path at every step, the small one not
+    if native_calls is not None:  # ... and inside it the compiled loop
+        assert [c[0] for c in native_calls if c[0] == "masked_sgd_"] == ["masked_sgd_"] * 4
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=2e-6, atol=1e-7, msg=name)  # addcmul_ may round once less
     assert not model[0].weight[~masks[0]].any() and not model[2].weight[~masks[1]].any()

@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from . import native
+
 __all__ = ["FUSE_MIN_NUMEL", "fusable_group", "masked_sgd_update"]
 
 #: Smallest parameter (in entries) updated by the fused path; smaller ones are
@@ -70,9 +72,27 @@ def masked_sgd_update(
     ``p.addcmul_(d, mask, value=-lr)`` pass. Pruned entries are zero before
     the step (the invariant of the in-place mode) and receive ``-lr·d·0``, so
     they stay exactly zero; kept entries get ``p - lr·d`` as in ``SGD``.
+
+    With :mod:`prunekit.native` enabled (float32/float64 contiguous CPU
+    tensors), the whole update is one compiled loop that reads the 1-byte
+    mask directly: no float temporary of the mask, one pass over the weights,
+    gradient and momentum buffer.
     """
-    grad = param.grad if not group["maximize"] else -param.grad
     weight_decay, momentum = group["weight_decay"], group["momentum"]
+    if mask.device != param.device:
+        mask = mask.to(param.device)
+    compiled = native.kernels()
+    buf = optimizer.state[param].get("momentum_buffer") if momentum != 0 else None
+    if compiled is not None and native.usable(param, param.grad, mask, buf):
+        state = optimizer.state[param]
+        first = momentum != 0 and buf is None
+        if first:
+            buf = torch.empty_like(param, memory_format=torch.contiguous_format)
+            state["momentum_buffer"] = buf
+        compiled.masked_sgd_(param, param.grad, mask, buf, float(group["lr"]), float(weight_decay), float(momentum),
+                             float(group["dampening"]), bool(group["nesterov"]), bool(group["maximize"]), first)
+        return
+    grad = param.grad if not group["maximize"] else -param.grad
     if weight_decay != 0:
         grad = grad.add(param, alpha=weight_decay)
     if momentum != 0:
@@ -84,6 +104,4 @@ def masked_sgd_update(
         else:
             buf.mul_(momentum).add_(grad, alpha=1 - group["dampening"])
         grad = grad.add(buf, alpha=momentum) if group["nesterov"] else buf
-    if mask.device != param.device:
-        mask = mask.to(param.device)
     param.addcmul_(grad, mask.view(torch.uint8) if mask.dtype == torch.bool else mask, value=-group["lr"])

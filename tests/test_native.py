@@ -1,0 +1,103 @@
+"""prunekit.native: the optional compiled kernels of the in-place mode's optimizer updates."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit import native
+
+
+def _pruned(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8))
+    reference = copy.deepcopy(model)
+    prunekit.prune(model, 0.6, mode="inplace")
+    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
+    with torch.no_grad():
+        reference[0].weight.mul_(masks[0])
+        reference[2].weight.mul_(masks[1])
+    return model, reference, masks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make_opt", [
+    lambda p: torch.optim.Adam(p, lr=1e-2),
+    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+])
+def test_post_step_mask_kernel_equals_multiplication(make_opt, native_kernels):
+    model, reference, masks = _pruned()
+    native_kernels.clear()  # pruning itself zeroed the weights through the kernel too
+    opt, ref_opt = make_opt(model.parameters()), make_opt(reference.parameters())
+    torch.manual_seed(2)
+    for _ in range(3):
+        x = torch.randn(16, 300)
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        with torch.no_grad():
+            reference[0].weight.mul_(masks[0])
+            reference[2].weight.mul_(masks[1])
+    assert [name for name, _ in native_kernels] == ["mask_"] * 6  # two masked weights, three steps
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)  # selecting is exact: no arithmetic differs
+
+
+@pytest.mark.slow
+def test_unsupported_tensors_take_the_stock_path(native_kernels):
+    """float16 weights are not handed to the kernels; the update still masks them."""
+    torch.manual_seed(0)
+    model = nn.Linear(300, 256).to(torch.float16)
+    prunekit.prune(model, 0.5, mode="inplace")
+    keep = model.weight_mask.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(4, 300, dtype=torch.float16)).float().square().mean().backward()
+        opt.step()
+    assert native_kernels == []
+    assert not model.weight[~keep].any() and model.weight[keep].all()
+
+
+def test_enable_without_compiler_names_what_is_missing(monkeypatch):
+    monkeypatch.setattr(native, "_KERNELS", None)
+    monkeypatch.setattr(native, "_BUILT", None)
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    assert "no-such-compiler-xyz" in " ".join(native.missing_requirements())
+    assert not native.available()
+    with pytest.raises(native.NativeBuildError, match=r"no-such-compiler-xyz.*Fix:"):
+        native.enable()
+    assert not native.enabled()
+
+
+def test_environment_variable_failure_is_logged_not_silent(monkeypatch, caplog):
+    monkeypatch.setattr(native, "_KERNELS", None)
+    monkeypatch.setattr(native, "_BUILT", None)
+    monkeypatch.setattr(native, "_ENV_TRIED", False)
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    monkeypatch.setenv("PRUNEKIT_NATIVE", "1")
+    with caplog.at_level("WARNING", logger="prunekit.native"):
+        assert native.kernels() is None
+    assert "PRUNEKIT_NATIVE=1 but the kernels are not used" in caplog.text
+    # training still works, on the stock path
+    model, reference, masks = _pruned()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.zero_grad()
+    model(torch.randn(4, 300)).sum().backward()
+    opt.step()
+    assert not model[0].weight[~masks[0]].any()
+
+
+@pytest.mark.slow
+def test_enable_twice_returns_the_same_module(_native_module, monkeypatch):
+    monkeypatch.setattr(native, "_KERNELS", None)
+    monkeypatch.setattr(native, "_BUILT", None)
+    first = native.enable()
+    assert native.enable() is first and native.enabled()
+    native.disable()
+    assert not native.enabled()
