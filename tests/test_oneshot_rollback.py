@@ -12,20 +12,12 @@ from prunekit.masks import pruned_tensors
 from prunekit.oneshot import methods as methods_module
 from prunekit.oneshot import oneshot_prune
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
-VOCAB = 64
-
-
-def llama(seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
-    return transformers.LlamaForCausalLM(cfg).eval()
-
-
-def calib() -> torch.Tensor:
-    return torch.randint(0, VOCAB, (8, 16), generator=torch.Generator().manual_seed(1))
+from test_oneshot import (  # the same tiny LLaMA (2 blocks) and calibration ids
+    calib,
+    llama,
+)
 
 
 def snapshot(model) -> dict:

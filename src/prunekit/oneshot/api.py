@@ -105,9 +105,10 @@ def _in_features(target: Target) -> int:
 
 def make_plan(
     model: Any, method: str, sparsity: Any, structure: Any, *, owl: bool = False, owl_lambda: float = 0.08,
-    owl_m: float = 5.0, sequential: bool = False, mode: str = "permanent", blocksize: Any = 128,
-    percdamp: Any = 0.01, device: Any = None, blocks: str | None = None, include: Any = None, exclude: Any = None,
-    head: Any = False, embeddings: Any = False, progress: Callable[[OneShotProgress], None] | None = None,
+    owl_m: float = 5.0, sequential: bool = False, mode: str = "permanent", batch_size: Any = 8,
+    blocksize: Any = 128, percdamp: Any = 0.01, device: Any = None, blocks: str | None = None, include: Any = None,
+    exclude: Any = None, head: Any = False, embeddings: Any = False,
+    progress: Callable[[OneShotProgress], None] | None = None,
 ) -> Plan:
     """Validate the arguments of a pass (see :func:`oneshot_prune`) before anything changes.
 
@@ -129,8 +130,9 @@ def make_plan(
                                         "Fix: use OWL with structure='unstructured'.")
         check_owl(sparsity, owl_lambda, owl_m)
     check_choice("mode", mode, MODES)
-    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
-        raise InvalidParameterError("blocksize", "a positive int", blocksize)
+    for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidParameterError(name, "a positive int", value)
     if nm is not None and chosen.hessian and blocksize % nm.m:
         raise InvalidParameterError("blocksize", f"a multiple of M={nm.m}", blocksize, "Fix: e.g. blocksize=128.")
     if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not percdamp > 0:
@@ -245,12 +247,10 @@ def oneshot_prune(
     """
 
     plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
-                     sequential=sequential, mode=mode, blocksize=blocksize, percdamp=percdamp, device=device,
-                     blocks=blocks, include=include, exclude=exclude, head=head, embeddings=embeddings,
-                     progress=progress)
+                     sequential=sequential, mode=mode, batch_size=batch_size, blocksize=blocksize,
+                     percdamp=percdamp, device=device, blocks=blocks, include=include, exclude=exclude,
+                     head=head, embeddings=embeddings, progress=progress)
     check_choice("offload", offload, OFFLOAD_MODES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError("batch_size", "a positive int", batch_size)
     batches = calibration_batches(calibration, batch_size)
 
     start = time.perf_counter()

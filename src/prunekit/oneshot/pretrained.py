@@ -160,11 +160,9 @@ def prune_pretrained(
     out = _check_out_dir(out_dir, folder.folder)
     model = build_skeleton(folder)
     plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
-                     sequential=sequential, blocksize=blocksize, percdamp=percdamp,
+                     sequential=sequential, batch_size=batch_size, blocksize=blocksize, percdamp=percdamp,
                      device=device if device is not None else "cpu", blocks=blocks, include=include,
                      exclude=exclude, head=head, embeddings=embeddings, progress=progress)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidParameterError("batch_size", "a positive int", batch_size)
     batches = calibration_batches(calibration, batch_size)
     slots = TensorSlots(model, folder)
     slots.check_complete()
