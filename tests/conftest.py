@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 
 import pytest
 import torch
@@ -130,3 +131,20 @@ def native_kernels(_native_module, monkeypatch):
 
     monkeypatch.setattr(native, "_KERNELS", SimpleNamespace(mask_=recorder("mask_"), masked_sgd_=recorder("masked_sgd_")))
     return calls
+
+
+def inplace_pair(sparsity: float, seed: int = 0):
+    """A model big enough for the fused SGD path (and a small layer below its
+    threshold), pruned in place, and a plain copy masked by hand; with the masks."""
+    from prunekit.fused_sgd import FUSE_MIN_NUMEL
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8))
+    assert model[0].weight.numel() >= FUSE_MIN_NUMEL > model[2].weight.numel()
+    reference = copy.deepcopy(model)
+    prunekit.prune(model, sparsity, mode="inplace")
+    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
+    with torch.no_grad():
+        reference[0].weight.mul_(masks[0])
+        reference[2].weight.mul_(masks[1])
+    return model, reference, masks

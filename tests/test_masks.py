@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.utils import prune as tp
 
 import prunekit
-from conftest import assert_unchanged, keep_mask, make_tiny, snapshot
+from conftest import assert_unchanged, inplace_pair, keep_mask, make_tiny, snapshot
 
 OPTIMIZERS = {
     "sgd_momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
@@ -250,20 +250,7 @@ def test_multihead_attention_out_proj_stays_current_in_reparam_mode():
 
 
 def _fused_pair(seed: int = 0):
-    """A model big enough for the fused path (and a small layer below the
-    threshold), pruned in place, and a plain copy masked by hand."""
-    from prunekit.fused_sgd import FUSE_MIN_NUMEL
-
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8))
-    assert model[0].weight.numel() >= FUSE_MIN_NUMEL > model[2].weight.numel()
-    reference = copy.deepcopy(model)
-    prunekit.prune(model, 0.5, mode="inplace")
-    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
-    with torch.no_grad():
-        reference[0].weight.mul_(masks[0])
-        reference[2].weight.mul_(masks[1])
-    return model, reference, masks
+    return inplace_pair(0.5, seed)
 
 
 @pytest.mark.parametrize(

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
 
 import prunekit
 from prunekit import native
+from conftest import inplace_pair
 
 
 def _pruned(seed: int = 0):
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8))
-    reference = copy.deepcopy(model)
-    prunekit.prune(model, 0.6, mode="inplace")
-    masks = [model[0].weight_mask.clone(), model[2].weight_mask.clone()]
-    with torch.no_grad():
-        reference[0].weight.mul_(masks[0])
-        reference[2].weight.mul_(masks[1])
-    return model, reference, masks
+    return inplace_pair(0.6, seed)
 
 
 @pytest.mark.slow
