@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import inplace_pair
 from torch import nn
 
 import prunekit
 from prunekit import native
-from conftest import inplace_pair
 
 
 def _pruned(seed: int = 0):
@@ -76,7 +76,7 @@ def test_environment_variable_failure_is_logged_not_silent(monkeypatch, caplog):
         assert native.kernels() is None
     assert "PRUNEKIT_NATIVE=1 but the kernels are not used" in caplog.text
     # training still works, on the stock path
-    model, reference, masks = _pruned()
+    model, _, masks = _pruned()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.zero_grad()
     model(torch.randn(4, 300)).sum().backward()

@@ -27,7 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
 from . import native
 from .errors import InvalidParameterError, check_choice
