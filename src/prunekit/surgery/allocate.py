@@ -23,13 +23,33 @@ Then, in this order, per group:
 
 Rounding moves a group's count by less than ``step / 2``; without rounding
 the counts are exact (local: per group; global: in total, unless caps forbid).
+
+Latency-aware allocation (:func:`latency_keep_counts`) is a greedy
+approximation of HALP's latency-saliency knapsack (Shen et al. 2022,
+"Structural Pruning via Latency-Saliency Knapsack"), in the manner of NetAdapt
+(Yang et al. 2018): starting from the current widths, it repeatedly removes
+``step`` channels (``lcm(round_to, group.multiple)``; the first move of a group
+whose size is not a multiple of ``step`` rounds it down to one) from the group
+with the largest
+
+    ΔT_g / ΔI_g,   ΔT_g = T(widths) - T(widths with g smaller)   (modelled latency saved, ms)
+                   ΔI_g = Σ of the ``step`` lowest remaining normalised scores of g (importance lost)
+
+where ``T`` is the layer-sum latency model of :mod:`prunekit.surgery.latency`
+and the scores are normalised per group as for ``scope="global"`` above;
+until the modelled MACs or latency reach the goal. Ties go to the larger MAC
+saving, then to the earlier group. The caps are those above: ``max_layer_ratio``,
+never fewer than ``step`` channels (a group of fewer than ``step`` is left as
+it is), at least ``group.multiple``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,8 +57,12 @@ import torch
 from ..allocation import NORMALIZERS, _normalise
 from ..errors import InvalidParameterError, check_choice
 from .groups import Group
+from .latency import LatencyTable, LayerSite, predict_latency, site_spec
 
-__all__ = ["SCOPES", "check_ratio", "keep_counts", "select_channels", "allocate"]
+__all__ = ["SCOPES", "check_ratio", "keep_counts", "select_channels", "allocate", "LatencyAllocation",
+           "latency_keep_counts"]
+
+logger = logging.getLogger(__name__)
 
 SCOPES = ("local", "global")
 
@@ -85,6 +109,12 @@ def _round_keep(keep: int, group: Group, step: int, max_removed: int) -> int:
     return min(max(rounded, step), group.size)
 
 
+def _check_caps(max_layer_ratio: float | None) -> float | None:
+    if max_layer_ratio is None:
+        return None
+    return check_ratio(max_layer_ratio, "max_layer_ratio") if max_layer_ratio != 1 else 1.0
+
+
 def keep_counts(
     groups: Sequence[Group],
     scores: Mapping[str, torch.Tensor],
@@ -100,8 +130,7 @@ def keep_counts(
     ratio = check_ratio(ratio)
     scope = check_choice("scope", scope, SCOPES)
     normalize = check_choice("normalize", normalize, NORMALIZERS)
-    if max_layer_ratio is not None:
-        max_layer_ratio = check_ratio(max_layer_ratio, "max_layer_ratio") if max_layer_ratio != 1 else 1.0
+    max_layer_ratio = _check_caps(max_layer_ratio)
     step_to = _check_round_to(round_to)
     bases = {g.name: int((base_sizes or {}).get(g.name, g.size)) for g in groups}
     caps = {g.name: _max_removed(g, bases[g.name], max_layer_ratio) for g in groups}
@@ -160,3 +189,125 @@ def allocate(
     if missing:
         raise InvalidParameterError("scores", "a score tensor for every group", f"<missing {missing[:5]}>")
     return select_channels(groups, scores, keep_counts(groups, scores, ratio, **options))
+
+
+@dataclass
+class LatencyAllocation:
+    """What :func:`latency_keep_counts` decided: kept channels per group, and the model's figures
+    (latency in ms at the table's batch and threads; MACs of the modelled layers in the example forward)."""
+
+    counts: dict[str, int]
+    latency_before_ms: float
+    latency_after_ms: float
+    macs_before: int
+    macs_after: int
+    moves: int
+
+
+def latency_keep_counts(
+    groups: Sequence[Group],
+    scores: Mapping[str, torch.Tensor],
+    sites: Sequence[LayerSite],
+    table: LatencyTable,
+    *,
+    macs_goal: int | None = None,
+    latency_goal_ms: float | None = None,
+    normalize: str = "mean",
+    max_layer_ratio: float | None = None,
+    round_to: int | None = None,
+    base_sizes: Mapping[str, int] | None = None,
+) -> LatencyAllocation:
+    """Kept channels per group chosen greedily by latency saved per importance lost (module docstring),
+    until the modelled layers' MACs are at most ``macs_goal`` or their modelled latency at most
+    ``latency_goal_ms`` (exactly one of the two).
+
+    Raises:
+        InvalidParameterError: bad options, or a goal the caps do not allow to reach.
+    """
+    if (macs_goal is None) == (latency_goal_ms is None):
+        raise InvalidParameterError("macs_goal", "exactly one of macs_goal= and latency_goal_ms=",
+                                    f"<macs_goal={macs_goal}, latency_goal_ms={latency_goal_ms}>")
+    normalize = check_choice("normalize", normalize, NORMALIZERS)
+    max_layer_ratio = _check_caps(max_layer_ratio)
+    step_to = _check_round_to(round_to)
+    missing = [g.name for g in groups if g.name not in scores]
+    if missing:
+        raise InvalidParameterError("scores", "a score tensor for every group", f"<missing {missing[:5]}>")
+    caps = {g.name: _max_removed(g, int((base_sizes or {}).get(g.name, g.size)), max_layer_ratio) for g in groups}
+    lowest = {}
+    for g in groups:
+        s = scores[g.name].detach().double().cpu()
+        if s.shape != (g.size,) or not bool(torch.isfinite(s).all()):
+            raise InvalidParameterError(f"scores[{g.name!r}]", f"{g.size} finite scores", f"<{tuple(s.shape)}>")
+        lowest[g.name] = torch.sort(_normalise(s, normalize) if normalize != "none" else s).values
+    by_name = {g.name: g for g in groups}
+    touching: dict[str, list[int]] = {g.name: [] for g in groups}
+    for i, site in enumerate(sites):
+        for name in set(site.in_terms) | set(site.out_terms):
+            if name in touching:
+                touching[name].append(i)
+    removed = {g.name: 0 for g in groups}
+    cost = [table(site_spec(s, removed, table.batch, table.threads)) for s in sites]
+    macs = [s.macs(removed) for s in sites]
+    latency_before, macs_before = sum(cost), sum(macs)
+
+    def reached() -> bool:
+        return sum(macs) <= macs_goal if macs_goal is not None else sum(cost) <= latency_goal_ms  # type: ignore[operator]
+
+    def floor(g: Group) -> int:
+        """The fewest channels ``g`` may keep: a multiple of its step within the caps (or its size)."""
+        step = _step(g, step_to)
+        if g.size < step:
+            return g.size
+        least = max(step, int(g.multiple), 1, g.size - caps[g.name])
+        least = -(-least // step) * step
+        return least if least < g.size else g.size
+
+    def candidate(name: str) -> tuple[float, int, int, list[float]] | None:
+        """(ratio, MACs saved, channels removed after the move, new site costs) or None when capped."""
+        g = by_name[name]
+        step = _step(g, step_to)
+        keep = g.size - removed[name]
+        new_keep = ((keep - 1) // step) * step
+        if keep <= floors[name] or new_keep < floors[name]:
+            return None
+        trial = dict(removed)
+        trial[name] = g.size - new_keep
+        new_cost = [table(site_spec(sites[i], trial, table.batch, table.threads)) for i in touching[name]]
+        saved = sum(cost[i] for i in touching[name]) - sum(new_cost)
+        macs_saved = sum(macs[i] - sites[i].macs(trial) for i in touching[name])
+        lost = float(lowest[name][removed[name]: trial[name]].sum())
+        return saved / max(lost, 1e-12), macs_saved, trial[name], new_cost
+
+    floors = {g.name: floor(g) for g in groups}
+    smallest = {g.name: g.size - floors[g.name] for g in groups}
+    least_macs = sum(s.macs(smallest) for s in sites)
+    least_ms = predict_latency(sites, smallest, table) if latency_goal_ms is not None else float("nan")
+    if (least_macs > macs_goal) if macs_goal is not None else (least_ms > latency_goal_ms):  # type: ignore[operator]
+        goal = f"MACs {macs_goal:,}" if macs_goal is not None else f"latency {latency_goal_ms:.3f} ms"
+        raise InvalidParameterError(
+            "macs_target" if macs_goal is not None else "latency_target",
+            "a target reachable within the caps (removing every allowed channel still exceeds it)",
+            f"<{goal}; at most down to MACs {least_macs:,}"
+            + (f", latency {least_ms:.3f} ms>" if latency_goal_ms is not None else ">"),
+            "Fix: raise the target, relax max_layer_ratio or round_to, or exclude fewer layers.")
+    order = {g.name: k for k, g in enumerate(groups)}
+    options = {g.name: candidate(g.name) for g in groups}
+    moves = 0
+    while not reached():
+        live = [(c[0], c[1], -order[n], n) for n, c in options.items() if c is not None]
+        name = max(live)[3]
+        _ratio, _saved, now_removed, new_cost = options[name]  # type: ignore[misc]
+        removed[name] = now_removed
+        for i, c in zip(touching[name], new_cost):
+            cost[i] = c
+            macs[i] = sites[i].macs(removed)
+        moves += 1
+        near = {n for i in touching[name] for n in set(sites[i].in_terms) | set(sites[i].out_terms)} | {name}
+        for n in near & options.keys():
+            options[n] = candidate(n)
+    counts = {g.name: g.size - removed[g.name] for g in groups}
+    logger.info("latency allocation: %d moves, modelled latency %.3f -> %.3f ms, MACs %d -> %d "
+                "(table: %d entries, %d measured)", moves, latency_before, sum(cost), macs_before, sum(macs),
+                len(table), table.misses)
+    return LatencyAllocation(counts, latency_before, sum(cost), macs_before, sum(macs), moves)

@@ -16,6 +16,15 @@ A MACs target is met by bisection on the channel ratio: each candidate is
 applied to a copy of the model and counted with
 :func:`prunekit.measure.count_macs`; the smallest ratio whose MACs are at most
 the target is used (to one channel per group).
+
+``allocation="latency"`` spends the MACs (or latency) budget where the
+machine saves time: a greedy latency-saliency allocation
+(:func:`prunekit.surgery.allocate.latency_keep_counts`, after HALP, Shen et
+al. 2022) on the layer latency model of :mod:`prunekit.surgery.latency`,
+measured on this machine at ``latency_table``'s batch and threads; with
+``macs_target`` it stops at the MACs target (counted on the Conv2d/Linear
+layers, the rest of the network's MACs held fixed), with ``latency_target`` at
+that fraction of the modelled latency.
 """
 
 from __future__ import annotations
@@ -35,17 +44,19 @@ from torch import nn
 from ..errors import InvalidParameterError, check_choice
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
-from .allocate import SCOPES, allocate, check_ratio
+from .allocate import SCOPES, allocate, check_ratio, latency_keep_counts, select_channels
 from .groups import Group, find_groups
 from .importance import GROUP_CRITERIA, GroupCriterion, create_group_criterion
+from .latency import LatencyTable, layer_sites, predict_latency
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
-__all__ = ["StructuralPruneResult", "structural_prune"]
+__all__ = ["ALLOCATIONS", "StructuralPruneResult", "structural_prune"]
 
 logger = logging.getLogger(__name__)
 
 _BISECTIONS = 14
+ALLOCATIONS = ("ranking", "latency")
 
 
 @dataclass
@@ -62,6 +73,7 @@ class StructuralPruneResult:
     channels_after: dict[str, int]
     records: list[SurgeryRecord] = field(default_factory=list)
     seconds: float = 0.0
+    latency_model_ms: tuple[float, float] | None = None  # allocation="latency": modelled (before, after)
 
     @property
     def params_ratio(self) -> float | None:
@@ -88,6 +100,7 @@ class StructuralPruneResult:
             "macs_before": self.macs_before, "macs_after": self.macs_after, "macs_ratio": self.macs_ratio,
             "channels_before": dict(self.channels_before), "channels_after": dict(self.channels_after),
             "steps": len(self.records), "seconds": self.seconds,
+            "latency_model_ms": list(self.latency_model_ms) if self.latency_model_ms else None,
         }
 
     def __str__(self) -> str:
@@ -165,6 +178,37 @@ def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], target: int, exam
     return hi
 
 
+def _check_latency_options(allocation: str, ratio: Any, macs_target: Any, latency_target: Any,
+                           latency_table: Any) -> LatencyTable | None:
+    """The latency table to allocate with (None for ``allocation="ranking"``), after checking the
+    options that go with each allocation."""
+    if allocation == "ranking":
+        for name, value in (("latency_target", latency_target), ("latency_table", latency_table)):
+            if value is not None:
+                raise InvalidParameterError(name, "None with allocation='ranking'", value,
+                                            f"Fix: allocation='latency' to use {name}.")
+        return None
+    if ratio is not None:
+        raise InvalidParameterError("ratio", "None with allocation='latency' (it allocates to a target)", ratio,
+                                    "Fix: macs_target=0.5 or latency_target=0.5 instead.")
+    if (macs_target is None) == (latency_target is None):
+        raise InvalidParameterError(
+            "macs_target", "exactly one of macs_target= and latency_target= with allocation='latency'",
+            f"<macs_target={macs_target}, latency_target={latency_target}>",
+            "Fix: e.g. macs_target=0.5 (half the MACs) or latency_target=0.5 (half the modelled latency).")
+    if latency_target is not None and (isinstance(latency_target, bool) or not isinstance(latency_target, numbers.Real)
+                                       or not 0.0 < float(latency_target) <= 1.0):
+        raise InvalidParameterError("latency_target", "a float in (0, 1] (modelled latency after / before)",
+                                    latency_target, "Fix: e.g. latency_target=0.5.")
+    if latency_table is not None and not isinstance(latency_table, LatencyTable):
+        raise InvalidParameterError("latency_table", "None or a prunekit.surgery.latency.LatencyTable",
+                                    f"<{type(latency_table).__name__}>")
+    if latency_table is None:
+        latency_table = LatencyTable()
+        logger.info("allocation='latency': timing layers at batch 1 with %d threads", latency_table.threads)
+    return latency_table
+
+
 def structural_prune(
     model: nn.Module,
     example_inputs: Any,
@@ -185,6 +229,9 @@ def structural_prune(
     optimizer: torch.optim.Optimizer | None = None,
     criterion_options: Mapping[str, Any] | None = None,
     measure: bool = True,
+    allocation: str = "ranking",
+    latency_target: float | None = None,
+    latency_table: LatencyTable | None = None,
 ) -> StructuralPruneResult:
     """Physically remove channels from ``model`` (in place) and return what changed.
 
@@ -204,11 +251,21 @@ def structural_prune(
         criterion_options: extra keyword arguments of the criterion (e.g. ``{"roles": ("out",)}``).
         measure: count parameters and MACs before and after (``False`` skips the two forward
             passes of the count when only ``ratio`` is given; the counts are then None).
+        allocation: ``"ranking"`` (``scope``'s local or global ranking) or ``"latency"``: the
+            greedy latency-saliency allocation (module docstring), which needs ``macs_target`` or
+            ``latency_target`` and a criterion whose scores compare across groups; ``scope`` is
+            then not used, ``normalize``, ``max_layer_ratio`` and ``round_to`` are.
+        latency_target: with ``allocation="latency"``, instead of ``macs_target``: modelled
+            latency after / before to reach, in (0, 1].
+        latency_table: the :class:`~prunekit.surgery.latency.LatencyTable` to use (its batch,
+            threads and cache file); default ``LatencyTable()``: batch 1, the current threads.
 
     Raises:
         InvalidParameterError: for bad arguments, before anything is changed.
     """
-    if (ratio is None) == (macs_target is None):
+    allocation = check_choice("allocation", allocation, ALLOCATIONS)
+    table = _check_latency_options(allocation, ratio, macs_target, latency_target, latency_table)
+    if allocation == "ranking" and (ratio is None) == (macs_target is None):
         raise InvalidParameterError(
             "ratio", "exactly one of ratio= and macs_target=", f"<ratio={ratio}, macs_target={macs_target}>",
             "Fix: e.g. ratio=0.3 (remove 30% of the channels) or macs_target=0.5 (keep half the MACs).",
@@ -227,10 +284,15 @@ def structural_prune(
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
     make = _criterion_factory(criterion, batches, loss_fn, criterion_options or {})
-    if scope == "global" and not make().comparable:
+    if scope == "global" and allocation == "ranking" and not make().comparable:
         raise InvalidParameterError(
             "scope", f"'local' for criterion {make().name!r} (its scores are per-group ranks)", scope,
             "Fix: scope='local', or a criterion such as 'l2' or 'taylor'.",
+        )
+    if allocation == "latency" and not make().comparable:
+        raise InvalidParameterError(
+            "allocation", f"'ranking' for criterion {make().name!r} (its scores are per-group ranks)", allocation,
+            "Fix: a criterion whose scores compare across groups, such as 'l2' or 'taylor'.",
         )
     # one dry allocation on the unchanged model validates scope/normalize/caps/round_to
     t0 = time.perf_counter()
@@ -243,6 +305,7 @@ def structural_prune(
     records: list[SurgeryRecord] = []
     crit = make()
     current: dict[str, int] = dict(base_sizes)
+    modelled: tuple[float, float] | None = None
     for i in range(1, steps + 1):
         if i > 1:
             groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
@@ -255,7 +318,27 @@ def structural_prune(
             return allocate(groups, scores, r, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
                             round_to=round_to, base_sizes=base_sizes)
 
-        if ratio is not None:
+        if table is not None:
+            options = dict(normalize=normalize, max_layer_ratio=max_layer_ratio, round_to=round_to,
+                           base_sizes=base_sizes)
+            sites = layer_sites(model, example_inputs, groups)
+            if macs_target is not None:
+                offset = (macs_before if i == 1 else _macs(model, example_inputs)) - sum(s.macs({}) for s in sites)
+
+                def goals(j: int) -> dict[str, Any]:
+                    return {"macs_goal": int((macs_before or 0) * (1 - (1 - float(macs_target)) * j / steps)) - offset}
+            else:
+                if i == 1:
+                    latency_dense = predict_latency(sites, {}, table)
+
+                def goals(j: int) -> dict[str, Any]:
+                    return {"latency_goal_ms": latency_dense * (1 - (1 - float(latency_target)) * j / steps)}
+            if i == 1 and steps > 1:  # the final target must be reachable before anything changes
+                latency_keep_counts(groups, scores, sites, table, **goals(steps), **options)
+            decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options)
+            modelled = (modelled[0] if modelled else decided.latency_before_ms, decided.latency_after_ms)
+            keep = select_channels(groups, scores, decided.counts)
+        elif ratio is not None:
             keep = alloc(ratio * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
@@ -269,11 +352,13 @@ def structural_prune(
         if finetune is not None and i < steps:
             finetune(model, i)
     result = StructuralPruneResult(
-        criterion=getattr(crit, "name", type(crit).__name__), scope=scope,
+        criterion=getattr(crit, "name", type(crit).__name__), scope="latency" if table is not None else scope,
         params_before=params_before, params_after=count_parameters(model).params if measure else None,
         macs_before=macs_before, macs_after=_macs(model, example_inputs) if measure else None,
         channels_before={n: base_sizes[n] for n in current}, channels_after=current, records=records,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, latency_model_ms=modelled,
     )
+    if table is not None:
+        table.save()
     logger.info("%s", result)
     return result

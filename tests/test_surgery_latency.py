@@ -1,0 +1,232 @@
+"""Latency model (prunekit.surgery.latency) and latency-aware allocation (allocate.latency_keep_counts,
+structural_prune(allocation="latency")), with injected timers so that every test is deterministic."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.errors import InvalidParameterError
+from prunekit.surgery import find_groups, mask_groups
+from prunekit.surgery.allocate import latency_keep_counts
+from prunekit.surgery.groups import Group
+from prunekit.surgery.latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
+
+
+def _site(name: str, group: str, hw: int, in_ch: int = 4, out_ch: int = 8) -> LayerSite:
+    """A 1x1 conv whose output channels are group ``group``'s."""
+    return LayerSite(name, "conv2d", in_ch, out_ch, (1, 1), (1, 1), (0, 0), 1, (hw, hw), (hw, hw), {}, {group: 1})
+
+
+def _hw_timer(spec: LayerSpec) -> float:
+    """ms = output channels x input height: large maps cost more per channel."""
+    return float(spec.out_ch * spec.hw[0])
+
+
+def _flat_timer(spec: LayerSpec) -> float:
+    return float(spec.out_ch)
+
+
+def _groups(**sizes: int) -> list[Group]:
+    return [Group(name, size, ()) for name, size in sizes.items()]
+
+
+def _equal(*groups: Group) -> dict[str, torch.Tensor]:
+    return {g.name: torch.ones(g.size) for g in groups}
+
+
+def _total(sites: list[LayerSite]) -> int:
+    return sum(s.macs({}) for s in sites)
+
+
+def test_greedy_picks_the_group_that_saves_most_latency_per_importance() -> None:
+    a, b = _groups(a=8, b=8)
+    # the same MACs per channel (a: 4 inputs on a 4x4 map, b: 1 input on 8x8), but b is slower per channel
+    sites = [_site("la", "a", 4, in_ch=4), _site("lb", "b", 8, in_ch=1)]
+    table = LatencyTable(timer=_hw_timer)
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, macs_goal=_total(sites) - 1)
+    assert got.counts == {"a": 8, "b": 7} and got.moves == 1
+    # the same latencies, but b's channels matter 10x more: a goes first
+    scores = {"a": torch.ones(8), "b": torch.full((8,), 10.0)}
+    flat = LatencyTable(timer=_flat_timer)
+    got = latency_keep_counts([a, b], scores, sites, flat, macs_goal=_total(sites) - 1, normalize="none")
+    assert got.counts == {"a": 7, "b": 8}
+
+
+def test_greedy_removes_the_lowest_scores_first_and_stops_at_the_target() -> None:
+    a, b = _groups(a=8, b=8)
+    sites = [_site("la", "a", 4), _site("lb", "b", 4)]
+    table = LatencyTable(timer=_flat_timer)
+    # a's lowest channels are cheap, then expensive: after three of a, b's channels are cheaper to lose
+    scores = {"a": torch.tensor([0.1, 0.1, 0.1, 5, 5, 5, 5, 5.0]), "b": torch.ones(8)}
+    per_channel = 4 * 4 * 4
+    goal = _total(sites) - 5 * per_channel
+    got = latency_keep_counts([a, b], scores, sites, table, macs_goal=goal, normalize="none")
+    assert got.counts == {"a": 5, "b": 6}
+    assert got.macs_after == goal and got.moves == 5  # stops as soon as the target is met
+    assert got.latency_after_ms == pytest.approx(got.latency_before_ms - 5)
+
+
+def test_latency_goal_and_the_caps() -> None:
+    a, b = _groups(a=8, b=8)
+    sites = [_site("la", "a", 4), _site("lb", "b", 8)]
+    table = LatencyTable(timer=_hw_timer)
+    full = predict_latency(sites, {}, table)
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, latency_goal_ms=0.5 * full, max_layer_ratio=0.5)
+    assert got.latency_after_ms <= 0.5 * full
+    assert all(c >= 4 for c in got.counts.values())  # never more than half of a group
+    assert got.counts["b"] == 4  # the cap stopped b, the cheaper-per-ms group a took the rest
+    with pytest.raises(InvalidParameterError, match="latency_target"):
+        latency_keep_counts([a, b], _equal(a, b), sites, table, latency_goal_ms=0.2 * full, max_layer_ratio=0.5)
+
+
+def test_round_to_steps_and_the_floor() -> None:
+    a, b, c = _groups(a=10, b=8, c=3)
+    sites = [_site("la", "a", 4, out_ch=10), _site("lb", "b", 4), _site("lc", "c", 4, out_ch=3)]
+    table = LatencyTable(timer=_flat_timer)
+    got = latency_keep_counts([a, b, c], _equal(a, b, c), sites, table, macs_goal=704, round_to=4)
+    assert got.counts == {"a": 4, "b": 4, "c": 3}  # multiples of 4, at least 4; c (< 4) left alone
+    with pytest.raises(InvalidParameterError, match="macs_target"):
+        latency_keep_counts([a, b, c], _equal(a, b, c), sites, table, macs_goal=703, round_to=4)
+
+
+def test_bad_arguments_of_the_allocation() -> None:
+    a, = _groups(a=8)
+    sites = [_site("la", "a", 4)]
+    table = LatencyTable(timer=_flat_timer)
+    for kwargs in (dict(), dict(macs_goal=10, latency_goal_ms=1.0), dict(macs_goal=10, round_to=0),
+                   dict(macs_goal=10, normalize="median"), dict(macs_goal=10, max_layer_ratio=2.0)):
+        with pytest.raises(InvalidParameterError):
+            latency_keep_counts([a], _equal(a), sites, table, **kwargs)
+    with pytest.raises(InvalidParameterError, match="scores"):
+        latency_keep_counts([a], {"a": torch.ones(3)}, sites, table, macs_goal=10)
+
+
+def test_table_caches_and_round_trips_through_json(tmp_path) -> None:
+    calls = []
+
+    def timer(spec: LayerSpec) -> float:
+        calls.append(spec)
+        return 1.5
+
+    path = tmp_path / "table.json"
+    table = LatencyTable(batch=64, threads=2, timer=timer, path=path)
+    spec = LayerSpec("conv2d", 16, 32, (3, 3), (2, 2), (1, 1), 1, (32, 32), 64, 2)
+    assert table(spec) == 1.5 and table(spec) == 1.5
+    assert len(calls) == 1 and (table.hits, table.misses) == (1, 1)
+    table.save()
+    again = LatencyTable(batch=64, threads=2, timer=timer, path=path)
+    assert again(spec) == 1.5 and len(calls) == 1 and again.misses == 0
+    assert LayerSpec.from_key(spec.key()) == spec
+    with pytest.raises(InvalidParameterError):
+        LatencyTable(timer=lambda s: float("nan"))(spec)
+    for bad in (dict(batch=0), dict(threads=0), dict(repeats=0), dict(timer="fast")):
+        with pytest.raises(InvalidParameterError):
+            LatencyTable(**bad)
+
+
+def test_table_times_a_real_layer() -> None:
+    table = LatencyTable(batch=2, threads=1, warmup=1, repeats=3)
+    ms = table(LayerSpec("conv2d", 4, 8, (3, 3), (1, 1), (1, 1), 1, (8, 8), 2, 1))
+    assert math.isfinite(ms) and ms > 0
+    assert table(LayerSpec("linear", 8, 5, (1, 1), (1, 1), (0, 0), 1, (1, 1), 2, 1)) > 0
+
+
+class Net(nn.Module):
+    """stem, a residual block, a strided conv, a depthwise conv, pooling and a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.c1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.b1 = nn.BatchNorm2d(16)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        self.b2 = nn.BatchNorm2d(16)
+        self.c3 = nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False)
+        self.b3 = nn.BatchNorm2d(24)
+        self.dw = nn.Conv2d(24, 24, 3, padding="same", groups=24)
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn0(self.stem(x)))
+        x = torch.relu(x + self.b2(self.c2(torch.relu(self.b1(self.c1(x))))))
+        x = self.dw(torch.relu(self.b3(self.c3(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def _net(seed: int = 0) -> Net:
+    torch.manual_seed(seed)
+    model = Net()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.2, 1.5)
+    return model.eval()
+
+
+X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_layer_sites_know_the_groups_and_count_the_macs() -> None:
+    model = _net()
+    sites = {s.name: s for s in layer_sites(model, X, find_groups(model, X))}
+    assert set(sites) == {"stem", "c1", "c2", "c3", "dw", "fc"}
+    assert sites["c2"].in_terms == {"c1": 1} and sites["c2"].out_terms == {"stem": 1}
+    assert sites["c3"].hw == (8, 8) and sites["dw"].hw == (4, 4) and sites["dw"].padding == (1, 1)
+    assert sites["dw"].depthwise and sites["dw"].widths({"c3": 8}) == (16, 16, 16)
+    assert sites["c2"].widths({"c1": 4, "stem": 2}) == (12, 14, 1)
+    counted = prunekit.measure.count_macs(model, X, norms=False).dense_macs
+    assert sum(s.macs({}) for s in sites.values()) == counted
+
+
+def test_structural_prune_latency_allocation_reaches_the_target() -> None:
+    model = _net()
+    twin = copy.deepcopy(model)
+    twin_groups = find_groups(twin, X)
+    table = LatencyTable(timer=_hw_timer)
+    result = prunekit.structural_prune(model, X, macs_target=0.6, criterion="l2", allocation="latency",
+                                       latency_table=table, round_to=4)
+    assert result.scope == "latency" and 0.4 < result.macs_ratio <= 0.6
+    assert all(c % 4 == 0 for c in result.channels_after.values())
+    before, after = result.latency_model_ms
+    assert after < before
+    assert prunekit.measure.count_macs(model, X, norms=False).dense_macs == result.macs_after
+    mask_groups(twin, {k: torch.tensor(v) for k, v in result.records[0].kept.items()}, twin_groups)
+    torch.testing.assert_close(model(X), twin(X), rtol=1e-4, atol=1e-5)
+    # the latency target, in two steps
+    model = _net()
+    result = prunekit.structural_prune(model, X, latency_target=0.5, criterion="l2", allocation="latency",
+                                       latency_table=LatencyTable(timer=_hw_timer), steps=2)
+    before, after = result.latency_model_ms
+    assert len(result.records) == 2 and after <= 0.5 * before
+
+
+def test_structural_prune_latency_errors_change_nothing() -> None:
+    model = _net()
+    ref = copy.deepcopy(model.state_dict())
+    table = LatencyTable(timer=_hw_timer)
+    bad = [
+        dict(allocation="latency", ratio=0.5, latency_table=table),
+        dict(allocation="latency", latency_table=table),
+        dict(allocation="latency", macs_target=0.5, latency_target=0.5, latency_table=table),
+        dict(allocation="latency", latency_target=0.0, latency_table=table),
+        dict(allocation="latency", latency_target=True, latency_table=table),
+        dict(allocation="latency", macs_target=0.5, latency_table={"a": 1}),
+        dict(allocation="latency", macs_target=0.5, latency_table=table, criterion="thinet", batches=[(X, None)]),
+        dict(allocation="latency", macs_target=0.01, latency_table=table, max_layer_ratio=0.5),
+        dict(allocation="latency", macs_target=0.01, latency_table=table, max_layer_ratio=0.5, steps=3),
+        dict(allocation="knapsack", macs_target=0.5),
+        dict(macs_target=0.5, latency_target=0.5),
+        dict(ratio=0.5, latency_table=table),
+    ]
+    for kwargs in bad:
+        with pytest.raises(InvalidParameterError):
+            prunekit.structural_prune(model, X, **kwargs)
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, ref[k]), (kwargs, k)
