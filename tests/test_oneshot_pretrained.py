@@ -72,6 +72,7 @@ def logits(model, x):
 def test_streamed_folder_equals_loading_it_and_calling_oneshot_prune(family, method, shard, kwargs, tmp_path):
     source = saved(family, tmp_path / "in", shard)
     assert (source / "model.safetensors.index.json").is_file() == (shard is not None)
+    files_before = {p.name: p.read_bytes() for p in source.iterdir()}
     kwargs = {"sparsity": 0.5, **kwargs} if "structure" not in kwargs else kwargs
     reference = load(source)
     expected = oneshot_prune(reference, calib(), method, **kwargs)
@@ -84,6 +85,7 @@ def test_streamed_folder_equals_loading_it_and_calling_oneshot_prune(family, met
     x = calib(2, seed=5)
     assert torch.equal(logits(pruned, x), logits(reference, x))
     assert result.layer_sparsity == expected.layer_sparsity
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == files_before  # the input is only read
     assert result.block_sparsities == expected.block_sparsities
     assert [(r.name, r.params, r.nonzero) for r in result.report.rows] == \
         [(r.name, r.params, r.nonzero) for r in expected.report.rows]

@@ -92,7 +92,11 @@ class SafetensorsFolder:
 
 @contextmanager
 def parameters_on_meta() -> Iterator[None]:
-    """While open, every parameter a module registers is sent to the meta device (buffers are not)."""
+    """While open, every parameter a module registers is sent to the meta device (buffers are not).
+
+    It patches ``nn.Module.register_parameter`` for the whole process: modules
+    built by other threads meanwhile get meta parameters too.
+    """
     register = nn.Module.register_parameter
 
     def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
