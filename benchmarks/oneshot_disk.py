@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,11 +89,10 @@ def model_folder(config: dict, shard: str) -> Path:
 
 def peak_rss_bytes() -> int:
     """The high-water mark of this process's RSS (VmHWM), kept by the kernel: no sample can miss it."""
-    with open("/proc/self/status", "rb") as handle:
-        for line in handle:
-            if line.startswith(b"VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmHWM not found in /proc/self/status")
+    found = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    if found is None:
+        raise RuntimeError("VmHWM not found in /proc/self/status")
+    return int(found.group(1)) * 1024
 
 
 def worker(args, run: str, folder: Path, out: Path) -> dict:
