@@ -16,11 +16,13 @@ from prunekit.surgery import find_groups, mask_groups
 from prunekit.surgery.allocate import latency_keep_counts
 from prunekit.surgery.groups import Group
 from prunekit.surgery.latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
+from test_surgery_api import SmallResNet
 
 
 def _site(name: str, group: str, hw: int, in_ch: int = 4, out_ch: int = 8) -> LayerSite:
     """A 1x1 conv whose output channels are group ``group``'s."""
-    return LayerSite(name, "conv2d", in_ch, out_ch, (1, 1), (1, 1), (0, 0), 1, (hw, hw), (hw, hw), {}, {group: 1})
+    layer = LayerSpec("conv2d", in_ch, out_ch, (1, 1), (1, 1), (0, 0), 1, (hw, hw), 1, 0)
+    return LayerSite(name, layer, (hw, hw), {}, {group: 1})
 
 
 def _hw_timer(spec: LayerSpec) -> float:
@@ -137,21 +139,12 @@ def test_table_times_a_real_layer() -> None:
     assert table(LayerSpec("linear", 8, 5, (1, 1), (1, 1), (0, 0), 1, (1, 1), 2, 1)) > 0
 
 
-class Net(nn.Module):
-    """stem, a residual block, a strided conv, a depthwise conv, pooling and a classifier."""
+class Net(SmallResNet):
+    """test_surgery_api's small ResNet with a depthwise conv before the pooling."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn0 = nn.BatchNorm2d(16)
-        self.c1 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.b1 = nn.BatchNorm2d(16)
-        self.c2 = nn.Conv2d(16, 16, 3, padding=1, bias=False)
-        self.b2 = nn.BatchNorm2d(16)
-        self.c3 = nn.Conv2d(16, 24, 3, stride=2, padding=1, bias=False)
-        self.b3 = nn.BatchNorm2d(24)
         self.dw = nn.Conv2d(24, 24, 3, padding="same", groups=24)
-        self.fc = nn.Linear(24, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn0(self.stem(x)))
@@ -178,7 +171,7 @@ def test_layer_sites_know_the_groups_and_count_the_macs() -> None:
     sites = {s.name: s for s in layer_sites(model, X, find_groups(model, X))}
     assert set(sites) == {"stem", "c1", "c2", "c3", "dw", "fc"}
     assert sites["c2"].in_terms == {"c1": 1} and sites["c2"].out_terms == {"stem": 1}
-    assert sites["c3"].hw == (8, 8) and sites["dw"].hw == (4, 4) and sites["dw"].padding == (1, 1)
+    assert sites["c3"].layer.hw == (8, 8) and sites["dw"].layer.hw == (4, 4) and sites["dw"].layer.padding == (1, 1)
     assert sites["dw"].depthwise and sites["dw"].widths({"c3": 8}) == (16, 16, 16)
     assert sites["c2"].widths({"c1": 4, "stem": 2}) == (12, 14, 1)
     counted = prunekit.measure.count_macs(model, X, norms=False).dense_macs

@@ -42,7 +42,7 @@ import numbers
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,45 +197,38 @@ class LatencyTable:
 class LayerSite:
     """One ``Conv2d``/``Linear`` call of the network and the groups that set its widths.
 
+    ``layer`` is its table key at the current widths (batch: the example input's, threads: 0);
     ``in_terms``/``out_terms`` map a group name to the input/output positions one of its channels
     occupies; ``depthwise`` convs take their input width (and ``groups``) from their output width.
     """
 
     name: str
-    kind: str
-    in_ch: int
-    out_ch: int
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    groups: int
-    hw: tuple[int, int]
+    layer: LayerSpec
     out_hw: tuple[int, int]
     in_terms: dict[str, int]
     out_terms: dict[str, int]
     depthwise: bool = False
-    example_batch: int = 1
 
     def widths(self, removed: Mapping[str, int]) -> tuple[int, int, int]:
         """(in, out, conv groups) after ``removed[group]`` channels left each group."""
-        out_ch = self.out_ch - sum(removed.get(g, 0) * k for g, k in self.out_terms.items())
+        out_ch = self.layer.out_ch - sum(removed.get(g, 0) * k for g, k in self.out_terms.items())
         if self.depthwise:
             return out_ch, out_ch, out_ch
-        in_ch = self.in_ch - sum(removed.get(g, 0) * k for g, k in self.in_terms.items())
-        return in_ch, out_ch, self.groups
+        in_ch = self.layer.in_ch - sum(removed.get(g, 0) * k for g, k in self.in_terms.items())
+        return in_ch, out_ch, self.layer.groups
 
     def macs(self, removed: Mapping[str, int]) -> int:
         """Multiply-accumulates of this call in the example forward pass (its batch included),
         as :func:`prunekit.measure.count_macs` counts them."""
         in_ch, out_ch, groups = self.widths(removed)
-        per_sample = (in_ch // groups) * out_ch * self.kernel[0] * self.kernel[1] * self.out_hw[0] * self.out_hw[1]
-        return per_sample * self.example_batch
+        kh, kw = self.layer.kernel
+        return (in_ch // groups) * out_ch * kh * kw * self.out_hw[0] * self.out_hw[1] * self.layer.batch
 
 
 def site_spec(site: LayerSite, removed: Mapping[str, int], batch: int, threads: int) -> LayerSpec:
     """The table key of ``site`` with ``removed`` channels gone from its groups."""
     in_ch, out_ch, groups = site.widths(removed)
-    return LayerSpec(site.kind, in_ch, out_ch, site.kernel, site.stride, site.padding, groups, site.hw, batch, threads)
+    return replace(site.layer, in_ch=in_ch, out_ch=out_ch, groups=groups, batch=batch, threads=threads)
 
 
 def predict_latency(sites: Sequence[LayerSite], removed: Mapping[str, int], table: LatencyTable) -> float:
@@ -302,13 +295,14 @@ def layer_sites(model: nn.Module, example_inputs: Any, groups: Sequence[Group]) 
     for name, module, in_shape, out_shape in calls:
         if isinstance(module, nn.Conv2d):
             depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-            sites.append(LayerSite(name, "conv2d", module.in_channels, module.out_channels,
-                                   _pair(module.kernel_size), _pair(module.stride), _padding(module),
-                                   module.groups, (in_shape[-2], in_shape[-1]), (out_shape[-2], out_shape[-1]),
-                                   in_terms.get(name, {}), out_terms.get(name, {}), depthwise, in_shape[0]))
+            layer = LayerSpec("conv2d", module.in_channels, module.out_channels, _pair(module.kernel_size),
+                              _pair(module.stride), _padding(module), module.groups, (in_shape[-2], in_shape[-1]),
+                              in_shape[0], 0)
+            out_hw = (out_shape[-2], out_shape[-1])
         else:
             tokens = math.prod(in_shape[1:-1]) if len(in_shape) > 2 else 1
-            sites.append(LayerSite(name, "linear", module.in_features, module.out_features, (1, 1), (1, 1), (0, 0),
-                                   1, (tokens, 1), (tokens, 1), in_terms.get(name, {}), out_terms.get(name, {}),
-                                   False, in_shape[0]))
+            layer = LayerSpec("linear", module.in_features, module.out_features, (1, 1), (1, 1), (0, 0), 1,
+                              (tokens, 1), in_shape[0], 0)
+            depthwise, out_hw = False, (tokens, 1)
+        sites.append(LayerSite(name, layer, out_hw, in_terms.get(name, {}), out_terms.get(name, {}), depthwise))
     return sites
