@@ -201,3 +201,9 @@ def test_bad_folders_and_arguments_raise_before_anything_is_written(tmp_path):
             prune_pretrained(source, out, calib(), "wanda", **kwargs)
         assert info.value.param == param, (source.name, out.name)
         assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_top_level_name():
+    import prunekit
+
+    assert prunekit.prune_pretrained is prune_pretrained and "prune_pretrained" in prunekit.__all__

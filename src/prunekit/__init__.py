@@ -43,7 +43,7 @@ from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neur
 from .surgery.api import StructuralPruneResult, structural_prune
 from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
-from .oneshot import OneShotResult, lm_perplexity, oneshot_prune
+from .oneshot import OneShotResult, lm_perplexity, oneshot_prune, prune_pretrained
 
 __version__ = "0.1.0"
 
@@ -92,6 +92,7 @@ __all__ = [
     "make_permanent",
     "prune",
     "oneshot_prune",
+    "prune_pretrained",
     "OneShotResult",
     "lm_perplexity",
     "prune_at_init",
