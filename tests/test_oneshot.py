@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 import prunekit
 from prunekit.errors import InvalidParameterError, PrunekitError
@@ -448,3 +449,54 @@ def test_bad_head_or_embedding_arguments_raise_before_anything_changes(make, kwa
         oneshot_prune(model, calib(), "wanda", **{"sparsity": 0.5, **kwargs})
     assert info.value.param == param
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def _fake_gpu(monkeypatch, convert):
+    """CPU stand-ins for a CUDA device with 2:4 kernels: the plumbing of to_semi_structured
+    (eligibility, logging, all-or-nothing replacement) runs; the real kernels need a GPU."""
+    import torch.sparse
+
+    from prunekit.oneshot import semi_structured as ss
+
+    monkeypatch.setattr(ss, "semi_structured_available", lambda device=None: (True, ""))
+    monkeypatch.setattr(ss, "_on_cuda", lambda t: True)
+    monkeypatch.setattr(torch.sparse, "to_sparse_semi_structured", convert)
+
+
+def _two_four(rows: int, cols: int, dtype=torch.float16) -> nn.Linear:
+    layer = nn.Linear(cols, rows, bias=False).to(dtype)
+    with torch.no_grad():
+        layer.weight.view(rows, cols // 4, 4)[..., 2:] = 0
+    return layer
+
+
+def test_semi_structured_converts_only_eligible_layers(monkeypatch, caplog):
+    _fake_gpu(monkeypatch, lambda t: t.to_sparse())
+    torch.manual_seed(0)
+    model = nn.Sequential(_two_four(32, 64), nn.Linear(64, 32).half(), _two_four(30, 64), _two_four(32, 64, torch.float32))
+    with caplog.at_level("INFO", logger="prunekit.oneshot.semi_structured"):
+        converted = to_semi_structured(model)
+    assert converted == ["0"] and model[0].weight.is_sparse
+    assert not any(model[i].weight.is_sparse for i in (1, 2, 3))
+    for name, reason in (("1", "not 2:4"), ("2", "not a multiple of (16, 16)"), ("3", "dtype torch.float32")):
+        assert f"{name} left dense: " in caplog.text and reason in caplog.text
+
+
+def test_semi_structured_is_all_or_nothing_and_refuses_reparam(monkeypatch):
+    calls = []
+
+    def convert(t):
+        calls.append(t)
+        if len(calls) == 2:
+            raise RuntimeError("backend failure")
+        return t.to_sparse()
+
+    _fake_gpu(monkeypatch, convert)
+    model = nn.Sequential(_two_four(32, 64), _two_four(32, 64))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeError, match="backend failure"):
+        to_semi_structured(model)
+    assert all(not m.weight.is_sparse for m in model) and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    torch.nn.utils.prune.identity(model[0], "weight")
+    with pytest.raises(PrunekitError, match="make_permanent"):
+        to_semi_structured(model)

@@ -36,32 +36,73 @@ def semi_structured_available(device: torch.device | str | None = None) -> tuple
     return True, ""
 
 
+def _shape_constraints() -> dict[torch.dtype, tuple[int, int]]:
+    """(min rows, min cols) per dtype of the backend ``to_sparse_semi_structured`` will use."""
+    from torch.sparse import semi_structured as ss
+
+    cls = (ss.SparseSemiStructuredTensorCUTLASS if ss.SparseSemiStructuredTensor._FORCE_CUTLASS
+           else ss.SparseSemiStructuredTensorCUSPARSELT)
+    return {dtype: (c.sparse_min_rows, c.sparse_min_cols) for dtype, c in cls._DTYPE_SHAPE_CONSTRAINTS.items()}
+
+
+def _on_cuda(tensor: torch.Tensor) -> bool:
+    return tensor.is_cuda
+
+
+def _why_not(module: nn.Module, constraints: dict[torch.dtype, tuple[int, int]]) -> str | None:
+    """Why this layer's weight cannot become a 2:4 semi-structured tensor (None: it can)."""
+    weight = module.weight
+    if not _on_cuda(weight):
+        return f"on {weight.device}, not a CUDA device"
+    if weight.dtype not in constraints:
+        return f"dtype {weight.dtype} (supported: {', '.join(str(d) for d in constraints)}; cast the model first)"
+    rows, cols = constraints[weight.dtype]
+    m, n = weight.shape
+    if m % rows or n % cols:
+        return f"shape {tuple(weight.shape)} is not a multiple of ({rows}, {cols})"
+    if nm_invalid_groups(weight, NM(2, 4)):
+        return "not 2:4 sparse along its input dimension"
+    return None
+
+
 @torch.no_grad()
 def to_semi_structured(model: nn.Module, include_types: tuple[type[nn.Module], ...] = (nn.Linear,)) -> list[str]:
     """Replace the weight of every 2:4-sparse Linear on a CUDA device by a semi-structured sparse tensor.
 
-    Returns the names of the converted layers. Layers that are not 2:4 or not
-    on a CUDA device are left dense (logged).
+    A layer is converted when its weight is on a CUDA device, of a dtype the
+    backend lists (torch 2.13: fp16, bf16, int8, fp8 e4m3), of a shape
+    that is a multiple of the backend's tile, and 2:4 sparse along its input
+    dimension; every other layer is left dense and the reason logged. All
+    layers are converted before any is replaced, so a failure leaves the
+    model unchanged. Returns the names of the converted layers.
 
     Raises:
         PrunekitError: when no 2:4 kernels are available (no CUDA, or a GPU
-            older than Ampere); the model is left unchanged.
+            older than Ampere), or when a layer still carries a pruning
+            reparametrisation (``weight_orig``; call
+            :func:`prunekit.make_permanent` first); the model is left unchanged.
     """
     ok, why = semi_structured_available()
     if not ok:
         raise PrunekitError(f"to_semi_structured: {why}.")
     from torch.sparse import to_sparse_semi_structured
 
-    nm = NM(2, 4)
-    converted = []
-    for name, module in model.named_modules():
-        if not isinstance(module, include_types) or module.weight.device.type != "cuda":
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, include_types)]
+    masked = [name for name, m in layers if "weight_orig" in m._parameters]
+    if masked:
+        raise PrunekitError(
+            f"to_semi_structured: {len(masked)} layers still carry a pruning reparametrisation "
+            f"(weight_orig / weight_mask), e.g. {masked[0]!r}. Fix: call prunekit.make_permanent(model) first."
+        )
+    constraints = _shape_constraints()
+    converted: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+    for name, module in layers:
+        reason = _why_not(module, constraints)
+        if reason is not None:
+            logger.info("to_semi_structured: %s left dense: %s", name, reason)
             continue
-        weight = module.weight
-        if weight.shape[1] % 4 or nm_invalid_groups(weight, nm):
-            logger.info("to_semi_structured: %s is not 2:4 sparse; left dense", name)
-            continue
-        module.weight = nn.Parameter(to_sparse_semi_structured(weight), requires_grad=False)
-        converted.append(name)
-    logger.info("to_semi_structured: converted %d layers", len(converted))
-    return converted
+        converted[name] = (module, to_sparse_semi_structured(module.weight.detach()))
+    for module, sparse in converted.values():
+        module.weight = nn.Parameter(sparse, requires_grad=False)
+    logger.info("to_semi_structured: converted %d of %d layers", len(converted), len(layers))
+    return list(converted)
