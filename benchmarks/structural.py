@@ -115,7 +115,8 @@ WARM_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_":
 
 
 def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target: float | None = None,
-                   round_to: int | None = None, table_threads: int | None = None):
+                   round_to: int | None = None, table_threads: int | None = None,
+                   max_layer_ratio: float | None = None):
     """prunekit's call for one row; returns the StructuralPruneResult."""
     import prunekit
     from prunekit.surgery.latency import LatencyTable
@@ -124,7 +125,7 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
         table = LatencyTable(batch=64, threads=table_threads, path=LATENCY_TABLE)
         return prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion,
                                          allocation="latency", latency_table=table, round_to=round_to,
-                                         batches=batches)
+                                         max_layer_ratio=max_layer_ratio, batches=batches)
     if macs_target is None:
         # measure=False: no parameter/MAC counts inside the timed call (Torch-Pruning makes none)
         return prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches,
@@ -255,7 +256,7 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
             t0 = time.perf_counter()
             if lib.startswith("prunekit"):
                 results[lib] = prune_prunekit(model, x1, args.ratio, criterion, calib, macs_target, round_to,
-                                              table_threads)
+                                              table_threads, args.latency_max_ratio if table_threads else None)
             elif table_threads is not None:  # the channel counts of the latency-aware prunekit row
                 ratios = per_layer_ratios(model, x1, results[f"prunekit-latency-t{table_threads}"].channels_after)
                 t0 = time.perf_counter()
@@ -320,6 +321,8 @@ def main() -> None:
                         help="with --latency-macs: threads of the latency table(s), e.g. 1,2 (one row pair each)")
     parser.add_argument("--latency-round-to", type=int, default=8,
                         help="with --latency-macs: channels removed 8 at a time (0: one at a time)")
+    parser.add_argument("--latency-max-ratio", type=float, default=None,
+                        help="with --latency-macs: max_layer_ratio of the latency-aware rows (e.g. 0.5)")
     parser.add_argument("--cold-malloc", action="store_true",
                         help="do not re-execute with glibc's allocator warmed (see the module docstring)")
     parser.add_argument("--repeats", type=int, default=30)
@@ -394,6 +397,7 @@ def main() -> None:
         meta = run_meta(source, "structural", args.threads)
         meta.update({"latency_threads": args.latency_threads, "table_threads": args.table_threads,
                      "latency_macs": args.latency_macs, "latency_round_to": args.latency_round_to,
+                     "latency_max_ratio": args.latency_max_ratio,
                      "malloc": {k: os.environ.get(k) for k in WARM_MALLOC}, "deploy": args.deploy,
                      "ratio": args.ratio, "tp_bias": args.tp_bias, "finetune_steps": args.finetune_steps, "test_images": len(test[0]),
                      "quick": args.quick, "torch_pruning": _tp_version(), "cpu_count": os.cpu_count()})
