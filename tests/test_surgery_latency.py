@@ -223,3 +223,9 @@ def test_structural_prune_latency_errors_change_nothing() -> None:
             prunekit.structural_prune(model, X, **kwargs)
         for k, v in model.state_dict().items():
             assert torch.equal(v, ref[k]), (kwargs, k)
+
+
+def test_public_names():
+    import prunekit.surgery
+
+    assert prunekit.surgery.LatencyTable is LatencyTable and "LatencyTable" in prunekit.surgery.__all__

@@ -21,6 +21,7 @@ from .heads import (
     replay_heads,
 )
 from .hf import load_pretrained
+from .latency import LatencyTable, LayerSpec
 from .history import add_history, surgery_history
 from .optim import carry_optimizer
 from .remove import mask_groups, prune_groups
@@ -35,6 +36,8 @@ from .slicing import (
 )
 
 __all__ = [
+    "LatencyTable",
+    "LayerSpec",
     "find_groups",
     "Group",
     "Slice",
