@@ -92,3 +92,17 @@ def test_enable_twice_returns_the_same_module(_native_module, monkeypatch):
     assert native.enable() is first and native.enabled()
     native.disable()
     assert not native.enabled()
+
+
+def test_pip_ninja_is_found_off_path(monkeypatch, tmp_path):
+    """A ninja installed by pip into a folder that is not on PATH is still found."""
+    import sys
+    import types
+
+    exe = tmp_path / "ninja"
+    exe.write_text("#!/bin/sh\necho 1.11.1\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR=str(tmp_path)))
+    native._expose_pip_ninja()
+    assert native.shutil.which("ninja") == str(exe)

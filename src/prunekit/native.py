@@ -160,10 +160,26 @@ def _compiler() -> str:
     return os.environ.get("CXX", "c++")
 
 
+def _expose_pip_ninja() -> None:
+    """Put the ``ninja`` of the pip package on PATH when it is installed but its folder is not on PATH
+    (a Python run without activating its environment); torch looks for ``ninja`` on PATH only."""
+    if shutil.which("ninja") is not None:
+        return
+    try:
+        import ninja  # the pip package (prunekit[native])
+    except ImportError:
+        return
+    folder = getattr(ninja, "BIN_DIR", None)
+    if folder and shutil.which("ninja", path=folder) is not None:
+        os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
+        logger.info("prunekit.native: added %s (pip's ninja) to PATH for the build", folder)
+
+
 def missing_requirements() -> list[str]:
     """What this machine lacks to build the kernels (empty when it can)."""
     from torch.utils.cpp_extension import is_ninja_available
 
+    _expose_pip_ninja()
     missing = []
     if shutil.which(_compiler()) is None:
         missing.append(f"a C++ compiler ({_compiler()!r} is not on PATH; install g++ or set CXX)")
