@@ -82,14 +82,9 @@ def make_optimizer(model, momentum: float):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=momentum)
 
 
-def train_step(model, optimizer, x, y, native: bool = False) -> None:
+def train_step(model, optimizer, x, y) -> None:
     import torch.nn.functional as F
 
-    from prunekit import native as kernels
-
-    # the compiled kernel is process-wide: on for the native variant's steps only (enable() is
-    # instant once built; the build happens before timing, in main)
-    kernels.enable() if native else kernels.disable()
     optimizer.zero_grad(set_to_none=True)
     loss = F.mse_loss(model(x), y)
     loss.backward()
@@ -121,6 +116,8 @@ def check_inplace_zeros(model) -> tuple[int, int]:
 def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -> dict:
     import torch
 
+    from prunekit import native as kernels
+
     gen = torch.Generator().manual_seed(args.seed + 1)
     batches = [
         (torch.randn(args.batch, args.d, generator=gen), torch.randn(args.batch, args.d, generator=gen))
@@ -145,8 +142,11 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
             step_times = {}
             with ForeignLoad() as round_load:
                 for v in variants[shift:] + variants[:shift]:
+                    # the compiled kernel is process-wide: on for the native variant's steps only,
+                    # switched outside the timed step (enable() is instant once built in main)
+                    kernels.enable() if v == "prunekit-native" else kernels.disable()
                     t0 = time.perf_counter()
-                    train_step(models[v], opts[v], x, y, native=v == "prunekit-native")
+                    train_step(models[v], opts[v], x, y)
                     step_times[v] = time.perf_counter() - t0
             if r >= args.warmup:
                 round_loads.append(round_load.cores)

@@ -81,11 +81,11 @@ def masked_sgd_update(
     weight_decay, momentum = group["weight_decay"], group["momentum"]
     if mask.device != param.device:
         mask = mask.to(param.device)
+    state = optimizer.state[param] if momentum != 0 else None
+    buf = state.get("momentum_buffer") if state is not None else None
     compiled = native.kernels()
-    buf = optimizer.state[param].get("momentum_buffer") if momentum != 0 else None
     if compiled is not None and native.usable(param, param.grad, mask, buf):
-        state = optimizer.state[param]
-        first = momentum != 0 and buf is None
+        first = state is not None and buf is None
         if first:
             buf = torch.empty_like(param, memory_format=torch.contiguous_format)
             state["momentum_buffer"] = buf
@@ -95,9 +95,7 @@ def masked_sgd_update(
     grad = param.grad if not group["maximize"] else -param.grad
     if weight_decay != 0:
         grad = grad.add(param, alpha=weight_decay)
-    if momentum != 0:
-        state = optimizer.state[param]
-        buf = state.get("momentum_buffer")
+    if state is not None:
         if buf is None:
             buf = torch.clone(grad).detach()
             state["momentum_buffer"] = buf

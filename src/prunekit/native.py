@@ -46,7 +46,7 @@ __all__ = ["NativeBuildError", "available", "disable", "enable", "enabled", "ker
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the C++ source changes, so a stale cached build is never loaded.
-_VERSION = 7
+_VERSION = 8
 _NAME = f"prunekit_native_v{_VERSION}"
 
 _SOURCE = r"""
@@ -76,7 +76,7 @@ void check_like(const torch::Tensor& p, const torch::Tensor& t, const char* what
 void mask_(torch::Tensor p, torch::Tensor m) {
   check_pair(p, m);
   const uint8_t* M = reinterpret_cast<const uint8_t*>(m.data_ptr());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "prunekit_mask_", [&] {
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "prunekit_mask_", [&] {
     scalar_t* P = p.data_ptr<scalar_t>();
     at::parallel_for(0, p.numel(), kGrain, [&](int64_t b, int64_t e) {
       // a multiply, not a select: with random masks a select compiles to a mispredicted branch
@@ -150,6 +150,8 @@ _LOCK = threading.Lock()
 _KERNELS: ModuleType | None = None
 #: The module once built in this process; :func:`disable` keeps it so that a later :func:`enable` is instant.
 _BUILT: ModuleType | None = None
+#: Whether ``PRUNEKIT_NATIVE=1`` was acted on already (one attempt per process).
+_ENV_TRIED = False
 
 
 class NativeBuildError(RuntimeError):
@@ -251,8 +253,6 @@ def kernels() -> ModuleType | None:
         _enable_from_env()
     return _KERNELS
 
-
-_ENV_TRIED = False
 
 
 def _enable_from_env() -> None:
