@@ -56,6 +56,7 @@ import argparse
 import copy
 import os
 import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -116,16 +117,23 @@ WARM_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_":
 
 def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target: float | None = None,
                    round_to: int | None = None, table_threads: int | None = None,
-                   max_layer_ratio: float | None = None):
-    """prunekit's call for one row; returns the StructuralPruneResult."""
+                   max_layer_ratio: float | None = None, latency: dict | None = None):
+    """prunekit's call for one row; returns the StructuralPruneResult. ``latency``: ``table`` (path),
+    ``repeats`` (of each table entry) and ``normalize`` (None: the library's default) of the
+    latency-aware rows."""
     import prunekit
     from prunekit.surgery.latency import LatencyTable
 
     if table_threads is not None:  # latency-aware allocation down to the MACs target
-        table = LatencyTable(batch=64, threads=table_threads, path=LATENCY_TABLE)
-        return prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion,
-                                         allocation="latency", latency_table=table, round_to=round_to,
-                                         max_layer_ratio=max_layer_ratio, batches=batches)
+        latency = latency or {}
+        table = LatencyTable(batch=64, threads=table_threads, path=latency.get("table", LATENCY_TABLE),
+                             repeats=latency.get("repeats", 10))
+        result = prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion,
+                                           allocation="latency", latency_table=table, round_to=round_to,
+                                           max_layer_ratio=max_layer_ratio, batches=batches,
+                                           normalize=latency.get("normalize"))
+        table.save()
+        return result
     if macs_target is None:
         # measure=False: no parameter/MAC counts inside the timed call (Torch-Pruning makes none)
         return prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches,
@@ -256,7 +264,9 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
             t0 = time.perf_counter()
             if lib.startswith("prunekit"):
                 results[lib] = prune_prunekit(model, x1, args.ratio, criterion, calib, macs_target, round_to,
-                                              table_threads, args.latency_max_ratio if table_threads else None)
+                                              table_threads, args.latency_max_ratio if table_threads else None,
+                                              {"table": args.latency_table, "repeats": args.table_repeats,
+                                               "normalize": args.latency_normalize})
             elif table_threads is not None:  # the channel counts of the latency-aware prunekit row
                 ratios = per_layer_ratios(model, x1, results[f"prunekit-latency-t{table_threads}"].channels_after)
                 t0 = time.perf_counter()
@@ -287,17 +297,26 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
                      "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s, "module": model})
     if not args.no_latency:  # the other criteria share prunekit-l2's shapes
         timed = [row for row in rows if row["method"] == "dense" or row.get("criterion") == "l2"]
-        for threads in args.latency_threads:
-            for batch in (1, 64):
-                key = f"b{batch}_t{threads}"
-                for row, entry in zip(timed, interleaved_latency([r["module"] for r in timed], batch, threads, args)):
-                    row[f"latency_{key}"] = entry
-                base = rows[0]
-                for row in rows[1:]:
-                    lat = row.get(f"latency_{key}")
-                    if lat:
-                        row[f"speedup_{key}"] = base[f"latency_{key}"]["median_ms"] / lat["median_ms"]
-                        row[f"busy_{key}"] = lat["busy"] or base[f"latency_{key}"]["busy"]
+        for block in range(args.timing_blocks):  # whole timing blocks again, minutes apart: the spread
+            for threads in args.latency_threads:
+                for batch in (1, 64):
+                    key = f"b{batch}_t{threads}"
+                    for row, entry in zip(timed, interleaved_latency([r["module"] for r in timed], batch, threads, args)):
+                        row.setdefault(f"latency_{key}_blocks", []).append(entry)
+        base = rows[0]
+        for key in [f"b{b}_t{t}" for t in args.latency_threads for b in (1, 64)]:
+            for row in timed:
+                blocks = row[f"latency_{key}_blocks"]
+                # the block with the median latency stands for the row; every block's figures stay in the JSON
+                row[f"latency_{key}"] = sorted(blocks, key=lambda e: e["median_ms"])[len(blocks) // 2]
+            for row in rows[1:]:
+                blocks = row.get(f"latency_{key}_blocks")
+                if blocks:
+                    dense = base[f"latency_{key}_blocks"]
+                    speedups = sorted(d["median_ms"] / b["median_ms"] for d, b in zip(dense, blocks))
+                    row[f"speedup_{key}_blocks"] = speedups
+                    row[f"speedup_{key}"] = statistics.median(speedups)
+                    row[f"busy_{key}"] = any(e["busy"] for e in blocks + dense)
     for row in rows:
         del row["module"]
     return rows
@@ -321,6 +340,15 @@ def main() -> None:
                         help="with --latency-macs: threads of the latency table(s), e.g. 1,2 (one row pair each)")
     parser.add_argument("--latency-round-to", type=int, default=8,
                         help="with --latency-macs: channels removed 8 at a time (0: one at a time)")
+    parser.add_argument("--latency-normalize", default=None,
+                        help="with --latency-macs: normalize= of the latency-aware rows (default: the library's, 'sum')")
+    parser.add_argument("--latency-table", default=str(LATENCY_TABLE),
+                        help="with --latency-macs: the latency table's cache file")
+    parser.add_argument("--table-repeats", type=int, default=10,
+                        help="with --latency-macs: timed forwards per new table entry (their median)")
+    parser.add_argument("--timing-blocks", type=int, default=1,
+                        help="time every model this many times over (whole interleaved blocks, one after the "
+                             "other); speedups are the median over blocks, with their range")
     parser.add_argument("--latency-max-ratio", type=float, default=None,
                         help="with --latency-macs: max_layer_ratio of the latency-aware rows (e.g. 0.5)")
     parser.add_argument("--cold-malloc", action="store_true",
@@ -390,14 +418,18 @@ def main() -> None:
             key = f"b64_t{t}"
             if r.get(f"speedup_{key}") and not r.get(f"busy_{key}"):
                 ratio = r[f"speedup_{key}"] * r["macs_ratio"]
+                spread = [s * r["macs_ratio"] for s in r[f"speedup_{key}_blocks"]]
+                r[f"share_{key}"], r[f"share_{key}_blocks"] = ratio, spread
                 print(f"{r['model']} {r['method']}: batch-64 speedup at {t} thread(s) {r[f'speedup_{key}']:.2f}x = "
-                      f"{ratio:.2f} x the MAC reduction {1 / r['macs_ratio']:.2f}x (target >= 0.85): "
-                      f"{'met' if ratio >= 0.85 else 'MISSED'}")
+                      f"{ratio:.3f} x the MAC reduction {1 / r['macs_ratio']:.2f}x (blocks {min(spread):.3f}-"
+                      f"{max(spread):.3f}; target >= 0.85): {'met' if ratio >= 0.85 else 'MISSED'}")
     if args.json:
         meta = run_meta(source, "structural", args.threads)
         meta.update({"latency_threads": args.latency_threads, "table_threads": args.table_threads,
                      "latency_macs": args.latency_macs, "latency_round_to": args.latency_round_to,
-                     "latency_max_ratio": args.latency_max_ratio,
+                     "latency_max_ratio": args.latency_max_ratio, "latency_normalize": args.latency_normalize,
+                     "latency_table": args.latency_table, "table_repeats": args.table_repeats,
+                     "timing_blocks": args.timing_blocks,
                      "malloc": {k: os.environ.get(k) for k in WARM_MALLOC}, "deploy": args.deploy,
                      "ratio": args.ratio, "tp_bias": args.tp_bias, "finetune_steps": args.finetune_steps, "test_images": len(test[0]),
                      "quick": args.quick, "torch_pruning": _tp_version(), "cpu_count": os.cpu_count()})

@@ -97,6 +97,33 @@ def test_round_to_steps_and_the_floor() -> None:
         latency_keep_counts([a, b, c], _equal(a, b, c), sites, table, macs_goal=703, round_to=4)
 
 
+def test_default_normalisation_charges_the_fraction_of_a_group_removed() -> None:
+    a, b = _groups(a=16, b=64)
+    # a's channels are slower (8x8 map: 8 ms each) than b's (4x4 map: 4 ms each); all scores equal
+    sites = [_site("la", "a", 8, out_ch=16), _site("lb", "b", 4, out_ch=64)]
+    table = LatencyTable(timer=_hw_timer)
+    goal = _total(sites) - 1  # one move of 8 channels
+    # "sum" (default): 8 of 16 costs 1/2 of a, 8 of 64 costs 1/8 of b -> 64 / 0.5 < 32 / 0.125: b goes
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, macs_goal=goal, round_to=8)
+    assert got.counts == {"a": 16, "b": 56}
+    # "mean": every move costs 8, so the latency term alone decides: half of a goes
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, macs_goal=goal, round_to=8, normalize="mean")
+    assert got.counts == {"a": 8, "b": 64}
+
+
+def test_structural_prune_default_normalisation_depends_on_the_allocation() -> None:
+    def run(**options):
+        model = _net()
+        return prunekit.structural_prune(model, X, macs_target=0.6, criterion="l2", **options).channels_after
+
+    latency = dict(allocation="latency", round_to=2)
+    default = run(**latency, latency_table=LatencyTable(timer=_hw_timer))
+    assert default == run(**latency, latency_table=LatencyTable(timer=_hw_timer), normalize="sum")
+    assert default != run(**latency, latency_table=LatencyTable(timer=_hw_timer), normalize="mean")
+    assert run(scope="global") == run(scope="global", normalize="mean")
+    assert run(scope="global") != run(scope="global", normalize="sum")
+
+
 def test_bad_arguments_of_the_allocation() -> None:
     a, = _groups(a=8)
     sites = [_site("la", "a", 4)]

@@ -217,7 +217,7 @@ def structural_prune(
     macs_target: float | None = None,
     criterion: str | GroupCriterion = "l1",
     scope: str = "local",
-    normalize: str = "mean",
+    normalize: str | None = None,
     max_layer_ratio: float | None = None,
     round_to: int | None = None,
     steps: int = 1,
@@ -241,7 +241,10 @@ def structural_prune(
         macs_target: instead of ``ratio``: MACs after / before to reach (e.g. 0.5), by bisection.
         criterion: a group criterion name (``l1``, ``l2``, ``slimming``, ``taylor``, ``hrank``,
             ``thinet``, ``random``) or a :class:`~prunekit.surgery.importance.GroupCriterion`.
-        scope, normalize, max_layer_ratio, round_to: see :mod:`prunekit.surgery.allocate`.
+        scope, normalize, max_layer_ratio, round_to: see :mod:`prunekit.surgery.allocate`;
+            ``normalize=None`` means ``"mean"`` for ``allocation="ranking"`` and ``"sum"`` for
+            ``allocation="latency"`` (each group's scores divided by their sum, so that a move's
+            cost is the fraction of its group's importance it removes).
         steps: prune in this many increments, scoring again each time.
         batches: ``(inputs, targets)`` batches for ``taylor``, ``hrank`` and ``thinet``;
             ``loss_fn(logits, targets)`` for ``taylor`` (cross-entropy by default).
@@ -264,6 +267,8 @@ def structural_prune(
         InvalidParameterError: for bad arguments, before anything is changed.
     """
     allocation = check_choice("allocation", allocation, ALLOCATIONS)
+    if normalize is None:
+        normalize = "sum" if allocation == "latency" else "mean"
     table = _check_latency_options(allocation, ratio, macs_target, latency_target, latency_table)
     if allocation == "ranking" and (ratio is None) == (macs_target is None):
         raise InvalidParameterError(
