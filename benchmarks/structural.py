@@ -55,8 +55,8 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -297,7 +297,7 @@ def run_model(name: str, args, train, test, calib) -> list[dict]:
                      "acc_before_ft": before, "acc_after_ft": after, "finetune_s": ft_s, "module": model})
     if not args.no_latency:  # the other criteria share prunekit-l2's shapes
         timed = [row for row in rows if row["method"] == "dense" or row.get("criterion") == "l2"]
-        for block in range(args.timing_blocks):  # whole timing blocks again, minutes apart: the spread
+        for _block in range(args.timing_blocks):  # whole interleaved blocks, one after the other: the spread
             for threads in args.latency_threads:
                 for batch in (1, 64):
                     key = f"b{batch}_t{threads}"

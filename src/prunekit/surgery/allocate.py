@@ -44,9 +44,11 @@ half of that group, 8 of 64 about an eighth. Mean normalisation makes every
 move of ``step`` channels cost about the same (≈ ``step`` × a below-average
 score), so the latency term alone decides and small, slow groups are cut to
 the floor. Measured (``benchmarks/structural.py``, docs/benchmarks.md §4):
-at half the MACs, the pretrained ResNet-20 reached 77.4% after 300
-fine-tuning steps with ``"sum"`` against 63.4% with ``"mean"`` (75.4% for
-uniform pruning). The speedup was the same within noise. Ties go to the larger MAC
+at half the MACs and with the same latency table, the pretrained ResNet-20
+reached 77.4% after 300 fine-tuning steps with ``"sum"`` against 63.4% with
+``"mean"`` (75.4% for uniform pruning), at about the same speedup. It does
+not rule out every deep cut: a table that prices one step of a stride-2 or
+residual-stream layer as a large saving can still cut it to the floor. Ties go to the larger MAC
 saving, then to the earlier group. The caps are those above: ``max_layer_ratio``,
 never fewer than ``step`` channels (a group of fewer than ``step`` is left as
 it is), at least ``group.multiple``.
