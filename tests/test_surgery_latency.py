@@ -111,6 +111,53 @@ def test_default_normalisation_charges_the_fraction_of_a_group_removed() -> None
     assert got.counts == {"a": 8, "b": 64}
 
 
+def _staircase_timer(spec: LayerSpec) -> float:
+    """Output channels cost in blocks of 16, as AVX-512 convolutions do: 56 and 64 outputs time alike."""
+    return float(math.ceil(spec.out_ch / 16) * 16 * spec.hw[0] * spec.in_ch / 4)
+
+
+def test_exchange_improves_latency_without_losing_importance() -> None:
+    a, b = _groups(a=32, b=64)
+    sites = [_site("la", "a", 4, in_ch=4, out_ch=32), _site("lb", "b", 4, in_ch=4, out_ch=64)]
+    torch.manual_seed(0)
+    scores = {"a": torch.rand(32) + 0.5, "b": torch.rand(64) + 0.5}
+    goal = int(0.8 * _total(sites))
+
+    def run(exchange: bool):
+        return latency_keep_counts([a, b], scores, sites, LatencyTable(timer=_staircase_timer), macs_goal=goal,
+                                   round_to=8, exchange=exchange)
+
+    def kept(counts: dict[str, int]) -> float:  # the sum-normalised importance kept (1 layer per group)
+        return sum(float(torch.sort(scores[n], descending=True).values[:k].sum() / scores[n].sum())
+                   for n, k in counts.items())
+
+    greedy, exchanged = run(False), run(True)
+    # 8 at a time, b's first steps (64 -> 56 -> 48) save nothing on the staircase, so the greedy empties a
+    assert greedy.counts == {"a": 8, "b": 64}
+    assert exchanged.counts == {"a": 32, "b": 32}
+    assert exchanged.latency_after_ms < greedy.latency_after_ms
+    assert kept(exchanged.counts) > kept(greedy.counts)
+    assert exchanged.macs_after <= goal and exchanged.moves > greedy.moves
+
+
+def test_sum_normalisation_counts_a_group_once_per_layer_it_sets() -> None:
+    a, b = _groups(a=16, b=16)
+    # a sets the output width of one layer and the input width of another, b the output of one; with the
+    # flat timer (ms = output channels) a move saves 8 ms in either group
+    consumer = LayerSpec("conv2d", 16, 8, (1, 1), (1, 1), (0, 0), 1, (4, 4), 1, 0)
+    sites = [_site("la", "a", 4, out_ch=16), LayerSite("la_next", consumer, (4, 4), {"a": 1}, {}),
+             _site("lb", "b", 4, out_ch=16)]
+    table = LatencyTable(timer=_flat_timer)
+    goal = _total(sites) - 1
+    # "sum": a's move costs half of a group counted twice (1.0), b's half of one counted once (0.5): b goes
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, macs_goal=goal, round_to=8, exchange=False)
+    assert got.counts == {"a": 16, "b": 8}
+    # "mean": both cost 8 for 8 ms; the tie goes to the larger MAC saving, a's (two layers)
+    got = latency_keep_counts([a, b], _equal(a, b), sites, table, macs_goal=goal, round_to=8, exchange=False,
+                              normalize="mean")
+    assert got.counts == {"a": 8, "b": 16}
+
+
 def test_structural_prune_default_normalisation_depends_on_the_allocation() -> None:
     def run(**options):
         model = _net()

@@ -243,8 +243,9 @@ def structural_prune(
             ``thinet``, ``random``) or a :class:`~prunekit.surgery.importance.GroupCriterion`.
         scope, normalize, max_layer_ratio, round_to: see :mod:`prunekit.surgery.allocate`;
             ``normalize=None`` means ``"mean"`` for ``allocation="ranking"`` and ``"sum"`` for
-            ``allocation="latency"`` (each group's scores divided by their sum, so that a move's
-            cost is the fraction of its group's importance it removes).
+            ``allocation="latency"`` (each group's scores divided by their sum and counted once per
+            layer the group sets, so that a move's cost is the fraction of its group's importance it
+            removes, times the layers it thins; then pairwise exchanges, see the module).
         steps: prune in this many increments, scoring again each time.
         batches: ``(inputs, targets)`` batches for ``taylor``, ``hrank`` and ``thinet``;
             ``loss_fn(logits, targets)`` for ``taylor`` (cross-entropy by default).
