@@ -78,6 +78,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -390,7 +391,7 @@ def _exchange(
     made = 0
     for _ in range(max_rounds):
         total_macs, total_ms = sum(macs), sum(cost)
-        best: tuple[tuple[float, float], dict[str, int], list[int], list[float], list[int]] | None = None
+        best: tuple[tuple[float, float], ChainMap[str, int], list[int], list[float], list[int]] | None = None
         for a in groups:
             keep_a = a.size - removed[a.name]
             if keep_a not in levels[a.name]:
@@ -407,8 +408,7 @@ def _exchange(
                         d_imp = gain - (prefix[b.name][b.size - down] - prefix[b.name][b.size - keep_b])
                         if d_imp < 0:
                             continue
-                        trial = dict(removed)
-                        trial[a.name], trial[b.name] = a.size - up, b.size - down
+                        trial = ChainMap({a.name: a.size - up, b.name: b.size - down}, removed)
                         idx = sorted(set(touching[a.name]) | set(touching[b.name]))
                         new_cost = [table(site_spec(sites[i], trial, table.batch, table.threads)) for i in idx]
                         d_ms = sum(new_cost) - sum(cost[i] for i in idx)
@@ -424,7 +424,7 @@ def _exchange(
         if best is None:
             break
         _key, trial, idx, new_cost, new_macs = best
-        removed.update(trial)
+        removed.update(trial.maps[0])
         for i, c, m in zip(idx, new_cost, new_macs):
             cost[i], macs[i] = c, m
         made += 1
