@@ -382,7 +382,8 @@ def _exchange(
     is taken when the goal still holds, the modelled latency does not rise, the kept importance does
     not fall, and one of the two strictly improves (latency by more than 0.1% of the total). Of those,
     the one saving the most latency is taken, then the one keeping the most importance; repeat until
-    none is left. Each exchange improves (latency, importance) in the lexicographic sense, so this ends.
+    none is left. Every exchange improves one of the two without worsening the other, so no state
+    comes back and this ends (``max_rounds`` bounds it all the same).
     """
     levels = {g.name: _levels(g, floors[g.name], _step(g, step_to)) for g in groups}
     prefix = {n: torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(v, 0)]).tolist()
