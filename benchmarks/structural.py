@@ -192,8 +192,6 @@ def interleaved_latency(modules: list, batch: int, threads: int, args) -> list[d
     machine's speed (this VM's speed changes from minute to minute, which the other-load figure does
     not show) touches every model alike. Taken in a quiet moment; ``busy`` if it was not quiet.
     """
-    import statistics
-
     import torch
 
     x = torch.randn(batch, 3, 32, 32)
