@@ -26,7 +26,7 @@ modes; no ``.grad`` written).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from .criteria.init import (
     resolve_loss,
     synaptic_flow,
 )
+from .losses import LossFn
 from .errors import InvalidParameterError, check_choice
 from .targets import Target, select_targets
 
@@ -50,7 +51,6 @@ __all__ = ["PROXIES", "rankdata", "spearman", "zero_cost_proxies"]
 PROXIES = ("grad_norm", "snip", "synflow", "fisher", "jacob_cov")
 JACOB_COV_K = 1e-5
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _grad_norm(model: nn.Module, targets: Sequence[Target], batch: Any, loss_fn: LossFn | None) -> float:

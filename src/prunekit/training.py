@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .batches import forward_logits, split_batch, to_device
 from .errors import InvalidParameterError, check_choice
+from .losses import classification_loss
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .pruner import Pruner
 from .schedules import Schedule
@@ -36,11 +36,6 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "step")
-
-
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; logits ``(..., C)`` with targets ``(...)`` (so LMs work too)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long())
 
 
 @dataclass

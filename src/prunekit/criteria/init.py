@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..batches import forward_logits, split_batch
+from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError, is_shape
 from ..targets import Target
 from .base import CRITERIA, Criterion
@@ -69,7 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
 
 
@@ -146,8 +146,7 @@ def resolve_loss(loss_fn: Any) -> LossFn:
     """``loss_fn``, checked, or the mean cross-entropy of :func:`prunekit.training.classification_loss`."""
     if loss_fn is None:
         # imported here: training imports the pruner, which imports criteria
-        from ..training import classification_loss
-
+        
         return classification_loss
     if not callable(loss_fn):
         raise InvalidParameterError("loss_fn", "a function (logits, targets) -> scalar loss", loss_fn)

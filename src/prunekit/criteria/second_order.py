@@ -44,6 +44,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from ..batches import forward_logits, split_batch, to_device
+from ..losses import classification_loss
 from ..errors import InvalidParameterError, check_choice
 from ..targets import Target
 from .base import CRITERIA, Criterion
@@ -128,7 +129,6 @@ def diagonal_fisher(
     ):
         raise InvalidParameterError("chunk_size", "a positive int or None", chunk_size)
     if loss_fn is None:
-        from ..training import classification_loss  # training imports the pruner, which imports criteria
 
         loss_fn = classification_loss
     source = _batches(data)

@@ -36,9 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..batches import forward_logits, split_batch
 from ..errors import InvalidParameterError, check_choice
-from ..training import classification_loss
+from ..losses import BatchLoss, batch_loss
 from .heads import AttentionSpec, Block, MlpSpec, head_gates, neuron_gates
 
 __all__ = [
@@ -56,23 +55,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IMPORTANCES = ("magnitude", "gradient")
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
-
-
-def default_loss(model: nn.Module, batch: Any) -> torch.Tensor:
-    """Loss of one batch: a dict is passed as keyword arguments and the output's
-    ``.loss`` used (Hugging Face, with ``labels``); an ``(inputs, targets)``
-    pair gives the mean cross-entropy of the logits."""
-    if isinstance(batch, Mapping):
-        loss = getattr(model(**batch), "loss", None)
-        if not isinstance(loss, torch.Tensor):
-            raise InvalidParameterError(
-                "batches", "dict batches for which the model returns .loss", f"<keys {sorted(batch)}>",
-                "Fix: include 'labels', or pass (inputs, targets) pairs, or pass loss_fn.",
-            )
-        return loss
-    inputs, targets = split_batch(batch, 0)
-    return classification_loss(forward_logits(model, inputs), targets)
+LossFn = BatchLoss
+default_loss = batch_loss
 
 
 def _block_sq(model: nn.Module, block: Block, count: int) -> torch.Tensor:

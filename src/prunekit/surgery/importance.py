@@ -40,7 +40,7 @@ name            score of channel ``c`` of a group
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..batches import forward_logits, split_batch, to_device
+from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError
 from ..registry import Registry
-from ..training import classification_loss
 from .groups import ROLES, Group, Slice
 
 __all__ = [
@@ -72,7 +72,6 @@ logger = logging.getLogger(__name__)
 GROUP_CRITERIA: Registry[GroupCriterion] = Registry("group criterion")
 
 Scores = dict[str, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # -- reading a group's slices ------------------------------------------------------------

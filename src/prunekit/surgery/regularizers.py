@@ -17,17 +17,15 @@ so that unimportant channels get γ near zero and are pruned by
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError
-from ..training import classification_loss
 
 __all__ = ["bn_l1_penalty", "slimming_loss", "bn_layers"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._NormBase]:
