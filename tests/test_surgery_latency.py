@@ -1,4 +1,5 @@
-"""Latency model (prunekit.surgery.latency) and latency-aware allocation (allocate.latency_keep_counts,
+"""Latency model (prunekit.measure.layer_latency) and latency-aware allocation
+(prunekit.allocation.latency_keep_counts,
 structural_prune(allocation="latency")), with injected timers so that every test is deterministic."""
 
 from __future__ import annotations

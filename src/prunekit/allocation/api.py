@@ -35,7 +35,7 @@ densities (:func:`prunekit.allocation.erk_densities`).
 
 A budget that cannot be met is an :class:`~prunekit.errors.InvalidParameterError`
 naming the parameter, never a silent success (``Budget(strict=False)`` lowers a
-local count to what ``min_keep`` allows, logging it).
+count to what ``min_keep`` allows and logs it, for callers that document that).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _units(scores: Mapping, budget: Budget, policy: str, normalize: str, unit_si
             keep[key] = local_keep(sets[key], own, strict=budget.strict)
     ranked = [k for k in scores if plan[k] is None]
     if ranked:
-        for key, mask in zip(ranked, global_keep([sets[k] for k in ranked], sparsity)):
+        for key, mask in zip(ranked, global_keep([sets[k] for k in ranked], sparsity, strict=budget.strict)):
             keep[key] = mask
     return {k: keep[k].reshape(scores[k].shape) for k in scores}
 
@@ -266,9 +266,15 @@ def _latency(scores: Mapping, budget: Budget, normalize: str, multiples: Mapping
                                     "Fix: pass sites=layer_sites(model, x, groups) and table=LatencyTable(...).")
     flat = {k: s.reshape(-1) for k, s in scores.items()}
     groups = [_Units(k, int(s.numel()), int((multiples or {}).get(k, 1))) for k, s in flat.items()]
-    decided = latency_keep_counts(
-        groups, flat, sites, table, macs_goal=budget.macs, latency_goal_ms=budget.latency_ms,
-        normalize=normalize, max_layer_ratio=budget.max_layer_ratio, round_to=budget.round_to,
-        base_sizes=base_sizes,
-    )
+    try:
+        decided = latency_keep_counts(
+            groups, flat, sites, table, macs_goal=budget.macs, latency_goal_ms=budget.latency_ms,
+            normalize=normalize, max_layer_ratio=budget.max_layer_ratio, round_to=budget.round_to,
+            base_sizes=base_sizes,
+        )
+    except InvalidParameterError as error:
+        renamed = {"macs_target": "macs", "latency_target": "latency_ms"}
+        if error.param not in renamed:
+            raise
+        raise InvalidParameterError(renamed[error.param], error.expected, error.got, error.fix) from None
     return _masks(scores, select_channels(groups, flat, decided.counts))

@@ -136,8 +136,8 @@ class Budget:
         min_keep: units of every unit set never pruned.
         round_to: kept counts rounded to multiples of this (channel groups).
         max_layer_ratio: most of any one unit set removed (a fraction of its size).
-        strict: False lowers a per-set count that would break ``min_keep`` to
-            the most allowed (logged) instead of raising.
+        strict: False lowers a count (local or global) that would break
+            ``min_keep`` to the most allowed (logged) instead of raising.
     """
 
     sparsity: Sparsity | None = None

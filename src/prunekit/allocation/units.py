@@ -137,8 +137,9 @@ def local_keep(unit_set: UnitSet, sparsity: Sparsity, *, strict: bool = True) ->
     return selected.logical_not_()
 
 
-def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity) -> list[torch.Tensor]:
-    """Flat keep masks of one ranking over all sets (module docstring)."""
+def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity, *, strict: bool = True) -> list[torch.Tensor]:
+    """Flat keep masks of one ranking over all sets (module docstring). ``strict=False`` lowers a
+    budget that would break ``min_keep`` to the most allowed (logged) instead of raising."""
     counts = [s.units for s in unit_sets]
     if isinstance(sparsity, int):
         sizes = [1] * len(unit_sets)
@@ -157,13 +158,16 @@ def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity) -> list[torch.
     reserved = sum(min(s.min_keep, s.units) * w for s, w in zip(unit_sets, sizes))
     available = sum(c * w for c, w in zip(counts, sizes)) - reserved
     if budget > available + 0.5 * max(sizes):
-        raise InvalidParameterError(
-            "sparsity",
-            f"a global budget of at most {available} of {sum(c * w for c, w in zip(counts, sizes))} "
-            f"(min_keep={unit_sets[0].min_keep} unit(s) of every tensor are guarded)",
-            sparsity,
-            "Fix: lower the sparsity, or pass min_keep=0 to allow emptying tensors.",
-        )
+        if strict or dead > available:
+            raise InvalidParameterError(
+                "sparsity",
+                f"a global budget of at most {available} of {sum(c * w for c, w in zip(counts, sizes))} "
+                f"(min_keep={unit_sets[0].min_keep} unit(s) of every tensor are guarded)",
+                sparsity,
+                "Fix: lower the sparsity, or pass min_keep=0 to allow emptying tensors.",
+            )
+        logger.info("global budget lowered from %g to %g (min_keep=%d)", budget, available, unit_sets[0].min_keep)
+        budget = float(available)
     nonnegative = all(s.nonnegative for s in unit_sets)
     selected = select_lowest(lambda i: unit_sets[i](reserve=True), counts, budget, sizes, nonnegative=nonnegative)
     return [s.logical_not_() for s in selected]
