@@ -1,5 +1,5 @@
 """Group criteria (prunekit.surgery.importance), the allocation of kept channels
-(prunekit.surgery.allocate) and the BN L1 regulariser, on tiny hand-made models."""
+(prunekit.allocation.groups) and the BN L1 regulariser, on tiny hand-made models."""
 
 from __future__ import annotations
 
