@@ -68,7 +68,7 @@ def test_same_masks_as_the_pruner_path(structure, policy, sparsity, normalize) -
 def test_local_is_exact_per_tensor_and_global_exact_to_one_unit() -> None:
     targets, _crit, struct, scores, sizes, _shapes = _unit_inputs("channel")
     keep = allocate(scores, 0.5, "local")
-    for name, mask in keep.items():
+    for mask in keep.values():
         assert int((~mask).sum()) == round(0.5 * mask.numel())
     keep = allocate(scores, 0.5, "global", unit_sizes=sizes)
     total = sum(mask.numel() * sizes[n] for n, mask in keep.items())

@@ -124,10 +124,11 @@ def check_min_keep(min_keep: object) -> int:
 class Budget:
     """What an allocation must reach, and the limits it must respect.
 
-    Exactly one goal: ``sparsity`` (a fraction of the units, or of their
-    parameters when units weigh differently, pruned afterwards; an int is a
-    count of units), ``macs`` (modelled MACs at most) or ``latency_ms``
-    (modelled latency at most); the last two are for the latency-aware policy.
+    Exactly one goal: ``sparsity`` (a fraction of the units pruned afterwards;
+    with ``unit_sizes`` in :func:`~prunekit.allocation.allocate` a global
+    fraction is of their parameters; an int is a count of units), ``macs``
+    (modelled MACs at most) or ``latency_ms`` (modelled latency at most); the
+    last two are for the latency-aware policy.
 
     Attributes:
         sparsity: fraction in [0, 1] or int count of units.

@@ -3,7 +3,6 @@ plots and reports. Measurement only reads models; sensitivity analysis, which pr
 :mod:`prunekit.analysis` (its old names here are deprecated aliases)."""
 
 from ..deprecation import moved_names
-
 from .accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .compare import Comparison, ModelMeasures, compare
 from .latency import LatencyResult, measure_latency
