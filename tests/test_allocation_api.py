@@ -232,6 +232,10 @@ def test_per_row_and_nm_are_the_one_shot_selection() -> None:
         assert torch.equal(nm[k], keep_nm(s, NM(2, 4)))
     with pytest.raises(InvalidParameterError, match="^sparsity"):
         allocate(scores, 0.25, "nm", nm=NM(2, 4))
+    with pytest.raises(InvalidParameterError, match="^sparsity: expected a fraction"):
+        allocate(scores, 3, "per_row")
+    with pytest.raises(InvalidParameterError, match="^nm"):
+        allocate(scores, 0.5, "nm")
 
 
 def test_per_layer_targets_plug_in_as_overrides() -> None:

@@ -241,8 +241,9 @@ def _rows(scores: Mapping, budget: Budget, policy: str, nm: NM | None, overrides
             raise InvalidParameterError(f"unit_scores[{key!r}]", f"a 2-D (rows, columns) matrix for policy={policy!r}",
                                         f"<shape {tuple(s.shape)}>")
     if policy == "per_row":
-        if isinstance(budget.sparsity, int) and not isinstance(budget.sparsity, bool) and budget.sparsity > 1:
-            raise InvalidParameterError("sparsity", "a fraction in [0, 1] for policy='per_row'", budget.sparsity)
+        if isinstance(budget.sparsity, int) and budget.sparsity != 0:
+            raise InvalidParameterError("sparsity", "a fraction in [0, 1] for policy='per_row' (counts are per set)",
+                                        budget.sparsity, "Fix: e.g. 0.5.")
         return {k: keep_per_row(s, float(budget.sparsity)) for k, s in scores.items()}
     if not isinstance(nm, NM):
         raise InvalidParameterError("nm", "an NM pattern for policy='nm'", nm, "Fix: nm=prunekit.NM(2, 4).")
