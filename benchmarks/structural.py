@@ -122,7 +122,7 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
     ``repeats`` (of each table entry) and ``normalize`` (None: the library's default) of the
     latency-aware rows."""
     import prunekit
-    from prunekit.surgery.latency import LatencyTable
+    from prunekit.measure.layer_latency import LatencyTable
 
     if table_threads is not None:  # latency-aware allocation down to the MACs target
         latency = latency or {}

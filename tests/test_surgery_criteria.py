@@ -1,5 +1,5 @@
 """Group criteria (prunekit.surgery.importance), the allocation of kept channels
-(prunekit.surgery.allocate) and the BN L1 regulariser, on tiny hand-made models."""
+(prunekit.allocation.groups) and the BN L1 regulariser, on tiny hand-made models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 import prunekit
 from prunekit.errors import InvalidParameterError
 from prunekit.surgery import Group, find_groups, prune_groups
-from prunekit.surgery.allocate import allocate, keep_counts
+from prunekit.allocation import allocate_channels as allocate, keep_counts
 from prunekit.surgery.importance import (
     GROUP_CRITERIA,
     GroupMagnitude,
@@ -286,7 +286,7 @@ def test_base_sizes_make_steps_cumulative() -> None:
 
 def test_allocation_rejects_bad_input() -> None:
     groups = _groups(4)
-    with pytest.raises(InvalidParameterError, match="ratio"):
+    with pytest.raises(InvalidParameterError, match="sparsity"):
         allocate(groups, _ramp(groups), 1.0)
     with pytest.raises(InvalidParameterError, match="scope"):
         allocate(groups, _ramp(groups), 0.5, scope="layer")

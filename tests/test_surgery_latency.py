@@ -1,4 +1,5 @@
-"""Latency model (prunekit.surgery.latency) and latency-aware allocation (allocate.latency_keep_counts,
+"""Latency model (prunekit.measure.layer_latency) and latency-aware allocation
+(prunekit.allocation.latency_keep_counts,
 structural_prune(allocation="latency")), with injected timers so that every test is deterministic."""
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from torch import nn
 import prunekit
 from prunekit.errors import InvalidParameterError
 from prunekit.surgery import find_groups, mask_groups
-from prunekit.surgery.allocate import latency_keep_counts
+from prunekit.allocation import latency_keep_counts
 from prunekit.surgery.groups import Group
-from prunekit.surgery.latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
+from prunekit.measure.layer_latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
 from test_surgery_api import SmallResNet
 
 

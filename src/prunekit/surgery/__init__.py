@@ -21,7 +21,7 @@ from .heads import (
     replay_heads,
 )
 from .hf import load_pretrained
-from .latency import LatencyTable, LayerSpec
+from ..measure.layer_latency import LatencyTable, LayerSpec
 from .history import add_history, surgery_history
 from .optim import carry_optimizer
 from .remove import mask_groups, prune_groups

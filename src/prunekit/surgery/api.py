@@ -44,10 +44,11 @@ from torch import nn
 from ..errors import InvalidParameterError, check_choice
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
-from .allocate import SCOPES, allocate, check_ratio, latency_keep_counts, select_channels
+from ..allocation import GROUP_SCOPES as SCOPES, allocate_channels as allocate, check_sparsity
+from ..allocation import latency_keep_counts, select_channels
 from .groups import Group, find_groups
 from .importance import GROUP_CRITERIA, GroupCriterion, create_group_criterion
-from .latency import LatencyTable, layer_sites, predict_latency
+from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
@@ -277,7 +278,7 @@ def structural_prune(
             "Fix: e.g. ratio=0.3 (remove 30% of the channels) or macs_target=0.5 (keep half the MACs).",
         )
     if ratio is not None:
-        ratio = check_ratio(ratio)
+        ratio = check_sparsity(ratio, "ratio", allow_count=False, allow_full=False)
     if macs_target is not None and (isinstance(macs_target, bool) or not isinstance(macs_target, numbers.Real)
                                     or not 0.0 < float(macs_target) <= 1.0):
         raise InvalidParameterError("macs_target", "a float in (0, 1] (MACs after / before)", macs_target,
