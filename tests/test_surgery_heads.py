@@ -12,13 +12,10 @@ from torch import nn
 
 import prunekit
 from prunekit.errors import InvalidParameterError
-from prunekit.surgery.head_importance import select_heads, select_neurons
-from prunekit.surgery.heads import (
-    PrunedMultiheadAttention,
-    attention_layers,
-    head_gates,
-    replay_heads,
-)
+from prunekit.coupling import attention_layers, head_gates
+from prunekit.surgery.head_selection import select_heads, select_neurons
+from prunekit.surgery.heads import replay_heads
+from prunekit.surgery.pruned_mha import PrunedMultiheadAttention
 from prunekit.surgery.slicing import SurgeryRecord
 
 E, H = 16, 4

@@ -10,13 +10,8 @@ import torch
 
 import prunekit
 from prunekit.errors import InvalidParameterError
-from prunekit.surgery.heads import (
-    attention_layers,
-    head_gates,
-    mlp_layers,
-    neuron_gates,
-)
-from prunekit.surgery.hf import load_pretrained
+from prunekit.coupling import attention_layers, head_gates, mlp_layers, neuron_gates
+from prunekit.surgery.hf_load import load_pretrained
 
 tf = pytest.importorskip("transformers")
 tf.logging.set_verbosity_error()

@@ -14,7 +14,7 @@ import prunekit
 from prunekit.errors import InvalidParameterError
 from prunekit.surgery import find_groups, mask_groups
 from prunekit.surgery.allocate import latency_keep_counts
-from prunekit.surgery.groups import Group
+from prunekit.coupling import Group
 from prunekit.surgery.latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
 from test_surgery_api import SmallResNet
 
