@@ -173,7 +173,11 @@ def _build(importance: str, unit_space: str, data: Any, loss_fn: LossFn | None, 
             "importance", f"a score name among {list_scores(unit_space=unit_space)} or {{layer: scores}}",
             f"<{type(importance).__name__}>",
         )
-    SCORES.factory(importance, unit_space)  # an unknown name or space is an error here
+    if importance not in SCORES or unit_space not in SCORES.entry(importance).factories:
+        raise InvalidParameterError(
+            "importance", f"a {unit_space} score among {list_scores(unit_space=unit_space)} or {{layer: scores}}",
+            importance, "Fix: e.g. importance='magnitude' (L1), 'l2' or 'gradient' (with data=).",
+        )
     if score_entry(importance).needs[unit_space] == "nothing":
         if data is not None:
             logger.info("score %r uses no data; data is ignored", importance)

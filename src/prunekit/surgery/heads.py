@@ -206,15 +206,15 @@ def replay_heads(model: nn.Module, record: SurgeryRecord) -> SurgeryRecord:
 # -- discovery and the public entry points ------------------------------------------------
 
 
-def _renamed(where: str, sparsity: Any, ratio: Any, data: Any, batches: Any) -> tuple[Any, Any]:
-    """``sparsity`` and ``data``, taking the deprecated ``ratio=`` / ``batches=`` (giving both is an error)."""
-    old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
-    sparsity = renamed_argument(old, "ratio", "sparsity", where, new_value=sparsity)
-    data = renamed_argument(old, "batches", "data", where, new_value=data)
-    return sparsity, data
+def _check_sparsity(sparsity: Any) -> None:
+    if sparsity is not None and (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))
+                                 or not 0.0 <= sparsity < 1.0):
+        raise InvalidParameterError("sparsity", "a fraction in [0, 1) of units to remove", sparsity,
+                                    "Fix: e.g. sparsity=0.25.")
 
 
 def _check_request(param: str, request: Any, sparsity: Any) -> None:
+    _check_sparsity(sparsity)
     if (request is None) == (sparsity is None):
         raise InvalidParameterError(
             param, f"exactly one of {param} and sparsity", f"<{param}={request!r}, sparsity={sparsity!r}>",
@@ -276,7 +276,9 @@ def prune_heads(
     replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. Everything is validated
     before the model is touched.
     """
-    sparsity, data = _renamed("prune_heads", sparsity, ratio, data, batches)
+    old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
+    sparsity = renamed_argument(old, "ratio", "sparsity", "prune_heads", new_value=sparsity)
+    data = renamed_argument(old, "batches", "data", "prune_heads", new_value=data)
     _check_request("heads_to_prune", heads_to_prune, sparsity)
     specs = attention_layers(model)
     if not specs:
@@ -330,7 +332,9 @@ def prune_mlp_neurons(
     ``hidden_dim``, ``n_inner``) is updated, so the count must be the same in
     every layer.
     """
-    sparsity, data = _renamed("prune_mlp_neurons", sparsity, ratio, data, batches)
+    old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
+    sparsity = renamed_argument(old, "ratio", "sparsity", "prune_mlp_neurons", new_value=sparsity)
+    data = renamed_argument(old, "batches", "data", "prune_mlp_neurons", new_value=data)
     _check_request("neurons_to_prune", neurons_to_prune, sparsity)
     specs = mlp_layers(model)
     if sparsity is not None:
