@@ -45,7 +45,9 @@ The protocol (every field optional):
 ``weight_out_dim``
     The dim of ``module.weight`` along which outputs lie (0 for
     ``nn.Linear``, 1 for ``Conv1D`` whose weight is ``(in, out)``); head and
-    neuron surgery reads it to find rows and columns.
+    neuron surgery and :class:`prunekit.targets.Target` (``out_dim``: what
+    "channel" and "N:M along the input" mean) read it through
+    :func:`weight_out_dim`.
 ``attention(name, module)``
     For an attention module whose heads can be removed: its
     :class:`~.units.AttentionSpec`.
@@ -69,6 +71,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import InvalidParameterError
+from ..targets import WEIGHT_OUT_DIMS
+from ..targets import weight_out_dim as weight_out_dim
 
 __all__ = [
     "LayerHandler",
@@ -127,6 +131,8 @@ def register_layer_handler(module_type: type[nn.Module] | str, handler: LayerHan
         _BY_NAME[key] = handler
     else:
         _BY_TYPE[key] = handler
+    # targets (below coupling) reads the weight layout from its own table
+    WEIGHT_OUT_DIMS[key] = (handler.weight_out_dim, handler.matches)
 
 
 def unregister_layer_handler(module_type: type[nn.Module] | str) -> None:
@@ -139,6 +145,7 @@ def unregister_layer_handler(module_type: type[nn.Module] | str) -> None:
             "Fix: see prunekit.list_layer_handlers().",
         )
     del table[key]
+    WEIGHT_OUT_DIMS.pop(key, None)
 
 
 def list_layer_handlers() -> list[str]:
@@ -179,9 +186,3 @@ def is_leaf(module: nn.Module) -> bool:
         return True
     handler = handler_for(module, user_types_only=True)
     return handler is not None and handler.couple is not None
-
-
-def weight_out_dim(module: nn.Module) -> int:
-    """The dim of ``module.weight`` along which outputs lie (0 unless its handler says otherwise)."""
-    handler = handler_for(module)
-    return handler.weight_out_dim if handler is not None else 0
