@@ -111,3 +111,32 @@ def test_structural_prune_uses_the_handler(handler) -> None:
     kept = result.records[0].kept
     mask_groups(reference, {k: torch.tensor(v) for k, v in kept.items()}, groups)
     torch.testing.assert_close(model(x), reference(x))
+
+
+class TransposedLinear(nn.Module):
+    """A linear layer storing its weight as ``(in, out)``, like Hugging Face's Conv1D."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(in_features, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+def test_weight_layout_of_a_handler_reaches_targets_and_head_surgery() -> None:
+    layer = TransposedLinear(3, 5)
+    target = prunekit.select_targets(nn.Sequential(layer), types=[TransposedLinear])[0]
+    assert target.out_dim == 0 and prunekit.coupling.producer("0", layer).tensors == (("weight", 0),)
+    prunekit.register_layer_handler(TransposedLinear, LayerHandler(
+        couple=lambda g, op, name, module: linear(g, op, name, transposed=True), weight_out_dim=1))
+    try:
+        assert (target.out_dim, target.in_dim) == (1, 0)
+        assert prunekit.coupling.producer("0", layer).tensors == (("weight", 1),)
+        assert prunekit.coupling.consumer("0", layer).tensors == (("weight", 0),)
+        model = nn.Sequential(TransposedLinear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+        (group,) = find_groups(model, torch.randn(2, 3))
+        assert {(s.name, s.dim, s.role) for s in group.slices} == {("0", 1, "out"), ("2", 1, "in")}
+    finally:
+        prunekit.coupling.unregister_layer_handler(TransposedLinear)
+    assert target.out_dim == 0

@@ -350,3 +350,16 @@ def test_magnitude_reads_masked_weights(mode: str) -> None:
     assert torch.all(scores[zeroed] == 0) and int((scores > 0).sum()) == 2
     assert sorted(allocate([g], {g.name: scores}, 0.5)[g.name].tolist()) == sorted(
         set(range(4)) - set(zeroed.tolist()))
+
+
+def test_group_and_head_scores_are_entries_of_the_one_registry() -> None:
+    from prunekit.scores import score_entry
+
+    for name, needs in {"magnitude": "nothing", "l2": "nothing", "random": "nothing", "slimming": "nothing",
+                        "taylor": "gradients", "hrank": "batches", "thinet": "batches"}.items():
+        assert score_entry(name).needs["group"] == needs
+    assert {"head", "neuron"} <= set(score_entry("magnitude").unit_spaces)
+    assert score_entry("gradient").needs["head"] == "gradients"
+    assert isinstance(create_score("l1", "group"), GroupMagnitude) and create_score("l1", "group").p == 1
+    with pytest.raises(InvalidParameterError, match="group"):
+        create_score("gradient", "group")  # a head score only

@@ -39,6 +39,7 @@ from .zoo import create_model, list_models
 from .pruning_at_init import PruneAtInitResult, prune_at_init
 from .proxies import spearman, zero_cost_proxies
 from .coupling import LayerHandler, list_layer_handlers, register_layer_handler
+from .scores.groups import GroupCriterion
 from .scores.heads import score_heads, score_mlp_neurons
 from .surgery.heads import prune_heads, prune_mlp_neurons
 from .surgery.pruned_mha import PrunedMultiheadAttention
@@ -121,6 +122,7 @@ __all__ = [
     "prune_groups",
     "save_shrunk",
     "load_shrunk",
+    "GroupCriterion",
     # layer handlers: custom layer types in channel coupling and surgery
     "LayerHandler",
     "register_layer_handler",

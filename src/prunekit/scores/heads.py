@@ -239,14 +239,35 @@ def resolve_scores(
     return scorer(model, specs, importance, **kwargs)
 
 
-def score_heads(model: nn.Module, importance: str = "magnitude", **kwargs: Any) -> Scores:
+def score_heads(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    normalize: bool = True,
+    batches: Iterable[Any] | None = None,
+) -> Scores:
     """Score every head of ``model``: ``{layer: Tensor(num_heads)}``, keys as in
-    :func:`prunekit.coupling.attention_layers`; ``kwargs`` are ``data``,
-    ``loss_fn`` and ``normalize`` of :func:`head_scores` (scores in the module doc)."""
-    return head_scores(model, attention_layers(model), importance, **kwargs)
+    :func:`prunekit.coupling.attention_layers`; ``data``, ``loss_fn`` and
+    ``normalize`` as for :func:`head_scores` (scores in the module doc;
+    ``batches=`` is the deprecated name of ``data=``)."""
+    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data", "score_heads",
+                            new_value=data)
+    return head_scores(model, attention_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)
 
 
-def score_mlp_neurons(model: nn.Module, importance: str = "magnitude", **kwargs: Any) -> Scores:
+def score_mlp_neurons(
+    model: nn.Module,
+    importance: str = "magnitude",
+    *,
+    data: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    normalize: bool = True,
+    batches: Iterable[Any] | None = None,
+) -> Scores:
     """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``
-    (``kwargs`` as for :func:`score_heads`)."""
-    return neuron_scores(model, mlp_layers(model), importance, **kwargs)
+    (arguments as for :func:`score_heads`)."""
+    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
+                            "score_mlp_neurons", new_value=data)
+    return neuron_scores(model, mlp_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)
