@@ -219,7 +219,7 @@ def test_selection_rules():
     assert select_neurons(sizes, scores, 0.5) == {"a": [0, 1], "b": [2, 3]}
     assert select_neurons(sizes, scores, 0.5, scope="global") == {"a": [0, 1, 2], "b": [3]}  # keeps one per layer
     assert select_neurons(sizes, scores, 0.9, scope="global")["a"] == [0, 1, 2]
-    with pytest.raises(InvalidParameterError, match="ratio"):
+    with pytest.raises(InvalidParameterError, match="^sparsity"):
         select_neurons(sizes, scores, -0.1)
     with pytest.raises(InvalidParameterError, match="shape"):
         select_neurons(sizes, {"a": torch.ones(3), "b": torch.ones(4)}, 0.5)

@@ -1,4 +1,4 @@
-"""Which heads and MLP neurons to remove for a fraction ``ratio`` of them, from their scores.
+"""Which heads and MLP neurons to remove for a fraction ``sparsity`` of them, from their scores.
 
 :func:`select_neurons` removes the lowest scores, the same number in every
 layer (``scope="local"``) or across layers (``scope="global"``, scores
@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..allocation import Budget, allocate
 from ..coupling.units import AttentionSpec
 from ..errors import InvalidParameterError, check_choice
 
@@ -25,16 +26,11 @@ __all__ = ["select_heads", "select_neurons"]
 logger = logging.getLogger(__name__)
 
 
-def _check_ratio(ratio: Any) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0 or math.isnan(ratio):
-        raise InvalidParameterError("ratio", "a fraction in [0, 1) of units to remove", ratio)
-    return float(ratio)
-
-
-def _lowest(scores: torch.Tensor, n: int) -> list[int]:
-    """Indices of the ``n`` lowest scores (ties: lower index first), sorted."""
-    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
-    return sorted(order[:n])
+def _check_sparsity(sparsity: Any) -> float:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0 \
+            or math.isnan(sparsity):
+        raise InvalidParameterError("sparsity", "a fraction in [0, 1) of units to remove", sparsity)
+    return float(sparsity)
 
 
 def _check_scores(scores: Mapping[Any, torch.Tensor], sizes: Mapping[Any, int]) -> None:
@@ -47,60 +43,56 @@ def _check_scores(scores: Mapping[Any, torch.Tensor], sizes: Mapping[Any, int]) 
             )
 
 
+def _removed(keep: Mapping[Any, torch.Tensor]) -> dict[Any, list[int]]:
+    return {k: torch.nonzero(~m.flatten()).flatten().tolist() for k, m in keep.items()}
+
+
 def select_neurons(
-    sizes: Mapping[Any, int], scores: Mapping[Any, torch.Tensor], ratio: float, *, scope: str = "local"
+    sizes: Mapping[Any, int], scores: Mapping[Any, torch.Tensor], sparsity: float, *, scope: str = "local"
 ) -> dict[Any, list[int]]:
-    """Units to remove: the lowest ``round(ratio * size)`` per layer (local), or the
-    lowest ``round(ratio * total)`` over all layers keeping one per layer (global)."""
-    ratio = _check_ratio(ratio)
+    """Units to remove: the lowest ``round(sparsity * size)`` per layer (local), or the
+    lowest ``round(sparsity * total)`` over all layers keeping one per layer (global).
+
+    One call of :func:`prunekit.allocation.allocate` (one unit kept per layer; a
+    request that would empty a layer is lowered to what is allowed, and logged).
+    """
+    sparsity = _check_sparsity(sparsity)
     check_choice("scope", scope, ("local", "global"))
     _check_scores(scores, sizes)
-    if scope == "local":
-        return {k: _lowest(scores[k], min(round(ratio * n), n - 1)) for k, n in sizes.items()}
-    pool = sorted((float(scores[k][i]), j, i, k) for j, (k, n) in enumerate(sizes.items()) for i in range(n))
-    budget = round(ratio * sum(sizes.values()))
-    left = dict(sizes)
-    chosen: dict[Any, list[int]] = {k: [] for k in sizes}
-    for _, _, i, k in pool:
-        if budget == 0:
-            break
-        if left[k] > 1:
-            chosen[k].append(i)
-            left[k] -= 1
-            budget -= 1
-    return {k: sorted(v) for k, v in chosen.items()}
+    keep = allocate({k: scores[k] for k in sizes}, Budget(sparsity=sparsity, strict=False), scope)
+    return _removed(keep)
 
 
 def select_heads(
     specs: Mapping[Any, AttentionSpec],
     scores: Mapping[Any, torch.Tensor],
-    ratio: float,
+    sparsity: float,
     *,
     gqa: str = "query",
     scope: str = "local",
 ) -> dict[Any, list[int]]:
-    """Heads to remove for ``ratio`` (see the module doc); GQA layers keep equal groups."""
+    """Heads to remove for ``sparsity`` (see the module doc); GQA layers keep equal groups."""
     check_choice("gqa", gqa, ("query", "group"))
     grouped = {k: s for k, s in specs.items() if s.group_size > 1}
     if not grouped:
-        return select_neurons({k: s.num_heads for k, s in specs.items()}, scores, ratio, scope=scope)
-    ratio = _check_ratio(ratio)
+        return select_neurons({k: s.num_heads for k, s in specs.items()}, scores, sparsity, scope=scope)
+    sparsity = _check_sparsity(sparsity)
     if scope != "local":
         raise InvalidParameterError(
             "scope", "'local' for grouped-query attention (groups must stay equal)", scope, "Fix: scope='local'.",
         )
     _check_scores(scores, {k: s.num_heads for k, s in specs.items()})
+    budget = Budget(sparsity=sparsity, strict=False)
     plan: dict[Any, list[int]] = {}
     for key, spec in specs.items():
         g, kv, s = spec.group_size, spec.num_kv_heads, scores[key]
-        if gqa == "query":
-            m = min(round(ratio * g), g - 1)
-            plan[key] = sorted(grp * g + i for grp in range(kv) for i in _lowest(s[grp * g:(grp + 1) * g], m))
-        else:
-            m = min(round(ratio * kv), kv - 1)
-            groups = _lowest(s.view(kv, g).sum(dim=1), m)
+        if gqa == "query":  # each key/value group is a unit set of its query heads
+            removed = _removed(allocate({grp: s[grp * g:(grp + 1) * g] for grp in range(kv)}, budget, "local"))
+            plan[key] = sorted(grp * g + i for grp, ids in removed.items() for i in ids)
+        else:  # a key/value group is one unit, scored by the sum of its heads
+            groups = _removed(allocate({key: s.view(kv, g).sum(dim=1)}, budget, "local"))[key]
             plan[key] = [grp * g + i for grp in groups for i in range(g)]
-        if len(plan[key]) != round(ratio * spec.num_heads):
-            logger.info("%s: %d heads removed for ratio %.3f (rounded to whole %s units of grouped-query attention)",
-                        key, len(plan[key]), ratio, gqa)
+        if len(plan[key]) != round(sparsity * spec.num_heads):
+            logger.info("%s: %d heads removed for sparsity %.3f (rounded to whole %s units of grouped-query "
+                        "attention)", key, len(plan[key]), sparsity, gqa)
     return plan
