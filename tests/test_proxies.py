@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunekit
-from prunekit.proxies import PROXIES, rankdata, spearman, zero_cost_proxies
+from prunekit.analysis.proxies import PROXIES, rankdata, spearman, zero_cost_proxies
 
 
 def small_cnn(seed: int = 0) -> nn.Sequential:

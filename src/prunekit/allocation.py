@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .criteria.base import Criterion
+from .scores.base import Criterion
 from .errors import InvalidParameterError, check_choice
 from .selection import all_finite, select_lowest
 from .structures import Structure
