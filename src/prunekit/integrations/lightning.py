@@ -267,7 +267,7 @@ class PrunekitPruning(Callback):
                     "pruning_fn",
                     f"one of torch's pruners {list(TORCH_PRUNING_FUNCTIONS)} or a prunekit criterion name",
                     pruning_fn,
-                    f"Fix: see prunekit.list_scores(unit_space="element") ({exc}).",
+                    f"Fix: see prunekit.list_scores(unit_space='element') ({exc}).",
                 ) from exc
             self._method_name = str(pruning_fn) if isinstance(pruning_fn, str) else repr(crit)
             structure_obj = create_structure(structure if structure is not None else "element")

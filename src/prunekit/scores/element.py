@@ -125,7 +125,10 @@ class CriterionRegistry:
         return criterion_names(pattern)
 
     def __contains__(self, name: object) -> bool:
-        return name in SCORES and "element" in SCORES.entry(str(name)).factories
+        if name not in SCORES:
+            return False
+        key = SCORES.resolve(str(name))
+        return "element" in SCORES.entry(key).factories and _builds_criterion(key)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
