@@ -1,5 +1,5 @@
 """Experiments that prune or score a model, then measure it: zero-cost proxies (:mod:`.proxies`)."""
 
-from .proxies import PROXIES, rankdata, spearman, zero_cost_proxies
+from .proxies import PROXIES, rankdata, score_sum, spearman, zero_cost_proxies
 
-__all__ = ["PROXIES", "rankdata", "spearman", "zero_cost_proxies"]
+__all__ = ["PROXIES", "rankdata", "score_sum", "spearman", "zero_cost_proxies"]

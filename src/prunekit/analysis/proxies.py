@@ -72,7 +72,7 @@ def score_sum(name: str, model: nn.Module, targets: Sequence[Target], batch: Any
     """``Σ`` over ``targets`` of the registered element score ``name`` prepared on one ``batch``."""
     criterion = as_criterion(name)
     criterion.prepare(model, list(targets), data=[batch], loss_fn=loss_fn)
-    return float(sum(criterion.score(t).double().sum() for t in targets))
+    return float(sum(criterion.score(t).detach().double().sum() for t in targets))
 
 
 def _fisher(model: nn.Module, targets: Sequence[Target], batch: Any, loss_fn: LossFn | None) -> float:
