@@ -73,7 +73,8 @@ def test_prunekit_criteria_names_are_aliases_that_warn_once(name, new):
 
 
 def test_the_old_registry_object_is_a_view_of_the_scores():
-    criteria, _ = _future_warnings(lambda: importlib.import_module("prunekit.criteria").CRITERIA)
+    criteria, warned = _future_warnings(lambda: importlib.import_module("prunekit.criteria").CRITERIA)
+    assert len(warned) == 1 and "prunekit.scores.SCORES" in warned[0]
     assert "magnitude" in criteria and "l1" in criteria and "wanda" not in criteria
     criteria.register("test_old_registry", prunekit.Magnitude)
     try:

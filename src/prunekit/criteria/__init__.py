@@ -9,14 +9,23 @@ warns once (a :class:`FutureWarning`): the criterion classes now live in
 
 from __future__ import annotations
 
-from ..deprecation import moved_names
+from typing import Any
+
+from ..deprecation import moved_names, warn_once
+from ..scores.element import CRITERIA as _CRITERIA
+from ..scores.element import register_criterion as _register_criterion
 
 _SCORES = "prunekit.scores"
 
-__getattr__ = moved_names(
+#: Names whose replacement is not the same object under a new path.
+_REPLACED: dict[str, tuple[Any, str]] = {
+    "CRITERIA": (_CRITERIA, "prunekit.scores.SCORES (a view of its element-like entries is kept)"),
+    "register_criterion": (_register_criterion, "prunekit.register_score(name, unit_spaces=MASK_SPACES)"),
+}
+
+_moved = moved_names(
     "prunekit.criteria",
     {
-        "CRITERIA": "prunekit.scores.element:CRITERIA",
         "Criterion": f"{_SCORES}:Criterion",
         "FunctionCriterion": f"{_SCORES}:FunctionCriterion",
         "GraSP": f"{_SCORES}:GraSP",
@@ -32,11 +41,20 @@ __getattr__ = moved_names(
         "SmallFinal": f"{_SCORES}:SmallFinal",
         "SmallInit": f"{_SCORES}:SmallInit",
         "SynFlow": f"{_SCORES}:SynFlow",
-        "create_criterion": "prunekit.scores.element:as_criterion",
+        "create_criterion": f"{_SCORES}:as_criterion",
         "diagonal_fisher": f"{_SCORES}:diagonal_fisher",
-        "list_criteria": "prunekit.scores.element:criterion_names",
-        "register_criterion": "prunekit.scores.element:register_criterion",
+        "list_criteria": f"{_SCORES}:criterion_names",
     },
 )
+
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REPLACED:
+        value, new = _REPLACED[name]
+        warn_once(f"prunekit.criteria.{name}", new)
+        return value
+    return _moved(name)
+
 
 __all__: list[str] = []
