@@ -30,7 +30,7 @@ Each entry declares what it *needs* besides the weights:
 
 ``nothing``      weights only (magnitude, random, ...)
 ``batches``      forward passes over data (HRank, APoZ, ThiNet)
-``gradients``    a backward pass over data (Taylor, SNIP, GraSP, Fisher)
+``gradients``    a backward pass, over data (Taylor, SNIP, GraSP, OBD) or data-free (SynFlow)
 ``activations``  input statistics of each layer on calibration data (Wanda)
 ``hessian``      the layer-wise Hessian ``X Xᵀ`` of calibration data (SparseGPT, OBS)
 ``training``     values recorded during training (movement, learned scores)
