@@ -92,7 +92,7 @@ def one_network(kind: str, widths: tuple[int, ...], config: dict, data) -> dict:
     import torch
 
     import prunekit
-    from prunekit.proxies import PROXIES
+    from prunekit.analysis.proxies import PROXIES
 
     xtr, ytr, xte, yte = data
     torch.manual_seed(config["seed"])
@@ -128,7 +128,7 @@ def main() -> None:
 
     import prunekit
     from prunekit.io import atomic_write_text
-    from prunekit.proxies import PROXIES
+    from prunekit.analysis.proxies import PROXIES
 
     torch.set_num_threads(args.threads)
     source = provenance()

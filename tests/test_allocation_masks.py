@@ -166,10 +166,9 @@ def test_overrides_first_match_wins_and_shadowed_pattern_is_an_error(tiny):
 
 
 def test_compute_keep_masks_does_not_touch_model(tiny):
-    from prunekit.criteria import create_criterion
-
     targets = prunekit.select_targets(tiny)
-    keeps = prunekit.compute_keep_masks(targets, create_criterion("l1"), prunekit.create_structure("element"), 0.5)
+    criterion = prunekit.scores.as_criterion("l1")
+    keeps = prunekit.compute_keep_masks(targets, criterion, prunekit.create_structure("element"), 0.5)
     assert all(k.dtype == torch.bool and k.shape == t.shape for k, t in zip(keeps, targets))
     assert not torch.nn.utils.prune.is_pruned(tiny)
     assert all(t.state == "dense" for t in targets)
@@ -187,10 +186,10 @@ def test_check_sparsity():
 
 
 def test_list_criteria():
-    names = prunekit.list_criteria()
+    names = prunekit.list_scores(unit_space="element")
     for name in ("magnitude", "l2", "lnorm", "random"):
         assert name in names
-    assert prunekit.list_criteria("l*") == [n for n in names if n.startswith("l")]
+    assert prunekit.list_scores("l*", unit_space="element") == [n for n in names if n.startswith("l")]
 
 
 def test_l1_is_magnitude(tiny):
@@ -217,8 +216,8 @@ def test_lnorm_p_changes_structured_ranking():
         prunekit.prune(m, 1, structure="channel", criterion=crit)
         by[crit] = int((~keep_mask(m[0]).any(1)).nonzero().item())
     assert by == {"l1": 0, "l2": 1, "lnorm:3": 1}  # L1: 3 < 4; L2: 3 > 2; L3: 3 > 1.587
-    assert repr(prunekit.create_criterion("lnorm:3")) == "Magnitude(p=3)"
-    assert prunekit.create_criterion("lnorm:2.5").p == 2.5
+    assert repr(prunekit.scores.as_criterion("lnorm:3")) == "Magnitude(p=3)"
+    assert prunekit.scores.as_criterion("lnorm:2.5").p == 2.5
 
 
 def test_random_criterion_seeded_and_reproducible():
@@ -244,20 +243,18 @@ def test_register_criterion_class():
         def score(self, target):
             return -target.effective().abs()
 
-    prunekit.register_criterion("reverse_test")(Reverse)
+    prunekit.register_score("reverse_test", unit_spaces=prunekit.scores.MASK_SPACES)(Reverse)
     try:
-        assert "reverse_test" in prunekit.list_criteria()
+        assert "reverse_test" in prunekit.list_scores(unit_space="element")
         model = make_tiny(0)
         w = model.fc2.weight.detach().abs().clone()
         prunekit.prune(model, 0.25, criterion="reverse_test")
         mask = keep_mask(model.fc2)
         assert float(w[~mask].min()) >= float(w[mask].max())
         with pytest.raises(prunekit.InvalidParameterError):
-            prunekit.register_criterion("reverse_test")(Reverse)
+            prunekit.register_score("reverse_test", unit_spaces=("element",))(Reverse)
     finally:
-        from prunekit.criteria.base import CRITERIA
-
-        CRITERIA.unregister("reverse_test")
+        prunekit.scores.SCORES.unregister("reverse_test")
 
 
 def test_function_and_instance_criteria():

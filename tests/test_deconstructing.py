@@ -40,7 +40,7 @@ def _kept(layer: nn.Linear) -> set[int]:
 @pytest.mark.parametrize("name", sorted(KEPT_TWO))
 def test_each_criterion_keeps_the_expected_entries(name):
     layer = _layer()
-    criterion = prunekit.create_criterion(name, initial={"weight": W_INIT})
+    criterion = prunekit.scores.as_criterion(name, initial={"weight": W_INIT})
     prunekit.prune(layer, 4, criterion=criterion)  # keep 2 of 6
     assert _kept(layer) == KEPT_TWO[name]
 
@@ -52,7 +52,7 @@ def test_large_init_large_final_is_the_quantile_intersection():
     prunekit.prune(layer, 4, criterion="large_init_large_final", context={"initial": {"weight": W_INIT}})
     assert _kept(layer) == {2, 3}
     layer = _layer()
-    crit = prunekit.create_criterion("large_init_large_final", initial={"weight": W_INIT}, how="magnitude")
+    crit = prunekit.scores.as_criterion("large_init_large_final", initial={"weight": W_INIT}, how="magnitude")
     prunekit.prune(layer, 4, criterion=crit)
     # min(|w_i|,|w_f|) = .1 .1 .5 .7 .2 .05
     assert _kept(layer) == {2, 3}
@@ -70,7 +70,7 @@ def test_initial_from_model_and_reparam_state_dict():
     pruned_init = copy.deepcopy(theta0)
     prunekit.prune(pruned_init, 0.25)  # weight_orig / weight_mask layout: the unmasked values are read
     for initial in (theta0, theta0.state_dict(), pruned_init.state_dict()):
-        crit = prunekit.create_criterion("movement", initial=initial)
+        crit = prunekit.scores.as_criterion("movement", initial=initial)
         pruner = prunekit.Pruner(copy.deepcopy(model), criterion=crit)
         crit.prepare(pruner.model, pruner.targets)
         for target in pruner.targets:

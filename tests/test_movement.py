@@ -150,7 +150,7 @@ def test_fit_integration_and_learned_scores_criterion():
     flat_dropped = torch.cat([scores[n][~keep_mask(m)] for n, m in
                               (("conv.weight", model.conv), ("fc1.weight", model.fc1), ("fc2.weight", model.fc2))])
     assert float(flat_kept.min()) >= float(flat_dropped.max())
-    crit = prunekit.create_criterion("learned")
+    crit = prunekit.scores.as_criterion("learned")
     with pytest.raises(prunekit.InvalidParameterError, match="scores"):
         prunekit.prune(make_tiny(1), 0.5, criterion=crit)
     with pytest.raises(prunekit.InvalidParameterError, match="shape"):

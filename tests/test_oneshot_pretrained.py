@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from prunekit.errors import InvalidParameterError
 from prunekit.oneshot import find_blocks, oneshot_prune, prune_pretrained
-from prunekit.oneshot import methods as methods_module
+from prunekit.scores.calibration import Wanda
 from prunekit.oneshot.pretrained import StreamedBlocks
 
 transformers = pytest.importorskip("transformers")
@@ -137,15 +137,15 @@ def test_a_failure_leaves_no_output_and_the_input_untouched(tmp_path, monkeypatc
     source = saved("llama", tmp_path / "in", "20KB")
     before = {p.name: p.read_bytes() for p in source.iterdir()}
     calls = {"n": 0}
-    real = methods_module.wanda_keep
+    real = Wanda.score_layer
 
-    def wanda_keep(*args, **kwargs):
+    def score_layer(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] > 9:  # in the second block
             raise RuntimeError("injected failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(methods_module, "wanda_keep", wanda_keep)
+    monkeypatch.setattr(Wanda, "score_layer", score_layer)
     with pytest.raises(RuntimeError, match="injected"):
         prune_pretrained(source, tmp_path / "out", calib(), "wanda", 0.5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no out, no partial folder

@@ -9,7 +9,8 @@ import torch
 import prunekit
 from prunekit.errors import PrunekitError
 from prunekit.masks import pruned_tensors
-from prunekit.oneshot import methods as methods_module
+from prunekit.oneshot import sparsegpt as sparsegpt_module
+from prunekit.scores.calibration import Wanda
 from prunekit.oneshot import oneshot_prune
 
 pytest.importorskip("transformers")
@@ -66,7 +67,7 @@ class FailIn:
 
 def _failing_cholesky(monkeypatch, fail: FailIn) -> None:
     """Every Cholesky factorisation of a layer reports failure (info = 1) once ``fail`` is armed."""
-    real_cholesky, real_prune = torch.linalg.cholesky_ex, methods_module.sparsegpt_prune
+    real_cholesky, real_prune = torch.linalg.cholesky_ex, sparsegpt_module.sparsegpt_prune
     state = {"fail": False}
 
     def sparsegpt_prune(*args, **kwargs):
@@ -77,19 +78,19 @@ def _failing_cholesky(monkeypatch, fail: FailIn) -> None:
         lower, info = real_cholesky(matrix, *args, upper=upper, **kwargs)
         return (lower, torch.ones_like(info)) if state["fail"] and not upper else (lower, info)
 
-    monkeypatch.setattr(methods_module, "sparsegpt_prune", sparsegpt_prune)
+    monkeypatch.setattr(sparsegpt_module, "sparsegpt_prune", sparsegpt_prune)
     monkeypatch.setattr(torch.linalg, "cholesky_ex", cholesky_ex)
 
 
 def _failing_wanda(monkeypatch, fail: FailIn) -> None:
-    real = methods_module.wanda_keep
+    real = Wanda.score_layer
 
-    def wanda_keep(*args, **kwargs):
+    def score_layer(*args, **kwargs):
         if fail.armed():
             raise RuntimeError("injected failure in a criterion")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(methods_module, "wanda_keep", wanda_keep)
+    monkeypatch.setattr(Wanda, "score_layer", score_layer)
 
 
 @pytest.mark.parametrize("offload", ["none", "disk"])

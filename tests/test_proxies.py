@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunekit
-from prunekit.proxies import PROXIES, rankdata, spearman, zero_cost_proxies
+from prunekit.analysis.proxies import PROXIES, rankdata, spearman, zero_cost_proxies
 
 
 def small_cnn(seed: int = 0) -> nn.Sequential:
@@ -109,3 +109,36 @@ def test_spearman_checks_its_input():
         spearman([1, 2, 3], [1, 2])
     with pytest.raises(prunekit.InvalidParameterError):
         spearman([1, float("nan")], [1, 2])
+
+
+def test_snip_and_synflow_proxies_sum_the_registered_scores():
+    model = small_cnn()
+    batch = data()
+    scores = zero_cost_proxies(model, batch, names=["snip", "synflow"])
+    targets = prunekit.select_targets(model)
+    for name in ("snip", "synflow"):
+        crit = prunekit.scores.create_score(name)
+        crit.prepare(model, targets, data=[batch])
+        assert scores[name] == pytest.approx(float(sum(crit.score(t).double().sum() for t in targets)), rel=1e-6)
+
+
+def test_any_registered_element_score_is_a_proxy():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    batch = data(6, (5,), 3)
+    name = "test_count_weights"
+
+    @prunekit.register_score(name, unit_spaces=("element",))
+    def ones(target):
+        """Ones: every weight scores 1 (a test score)."""
+        return torch.ones(target.shape)
+
+    try:
+        scores = zero_cost_proxies(model, batch, names=[name, "magnitude", "grasp"])
+    finally:
+        prunekit.scores.SCORES.unregister(name)
+    assert scores[name] == 15.0
+    assert scores["magnitude"] == pytest.approx(float(model.weight.detach().abs().sum()), rel=1e-6)
+    assert math.isfinite(scores["grasp"])
+    with pytest.raises(prunekit.InvalidParameterError, match="names"):
+        zero_cost_proxies(model, batch, names=["large_init"])  # needs the initial weights, not one batch

@@ -11,14 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import prunekit
-from prunekit.criteria.init import (
-    SNIP,
-    GraSP,
-    SynFlow,
-    hessian_gradient_product,
-    input_flow,
-    synaptic_flow,
-)
+from prunekit.scores import SNIP, GraSP, SynFlow
+from prunekit.scores.gradients import hessian_gradient_product, input_flow, synaptic_flow
 from prunekit.pruning_at_init import exponential_levels, is_collapsed, prune_at_init
 
 
@@ -147,7 +141,7 @@ def test_grasp_uses_the_temperature():
     (a, _) = scores_of(GraSP(1.0), model, data=(x, y))
     (b, _) = scores_of(GraSP(200.0), model, data=(x, y))
     assert not torch.allclose(a, b)
-    assert repr(prunekit.create_criterion("grasp:50")) == "GraSP(temperature=50)"
+    assert repr(prunekit.scores.as_criterion("grasp:50")) == "GraSP(temperature=50)"
 
 
 # -- SynFlow -----------------------------------------------------------------------------------
@@ -249,7 +243,7 @@ def test_every_method_local_and_global():
 
 
 def test_criteria_are_registered():
-    assert {"snip", "grasp", "synflow"} <= set(prunekit.list_criteria())
+    assert {"snip", "grasp", "synflow"} <= set(prunekit.list_scores(unit_space="element"))
     assert SNIP.requires == ("data",) and GraSP.requires == ("data",) and SynFlow.requires == ()
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import prunekit
-from prunekit.criteria import OBD, diagonal_fisher
+from prunekit.scores import OBD, diagonal_fisher
 from conftest import assert_unchanged, keep_mask, make_tiny, snapshot
 
 
@@ -56,7 +56,7 @@ def test_batch_fisher_is_squared_minibatch_gradient_times_batch_size():
 def test_obd_saliency_and_pruning():
     layer = _layer()
     x, y = _data()
-    crit = prunekit.create_criterion("obd")
+    crit = prunekit.scores.as_criterion("obd")
     target = prunekit.select_targets(layer)[0]
     crit.prepare(layer, [target], data=(x, y))
     w = layer.weight.detach()

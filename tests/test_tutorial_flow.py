@@ -266,14 +266,14 @@ def test_custom_method_every_other_entry_torch_style(lenet):
 def test_custom_criterion_every_other_entry():
     name = "every_other_test"
 
-    @prunekit.register_criterion(name)
+    @prunekit.register_score(name, unit_spaces=prunekit.scores.MASK_SPACES)
     def every_other(target):
         scores = torch.ones(target.numel)
         scores[::2] = 0
         return scores.view(target.shape)
 
     try:
-        assert name in prunekit.list_criteria()
+        assert name in prunekit.list_scores(unit_space="element")
         torch.manual_seed(0)
         model = prunekit.create_model("tutorial_lenet")
         with torch.no_grad():
@@ -284,10 +284,8 @@ def test_custom_criterion_every_other_entry():
         assert set(model.state_dict()) >= {"fc3.bias_orig", "fc3.bias_mask"}
         assert tp.is_pruned(model)
     finally:
-        from prunekit.criteria.base import CRITERIA
-
-        CRITERIA.unregister(name)
-    assert name not in prunekit.list_criteria()
+        prunekit.scores.SCORES.unregister(name)
+    assert name not in prunekit.list_scores(unit_space="element")
 
 
 def test_pruner_step_is_iterative(lenet):

@@ -1,6 +1,6 @@
 """prunekit: prune PyTorch networks, compatible with torch.nn.utils.prune, and measure it.
 
-The spine: targets (what) -> criteria (scores) -> structures and allocation
+The spine: targets (what) -> scores -> structures and allocation
 (masks) -> realisation (reparam, in-place, permanent) -> measurement.
 """
 
@@ -9,15 +9,20 @@ from __future__ import annotations
 import logging
 
 from .allocation import check_sparsity, compute_keep_masks
-from .criteria import (
+from .deprecation import deprecated_alias
+from .scores import (
     Criterion,
     FunctionCriterion,
     Magnitude,
     Random,
-    create_criterion,
-    list_criteria,
-    register_criterion,
+    as_criterion,
+    create_score,
+    criterion_names,
+    list_scores,
+    register_score,
+    score_entry,
 )
+from .scores.element import register_criterion as _register_criterion
 from .errors import CheckpointError, InvalidParameterError, PrunekitError
 from .io import (
     atomic_write,
@@ -37,7 +42,7 @@ from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
 from .pruning_at_init import PruneAtInitResult, prune_at_init
-from .proxies import spearman, zero_cost_proxies
+from .analysis.proxies import spearman, zero_cost_proxies
 from .coupling import LayerHandler, list_layer_handlers, register_layer_handler
 from .scores.groups import GroupCriterion
 from .scores.heads import score_heads, score_mlp_neurons
@@ -49,6 +54,13 @@ from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune, prune_pretrained
 
 __version__ = "0.1.0"
+
+# the former criterion registry API: element-like scores of prunekit.scores.SCORES
+create_criterion = deprecated_alias(as_criterion, "prunekit.create_criterion", "prunekit.scores.as_criterion")
+list_criteria = deprecated_alias(criterion_names, "prunekit.list_criteria", 'prunekit.list_scores(unit_space="element")')
+register_criterion = deprecated_alias(
+    _register_criterion, "prunekit.register_criterion", "prunekit.register_score(name, unit_spaces=MASK_SPACES)"
+)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -78,6 +90,7 @@ __all__ = [
     "check_sparsity",
     "compute_keep_masks",
     "create_criterion",
+    "create_score",
     "create_dataset",
     "create_model",
     "create_schedule",
@@ -85,6 +98,7 @@ __all__ = [
     "evaluate",
     "fit",
     "list_criteria",
+    "list_scores",
     "list_datasets",
     "list_models",
     "list_schedules",
@@ -101,9 +115,11 @@ __all__ = [
     "prune_at_init",
     "reapply_masks",
     "register_criterion",
+    "register_score",
     "remove",
     "restore_masks",
     "save_sparse",
+    "score_entry",
     "select_targets",
     "sparsity_report",
     "sparsity_report_from_state_dict",

@@ -117,7 +117,7 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, console: Console) -> int:
-    from .criteria import list_criteria
+    from .scores import criterion_names as list_criteria
     from .data import list_datasets
     from .schedules import list_schedules
     from .structures import list_structures

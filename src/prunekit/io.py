@@ -34,7 +34,7 @@ from torch import nn
 
 from .errors import CheckpointError, InvalidParameterError
 from .masks import apply_masks, link_consumers, pruned_tensors
-from .targets import Target, find_reparam_hook, tensor_state
+from .targets import Target, find_reparam_hook, logical_tensors, tensor_state
 
 __all__ = [
     "FORMAT",
@@ -168,21 +168,6 @@ def _decode(name: str, info: Mapping[str, Any], tensors: Mapping[str, torch.Tens
 
 
 # -- save / load sparse -------------------------------------------------------------
-
-
-def logical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
-    """Logical tensors of a state dict: name -> (state, tensor, mask)."""
-    out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
-    for key, tensor in state_dict.items():
-        if key.endswith("_orig") and key[:-5] + "_mask" in state_dict:
-            out[key[:-5]] = ("reparam", tensor, state_dict[key[:-5] + "_mask"])
-        elif key.endswith("_mask") and (key[:-5] + "_orig" in state_dict or key[:-5] in state_dict):
-            continue
-        elif key + "_mask" in state_dict:
-            out[key] = ("inplace", tensor, state_dict[key + "_mask"])
-        else:
-            out[key] = ("dense", tensor, None)
-    return out
 
 
 def _view_key(tensor: torch.Tensor, mask: torch.Tensor | None) -> tuple[Any, ...]:

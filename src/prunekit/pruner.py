@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from .criteria.base import Criterion, create_criterion
+from .scores import Criterion, as_criterion
 from .errors import InvalidParameterError, check_choice
 from .masks import MODES, apply_masks, link_consumers
 from .masks import make_permanent as _make_permanent
@@ -30,8 +30,8 @@ class Pruner:
     Args:
         model: the network to prune (modified in place).
         criterion: a registered name (``"magnitude"``/``"l1"``, ``"l2"``,
-            ``"lnorm:3"``, ``"random"``; see :func:`prunekit.list_criteria`), a
-            :class:`~prunekit.criteria.Criterion` or a function ``target -> scores``.
+            ``"lnorm:3"``, ``"random"``; see :func:`prunekit.list_scores` with ``unit_space="element"``), a
+            :class:`~prunekit.Criterion` or a function ``target -> scores``.
         structure: ``"element"``, ``"2:4"`` (any N:M), ``"block:4x4"``,
             ``"kernel"``, ``"channel"`` (output dim) or ``"channel:<dim>"``, or a
             :class:`~prunekit.structures.Structure`.
@@ -71,7 +71,7 @@ class Pruner:
         if not isinstance(model, nn.Module):
             raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
         self.model = model
-        self.criterion = create_criterion(criterion)
+        self.criterion = as_criterion(criterion)
         self.structure = create_structure(structure)
         self.scope = check_choice("scope", scope, SCOPES)
         self.normalize = check_choice("normalize", normalize, NORMALIZERS)

@@ -9,7 +9,7 @@ network as masked so far. SynFlow is iterative by default (100 rounds, as in
 the paper); the other methods are one-shot by default, as published.
 
 Only the masks change: weights, BN statistics, modes and ``.grad`` are left
-as they were (the criteria restore them, see :mod:`prunekit.criteria.init`).
+as they were (the criteria restore them, see :mod:`prunekit.scores.gradients`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .allocation import check_sparsity
-from .criteria.base import Criterion, create_criterion
-from .criteria.init import SynFlow, as_batches, input_flow, input_shape_of
+from .scores import Criterion, SynFlow, as_criterion
+from .scores.gradients import as_batches, input_flow, input_shape_of
 from .errors import InvalidParameterError
 from .pruner import Pruner
 from .schedules import Iterative
@@ -43,7 +43,7 @@ DEFAULT_ROUNDS = {"synflow": 100}
 class PruneAtInitResult:
     """What :func:`prune_at_init` did: the sparsity after each round, the time it took,
     and the input-dependent synaptic flow ``R(1) − R(0)`` of the masked network
-    (:func:`~prunekit.criteria.init.input_flow`; 0 = a layer collapsed)."""
+    (:func:`~prunekit.scores.gradients.input_flow`; 0 = a layer collapsed)."""
 
     method: str
     sparsity: float
@@ -74,7 +74,7 @@ def default_rounds(method: str | Criterion | Callable[..., Any]) -> int:
 
 def is_collapsed(model: nn.Module, input_shape: Sequence[int]) -> bool:
     """True when no path joins the input to the output any more (layer collapse:
-    the input-dependent synaptic flow :func:`~prunekit.criteria.init.input_flow` is 0)."""
+    the input-dependent synaptic flow :func:`~prunekit.scores.gradients.input_flow` is 0)."""
     return input_flow(model, input_shape) == 0.0
 
 
@@ -96,7 +96,7 @@ def prune_at_init(
         sparsity: fraction of the targeted weights pruned at the end, in [0, 1).
         method: ``"snip"``, ``"grasp"`` (``"grasp:<T>"`` for another temperature),
             ``"synflow"``, ``"magnitude"``, ``"random"``, any registered criterion
-            or a :class:`~prunekit.criteria.Criterion`.
+            or a :class:`~prunekit.Criterion`.
         batches: one ``(inputs, targets)`` batch or a list of them, for the
             criteria that need data (SNIP, GraSP); the scores use the mean loss.
         rounds: pruning rounds on the exponential schedule; default 100 for
@@ -126,7 +126,7 @@ def prune_at_init(
         rounds = default_rounds(method)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise InvalidParameterError("rounds", "an int >= 1", rounds, "Fix: 1 for one-shot, e.g. 100 for SynFlow.")
-    criterion = create_criterion(method)
+    criterion = as_criterion(method)
     data = as_batches(batches, "batches") if batches is not None else None
     if "data" in criterion.requires and data is None:
         raise InvalidParameterError(

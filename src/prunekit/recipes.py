@@ -13,7 +13,7 @@ fine-tuning, evaluation and export::
     train: {epochs: 3, optimizer: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.0, lr_schedule: none}
     pruners:
       - name: magnitude-global
-        criterion: magnitude          # prunekit.list_criteria()
+        criterion: magnitude          # prunekit.list_scores(unit_space="element")
         structure: element            # element, 2:4, block:4x4, kernel, channel, ...
         scope: global                 # local | global
         sparsity: [0.5, 0.8, 0.9]     # a float in [0, 1] or a list (one run each); null for N:M
@@ -448,7 +448,7 @@ def _rewrap(doc: _Doc, path: tuple[Any, ...], exc: InvalidParameterError) -> Inv
 
 def _pruner(doc: _Doc, index: int, value: Any, finetune: TrainSpec) -> PrunerSpec:
     from .allocation import NORMALIZERS, SCOPES
-    from .criteria import create_criterion
+    from .scores import as_criterion
     from .masks import MODES
     from .schedules import SCHEDULES, create_schedule
     from .structures import create_structure
@@ -457,7 +457,7 @@ def _pruner(doc: _Doc, index: int, value: Any, finetune: TrainSpec) -> PrunerSpe
     sec = _Section(doc, path, value, _PRUNER, what="a pruner")
     criterion = sec.string("criterion", "magnitude", nullable=False)
     try:
-        create_criterion(criterion)
+        as_criterion(criterion)
     except InvalidParameterError as exc:
         raise _rewrap(doc, sec.at("criterion"), exc) from None
     text = doc.scalars.get(sec.at("structure"), "")

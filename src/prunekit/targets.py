@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +30,7 @@ __all__ = [
     "find_reparam_hook",
     "tensor_state",
     "pattern_matches",
+    "logical_tensors",
 ]
 
 #: Module types whose weights are pruned unless told otherwise. Hugging Face's
@@ -292,3 +293,18 @@ def describe_model(model: nn.Module, limit: int = 12) -> str:
     kinds = ", ".join(f"{n}×{c}" for n, c in sorted(counts.items()))
     shown = ", ".join(params[:limit]) + (f", … ({len(params)} in all)" if len(params) > limit else "")
     return f"modules with parameters: {kinds}; parameters: {shown}"
+
+
+def logical_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor, torch.Tensor | None]]:
+    """Logical tensors of a state dict: name -> (state, tensor, mask)."""
+    out: dict[str, tuple[str, torch.Tensor, torch.Tensor | None]] = {}
+    for key, tensor in state_dict.items():
+        if key.endswith("_orig") and key[:-5] + "_mask" in state_dict:
+            out[key[:-5]] = ("reparam", tensor, state_dict[key[:-5] + "_mask"])
+        elif key.endswith("_mask") and (key[:-5] + "_orig" in state_dict or key[:-5] in state_dict):
+            continue
+        elif key + "_mask" in state_dict:
+            out[key] = ("inplace", tensor, state_dict[key + "_mask"])
+        else:
+            out[key] = ("dense", tensor, None)
+    return out

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..criteria.base import Criterion
+from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..structures import Structure
 from ..targets import Target, pattern_matches

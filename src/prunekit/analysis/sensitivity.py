@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..allocation import compute_keep_masks, sensitivity_sparsities
-from ..criteria.base import Criterion, create_criterion
+from ..scores import Criterion, as_criterion
 from ..errors import InvalidParameterError
 from ..measure._results import dump_json, table_lines
 from ..measure.plots import plot_sensitivity_curves
@@ -180,7 +180,7 @@ def sensitivity_analysis(
     if context is not None and not isinstance(context, Mapping):
         raise InvalidParameterError("context", "None or a mapping of keyword arguments", context)
     ladder = _check_ladder(sparsities)
-    crit = create_criterion(criterion)
+    crit = as_criterion(criterion)
     struct = create_structure(structure)
     if struct.fixed_sparsity is not None:
         raise InvalidParameterError(

@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
     ) from exc
 
 from ..allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from ..criteria.base import Criterion, create_criterion
+from ..scores import Criterion, as_criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks import MODES, apply_masks, make_permanent
 from ..pruner import Pruner
@@ -104,7 +104,7 @@ class PrunekitTrainerCallback(TrainerCallback):
         make_pruning_permanent: bool = True,
         log_sparsity: bool = True,
     ) -> None:
-        self.criterion = create_criterion(criterion)
+        self.criterion = as_criterion(criterion)
         self.structure = create_structure(structure)
         self.scope = check_choice("scope", scope, SCOPES)
         self.normalize = check_choice("normalize", normalize, NORMALIZERS)

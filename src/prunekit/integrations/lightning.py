@@ -49,8 +49,7 @@ except ImportError:  # pragma: no cover - exercised only without lightning
         ) from exc
 
 from ..allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from ..criteria.base import Criterion, create_criterion
-from ..criteria.magnitude import Magnitude, Random
+from ..scores import Criterion, Magnitude, Random, as_criterion
 from ..errors import InvalidParameterError, PrunekitError, check_choice
 from ..masks import MODES, apply_masks, make_permanent, pruned_tensors
 from ..pruner import Pruner
@@ -162,7 +161,7 @@ class PrunekitPruning(Callback):
         sparsity: prunekit's level: the fraction of the targets zero
             *afterwards* (or an int count of units), or ``epoch -> sparsity``.
             Exclusive with ``amount`` and ``schedule``.
-        criterion: a registered criterion (:func:`prunekit.list_criteria`), a
+        criterion: a registered criterion (:func:`prunekit.list_scores` with ``unit_space="element"``), a
             :class:`~prunekit.Criterion` or a function ``target -> scores``.
         structure: ``"element"``, ``"2:4"`` (any N:M; needs no sparsity),
             ``"block:4x4"``, ``"kernel"``, ``"channel"``, ``"channel:<dim>"``.
@@ -262,13 +261,13 @@ class PrunekitPruning(Callback):
                     "Fix: pass the criterion once, as pruning_fn or as criterion=.",
                 )
             try:
-                crit = create_criterion(pruning_fn)
+                crit = as_criterion(pruning_fn)
             except PrunekitError as exc:
                 raise InvalidParameterError(
                     "pruning_fn",
                     f"one of torch's pruners {list(TORCH_PRUNING_FUNCTIONS)} or a prunekit criterion name",
                     pruning_fn,
-                    f"Fix: see prunekit.list_criteria() ({exc}).",
+                    f"Fix: see prunekit.list_scores(unit_space='element') ({exc}).",
                 ) from exc
             self._method_name = str(pruning_fn) if isinstance(pruning_fn, str) else repr(crit)
             structure_obj = create_structure(structure if structure is not None else "element")
@@ -291,10 +290,10 @@ class PrunekitPruning(Callback):
                 pruning_fn, torch_prune.BasePruningMethod
             )
             self._method_name = getattr(pruning_fn, "__name__", repr(pruning_fn))
-            crit = create_criterion("magnitude")  # unused; keeps Pruner's checks happy
+            crit = as_criterion("magnitude")  # unused; keeps Pruner's checks happy
             structure_obj = Element()
         else:
-            crit = create_criterion(criterion if criterion is not None else "magnitude")
+            crit = as_criterion(criterion if criterion is not None else "magnitude")
             structure_obj = create_structure(structure if structure is not None else "element")
             self._method_name = repr(crit) if structure_obj.spec() == "element" else f"{crit!r} {structure_obj.spec()}"
         self.criterion = crit

@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..criteria.base import CRITERIA, Criterion
+from ..scores import MASK_SPACES, SCORES, Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks import MODES, apply_masks, link_consumers
 from ..targets import Target, select_targets
@@ -311,4 +311,5 @@ def _check_scores(scores: Any) -> dict[str, torch.Tensor]:
     return dict(scores)
 
 
-CRITERIA.register("learned", LearnedScores, aliases=("learned_scores",))
+SCORES.register("learned", LearnedScores, unit_spaces=MASK_SPACES, needs="training", aliases=("learned_scores",),
+                summary="Scores learned during training (movement pruning, supermasks), stored per target name.")

@@ -24,14 +24,17 @@ A failed Cholesky factorisation multiplies the dampening by 10 and retries
 from __future__ import annotations
 
 import logging
+import numbers
 
 import torch
 
-from ..errors import PrunekitError
+from ..errors import InvalidParameterError, PrunekitError
+from ..scores.calibration import InputStats, LayerScore
+from ..scores.registry import SCORES
 from ..structures import NM
 from ..allocation.rows import prune_count
 
-__all__ = ["inverse_hessian_cholesky", "sparsegpt_prune"]
+__all__ = ["SparseGPT", "inverse_hessian_cholesky", "sparsegpt_prune"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +128,61 @@ def sparsegpt_prune(
         W[:, i2:] -= err1 @ U[i1:i2, i2:]
     W[~keep] = 0.0
     return W, keep
+
+
+class SparseGPT(LayerScore):
+    """SparseGPT OBS saliency ``w_ij²/[H⁻¹]_jj`` with updates of the kept weights (Frantar & Alistarh 2023).
+
+    ``[H⁻¹]_jj`` is read from the Cholesky factor of the dampened inverse
+    Hessian, ``U_jj²`` (``H = 2 X Xᵀ / n`` of the layer's calibration inputs).
+    :meth:`score_layer` gives the saliency before any update; pruning
+    (:meth:`prune_layer`, :func:`sparsegpt_prune`) recomputes it column block
+    by column block as the kept weights absorb the error of the pruned ones.
+
+    Args:
+        blocksize: columns per block of the lazy update (a multiple of ``M`` for N:M).
+        percdamp: dampening ``λ = percdamp · mean(diag H)`` added to ``H``.
+    """
+
+    name = "sparsegpt"
+    needs = "hessian"
+    compare = "matrix"
+    updates_weights = True
+
+    def __init__(self, blocksize: int = 128, percdamp: float = 0.01) -> None:
+        if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 1:
+            raise InvalidParameterError("blocksize", "a positive int", blocksize, "Fix: e.g. blocksize=128.")
+        if isinstance(percdamp, bool) or not isinstance(percdamp, numbers.Real) or not percdamp > 0:
+            raise InvalidParameterError("percdamp", "a positive float", percdamp, "Fix: e.g. percdamp=0.01.")
+        self.blocksize = blocksize
+        self.percdamp = float(percdamp)
+
+    @staticmethod
+    def _hessian(stats: InputStats | None) -> torch.Tensor:
+        if stats is None:
+            raise RuntimeError("sparsegpt needs the Hessian of the layer's inputs")
+        return stats.hessian()
+
+    def score_layer(self, weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
+        H = self._hessian(stats)
+        w = weight.detach().float().clone()
+        dead = H.diagonal() == 0
+        H[dead, dead] = 1.0
+        w[:, dead] = 0.0
+        d = inverse_hessian_cholesky(H, self.percdamp).diagonal()
+        return w.square() / d.square().unsqueeze(0)
+
+    def prune_layer(
+        self, weight: torch.Tensor, stats: InputStats | None, sparsity: float, nm: NM | None, *, name: str = ""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if stats is None:
+            raise RuntimeError("sparsegpt needs the Hessian of the layer's inputs")
+        # the running sum is handed over: H is ours to overwrite
+        return sparsegpt_prune(weight, stats.take_hessian(), sparsity, nm, blocksize=self.blocksize,
+                               percdamp=self.percdamp, name=name, copy_hessian=False)
+
+    def __repr__(self) -> str:
+        return f"SparseGPT(blocksize={self.blocksize}, percdamp={self.percdamp:g})"
+
+
+SCORES.register("sparsegpt", SparseGPT, unit_spaces=("element", "nm"), needs=SparseGPT.needs)

@@ -1,6 +1,16 @@
-"""Importance scores: one protocol, one registry, tagged by unit space (see :mod:`.registry`)."""
+"""Importance scores: one protocol, one registry, tagged by unit space (see :mod:`.registry`).
 
+Element-like scores (:class:`Criterion`: one score per entry, reduced by the
+structure to its units) live in one module per family: :mod:`.magnitude`
+(magnitude / L1, L2, L_p, random), :mod:`.init` (SNIP, GraSP, SynFlow),
+:mod:`.second_order` (OBD), :mod:`.deconstructing` (Zhou et al. 2019).
+Calibration scores of one-shot pruning (:class:`LayerScore`: Wanda, SparseGPT)
+follow :mod:`.calibration`.
+"""
+
+from .base import Criterion, FunctionCriterion
 from .registry import (
+    MASK_SPACES,
     NEEDS,
     SCORES,
     UNIT_SPACES,
@@ -11,17 +21,53 @@ from .registry import (
     register_score,
     score_entry,
 )
+from .calibration import InputStats, LayerScore, Wanda
+from .magnitude import Magnitude, Random
+from .init import SNIP, GraSP, SynFlow
+from .second_order import OBD, diagonal_fisher
+from .deconstructing import (
+    LargeFinal,
+    LargeInit,
+    LargeInitLargeFinal,
+    MagnitudeIncrease,
+    Movement,
+    SmallFinal,
+    SmallInit,
+)
+from .element import as_criterion, criterion_names
 from . import heads  # noqa: F401  (registers the head and neuron scores)
 from .groups import GroupCriterion  # registers the channel-group scores
 
 __all__ = [
+    "MASK_SPACES",
     "NEEDS",
+    "OBD",
     "SCORES",
+    "SNIP",
     "UNIT_SPACES",
+    "Criterion",
+    "FunctionCriterion",
+    "GraSP",
+    "InputStats",
+    "LargeFinal",
+    "LargeInit",
+    "LargeInitLargeFinal",
+    "LayerScore",
+    "Magnitude",
+    "MagnitudeIncrease",
+    "Movement",
+    "Random",
     "ScoreEntry",
     "ScoreRegistry",
     "GroupCriterion",
+    "SmallFinal",
+    "SmallInit",
+    "SynFlow",
+    "Wanda",
+    "as_criterion",
     "create_score",
+    "criterion_names",
+    "diagonal_fisher",
     "list_scores",
     "register_score",
     "score_entry",

@@ -206,8 +206,9 @@ def _bn_slices(group: Group) -> list[Slice]:
 
 
 class BNScaling(GroupCriterion):
-    """Network slimming (Liu et al. 2017): ``sum |γ_c|`` over the BatchNorm layers of the group
-    (a residual group couples several). Groups without BatchNorm are an error."""
+    """Network slimming (Liu et al. 2017): the BatchNorm scales ``sum |γ_c|`` of each channel.
+
+    The sum runs over the BatchNorm layers of the group (a residual group couples several). Groups without BatchNorm are an error."""
 
     name = "slimming"
 
@@ -258,7 +259,8 @@ def _forward_batches(model: nn.Module, batches: Sequence[Any], handles: Sequence
 
 
 class GroupTaylor(GroupCriterion):
-    """First-order Taylor importance (Molchanov et al. 2019, eq. 4 summed over the group):
+    """First-order Taylor importance of each channel (Molchanov et al. 2019, eq. 4, summed over the group).
+
     ``I_c = mean_b | sum_{w in channel c} w · ∂L_b/∂w |`` over the batches ``b`` and the
     group's parameter entries (every role). The loss change when channel ``c`` is
     zeroed is ``≈ -sum w·∂L/∂w``. The model runs in eval mode (no dropout; BatchNorm
@@ -326,8 +328,9 @@ def feature_map_rank(maps: torch.Tensor) -> torch.Tensor:
 
 
 class HRank(GroupCriterion):
-    """HRank (Lin et al. 2020): the average rank of each channel's feature maps over the images
-    of ``batches``, ``I_c = mean_{images, layers} rank(F_c)``. The maps are the outputs of the
+    """HRank (Lin et al. 2020): the average rank of each channel's feature maps over the data.
+
+    ``I_c = mean_{images, layers} rank(F_c)``. The maps are the outputs of the
     group's BatchNorm layers (the producers' outputs when the group has none); a residual group
     averages over all of them. Outputs without two spatial dims count 1 per non-zero map."""
 
@@ -433,7 +436,9 @@ def least_squares_scales(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
 
 
 class ThiNet(GroupCriterion):
-    """ThiNet (Luo, Wu & Lin 2017): channel ``c``'s contributions ``x̂_c`` to ``samples`` random
+    """ThiNet (Luo, Wu & Lin 2017): channels ranked by how little removing them changes the next layer.
+
+    Channel ``c``'s contributions ``x̂_c`` to ``samples`` random
     outputs of every consumer are collected over ``batches``; channels are ordered by greedy
     removal minimising ``||sum_{removed} x̂||²`` (summed over the consumers), and the score is the
     position in that order (removed first = lowest). Scores are ranks, so only local allocation

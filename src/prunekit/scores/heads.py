@@ -121,8 +121,9 @@ def _gates(model: nn.Module, specs: Mapping[Any, AttentionSpec | MlpSpec]) -> co
 
 
 class HeadGradient:
-    """Michel et al. 2019: ``I_u = mean_batches |dL/dxi_u|`` for a gate ``xi_u`` on each unit,
-    normalised per layer by the L2 norm when ``normalize`` (see the module docstring)."""
+    """Gradient of the loss with respect to a gate on each unit (Michel et al. 2019).
+
+    ``I_u = mean_batches |dL/dxi_u|`` for a gate ``xi_u`` on each unit, normalised per layer by the L2 norm when ``normalize`` (see the module docstring)."""
 
     name = "gradient"
 

@@ -30,7 +30,7 @@ Each entry declares what it *needs* besides the weights:
 
 ``nothing``      weights only (magnitude, random, ...)
 ``batches``      forward passes over data (HRank, APoZ, ThiNet)
-``gradients``    a backward pass over data (Taylor, SNIP, GraSP, Fisher)
+``gradients``    a backward pass, over data (Taylor, SNIP, GraSP, OBD) or data-free (SynFlow)
 ``activations``  input statistics of each layer on calibration data (Wanda)
 ``hessian``      the layer-wise Hessian ``X Xᵀ`` of calibration data (SparseGPT, OBS)
 ``training``     values recorded during training (movement, learned scores)
@@ -45,8 +45,10 @@ from typing import Any
 
 from ..errors import InvalidParameterError, check_choice, did_you_mean
 from ..registry import parse_spec
+from .base import FunctionCriterion, is_score_function
 
 __all__ = [
+    "MASK_SPACES",
     "UNIT_SPACES",
     "NEEDS",
     "ScoreEntry",
@@ -230,14 +232,30 @@ def register_score(
 ) -> Callable[[Any], Any]:
     """Decorator: register a score class or factory under ``name`` for ``unit_spaces``.
 
-    Example (a channel-group score usable by structural pruning)::
+    For element-like spaces (:data:`MASK_SPACES`) the object may be a
+    :class:`~prunekit.Criterion` subclass or a plain function
+    ``fn(target) -> tensor`` (same shape as the target, higher = keep), which
+    is wrapped in a :class:`~prunekit.FunctionCriterion`. The decorated object
+    is returned unchanged. Examples::
+
+        @prunekit.register_score("neg_magnitude", unit_spaces=prunekit.scores.MASK_SPACES)
+        def neg_magnitude(target):
+            return -target.effective().abs()
+
+        prunekit.prune(model, 0.5, criterion="neg_magnitude")
 
         @prunekit.register_score("my_norm", unit_spaces=("group",))
         class MyNorm(prunekit.GroupCriterion): ...
     """
 
     def add(obj: Any) -> Any:
-        SCORES.register(name, obj, unit_spaces=unit_spaces, needs=needs, aliases=aliases)
+        spaces = tuple(unit_spaces)
+        factory = obj
+        if is_score_function(obj) and spaces and all(s in MASK_SPACES for s in spaces):
+            def factory() -> FunctionCriterion:
+                return FunctionCriterion(obj, name)
+
+        SCORES.register(name, factory, unit_spaces=spaces, needs=needs, aliases=aliases, summary=_summary(obj))
         return obj
 
     return add

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -44,17 +44,18 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from ..batches import forward_logits, split_batch, to_device
-from ..losses import classification_loss
 from ..errors import InvalidParameterError, check_choice
+from ..losses import LossFn, classification_loss
 from ..targets import Target
-from .base import CRITERIA, Criterion
+from .base import Criterion
+from .registry import MASK_SPACES, SCORES
 
 __all__ = ["OBD", "diagonal_fisher"]
 
 logger = logging.getLogger(__name__)
 
 FISHER_MODES = ("per_sample", "batch")
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 
 def _batches(data: Any) -> Iterable[Any]:
@@ -102,7 +103,7 @@ def diagonal_fisher(
     targets: Sequence[Target],
     data: Any,
     *,
-    loss_fn: Loss | None = None,
+    loss_fn: LossFn | None = None,
     batches: int | None = None,
     fisher: str = "per_sample",
     chunk_size: int | None = 64,
@@ -129,7 +130,6 @@ def diagonal_fisher(
     ):
         raise InvalidParameterError("chunk_size", "a positive int or None", chunk_size)
     if loss_fn is None:
-
         loss_fn = classification_loss
     source = _batches(data)
     names = _param_names(model, targets)
@@ -172,8 +172,9 @@ def diagonal_fisher(
 
 
 class OBD(Criterion):
-    """Optimal Brain Damage saliency ``½ · F_kk · w_k²`` (LeCun et al. 1990),
-    with ``F`` the diagonal empirical Fisher from data (:func:`diagonal_fisher`).
+    """Optimal Brain Damage saliency ``½·F_kk·w_k²``, diagonal Fisher from data (LeCun et al. 1990).
+
+    ``F`` is the diagonal empirical Fisher of :func:`diagonal_fisher`.
 
     ``prepare(model, targets, data=loader)`` computes the Fisher; the keyword
     arguments of the constructor (``loss_fn``, ``batches``, ``fisher``,
@@ -185,13 +186,14 @@ class OBD(Criterion):
     """
 
     name = "obd"
+    needs = "gradients"
     requires = ("data",)
     fresh_scores = True
     nonnegative = True
 
     def __init__(
         self,
-        loss_fn: Loss | None = None,
+        loss_fn: LossFn | None = None,
         batches: int | None = None,
         fisher: str = "per_sample",
         chunk_size: int | None = 64,
@@ -229,4 +231,4 @@ class OBD(Criterion):
         return f"OBD(fisher={self.options['fisher']!r})"
 
 
-CRITERIA.register("obd", OBD, aliases=("optimal_brain_damage",))
+SCORES.register("obd", OBD, unit_spaces=MASK_SPACES, needs=OBD.needs, aliases=("optimal_brain_damage",))

@@ -13,7 +13,7 @@ score highest under
 ``magnitude_increase``     ``|w_f| − |w_i|``
 ``movement``               ``|w_f − w_i|``
 ``large_init_large_final`` large in both (see :class:`LargeInitLargeFinal`)
-``random``                 uniform noise (:class:`~prunekit.criteria.Random`)
+``random``                 uniform noise (:class:`~prunekit.scores.magnitude.Random`)
 =========================  =======================================
 
 ``w_f`` is the current (masked) weight of the target; ``w_i`` comes from a
@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
-from ..io import logical_tensors
-from ..targets import Target
-from .base import CRITERIA, Criterion
+from ..targets import Target, logical_tensors
+from .base import Criterion
+from .registry import MASK_SPACES, SCORES
 
 __all__ = [
     "DECONSTRUCTING_CRITERIA",
@@ -81,7 +81,7 @@ class _FinalOnly(Criterion):
 
 
 class LargeFinal(_FinalOnly):
-    """``|w_f|``: keep the weights largest after training (Frankle & Carbin 2019)."""
+    """Large final ``|w_f|``: keep the weights largest after training (Frankle & Carbin 2019)."""
 
     name = "large_final"
     nonnegative = True
@@ -91,7 +91,7 @@ class LargeFinal(_FinalOnly):
 
 
 class SmallFinal(_FinalOnly):
-    """``−|w_f|``: keep the weights smallest after training (a control)."""
+    """Small final ``−|w_f|``: keep the weights smallest after training (a control; Zhou et al. 2019)."""
 
     name = "small_final"
 
@@ -108,6 +108,7 @@ class InitialWeightsCriterion(Criterion):
             which replaces it for that step and the following ones.
     """
 
+    needs = "training"
     requires = ("initial",)
     fresh_scores = True
 
@@ -156,7 +157,7 @@ class InitialWeightsCriterion(Criterion):
 
 
 class LargeInit(InitialWeightsCriterion):
-    """``|w_i|``: keep the weights largest at initialisation."""
+    """Large init ``|w_i|``: keep the weights largest at initialisation (Zhou et al. 2019)."""
 
     name = "large_init"
     nonnegative = True
@@ -166,7 +167,7 @@ class LargeInit(InitialWeightsCriterion):
 
 
 class SmallInit(InitialWeightsCriterion):
-    """``−|w_i|``: keep the weights smallest at initialisation."""
+    """Small init ``−|w_i|``: keep the weights smallest at initialisation (Zhou et al. 2019)."""
 
     name = "small_init"
 
@@ -175,7 +176,7 @@ class SmallInit(InitialWeightsCriterion):
 
 
 class MagnitudeIncrease(InitialWeightsCriterion):
-    """``|w_f| − |w_i|``: keep the weights whose magnitude grew most in training."""
+    """Magnitude increase ``|w_f| − |w_i|``: keep the weights that grew most in training (Zhou et al. 2019)."""
 
     name = "magnitude_increase"
 
@@ -184,7 +185,7 @@ class MagnitudeIncrease(InitialWeightsCriterion):
 
 
 class Movement(InitialWeightsCriterion):
-    """``|w_f − w_i|``: keep the weights that moved farthest in training.
+    """Movement ``|w_f − w_i|``: keep the weights that moved farthest in training (Zhou et al. 2019).
 
     (Zhou et al.'s "movement" mask of trained weights; for *learned* movement
     scores during fine-tuning see :class:`prunekit.learned.MovementPruning`.)
@@ -208,7 +209,7 @@ def _quantile_ranks(values: torch.Tensor) -> torch.Tensor:
 
 
 class LargeInitLargeFinal(InitialWeightsCriterion):
-    """Keep the weights that are large both at initialisation and after training.
+    """Large init and large final: keep the weights large both before and after training (Zhou et al. 2019).
 
     ``how="quantile"`` (default): score ``min(q_i, q_f)`` where ``q_i`` and
     ``q_f`` are the ranks of ``|w_i|`` and ``|w_f|`` within the tensor scaled
@@ -254,4 +255,5 @@ DECONSTRUCTING_CRITERIA: dict[str, type[Criterion]] = {
 }
 
 for _name, _cls in DECONSTRUCTING_CRITERIA.items():
-    CRITERIA.register(_name, _cls)
+    # large_final / small_final read only the final weights; the others the initial ones too
+    SCORES.register(_name, _cls, unit_spaces=MASK_SPACES, needs=_cls.needs)

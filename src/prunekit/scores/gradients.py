@@ -1,39 +1,13 @@
-"""Pruning-at-initialisation criteria: SNIP, GraSP and SynFlow.
+"""Gradients for scores: loss gradients, Hessian-gradient products and synaptic flow.
 
-All three score the weights of an (untrained) network from one or a few
-gradient computations and leave the model as it was: weights, buffers (BN
-running statistics) and every module's train/eval mode are restored, and no
-``.grad`` is written (gradients are taken with :func:`torch.autograd.grad`).
+The machinery of the gradient-based scores (:mod:`prunekit.scores.init`,
+zero-cost proxies): each function leaves the model as it was (weights,
+buffers such as BN running statistics, every module's train/eval mode) and
+writes no ``.grad`` (gradients come from :func:`torch.autograd.grad`).
 
-Scores follow prunekit's convention, **higher = keep**:
-
-* ``snip`` (Lee et al. 2019, "SNIP: Single-shot Network Pruning based on
-  Connection Sensitivity"): ``|∂L/∂c|`` at ``c = 1`` for a mask ``c`` that
-  multiplies the weights, which is ``|g ⊙ w|`` with ``g = ∂L/∂w`` of the mean
-  loss over the batches given.
-* ``grasp`` (Wang et al. 2020, "Picking Winning Tickets Before Training by
-  Preserving Gradient Flow"): the paper scores ``S(−θ) = −θ ⊙ Hg`` (``H`` the
-  Hessian of the loss, ``g`` its gradient, both with the logits divided by a
-  temperature ``T``, 200 in the paper) and removes the *highest* ``S``.
-  prunekit's score is therefore ``θ ⊙ Hg = −S``: keeping the highest
-  ``θ ⊙ Hg`` is removing the highest ``−θ ⊙ Hg``. ``Hg`` comes from double
-  back-propagation: ``Hg = ∂(g · stop(g))/∂θ``.
-* ``synflow`` (Tanaka et al. 2020, "Pruning neural networks without any data
-  by iteratively conserving synaptic flow"): data-free. Every parameter and
-  floating buffer is replaced by its absolute value (sign linearisation) in
-  float64, the network runs in eval mode on an all-ones input of the data's
-  shape (batch of one), ``R = Σ outputs`` and the score is
-  ``|θ ⊙ ∂R/∂θ|``. The model's own tensors are never modified: the forward
-  pass runs on float64 copies through :func:`torch.func.functional_call`.
-
-With masks in place (iterative pruning) every score is of the masked network:
-the gradient taken with respect to ``weight_orig`` is the mask times the
-gradient with respect to the effective weight, so pruned entries score 0
-(and the allocation keeps them pruned anyway).
-
-Data criteria take ``data=`` in :meth:`Criterion.prepare` (``Pruner.step(s,
-data=...)``): one ``(inputs, targets)`` batch or a sequence of them, and an
-optional ``loss_fn(logits, targets)`` (mean cross-entropy by default).
+Data is one ``(inputs, targets)`` batch or a sequence of them
+(:func:`as_batches`), and the loss ``loss_fn(logits, targets)`` the mean
+cross-entropy unless given (:func:`prunekit.losses.classification_loss`).
 """
 
 from __future__ import annotations
@@ -51,14 +25,11 @@ from torch.nn.utils import prune as torch_prune
 from ..batches import forward_logits, split_batch
 from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError, is_shape
-from ..targets import Target
-from .base import CRITERIA, Criterion
 
 __all__ = [
-    "SNIP",
-    "GraSP",
-    "SynFlow",
     "as_batches",
+    "check_input_shape",
+    "check_positive",
     "hessian_gradient_product",
     "input_flow",
     "input_shape_of",
@@ -143,17 +114,15 @@ def as_batches(data: Any, param: str = "data") -> list[Batch]:
 
 
 def resolve_loss(loss_fn: Any) -> LossFn:
-    """``loss_fn``, checked, or the mean cross-entropy of :func:`prunekit.training.classification_loss`."""
+    """``loss_fn``, checked, or the mean cross-entropy of :func:`prunekit.losses.classification_loss`."""
     if loss_fn is None:
-        # imported here: training imports the pruner, which imports criteria
-        
         return classification_loss
     if not callable(loss_fn):
         raise InvalidParameterError("loss_fn", "a function (logits, targets) -> scalar loss", loss_fn)
     return loss_fn
 
 
-def _check_positive(param: str, value: Any) -> float:
+def check_positive(param: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise InvalidParameterError(param, "a positive number", value)
     return float(value)
@@ -248,7 +217,7 @@ def synaptic_flow(
     input of shape ``(1, *input_shape)`` (``fill`` instead of 1 when given).
     Without biases ``R`` is the sum over all input-output paths of the product
     of the absolute weights on the path. Nothing of the model is modified."""
-    shape = _check_shape(input_shape)
+    shape = check_input_shape(input_shape)
     wanted = {id(t): i for i, t in enumerate(tensors)}
     state: dict[str, torch.Tensor] = {}
     leaves: list[torch.Tensor | None] = [None] * len(tensors)
@@ -288,7 +257,7 @@ def input_flow(model: nn.Module, input_shape: Sequence[int]) -> float:
     return float(ones - zeros)
 
 
-def _check_shape(input_shape: Any) -> tuple[int, ...]:
+def check_input_shape(input_shape: Any) -> tuple[int, ...]:
     if not is_shape(input_shape):
         raise InvalidParameterError(
             "input_shape", "the shape of one input without the batch dimension, e.g. (3, 32, 32)", input_shape,
@@ -304,95 +273,3 @@ def input_shape_of(data: Any) -> tuple[int, ...]:
         raise InvalidParameterError("input_shape", "given when the inputs are not a single tensor",
                                     f"<{type(inputs).__name__} inputs>")
     return tuple(inputs.shape[1:])
-
-
-# -- the criteria -------------------------------------------------------------------------------
-
-
-class _CachedScores(Criterion):
-    """Scores computed for all targets in :meth:`prepare`, looked up by name."""
-
-    def __init__(self) -> None:
-        self._scores: dict[str, torch.Tensor] = {}
-
-    def score(self, target: Target) -> torch.Tensor:
-        if target.name not in self._scores:
-            raise InvalidParameterError(
-                "target", f"one of the targets {self.name} was prepared for", target.name,
-                "Fix: call prepare(model, targets, ...) with this target first (Pruner.step does).",
-            )
-        return self._scores[target.name]
-
-
-class SNIP(_CachedScores):
-    """Connection sensitivity ``|g ⊙ w|`` (Lee et al. 2019), ``g`` the gradient of
-    the mean loss over the batches in ``data``; equal to ``|∂L/∂c|`` at ``c = 1``
-    for a mask ``c`` multiplying the weights."""
-
-    name = "snip"
-    requires = ("data",)
-    nonnegative = True
-
-    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
-        batches = as_batches(context.get("data"))
-        grads = loss_gradients(model, [t.original for t in targets], batches, context.get("loss_fn"))
-        self._scores = {t.name: (g * t.effective()).abs() for t, g in zip(targets, grads)}
-
-
-class GraSP(_CachedScores):
-    """Gradient signal preservation (Wang et al. 2020): prunekit score ``θ ⊙ Hg``
-    (the paper's ``S = −θ ⊙ Hg`` negated, see the module doc), with the logits
-    divided by ``temperature`` (200 in the paper) in both gradients."""
-
-    name = "grasp"
-    requires = ("data",)
-
-    def __init__(self, temperature: float = 200.0) -> None:
-        super().__init__()
-        self.temperature = _check_positive("temperature", temperature)
-
-    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
-        batches = as_batches(context.get("data"))
-        _, hg = hessian_gradient_product(
-            model, [t.original for t in targets], batches, context.get("loss_fn"), temperature=self.temperature
-        )
-        self._scores = {t.name: t.effective() * h for t, h in zip(targets, hg)}
-
-    def __repr__(self) -> str:
-        return f"GraSP(temperature={self.temperature:g})"
-
-
-class SynFlow(_CachedScores):
-    """Synaptic saliency ``|θ ⊙ ∂R/∂θ|`` of the sign-linearised float64 network on
-    an all-ones input (Tanaka et al. 2020); data-free. ``input_shape`` (one
-    input, no batch dimension) comes from the constructor, from
-    ``prepare(..., input_shape=...)`` or from the first batch of ``data``."""
-
-    name = "synflow"
-    nonnegative = True
-
-    def __init__(self, input_shape: Sequence[int] | None = None) -> None:
-        super().__init__()
-        self.input_shape = None if input_shape is None else _check_shape(input_shape)
-        self.flow: float | None = None
-
-    def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
-        shape = context.get("input_shape") or self.input_shape
-        if shape is None:
-            if context.get("data") is None:
-                raise InvalidParameterError(
-                    "input_shape", "the shape of one input, e.g. (3, 32, 32)", None,
-                    "Fix: SynFlow needs no data but the input's shape: pass input_shape=...",
-                )
-            shape = input_shape_of(context["data"])
-        flow, scores = synaptic_flow(model, shape, [t.original for t in targets])
-        self.flow = float(flow)
-        self._scores = {t.name: s for t, s in zip(targets, scores)}
-
-    def __repr__(self) -> str:
-        return f"SynFlow(input_shape={self.input_shape})"
-
-
-CRITERIA.register("snip", SNIP)
-CRITERIA.register("grasp", GraSP)
-CRITERIA.register("synflow", SynFlow)

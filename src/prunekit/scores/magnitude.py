@@ -1,4 +1,10 @@
-"""Data-free criteria: magnitude (L1, L2, any Ln) and random."""
+"""Data-free criteria: magnitude (L1, L2, any Ln) and random.
+
+``magnitude`` (alias ``l1``) is the L1 norm of a unit's weights, ``l2`` the L2
+norm and ``lnorm:p`` any L_p norm; for single entries all three rank by
+``|w|``. ``magnitude`` also scores the linear layers of one-shot pruning
+(:class:`~prunekit.scores.calibration.LayerScore`, one threshold per matrix).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +18,15 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..targets import Target
-from .base import CRITERIA, Criterion
+from .base import Criterion
+from .calibration import InputStats
+from .registry import MASK_SPACES, SCORES
 
 __all__ = ["Magnitude", "Random"]
 
 
 class Magnitude(Criterion):
-    """Magnitude of the current (masked) weights.
+    """Magnitude: entry score ``|w|``, a unit's L_p norm (p = 1: L1; Han et al. 2015, Li et al. 2017).
 
     Entry score ``|w|``; a unit of entries scores its L_p norm
     ``(Σ |w|^p)^(1/p)`` (p = 1 by default: L1, Han et al. 2015 for entries,
@@ -41,6 +49,13 @@ class Magnitude(Criterion):
 
     def score(self, target: Target) -> torch.Tensor:
         return target.effective().abs()
+
+    #: One-shot pruning compares the magnitudes of a whole weight matrix (Han et al. 2015).
+    compare = "matrix"
+
+    def score_layer(self, weight: torch.Tensor, stats: InputStats | None = None) -> torch.Tensor:
+        """``|W_ij|`` of an ``(out, in)`` weight (one-shot pruning; needs no statistics)."""
+        return weight.detach().float().abs()
 
     def reduce(self, scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
         if self.p == 1:
@@ -91,7 +106,17 @@ class Random(Criterion):
         return f"Random(seed={self.seed})"
 
 
-CRITERIA.register("magnitude", Magnitude, aliases=("l1", "abs"))
-CRITERIA.register("l2", lambda: Magnitude(p=2))
-CRITERIA.register("lnorm", Magnitude, aliases=("ln",))
-CRITERIA.register("random", Random, aliases=("rand",))
+def _l2() -> Magnitude:
+    """L2 norm of a unit's weights, ``(Σ w²)^½`` (entries rank by ``|w|``)."""
+    return Magnitude(p=2)
+
+
+def _lnorm(p: float = 1) -> Magnitude:
+    """L_p norm of a unit's weights, ``lnorm:p`` (``lnorm:1`` is ``magnitude``, ``lnorm:2`` is ``l2``)."""
+    return Magnitude(p)
+
+
+SCORES.register("magnitude", Magnitude, unit_spaces=MASK_SPACES, aliases=("l1", "abs"))
+SCORES.register("l2", _l2, unit_spaces=MASK_SPACES)
+SCORES.register("lnorm", _lnorm, unit_spaces=MASK_SPACES, aliases=("ln",))
+SCORES.register("random", Random, unit_spaces=MASK_SPACES, aliases=("rand",))
