@@ -93,12 +93,24 @@ class Pruner:
     def step(self, sparsity: Sparsity | None = None, **context: Any) -> list[torch.Tensor]:
         """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count).
 
-        ``context`` is passed to the criterion's ``prepare`` (data, loss
-        function, ... for criteria that need them). Returns the new keep masks.
-        Nothing is changed if any check fails.
+        The three phases in order: :meth:`prepare` (scores), :meth:`allocate`
+        (keep masks) and :meth:`realise` (masks on the model). ``context`` is
+        passed to the criterion's ``prepare``: ``data=`` (batches or a loader),
+        ``loss_fn=``, ... for criteria that need them. Returns the new keep
+        masks. Nothing is changed if any check fails.
         """
+        self.prepare(**context)
+        keeps = self.allocate(sparsity)
+        self.realise(keeps, self.describe(sparsity))
+        return keeps
+
+    def prepare(self, **context: Any) -> None:
+        """Score phase: let the criterion read what it needs (``data=``, ``loss_fn=``, ...)."""
         self.criterion.prepare(self.model, self.targets, **context)
-        keeps = compute_keep_masks(
+
+    def allocate(self, sparsity: Sparsity | None) -> list[torch.Tensor]:
+        """Allocation phase: the new keep masks for ``sparsity``; the model is not touched."""
+        return compute_keep_masks(
             self.targets,
             self.criterion,
             self.structure,
@@ -108,12 +120,18 @@ class Pruner:
             normalize=self.normalize,
             min_keep=self.min_keep,
         )
-        description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
+
+    def realise(self, keeps: Sequence[torch.Tensor], description: str = "") -> None:
+        """Realisation phase: apply ``keeps`` (one bool mask per target) to the model, all or nothing."""
         apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
         link_consumers(self.model)
         self.steps += 1
         logger.info("pruned %d tensors: %s", len(self.targets), description)
-        return keeps
+
+    def describe(self, sparsity: Sparsity | str | None) -> str:
+        """One line naming the criterion, structure, scope and the level asked for."""
+        level = sparsity if isinstance(sparsity, str) else f"sparsity={sparsity}"
+        return f"{self.criterion!r} {self.structure.spec()} {self.scope} {level}"
 
     def report(self) -> SparsityReport:
         """Sparsity of the targets and of the whole model."""
