@@ -25,10 +25,10 @@ import torch
 from torch import nn
 
 from .batches import forward_logits, split_batch, to_device
-from .errors import InvalidParameterError, check_choice
-from .losses import classification_loss
 from .controller import PruningController, PruningHooks, StepPruner
 from .deprecation import renamed_argument
+from .errors import InvalidParameterError, check_choice
+from .losses import classification_loss
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .schedules import Schedule
 

@@ -3,7 +3,15 @@
 See :mod:`prunekit.controller.core` for how a training loop drives it.
 """
 
-from .core import Flag, PruningController, PruningEvent, PruningHooks, StepPruner, flag_at, mask_stats
+from .core import (
+    Flag,
+    PruningController,
+    PruningEvent,
+    PruningHooks,
+    StepPruner,
+    flag_at,
+    mask_stats,
+)
 from .distributed import distributed_world, sync_keep_masks, sync_tensors
 from .ticket import LotteryTicket, refresh_reparam
 

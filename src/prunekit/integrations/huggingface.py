@@ -46,7 +46,13 @@ from ..pruner import Pruner
 from ..schedules import OneShot, Schedule
 from ..structures import Structure, create_structure
 from ..targets import Target
-from ._common import build_controller, check_flag, check_overrides, check_schedule, check_settings
+from ._common import (
+    build_controller,
+    check_flag,
+    check_overrides,
+    check_schedule,
+    check_settings,
+)
 
 __all__ = ["PrunekitTrainerCallback"]
 
