@@ -196,12 +196,11 @@ def _controller(controller: PruningHooks | None, pruner: StepPruner | None,
                 "controller", "given alone (it holds the pruner and the schedule)", "<controller and pruner/schedule>",
                 "Fix: pass controller=PruningController(pruner, schedule), or pruner= and schedule= without it.",
             )
-        for hook in ("begin", "on_epoch_begin", "on_step_begin"):
-            if not callable(getattr(controller, hook, None)):
-                raise InvalidParameterError(
-                    "controller", "a PruningController (begin, on_epoch_begin, on_step_begin, events)",
-                    type(controller).__name__, "Fix: controller=prunekit.controller.PruningController(pruner, schedule).",
-                )
+        if not isinstance(controller, PruningHooks):
+            raise InvalidParameterError(
+                "controller", "a PruningController (begin, on_epoch_begin, on_step_begin, events)",
+                type(controller).__name__, "Fix: controller=prunekit.controller.PruningController(pruner, schedule).",
+            )
         return controller
     if (pruner is None) != (schedule is None):
         raise InvalidParameterError(

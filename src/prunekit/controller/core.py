@@ -111,6 +111,7 @@ class StepPruner(Protocol):
     def describe(self, sparsity: Sparsity | str | None) -> str: ...
 
 
+@runtime_checkable
 class PruningHooks(Protocol):
     """What a training loop calls: :class:`PruningController` is one."""
 
