@@ -195,6 +195,7 @@ def prune(
     criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
     structure: str | Structure = "element",
     scope: str = "local",
+    context: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Prune ``model`` in one call and return it.
@@ -204,8 +205,9 @@ def prune(
     zero afterwards, or an int count of units (not for ``"erk"``). ``"lamp"``
     ranks LAMP scores over all targets (Lee et al. 2021); ``"erk"`` gives each
     target the Erdős–Rényi-Kernel density (RigL, Evci et al. 2020) and prunes
-    it locally. Criteria that need more than the model (data, initial
-    weights, learned scores) get it through ``context``. Unlike
+    it locally. Criteria that need more than the model get it through
+    ``context``: ``{"data": loader}`` (batches), ``{"loss_fn": ...}``,
+    ``{"initial": theta0}`` (initial weights), passed to :meth:`Pruner.step`. Unlike
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
@@ -218,6 +220,8 @@ def prune(
         prunekit.prune(model, 0.95, scope="lamp")
         prunekit.prune(model, 0.9, criterion="obd", scope="erk", context={"data": loader})
     """
-    context = kwargs.pop("context", None) or {}
-    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **context)
+    if context is not None and not isinstance(context, Mapping):
+        raise InvalidParameterError("context", "a mapping such as {'data': loader}", context,
+                                    "Fix: prune(model, 0.9, criterion='obd', context={'data': loader}).")
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **dict(context or {}))
     return model
