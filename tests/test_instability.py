@@ -89,6 +89,7 @@ def test_old_lottery_names_still_serve_the_moved_ones():
     reset_warnings()
     with pytest.warns(FutureWarning, match="prunekit.lottery.instability_analysis"):
         assert prunekit.lottery.instability_analysis is instability_analysis
-    assert prunekit.lottery.InstabilityResult is InstabilityResult
+    with pytest.warns(FutureWarning, match="prunekit.lottery.InstabilityResult"):
+        assert prunekit.lottery.InstabilityResult is InstabilityResult
     with pytest.raises(AttributeError):
         prunekit.lottery.nothing_here  # noqa: B018
