@@ -195,6 +195,7 @@ def test_events_go_through_the_controller(tmp_path, monkeypatch):
         ({"structure": "2:4", "scope": "global"}, "scope"),
         ({"sparsity": 0.5, "mode": "lean"}, "mode"),
         ({"sparsity": 0.5, "overrides": {"x": 2.0}}, "overrides['x']"),
+        ({"sparsity": 0.5, "context": "data"}, "context"),
     ],
 )
 def test_bad_arguments(kwargs, param):

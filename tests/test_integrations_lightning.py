@@ -426,6 +426,20 @@ def test_every_pruning_point_is_a_controller_event(monkeypatch):
     assert cb.event_log[0].level is None and cb.event_log[0].description == "amount=0.3"
 
 
+def test_context_gives_data_to_a_criterion_that_needs_it():
+    x, y = next(iter(loader()))
+    model = Net()
+    cb = PrunekitPruning(criterion="snip", sparsity=0.5, scope="local", context={"data": [(x, y)]},
+                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False)
+    fit(model, [cb], epochs=1)
+    assert cb.controller.context == {"data": [(x, y)]}
+    assert zeros(model) == [m.weight.numel() // 2 for m in layers(model)]
+    bare = PrunekitPruning(criterion="snip", sparsity=0.5, use_lottery_ticket_hypothesis=False)
+    bare.setup(None, Net(), "fit")
+    with pytest.raises(InvalidParameterError, match="data"):
+        bare.apply_pruning(sparsity=0.5)
+
+
 # -- errors ------------------------------------------------------------------------------
 
 
@@ -444,6 +458,7 @@ def test_every_pruning_point_is_a_controller_event(monkeypatch):
         ({"verbose": 3}, "verbose"),
         ({"amount": 0.5, "overrides": {"fc1": 0.1}}, "overrides"),
         ({"schedule": "agp"}, "schedule"),
+        ({"context": [1]}, "context"),
         ({"pruning_fn": "l1_unstructured", "criterion": "l2"}, "pruning_fn"),
         ({"scope": "local", "use_global_unstructured": True}, "use_global_unstructured"),
     ],

@@ -34,12 +34,24 @@ Lightning callback and the Hugging Face callback do)::
 
 ``step`` counts optimizer steps done, so the event of step ``t`` happens
 before the ``t``-th optimizer step (0-based). Calling both hooks every time is
-correct: each acts only for its unit. A loop that prunes outside a schedule
-(Lightning's epoch-end pruning) calls :meth:`PruningController.event` with a
-level; :meth:`PruningController.apply` prunes without logging an event or
-resetting, and :meth:`PruningController.record` logs an event realised by
-someone else (a torch pruning function). Training code needs only the small
-:class:`PruningHooks` protocol.
+correct: each acts only for its unit. Training code needs only the small
+:class:`PruningHooks` protocol (``begin``, ``on_epoch_begin``,
+``on_step_begin``, ``events``).
+
+Pruning outside a schedule: :meth:`PruningController.event` prunes to a
+level as the event at ``t`` (``prune_at_init`` runs its rounds this way);
+:meth:`PruningController.apply` prunes without logging or resetting, and
+:meth:`PruningController.record` logs an event whose masks someone else put
+on the model (Lightning's epoch-end pruning uses the two, since a torch
+pruning function may realise the masks itself).
+
+Extension points: ``context=`` reaches the criterion at every event (data,
+loss function); ``allocate=`` of :meth:`~PruningController.apply` replaces
+the pruner's allocation for one event (Lightning's ``amount``, relative to
+what remains, is one); any object with ``prepare``, ``allocate``,
+``realise`` and ``describe`` (:class:`StepPruner`) can stand for the
+:class:`prunekit.Pruner`; any object with :class:`PruningHooks` can stand for
+the controller in :func:`prunekit.fit`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from ..schedules import Schedule
 from ..structures import Structure
 from ..targets import Target
 
-__all__ = ["build_controller", "check_flag", "check_overrides", "check_schedule", "check_settings"]
+__all__ = ["build_controller", "check_context", "check_flag", "check_overrides", "check_schedule", "check_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,16 @@ def check_flag(name: str, value: Any, what: str = "epoch") -> Flag:
     if not (isinstance(value, bool) or callable(value)):
         raise InvalidParameterError(name, f"a bool or a function {what} -> bool", value)
     return value
+
+
+def check_context(context: Any) -> dict[str, Any] | None:
+    """What the criterion reads at every event (``{"data": ..., "loss_fn": ...}``), or None."""
+    if context is None:
+        return None
+    if not isinstance(context, Mapping):
+        raise InvalidParameterError("context", "a mapping such as {'data': [batch, ...]}", context,
+                                    "Fix: context={'data': [(x, y)]} for criteria that need data.")
+    return dict(context)
 
 
 def check_overrides(overrides: Mapping[str, Sparsity] | None) -> dict[str, Sparsity] | None:
@@ -78,6 +88,7 @@ def build_controller(
     normalize: str = "none",
     min_keep: int = 1,
     mode: str = "reparam",
+    context: Mapping[str, Any] | None = None,
     lottery: Flag = False,
     resample: bool = False,
     enabled: Flag = True,
@@ -89,4 +100,4 @@ def build_controller(
     for t in pruner.targets:
         structure.check(t)
     logger.debug("%d targets: %s", len(pruner.targets), ", ".join(t.name for t in pruner.targets))
-    return PruningController(pruner, schedule, lottery=lottery, resample=resample, enabled=enabled, sync=sync)
+    return PruningController(pruner, schedule, context=context, lottery=lottery, resample=resample, enabled=enabled, sync=sync)

@@ -48,6 +48,7 @@ from ..structures import Structure, create_structure
 from ..targets import Target
 from ._common import (
     build_controller,
+    check_context,
     check_flag,
     check_overrides,
     check_schedule,
@@ -69,6 +70,8 @@ class PrunekitTrainerCallback(TrainerCallback):
             structures neither is needed (they fix the level).
         criterion, structure, scope, overrides, normalize, min_keep, mode: as
             for :class:`prunekit.Pruner`.
+        context: passed to the criterion at every event, for criteria that
+            need data: ``{"data": [batch, ...], "loss_fn": ...}``.
         targets: explicit ``(module, name)`` pairs of the model (or
             :class:`~prunekit.Target` objects); otherwise chosen by ``types``,
             ``include``, ``exclude`` and ``params`` (see :func:`prunekit.select_targets`).
@@ -110,6 +113,7 @@ class PrunekitTrainerCallback(TrainerCallback):
         normalize: str = "none",
         min_keep: int = 1,
         mode: str = "reparam",
+        context: Mapping[str, Any] | None = None,
         use_lottery_ticket_hypothesis: bool | Callable[[int], bool] = False,
         resample_parameters: bool = False,
         make_pruning_permanent: bool = True,
@@ -144,6 +148,7 @@ class PrunekitTrainerCallback(TrainerCallback):
         self._targets = targets
         self._overrides = check_overrides(overrides)
         self._min_keep = min_keep
+        self._context = check_context(context)
         self._lth = check_flag("use_lottery_ticket_hypothesis", use_lottery_ticket_hypothesis, "t")
         self._resample = bool(resample_parameters)
         self._make_permanent = bool(make_pruning_permanent)
@@ -175,7 +180,8 @@ class PrunekitTrainerCallback(TrainerCallback):
             self.controller = build_controller(
                 model, criterion=self.criterion, structure=self.structure, scope=self.scope,
                 schedule=self.schedule, targets=self._targets, selection=self._selection, overrides=self._overrides,
-                normalize=self.normalize, min_keep=self._min_keep, mode=self.mode, lottery=self._lth,
+                normalize=self.normalize, min_keep=self._min_keep, mode=self.mode, context=self._context,
+                lottery=self._lth,
                 resample=self._resample, sync=self._sync,
             )
         self.controller.begin()

@@ -65,7 +65,7 @@ from ..pruner import Pruner
 from ..schedules import Schedule
 from ..structures import Structure
 from ..targets import select_targets
-from ._common import build_controller, check_flag, check_overrides, check_settings
+from ._common import build_controller, check_context, check_flag, check_overrides, check_settings
 from ._lightning_args import (
     TORCH_PRUNING_FUNCTIONS,
     AmountLike,
@@ -150,6 +150,8 @@ class PrunekitPruning(Callback):
             (as :func:`prunekit.training.fit`); ``unit="step"``: in
             ``on_train_batch_start`` when ``trainer.global_step`` is ``t``.
             ``amount``, ``sparsity`` and ``prune_on_train_epoch_end`` are then unused.
+        context: passed to the criterion at every pruning, for criteria that
+            need data: ``{"data": [batch, ...], "loss_fn": ...}``.
 
     Distributed training: when a ``torch.distributed`` process group is
     initialised (DDP and the like), every rank computes the masks, then rank
@@ -198,6 +200,7 @@ class PrunekitPruning(Callback):
         min_keep: int = 1,
         mode: str = "reparam",
         schedule: Schedule | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         method = resolve_method(pruning_fn, criterion, structure, pruning_dim, pruning_norm)
@@ -233,6 +236,7 @@ class PrunekitPruning(Callback):
         self._selection = {"types": types, "include": include, "exclude": exclude}
         self._overrides = check_overrides(overrides)
         self._min_keep = min_keep
+        self._context = check_context(context)
         self._make_pruning_permanent = make_pruning_permanent
         self._resample_parameters = bool(resample_parameters)
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
@@ -277,7 +281,8 @@ class PrunekitPruning(Callback):
             pl_module, criterion=self.criterion, structure=self.structure, scope=self.scope,
             schedule=self.schedule, targets=list(self.filter_parameters_to_prune(pairs)),
             overrides=self._overrides, normalize=self.normalize, min_keep=self._min_keep, mode=self.mode,
-            lottery=self._use_lottery_ticket_hypothesis, resample=self._resample_parameters,
+            context=self._context, lottery=self._use_lottery_ticket_hypothesis,
+            resample=self._resample_parameters,
             enabled=self._apply_pruning, sync=self._sync,
         )
         self._model = pl_module
