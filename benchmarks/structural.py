@@ -4,7 +4,7 @@ Models: the pretrained ResNet-20 (``../shared/data/pretrained``) and a ResNet-56
 trained here (``benchmarks/train_cifar_resnet.py``, cached in ``benchmarks/cache``),
 on the CIFAR-10 JPEG copy. Each is pruned, in the same run and from the same weights:
 
-* ``prunekit``:   ``prunekit.structural_prune(model, x, ratio=R, criterion="l2")``
+* ``prunekit``:   ``prunekit.structural_prune(model, x, sparsity=R, criterion="l2")``
 * ``torch-pruning``: Torch-Pruning 1.6.1 (``pip install torch-pruning``; a benchmark-only
   dependency), ``BasePruner(importance=GroupMagnitudeImportance(p=2, bias=True),
   pruning_ratio=R, global_pruning=False, ignored_layers=[fc])``
@@ -122,7 +122,7 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
     ``repeats`` (of each table entry) and ``normalize`` (None: the library's default) of the
     latency-aware rows."""
     import prunekit
-    from prunekit.surgery.latency import LatencyTable
+    from prunekit.measure.layer_latency import LatencyTable
 
     if table_threads is not None:  # latency-aware allocation down to the MACs target
         latency = latency or {}
@@ -130,17 +130,17 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
                              repeats=latency.get("repeats", 10))
         result = prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion,
                                            allocation="latency", latency_table=table, round_to=round_to,
-                                           max_layer_ratio=max_layer_ratio, batches=batches,
+                                           max_layer_ratio=max_layer_ratio, data=batches,
                                            normalize=latency.get("normalize"))
         table.save()
         return result
     if macs_target is None:
         # measure=False: no parameter/MAC counts inside the timed call (Torch-Pruning makes none)
-        return prunekit.structural_prune(model, x, ratio=ratio, criterion=criterion, batches=batches,
+        return prunekit.structural_prune(model, x, sparsity=ratio, criterion=criterion, data=batches,
                                          measure=False, round_to=round_to)
     # one global ranking (group scores divided by their mean) down to the MACs target
     return prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion, scope="global",
-                                     batches=batches, round_to=round_to)
+                                     data=batches, round_to=round_to)
 
 
 def per_layer_ratios(model, x, counts: dict[str, int]) -> dict:

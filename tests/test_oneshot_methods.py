@@ -9,8 +9,8 @@ import torch
 
 from prunekit.errors import InvalidParameterError, PrunekitError
 from prunekit.oneshot.magnitude import magnitude_keep
-from prunekit.oneshot.owl import check_owl, outlier_ratio, owl_sparsities
-from prunekit.oneshot.selection import nm_invalid_groups
+from prunekit.allocation.owl import check_owl, outlier_ratio, owl_sparsities
+from prunekit.allocation.rows import nm_invalid_groups
 from prunekit.oneshot.sparsegpt import inverse_hessian_cholesky, sparsegpt_prune
 from prunekit.oneshot.stats import InputStats
 from prunekit.oneshot.wanda import wanda_keep

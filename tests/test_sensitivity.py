@@ -1,4 +1,4 @@
-"""prunekit.measure.sensitivity: per-layer curves, the threshold allocation, the plot."""
+"""prunekit.analysis.sensitivity: per-layer curves, the threshold allocation, the plot."""
 
 from __future__ import annotations
 
@@ -14,13 +14,8 @@ from torch import nn
 import prunekit
 from conftest import assert_unchanged, make_tiny, snapshot
 from prunekit import InvalidParameterError
-from prunekit.measure import (
-    DEFAULT_SPARSITIES,
-    SensitivityResult,
-    evaluate_accuracy,
-    plot_sensitivity,
-    sensitivity_analysis,
-)
+from prunekit.analysis import DEFAULT_SPARSITIES, SensitivityResult, plot_sensitivity, sensitivity_analysis
+from prunekit.measure import evaluate_accuracy
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LADDER = (0.0, 0.25, 0.5, 0.75, 0.9)

@@ -57,7 +57,7 @@ def test_every_criterion_prunes_and_matches_the_masked_model(criterion: str) -> 
     model = _model()
     twin = copy.deepcopy(model)
     twin_groups = find_groups(twin, X)
-    result = prunekit.structural_prune(model, X, ratio=0.25, criterion=criterion, batches=BATCHES)
+    result = prunekit.structural_prune(model, X, sparsity=0.25, criterion=criterion, data=BATCHES)
     assert result.params_after < result.params_before and result.macs_after < result.macs_before
     assert result.channels_after == {"stem": 12, "c1": 12, "c3": 18}
     if criterion != "thinet":  # ThiNet rescales the kept inputs, so the masked twin differs on purpose
@@ -69,7 +69,7 @@ def test_every_criterion_prunes_and_matches_the_masked_model(criterion: str) -> 
 def test_zero_ratio_changes_nothing() -> None:
     model = _model()
     ref = model(X)
-    result = prunekit.structural_prune(model, X, ratio=0.0)
+    result = prunekit.structural_prune(model, X, sparsity=0.0)
     assert result.params_after == result.params_before and result.groups_pruned == []
     torch.testing.assert_close(model(X), ref)
 
@@ -85,12 +85,12 @@ def test_macs_target_is_reached_with_the_smallest_ratio() -> None:
 def test_steps_call_finetune_between_steps_and_end_at_the_ratio() -> None:
     calls = []
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.5, steps=3, finetune=lambda m, i: calls.append(i))
+    result = prunekit.structural_prune(model, X, sparsity=0.5, steps=3, finetune=lambda m, i: calls.append(i))
     assert calls == [1, 2]
     assert len(result.records) == 3
     assert result.channels_after == {"stem": 8, "c1": 8, "c3": 12}
     one_shot = _model()
-    assert prunekit.structural_prune(one_shot, X, ratio=0.5).channels_after == result.channels_after
+    assert prunekit.structural_prune(one_shot, X, sparsity=0.5).channels_after == result.channels_after
 
 
 def test_macs_target_in_steps() -> None:
@@ -101,16 +101,16 @@ def test_macs_target_in_steps() -> None:
 
 def test_round_to_and_cap_through_the_api() -> None:
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.3, round_to=8)
+    result = prunekit.structural_prune(model, X, sparsity=0.3, round_to=8)
     assert result.channels_after == {"stem": 8, "c1": 8, "c3": 16}
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.6, scope="global", normalize="none", max_layer_ratio=0.5)
+    result = prunekit.structural_prune(model, X, sparsity=0.6, scope="global", normalize="none", max_layer_ratio=0.5)
     assert all(result.channels_after[n] >= result.channels_before[n] / 2 for n in result.channels_after)
 
 
 def test_exclude_keeps_a_layer() -> None:
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.5, exclude="c3")
+    result = prunekit.structural_prune(model, X, sparsity=0.5, exclude="c3")
     assert model.c3.out_channels == 24 and "c3" not in result.channels_after
 
 
@@ -119,7 +119,7 @@ def test_optimizer_state_follows() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     nn.functional.cross_entropy(model(X), torch.tensor([0, 1])).backward()
     opt.step()
-    prunekit.structural_prune(model, X, ratio=0.25, optimizer=opt)
+    prunekit.structural_prune(model, X, sparsity=0.25, optimizer=opt)
     opt.zero_grad()
     nn.functional.cross_entropy(model(X), torch.tensor([0, 1])).backward()
     opt.step()  # shapes of the momentum buffers match the smaller parameters
@@ -130,18 +130,18 @@ def test_errors_change_nothing() -> None:
     model = _model()
     ref = copy.deepcopy(model.state_dict())
     bad = [
-        dict(ratio=0.5, macs_target=0.5),
+        dict(sparsity=0.5, macs_target=0.5),
         dict(),
-        dict(ratio=1.0),
+        dict(sparsity=1.0),
         dict(macs_target=0.0),
-        dict(ratio=0.5, steps=0),
-        dict(ratio=0.5, criterion="l7"),
-        dict(ratio=0.5, criterion="taylor"),  # no batches
-        dict(ratio=0.5, criterion="thinet", batches=BATCHES, scope="global"),
-        dict(ratio=0.5, scope="everywhere"),
-        dict(ratio=0.5, round_to=-2),
-        dict(ratio=0.5, normalize="median"),
-        dict(ratio=0.5, finetune="yes"),
+        dict(sparsity=0.5, steps=0),
+        dict(sparsity=0.5, criterion="l7"),
+        dict(sparsity=0.5, criterion="taylor"),  # no batches
+        dict(sparsity=0.5, criterion="thinet", data=BATCHES, scope="global"),
+        dict(sparsity=0.5, scope="everywhere"),
+        dict(sparsity=0.5, round_to=-2),
+        dict(sparsity=0.5, normalize="median"),
+        dict(sparsity=0.5, finetune="yes"),
     ]
     for kwargs in bad:
         with pytest.raises(InvalidParameterError):
@@ -154,16 +154,16 @@ def test_errors_change_nothing() -> None:
 
 def test_measure_false_skips_the_counts() -> None:
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.25, measure=False)
+    result = prunekit.structural_prune(model, X, sparsity=0.25, measure=False)
     assert result.macs_before is None and result.params_ratio is None and "not measured" in str(result)
     assert model.c1.out_channels == 12
     with pytest.raises(InvalidParameterError, match="measure"):
-        prunekit.structural_prune(model, X, ratio=0.25, measure="no")
+        prunekit.structural_prune(model, X, sparsity=0.25, measure="no")
 
 
 def test_result_reports_and_serialises() -> None:
     model = _model()
-    result = prunekit.structural_prune(model, X, ratio=0.25)
+    result = prunekit.structural_prune(model, X, sparsity=0.25)
     d = result.to_dict()
     assert d["params_ratio"] == pytest.approx(result.params_after / result.params_before)
     assert d["steps"] == 1 and "MACs" in str(result)

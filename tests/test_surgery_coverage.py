@@ -521,7 +521,7 @@ def test_fallback_tracer_for_data_dependent_control_flow(caplog) -> None:
 
     torch.manual_seed(0)
     model, x = Branchy(), torch.randn(2, 3, 6, 6)
-    with caplog.at_level(logging.WARNING, logger="prunekit.surgery.trace"):
+    with caplog.at_level(logging.WARNING, logger="prunekit.coupling.trace"):
         groups = find_groups(model, x)
     assert "recording one forward pass" in caplog.text
     reference = find_groups(Concat(), x)

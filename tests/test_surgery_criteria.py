@@ -1,5 +1,5 @@
 """Group criteria (prunekit.surgery.importance), the allocation of kept channels
-(prunekit.surgery.allocate) and the BN L1 regulariser, on tiny hand-made models."""
+(prunekit.allocation.groups) and the BN L1 regulariser, on tiny hand-made models."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from torch import nn
 import prunekit
 from prunekit.errors import InvalidParameterError
 from prunekit.surgery import Group, find_groups, prune_groups
-from prunekit.surgery.allocate import allocate, keep_counts
-from prunekit.surgery.importance import (
-    GROUP_CRITERIA,
+from prunekit.allocation import allocate_channels as allocate, keep_counts
+from prunekit.scores import create_score, list_scores
+from prunekit.scores.groups import (
     GroupMagnitude,
     create_group_criterion,
     greedy_removal_order,
@@ -58,9 +58,28 @@ def _x() -> torch.Tensor:
 
 
 def test_registry_lists_every_criterion() -> None:
-    assert set(GROUP_CRITERIA.names()) == {"l1", "l2", "slimming", "taylor", "hrank", "thinet", "random"}
-    with pytest.raises(InvalidParameterError, match="criterion"):
-        create_group_criterion("l3")
+    assert set(list_scores(unit_space="group")) == {"magnitude", "l2", "slimming", "taylor", "hrank", "thinet", "random"}
+    with pytest.raises(InvalidParameterError, match="score"):
+        create_score("l3", "group")
+
+
+def test_group_magnitude_is_l1_and_the_old_names_still_work() -> None:
+    torch.manual_seed(0)
+    model = ConvBN()
+    g = _one_group(model, _x())
+    magnitude = create_score("magnitude", "group")(model, [g])[g.name]
+    torch.testing.assert_close(create_score("l1", "group")(model, [g])[g.name], magnitude)
+    prunekit.deprecation.reset_warnings()
+    with pytest.warns(FutureWarning, match="create_group_criterion"):
+        old = create_group_criterion("l1")
+    torch.testing.assert_close(old(model, [g])[g.name], magnitude)
+    with pytest.warns(FutureWarning, match="list_group_criteria"):
+        assert prunekit.surgery.list_group_criteria() == list_scores(unit_space="group")
+    with pytest.warns(FutureWarning, match="batches"):
+        crit = create_score("hrank", "group", batches=[(_x(), torch.zeros(2))])
+    assert len(crit.batches) == 1
+    with pytest.raises(InvalidParameterError, match="batches"):
+        create_score("hrank", "group", data=[(_x(), None)], batches=[(_x(), None)])
 
 
 def test_magnitude_sums_producer_norm_and_consumer_entries() -> None:
@@ -72,11 +91,11 @@ def test_magnitude_sums_producer_norm_and_consumer_entries() -> None:
     g = _one_group(model, _x())
     expected = (model.conv1.weight.abs().sum((1, 2, 3)) + model.bn.weight.abs() + model.bn.bias.abs()
                 + model.conv2.weight.abs().sum((0, 2, 3)))
-    l1 = create_group_criterion("l1")(model, [g])[g.name]
+    l1 = create_score("l1", "group")(model, [g])[g.name]
     torch.testing.assert_close(l1, expected.detach())
     sq = (model.conv1.weight.pow(2).sum((1, 2, 3)) + model.bn.weight.pow(2) + model.bn.bias.pow(2)
           + model.conv2.weight.pow(2).sum((0, 2, 3)))
-    torch.testing.assert_close(create_group_criterion("l2")(model, [g])[g.name], sq.sqrt().detach())
+    torch.testing.assert_close(create_score("l2", "group")(model, [g])[g.name], sq.sqrt().detach())
     # the filters alone (Li et al. 2017)
     only_out = GroupMagnitude(1, roles=("out",))(model, [g])[g.name]
     torch.testing.assert_close(only_out, model.conv1.weight.abs().sum((1, 2, 3)).detach())
@@ -90,7 +109,7 @@ def test_slimming_removes_the_zero_gamma_channel_first() -> None:
     with torch.no_grad():
         model.bn.weight.copy_(torch.tensor([0.7, 0.0, -0.9, 0.3]))
     g = _one_group(model, _x())
-    scores = create_group_criterion("slimming")(model, [g])
+    scores = create_score("slimming", "group")(model, [g])
     torch.testing.assert_close(scores[g.name], torch.tensor([0.7, 0.0, 0.9, 0.3]))
     keep = allocate([g], scores, 0.25)
     assert keep[g.name].tolist() == [0, 2, 3]
@@ -102,7 +121,7 @@ def test_slimming_refuses_groups_without_batchnorm() -> None:
     model = MLP()
     g = _one_group(model, torch.randn(4, 2))
     with pytest.raises(InvalidParameterError, match="slimming"):
-        create_group_criterion("slimming")(model, [g])
+        create_score("slimming", "group")(model, [g])
 
 
 def test_taylor_matches_hand_computed_w_times_grad() -> None:
@@ -114,7 +133,7 @@ def test_taylor_matches_hand_computed_w_times_grad() -> None:
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return logits.sum()
 
-    crit = create_group_criterion("taylor", batches=[(x, torch.zeros(1))], loss_fn=loss_fn)
+    crit = create_score("taylor", "group", data=[(x, torch.zeros(1))], loss_fn=loss_fn)
     got = crit(model, [g])[g.name]
     # L = v·(W x + b) + c: dL/dW[c] = v_c x, dL/db_c = v_c, dL/dv_c = h_c = W[c]·x + b_c
     w, b, v = model.fc1.weight.detach(), model.fc1.bias.detach(), model.fc2.weight.detach()[0]
@@ -124,10 +143,10 @@ def test_taylor_matches_hand_computed_w_times_grad() -> None:
     assert model.fc1.weight.grad is None  # gradients left as they were
 
 
-def test_taylor_and_hrank_need_batches() -> None:
+def test_taylor_and_hrank_need_data() -> None:
     for name in ("taylor", "hrank", "thinet"):
-        with pytest.raises(InvalidParameterError, match="batches"):
-            create_group_criterion(name)
+        with pytest.raises(InvalidParameterError, match="data"):
+            create_score(name, "group")
 
 
 class Identity1x1(nn.Module):
@@ -153,7 +172,7 @@ def test_hrank_scores_are_feature_map_ranks() -> None:
     images = torch.stack([torch.stack([_map_of_rank(r, gen) for r in (4, 1, 2)]) for _ in range(3)])
     model = Identity1x1()
     g = _one_group(model, images[:1])
-    scores = create_group_criterion("hrank", batches=[(images, torch.zeros(3))])(model, [g])[g.name]
+    scores = create_score("hrank", "group", data=[(images, torch.zeros(3))])(model, [g])[g.name]
     torch.testing.assert_close(scores, torch.tensor([4.0, 1.0, 2.0]))
     assert allocate([g], {g.name: scores}, 0.34)[g.name].tolist() == [0, 2]
 
@@ -186,7 +205,7 @@ def test_thinet_rescaling_reduces_reconstruction_error() -> None:
         m = MLP(6, 8, 4)
         m.load_state_dict(model.state_dict())
         groups = find_groups(m, x[:2])
-        crit = create_group_criterion("thinet", batches=[(x, torch.zeros(256))], rescale=rescale, samples=4096)
+        crit = create_score("thinet", "group", data=[(x, torch.zeros(256))], rescale=rescale, samples=4096)
         scores = crit(m, groups)
         keep = allocate(groups, scores, 0.5)
         crit.after_selection(m, groups, keep)
@@ -202,7 +221,7 @@ def test_thinet_refuses_grouped_consumers() -> None:
     x = torch.randn(1, 2, 5, 5)
     model(x)
     groups = [g for g in find_groups(model, x) if any(s.name == "2" and s.role == "in" for s in g.slices)]
-    crit = create_group_criterion("thinet", batches=[(x, torch.zeros(1))])
+    crit = create_score("thinet", "group", data=[(x, torch.zeros(1))])
     with pytest.raises(InvalidParameterError, match="groups=2"):
         crit(model, groups)
 
@@ -210,9 +229,9 @@ def test_thinet_refuses_grouped_consumers() -> None:
 def test_random_is_seeded() -> None:
     model = MLP(2, 5, 1)
     g = _one_group(model, torch.randn(1, 2))
-    a = create_group_criterion("random")(model, [g])[g.name]
-    b = create_group_criterion("random")(model, [g])[g.name]
-    c = GROUP_CRITERIA.create("random", seed=1)(model, [g])[g.name]
+    a = create_score("random", "group")(model, [g])[g.name]
+    b = create_score("random", "group")(model, [g])[g.name]
+    c = create_score("random", "group", seed=1)(model, [g])[g.name]
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -286,7 +305,7 @@ def test_base_sizes_make_steps_cumulative() -> None:
 
 def test_allocation_rejects_bad_input() -> None:
     groups = _groups(4)
-    with pytest.raises(InvalidParameterError, match="ratio"):
+    with pytest.raises(InvalidParameterError, match="sparsity"):
         allocate(groups, _ramp(groups), 1.0)
     with pytest.raises(InvalidParameterError, match="scope"):
         allocate(groups, _ramp(groups), 0.5, scope="layer")
@@ -331,3 +350,16 @@ def test_magnitude_reads_masked_weights(mode: str) -> None:
     assert torch.all(scores[zeroed] == 0) and int((scores > 0).sum()) == 2
     assert sorted(allocate([g], {g.name: scores}, 0.5)[g.name].tolist()) == sorted(
         set(range(4)) - set(zeroed.tolist()))
+
+
+def test_group_and_head_scores_are_entries_of_the_one_registry() -> None:
+    from prunekit.scores import score_entry
+
+    for name, needs in {"magnitude": "nothing", "l2": "nothing", "random": "nothing", "slimming": "nothing",
+                        "taylor": "gradients", "hrank": "batches", "thinet": "batches"}.items():
+        assert score_entry(name).needs["group"] == needs
+    assert {"head", "neuron"} <= set(score_entry("magnitude").unit_spaces)
+    assert score_entry("gradient").needs["head"] == "gradients"
+    assert isinstance(create_score("l1", "group"), GroupMagnitude) and create_score("l1", "group").p == 1
+    with pytest.raises(InvalidParameterError, match="group"):
+        create_score("gradient", "group")  # a head score only

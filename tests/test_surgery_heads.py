@@ -12,13 +12,10 @@ from torch import nn
 
 import prunekit
 from prunekit.errors import InvalidParameterError
-from prunekit.surgery.head_importance import select_heads, select_neurons
-from prunekit.surgery.heads import (
-    PrunedMultiheadAttention,
-    attention_layers,
-    head_gates,
-    replay_heads,
-)
+from prunekit.coupling import attention_layers, head_gates
+from prunekit.surgery.head_selection import select_heads, select_neurons
+from prunekit.surgery.heads import replay_heads
+from prunekit.surgery.pruned_mha import PrunedMultiheadAttention
 from prunekit.surgery.slicing import SurgeryRecord
 
 E, H = 16, 4
@@ -163,7 +160,7 @@ def test_zero_removal_changes_nothing():
     model = make_encoder()
     x = torch.randn(2, 5, E, generator=gen(1))
     before = model(x)
-    record = prunekit.prune_heads(model, ratio=0.0)
+    record = prunekit.prune_heads(model, sparsity=0.0)
     assert record.removals == [] and isinstance(model.blocks[0], nn.MultiheadAttention)
     assert torch.equal(model(x), before)
 
@@ -188,14 +185,14 @@ def test_gradient_importance_ranks_silenced_head_last():
         model.blocks[0].out_proj.weight[:, 4 * 1:4 * 2] = 0.0  # head 1 of block 0 no longer reaches the output
     batches = [(torch.randn(4, 5, E, generator=gen(i)), torch.randint(0, 3, (4,), generator=gen(10 + i)))
                for i in range(3)]
-    scores = prunekit.score_heads(model, "gradient", batches=batches)
+    scores = prunekit.score_heads(model, "gradient", data=batches)
     assert int(scores["blocks.0"].argmin()) == 1 and float(scores["blocks.0"][1]) == 0.0
     assert float(scores["blocks.1"].min()) > 0
     assert torch.allclose(scores["blocks.0"].norm(), torch.tensor(1.0))
-    raw = prunekit.score_heads(model, "gradient", batches=batches, normalize=False)
+    raw = prunekit.score_heads(model, "gradient", data=batches, normalize=False)
     assert torch.allclose(raw["blocks.1"] / raw["blocks.1"].norm(), scores["blocks.1"])
     assert model.training is False and not any(p.grad is not None for p in model.parameters())
-    record = prunekit.prune_heads(model, ratio=0.25, importance="gradient", batches=batches)
+    record = prunekit.prune_heads(model, sparsity=0.25, importance="gradient", data=batches)
     assert 1 not in record.kept["blocks.0"]
 
 
@@ -209,9 +206,9 @@ def test_magnitude_importance_and_own_scores():
         block.out_proj.weight[:, 12:16] = 0.0
     scores = prunekit.score_heads(model)
     assert int(scores["blocks.1"].argmin()) == 3 and float(scores["blocks.1"][3]) == 0.0
-    record = prunekit.prune_heads(model, ratio=0.25)
+    record = prunekit.prune_heads(model, sparsity=0.25)
     assert record.kept["blocks.1"] == [0, 1, 2]
-    record = prunekit.prune_heads(model, ratio=0.34, importance={"blocks.0": torch.tensor([4.0, 3.0, 2.0]),
+    record = prunekit.prune_heads(model, sparsity=0.34, importance={"blocks.0": torch.tensor([4.0, 3.0, 2.0]),
                                                                    "blocks.1": torch.tensor([1.0, 0.0, 2.0])})
     assert record.kept == {"blocks.0": [0, 1], "blocks.1": [0, 2]}
 
@@ -230,7 +227,7 @@ def test_selection_rules():
 
 def test_global_scope_for_mha_may_differ_per_layer():
     model = make_encoder()
-    record = prunekit.prune_heads(model, ratio=0.5, importance={"blocks.0": torch.tensor([1.0, 2.0, 3.0, 4.0]),
+    record = prunekit.prune_heads(model, sparsity=0.5, importance={"blocks.0": torch.tensor([1.0, 2.0, 3.0, 4.0]),
                                                                  "blocks.1": torch.tensor([9.0, 8.0, 7.0, 0.5])},
                                   scope="global")
     assert record.kept == {"blocks.0": [3], "blocks.1": [0, 1, 2]}
@@ -249,7 +246,7 @@ def test_errors_for_bad_requests():
     with pytest.raises(InvalidParameterError, match="attention layers"):
         prunekit.prune_heads(nn.Linear(2, 2), {0: [0]})
     with pytest.raises(InvalidParameterError, match="gqa"):
-        prunekit.prune_heads(model, ratio=0.5, gqa="kv")
+        prunekit.prune_heads(model, sparsity=0.5, gqa="kv")
     assert isinstance(model.blocks[0], nn.MultiheadAttention) and torch.equal(model(x), before)
     with pytest.raises(InvalidParameterError, match="scope"):
         select_heads(attention_layers(model), prunekit.score_heads(model), 0.5, scope="layer")
@@ -259,7 +256,7 @@ def test_masked_weights_are_refused_by_gates():
     model = make_encoder()
     torch.nn.utils.prune.l1_unstructured(model.blocks[0].out_proj, "weight", amount=0.5)
     with pytest.raises(InvalidParameterError, match="make_permanent"):
-        prunekit.score_heads(model, "gradient", batches=[(torch.randn(2, 5, E), torch.tensor([0, 1]))])
+        prunekit.score_heads(model, "gradient", data=[(torch.randn(2, 5, E), torch.tensor([0, 1]))])
     assert not torch.nn.utils.parametrize.is_parametrized(model.blocks[1].out_proj)
 
 
@@ -294,3 +291,58 @@ def test_transformer_encoder_keeps_away_from_torch_fast_paths():
         out = encoder(x, src_key_padding_mask=pad)
     assert torch.allclose(out[~pad], masked[~pad], atol=1e-5)
     assert encoder.use_nested_tensor is False
+
+
+def test_head_magnitude_is_l1_and_l2_is_the_euclidean_norm():
+    model = make_encoder()
+    block = model.blocks[0]
+    d = E // H
+    w, b, out = block.in_proj_weight.detach(), block.in_proj_bias.detach(), block.out_proj.weight.detach()
+
+    def entries(h: int) -> torch.Tensor:
+        rows = [w[i * E + h * d:i * E + (h + 1) * d].reshape(-1) for i in range(3)]
+        bias = [b[i * E + h * d:i * E + (h + 1) * d] for i in range(3)]
+        return torch.cat(rows + bias + [out[:, h * d:(h + 1) * d].reshape(-1)])
+
+    l1 = torch.stack([entries(h).abs().sum() for h in range(H)])
+    l2 = torch.stack([entries(h).norm() for h in range(H)])
+    torch.testing.assert_close(prunekit.score_heads(model)["blocks.0"], l1)
+    torch.testing.assert_close(prunekit.score_heads(model, "magnitude")["blocks.0"], l1)
+    torch.testing.assert_close(prunekit.score_heads(model, "l2")["blocks.0"], l2)
+    specs = attention_layers(model)
+    scored = prunekit.scores.create_score("magnitude", "head")(model, specs)
+    torch.testing.assert_close(scored["blocks.0"], l1)
+
+
+def test_sparsity_is_the_name_and_ratio_a_deprecated_alias():
+    prunekit.deprecation.reset_warnings()
+    new = prunekit.prune_heads(make_encoder(), sparsity=0.25)
+    with pytest.warns(FutureWarning, match=r"prune_heads\(ratio=...\)"):
+        old = prunekit.prune_heads(make_encoder(), ratio=0.25)
+    assert new.kept == old.kept and len(new.kept) == 2
+    with pytest.raises(InvalidParameterError, match="ratio"):
+        prunekit.prune_heads(make_encoder(), sparsity=0.25, ratio=0.25)
+    batches = [(torch.randn(2, 5, E), torch.tensor([0, 1]))]
+    with pytest.warns(FutureWarning, match=r"prune_heads\(batches=...\)"):
+        old = prunekit.prune_heads(make_encoder(), sparsity=0.25, importance="gradient", batches=batches)
+    new = prunekit.prune_heads(make_encoder(), sparsity=0.25, importance="gradient", data=batches)
+    assert new.kept == old.kept
+    with pytest.raises(InvalidParameterError, match="batches"):
+        prunekit.prune_heads(make_encoder(), sparsity=0.25, importance="gradient", data=batches, batches=batches)
+
+
+def test_structural_prune_sparsity_and_deprecated_ratio():
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    x = torch.randn(2, 4)
+    prunekit.deprecation.reset_warnings()
+    new = prunekit.structural_prune(model(), x, sparsity=0.5)
+    with pytest.warns(FutureWarning, match=r"structural_prune\(ratio=...\)"):
+        old = prunekit.structural_prune(model(), x, ratio=0.5)
+    assert new.channels_after == old.channels_after == {"0": 4}
+    with pytest.raises(InvalidParameterError, match="ratio"):
+        prunekit.structural_prune(model(), x, sparsity=0.5, ratio=0.5)
+    with pytest.warns(FutureWarning, match=r"structural_prune\(batches=...\)"):
+        prunekit.structural_prune(model(), x, sparsity=0.5, criterion="taylor", batches=[(x, torch.tensor([0, 1]))])

@@ -10,13 +10,8 @@ import torch
 
 import prunekit
 from prunekit.errors import InvalidParameterError
-from prunekit.surgery.heads import (
-    attention_layers,
-    head_gates,
-    mlp_layers,
-    neuron_gates,
-)
-from prunekit.surgery.hf import load_pretrained
+from prunekit.coupling import attention_layers, head_gates, mlp_layers, neuron_gates
+from prunekit.surgery.hf_load import load_pretrained
 
 tf = pytest.importorskip("transformers")
 tf.logging.set_verbosity_error()
@@ -94,8 +89,8 @@ def test_zero_ratio_changes_nothing(kind):
     before = output(model, x)
     config = model.config.to_dict()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    record = prunekit.prune_heads(model, ratio=0.0)
-    prunekit.prune_mlp_neurons(model, ratio=0.0)
+    record = prunekit.prune_heads(model, sparsity=0.0)
+    prunekit.prune_mlp_neurons(model, sparsity=0.0)
     assert record.removals == []
     assert torch.equal(output(model, x), before)
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == shapes
@@ -163,12 +158,12 @@ def test_gqa_whole_groups_and_per_group_queries():
     assert attn.num_key_value_groups == 2 and model.config.num_key_value_heads == 1
 
     model, _ = make("llama")
-    record = prunekit.prune_heads(model, ratio=0.5, gqa="query")
+    record = prunekit.prune_heads(model, sparsity=0.5, gqa="query")
     assert all(len(kept) == 2 and kept[0] // 2 != kept[1] // 2 for kept in record.kept.values())
     assert model.config.num_key_value_heads == 2 and model.config.num_attention_heads == 2
 
     model, _ = make("llama")
-    record = prunekit.prune_heads(model, ratio=0.5, gqa="group")
+    record = prunekit.prune_heads(model, sparsity=0.5, gqa="group")
     assert all(kept[0] // 2 == kept[1] // 2 for kept in record.kept.values())
     assert model.config.num_key_value_heads == 1
 
@@ -179,7 +174,7 @@ def test_gqa_unequal_groups_refused():
     with pytest.raises(InvalidParameterError, match="same\\s+number of query heads"):
         prunekit.prune_heads(model, {0: [0], 1: [0]})  # group 0 keeps 1 query head, group 1 keeps 2
     with pytest.raises(InvalidParameterError, match="local"):
-        prunekit.prune_heads(model, ratio=0.5, scope="global")
+        prunekit.prune_heads(model, sparsity=0.5, scope="global")
     assert torch.equal(output(model, x), before)
 
 
@@ -205,20 +200,20 @@ def test_bad_head_requests_leave_the_model_untouched(request_, match):
 
 def test_bad_arguments():
     model, _ = make("gpt2")
-    with pytest.raises(InvalidParameterError, match="exactly one of heads_to_prune and ratio"):
+    with pytest.raises(InvalidParameterError, match="exactly one of heads_to_prune and sparsity"):
         prunekit.prune_heads(model)
     with pytest.raises(InvalidParameterError, match="exactly one of"):
-        prunekit.prune_heads(model, {0: [1]}, ratio=0.5)
-    with pytest.raises(InvalidParameterError, match="ratio"):
-        prunekit.prune_heads(model, ratio=1.0)
+        prunekit.prune_heads(model, {0: [1]}, sparsity=0.5)
+    with pytest.raises(InvalidParameterError, match="sparsity"):
+        prunekit.prune_heads(model, sparsity=1.0)
     with pytest.raises(InvalidParameterError, match="importance"):
-        prunekit.prune_heads(model, ratio=0.5, importance="taylor")
-    with pytest.raises(InvalidParameterError, match="batches"):
-        prunekit.prune_heads(model, ratio=0.5, importance="gradient")
+        prunekit.prune_heads(model, sparsity=0.5, importance="hrank")  # a channel-group score only
+    with pytest.raises(InvalidParameterError, match="data"):
+        prunekit.prune_heads(model, sparsity=0.5, importance="gradient")
     with pytest.raises(InvalidParameterError, match=r"neuron indices in \[0, 24\)"):
         prunekit.prune_mlp_neurons(model, {0: [24]})
     with pytest.raises(InvalidParameterError, match="structural_prune"):
-        prunekit.prune_mlp_neurons(torch.nn.Sequential(torch.nn.Linear(2, 2)), ratio=0.5)
+        prunekit.prune_mlp_neurons(torch.nn.Sequential(torch.nn.Linear(2, 2)), sparsity=0.5)
 
 
 def test_gradient_importance_ranks_an_irrelevant_head_last_and_prunes():
@@ -228,11 +223,11 @@ def test_gradient_importance_ranks_an_irrelevant_head_last_and_prunes():
         c_proj.weight[2 * 8:3 * 8] = 0.0  # head 2 of layer 1 no longer reaches the output
     g = torch.Generator().manual_seed(3)
     batches = [{"input_ids": (ids := torch.randint(0, 50, (2, 7), generator=g)), "labels": ids} for _ in range(3)]
-    scores = prunekit.score_heads(model, "gradient", batches=batches)
+    scores = prunekit.score_heads(model, "gradient", data=batches)
     assert int(scores[1].argmin()) == 2 and float(scores[1][2]) == 0.0
     assert all(abs(float(s.norm()) - 1.0) < 1e-5 for s in scores.values())  # L2-normalised per layer
     assert float(scores[0].min()) > 0.0
-    record = prunekit.prune_heads(model, ratio=0.25, importance="gradient", batches=batches)
+    record = prunekit.prune_heads(model, sparsity=0.25, importance="gradient", data=batches)
     assert 2 not in record.kept["transformer.h.1.attn"]
     assert model.config.prunekit_num_heads == [3, 3]
     assert model.transformer.h[1].attn.split_size == 24
@@ -244,7 +239,7 @@ def test_mlp_magnitude_ratio_prunes_weakest_neurons():
         model.model.layers[0].mlp.down_proj.weight[:, 5] = 0.0
         model.model.layers[0].mlp.gate_proj.weight[5] = 0.0
         model.model.layers[0].mlp.up_proj.weight[5] = 0.0
-    prunekit.prune_mlp_neurons(model, ratio=0.25)
+    prunekit.prune_mlp_neurons(model, sparsity=0.25)
     assert model.config.intermediate_size == 18
     assert model.model.layers[0].mlp.intermediate_size == 18
     assert model.model.layers[0].mlp.down_proj.in_features == 18

@@ -1,4 +1,5 @@
-"""Latency model (prunekit.surgery.latency) and latency-aware allocation (allocate.latency_keep_counts,
+"""Latency model (prunekit.measure.layer_latency) and latency-aware allocation
+(prunekit.allocation.latency_keep_counts,
 structural_prune(allocation="latency")), with injected timers so that every test is deterministic."""
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from torch import nn
 import prunekit
 from prunekit.errors import InvalidParameterError
 from prunekit.surgery import find_groups, mask_groups
-from prunekit.surgery.allocate import latency_keep_counts
-from prunekit.surgery.groups import Group
-from prunekit.surgery.latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
+from prunekit.allocation import latency_keep_counts
+from prunekit.coupling import Group
+from prunekit.measure.layer_latency import LatencyTable, LayerSite, LayerSpec, layer_sites, predict_latency
 from test_surgery_api import SmallResNet
 
 
@@ -279,18 +280,18 @@ def test_structural_prune_latency_errors_change_nothing() -> None:
     ref = copy.deepcopy(model.state_dict())
     table = LatencyTable(timer=_hw_timer)
     bad = [
-        dict(allocation="latency", ratio=0.5, latency_table=table),
+        dict(allocation="latency", sparsity=0.5, latency_table=table),
         dict(allocation="latency", latency_table=table),
         dict(allocation="latency", macs_target=0.5, latency_target=0.5, latency_table=table),
         dict(allocation="latency", latency_target=0.0, latency_table=table),
         dict(allocation="latency", latency_target=True, latency_table=table),
         dict(allocation="latency", macs_target=0.5, latency_table={"a": 1}),
-        dict(allocation="latency", macs_target=0.5, latency_table=table, criterion="thinet", batches=[(X, None)]),
+        dict(allocation="latency", macs_target=0.5, latency_table=table, criterion="thinet", data=[(X, None)]),
         dict(allocation="latency", macs_target=0.01, latency_table=table, max_layer_ratio=0.5),
         dict(allocation="latency", macs_target=0.01, latency_table=table, max_layer_ratio=0.5, steps=3),
         dict(allocation="knapsack", macs_target=0.5),
         dict(macs_target=0.5, latency_target=0.5),
-        dict(ratio=0.5, latency_table=table),
+        dict(sparsity=0.5, latency_table=table),
     ]
     for kwargs in bad:
         with pytest.raises(InvalidParameterError):

@@ -39,8 +39,11 @@ from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models
 from .pruning_at_init import PruneAtInitResult, prune_at_init
 from .proxies import spearman, zero_cost_proxies
-from .surgery.head_importance import score_heads, score_mlp_neurons
-from .surgery.heads import PrunedMultiheadAttention, prune_heads, prune_mlp_neurons
+from .coupling import LayerHandler, list_layer_handlers, register_layer_handler
+from .scores.groups import GroupCriterion
+from .scores.heads import score_heads, score_mlp_neurons
+from .surgery.heads import prune_heads, prune_mlp_neurons
+from .surgery.pruned_mha import PrunedMultiheadAttention
 from .surgery.api import StructuralPruneResult, structural_prune
 from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
@@ -121,6 +124,11 @@ __all__ = [
     "prune_groups",
     "save_shrunk",
     "load_shrunk",
+    "GroupCriterion",
+    # layer handlers: custom layer types in channel coupling and surgery
+    "LayerHandler",
+    "register_layer_handler",
+    "list_layer_handlers",
     # learned masks (issue 5)
     "LearnedScores",
     "MovementPruning",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,8 +60,21 @@ def tensor_state(module: nn.Module, name: str) -> str:
     return "dense"
 
 
-def _is_hf_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+#: The ``weight`` dim holding the outputs, per module type (or class name) with a layer
+#: handler: filled by :func:`prunekit.coupling.register_layer_handler` from the handler's
+#: ``weight_out_dim`` (1 for Hugging Face's ``Conv1D``, whose weight is ``(in, out)``),
+#: since this module sits below :mod:`prunekit.coupling`. Values: ``(dim, matches)``.
+WEIGHT_OUT_DIMS: dict[type | str, tuple[int, Callable[[nn.Module], bool] | None]] = {}
+
+
+def weight_out_dim(module: nn.Module) -> int:
+    """The dim of ``module.weight`` along which outputs lie: that of the first class along
+    the MRO registered in :data:`WEIGHT_OUT_DIMS` (by class or name), else 0."""
+    for cls in type(module).__mro__:
+        entry = WEIGHT_OUT_DIMS.get(cls) or WEIGHT_OUT_DIMS.get(cls.__name__)
+        if entry is not None and (entry[1] is None or entry[1](module)):
+            return entry[0]
+    return 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,8 +126,8 @@ class Target:
     @property
     def out_dim(self) -> int:
         """Dimension of the outputs (filters, neurons) of this tensor."""
-        if _is_hf_conv1d(self.module) and self.original.dim() == 2:
-            return 1
+        if self.original.dim() == 2:
+            return weight_out_dim(self.module)
         return 0
 
     @property

@@ -1,6 +1,8 @@
 """Measurement: sparsity, parameters, MACs, size on disk, latency, task metrics, comparison,
-sensitivity analysis, plots and reports."""
+plots and reports. Measurement only reads models; sensitivity analysis, which prunes, is in
+:mod:`prunekit.analysis` (its old names here are deprecated aliases)."""
 
+from ..deprecation import moved_names
 from .accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .compare import Comparison, ModelMeasures, compare
 from .latency import LatencyResult, measure_latency
@@ -8,7 +10,6 @@ from .macs import MacReport, MacRow, count_macs
 from .params import ParamCount, count_parameters
 from .plots import plot_layer_sparsity, plot_metric_vs_sparsity, plot_relative_measures, plot_sensitivity_curves
 from .report import render_html, render_markdown, validate_report, write_report
-from .sensitivity import DEFAULT_SPARSITIES, SensitivityResult, plot_sensitivity, sensitivity_analysis
 from .size import SizeReport, dense_state_dict, model_size
 from .sparsity import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
 
@@ -34,10 +35,6 @@ __all__ = [
     "evaluate_perplexity",
     "measure_latency",
     "model_size",
-    "DEFAULT_SPARSITIES",
-    "SensitivityResult",
-    "sensitivity_analysis",
-    "plot_sensitivity",
     "plot_layer_sparsity",
     "plot_metric_vs_sparsity",
     "plot_relative_measures",
@@ -47,3 +44,13 @@ __all__ = [
     "validate_report",
     "write_report",
 ]
+
+__getattr__ = moved_names(
+    "prunekit.measure",
+    {
+        "DEFAULT_SPARSITIES": "prunekit.analysis.sensitivity",
+        "SensitivityResult": "prunekit.analysis.sensitivity",
+        "sensitivity_analysis": "prunekit.analysis.sensitivity",
+        "plot_sensitivity": "prunekit.analysis.sensitivity",
+    },
+)

@@ -34,7 +34,7 @@ from .head import find_output_parts
 from .journal import Journal, Placement
 from .methods import ONESHOT_METHODS
 from .offload import OFFLOAD_MODES, BlockStore
-from .owl import check_owl
+from ..allocation.owl import check_owl
 
 __all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
 

@@ -51,8 +51,8 @@ from .head import OutputParts, head_input_stats
 from .journal import Journal
 from .methods import ONESHOT_METHODS, OneShotMethod
 from .offload import BlockHome
-from .owl import outlier_ratio, owl_sparsities
-from .selection import nm_invalid_groups
+from ..allocation.owl import outlier_ratio, owl_sparsities
+from ..allocation.rows import nm_invalid_groups
 from .stats import InputStats, collect_input_stats
 from .wanda import wanda_scores
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..structures import NM
-from .selection import keep_nm, keep_per_matrix
+from ..allocation.rows import keep_nm, keep_per_matrix
 
 __all__ = ["magnitude_keep"]
 

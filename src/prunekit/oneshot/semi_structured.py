@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import PrunekitError
 from ..structures import NM
-from .selection import nm_invalid_groups
+from ..allocation.rows import nm_invalid_groups
 
 __all__ = ["semi_structured_available", "to_semi_structured"]
 

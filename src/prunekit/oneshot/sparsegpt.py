@@ -29,7 +29,7 @@ import torch
 
 from ..errors import PrunekitError
 from ..structures import NM
-from .selection import prune_count
+from ..allocation.rows import prune_count
 
 __all__ = ["inverse_hessian_cholesky", "sparsegpt_prune"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..structures import NM
-from .selection import keep_nm, keep_per_row
+from ..allocation.rows import keep_nm, keep_per_row
 
 __all__ = ["wanda_keep", "wanda_scores"]
 

@@ -11,6 +11,8 @@ from .registry import (
     register_score,
     score_entry,
 )
+from . import heads  # noqa: F401  (registers the head and neuron scores)
+from .groups import GroupCriterion  # registers the channel-group scores
 
 __all__ = [
     "NEEDS",
@@ -18,6 +20,7 @@ __all__ = [
     "UNIT_SPACES",
     "ScoreEntry",
     "ScoreRegistry",
+    "GroupCriterion",
     "create_score",
     "list_scores",
     "register_score",

@@ -1,5 +1,7 @@
-"""Structural surgery: dependency groups and physical removal of channels,
-neurons and heads, so the dense model really is smaller and faster.
+"""Structural surgery: physical removal of channels, neurons and heads, so the
+dense model really is smaller and faster. Dependency groups and unit specs
+live in :mod:`prunekit.coupling` (re-exported here); group and head scores in
+:mod:`prunekit.scores`.
 
     groups = find_groups(model, example_inputs)            # traced, never hand-written tables
     keep = {g.name: ids for g in groups}                    # sorted channel ids to keep
@@ -10,18 +12,20 @@ neurons and heads, so the dense model really is smaller and faster.
 
 from __future__ import annotations
 
-from .groups import Group, Slice, UnsupportedOperationError, find_groups
-from .head_importance import score_heads, score_mlp_neurons
-from .heads import (
-    PrunedMultiheadAttention,
+from ..coupling import (
+    Group,
+    Slice,
+    UnsupportedOperationError,
     attention_layers,
+    find_groups,
     mlp_layers,
-    prune_heads,
-    prune_mlp_neurons,
-    replay_heads,
 )
-from .hf import load_pretrained
-from .latency import LatencyTable, LayerSpec
+from ..scores.groups import create_group_criterion, list_group_criteria
+from ..scores.heads import score_heads, score_mlp_neurons
+from .heads import prune_heads, prune_mlp_neurons, replay_heads
+from .hf_load import load_pretrained
+from .pruned_mha import PrunedMultiheadAttention
+from ..measure.layer_latency import LatencyTable, LayerSpec
 from .history import add_history, surgery_history
 from .optim import carry_optimizer
 from .remove import mask_groups, prune_groups
@@ -66,4 +70,7 @@ __all__ = [
     "replay_heads",
     "score_heads",
     "score_mlp_neurons",
+    # deprecated aliases of prunekit.scores.create_score / list_scores(unit_space="group")
+    "create_group_criterion",
+    "list_group_criteria",
 ]

@@ -5,10 +5,10 @@
 
 Each of ``steps`` steps finds the dependency groups again
 (:func:`prunekit.surgery.find_groups`), scores their channels with the group
-criterion (:mod:`prunekit.surgery.importance`), decides how many each keeps
+criterion (a ``group`` score, :mod:`prunekit.scores.groups`), decides how many each keeps
 (:mod:`prunekit.surgery.allocate`) and removes the rest
 (:func:`prunekit.surgery.prune_groups`). Step ``i`` of ``k`` reaches
-``ratio · i / k`` of the original channels, or MACs of
+``sparsity · i / k`` of the original channels, or MACs of
 ``1 - (1 - macs_target) · i / k`` of the original; ``finetune(model, i)`` runs
 between steps.
 
@@ -44,10 +44,13 @@ from torch import nn
 from ..errors import InvalidParameterError, check_choice
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
-from .allocate import SCOPES, allocate, check_ratio, latency_keep_counts, select_channels
-from .groups import Group, find_groups
-from .importance import GROUP_CRITERIA, GroupCriterion, create_group_criterion
-from .latency import LatencyTable, layer_sites, predict_latency
+from ..allocation import GROUP_SCOPES as SCOPES, allocate_channels as allocate, check_sparsity
+from ..allocation import latency_keep_counts, select_channels
+from ..coupling.groups import Group, find_groups
+from ..deprecation import renamed_argument
+from ..scores.groups import GroupCriterion
+from ..scores.registry import SCORES, create_score, list_scores, score_entry
+from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
@@ -121,24 +124,25 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _criterion_factory(criterion: str | GroupCriterion, batches: Any, loss_fn: Any,
+def _criterion_factory(criterion: str | GroupCriterion, data: Any, loss_fn: Any,
                        options: Mapping[str, Any]) -> Callable[[], GroupCriterion]:
-    """A function building the criterion (data-driven criteria get ``batches`` and ``loss_fn``)."""
+    """A function building the criterion, a ``group`` score of :data:`prunekit.scores.SCORES`
+    (data-driven ones get ``data`` and ``loss_fn``)."""
     if isinstance(criterion, GroupCriterion):
         return lambda: criterion
     if not isinstance(criterion, str):
-        raise InvalidParameterError("criterion", f"a name among {GROUP_CRITERIA.names()} or a GroupCriterion",
+        raise InvalidParameterError("criterion", f"a name among {list_scores(unit_space='group')} or a GroupCriterion",
                                     f"<{type(criterion).__name__}>")
-    factory = GROUP_CRITERIA.get(criterion)
+    factory = SCORES.factory(criterion, "group")
     kwargs = dict(options)
-    if getattr(factory, "needs_data", False):
-        kwargs["batches"] = list(batches) if batches is not None else None
+    if score_entry(criterion).needs["group"] != "nothing":
+        kwargs["data"] = list(data) if data is not None else None
         if loss_fn is not None and "loss_fn" in inspect.signature(factory).parameters:
             kwargs["loss_fn"] = loss_fn
-    elif batches is not None:
-        logger.info("criterion %r uses no data; batches are ignored", criterion)
-    create_group_criterion(criterion, **kwargs)  # validates now, before anything changes
-    return lambda: create_group_criterion(criterion, **kwargs)
+    elif data is not None:
+        logger.info("criterion %r uses no data; data is ignored", criterion)
+    create_score(criterion, "group", **kwargs)  # validates now, before anything changes
+    return lambda: create_score(criterion, "group", **kwargs)
 
 
 def _apply_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
@@ -178,7 +182,7 @@ def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], target: int, exam
     return hi
 
 
-def _check_latency_options(allocation: str, ratio: Any, macs_target: Any, latency_target: Any,
+def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, latency_target: Any,
                            latency_table: Any) -> LatencyTable | None:
     """The latency table to allocate with (None for ``allocation="ranking"``), after checking the
     options that go with each allocation."""
@@ -188,8 +192,8 @@ def _check_latency_options(allocation: str, ratio: Any, macs_target: Any, latenc
                 raise InvalidParameterError(name, "None with allocation='ranking'", value,
                                             f"Fix: allocation='latency' to use {name}.")
         return None
-    if ratio is not None:
-        raise InvalidParameterError("ratio", "None with allocation='latency' (it allocates to a target)", ratio,
+    if sparsity is not None:
+        raise InvalidParameterError("sparsity", "None with allocation='latency' (it allocates to a target)", sparsity,
                                     "Fix: macs_target=0.5 or latency_target=0.5 instead.")
     if (macs_target is None) == (latency_target is None):
         raise InvalidParameterError(
@@ -213,15 +217,15 @@ def structural_prune(
     model: nn.Module,
     example_inputs: Any,
     *,
-    ratio: float | None = None,
+    sparsity: float | None = None,
     macs_target: float | None = None,
-    criterion: str | GroupCriterion = "l1",
+    criterion: str | GroupCriterion = "magnitude",
     scope: str = "local",
     normalize: str | None = None,
     max_layer_ratio: float | None = None,
     round_to: int | None = None,
     steps: int = 1,
-    batches: Iterable[Any] | None = None,
+    data: Iterable[Any] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     exclude: str | Iterable[str] = (),
     extra_groups: Sequence[Sequence[Sequence[Any]]] = (),
@@ -232,29 +236,32 @@ def structural_prune(
     allocation: str = "ranking",
     latency_target: float | None = None,
     latency_table: LatencyTable | None = None,
+    ratio: float | None = None,
+    batches: Iterable[Any] | None = None,
 ) -> StructuralPruneResult:
     """Physically remove channels from ``model`` (in place) and return what changed.
 
     Args:
         model: the network; ``example_inputs`` a tensor or tuple for one forward pass (tracing, MACs).
-        ratio: fraction of each group's channels removed (local), or of all channels (global).
-        macs_target: instead of ``ratio``: MACs after / before to reach (e.g. 0.5), by bisection.
-        criterion: a group criterion name (``l1``, ``l2``, ``slimming``, ``taylor``, ``hrank``,
-            ``thinet``, ``random``) or a :class:`~prunekit.surgery.importance.GroupCriterion`.
+        sparsity: fraction of each group's channels removed (local), or of all channels (global).
+        macs_target: instead of ``sparsity``: MACs after / before to reach (e.g. 0.5), by bisection.
+        criterion: a ``group`` score of :data:`prunekit.scores.SCORES` (``magnitude`` = L1, alias
+            ``l1``; ``l2``, ``slimming``, ``taylor``, ``hrank``, ``thinet``, ``random``) or a
+            :class:`~prunekit.scores.groups.GroupCriterion`.
         scope, normalize, max_layer_ratio, round_to: see :mod:`prunekit.surgery.allocate`;
             ``normalize=None`` means ``"mean"`` for ``allocation="ranking"`` and ``"sum"`` for
             ``allocation="latency"`` (each group's scores divided by their sum and counted once per
             layer the group sets, so that a move's cost is the fraction of its group's importance it
             removes, times the layers it thins; then pairwise exchanges, see the module).
         steps: prune in this many increments, scoring again each time.
-        batches: ``(inputs, targets)`` batches for ``taylor``, ``hrank`` and ``thinet``;
+        data: ``(inputs, targets)`` batches for ``taylor``, ``hrank`` and ``thinet``;
             ``loss_fn(logits, targets)`` for ``taylor`` (cross-entropy by default).
         exclude, extra_groups: passed to :func:`prunekit.surgery.find_groups`.
         finetune: ``finetune(model, step)`` called after each step but the last.
         optimizer: its state is carried over to the smaller parameters.
         criterion_options: extra keyword arguments of the criterion (e.g. ``{"roles": ("out",)}``).
         measure: count parameters and MACs before and after (``False`` skips the two forward
-            passes of the count when only ``ratio`` is given; the counts are then None).
+            passes of the count when only ``sparsity`` is given; the counts are then None).
         allocation: ``"ranking"`` (``scope``'s local or global ranking) or ``"latency"``: the
             greedy latency-saliency allocation (module docstring), which needs ``macs_target`` or
             ``latency_target`` and a criterion whose scores compare across groups; ``scope`` is
@@ -263,21 +270,25 @@ def structural_prune(
             latency after / before to reach, in (0, 1].
         latency_table: the :class:`~prunekit.surgery.latency.LatencyTable` to use (its batch,
             threads and cache file); default ``LatencyTable()``: batch 1, the current threads.
+        ratio, batches: deprecated names of ``sparsity`` and ``data`` (giving both is an error).
 
     Raises:
         InvalidParameterError: for bad arguments, before anything is changed.
     """
+    old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
+    sparsity = renamed_argument(old, "ratio", "sparsity", "structural_prune", new_value=sparsity)
+    data = renamed_argument(old, "batches", "data", "structural_prune", new_value=data)
     allocation = check_choice("allocation", allocation, ALLOCATIONS)
     if normalize is None:
         normalize = "sum" if allocation == "latency" else "mean"
-    table = _check_latency_options(allocation, ratio, macs_target, latency_target, latency_table)
-    if allocation == "ranking" and (ratio is None) == (macs_target is None):
+    table = _check_latency_options(allocation, sparsity, macs_target, latency_target, latency_table)
+    if allocation == "ranking" and (sparsity is None) == (macs_target is None):
         raise InvalidParameterError(
-            "ratio", "exactly one of ratio= and macs_target=", f"<ratio={ratio}, macs_target={macs_target}>",
-            "Fix: e.g. ratio=0.3 (remove 30% of the channels) or macs_target=0.5 (keep half the MACs).",
+            "sparsity", "exactly one of sparsity= and macs_target=", f"<sparsity={sparsity}, macs_target={macs_target}>",
+            "Fix: e.g. sparsity=0.3 (remove 30% of the channels) or macs_target=0.5 (keep half the MACs).",
         )
-    if ratio is not None:
-        ratio = check_ratio(ratio)
+    if sparsity is not None:
+        sparsity = check_sparsity(sparsity, "sparsity", allow_count=False, allow_full=False)
     if macs_target is not None and (isinstance(macs_target, bool) or not isinstance(macs_target, numbers.Real)
                                     or not 0.0 < float(macs_target) <= 1.0):
         raise InvalidParameterError("macs_target", "a float in (0, 1] (MACs after / before)", macs_target,
@@ -289,7 +300,7 @@ def structural_prune(
     scope = check_choice("scope", scope, SCOPES)
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
-    make = _criterion_factory(criterion, batches, loss_fn, criterion_options or {})
+    make = _criterion_factory(criterion, data, loss_fn, criterion_options or {})
     if scope == "global" and allocation == "ranking" and not make().comparable:
         raise InvalidParameterError(
             "scope", f"'local' for criterion {make().name!r} (its scores are per-group ranks)", scope,
@@ -344,8 +355,8 @@ def structural_prune(
             decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options)
             modelled = (modelled[0] if modelled else decided.latency_before_ms, decided.latency_after_ms)
             keep = select_channels(groups, scores, decided.counts)
-        elif ratio is not None:
-            keep = alloc(ratio * i / steps)
+        elif sparsity is not None:
+            keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
             keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))

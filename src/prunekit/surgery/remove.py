@@ -12,7 +12,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError, did_you_mean
 from ..targets import find_reparam_hook, tensor_state
-from .groups import Group
+from ..coupling.groups import Group
 from .history import add_history
 from .optim import carry_optimizer
 from .slicing import SurgeryRecord, touched_modules, update_module_attributes

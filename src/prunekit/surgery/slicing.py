@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..coupling.handlers import handler_for
 from ..errors import InvalidParameterError
 from ..masks import _register_lean, _unregister_lean
 from ..targets import find_reparam_hook, tensor_state
@@ -143,56 +144,16 @@ def _shape(module: nn.Module, name: str) -> tuple[int, ...] | None:
         return None
 
 
-def _update_conv(module: nn.modules.conv._ConvNd, weight: tuple[int, ...]) -> None:
-    if module.transposed:
-        # weight: (in, out / groups, *k)
-        module.in_channels = weight[0]
-        module.out_channels = weight[1] * module.groups
-        return
-    # weight: (out, in / groups, *k)
-    if module.groups > 1 and module.in_channels == module.groups:
-        # one input channel a group (depthwise and its multiplier form): whole groups are removed
-        per_group_out = module.out_channels // module.groups
-        module.groups = weight[0] // per_group_out
-        module.in_channels = module.groups
-    else:
-        module.in_channels = weight[1] * module.groups
-    module.out_channels = weight[0]
-
-
 def update_module_attributes(module: nn.Module) -> None:
-    """Re-derive a module's shape attributes from its (sliced) tensors.
-
-    Linear in/out_features, ConvNd in/out_channels and groups (a depthwise
-    conv loses whole groups; a grouped conv with several inputs a group keeps
-    its group count), BatchNorm num_features, LayerNorm normalized_shape,
-    GroupNorm num_channels (num_groups when whole groups were removed),
-    Embedding embedding_dim, PReLU num_parameters, Hugging Face Conv1D nf.
+    """Re-derive a module's shape attributes from its (sliced) tensors: the
+    ``update_attributes`` of its layer handler (:mod:`prunekit.coupling.handlers`;
+    Linear in/out_features, ConvNd channels and groups, norms, Embedding,
+    PReLU, Hugging Face Conv1D ...). A module without one is left as is.
     Idempotent.
     """
-    weight = _shape(module, "weight")
-    if isinstance(module, nn.Linear) and weight is not None:
-        module.out_features, module.in_features = weight
-    elif isinstance(module, nn.modules.conv._ConvNd) and weight is not None:
-        _update_conv(module, weight)
-    elif isinstance(module, nn.modules.batchnorm._NormBase):
-        shape = weight or _shape(module, "running_mean")
-        if shape is not None:
-            module.num_features = shape[0]
-    elif isinstance(module, nn.LayerNorm) and weight is not None:
-        module.normalized_shape = tuple(weight)
-    elif isinstance(module, nn.GroupNorm) and weight is not None:
-        per_group = module.num_channels // module.num_groups
-        module.num_channels = weight[0]
-        module.num_groups = weight[0] // per_group
-    elif isinstance(module, nn.Embedding) and weight is not None:
-        module.num_embeddings, module.embedding_dim = weight
-    elif isinstance(module, nn.PReLU) and weight is not None:
-        module.num_parameters = weight[0]
-    elif type(module).__name__ == "Conv1D" and hasattr(module, "nf") and weight is not None:
-        module.nf = weight[1]
-    elif isinstance(module, nn.MultiheadAttention):
-        return  # handled by prunekit.surgery.heads
+    handler = handler_for(module)
+    if handler is not None and handler.update_attributes is not None:
+        handler.update_attributes(module)
 
 
 # -- record and replay --------------------------------------------------------------

@@ -11,8 +11,8 @@ Two tracers fill the same small representation (:class:`Value`, :class:`Op`):
   operation each through forward hooks. The graph is that of this one pass:
   branches not taken with ``example_inputs`` are not seen.
 
-Built-in ``torch.nn`` modules (not containers) are leaves in both tracers, as in
-fx. Parameters and buffers used directly by functions become values with a
+Built-in ``torch.nn`` modules (not containers), and modules of a type with a
+layer handler (:mod:`.handlers`), are leaves in both tracers, as in fx. Parameters and buffers used directly by functions become values with a
 ``ref`` (module name, tensor name).
 """
 
@@ -28,6 +28,8 @@ import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
+from .handlers import is_leaf
+
 __all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 class Value:
     """One tensor flowing through the model: its shape, and (for a parameter or
     buffer) which one it is. ``spaces`` maps a dim to its channel space (filled
-    by :mod:`prunekit.surgery.rules`)."""
+    by :mod:`prunekit.coupling.rules`)."""
 
     shape: tuple[int, ...]
     ref: tuple[str, str] | None = None
@@ -78,16 +80,6 @@ class Trace:
     ops: list[Op]
     outputs: list[Value]
     method: str  # "fx" or "run"
-
-
-def is_leaf(module: nn.Module) -> bool:
-    """Built-in ``torch.nn`` modules other than containers, and Hugging Face's
-    ``Conv1D`` (GPT-2's transposed Linear), are traced as one op."""
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return True
-    return type(module).__module__.startswith("torch.nn") and not isinstance(
-        module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-    )
 
 
 def canonical_name(func: Any) -> str:

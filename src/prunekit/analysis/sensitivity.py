@@ -14,7 +14,7 @@ bit-exactly before moving on. The result holds one curve per target,
 :meth:`SensitivityResult.allocate` turns the curves into per-layer sparsities
 that reach a global target sparsity while keeping every layer's own metric
 drop under one common threshold (Distiller's threshold on the sensitivity
-curves). The returned ``{layer: sparsity}`` plugs into
+curves; :func:`prunekit.allocation.sensitivity_sparsities`). The returned ``{layer: sparsity}`` plugs into
 ``prunekit.prune(model, 0.0, overrides=allocation)``.
 
 Each point measures a layer pruned *alone*: the drops of several layers pruned
@@ -37,12 +37,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..allocation import compute_keep_masks
+from ..allocation import compute_keep_masks, sensitivity_sparsities
 from ..criteria.base import Criterion, create_criterion
 from ..errors import InvalidParameterError
+from ..measure._results import dump_json, table_lines
+from ..measure.plots import plot_sensitivity_curves
+from ..pruner import _resolve_targets
 from ..structures import Structure, create_structure
 from ..targets import Target, find_reparam_hook, select_targets
-from ._results import dump_json, table_lines
 
 __all__ = [
     "DEFAULT_SPARSITIES",
@@ -55,9 +57,6 @@ logger = logging.getLogger(__name__)
 
 #: The default ladder: 0.0, 0.1, …, 0.9.
 DEFAULT_SPARSITIES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
-
-#: Iterations of the bisection on the drop threshold (each halves the interval).
-_BISECTION_STEPS = 200
 
 Progress = Callable[[int, int, str, float, float], Any]
 
@@ -89,8 +88,6 @@ def _check_ladder(sparsities: Any) -> tuple[float, ...]:
 def _resolve(model: nn.Module, targets: Any, types: Any, include: Any, exclude: Any, params: Any) -> list[Target]:
     if targets is None:
         return select_targets(model, types=types, include=include, exclude=exclude, params=params)
-    from ..pruner import _resolve_targets
-
     return _resolve_targets(model, targets)
 
 
@@ -458,62 +455,13 @@ class SensitivityResult:
         missing = [n for n in names if n not in self.params]
         if missing and len(names) > 1:
             logger.warning("no parameter counts for %s; weighting those layers as 1", missing)
-        weights = [float(self.params.get(n, 1)) for n in names]
-        total = sum(weights)
-        curves = [_monotone(*self._raw_drops(n)) for n in names]
-
-        def global_sparsity(delta: float) -> tuple[float, list[float]]:
-            values = [_largest_within(xs, ys, delta) for xs, ys in curves]
-            return sum(w * s for w, s in zip(weights, values)) / total, values
-
-        finite = [y for _, ys in curves for y in ys if math.isfinite(y)]
-        lo = min(finite, default=0.0) - 1.0
-        hi = max(finite, default=0.0)
-        if max_drop is not None:
-            hi = min(hi, float(max_drop))
-        reach, at_hi = global_sparsity(hi)
-        if reach < target - 1e-12:
-            ladder_top = sum(w * xs[-1] for w, (xs, _) in zip(weights, curves)) / total
-            if max_drop is not None and reach < ladder_top - 1e-12:
-                raise InvalidParameterError(
-                    "target_sparsity",
-                    f"at most {reach:.4f}, the highest global sparsity whose per-layer drops all stay "
-                    f"within max_drop={float(max_drop):g}",
-                    target_sparsity,
-                    f"Fix: lower target_sparsity to {reach:.4f} or less, or raise max_drop.",
-                )
-            raise InvalidParameterError(
-                "target_sparsity",
-                f"at most {reach:.4f}, the highest global sparsity the ladder covers "
-                f"(the analysis stopped at {max(xs[-1] for xs, _ in curves):g} per layer"
-                + (", finite metrics only" if reach < ladder_top - 1e-12 else "")
-                + ")",
-                target_sparsity,
-                "Fix: lower target_sparsity, or rerun sensitivity_analysis with a ladder reaching higher sparsities.",
-            )
-        low_reach, at_lo = global_sparsity(lo)
-        if low_reach >= target:
-            chosen, delta = at_lo, lo
-        else:
-            for _ in range(_BISECTION_STEPS):
-                mid = 0.5 * (lo + hi)
-                if not lo < mid < hi:
-                    break
-                value, at_mid = global_sparsity(mid)
-                if value >= target:
-                    hi, reach, at_hi = mid, value, at_mid
-                else:
-                    lo, low_reach, at_lo = mid, value, at_mid
-            # share the last step (a jump where curves are flat) so the target is met exactly
-            t = 1.0 if reach <= low_reach else (target - low_reach) / (reach - low_reach)
-            chosen = [a + t * (b - a) for a, b in zip(at_lo, at_hi)]
-            delta = hi
-        result = {n: round(min(max(s, 0.0), 1.0), int(decimals)) for n, s in zip(names, chosen)}
-        logger.info(
-            "allocated %d layers to global sparsity %.4f (target %.4f) with per-layer drop threshold %.6g",
-            len(names), sum(w * result[n] for w, n in zip(weights, names)) / total, target, delta,
+        return sensitivity_sparsities(
+            {n: self._raw_drops(n) for n in names},
+            {n: float(self.params.get(n, 1)) for n in names},
+            target,
+            max_drop,
+            decimals=int(decimals),
         )
-        return result
 
 
 def _layers_fix(curves: Mapping[str, Any]) -> str:
@@ -533,28 +481,6 @@ def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     return ys[-1]
 
 
-def _monotone(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
-    """Running maximum of the drops: a layer never counts as recovering with more pruning."""
-    out, best = [], -math.inf
-    for y in ys:
-        best = max(best, y)
-        out.append(best)
-    return xs, out
-
-
-def _largest_within(xs: Sequence[float], ys: Sequence[float], delta: float) -> float:
-    """Largest sparsity whose (non-decreasing, interpolated) drop is ≤ ``delta``."""
-    if ys[0] > delta:
-        return xs[0]
-    for i in range(1, len(xs)):
-        if ys[i] > delta:
-            y0, y1 = ys[i - 1], ys[i]
-            if not math.isfinite(y1):
-                return xs[i - 1]
-            return xs[i - 1] + (xs[i] - xs[i - 1]) * (delta - y0) / (y1 - y0)
-    return xs[-1]
-
-
 def plot_sensitivity(
     result: SensitivityResult,
     path: str | os.PathLike[str],
@@ -568,8 +494,6 @@ def plot_sensitivity(
             "result", "a SensitivityResult", type(result).__name__,
             "Fix: pass what sensitivity_analysis() returned, or SensitivityResult.from_dict(data).",
         )
-    from .plots import plot_sensitivity_curves
-
     return plot_sensitivity_curves(
         result.curves,
         path,

@@ -2,9 +2,11 @@
 
 A group criterion is called as ``criterion(model, groups)`` and returns
 ``{group.name: Tensor of shape (group.size,)}``. Criteria that need data take
-``batches`` (an iterable of ``(inputs, targets)``, or of whatever ``loss_fn``
-understands) when they are built. They are registered by name in
-:data:`GROUP_CRITERIA` (``create_group_criterion("l2")``).
+``data`` (an iterable of ``(inputs, targets)`` batches, or of whatever
+``loss_fn`` understands) when they are built (``batches=`` is its deprecated
+name). They are scores of the ``group`` unit space of the one score registry,
+:data:`prunekit.scores.SCORES` (``create_score("l2", "group")``;
+``create_group_criterion`` and ``list_group_criteria`` are deprecated aliases).
 
 Which tensors a group's score sums over (``roles``): every coupled slice by
 default, i.e. the producers' output rows and biases (``"out"``), the
@@ -17,7 +19,7 @@ filter norm of Li et al. 2017.
 ==============  ===================================================================
 name            score of channel ``c`` of a group
 ==============  ===================================================================
-``l1``          ``sum |w|`` over the channel's entries in every slice (Li et al. 2017,
+``magnitude``   (alias ``l1``) ``sum |w|`` over the channel's entries in every slice (Li et al. 2017,
                 "Pruning Filters for Efficient ConvNets", summed over the group as in
                 Fang et al. 2023, "DepGraph")
 ``l2``          ``sqrt(sum w²)`` over the same entries
@@ -50,11 +52,11 @@ from torch import nn
 from ..batches import forward_logits, split_batch, to_device
 from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError
-from ..registry import Registry
-from .groups import ROLES, Group, Slice
+from ..coupling.groups import ROLES, Group, Slice
+from ..deprecation import renamed_argument, warn_once
+from .registry import create_score, list_scores, register_score
 
 __all__ = [
-    "GROUP_CRITERIA",
     "GroupCriterion",
     "GroupMagnitude",
     "BNScaling",
@@ -68,8 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-GROUP_CRITERIA: Registry[GroupCriterion] = Registry("group criterion")
 
 Scores = dict[str, torch.Tensor]
 
@@ -111,15 +111,18 @@ def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
     return items
 
 
-def _check_batches(name: str, batches: Any) -> list[Any]:
-    if batches is None:
+def _check_data(name: str, data: Any, batches: Any) -> list[Any]:
+    """The batches of ``data`` (``batches`` is its deprecated name; giving both is an error)."""
+    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
+                            f"the {name!r} group criterion", new_value=data)
+    if data is None:
         raise InvalidParameterError(
-            "batches", f"data for the {name!r} criterion: a few (inputs, targets) batches", None,
-            "Fix: pass batches=[(x, y), ...] (e.g. a list of 4 batches from the training loader).",
+            "data", f"data for the {name!r} criterion: a few (inputs, targets) batches", None,
+            "Fix: pass data=[(x, y), ...] (e.g. a list of 4 batches from the training loader).",
         )
-    items = list(batches)
+    items = list(data)
     if not items:
-        raise InvalidParameterError("batches", "at least one batch", "<empty>")
+        raise InvalidParameterError("data", "at least one batch", "<empty>")
     return items
 
 
@@ -130,7 +133,7 @@ class GroupCriterion:
     """Scores the channels of dependency groups. Subclasses implement :meth:`score`.
 
     ``comparable``: whether scores of different groups may be ranked against
-    each other (global allocation); ``needs_data``: whether ``batches`` are needed.
+    each other (global allocation); ``needs_data``: whether ``data`` is needed.
     """
 
     name = "?"
@@ -167,7 +170,7 @@ class GroupMagnitude(GroupCriterion):
             raise InvalidParameterError("p", "1 or 2", p)
         self.p = p
         self.roles = _check_roles(roles)
-        self.name = f"l{p}"
+        self.name = "magnitude" if p == 1 else "l2"
 
     @torch.no_grad()
     def score(self, model: nn.Module, groups: Sequence[Group]) -> Scores:
@@ -181,8 +184,18 @@ class GroupMagnitude(GroupCriterion):
         return out
 
 
-GROUP_CRITERIA.register("l1", lambda roles=ROLES: GroupMagnitude(1, roles), aliases=("magnitude", "group_l1"))
-GROUP_CRITERIA.register("l2", lambda roles=ROLES: GroupMagnitude(2, roles), aliases=("group_norm", "group_l2"))
+def group_l1(roles: Iterable[str] = ROLES) -> GroupMagnitude:
+    """Group L1 norm ``sum |w|`` of each channel's entries (Li et al. 2017; DepGraph's group norm)."""
+    return GroupMagnitude(1, roles)
+
+
+def group_l2(roles: Iterable[str] = ROLES) -> GroupMagnitude:
+    """Group L2 norm ``sqrt(sum w²)`` of each channel's entries."""
+    return GroupMagnitude(2, roles)
+
+
+register_score("magnitude", unit_spaces=("group",), aliases=("l1", "group_l1"))(group_l1)
+register_score("l2", unit_spaces=("group",), aliases=("group_norm", "group_l2"))(group_l2)
 
 
 # -- network slimming ------------------------------------------------------------------------------
@@ -210,7 +223,7 @@ class BNScaling(GroupCriterion):
                 for g in groups}
 
 
-GROUP_CRITERIA.register("slimming", BNScaling, aliases=("bn_scaling", "bn"))
+register_score("slimming", unit_spaces=("group",), aliases=("bn_scaling", "bn"))(BNScaling)
 
 
 # -- Taylor ------------------------------------------------------------------------------------------
@@ -254,8 +267,9 @@ class GroupTaylor(GroupCriterion):
     name = "taylor"
     needs_data = True
 
-    def __init__(self, batches: Iterable[Any] | None = None, loss_fn: LossFn = classification_loss) -> None:
-        self.batches = _check_batches(self.name, batches)
+    def __init__(self, data: Iterable[Any] | None = None, loss_fn: LossFn = classification_loss,
+                 batches: Iterable[Any] | None = None) -> None:
+        self.batches = _check_data(self.name, data, batches)
         self.loss_fn = loss_fn
 
     def score(self, model: nn.Module, groups: Sequence[Group]) -> Scores:
@@ -290,7 +304,7 @@ class GroupTaylor(GroupCriterion):
         return {k: (v / len(self.batches)).float() for k, v in out.items()}
 
 
-GROUP_CRITERIA.register("taylor", GroupTaylor, aliases=("group_taylor",))
+register_score("taylor", unit_spaces=("group",), needs="gradients", aliases=("group_taylor",))(GroupTaylor)
 
 
 # -- HRank ------------------------------------------------------------------------------------------
@@ -320,8 +334,8 @@ class HRank(GroupCriterion):
     name = "hrank"
     needs_data = True
 
-    def __init__(self, batches: Iterable[Any] | None = None) -> None:
-        self.batches = _check_batches(self.name, batches)
+    def __init__(self, data: Iterable[Any] | None = None, batches: Iterable[Any] | None = None) -> None:
+        self.batches = _check_data(self.name, data, batches)
 
     @torch.no_grad()
     def score(self, model: nn.Module, groups: Sequence[Group]) -> Scores:
@@ -350,7 +364,7 @@ class HRank(GroupCriterion):
         return {name: (sums[name] / max(counts[name], 1)).float() for name in sums}
 
 
-GROUP_CRITERIA.register("hrank", HRank)
+register_score("hrank", unit_spaces=("group",), needs="batches")(HRank)
 
 
 # -- ThiNet --------------------------------------------------------------------------------------------
@@ -430,9 +444,9 @@ class ThiNet(GroupCriterion):
     comparable = False
     needs_data = True
 
-    def __init__(self, batches: Iterable[Any] | None = None, samples: int = 2048, rescale: bool = True,
-                 seed: int = 0) -> None:
-        self.batches = _check_batches(self.name, batches)
+    def __init__(self, data: Iterable[Any] | None = None, samples: int = 2048, rescale: bool = True,
+                 seed: int = 0, batches: Iterable[Any] | None = None) -> None:
+        self.batches = _check_data(self.name, data, batches)
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
             raise InvalidParameterError("samples", "a positive int", samples)
         self.samples, self.rescale, self.seed = samples, bool(rescale), seed
@@ -498,7 +512,7 @@ class ThiNet(GroupCriterion):
         self._x = {}
 
 
-GROUP_CRITERIA.register("thinet", ThiNet)
+register_score("thinet", unit_spaces=("group",), needs="batches")(ThiNet)
 
 
 # -- random ---------------------------------------------------------------------------------------------
@@ -517,24 +531,24 @@ class GroupRandom(GroupCriterion):
         return {g.name: torch.rand(g.size, generator=gen) for g in groups}
 
 
-GROUP_CRITERIA.register("random", GroupRandom)
+register_score("random", unit_spaces=("group",))(GroupRandom)
 
 
 # -- registry access ------------------------------------------------------------------------------------
 
 
 def create_group_criterion(criterion: str | GroupCriterion, **kwargs: Any) -> GroupCriterion:
-    """A group criterion by name (``"l1"``, ``"l2"``, ``"slimming"``, ``"taylor"``, ``"hrank"``,
-    ``"thinet"``, ``"random"``) with its keyword arguments (``batches=`` for the data-driven ones),
-    or an instance passed through."""
+    """Deprecated alias: ``create_score(criterion, unit_space="group", **kwargs)`` (an instance passes through)."""
+    warn_once("prunekit.surgery.create_group_criterion", 'prunekit.scores.create_score(name, unit_space="group")')
     if isinstance(criterion, GroupCriterion):
         return criterion
     if not isinstance(criterion, str):
-        raise InvalidParameterError("criterion", f"a name among {list_group_criteria()} or a GroupCriterion",
+        raise InvalidParameterError("criterion", f"a name among {list_scores(unit_space='group')} or a GroupCriterion",
                                     f"<{type(criterion).__name__}>")
-    return GROUP_CRITERIA.create(criterion, **kwargs)
+    return create_score(criterion, "group", **kwargs)
 
 
 def list_group_criteria(pattern: str = "*") -> list[str]:
-    """Names of the registered group criteria."""
-    return GROUP_CRITERIA.names(pattern)
+    """Deprecated alias: ``list_scores(pattern, unit_space="group")``."""
+    warn_once("prunekit.surgery.list_group_criteria", 'prunekit.scores.list_scores(unit_space="group")')
+    return list_scores(pattern, unit_space="group")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .memory import TrimBudget
+from ..memory import TrimBudget
 
 __all__ = ["order_keys", "select_lowest", "all_finite"]
 
