@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(PAPER)
     instability = {}
     if args.instability is not None:
-        from prunekit.lottery import instability_analysis
+        from prunekit.analysis import instability_analysis
 
         for name, run in runs.items():
             cached = run.out / "instability" / f"instability_{args.instability:03d}_0_1.json"

@@ -154,7 +154,7 @@ def pruned_model(method: str, sparsity: float, seed: int, config: dict, data, ma
     base = rss_bytes()
     with PeakRSS() as peak, ForeignLoad() as load:
         result = prunekit.prune_at_init(
-            model, sparsity, spec, batches=batches if method in ("snip", "grasp") else None,
+            model, sparsity, spec, data=batches if method in ("snip", "grasp") else None,
             rounds=rounds, input_shape=(3, 32, 32), min_keep=0,
         )
     record.update(

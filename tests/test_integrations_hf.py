@@ -163,6 +163,27 @@ def test_lottery_ticket_reset(tmp_path):
         assert torch.all(snap[name][~keep] == 0)
 
 
+def test_events_go_through_the_controller(tmp_path, monkeypatch):
+    from prunekit.controller import PruningController
+
+    calls = []
+    original = PruningController.event
+
+    def spy(self, t, level, **kwargs):
+        calls.append((t, level))
+        return original(self, t, level, **kwargs)
+
+    monkeypatch.setattr(PruningController, "event", spy)
+    schedule = Linear(final=0.4, initial=0.2, start=1, end=3, frequency=2, unit="step")
+    cb = PrunekitTrainerCallback(schedule, include="bert.encoder.*", make_pruning_permanent=False,
+                                 log_sparsity=False)
+    train(tiny_bert(), [cb], tmp_path, max_steps=4)
+    assert calls == [(1, pytest.approx(0.2)), (3, pytest.approx(0.4))]
+    assert [(e.t, e.unit, e.level) for e in cb.event_log] == [(1, "step", pytest.approx(0.2)),
+                                                              (3, "step", pytest.approx(0.4))]
+    assert cb.events == [(e.t, e.sparsity) for e in cb.controller.events]
+
+
 @pytest.mark.parametrize(
     "kwargs, param",
     [
@@ -174,6 +195,7 @@ def test_lottery_ticket_reset(tmp_path):
         ({"structure": "2:4", "scope": "global"}, "scope"),
         ({"sparsity": 0.5, "mode": "lean"}, "mode"),
         ({"sparsity": 0.5, "overrides": {"x": 2.0}}, "overrides['x']"),
+        ({"sparsity": 0.5, "context": "data"}, "context"),
     ],
 )
 def test_bad_arguments(kwargs, param):

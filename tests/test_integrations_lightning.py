@@ -20,6 +20,7 @@ L = pytest.importorskip("lightning")
 from lightning.pytorch.callbacks import Callback, ModelPruning  # noqa: E402
 
 import prunekit  # noqa: E402
+import prunekit.controller  # noqa: E402
 from prunekit import InvalidParameterError  # noqa: E402
 from prunekit.integrations.lightning import PrunekitPruning  # noqa: E402
 from prunekit.schedules import Linear  # noqa: E402
@@ -384,6 +385,61 @@ def test_verbose_logs_via_logging(caplog):
     assert sum("to `out.weight`" in m for m in messages) == 1
 
 
+# -- one controller ----------------------------------------------------------------------
+
+
+def test_same_event_log_as_fit_for_the_same_schedule():
+    schedule = Linear(final=0.6, initial=0.1, start=1, end=7, frequency=3, unit="step")
+    model = Net()
+    cb = PrunekitPruning(schedule=schedule, scope="global", use_lottery_ticket_hypothesis=False,
+                         make_pruning_permanent=False)
+    fit(model, [cb], epochs=2)  # 4 steps an epoch
+    reference = Net()
+    controller = prunekit.controller.PruningController(
+        prunekit.Pruner(reference, scope="global", targets=[(m, "weight") for m in layers(reference)]), schedule)
+    prunekit.fit(reference, loader(), epochs=2, lr=0.05, controller=controller)
+    total = sum(m.weight.numel() for m in layers(model))
+    assert [(e.t, e.unit) for e in cb.event_log] == [(1, "step"), (4, "step"), (7, "step")]
+    for event, level in zip(cb.event_log, [0.1, 0.35, 0.6]):
+        assert event.level == pytest.approx(level)
+        assert event.sparsity == round(level * total) / total
+    assert cb.event_log == controller.events  # steps, levels, sparsities, descriptions
+
+
+def test_every_pruning_point_is_a_controller_event(monkeypatch):
+    recorded = []
+    original = prunekit.controller.PruningController.record
+
+    def spy(self, t, level, **kwargs):
+        recorded.append(t)
+        return original(self, t, level, **kwargs)
+
+    monkeypatch.setattr(prunekit.controller.PruningController, "record", spy)
+    cb = PrunekitPruning("l1_unstructured", amount=0.3, use_lottery_ticket_hypothesis=False,
+                         make_pruning_permanent=False)
+    fit(Net(), [cb], epochs=2)
+    scheduled = PrunekitPruning(schedule=Linear(final=0.5, start=0, end=1, unit="epoch"),
+                                use_lottery_ticket_hypothesis=False, make_pruning_permanent=False)
+    fit(Net(), [scheduled], epochs=2)
+    assert recorded == [0, 1, 0, 1]
+    assert [e for e, _ in cb.events] == [0, 1] and [e for e, _ in scheduled.events] == [0, 1]
+    assert cb.event_log[0].level is None and cb.event_log[0].description == "amount=0.3"
+
+
+def test_context_gives_data_to_a_criterion_that_needs_it():
+    x, y = next(iter(loader()))
+    model = Net()
+    cb = PrunekitPruning(criterion="snip", sparsity=0.5, scope="local", context={"data": [(x, y)]},
+                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False)
+    fit(model, [cb], epochs=1)
+    assert cb.controller.context == {"data": [(x, y)]}
+    assert zeros(model) == [m.weight.numel() // 2 for m in layers(model)]
+    bare = PrunekitPruning(criterion="snip", sparsity=0.5, use_lottery_ticket_hypothesis=False)
+    bare.setup(None, Net(), "fit")
+    with pytest.raises(InvalidParameterError, match="data"):
+        bare.apply_pruning(sparsity=0.5)
+
+
 # -- errors ------------------------------------------------------------------------------
 
 
@@ -402,6 +458,7 @@ def test_verbose_logs_via_logging(caplog):
         ({"verbose": 3}, "verbose"),
         ({"amount": 0.5, "overrides": {"fc1": 0.1}}, "overrides"),
         ({"schedule": "agp"}, "schedule"),
+        ({"context": [1]}, "context"),
         ({"pruning_fn": "l1_unstructured", "criterion": "l2"}, "pruning_fn"),
         ({"scope": "local", "use_global_unstructured": True}, "use_global_unstructured"),
     ],

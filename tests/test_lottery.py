@@ -1,4 +1,4 @@
-"""prunekit.lottery: IMP levels, reset strategies, controls, resume, instability."""
+"""prunekit.lottery: IMP levels, reset strategies, controls, resume."""
 
 from __future__ import annotations
 
@@ -10,12 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from prunekit.errors import InvalidParameterError
-from prunekit.lottery import (
-    LotteryConfig,
-    LotteryRun,
-    instability_analysis,
-    linear_path_errors,
-)
+from prunekit.lottery import LotteryConfig, LotteryRun
 from prunekit.lottery import levels as levels_module
 from prunekit.lottery.loop import StepBatches, lr_at
 from prunekit.measure.size import dense_state_dict
@@ -291,39 +286,6 @@ def test_step_batches_depend_only_on_the_global_iteration():
     epoch = torch.cat([b[1] for b in whole[:5]])
     assert sorted(epoch.tolist()) == list(range(50))  # one epoch visits each sample once
     assert not torch.equal(epoch, torch.cat([b[1] for b in whole[5:10]]))  # a new order per epoch
-
-
-# -- instability -----------------------------------------------------------------------------------------
-
-
-def test_instability_of_identical_copies_is_zero_and_files_written(tmp_path, data):
-    run = make_run(tmp_path, data, reset="rewind", rewind_step=4, levels=1)
-    run.run()
-    same = instability_analysis(run, 1, seeds=(5, 5), points=5, plot=False)
-    assert same.instability == 0.0 and len(set(same.errors)) == 1
-    differ = instability_analysis(run, 1, seeds=(0, 1), points=5)
-    assert differ.instability >= 0.0 and differ.alphas == [0.0, 0.25, 0.5, 0.75, 1.0]
-    stored = json.loads((run.out / "instability" / "instability_001_0_1.json").read_text())
-    assert stored["instability"] == pytest.approx(differ.instability)
-    assert (run.out / "instability" / "instability_001_0_1.png").stat().st_size > 1000
-    with pytest.raises(InvalidParameterError):
-        instability_analysis(run, 1, seeds=(0,))
-
-
-def test_linear_path_end_points_and_batchnorm(data):
-    torch.manual_seed(0)
-    a, b = tiny(), tiny()
-    loader = [data["test"]]
-    result = linear_path_errors(a, b, loader, tiny, points=3)
-    from prunekit.measure.accuracy import evaluate_accuracy
-
-    assert result.errors[0] == pytest.approx(1 - evaluate_accuracy(a, loader).accuracy)
-    assert result.errors[-1] == pytest.approx(1 - evaluate_accuracy(b, loader).accuracy)
-    assert result.instability == pytest.approx(max(result.errors) - (result.errors[0] + result.errors[-1]) / 2)
-    with pytest.raises(InvalidParameterError, match="bn_loader"):
-        linear_path_errors(tiny_bn(), tiny_bn(), loader, tiny_bn)
-    bn = linear_path_errors(tiny_bn(), tiny_bn(), loader, tiny_bn, points=3, bn_loader=[data["train"]])
-    assert bn.bn_recomputed and len(bn.errors) == 3
 
 
 def test_data_sets_are_read_into_memory_once():

@@ -128,7 +128,7 @@ def test_grasp_removes_the_highest_minus_theta_hg():
     targets = prunekit.select_targets(model)
     _, hg = hessian_gradient_product(model, [t.original for t in targets], [(x, y)], temperature=200.0)
     paper = torch.cat([(-t.original.detach() * h).reshape(-1) for t, h in zip(targets, hg)])  # S(−θ) = −θ⊙Hg
-    prune_at_init(model, 0.25, "grasp", batches=(x, y), min_keep=0)
+    prune_at_init(model, 0.25, "grasp", data=(x, y), min_keep=0)
     removed = torch.cat([~t.keep_mask().reshape(-1) for t in prunekit.select_targets(model)])
     k = round(0.25 * paper.numel())
     assert int(removed.sum()) == k
@@ -187,7 +187,7 @@ def test_data_criteria_leave_bn_statistics_modes_and_grads_alone():
         model = small_cnn()
         model.train()
         bn = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
-        prune_at_init(model, 0.5, method, batches=(x, y))
+        prune_at_init(model, 0.5, method, data=(x, y))
         state = model.state_dict()
         assert all(torch.equal(state[k], v) for k, v in bn.items()), method
         assert model.training and all(p.grad is None for p in model.parameters())
@@ -215,14 +215,13 @@ def test_iterative_synflow_avoids_the_collapse_of_one_shot():
 def test_iterative_masks_only_shrink(monkeypatch):
     model = chain()
     masks = []
-    step = prunekit.Pruner.step
+    realise = prunekit.Pruner.realise
 
-    def recording(self, sparsity=None, **context):
-        out = step(self, sparsity, **context)
-        masks.append([m.clone() for m in out])
-        return out
+    def recording(self, keeps, description=""):
+        masks.append([m.clone() for m in keeps])
+        return realise(self, keeps, description)
 
-    monkeypatch.setattr(prunekit.Pruner, "step", recording)
+    monkeypatch.setattr(prunekit.Pruner, "realise", recording)
     prune_at_init(model, 0.95, "synflow", rounds=6, input_shape=(20,))
     assert len(masks) == 6
     for earlier, later in itertools.pairwise(masks):
@@ -234,7 +233,7 @@ def test_every_method_local_and_global():
     for method in ("snip", "grasp", "synflow", "magnitude", "random"):
         for scope in ("global", "local"):
             model = chain(widths=(10, 16, 16, 4))
-            prune_at_init(model, 0.7, method, batches=(x, y), scope=scope, rounds=2)
+            prune_at_init(model, 0.7, method, data=(x, y), scope=scope, rounds=2)
             if scope == "local":
                 for t in prunekit.select_targets(model):
                     assert int((~t.keep_mask()).sum()) == round(0.7 * t.numel), (method, t.name)
@@ -251,12 +250,12 @@ def test_criteria_are_registered():
     ("kwargs", "param"),
     [
         ({"sparsity": 1.0, "method": "synflow", "input_shape": (20,)}, "sparsity"),
-        ({"sparsity": 0.5, "method": "snip"}, "batches"),
-        ({"sparsity": 0.5, "method": "grasp", "batches": []}, "batches"),
+        ({"sparsity": 0.5, "method": "snip"}, "data"),
+        ({"sparsity": 0.5, "method": "grasp", "data": []}, "data"),
         ({"sparsity": 0.5, "method": "synflow"}, "input_shape"),
         ({"sparsity": 0.5, "method": "synflow", "input_shape": (20,), "rounds": 0}, "rounds"),
         ({"sparsity": 0.5, "method": "snipp", "input_shape": (20,)}, "criterion"),
-        ({"sparsity": 0.5, "method": "grasp:-1", "batches": ((torch.ones(2, 20), torch.zeros(2)))}, "temperature"),
+        ({"sparsity": 0.5, "method": "grasp:-1", "data": ((torch.ones(2, 20), torch.zeros(2)))}, "temperature"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(kwargs, param):
@@ -274,7 +273,7 @@ def test_works_under_no_grad():
     with torch.no_grad():
         for method in ("snip", "grasp", "synflow"):
             model = chain(widths=(20, 16, 5))
-            prune_at_init(model, 0.5, method, batches=(x, y), rounds=2)
+            prune_at_init(model, 0.5, method, data=(x, y), rounds=2)
             assert kept(model) == total(model) - round(0.5 * total(model)), method
 
 

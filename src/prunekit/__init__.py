@@ -35,6 +35,7 @@ from .io import (
 from .masks import apply_masks, make_permanent, reapply_masks, remove
 from .measure import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
 from .pruner import Pruner, prune
+from .controller import PruningController
 from .structures import NM, Block, Channel, Element, Kernel, Structure, create_structure, list_structures
 from .targets import DEFAULT_TYPES, Target, select_targets
 from .training import evaluate, fit
@@ -78,6 +79,7 @@ __all__ = [
     "Magnitude",
     "PruneAtInitResult",
     "Pruner",
+    "PruningController",
     "PrunekitError",
     "Random",
     "SparsityReport",

@@ -93,12 +93,24 @@ class Pruner:
     def step(self, sparsity: Sparsity | None = None, **context: Any) -> list[torch.Tensor]:
         """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count).
 
-        ``context`` is passed to the criterion's ``prepare`` (data, loss
-        function, ... for criteria that need them). Returns the new keep masks.
-        Nothing is changed if any check fails.
+        The three phases in order: :meth:`prepare` (scores), :meth:`allocate`
+        (keep masks) and :meth:`realise` (masks on the model). ``context`` is
+        passed to the criterion's ``prepare``: ``data=`` (batches or a loader),
+        ``loss_fn=``, ... for criteria that need them. Returns the new keep
+        masks. Nothing is changed if any check fails.
         """
+        self.prepare(**context)
+        keeps = self.allocate(sparsity)
+        self.realise(keeps, self.describe(sparsity))
+        return keeps
+
+    def prepare(self, **context: Any) -> None:
+        """Score phase: let the criterion read what it needs (``data=``, ``loss_fn=``, ...)."""
         self.criterion.prepare(self.model, self.targets, **context)
-        keeps = compute_keep_masks(
+
+    def allocate(self, sparsity: Sparsity | None) -> list[torch.Tensor]:
+        """Allocation phase: the new keep masks for ``sparsity``; the model is not touched."""
+        return compute_keep_masks(
             self.targets,
             self.criterion,
             self.structure,
@@ -108,12 +120,18 @@ class Pruner:
             normalize=self.normalize,
             min_keep=self.min_keep,
         )
-        description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
+
+    def realise(self, keeps: Sequence[torch.Tensor], description: str = "") -> None:
+        """Realisation phase: apply ``keeps`` (one bool mask per target) to the model, all or nothing."""
         apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
         link_consumers(self.model)
         self.steps += 1
         logger.info("pruned %d tensors: %s", len(self.targets), description)
-        return keeps
+
+    def describe(self, sparsity: Sparsity | str | None) -> str:
+        """One line naming the criterion, structure, scope and the level asked for."""
+        level = sparsity if isinstance(sparsity, str) else f"sparsity={sparsity}"
+        return f"{self.criterion!r} {self.structure.spec()} {self.scope} {level}"
 
     def report(self) -> SparsityReport:
         """Sparsity of the targets and of the whole model."""
@@ -177,6 +195,7 @@ def prune(
     criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
     structure: str | Structure = "element",
     scope: str = "local",
+    context: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Prune ``model`` in one call and return it.
@@ -186,8 +205,9 @@ def prune(
     zero afterwards, or an int count of units (not for ``"erk"``). ``"lamp"``
     ranks LAMP scores over all targets (Lee et al. 2021); ``"erk"`` gives each
     target the Erdős–Rényi-Kernel density (RigL, Evci et al. 2020) and prunes
-    it locally. Criteria that need more than the model (data, initial
-    weights, learned scores) get it through ``context``. Unlike
+    it locally. Criteria that need more than the model get it through
+    ``context``: ``{"data": loader}`` (batches), ``{"loss_fn": ...}``,
+    ``{"initial": theta0}`` (initial weights), passed to :meth:`Pruner.step`. Unlike
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
@@ -200,6 +220,8 @@ def prune(
         prunekit.prune(model, 0.95, scope="lamp")
         prunekit.prune(model, 0.9, criterion="obd", scope="erk", context={"data": loader})
     """
-    context = kwargs.pop("context", None) or {}
-    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **context)
+    if context is not None and not isinstance(context, Mapping):
+        raise InvalidParameterError("context", "a mapping such as {'data': loader}", context,
+                                    "Fix: prune(model, 0.9, criterion='obd', context={'data': loader}).")
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **dict(context or {}))
     return model

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from .allocation import check_sparsity
+from .controller import PruningController
 from .scores import Criterion, SynFlow, as_criterion
 from .scores.gradients import as_batches, input_flow, input_shape_of
+from .deprecation import renamed_argument
 from .errors import InvalidParameterError
 from .pruner import Pruner
 from .schedules import Iterative
@@ -83,7 +85,7 @@ def prune_at_init(
     sparsity: float,
     method: str | Criterion | Callable[..., Any] = "synflow",
     *,
-    batches: Any = None,
+    data: Any = None,
     rounds: int | None = None,
     scope: str = "global",
     input_shape: Sequence[int] | None = None,
@@ -97,13 +99,14 @@ def prune_at_init(
         method: ``"snip"``, ``"grasp"`` (``"grasp:<T>"`` for another temperature),
             ``"synflow"``, ``"magnitude"``, ``"random"``, any registered criterion
             or a :class:`~prunekit.Criterion`.
-        batches: one ``(inputs, targets)`` batch or a list of them, for the
-            criteria that need data (SNIP, GraSP); the scores use the mean loss.
+        data: one ``(inputs, targets)`` batch or a list of them, for the
+            criteria that need data (SNIP, GraSP); the scores use the mean
+            loss. ``batches`` is its deprecated name.
         rounds: pruning rounds on the exponential schedule; default 100 for
             SynFlow and 1 (one-shot) otherwise.
         scope: ``"global"`` (one ranking over all targets, as in the papers) or ``"local"``.
         input_shape: one input's shape for SynFlow and for the collapse check,
-            e.g. ``(3, 32, 32)``; taken from ``batches`` when omitted.
+            e.g. ``(3, 32, 32)``; taken from ``data`` when omitted.
         loss_fn: ``loss_fn(logits, targets)``, mean cross-entropy by default.
         pruner_kwargs: passed to :class:`~prunekit.Pruner` (``structure``,
             ``types``, ``include``, ``exclude``, ``min_keep``, ``mode`` ...).
@@ -113,9 +116,10 @@ def prune_at_init(
     Example::
 
         prunekit.prune_at_init(model, 0.98, "synflow", input_shape=(3, 32, 32))
-        prunekit.prune_at_init(model, 0.9, "snip", batches=[(x, y)])
+        prunekit.prune_at_init(model, 0.9, "snip", data=[(x, y)])
     """
     # -- every check before anything is changed
+    data = renamed_argument(pruner_kwargs, "batches", "data", "prunekit.prune_at_init", new_value=data)
     sparsity = check_sparsity(sparsity)
     if isinstance(sparsity, int) or not sparsity < 1.0:
         raise InvalidParameterError(
@@ -127,11 +131,11 @@ def prune_at_init(
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise InvalidParameterError("rounds", "an int >= 1", rounds, "Fix: 1 for one-shot, e.g. 100 for SynFlow.")
     criterion = as_criterion(method)
-    data = as_batches(batches, "batches") if batches is not None else None
+    data = as_batches(data, "data") if data is not None else None
     if "data" in criterion.requires and data is None:
         raise InvalidParameterError(
-            "batches", f"training batches for {criterion!r}", None,
-            "Fix: pass batches=[(x, y)] (a batch or a few of the training data).",
+            "data", f"training batches for {criterion!r}", None,
+            "Fix: pass data=[(x, y)] (a batch or a few of the training data).",
         )
     if input_shape is None and data is not None and isinstance(data[0][0], torch.Tensor):
         input_shape = input_shape_of(data)
@@ -146,10 +150,11 @@ def prune_at_init(
         context["input_shape"] = tuple(input_shape)
 
     levels = exponential_levels(float(sparsity), int(rounds))
+    controller = PruningController(pruner, context=context)
     start = time.perf_counter()
-    for k, level in enumerate(levels, 1):
-        pruner.step(level, **context)
-        logger.debug("round %d/%d: sparsity %.6f", k, len(levels), level)
+    for k, level in enumerate(levels):
+        controller.event(k, level, unit="step")
+        logger.debug("round %d/%d: sparsity %.6f", k + 1, len(levels), level)
     seconds = time.perf_counter() - start
     result = PruneAtInitResult(repr(criterion), float(sparsity), levels, seconds)
     if input_shape is not None:

@@ -2,7 +2,8 @@
 
 ``fit`` trains with SGD (momentum, Nesterov), Adam or AdamW, an optional
 cosine or step learning-rate schedule, and prunes at the events of a
-:class:`~prunekit.schedules.Schedule` through a :class:`~prunekit.Pruner`.
+:class:`~prunekit.controller.PruningController` (a pruner on a schedule),
+which it calls at the start of every epoch and before every step.
 Pruned weights stay zero through every optimizer step: in ``reparam`` mode
 the mask multiplies ``weight_orig`` in the forward pass, in ``inplace`` mode
 prunekit's optimizer hook re-applies the mask after each step.
@@ -24,10 +25,11 @@ import torch
 from torch import nn
 
 from .batches import forward_logits, split_batch, to_device
+from .controller import PruningController, PruningHooks, StepPruner
+from .deprecation import renamed_argument
 from .errors import InvalidParameterError, check_choice
 from .losses import classification_loss
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
-from .pruner import Pruner
 from .schedules import Schedule
 
 __all__ = ["TrainProgress", "FitResult", "fit", "evaluate", "make_optimizer", "classification_loss"]
@@ -85,7 +87,7 @@ def make_optimizer(
 
 def fit(
     model: nn.Module,
-    loader: Iterable[Any],
+    data: Iterable[Any] | None = None,
     *,
     epochs: int = 1,
     optimizer: str | torch.optim.Optimizer = "sgd",
@@ -94,29 +96,37 @@ def fit(
     weight_decay: float = 0.0,
     lr_schedule: str = "none",
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
-    pruner: Pruner | None = None,
+    controller: PruningHooks | None = None,
+    pruner: StepPruner | None = None,
     schedule: Schedule | None = None,
     max_steps: int | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[TrainProgress], None] | None = None,
+    loader: Iterable[Any] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``loader`` (an iterable of ``(inputs, targets)``).
+    """Train ``model`` on ``data`` (an iterable of ``(inputs, targets)`` batches).
 
-    Pruning: with ``pruner`` and ``schedule``, ``pruner.step(s)`` runs at each
-    event of the schedule, at the start of the epoch (``unit="epoch"``) or
-    before the step (``unit="step"``) whose index is the event's time.
+    Pruning: ``controller`` (a :class:`~prunekit.controller.PruningController`,
+    or anything with its :class:`~prunekit.controller.PruningHooks`) is told
+    ``on_epoch_begin(epoch)`` at the start of every epoch and
+    ``on_step_begin(step, epoch)`` before every step (``step`` = optimizer
+    steps done), and prunes at its schedule's events. ``pruner`` and
+    ``schedule`` together are short for
+    ``controller=PruningController(pruner, schedule)``.
 
     Learning rate: ``"cosine"`` anneals to 0 over all steps, ``"step"`` divides
     it by 10 at 50% and 75% of the steps (the CIFAR ResNet recipe of He et al. 2016).
+
+    ``loader`` is the deprecated name of ``data``.
     """
+    data = renamed_argument({"loader": loader} if loader is not None else {}, "loader", "data", "prunekit.fit",
+                            new_value=data)
+    if data is None:
+        raise InvalidParameterError("data", "an iterable of (inputs, targets) batches", None,
+                                    "Fix: fit(model, loader) with a DataLoader or a list of batches.")
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise InvalidParameterError("epochs", "a non-negative int", epochs)
-    if (pruner is None) != (schedule is None):
-        raise InvalidParameterError(
-            "schedule", "given together with pruner (or neither)",
-            f"<pruner={'set' if pruner else None}, schedule={'set' if schedule else None}>",
-            "Fix: pass both pruner=Pruner(model, ...) and schedule=create_schedule(...).",
-        )
+    controller = _controller(controller, pruner, schedule)
     lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     dev = torch.device(device)
     model.to(dev)
@@ -124,36 +134,35 @@ def fit(
         model, optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay
     )
     try:
-        per_epoch = len(loader)  # type: ignore[arg-type]
+        per_epoch = len(data)  # type: ignore[arg-type]
     except TypeError:
         per_epoch = max_steps or 0
     total = per_epoch * epochs if max_steps is None else min(max_steps, per_epoch * epochs or max_steps)
     base_lrs = [g["lr"] for g in opt.param_groups]
     result = FitResult()
+    if controller is not None:
+        controller.begin()
     sparsity: float | None = None
 
-    def maybe_prune(t: int) -> None:
-        nonlocal sparsity
-        if pruner is None or schedule is None:
-            return
-        level = schedule.sparsity_at(t)
-        if level is not None:
-            pruner.step(level)
-            sparsity = level
-            result.pruning_events.append((t, level))
-            logger.info("pruned to %.4f at %s %d", level, schedule.unit, t)
+    def level_now() -> float | None:
+        if controller is None or not controller.events:
+            return None
+        level = controller.events[-1].level
+        return controller.events[-1].sparsity if level is None or isinstance(level, int) else float(level)
 
     step = 0
     model.train()
     for epoch in range(epochs):
-        if schedule is not None and schedule.unit == "epoch":
-            maybe_prune(epoch)
+        if controller is not None:
+            controller.on_epoch_begin(epoch)
+            sparsity = level_now()
         running, seen = 0.0, 0
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(data):
             if max_steps is not None and step >= max_steps:
                 break
-            if schedule is not None and schedule.unit == "step":
-                maybe_prune(step)
+            if controller is not None:
+                controller.on_step_begin(step, epoch)
+                sparsity = level_now()
             _set_lr(opt, base_lrs, lr_schedule, step, total)
             inputs, targets = split_batch(batch, index)
             inputs, targets = to_device(inputs, dev), targets.to(dev)
@@ -174,7 +183,32 @@ def fit(
         if max_steps is not None and step >= max_steps:
             break
     result.steps = step
+    if controller is not None:
+        result.pruning_events = [(e.t, e.sparsity if e.level is None else e.level) for e in controller.events]
     return result
+
+
+def _controller(controller: PruningHooks | None, pruner: StepPruner | None,
+                schedule: Schedule | None) -> PruningHooks | None:
+    if controller is not None:
+        if pruner is not None or schedule is not None:
+            raise InvalidParameterError(
+                "controller", "given alone (it holds the pruner and the schedule)", "<controller and pruner/schedule>",
+                "Fix: pass controller=PruningController(pruner, schedule), or pruner= and schedule= without it.",
+            )
+        if not isinstance(controller, PruningHooks):
+            raise InvalidParameterError(
+                "controller", "a PruningController (begin, on_epoch_begin, on_step_begin, events)",
+                type(controller).__name__, "Fix: controller=prunekit.controller.PruningController(pruner, schedule).",
+            )
+        return controller
+    if (pruner is None) != (schedule is None):
+        raise InvalidParameterError(
+            "schedule", "given together with pruner (or neither)",
+            f"<pruner={'set' if pruner else None}, schedule={'set' if schedule else None}>",
+            "Fix: pass both pruner=Pruner(model, ...) and schedule=create_schedule(...).",
+        )
+    return None if pruner is None else PruningController(pruner, schedule)
 
 
 def _set_lr(opt: torch.optim.Optimizer, base: list[float], how: str, step: int, total: int) -> None:
@@ -190,16 +224,22 @@ def _set_lr(opt: torch.optim.Optimizer, base: list[float], how: str, step: int, 
 
 def evaluate(
     model: nn.Module,
-    loader: Iterable[Any],
+    data: Iterable[Any] | None = None,
     *,
     metric: str = "accuracy",
     device: str | torch.device = "cpu",
+    loader: Iterable[Any] | None = None,
 ) -> AccuracyResult | PerplexityResult:
-    """Evaluate ``model`` on ``loader``: ``metric="accuracy"`` (top-1 and mean
+    """Evaluate ``model`` on ``data`` (``loader`` is its deprecated name): ``metric="accuracy"`` (top-1 and mean
     cross-entropy, :func:`prunekit.measure.evaluate_accuracy`) or
     ``"perplexity"`` (exp of the mean token cross-entropy,
     :func:`prunekit.measure.evaluate_perplexity`)."""
+    data = renamed_argument({"loader": loader} if loader is not None else {}, "loader", "data", "prunekit.evaluate",
+                            new_value=data)
+    if data is None:
+        raise InvalidParameterError("data", "an iterable of (inputs, targets) batches", None,
+                                    "Fix: evaluate(model, loader).")
     metric = check_choice("metric", metric, ("accuracy", "perplexity"))
     if metric == "accuracy":
-        return evaluate_accuracy(model, loader, device)
-    return evaluate_perplexity(model, loader, device)
+        return evaluate_accuracy(model, data, device)
+    return evaluate_perplexity(model, data, device)

@@ -37,15 +37,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
         "Fix: pip install transformers (or pip install 'prunekit[transformers]')."
     ) from exc
 
-from ..allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
+from ..allocation import SCOPES, Sparsity, check_sparsity
+from ..controller import PruningController, PruningEvent
 from ..scores import Criterion, as_criterion
 from ..errors import InvalidParameterError, check_choice
-from ..masks import MODES, apply_masks, make_permanent
+from ..masks import make_permanent
 from ..pruner import Pruner
 from ..schedules import OneShot, Schedule
 from ..structures import Structure, create_structure
 from ..targets import Target
-from ._common import LotteryTicket, flag_at, mask_stats, sync_keep_masks
+from ._common import (
+    build_controller,
+    check_context,
+    check_flag,
+    check_overrides,
+    check_schedule,
+    check_settings,
+)
 
 __all__ = ["PrunekitTrainerCallback"]
 
@@ -62,6 +70,8 @@ class PrunekitTrainerCallback(TrainerCallback):
             structures neither is needed (they fix the level).
         criterion, structure, scope, overrides, normalize, min_keep, mode: as
             for :class:`prunekit.Pruner`.
+        context: passed to the criterion at every event, for criteria that
+            need data: ``{"data": [batch, ...], "loss_fn": ...}``.
         targets: explicit ``(module, name)`` pairs of the model (or
             :class:`~prunekit.Target` objects); otherwise chosen by ``types``,
             ``include``, ``exclude`` and ``params`` (see :func:`prunekit.select_targets`).
@@ -74,11 +84,15 @@ class PrunekitTrainerCallback(TrainerCallback):
             pruned) to every log of the Trainer (``state.log_history`` and the
             callbacks after this one).
 
-    Under ``torch.distributed`` (multi-GPU ``Trainer``) rank 0's masks and
+    The Trainer's hooks drive a :class:`~prunekit.controller.PruningController`
+    (made in ``on_train_begin``): ``on_epoch_begin`` -> ``on_epoch_begin(epoch)``,
+    ``on_step_begin`` -> ``on_step_begin(state.global_step)``. Under
+    ``torch.distributed`` (multi-GPU ``Trainer``) rank 0's masks and
     lottery-ticket values are broadcast, so every rank holds the same ones.
 
     Attributes:
-        pruner: the :class:`~prunekit.Pruner`, made in ``on_train_begin``.
+        controller: the :class:`~prunekit.controller.PruningController`, made in ``on_train_begin``.
+        pruner: its :class:`~prunekit.Pruner`.
         events: ``(t, sparsity)`` of every pruning done (t in the schedule's unit).
     """
 
@@ -99,6 +113,7 @@ class PrunekitTrainerCallback(TrainerCallback):
         normalize: str = "none",
         min_keep: int = 1,
         mode: str = "reparam",
+        context: Mapping[str, Any] | None = None,
         use_lottery_ticket_hypothesis: bool | Callable[[int], bool] = False,
         resample_parameters: bool = False,
         make_pruning_permanent: bool = True,
@@ -107,8 +122,7 @@ class PrunekitTrainerCallback(TrainerCallback):
         self.criterion = as_criterion(criterion)
         self.structure = create_structure(structure)
         self.scope = check_choice("scope", scope, SCOPES)
-        self.normalize = check_choice("normalize", normalize, NORMALIZERS)
-        self.mode = check_choice("mode", mode, MODES)
+        self.normalize, self.mode = check_settings(normalize, mode)
         fixed = self.structure.fixed_sparsity
         if schedule is not None and sparsity is not None:
             raise InvalidParameterError(
@@ -125,63 +139,65 @@ class PrunekitTrainerCallback(TrainerCallback):
             if isinstance(level, int):
                 raise InvalidParameterError("sparsity", "a float in [0, 1]", sparsity, "Fix: e.g. sparsity=0.5.")
             schedule = OneShot(final=float(level), start=0, unit="step")
-        elif not isinstance(schedule, Schedule):
-            raise InvalidParameterError(
-                "schedule", "a prunekit Schedule (prunekit.create_schedule(...))", schedule,
-                "Fix: e.g. prunekit.schedules.Linear(final=0.8, start=0, end=100, frequency=10, unit='step').",
-            )
+        else:
+            schedule = check_schedule(schedule)
         if fixed is not None and scope != "local":
             raise InvalidParameterError("scope", f"'local' for structure {self.structure.spec()!r}", scope)
-        if not (isinstance(use_lottery_ticket_hypothesis, bool) or callable(use_lottery_ticket_hypothesis)):
-            raise InvalidParameterError("use_lottery_ticket_hypothesis", "a bool or a function t -> bool",
-                                        use_lottery_ticket_hypothesis)
         self.schedule = schedule
-        self._selection: dict[str, Any] = {
-            "targets": targets, "types": types, "include": include, "exclude": exclude, "params": params,
-        }
-        self._overrides = dict(overrides) if overrides else None
-        for pattern, value in (self._overrides or {}).items():
-            check_sparsity(value, f"overrides[{pattern!r}]")
+        self._selection: dict[str, Any] = {"types": types, "include": include, "exclude": exclude, "params": params}
+        self._targets = targets
+        self._overrides = check_overrides(overrides)
         self._min_keep = min_keep
-        self._lth = use_lottery_ticket_hypothesis
+        self._context = check_context(context)
+        self._lth = check_flag("use_lottery_ticket_hypothesis", use_lottery_ticket_hypothesis, "t")
         self._resample = bool(resample_parameters)
         self._make_permanent = bool(make_pruning_permanent)
         self._log_sparsity = bool(log_sparsity)
         self._sync = True
-        self.pruner: Pruner | None = None
-        self.events: list[tuple[int, float]] = []
-        self._lottery: LotteryTicket | None = None
-        self._done: set[int] = set()
+        self.controller: PruningController | None = None
+
+    @property
+    def pruner(self) -> Pruner | None:
+        """The controller's pruner (None before ``on_train_begin``)."""
+        return None if self.controller is None else self.controller.pruner  # type: ignore[return-value]
+
+    @property
+    def events(self) -> list[tuple[int, float]]:
+        """``(t, sparsity after)`` of every event so far."""
+        return [(e.t, e.sparsity) for e in self.event_log]
+
+    @property
+    def event_log(self) -> list[PruningEvent]:
+        """The controller's :class:`~prunekit.controller.PruningEvent` log."""
+        return [] if self.controller is None else list(self.controller.events)
 
     # -- Trainer events ------------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any):
         if model is None:
             raise InvalidParameterError("model", "the Trainer's model in on_train_begin", None)
-        if self.pruner is None or self.pruner.model is not model:
-            self.pruner = Pruner(
+        if self.controller is None or self.controller.pruner.model is not model:
+            self.controller = build_controller(
                 model, criterion=self.criterion, structure=self.structure, scope=self.scope,
-                overrides=self._overrides, normalize=self.normalize, min_keep=self._min_keep, mode=self.mode,
-                **self._selection,
+                schedule=self.schedule, targets=self._targets, selection=self._selection, overrides=self._overrides,
+                normalize=self.normalize, min_keep=self._min_keep, mode=self.mode, context=self._context,
+                lottery=self._lth,
+                resample=self._resample, sync=self._sync,
             )
-            for t in self.pruner.targets:
-                self.structure.check(t)
-            self._done = set()
-        if callable(self._lth) or self._lth:
-            self._lottery = LotteryTicket(self.pruner.targets)
-        logger.info("PrunekitTrainerCallback: %d targets, %d events (%s)", len(self.pruner.targets),
+        self.controller.begin()
+        logger.info("PrunekitTrainerCallback: %d targets, %d events (%s)", len(self.controller.pruner.targets),
                     self.schedule.num_events, self.schedule.unit)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any):
-        if self.schedule.unit == "epoch":
-            self._maybe_prune(int(round(state.epoch or 0)))
+        if self.controller is not None:
+            self.controller.on_epoch_begin(int(round(state.epoch or 0)))
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any):
-        if self.schedule.unit == "step":
-            self._maybe_prune(int(state.global_step))
+        if self.controller is not None:
+            self.controller.on_step_begin(int(state.global_step))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any):
-        if not self._log_sparsity or self.pruner is None or logs is None:
+        if not self._log_sparsity or self.controller is None or logs is None:
             return
         value = round(self.sparsity_now(), 6)
         logs["sparsity"] = value
@@ -194,46 +210,26 @@ class PrunekitTrainerCallback(TrainerCallback):
                 last["sparsity"] = value
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any):
-        if self.pruner is None:
+        if self.controller is None:
             return
         logger.info("training ended at sparsity %.4f of the targets", self.sparsity_now())
         if self._make_permanent:
-            make_permanent(self.pruner.model)
+            make_permanent(self.controller.pruner.model)
 
     # -- pruning -------------------------------------------------------------------
 
     def sparsity_now(self) -> float:
         """Fraction of the targets' entries pruned now (0 before ``on_train_begin``)."""
-        if self.pruner is None:
-            return 0.0
-        stats = mask_stats(self.pruner.targets)
-        return sum(z for z, _ in stats) / max(1, sum(n for _, n in stats))
-
-    def _maybe_prune(self, t: int) -> None:
-        if self.pruner is None or t in self._done:
-            return
-        level = self.schedule.sparsity_at(t)
-        if level is None:
-            return
-        self._done.add(t)
-        self.prune(None if self.structure.fixed_sparsity is not None else level)
-        self.events.append((t, self.sparsity_now()))
-        logger.info("pruned to %.4f at %s %d", self.events[-1][1], self.schedule.unit, t)
-        if flag_at(self._lth, t) and self._lottery is not None:
-            self._lottery.reset(self.pruner.targets, resample=self._resample)
+        return 0.0 if self.controller is None else self.controller.sparsity()
 
     def prune(self, sparsity: Sparsity | None) -> None:
-        """Prune the targets to ``sparsity`` now (rank 0's masks under torch.distributed)."""
-        assert self.pruner is not None
-        targets = self.pruner.targets
-        self.criterion.prepare(self.pruner.model, targets)
-        keeps = compute_keep_masks(targets, self.criterion, self.structure, sparsity, scope=self.scope,
-                                   overrides=self._overrides, normalize=self.normalize, min_keep=self._min_keep)
-        if self._sync:
-            keeps = sync_keep_masks(keeps)
-        description = f"{self.criterion!r} {self.structure.spec()} {self.scope} sparsity={sparsity}"
-        apply_masks(targets, keeps, mode=self.mode, description=description, copy=False)
-        self.pruner.steps += 1
+        """Prune the targets to ``sparsity`` now, outside the schedule (rank 0's masks under torch.distributed)."""
+        if self.controller is None:
+            raise InvalidParameterError(
+                "model", "a Trainer that has called on_train_begin before pruning", None,
+                "Fix: let the Trainer call the callback, or call on_train_begin(args, state, control, model=model).",
+            )
+        self.controller.apply(sparsity)
 
     def __repr__(self) -> str:
         return (f"PrunekitTrainerCallback({self.schedule!r}, criterion={self.criterion!r}, "

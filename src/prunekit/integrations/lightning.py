@@ -48,65 +48,37 @@ except ImportError:  # pragma: no cover - exercised only without lightning
             "Fix: pip install lightning (or pip install 'prunekit[lightning]')."
         ) from exc
 
-from ..allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from ..scores import Criterion, Magnitude, Random, as_criterion
-from ..errors import InvalidParameterError, PrunekitError, check_choice
-from ..masks import MODES, apply_masks, make_permanent, pruned_tensors
-from ..pruner import Pruner
-from ..schedules import Schedule
-from ..structures import Channel, Element, Structure, create_structure
-from ..targets import select_targets
-from ._common import (
-    LotteryTicket,
-    amount_counts,
-    check_amount,
+from ..allocation import Sparsity, check_sparsity
+from ..controller import (
+    PruningController,
+    PruningEvent,
     distributed_world,
     flag_at,
     mask_stats,
     refresh_reparam,
     sync_keep_masks,
 )
+from ..scores import Criterion
+from ..errors import InvalidParameterError
+from ..masks import make_permanent, pruned_tensors
+from ..pruner import Pruner
+from ..schedules import Schedule
+from ..structures import Structure
+from ..targets import select_targets
+from ._common import build_controller, check_context, check_flag, check_overrides, check_settings
+from ._lightning_args import (
+    TORCH_PRUNING_FUNCTIONS,
+    AmountLike,
+    amount_keeps,
+    check_amount,
+    check_how_much,
+    resolve_method,
+    resolve_scope,
+)
 
 __all__ = ["PrunekitPruning", "TORCH_PRUNING_FUNCTIONS"]
 
 logger = logging.getLogger(__name__)
-
-#: torch's pruners that ``pruning_fn`` accepts by name, function or class.
-TORCH_PRUNING_FUNCTIONS = ("l1_unstructured", "random_unstructured", "ln_structured", "random_structured")
-
-_TORCH_BY_OBJECT: dict[Any, str] = {
-    torch_prune.l1_unstructured: "l1_unstructured",
-    torch_prune.random_unstructured: "random_unstructured",
-    torch_prune.ln_structured: "ln_structured",
-    torch_prune.random_structured: "random_structured",
-    torch_prune.L1Unstructured: "l1_unstructured",
-    torch_prune.RandomUnstructured: "random_unstructured",
-    torch_prune.LnStructured: "ln_structured",
-    torch_prune.RandomStructured: "random_structured",
-}
-
-AmountLike = int | float | Callable[[int], int | float]
-
-
-def _torch_name(pruning_fn: Any) -> str | None:
-    if isinstance(pruning_fn, str):
-        name = pruning_fn.lower()
-        return name if name in TORCH_PRUNING_FUNCTIONS else None
-    try:
-        return _TORCH_BY_OBJECT.get(pruning_fn)
-    except TypeError:  # unhashable
-        return None
-
-
-def _norm_p(pruning_norm: Any) -> float:
-    if pruning_norm == "fro":
-        return 2.0
-    if isinstance(pruning_norm, bool) or not isinstance(pruning_norm, (int, float)) or not pruning_norm > 0:
-        raise InvalidParameterError(
-            "pruning_norm", "a positive norm order (1, 2, float('inf')) or 'fro'", pruning_norm,
-            "Fix: pruning_norm=1 (L1) or 2 (L2) for ln_structured.",
-        )
-    return float(pruning_norm)
 
 
 class PrunekitPruning(Callback):
@@ -178,6 +150,8 @@ class PrunekitPruning(Callback):
             (as :func:`prunekit.training.fit`); ``unit="step"``: in
             ``on_train_batch_start`` when ``trainer.global_step`` is ``t``.
             ``amount``, ``sparsity`` and ``prune_on_train_epoch_end`` are then unused.
+        context: passed to the criterion at every pruning, for criteria that
+            need data: ``{"data": [batch, ...], "loss_fn": ...}``.
 
     Distributed training: when a ``torch.distributed`` process group is
     initialised (DDP and the like), every rank computes the masks, then rank
@@ -185,8 +159,14 @@ class PrunekitPruning(Callback):
     whatever the criterion (random too); lottery-ticket resets are broadcast
     from rank 0 as well.
 
+    Every pruning goes through a :class:`~prunekit.controller.PruningController`
+    made in ``setup``: with a schedule, Lightning's hooks drive it
+    (``on_train_epoch_start`` -> ``on_epoch_begin``, ``on_train_batch_start`` ->
+    ``on_step_begin``); without one, each pruning point is an event of it at the epoch.
+
     Attributes:
-        pruner: the :class:`~prunekit.Pruner` (its ``targets``), set in ``setup``.
+        controller: the :class:`~prunekit.controller.PruningController`, set in ``setup``.
+        pruner: its :class:`~prunekit.Pruner` (its ``targets``).
         events: ``(epoch or step, sparsity after)`` of every pruning done.
     """
 
@@ -220,164 +200,32 @@ class PrunekitPruning(Callback):
         min_keep: int = 1,
         mode: str = "reparam",
         schedule: Schedule | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self._custom_fn: Callable[..., Any] | None = None
-        self._custom_is_method = False
-        self._method_name = "prunekit"
-
-        # -- what scores and which units: pruning_fn / criterion / structure --
-        torch_name = _torch_name(pruning_fn)
-        if pruning_fn is not None and (criterion is not None or structure is not None) and (
-            torch_name is not None or not isinstance(pruning_fn, (str, Criterion))
-        ):
-            raise InvalidParameterError(
-                "pruning_fn", "no criterion= or structure= next to a torch pruner (it fixes both)", pruning_fn,
-                "Fix: pass either pruning_fn (Lightning style) or criterion=/structure= (prunekit style).",
-            )
-        if torch_name is not None:
-            self._method_name = torch_name
-            if torch_name.endswith("_structured"):
-                if pruning_dim is None:
-                    raise InvalidParameterError(
-                        "pruning_dim", f"the tensor dimension to prune along, for {torch_name!r}", None,
-                        "Fix: e.g. pruning_dim=0 (output channels).",
-                    )
-                structure_obj: Structure = Channel(pruning_dim)
-                crit: Criterion = Random() if torch_name == "random_structured" else None  # type: ignore[assignment]
-                if torch_name == "ln_structured":
-                    if pruning_norm is None:
-                        raise InvalidParameterError(
-                            "pruning_norm", "the norm order for 'ln_structured'", None, "Fix: e.g. pruning_norm=2.",
-                        )
-                    crit = Magnitude(p=_norm_p(pruning_norm))
-            else:
-                structure_obj = Element()
-                crit = Magnitude(p=1) if torch_name == "l1_unstructured" else Random()
-        elif isinstance(pruning_fn, (str, Criterion)):
-            if criterion is not None:
-                raise InvalidParameterError(
-                    "criterion", "None when pruning_fn already names a criterion", criterion,
-                    "Fix: pass the criterion once, as pruning_fn or as criterion=.",
-                )
-            try:
-                crit = as_criterion(pruning_fn)
-            except PrunekitError as exc:
-                raise InvalidParameterError(
-                    "pruning_fn",
-                    f"one of torch's pruners {list(TORCH_PRUNING_FUNCTIONS)} or a prunekit criterion name",
-                    pruning_fn,
-                    f"Fix: see prunekit.list_scores(unit_space='element') ({exc}).",
-                ) from exc
-            self._method_name = str(pruning_fn) if isinstance(pruning_fn, str) else repr(crit)
-            structure_obj = create_structure(structure if structure is not None else "element")
-        elif pruning_fn is not None:
-            if not callable(pruning_fn):
-                raise InvalidParameterError(
-                    "pruning_fn",
-                    "a torch pruner name, a prunekit criterion, a BasePruningMethod subclass or a function "
-                    "fn(module, name=, amount=)",
-                    pruning_fn,
-                    "Fix: e.g. pruning_fn='l1_unstructured'.",
-                )
-            if isinstance(pruning_fn, torch_prune.BasePruningMethod):
-                raise InvalidParameterError(
-                    "pruning_fn", "a BasePruningMethod subclass, not an instance", pruning_fn,
-                    f"Fix: pass {type(pruning_fn).__name__} itself.",
-                )
-            self._custom_fn = pruning_fn
-            self._custom_is_method = isinstance(pruning_fn, type) and issubclass(
-                pruning_fn, torch_prune.BasePruningMethod
-            )
-            self._method_name = getattr(pruning_fn, "__name__", repr(pruning_fn))
-            crit = as_criterion("magnitude")  # unused; keeps Pruner's checks happy
-            structure_obj = Element()
-        else:
-            crit = as_criterion(criterion if criterion is not None else "magnitude")
-            structure_obj = create_structure(structure if structure is not None else "element")
-            self._method_name = repr(crit) if structure_obj.spec() == "element" else f"{crit!r} {structure_obj.spec()}"
-        self.criterion = crit
-        self.structure = structure_obj
-
-        # -- scope ------------------------------------------------------------
-        if scope is not None:
-            scope = check_choice("scope", scope, SCOPES)
-            if use_global_unstructured is not None and bool(use_global_unstructured) != (scope == "global"):
-                raise InvalidParameterError(
-                    "use_global_unstructured", f"{scope == 'global'} or None with scope={scope!r}",
-                    use_global_unstructured, "Fix: pass only one of scope and use_global_unstructured.",
-                )
-        elif use_global_unstructured is not None:
-            scope = "global" if use_global_unstructured else "local"
-        else:
-            scope = "global" if isinstance(self.structure, Element) else "local"
-        if scope == "global" and self.structure.fixed_sparsity is not None:
-            raise InvalidParameterError(
-                "scope", f"'local' for structure {self.structure.spec()!r} (it selects within each group)", scope,
-                "Fix: leave scope and use_global_unstructured out.",
-            )
-        self.scope = scope
-        if self._custom_fn is not None and not self._custom_is_method and scope == "global":
-            raise InvalidParameterError(
-                "use_global_unstructured", "False for a functional pruner fn(module, name=, amount=)", True,
-                "Fix: pass use_global_unstructured=False, or a BasePruningMethod subclass for global pruning.",
-            )
-
-        # -- how much: amount / sparsity / schedule -------------------------
-        given = [n for n, v in (("amount", amount), ("sparsity", sparsity), ("schedule", schedule)) if v is not None]
-        if len(given) > 1:
-            raise InvalidParameterError(
-                given[1], f"not given together with {given[0]}", "<both given>",
-                "Fix: amount is Lightning's fraction of what remains, sparsity prunekit's fraction zero afterwards, "
-                "schedule a prunekit Schedule; pass exactly one.",
-            )
-        if not given and self.structure.fixed_sparsity is None:
-            amount = 0.5  # Lightning's default
-        if amount is not None:
-            if self.structure.fixed_sparsity is not None:
-                raise InvalidParameterError(
-                    "amount", f"None with structure {self.structure.spec()!r} (it fixes the sparsity)", amount,
-                    "Fix: leave amount out.",
-                )
-            if not callable(amount):
-                check_amount(amount)
-        if sparsity is not None:
-            if not callable(sparsity):
-                check_sparsity(sparsity)
-            if self._custom_fn is not None:
-                raise InvalidParameterError(
-                    "sparsity", "None with a custom torch pruner (it takes amount)", sparsity,
-                    "Fix: pass amount=, or use a prunekit criterion.",
-                )
-        if schedule is not None:
-            if not isinstance(schedule, Schedule):
-                raise InvalidParameterError(
-                    "schedule", "a prunekit Schedule (prunekit.create_schedule('agp', final=0.9, ...))", schedule,
-                )
-            if self._custom_fn is not None:
-                raise InvalidParameterError(
-                    "schedule", "None with a custom torch pruner", "<Schedule>", "Fix: use a prunekit criterion.",
-                )
-        self.amount = amount
+        method = resolve_method(pruning_fn, criterion, structure, pruning_dim, pruning_norm)
+        self.criterion = method.criterion
+        self.structure = method.structure
+        self._method_name = method.name
+        self._custom_fn = method.custom
+        self._custom_is_method = method.custom_is_method
+        self.scope = resolve_scope(method, scope, use_global_unstructured)
+        self.amount = check_how_much(method, amount, sparsity, schedule)
         self.sparsity = sparsity
         self.schedule = schedule
-
-        # -- the rest -------------------------------------------------------
-        if overrides is not None and amount is not None:
+        if overrides is not None and self.amount is not None:
             raise InvalidParameterError(
                 "overrides", "used with sparsity= or schedule= (overrides are prunekit sparsities)", dict(overrides),
                 "Fix: pass sparsity= instead of amount=.",
             )
-        self.mode = check_choice("mode", mode, MODES)
+        self.normalize, self.mode = check_settings(normalize, mode)
         if self._custom_fn is not None and self.mode != "reparam":
             raise InvalidParameterError("mode", "'reparam' with a torch pruner", mode)
-        self.normalize = check_choice("normalize", normalize, NORMALIZERS)
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise InvalidParameterError("verbose", "0, 1 or 2", verbose)
-        for name, value in (("apply_pruning", apply_pruning), ("use_lottery_ticket_hypothesis",
-                                                              use_lottery_ticket_hypothesis)):
-            if not (isinstance(value, bool) or callable(value)):
-                raise InvalidParameterError(name, "a bool or a function epoch -> bool", value)
+        self._apply_pruning = check_flag("apply_pruning", apply_pruning)
+        self._use_lottery_ticket_hypothesis = check_flag("use_lottery_ticket_hypothesis",
+                                                         use_lottery_ticket_hypothesis)
         if parameters_to_prune and any(v is not None for v in (types, include, exclude)):
             raise InvalidParameterError(
                 "parameters_to_prune", "empty when types/include/exclude select the targets", "<both given>",
@@ -386,21 +234,31 @@ class PrunekitPruning(Callback):
         self._parameters_to_prune = list(parameters_to_prune or ())
         self._parameter_names = list(parameter_names) if parameter_names else ["weight"]
         self._selection = {"types": types, "include": include, "exclude": exclude}
-        self._overrides = dict(overrides) if overrides else None
+        self._overrides = check_overrides(overrides)
         self._min_keep = min_keep
-        self._apply_pruning = apply_pruning
+        self._context = check_context(context)
         self._make_pruning_permanent = make_pruning_permanent
-        self._use_lottery_ticket_hypothesis = use_lottery_ticket_hypothesis
         self._resample_parameters = bool(resample_parameters)
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
         self._verbose = verbose
         self._sync = True  # broadcast rank 0's masks under torch.distributed (tests turn it off)
-
-        self.pruner: Pruner | None = None
-        self.events: list[tuple[int, float]] = []
+        self.controller: PruningController | None = None
         self._model: nn.Module | None = None
-        self._lottery: LotteryTicket | None = None
-        self._last_step: int | None = None
+
+    @property
+    def pruner(self) -> Pruner | None:
+        """The controller's pruner (None before ``setup``)."""
+        return None if self.controller is None else self.controller.pruner  # type: ignore[return-value]
+
+    @property
+    def events(self) -> list[tuple[int, float]]:
+        """``(epoch or step, sparsity after)`` of every event so far."""
+        return [(e.t, e.sparsity) for e in self.event_log]
+
+    @property
+    def event_log(self) -> list[PruningEvent]:
+        """The controller's :class:`~prunekit.controller.PruningEvent` log."""
+        return [] if self.controller is None else list(self.controller.events)
 
     # -- Lightning-compatible hooks and methods ---------------------------------
 
@@ -410,7 +268,7 @@ class PrunekitPruning(Callback):
         return parameters_to_prune
 
     def setup(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
-        if self.pruner is not None and self._model is pl_module:
+        if self.controller is not None and self._model is pl_module:
             return
         if self._parameters_to_prune:
             pairs = list(self._parameters_to_prune)
@@ -419,40 +277,29 @@ class PrunekitPruning(Callback):
                 (t.module, t.param_name)
                 for t in select_targets(pl_module, params=self._parameter_names, **self._selection)
             ]
-        pairs = list(self.filter_parameters_to_prune(pairs))
-        self.pruner = Pruner(
-            pl_module,
-            criterion=self.criterion,
-            structure=self.structure,
-            scope=self.scope,
-            targets=pairs,
-            overrides=self._overrides,
-            normalize=self.normalize,
-            min_keep=self._min_keep,
-            mode=self.mode,
+        self.controller = build_controller(
+            pl_module, criterion=self.criterion, structure=self.structure, scope=self.scope,
+            schedule=self.schedule, targets=list(self.filter_parameters_to_prune(pairs)),
+            overrides=self._overrides, normalize=self.normalize, min_keep=self._min_keep, mode=self.mode,
+            context=self._context, lottery=self._use_lottery_ticket_hypothesis,
+            resample=self._resample_parameters,
+            enabled=self._apply_pruning, sync=self._sync,
         )
-        for t in self.pruner.targets:
-            self.structure.check(t)
         self._model = pl_module
-        logger.debug("PrunekitPruning: %d targets: %s", len(self.pruner.targets),
-                     ", ".join(t.name for t in self.pruner.targets))
 
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
         # after the strategy has wrapped the model (DDP has synchronised the weights)
-        uses_lth = self._use_lottery_ticket_hypothesis
-        if self.pruner is not None and (callable(uses_lth) or uses_lth):
-            self._lottery = LotteryTicket(self.pruner.targets)
+        if self.controller is not None:
+            self.controller.begin()
 
     def on_train_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
-        if self.schedule is not None and self.schedule.unit == "epoch":
-            self._scheduled(trainer.current_epoch, trainer.current_epoch)
+        if self.controller is not None and self.schedule is not None:
+            self._logged(self.controller.on_epoch_begin, trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: Any, pl_module: nn.Module, batch: Any, batch_idx: int) -> None:
-        if self.schedule is not None and self.schedule.unit == "step":
-            step = trainer.global_step
-            if step != self._last_step:  # once per optimizer step (gradient accumulation)
-                self._last_step = step
-                self._scheduled(step, trainer.current_epoch)
+        # a step already handled (gradient accumulation) is not pruned twice: the controller remembers it
+        if self.controller is not None and self.schedule is not None:
+            self._logged(self.controller.on_step_begin, trainer.global_step, trainer.current_epoch)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: nn.Module) -> None:
         if self.schedule is None and self._prune_on_train_epoch_end:
@@ -477,94 +324,79 @@ class PrunekitPruning(Callback):
 
     def apply_pruning(self, amount: int | float | None = None, *, sparsity: Sparsity | None = None) -> None:
         """Prune the targets now: ``amount`` (torch's meaning) or ``sparsity`` (prunekit's)."""
-        if self.pruner is None:
-            raise InvalidParameterError(
-                "trainer", "a fit that has run setup() before pruning", None,
-                "Fix: let the Trainer call the callback, or call setup(trainer, model, 'fit') first.",
-            )
+        controller = self._controller()
         if amount is not None and sparsity is not None:
             raise InvalidParameterError(
                 "sparsity", "None when amount is given", sparsity, "Fix: pass amount (torch's) or sparsity (prunekit's).",
             )
-        targets = self.pruner.targets
+        targets = controller.pruner.targets
         prev = mask_stats(targets) if self._verbose else None
         if self._custom_fn is not None:
             self._apply_custom(amount)
+        elif amount is not None:
+            pruner: Pruner = controller.pruner  # type: ignore[assignment]
+            controller.apply(None, description=pruner.describe(f"amount={amount}"),
+                             allocate=lambda p: amount_keeps(pruner, amount, self.scope, self.normalize,
+                                                             self._min_keep))
         else:
-            self.criterion.prepare(self.pruner.model, targets)
-            if amount is not None:
-                request = amount_counts(targets, self.structure, amount, self.scope)
-                if isinstance(request, list):
-                    keeps = []
-                    for t, count in zip(targets, request):
-                        keeps += compute_keep_masks([t], self.criterion, self.structure, count, scope="local",
-                                                    min_keep=self._min_keep)
-                else:
-                    scope = self.scope if self.scope in ("lamp", "erk") else "global"
-                    keeps = compute_keep_masks(targets, self.criterion, self.structure, request, scope=scope,
-                                               normalize=self.normalize, min_keep=self._min_keep)
-                what = f"amount={amount}"
-            else:
-                keeps = compute_keep_masks(targets, self.criterion, self.structure, sparsity, scope=self.scope,
-                                           overrides=self._overrides, normalize=self.normalize,
-                                           min_keep=self._min_keep)
-                what = f"sparsity={sparsity}"
-            if self._sync:
-                keeps = sync_keep_masks(keeps)
-            description = f"{self.criterion!r} {self.structure.spec()} {self.scope} {what}"
-            apply_masks(targets, keeps, mode=self.mode, description=description, copy=False)
-            self.pruner.steps += 1
+            controller.apply(sparsity)
         if prev is not None:
             how = f"amount={amount}" if amount is not None else f"sparsity={sparsity}"
             self._log_sparsity_stats(prev, mask_stats(targets), how)
 
     def apply_lottery_ticket_hypothesis(self) -> None:
         """Reset the unpruned target weights to their values at the start of training."""
-        if self._lottery is None or self.pruner is None:
-            return
-        self._lottery.reset(self.pruner.targets, resample=self._resample_parameters)
+        if self.controller is not None:
+            self.controller.reset_ticket()
 
     def sparsity_now(self) -> float:
         """Fraction of the targets' entries pruned now (from the masks)."""
-        if self.pruner is None:
-            return 0.0
-        stats = mask_stats(self.pruner.targets)
-        return sum(z for z, _ in stats) / max(1, sum(n for _, n in stats))
+        return 0.0 if self.controller is None else self.controller.sparsity()
 
     # -- internals -------------------------------------------------------------------
 
+    def _controller(self) -> PruningController:
+        if self.controller is None:
+            raise InvalidParameterError(
+                "trainer", "a fit that has run setup() before pruning", None,
+                "Fix: let the Trainer call the callback, or call setup(trainer, model, 'fit') first.",
+            )
+        return self.controller
+
+    def _logged(self, hook: Callable[..., PruningEvent | None], *args: int) -> None:
+        """Run a controller hook; with ``verbose``, log the sparsity before and after its event."""
+        targets = self._controller().pruner.targets
+        prev = mask_stats(targets) if self._verbose else None
+        event = hook(*args)
+        if event is not None and prev is not None:
+            self._log_sparsity_stats(prev, mask_stats(targets), f"sparsity={event.level}")
+
     def _run_pruning(self, epoch: int) -> None:
+        """A pruning point without a schedule (end of epoch ``epoch``): ``amount`` or ``sparsity``."""
         if not flag_at(self._apply_pruning, epoch):
             return
+        level: Sparsity | None
         if self.amount is not None:
             amount = self.amount(epoch) if callable(self.amount) else self.amount
             if not amount:  # as Lightning: 0 or None skips
                 return
             self.apply_pruning(check_amount(amount))
+            level, how = None, f"amount={amount}"
         else:
             sparsity = self.sparsity(epoch) if callable(self.sparsity) else self.sparsity
             if sparsity is None and self.structure.fixed_sparsity is None or sparsity == 0:
                 return
-            self.apply_pruning(sparsity=None if sparsity is None else check_sparsity(sparsity))
-        self.events.append((epoch, self.sparsity_now()))
-        if flag_at(self._use_lottery_ticket_hypothesis, epoch):
-            self.apply_lottery_ticket_hypothesis()
-
-    def _scheduled(self, t: int, epoch: int) -> None:
-        assert self.schedule is not None
-        level = self.schedule.sparsity_at(t)
-        if level is None or not flag_at(self._apply_pruning, epoch):
-            return
-        fixed = self.structure.fixed_sparsity
-        self.apply_pruning(sparsity=None if fixed is not None else level)
-        self.events.append((t, self.sparsity_now()))
-        logger.info("pruned to %.4f at %s %d", level, self.schedule.unit, t)
-        if flag_at(self._use_lottery_ticket_hypothesis, epoch):
-            self.apply_lottery_ticket_hypothesis()
+            level = None if sparsity is None else check_sparsity(sparsity)
+            self.apply_pruning(sparsity=level)
+            how = f"sparsity={level}"
+        self._controller().record(epoch, level, epoch=epoch, unit="epoch", description=how)
 
     def _apply_custom(self, amount: int | float | None) -> None:
-        assert self.pruner is not None and self._custom_fn is not None
-        pairs = [(t.module, t.param_name) for t in self.pruner.targets]
+        """A custom torch pruner prunes by itself (torch's allocation); rank 0's masks are broadcast."""
+        controller = self._controller()
+        targets = controller.pruner.targets
+        assert self._custom_fn is not None
+        pairs = [(t.module, t.param_name) for t in targets]
         if self._custom_is_method and self.scope == "global":
             torch_prune.global_unstructured(pairs, pruning_method=self._custom_fn, amount=amount)
         elif self._custom_is_method:
@@ -573,10 +405,10 @@ class PrunekitPruning(Callback):
         else:
             for module, name in pairs:
                 self._custom_fn(module, name=name, amount=amount)
-        if self._sync and distributed_world()[1] > 1:
-            keeps = [t.keep_mask() for t in self.pruner.targets]
+        if controller.sync and distributed_world()[1] > 1:
+            keeps = [t.keep_mask() for t in targets]
             keeps = sync_keep_masks([k for k in keeps if k is not None])
-            masked = [t for t in self.pruner.targets if t.keep_mask() is not None]
+            masked = [t for t in targets if t.keep_mask() is not None]
             with torch.no_grad():
                 for t, keep in zip(masked, keeps):
                     buf = t.module._buffers[t.param_name + "_mask"]
@@ -586,7 +418,7 @@ class PrunekitPruning(Callback):
     def _log_sparsity_stats(self, prev: list[tuple[int, int]], curr: list[tuple[int, int]], how: str) -> None:
         if distributed_world()[0] != 0:
             return
-        assert self.pruner is not None
+        targets = self._controller().pruner.targets
         total = sum(n for _, n in curr)
         before = sum(z for z, _ in prev)
         after = sum(z for z, _ in curr)
@@ -595,7 +427,7 @@ class PrunekitPruning(Callback):
             self._method_name, before, total, 100 * before / total, after, total, 100 * after / total,
         )
         if self._verbose == 2:
-            for t, (z0, n0), (z1, _n1) in zip(self.pruner.targets, prev, curr):
+            for t, (z0, n0), (z1, _n1) in zip(targets, prev, curr):
                 logger.info(
                     "Applied `%s` to `%s` with %s. Pruned: %d (%.2f%%) -> %d (%.2f%%)",
                     self._method_name, t.name, how,

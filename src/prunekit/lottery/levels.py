@@ -44,6 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import __version__
 from ..errors import InvalidParameterError
 from ..io import atomic_write, load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks
@@ -53,6 +54,7 @@ from ..measure.sparsity import sparsity_report
 from ..pruner import Pruner
 from ..targets import Target, pattern_matches, select_targets
 from ..training import TrainProgress
+from ..zoo import create_model
 from .config import LotteryConfig
 from .controls import reinit_weights, shuffle_masks
 from .loop import Evaluator, as_tensors, derive_seed, train_segment
@@ -112,7 +114,6 @@ class LotteryRun:
         self.config = config
         self.out = Path(out_dir)
         if model_fn is None:
-            from ..zoo import create_model
 
             def model_fn() -> nn.Module:
                 return create_model(config.model, **config.model_kwargs)
@@ -155,8 +156,6 @@ class LotteryRun:
                 "Fix: resume with the same config and data, or start the new config in another out_dir.",
             )
         if stored is None:
-            from .. import __version__
-
             created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             dump_json({**mine, "config": self.config.to_dict(), "state_version": STATE_VERSION,
                        "prunekit": __version__, "created": created}, marker, 2)

@@ -25,19 +25,19 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError
+from ..lottery.levels import LotteryRun
+from ..lottery.loop import Segment, StepBatches, derive_seed, train_segment
 from ..measure._results import dump_json
 from ..measure.accuracy import evaluate_accuracy
+from ..measure.plots import _check_path, _figure, _save
 from ..measure.size import dense_state_dict
-from .loop import Segment, StepBatches, derive_seed, train_segment
-
-if TYPE_CHECKING:
-    from .levels import LotteryRun
 
 __all__ = ["InstabilityResult", "instability_analysis", "linear_path_errors"]
 
@@ -67,8 +67,6 @@ class InstabilityResult:
 
     def plot(self, path: str | os.PathLike[str], title: str | None = None) -> Path:
         """Error (%) against α, end points marked; written atomically as PNG."""
-        from ..measure.plots import _check_path, _figure, _save
-
         target = _check_path(path)
         fig = _figure(6.0, 4.0)
         ax = fig.add_subplot()
@@ -90,19 +88,32 @@ def _has_bn(model: nn.Module) -> bool:
 def linear_path_errors(
     model_a: nn.Module,
     model_b: nn.Module,
-    loader: Iterable[Any],
-    model_fn: Callable[[], nn.Module],
+    data: Iterable[Any] | None = None,
+    model_fn: Callable[[], nn.Module] | None = None,
     *,
     points: int = 11,
+    bn_data: Iterable[Any] | None = None,
+    loader: Iterable[Any] | None = None,
     bn_loader: Iterable[Any] | None = None,
 ) -> InstabilityResult:
     """Error of ``(1 − α)·θ_A + α·θ_B`` at ``points`` evenly spaced α in [0, 1].
 
     The effective (masked) weights of both models are interpolated with
     ``torch.lerp`` (exact at α = 0 and 1, and when θ_A = θ_B) into a fresh
-    ``model_fn()``; integer buffers come from A. With BN layers the running
-    statistics are recomputed on ``bn_loader`` (required then).
+    ``model_fn()``; integer buffers come from A; the errors are measured on
+    ``data`` (evaluation batches). With BN layers the running statistics are
+    recomputed on ``bn_data`` (training batches, required then).
+    ``loader`` and ``bn_loader`` are the deprecated names of ``data`` and ``bn_data``.
     """
+    old = {k: v for k, v in (("loader", loader), ("bn_loader", bn_loader)) if v is not None}
+    data = renamed_argument(old, "loader", "data", "linear_path_errors", new_value=data)
+    bn_data = renamed_argument(old, "bn_loader", "bn_data", "linear_path_errors", new_value=bn_data)
+    if data is None:
+        raise InvalidParameterError("data", "evaluation batches [(x, y), ...]", None,
+                                    "Fix: linear_path_errors(model_a, model_b, test_batches, model_fn).")
+    if not callable(model_fn):
+        raise InvalidParameterError("model_fn", "a function returning a fresh model of the architecture", model_fn,
+                                    "Fix: e.g. model_fn=lambda: create_model('lenet_300_100').")
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
         raise InvalidParameterError("points", "an int >= 2", points, "Fix: e.g. 11 (the paper uses 30).")
     state_a, state_b = dense_state_dict(model_a), dense_state_dict(model_b)
@@ -111,9 +122,9 @@ def linear_path_errors(
                                     f"<keys differ: {sorted(state_a.keys() ^ state_b.keys())[:4]}>")
     probe = model_fn()
     bn = _has_bn(probe)
-    if bn and bn_loader is None:
-        raise InvalidParameterError("bn_loader", "training batches to recompute BatchNorm statistics", None,
-                                    "Fix: pass bn_loader=[(x, y), ...] from the training set.")
+    if bn and bn_data is None:
+        raise InvalidParameterError("bn_data", "training batches to recompute BatchNorm statistics", None,
+                                    "Fix: pass bn_data=[(x, y), ...] from the training set.")
     alphas = [i / (points - 1) for i in range(points)]
     errors = []
     for alpha in alphas:
@@ -121,8 +132,8 @@ def linear_path_errors(
         model = model_fn()
         model.load_state_dict(state)
         if bn:
-            torch.optim.swa_utils.update_bn(bn_loader, model)
-        errors.append(1.0 - evaluate_accuracy(model, loader).accuracy)
+            torch.optim.swa_utils.update_bn(bn_data, model)
+        errors.append(1.0 - evaluate_accuracy(model, data).accuracy)
     instability = max(errors) - (errors[0] + errors[-1]) / 2
     return InstabilityResult(alphas, errors, instability, bn_recomputed=bn)
 
@@ -162,9 +173,9 @@ def instability_analysis(
         segment = Segment(k, T, data_seed, derive_seed(config.seed, "instability", level, "train", seed))
         train_segment(model, config, run.train, run.evaluator, segment)
         copies.append(model)
-    bn_loader = list(StepBatches(*run.train, config.batch_size, config.seed, 0, bn_batches))
+    bn_data = list(StepBatches(*run.train, config.batch_size, config.seed, 0, bn_batches))
     result = linear_path_errors(copies[0], copies[1], run.evaluator.test, run.model_fn, points=points,
-                                bn_loader=bn_loader)
+                                bn_data=bn_data)
     result.level, result.start_iteration, result.seeds = level, k, (int(seeds[0]), int(seeds[1]))
     where = Path(out_dir) if out_dir is not None else run.out / "instability"
     stem = f"instability_{level:03d}_{seeds[0]}_{seeds[1]}"
