@@ -54,7 +54,7 @@ from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune, prune_pretrained
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # the former criterion registry API: element-like scores of prunekit.scores.SCORES
 create_criterion = deprecated_alias(as_criterion, "prunekit.create_criterion", "prunekit.scores.as_criterion")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..files import atomic_write
 from ..errors import InvalidParameterError, check_choice
 
 __all__ = [
@@ -154,8 +155,6 @@ class ImageArrayDataset(Dataset):
 def save_npz_atomic(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
     """Write ``arrays`` to ``path`` as ``.npz``: to a temporary file beside it,
     then ``os.replace``, so readers see the old file or the whole new one."""
-    from ..io import atomic_write
-
     def write(tmp: str) -> None:
         with open(tmp, "wb") as handle:
             (np.savez_compressed if compress else np.savez)(handle, **arrays)

@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InvalidParameterError
 from ..io import atomic_write, load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks

@@ -8,13 +8,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..files import atomic_write_text
+
 
 def dump_json(data: Any, path: str | os.PathLike[str] | None, indent: int) -> str:
     """``data`` as JSON; also written atomically to ``path`` (with a final newline) when given."""
     text = json.dumps(data, indent=indent)
     if path is not None:
-        from ..io import atomic_write_text
-
         atomic_write_text(path, text + "\n")
     return text
 

@@ -7,6 +7,7 @@ import os
 from torch import nn
 
 from ..errors import CheckpointError
+from ..io import load_state_dict_file
 
 __all__ = ["load_weights"]
 
@@ -18,8 +19,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], *, strict: bool
     Raises :class:`~prunekit.errors.CheckpointError` naming the file, the
     missing and unexpected keys and the shapes that differ.
     """
-    from ..io import load_state_dict_file  # lazy: io imports the masking machinery
-
     state = load_state_dict_file(path)
     own = model.state_dict()
     if strict:
