@@ -9,7 +9,7 @@ import torch
 
 import prunekit
 from prunekit.cli import main
-from prunekit.cli_oneshot import sample_windows
+from prunekit.cli.oneshot import sample_windows
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40)
 

@@ -1,0 +1,96 @@
+"""The declared parameters of :func:`prunekit.prune` / :class:`prunekit.Pruner` and of
+:func:`prunekit.structural_prune` (see :mod:`prunekit.validation`).
+
+One declaration per parameter: the Python checks, the ``prunekit prune``
+options and the recipe schema fragments (:func:`prunekit.validation.schema`)
+all read these tables. Options that name registered components (criteria,
+structures, group criteria, scopes) read the registries at each check, so a
+component registered by a user is accepted everywhere at once.
+
+This module sits above the realisations it describes (it reads the surgery's
+allocation names) and below the pruner, which validates with it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .allocation import NORMALIZERS, SCOPES
+from .criteria.base import Criterion, create_criterion, list_criteria
+from .masks import MODES
+from .structures import Structure, create_structure, list_structures
+from .surgery.allocate import SCOPES as GROUP_SCOPES
+from .surgery.api import ALLOCATIONS
+from .surgery.importance import GROUP_CRITERIA, GroupCriterion, list_group_criteria
+from .validation import (
+    AnyOf,
+    Fraction,
+    InstanceOf,
+    Interval,
+    IsCallable,
+    Options,
+    Param,
+    Spec,
+    Strings,
+    declare,
+)
+
+__all__ = ["PRUNE_PARAMS", "STRUCTURAL_PARAMS", "SPARSITY", "COUNT"]
+
+#: ``sparsity`` as a fraction (the command line's ``--sparsity``; ``--count`` for counts).
+SPARSITY = Fraction(count_option="--count")
+#: A count of units pruned per tensor (``prune(model, 3)``; the command line's ``--count``).
+COUNT = Interval(numbers.Integral, 0, None, example=1)
+
+CRITERION = Spec(create_criterion, list_criteria, "criterion", "lnorm:3", listed_by="prunekit list criteria")
+STRUCTURE = Spec(create_structure, list_structures, "structure", "2:4, block:4x4, channel:1",
+                 listed_by="prunekit list structures")
+
+PRUNE_PARAMS = declare(
+    Param("sparsity", AnyOf(SPARSITY, COUNT, None), None,
+          "fraction of each tensor (local) or of all targets (global, lamp, erk) that is zero afterwards",
+          metavar="FRACTION"),
+    Param("criterion", AnyOf(CRITERION, InstanceOf(Criterion, "a Criterion"), IsCallable("a function target -> scores")),
+          "magnitude", "importance score of each weight or unit (see `prunekit list criteria`)", metavar="SPEC"),
+    Param("structure", AnyOf(STRUCTURE, InstanceOf(Structure, "a Structure")), "element",
+          "unit pruned together: element, 2:4 (any N:M), block:4x4, kernel, channel, channel:<dim>", metavar="SPEC"),
+    Param("scope", Options(SCOPES, "scope"), "local",
+          "local (each tensor), global (one ranking), lamp (LAMP scores), erk (Erdős–Rényi-Kernel densities)"),
+    Param("normalize", Options(NORMALIZERS, "normalisation"), "none",
+          "per-tensor normalisation of unit scores before a global ranking"),
+    Param("min_keep", Interval(numbers.Integral, 0, None, example=1), 1,
+          "units of every tensor never pruned (0 allows emptying one)"),
+    Param("include", AnyOf(Strings("a glob, re:<regex>, or a list of them"), None), None,
+          "glob or re:<regex> of tensors to prune (repeatable)", repeat=True, metavar="PATTERN"),
+    Param("exclude", AnyOf(Strings("a glob, re:<regex>, or a list of them"), None), None,
+          "glob or re:<regex> of tensors to skip (repeatable)", repeat=True, metavar="PATTERN"),
+    Param("params", Strings("a parameter name or a list of them"), "weight",
+          "parameter names to prune (repeatable)", repeat=True, metavar="NAME"),
+    Param("mode", Options(MODES, "mode"), "reparam",
+          "reparam (torch.nn.utils.prune compatible) or inplace (lean)"),
+)
+
+GROUP_CRITERION = Spec(GROUP_CRITERIA.resolve, list_group_criteria, "group criterion",
+                       listed_by="prunekit list scores")
+
+STRUCTURAL_PARAMS = declare(
+    Param("ratio", AnyOf(Fraction("left", count_option=None), None), None,
+          "fraction of each group's channels removed (local) or of all channels (global)", option="--sparsity",
+          metavar="FRACTION"),
+    Param("macs_target", AnyOf(Interval(numbers.Real, 0, 1, "right", example=0.5), None), None,
+          "MACs after / before to reach (e.g. 0.5), by bisection on the channel ratio", metavar="FRACTION"),
+    Param("latency_target", AnyOf(Interval(numbers.Real, 0, 1, "right", example=0.5), None), None,
+          "modelled latency after / before to reach (implies --allocation latency)", metavar="FRACTION"),
+    Param("criterion", AnyOf(GROUP_CRITERION, InstanceOf(GroupCriterion, "a GroupCriterion")), "l1",
+          "group criterion scoring each coupled channel group", metavar="NAME"),
+    Param("scope", Options(GROUP_SCOPES, "scope"), "local", "local (each group) or global (one ranking)"),
+    Param("max_layer_ratio", AnyOf(Interval(numbers.Real, 0, 1, "both", example=0.8), None), None,
+          "largest fraction of any group's channels removed", metavar="FRACTION"),
+    Param("round_to", AnyOf(Interval(numbers.Integral, 1, None, example=8), None), None,
+          "channels kept per group rounded to a multiple of this", metavar="N"),
+    Param("allocation", Options(ALLOCATIONS, "allocation"), "ranking",
+          "ranking (scope's ranking) or latency (greedy latency-saliency on this machine's layer timings)"),
+    Param("steps", Interval(numbers.Integral, 1, None, example=1), 1, "prune in this many increments", option=None),
+    Param("exclude", AnyOf(Strings("a glob, re:<regex>, or a list of them"), None), (),
+          "modules whose channels are kept", repeat=True, metavar="PATTERN"),
+)
