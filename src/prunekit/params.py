@@ -35,7 +35,7 @@ from .validation import (
     declare,
 )
 
-__all__ = ["PRUNE_PARAMS", "STRUCTURAL_PARAMS", "SPARSITY", "COUNT"]
+__all__ = ["COUNT", "PRUNE_PARAMS", "SPARSITY", "STRUCTURAL_PARAMS"]
 
 #: ``sparsity`` as a fraction (the command line's ``--sparsity``; ``--count`` for counts).
 SPARSITY = Fraction(count_option="--count")

@@ -19,7 +19,6 @@ stderr. A library error about a declared parameter is worded with its option.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -34,7 +33,7 @@ from .oneshot import ONESHOT_PARAMS, add_oneshot_parser
 from .prune import CLI_PARAMS, add_prune_parser
 from .run import DEMO_PARAMS, RUN_PARAMS, add_demo_parser, add_run_parser, quick_recipe
 
-__all__ = ["main", "build_parser", "quick_recipe"]
+__all__ = ["build_parser", "main", "quick_recipe"]
 
 #: per command, the declarations whose Python names an error may carry (renamed to options)
 _DECLARED = {

@@ -14,7 +14,7 @@ from ..errors import InvalidParameterError
 from ..measure.sparsity import SparsityReport
 from ..validation import Param, cli_error
 
-__all__ = ["Parser", "report_table", "refuse_given", "as_cli_error", "print_error"]
+__all__ = ["Parser", "as_cli_error", "print_error", "refuse_given", "report_table"]
 
 
 class Parser(argparse.ArgumentParser):

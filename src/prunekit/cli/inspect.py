@@ -22,11 +22,21 @@ from ..measure.sparsity import sparsity_report_from_state_dict
 from ..schedules import list_schedules
 from ..scores import SCORES, UNIT_SPACES, ScoreEntry
 from ..structures import list_structures
-from ..validation import AnyOf, Flag, Options, Param, PathLike, Strings, add_arguments, cli_values, declare
+from ..validation import (
+    AnyOf,
+    Flag,
+    Options,
+    Param,
+    PathLike,
+    Strings,
+    add_arguments,
+    cli_values,
+    declare,
+)
 from ..zoo import list_models
 from .common import refuse_given, report_table
 
-__all__ = ["LISTERS", "REPORT_PARAMS", "LIST_PARAMS", "add_report_parser", "add_list_parser", "scores_table"]
+__all__ = ["LISTERS", "LIST_PARAMS", "REPORT_PARAMS", "add_list_parser", "add_report_parser", "scores_table"]
 
 #: ``prunekit list KIND``: the registry listing of each kind (``scores`` is a table of its own).
 LISTERS: dict[str, Callable[[str], list[str]]] = {

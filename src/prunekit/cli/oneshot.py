@@ -28,11 +28,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from ..data.text import CharTokenizer, read_text
 from ..errors import InvalidParameterError
-from ..io import atomic_write_text, load_pruned_state_dict, load_state_dict_file, save_sparse
+from ..io import (
+    atomic_write_text,
+    load_pruned_state_dict,
+    load_state_dict_file,
+    save_sparse,
+)
 from ..oneshot.api import oneshot_prune
 from ..oneshot.methods import list_oneshot_methods
 from ..oneshot.offload import OFFLOAD_MODES

@@ -15,14 +15,28 @@ from typing import Any
 import torch
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ..recipes import example_recipe_path, load_recipe
 from ..runner import Runner
-from ..validation import AnyOf, Flag, Param, PathLike, add_arguments, cli_values, declare
+from ..validation import (
+    AnyOf,
+    Flag,
+    Param,
+    PathLike,
+    add_arguments,
+    cli_values,
+    declare,
+)
 
-__all__ = ["RUN_PARAMS", "DEMO_PARAMS", "add_run_parser", "add_demo_parser", "quick_recipe"]
+__all__ = ["DEMO_PARAMS", "RUN_PARAMS", "add_demo_parser", "add_run_parser", "quick_recipe"]
 
 RUN_PARAMS = declare(
     Param("recipe", PathLike(), help="the recipe file (see prunekit/recipe_examples/demo.yaml)", option="recipe"),

@@ -43,7 +43,7 @@ from ..validation import Constraint, validate
 from ..zoo import create_model
 from .common import as_cli_error
 
-__all__ = ["SHAPE", "example_input", "run_shrink", "load_line"]
+__all__ = ["SHAPE", "example_input", "load_line", "run_shrink"]
 
 _SHAPE_TEXT = re.compile(r"^\s*\d+(\s*[,x×]\s*\d+)*\s*$")
 

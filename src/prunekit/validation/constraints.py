@@ -1,82 +1,33 @@
-"""Declared parameter constraints: each public parameter is declared once, and
-the Python checks, the command-line arguments and the recipe schema derive
-from that one declaration.
-
-The idea is scikit-learn's ``_param_validation`` (a constraint object per
-parameter, a check that names the parameter and what it accepts); the code is
-prunekit's own. A declaration is a :class:`Param`::
-
-    Param("sparsity", Fraction(), default=None, help="fraction of each tensor pruned afterwards")
-
-with a :class:`Constraint` saying what is accepted:
-
-===================  ===========================================================
-constraint           accepts
-===================  ===========================================================
-``Interval``         a number of a kind (``Real``, ``Integral`` or ``RealNotInt``)
-                     between bounds, each bound open or closed (``closed=``)
-``Fraction``         a float in [0, 1] (an int is not a fraction: on the command
-                     line ``1`` is refused with the fix ``1.0`` or a count option)
-``Options``          one of a set of names; the set may be a function, read at
-                     each check (a registry's live ``list_*``)
-``Spec``             a registry spec such as ``lnorm:3`` or ``block:4x4``,
-                     checked by building it with the registry's factory
-``InstanceOf``       an instance of a class
-``IsCallable``       a function or any callable
-``Strings``          a string or a list of strings (patterns, names)
-``PathLike``         a path (``exists=True``: of an existing file or folder)
-``JsonObject``       a dict (on the command line: a JSON object)
-``Flag``             True or False (on the command line: a switch)
-``AnyOf``            any of several constraints (``None`` for "or None")
-===================  ===========================================================
-
-:func:`validate` checks values against declarations and raises
-:class:`~prunekit.errors.InvalidParameterError` (``<param>: expected
-<expected>, got <got>. Fix: ...``). :func:`add_arguments` adds the
-declarations to an ``argparse`` parser: option ``--name-with-dashes``, a type
-conversion whose errors have the same form (naming the option), the choices
-in the help, the default. :func:`schema` gives the fragment a recipe schema
-uses (``name -> {expected, default, help}``).
-"""
+"""The constraints a declared parameter can have (see :mod:`prunekit.validation`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import numbers
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidParameterError, did_you_mean
+from ..errors import InvalidParameterError, did_you_mean
 
 __all__ = [
     "REQUIRED",
-    "Constraint",
-    "Interval",
-    "Fraction",
-    "Options",
-    "Spec",
-    "InstanceOf",
-    "IsCallable",
-    "Strings",
-    "PathLike",
-    "JsonObject",
-    "Flag",
     "AnyOf",
-    "Param",
-    "declare",
-    "validate",
-    "defaults",
-    "add_arguments",
-    "cli_values",
-    "cli_error",
-    "given",
-    "schema",
+    "Constraint",
+    "Flag",
+    "Fraction",
+    "InstanceOf",
+    "Interval",
+    "IsCallable",
+    "JsonObject",
+    "Options",
+    "PathLike",
     "RealNotInt",
+    "Spec",
+    "Strings",
 ]
 
 
@@ -160,9 +111,7 @@ class Interval(Constraint):
         closed_right = self.closed in ("both", "right")
         if self.left is not None and (value < self.left or (value == self.left and not closed_left)):
             return False
-        if self.right is not None and (value > self.right or (value == self.right and not closed_right)):
-            return False
-        return True
+        return self.right is None or value < self.right or (value == self.right and closed_right)
 
     def accepts(self, value: Any) -> bool:
         return _kind_ok(value, self.kind) and self._in_range(value)
@@ -320,7 +269,7 @@ class Strings(Constraint):
     def accepts(self, value: Any) -> bool:
         if isinstance(value, str):
             return True
-        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value)
 
     def describe(self) -> str:
         return self.what
@@ -413,202 +362,3 @@ class AnyOf(Constraint):
 
     def choices(self) -> list[str] | None:
         return next((c.choices() for c in self.constraints if c.choices() is not None), None)
-
-
-@dataclass(frozen=True)
-class Param:
-    """One public parameter, declared once.
-
-    Args:
-        name: the Python keyword.
-        constraint: what it accepts.
-        default: its default (:data:`REQUIRED` when it has none).
-        help: one line for ``--help``, docstrings and the recipe schema.
-        option: the command-line spelling (default ``--`` + name with dashes; a name
-            without dashes is a positional argument; ``None`` keeps it off the command line).
-        repeat: on the command line, the option may be given several times (a list).
-        metavar: the placeholder in ``--help``.
-    """
-
-    name: str
-    constraint: Constraint
-    default: Any = REQUIRED
-    help: str = ""
-    option: str | None = ""
-    repeat: bool = False
-    metavar: str | None = None
-    cli_default: Any = field(default=REQUIRED, compare=False)  # the command line's own default, when it differs
-
-    @property
-    def cli_name(self) -> str | None:
-        """The name the command line knows it by (``--sparsity``), or None."""
-        if self.option is None:
-            return None
-        return self.option or "--" + self.name.replace("_", "-")
-
-    @property
-    def on_cli(self) -> bool:
-        return self.option is not None
-
-    def check(self, value: Any, name: str | None = None) -> Any:
-        """``value`` checked against the constraint; errors name ``name`` (default: the Python name)."""
-        where = name or self.name
-        if self.repeat and isinstance(value, (list, tuple)) and not isinstance(self.constraint, Strings):
-            return [self.constraint.convert(v, where) for v in value]
-        return self.constraint.convert(value, where)
-
-
-def declare(*params: Param) -> dict[str, Param]:
-    """A declaration table ``{name: Param}`` (names must be unique)."""
-    table: dict[str, Param] = {}
-    for p in params:
-        if p.name in table:
-            raise InvalidParameterError("params", "parameters declared once each", p.name,
-                                        "Fix: remove the second declaration.")
-        table[p.name] = p
-    return table
-
-
-def validate(declarations: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``values`` (``{name: value}``) against ``declarations``; return them checked.
-
-    Only the names given are checked (no defaults are added; see :func:`defaults`).
-
-    Raises:
-        InvalidParameterError: naming the first parameter refused (an undeclared
-            name included, with the closest declared one).
-    """
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        param = declarations.get(name)
-        if param is None:
-            raise InvalidParameterError(
-                name, "a declared parameter (" + ", ".join(declarations) + ")", name,
-                ("Fix: check the spelling." + did_you_mean(name, list(declarations))).strip(),
-            )
-        out[name] = param.check(value)
-    return out
-
-
-def defaults(declarations: Mapping[str, Param]) -> dict[str, Any]:
-    """``{name: default}`` of the parameters that have one."""
-    return {n: p.default for n, p in declarations.items() if p.default is not REQUIRED}
-
-
-class _TextConverter:
-    """argparse ``type=``: command-line text to a checked value; errors in the error form."""
-
-    def __init__(self, param: Param) -> None:
-        self.param = param
-        self.__name__ = param.name  # argparse names the type in some messages
-
-    def __call__(self, text: str) -> Any:
-        name = self.param.cli_name or self.param.name
-        try:
-            return self.param.constraint.from_text(text, name)
-        except InvalidParameterError as exc:
-            # argparse prefixes "argument <option>: "; the rest is the error form
-            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{exc.param}: ")) from None
-
-
-def _default_text(param: Param) -> str:
-    default = param.cli_default if param.cli_default is not REQUIRED else param.default
-    if default is REQUIRED or default is None or isinstance(param.constraint, Flag):
-        return ""
-    if isinstance(default, (list, tuple)):
-        default = " ".join(map(str, default))
-    return f" (default: {default})"
-
-
-def add_arguments(parser: argparse.ArgumentParser, declarations: Mapping[str, Param],
-                  names: Sequence[str] | None = None) -> None:
-    """Add the command-line parameters of ``declarations`` (or of ``names`` only) to ``parser``.
-
-    Options get ``default=None`` so that a command can tell what was given;
-    :func:`cli_values` fills the declared defaults afterwards. The type
-    conversion raises the error form naming the option (argparse exits with 2).
-    """
-    for name in names if names is not None else list(declarations):
-        param = declarations[name]
-        if not param.on_cli:
-            continue
-        option = param.cli_name
-        choices = param.constraint.choices()
-        help_text = param.help
-        if choices is not None and len(choices) <= 12 and "{" not in (param.metavar or ""):
-            help_text += f" [{', '.join(choices)}]"
-        help_text += _default_text(param)
-        kwargs: dict[str, Any] = {"help": help_text.strip().replace("%", "%%")}
-        if isinstance(param.constraint, Flag):
-            kwargs.update(action="store_true", default=None)
-        else:
-            kwargs.update(type=_TextConverter(param), default=None)
-            if param.repeat:
-                kwargs["action"] = "append"
-            if param.metavar:
-                kwargs["metavar"] = param.metavar
-        if option is not None and not option.startswith("-"):
-            kwargs.pop("default")
-            if param.default is not REQUIRED:
-                kwargs["nargs"] = "?"
-                kwargs["default"] = None
-            parser.add_argument(option, **kwargs)
-        else:
-            if param.default is REQUIRED and param.cli_default is REQUIRED:
-                kwargs["required"] = True
-            parser.add_argument(option, dest=param.name, **kwargs)
-
-
-def cli_values(args: argparse.Namespace, declarations: Mapping[str, Param],
-               names: Sequence[str] | None = None) -> dict[str, Any]:
-    """``{name: value}`` of parsed ``args`` for the command-line parameters, with the
-    declared defaults (the command line's own where declared) for those not given."""
-    out: dict[str, Any] = {}
-    for name in names if names is not None else list(declarations):
-        param = declarations[name]
-        if not param.on_cli:
-            continue
-        value = getattr(args, name if param.cli_name and param.cli_name.startswith("-") else param.cli_name, None)
-        if value is None:
-            value = param.cli_default if param.cli_default is not REQUIRED else param.default
-            if value is REQUIRED:
-                raise InvalidParameterError(param.cli_name or name, param.constraint.describe(), None,
-                                            f"Fix: give {param.cli_name}.")
-        out[name] = value
-    return out
-
-
-def given(args: argparse.Namespace, declarations: Mapping[str, Param], names: Iterable[str]) -> list[str]:
-    """The command-line options among ``names`` that were given (not left at their default)."""
-    return [declarations[n].cli_name or n for n in names if getattr(args, n, None) is not None]
-
-
-def schema(declarations: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
-    """The fragment of a recipe schema for ``declarations``: ``name -> {expected, default, help}``
-    (``default`` absent for a required parameter; ``choices`` for a list of names)."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, p in declarations.items():
-        entry: dict[str, Any] = {"expected": p.constraint.describe(), "help": p.help}
-        if p.default is not REQUIRED:
-            entry["default"] = p.default
-        choices = p.constraint.choices()
-        if choices is not None:
-            entry["choices"] = choices
-        out[name] = entry
-    return out
-
-
-def cli_error(exc: InvalidParameterError, declarations: Mapping[str, Param]) -> InvalidParameterError:
-    """``exc`` worded for the command line: a declared Python parameter named by its option
-    (``macs_target`` -> ``--macs-target``), in the parameter and in ``name=value`` of the fix."""
-    param = declarations.get(exc.param)
-    if param is None or not param.cli_name:
-        return exc
-    fix = exc.fix
-    if fix:
-        for p in declarations.values():
-            if p.cli_name and p.cli_name.startswith("-"):
-                fix = re.sub(rf"\b{re.escape(p.name)}=", f"{p.cli_name} ", fix)
-                if "_" in p.name:
-                    fix = re.sub(rf"\b{re.escape(p.name)}\b", p.cli_name, fix)
-    return InvalidParameterError(param.cli_name, exc.expected, exc.got, fix)
