@@ -106,3 +106,14 @@ def test_shrink_options_without_shrink_are_refused(tmp_path, capsys):
 def test_shrink_requires_out(capsys):
     assert main(["prune", "lenet5", "--structure", "channel", "--sparsity", "0.5", "--shrink"]) == 2
     assert "--out: expected a folder for the shrunk model with --shrink" in _text(capsys.readouterr().err)
+
+
+def test_shrink_latency_target_uses_the_latency_allocation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    out, report, text = _run(tmp_path, capsys, "lenet5", "--latency-target", "0.6")
+    assert report["structural_prune"]["scope"] == "latency"  # --allocation latency is implied
+    before, after = report["structural_prune"]["latency_model_ms"]
+    assert after <= 0.6 * before
+    measured = report["shrunk"]["latency_ms"] / report["dense"]["latency_ms"]
+    # a measured ratio above the target is said, never passed over
+    assert ("above --latency-target 0.6" in text) == (measured > 0.6)

@@ -191,4 +191,11 @@ def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> in
     console.print(_table(values["model"], measured["dense"], measured["shrunk"]))
     console.print(f"saved {path} ({shrunk_bytes:,} bytes) and {out / 'report.json'}", highlight=False)
     console.print(f"load it back with: {line}", highlight=False, soft_wrap=True)
+    measured_ratio = measured["shrunk"]["latency_ms"] / measured["dense"]["latency_ms"]
+    if options["latency_target"] is not None and measured_ratio > options["latency_target"]:
+        modelled = result.latency_model_ms
+        model_note = f" (modelled: {modelled[1] / modelled[0]:.3f})" if modelled else ""
+        console.print(f"[yellow]warning:[/] measured latency after / before is {measured_ratio:.3f}, above "
+                      f"--latency-target {options['latency_target']:g}, which was met on the layer latency "
+                      f"model{model_note}", highlight=False)
     return 0

@@ -6,7 +6,7 @@ import json
 import numbers
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,7 +269,9 @@ class Strings(Constraint):
     def accepts(self, value: Any) -> bool:
         if isinstance(value, str):
             return True
-        return isinstance(value, (list, tuple, set, frozenset)) and all(isinstance(v, str) for v in value)
+        if isinstance(value, Iterator):
+            return True  # checking would consume it; its user checks the items
+        return isinstance(value, Iterable) and all(isinstance(v, str) for v in value)
 
     def describe(self) -> str:
         return self.what
