@@ -66,29 +66,29 @@ def test_prune_override_and_params(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["lenet5", "--sparsity", "half"], "--sparsity: expected a fraction in [0, 1], got 'half'. Fix: e.g. "
-                                       "--sparsity 0.5."),
-    (["lenet5", "--sparsity", "1"], "--sparsity: expected a fraction in [0, 1] written with a decimal point, got "
+    (["lenet5", "--sparsity", "half"], ("--sparsity: expected a fraction in [0, 1], got 'half'. Fix: e.g. "
+                                       "--sparsity 0.5.")),
+    (["lenet5", "--sparsity", "1"], ("--sparsity: expected a fraction in [0, 1] written with a decimal point, got "
                                     "'1'. Fix: for 100% write 1.0; to prune a number of units per tensor use "
-                                    "--count 1."),
+                                    "--count 1.")),
     (["lenet5", "--sparsity", "1.5"], "--sparsity: expected a fraction in [0, 1], got 1.5."),
     (["lenet5", "--count", "-1"], "--count: expected an int >= 0, got -1."),
     (["lenet5", "--count", "0.5"], "--count: expected an int >= 0, got '0.5'."),
     (["lenet5", "--sparsity", "0.5", "--count", "2"], "--count: expected either --sparsity or --count, not both"),
-    (["lenet5", "--sparsity", "0.5", "--criterion", "magnitud"], "--criterion: expected a registered criterion "
-                                                                 "name"),
+    (["lenet5", "--sparsity", "0.5", "--criterion", "magnitud"], ("--criterion: expected a registered criterion "
+                                                                 "name")),
     (["lenet5", "--sparsity", "0.5", "--criterion", "magnitud"], "Did you mean 'magnitude'?"),
     (["lenet5", "--sparsity", "0.5", "--structure", "chanel"], "Did you mean 'channel'?"),
-    (["lenet5", "--sparsity", "0.5", "--scope", "globl"], "--scope: expected a scope among local, global, lamp, erk, "
+    (["lenet5", "--sparsity", "0.5", "--scope", "globl"], ("--scope: expected a scope among local, global, lamp, erk, "
                                                           "got 'globl'. Fix: pick one of the listed values. Did you "
-                                                          "mean 'global'?"),
+                                                          "mean 'global'?")),
     (["lenet5", "--sparsity", "0.5", "--mode", "in-place"], "Did you mean 'inplace'?"),
     (["lenett", "--sparsity", "0.5"], "model: expected a model among"),
     (["lenett", "--sparsity", "0.5"], "(see `prunekit list models`). Did you mean 'lenet5'?"),
-    (["lenet5", "--sparsity", "0.5", "--weights", "missing.safetensors"], "--weights: expected an existing file, "
-                                                                          "got 'missing.safetensors'."),
-    (["lenet5", "--sparsity", "0.5", "--override", "fc*=1"], "--override: expected a fraction in [0, 1] written "
-                                                             "with a decimal point, got '1'."),
+    (["lenet5", "--sparsity", "0.5", "--weights", "missing.safetensors"], ("--weights: expected an existing file, "
+                                                                          "got 'missing.safetensors'.")),
+    (["lenet5", "--sparsity", "0.5", "--override", "fc*=1"], ("--override: expected a fraction in [0, 1] written "
+                                                             "with a decimal point, got '1'.")),
     (["lenet5", "--sparsity", "0.5", "--override", "0.5"], "--override: expected PATTERN=SPARSITY"),
     (["lenet5", "--count", "3", "--scope", "erk"], "error: --sparsity: expected a float in [0, 1] for scope='erk'"),
 ])

@@ -71,8 +71,8 @@ def test_shrink_resnet20_to_a_macs_target_with_weights(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["lenet5", "--sparsity", "0.5", "--structure", "element"], "--structure: expected channel with --shrink"),
-    (["lenet5", "--structure", "channel"], "--sparsity: expected exactly one of --sparsity, --macs-target and "
-                                           "--latency-target with --shrink, got None."),
+    (["lenet5", "--structure", "channel"], ("--sparsity: expected exactly one of --sparsity, --macs-target and "
+                                           "--latency-target with --shrink, got None.")),
     (["lenet5", "--structure", "channel", "--sparsity", "0.5", "--macs-target", "0.5"],
      "got '--sparsity 0.5 --macs-target 0.5'"),
     (["lenet5", "--structure", "channel", "--sparsity", "1.0"], "--sparsity: expected a fraction in [0, 1)"),
@@ -110,7 +110,7 @@ def test_shrink_requires_out(capsys):
 
 def test_shrink_latency_target_uses_the_latency_allocation(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
-    out, report, text = _run(tmp_path, capsys, "lenet5", "--latency-target", "0.6")
+    _out, report, text = _run(tmp_path, capsys, "lenet5", "--latency-target", "0.6")
     assert report["structural_prune"]["scope"] == "latency"  # --allocation latency is implied
     before, after = report["structural_prune"]["latency_model_ms"]
     assert after <= 0.6 * before
