@@ -4,6 +4,10 @@ errors it gives (exit 2, one line on stderr naming the option)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,6 +58,13 @@ def test_prune_count_prunes_that_many_channels_per_tensor(tmp_path, capsys):
         assert int((rows.abs().sum(1) == 0).sum()) == 2
 
 
+def test_prune_nm_needs_no_sparsity(tmp_path, capsys):
+    assert main(["prune", "lenet_300_100", "--structure", "2:4", "--out", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    w = _weights("lenet_300_100", tmp_path / "p" / "model.safetensors")["fc1.weight"]
+    assert bool(((w != 0).reshape(-1, 4).sum(1) == 2).all())
+
+
 def test_prune_override_and_params(tmp_path, capsys):
     out = tmp_path / "p"
     assert main(["prune", "lenet_300_100", "--sparsity", "0.5", "--override", "fc3.*=0.2", "--params", "weight",
@@ -90,6 +101,7 @@ def test_prune_override_and_params(tmp_path, capsys):
     (["lenet5", "--sparsity", "0.5", "--override", "fc*=1"], ("--override: expected a fraction in [0, 1] written "
                                                              "with a decimal point, got '1'.")),
     (["lenet5", "--sparsity", "0.5", "--override", "0.5"], "--override: expected PATTERN=SPARSITY"),
+    (["lenet5"], "--sparsity: expected a fraction or --count for --structure element, got None. Fix: add --sparsity"),
     (["lenet5", "--count", "3", "--scope", "erk"], "error: --sparsity: expected a float in [0, 1] for scope='erk'"),
 ])
 def test_prune_errors_name_the_option_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
@@ -147,3 +159,13 @@ def test_a_model_registered_at_run_time_is_accepted(tmp_path, capsys):
     capsys.readouterr()
     state = prunekit.load_sparse(tmp_path / "p" / "model.safetensors")
     assert int((state["0.weight_mask"] == 0).sum()) == 6
+
+
+def test_python_m_prunekit_exits_2_with_one_error_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(prunekit.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-m", "prunekit", "prune", "lenet5", "--sparsity", "half", "--out",
+                           str(tmp_path / "p")], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1] == ("prunekit prune: error: --sparsity: expected a fraction in [0, 1], "
+                                            "got 'half'. Fix: e.g. --sparsity 0.5.")
+    assert not (tmp_path / "p").exists()

@@ -27,6 +27,7 @@ from ..measure.size import dense_bytes
 from ..measure.sparsity import sparsity_report
 from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
 from ..pruner import Pruner
+from ..structures import NM, create_structure
 from ..validation import (
     REQUIRED,
     AnyOf,
@@ -155,8 +156,12 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         options = validate(PRUNE_PARAMS, {n: values[n] for n in names})
     except InvalidParameterError as exc:
         raise as_cli_error(exc, PRUNE_PARAMS) from None
-    model = _load(values)
     overrides = dict(values["override"] or [])
+    if sparsity is None and not overrides and not isinstance(create_structure(options["structure"]), NM):
+        raise InvalidParameterError("--sparsity", f"a fraction or --count for --structure {options['structure']}",
+                                    None, "Fix: add --sparsity 0.5 (half of each tensor) or --count 2 (2 units of "
+                                          "each); N:M structures such as 2:4 need neither.")
+    model = _load(values)
     try:
         pruner = Pruner(model, overrides=overrides or None, **options)
         pruner.step(sparsity)
