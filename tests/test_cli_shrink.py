@@ -108,8 +108,16 @@ def test_shrink_requires_out(capsys):
     assert "--out: expected a folder for the shrunk model with --shrink" in _text(capsys.readouterr().err)
 
 
+def _modelled_ms(spec):
+    """A deterministic layer latency (ms) proportional to the layer's multiply-accumulates."""
+    k = spec.kernel[0] * spec.kernel[1]
+    return 1e-6 * spec.in_ch * spec.out_ch * k * spec.hw[0] * spec.hw[1] / spec.groups + 1e-3
+
+
 def test_shrink_latency_target_uses_the_latency_allocation(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "400")
+    table = prunekit.surgery.api.LatencyTable
+    monkeypatch.setattr(prunekit.surgery.api, "LatencyTable", lambda **kw: table(timer=_modelled_ms, **kw))
     _out, report, text = _run(tmp_path, capsys, "lenet5", "--latency-target", "0.6")
     assert report["structural_prune"]["scope"] == "latency"  # --allocation latency is implied
     before, after = report["structural_prune"]["latency_model_ms"]
