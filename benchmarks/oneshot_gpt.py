@@ -108,7 +108,7 @@ def load(args, spec):
     from oneshot_gpt_model import CONFIG, data, get_model
 
     import prunekit
-    from prunekit.cli_oneshot import sample_windows
+    from prunekit.cli.oneshot import sample_windows
 
     if spec["kind"] == "memory":
         torch.manual_seed(0)

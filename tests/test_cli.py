@@ -1,4 +1,4 @@
-"""The command line: run, demo, and the older subcommands; errors exit with code 2."""
+"""The command line: run, demo, report and list; errors exit with code 2 and go to stderr."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def test_run_changed_recipe_exit_2_then_restart(recipe_file, tmp_path, capsys):
     recipe_file.write_text(RECIPE.replace("[0.5, 0.9]", "[0.5, 0.8]"))
     capsys.readouterr()
     assert main(["run", str(recipe_file), "--out", str(out)]) == 2
-    text = capsys.readouterr().out
-    assert "error:" in text and "--restart" in text
+    text = capsys.readouterr().err
+    assert "prunekit run: error:" in text and "--restart" in text
     assert main(["run", str(recipe_file), "--out", str(out), "--restart"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [r["sparsity"] for r in report["runs"]] == [0.5, 0.8]
@@ -62,21 +62,20 @@ def test_run_bad_recipe_exit_2_with_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(RECIPE.replace("sparsity: [0.5, 0.9]", "sparsity: 1.5"))
     assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
-    text = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    text = " ".join(capsys.readouterr().err.split())
     assert "bad.yaml line 8, pruners[0].sparsity: expected a float in [0, 1], got 1.5." in text
     assert not (tmp_path / "out").exists()
     typo = tmp_path / "typo.yaml"
     typo.write_text(RECIPE.replace("scope: global", "scop: global"))
     assert main(["run", str(typo), "--out", str(tmp_path / "out")]) == 2
-    assert "Did you mean 'scope'?" in " ".join(capsys.readouterr().out.split())
+    assert "Did you mean 'scope'?" in " ".join(capsys.readouterr().err.split())
     assert main(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "out")]) == 2
-    assert "an existing YAML file" in capsys.readouterr().out
+    assert "an existing YAML file" in capsys.readouterr().err
 
 
-def test_run_requires_out(recipe_file):
-    with pytest.raises(SystemExit) as info:
-        main(["run", str(recipe_file)])
-    assert info.value.code == 2
+def test_run_requires_out(recipe_file, capsys):
+    assert main(["run", str(recipe_file)]) == 2
+    assert "the following arguments are required: --out" in capsys.readouterr().err
 
 
 def test_quick_recipe_is_the_demo_made_small():
@@ -99,11 +98,14 @@ def test_demo_quick(tmp_path, capsys):
 
 def test_existing_commands_still_work(tmp_path, capsys):
     assert main(["list", "models", "lenet*"]) == 0
-    assert "lenet5" in capsys.readouterr().out
+    assert capsys.readouterr().out.split() == ["lenet5", "lenet_300_100"]
     out = tmp_path / "p"
     assert main(["prune", "lenet_300_100", "--sparsity", "0.5", "--out", str(out)]) == 0
-    assert main(["report", str(out / "model.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out / "model.safetensors"), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["total"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert main(["report", str(tmp_path / "nothing.safetensors")]) == 2
+    assert "checkpoint: expected an existing file" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.parametrize("kind, expected", [("datasets", "mnist_embedded"), ("schedules", "agp"), ("models", "resnet20")])

@@ -20,4 +20,15 @@ def test_lottery_command_runs_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert "(0 trained, 3 reused)" in capsys.readouterr().out
     assert main(argv + ["--rate", "0.5"]) == 2  # another config in the same directory is refused
-    assert "changed: rate: 0.2 -> 0.5>" in " ".join(capsys.readouterr().out.split())
+    assert "changed: rate: 0.2 -> 0.5>" in " ".join(capsys.readouterr().err.split())
+
+
+def test_lottery_argument_errors_name_the_option(tmp_path, capsys):
+    base = ["lottery", "lenet_300_100", "--data", "mnist_embedded", "--out", str(tmp_path / "lt")]
+    assert main([*base, "--rate", "1.5"]) == 2
+    assert "--rate: expected a float in (0, 1), got 1.5." in capsys.readouterr().err
+    assert main([*base, "--reset", "rewnd"]) == 2
+    assert "Did you mean 'rewind'?" in capsys.readouterr().err
+    assert main(["lottery", "lenet_300_100", "--data", "mnist_embeded", "--out", str(tmp_path / "lt")]) == 2
+    assert "--data: expected a data set among" in capsys.readouterr().err
+    assert not (tmp_path / "lt").exists()

@@ -9,7 +9,7 @@ import torch
 
 import prunekit
 from prunekit.cli import main
-from prunekit.cli_oneshot import sample_windows
+from prunekit.cli.oneshot import sample_windows
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40)
 
@@ -57,7 +57,7 @@ def test_oneshot_cli_errors_are_reported(text_file, capsys):
     code = main(["oneshot", "gpt_tiny", "--model-args", '{"vocab_size": 8}', "--text", str(text_file),
                  "--tokenizer", "char", "--samples", "2", "--seq-len", "16"])
     assert code == 2
-    assert "--tokenizer" in capsys.readouterr().out
+    assert "prunekit oneshot: error: --tokenizer: expected token ids below" in " ".join(capsys.readouterr().err.split())
 
 
 def test_sample_windows_are_seeded_slices():
@@ -104,13 +104,31 @@ def test_oneshot_cli_streams_a_folder_with_offload_disk(text_file, tmp_path, cap
     assert report["result"]["method"] == "sparsegpt"
     # the whole model is never loaded: perplexity is refused, and the output folder is required
     assert main([*args, "--perplexity", "--out", str(tmp_path / "other")]) == 2
-    assert "--perplexity" in capsys.readouterr().out
+    assert "error: --perplexity:" in capsys.readouterr().err
     assert main(args) == 2
-    assert "--out" in capsys.readouterr().out
+    assert "error: --out:" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
 
 
 def test_oneshot_help_says_a_folder_with_offload_disk_is_streamed(capsys):
-    with pytest.raises(SystemExit):
-        main(["oneshot", "--help"])
+    assert main(["oneshot", "--help"]) == 0
     assert "streamed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sparsity", "half"], "--sparsity: expected a fraction in [0, 1), got 'half'."),
+    (["--method", "wandaa"], "--method: expected a one-shot method among"),
+    (["--val-fraction", "1.0"], "--val-fraction: expected a float in (0, 1), got 1.0."),
+    (["--samples", "0"], "--samples: expected an int >= 1, got 0."),
+    (["--model-args", "{n_layer: 2}"], "--model-args: expected a JSON object of keyword arguments"),
+])
+def test_oneshot_argument_errors_name_the_option(text_file, tmp_path, capsys, argv, message):
+    code = main(["oneshot", "gpt_tiny", "--text", str(text_file), *argv, "--out", str(tmp_path / "out")])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and f"prunekit oneshot: error: {message}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_oneshot_unknown_zoo_model_suggests_one(text_file, capsys):
+    assert main(["oneshot", "gpt_tinyy", "--text", str(text_file)]) == 2
+    assert "model: expected a zoo model name or a Hugging Face folder" in " ".join(capsys.readouterr().err.split())

@@ -16,8 +16,10 @@ from .errors import InvalidParameterError, check_choice
 from .masks import MODES, apply_masks, link_consumers
 from .masks import make_permanent as _make_permanent
 from .measure.sparsity import SparsityReport, sparsity_report
+from .params import PRUNE_PARAMS
 from .structures import Structure, create_structure
 from .targets import Target, select_targets
+from .validation import validate
 
 __all__ = ["Pruner", "prune"]
 
@@ -70,6 +72,8 @@ class Pruner:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
+        validate(PRUNE_PARAMS, {"criterion": criterion, "structure": structure, "scope": scope, "normalize": normalize,
+                                "min_keep": min_keep, "mode": mode, "include": include, "exclude": exclude})
         self.model = model
         self.criterion = as_criterion(criterion)
         self.structure = create_structure(structure)

@@ -7,7 +7,7 @@ the BatchNorm scaling factors to the training loss,
     L = L_task + λ · Σ_{BN layers} Σ_c |γ_c|        (eq. 1; λ = 1e-4 … 1e-5 in the paper),
 
 so that unimportant channels get γ near zero and are pruned by
-``criterion="slimming"`` (:class:`prunekit.surgery.importance.BNScaling`).
+``criterion="slimming"`` (:class:`prunekit.scores.groups.BNScaling`).
 
 * :func:`bn_l1_penalty` gives ``λ·Σ|γ|`` to add to a loss in your own loop;
 * :func:`slimming_loss` wraps a ``loss_fn(logits, targets)`` so that

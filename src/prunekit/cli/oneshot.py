@@ -23,49 +23,106 @@ from __future__ import annotations
 
 import argparse
 import json
+import numbers
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from .errors import InvalidParameterError
-from .oneshot.methods import list_oneshot_methods
-from .oneshot.offload import OFFLOAD_MODES
+from ..data.text import CharTokenizer, read_text
+from ..errors import InvalidParameterError
+from ..io import (
+    atomic_write_text,
+    load_pruned_state_dict,
+    load_state_dict_file,
+    save_sparse,
+)
+from ..oneshot.api import oneshot_prune
+from ..oneshot.methods import list_oneshot_methods
+from ..oneshot.offload import OFFLOAD_MODES
+from ..oneshot.perplexity import lm_perplexity
+from ..oneshot.pretrained import prune_pretrained
+from ..validation import (
+    REQUIRED,
+    AnyOf,
+    Flag,
+    Fraction,
+    Interval,
+    JsonObject,
+    Options,
+    Param,
+    PathLike,
+    Strings,
+    add_arguments,
+    cli_values,
+    declare,
+)
+from ..zoo import create_model, list_models
+from .common import as_cli_error, report_table
 
-__all__ = ["add_oneshot_parser", "sample_windows"]
+__all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
+
+#: a zoo model name, checked when MODEL is not a Hugging Face folder
+LOAD_CHECK = Options(list_models, "zoo model name or a Hugging Face folder (with config.json)", "prunekit list models")
+
+
+def _positive(example: int) -> Interval:
+    return Interval(numbers.Integral, 1, None, example=example)
+
+
+ONESHOT_PARAMS = declare(
+    Param("model", Strings("a Hugging Face folder or a zoo model name"), REQUIRED,
+          "a Hugging Face model folder or a registered zoo model name; a folder with --offload disk is streamed "
+          "block by block into --out, never loaded whole", option="model"),
+    Param("weights", AnyOf(PathLike("file"), None), None, "safetensors / state dict for a zoo model",
+          metavar="FILE"),
+    Param("model_args", AnyOf(JsonObject(), None), None,
+          "JSON of keyword arguments for the zoo model, e.g. '{\"n_layer\": 4}'", metavar="JSON"),
+    Param("text", PathLike("file"), REQUIRED, "a UTF-8 text file: calibration data and held-out text",
+          metavar="FILE"),
+    Param("tokenizer", Options(("auto", "char", "bytes"), "tokenizer"), "auto",
+          "auto (the folder's, or char for a zoo model), char (sorted characters of the text), bytes (UTF-8)"),
+    Param("method", Options(list_oneshot_methods, "one-shot method"), "wanda", "the one-shot method"),
+    Param("sparsity", AnyOf(Fraction("left"), None), None, "fraction pruned per layer (default 0.5; fixed by N:M)",
+          metavar="FRACTION"),
+    Param("structure", Strings("unstructured or an N:M pattern such as 2:4"), "unstructured",
+          "unstructured, 2:4, 4:8 or any N:M", metavar="SPEC"),
+    Param("owl", Flag(), False, "OWL per-block sparsities (Yin et al. 2023)"),
+    Param("owl_lambda", Interval(numbers.Real, 0, 1, "both", example=0.08), 0.08, "OWL's sparsity spread λ"),
+    Param("owl_m", Interval(numbers.Real, 0, None, "neither", example=5.0), 5.0, "OWL's outlier threshold M"),
+    Param("sequential", Flag(), False, "prune a block's layers group by group"),
+    Param("head", Flag(), False, "also prune the output head (from the final norm's outputs)"),
+    Param("embeddings", Flag(), False,
+          "also prune the token embedding by magnitude (a tied head needs --head --embeddings)"),
+    Param("offload", Options(OFFLOAD_MODES, "offload mode"), "none",
+          "where blocks wait: none, cpu, or disk (for a Hugging Face folder: read from it and written to --out one "
+          "block at a time, so a model larger than memory can be pruned)"),
+    Param("offload_dir", AnyOf(PathLike(), None), None, "folder for --offload disk (default: a temporary one)",
+          metavar="DIR"),
+    Param("samples", _positive(128), 128, "calibration windows", metavar="N"),
+    Param("seq_len", _positive(128), 128, "tokens per calibration window", metavar="N"),
+    Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 0.1,
+          "last share of the text held out", metavar="FRACTION"),
+    Param("perplexity", Flag(), False, "held-out perplexity before and after"),
+    Param("window", _positive(128), 128, "perplexity window length (non-overlapping)", metavar="N"),
+    Param("device", AnyOf(Strings("a torch device such as cpu or cuda:0"), None), None,
+          "where blocks are pruned (default: the model's device)"),
+    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
+    Param("out", AnyOf(PathLike(), None), None, "output folder: the pruned model and report.json", metavar="DIR"),
+)
 
 
 def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``oneshot`` subcommand on ``sub`` (argparse subparsers)."""
     p = sub.add_parser("oneshot", help="one-shot pruning of a language model block by block (Wanda, SparseGPT, OWL)")
-    p.add_argument("model", help="a Hugging Face model folder or a registered zoo model name; a folder with "
-                                 "--offload disk is streamed block by block into --out, never loaded whole")
-    p.add_argument("--weights", help="safetensors / state dict for a zoo model")
-    p.add_argument("--model-args", help="JSON of keyword arguments for the zoo model, e.g. '{\"n_layer\": 4}'")
-    p.add_argument("--text", required=True, help="a UTF-8 text file: calibration data and held-out text")
-    p.add_argument("--tokenizer", default="auto", choices=["auto", "char", "bytes"])
-    p.add_argument("--method", default="wanda", choices=list_oneshot_methods())
-    p.add_argument("--sparsity", type=float, help="fraction pruned per layer (default 0.5; fixed by N:M)")
-    p.add_argument("--structure", default="unstructured", help="unstructured, 2:4, 4:8 or any N:M")
-    p.add_argument("--owl", action="store_true", help="OWL per-block sparsities (Yin et al. 2023)")
-    p.add_argument("--owl-lambda", type=float, default=0.08)
-    p.add_argument("--owl-m", type=float, default=5.0)
-    p.add_argument("--sequential", action="store_true", help="prune a block's layers group by group")
-    p.add_argument("--head", action="store_true", help="also prune the output head (from the final norm's outputs)")
-    p.add_argument("--embeddings", action="store_true",
-                   help="also prune the token embedding by magnitude (a tied head needs --head --embeddings)")
-    p.add_argument("--offload", default="none", choices=list(OFFLOAD_MODES),
-                   help="where blocks wait: none, cpu, or disk (for a Hugging Face folder: read from it and written "
-                        "to --out one block at a time, so a model larger than memory can be pruned)")
-    p.add_argument("--offload-dir", help="folder for --offload disk (default: a temporary one)")
-    p.add_argument("--samples", type=int, default=128, help="calibration windows")
-    p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="last share of the text held out")
-    p.add_argument("--perplexity", action="store_true", help="held-out perplexity before and after")
-    p.add_argument("--window", type=int, default=128, help="perplexity window length (non-overlapping)")
-    p.add_argument("--device", default=None, help="where blocks are pruned (default: the model's device)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output folder: the pruned model and report.json")
+    add_arguments(p, ONESHOT_PARAMS)
     p.set_defaults(func=_cmd_oneshot)
     return p
 
@@ -85,22 +142,18 @@ def _is_hf_folder(model: str) -> bool:
 
 def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
     if _is_hf_folder(args.model):
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # optional dependency
 
         return AutoModelForCausalLM.from_pretrained(args.model), True
-    from .io import load_pruned_state_dict, load_state_dict_file
-    from .zoo import create_model
-
+    LOAD_CHECK.convert(args.model, "model")
     torch.manual_seed(args.seed)
-    model = create_model(args.model, **json.loads(args.model_args or "{}"))
+    model = create_model(args.model, **(args.model_args or {}))
     if args.weights:
         load_pruned_state_dict(model, load_state_dict_file(args.weights))
     return model, False
 
 
 def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
-    from .data.text import CharTokenizer, read_text
-
     text = read_text(args.text)
     kind = args.tokenizer
     if kind == "auto":
@@ -109,14 +162,14 @@ def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
         return CharTokenizer.from_text(text).encode(text)
     if kind == "bytes":
         return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # optional dependency
 
     return torch.tensor(AutoTokenizer.from_pretrained(args.model)(text)["input_ids"], dtype=torch.long)
 
 
 def _check_streamed(args: argparse.Namespace, console: Any) -> int | None:
     """The vocabulary size of a folder streamed with ``--offload disk`` (from its config), after the checks."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # optional dependency
 
     if not args.out:
         raise InvalidParameterError("--out", "an output folder with --offload disk on a Hugging Face folder",
@@ -132,21 +185,7 @@ def _check_streamed(args: argparse.Namespace, console: Any) -> int | None:
 
 
 def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from .io import atomic_write_text, save_sparse
-    from .oneshot.api import oneshot_prune
-    from .oneshot.perplexity import lm_perplexity
-    from .oneshot.pretrained import prune_pretrained
-
-    if not 0.0 < args.val_fraction < 1.0:
-        raise InvalidParameterError("--val-fraction", "a fraction in (0, 1)", args.val_fraction)
+    args = argparse.Namespace(**cli_values(args, ONESHOT_PARAMS))
     streamed = _is_hf_folder(args.model) and args.offload == "disk"
     model: Any = None
     if streamed:
@@ -188,12 +227,17 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             "owl_lambda": args.owl_lambda, "owl_m": args.owl_m, "sequential": args.sequential, "device": args.device,
             "progress": on_event, "head": args.head, "embeddings": args.embeddings}
         if streamed:
-            result = prune_pretrained(args.model, args.out, calibration, **options)
+            try:
+                result = prune_pretrained(args.model, args.out, calibration, **options)
+            except InvalidParameterError as exc:
+                raise as_cli_error(exc, ONESHOT_PARAMS) from None
         else:
-            result = oneshot_prune(model, calibration, offload=args.offload, offload_dir=args.offload_dir, **options)
-    from .cli import _report_table
-
-    console.print(_report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
+            try:
+                result = oneshot_prune(model, calibration, offload=args.offload, offload_dir=args.offload_dir,
+                                       **options)
+            except InvalidParameterError as exc:
+                raise as_cli_error(exc, ONESHOT_PARAMS) from None
+    console.print(report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
                                               f"{result.sparsity:g} in {result.seconds:.1f} s"))
     invalid = result.report.extras.get("nm_invalid_groups")
     if invalid is not None:

@@ -1,0 +1,112 @@
+"""``prunekit lottery``: an IMP run of a zoo model on a registered data set, resumable.
+
+    prunekit lottery lenet_300_100 --data mnist --data-path ../shared/data/mnist --out runs/lt \
+        --levels 19 --rate 0.2 --output-rate 0.1 --steps 2000 --reset lottery --control reinit
+
+The last ``--val-fraction`` of the training split is held out for the
+early-stop iteration. Run the same command again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import numbers
+from typing import Any
+
+from rich.console import Console
+
+from ..data import create_dataset, list_datasets
+from ..errors import InvalidParameterError
+from ..lottery.config import CONTROLS, RESETS, LotteryConfig
+from ..lottery.levels import LotteryRun
+from ..lottery.loop import as_tensors
+from ..validation import (
+    REQUIRED,
+    AnyOf,
+    Interval,
+    Options,
+    Param,
+    PathLike,
+    add_arguments,
+    cli_values,
+    declare,
+)
+from ..zoo import list_models
+from .common import as_cli_error
+
+__all__ = ["LOTTERY_PARAMS", "add_lottery_parser"]
+
+_RATE = Interval(numbers.Real, 0, 1, "neither", example=0.2)
+
+LOTTERY_PARAMS = declare(
+    Param("model", Options(list_models, "model", "prunekit list models"), REQUIRED,
+          "a registered model name (see `prunekit list models`)", option="model"),
+    Param("data", Options(list_datasets, "data set", "prunekit list datasets"), REQUIRED,
+          "a registered data set (see `prunekit list datasets`)", metavar="NAME"),
+    Param("data_path", AnyOf(PathLike("dir"), None), None, "the data set's folder", metavar="DIR"),
+    Param("out", PathLike(), REQUIRED, "run directory; the same command again resumes it", metavar="DIR"),
+    Param("levels", Interval(numbers.Integral, 0, None, example=19), 19, "pruning levels after the dense level 0",
+          metavar="N"),
+    Param("rate", _RATE, 0.2, "fraction of the remaining weights pruned per level", metavar="FRACTION"),
+    Param("output_rate", AnyOf(_RATE, None), None, "the output layer's rate (default rate/2)", metavar="FRACTION"),
+    Param("scope", Options(("local", "global"), "scope"), "local", "local (each layer) or global (one ranking)"),
+    Param("reset", Options(RESETS, "reset"), "lottery", "what the weights return to after each level"),
+    Param("rewind_step", Interval(numbers.Integral, 0, None, example=500), 0, "k, in iterations (rewind, "
+          "lr_rewind)", metavar="K"),
+    Param("steps", Interval(numbers.Integral, 1, None, example=5000), 5000, "training iterations T per level",
+          metavar="T"),
+    Param("batch_size", Interval(numbers.Integral, 1, None, example=60), 60, "training batch size", metavar="N"),
+    Param("optimizer", Options(("sgd", "adam", "adamw"), "optimizer"), "adam", "the optimizer"),
+    Param("lr", Interval(numbers.Real, 0, None, "neither", example=1.2e-3), 1.2e-3, "learning rate"),
+    Param("lr_schedule", Options(("none", "cosine", "step"), "schedule"), "none", "learning-rate schedule"),
+    Param("eval_every", Interval(numbers.Integral, 1, None, example=500), 500, "iterations between evaluations",
+          metavar="N"),
+    Param("control", AnyOf(Options(CONTROLS, "control"), None), None, "a control per level (repeatable)",
+          repeat=True),
+    Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 1 / 12,
+          "share of the training split held out", metavar="FRACTION"),
+    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
+)
+
+#: the command line's names for the fields of :class:`prunekit.lottery.config.LotteryConfig` that differ
+_CONFIG_NAMES = {"train_steps": "steps", "controls": "control"}
+
+
+def add_lottery_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``lottery`` subcommand on ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("lottery", help="iterative magnitude pruning in levels (lottery tickets, rewinding); resumable")
+    add_arguments(p, LOTTERY_PARAMS)
+    p.set_defaults(func=_cmd_lottery)
+    return p
+
+
+def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
+    v = cli_values(args, LOTTERY_PARAMS)
+    try:
+        config = LotteryConfig(
+            model=v["model"], levels=v["levels"], rate=v["rate"], output_rate=v["output_rate"], scope=v["scope"],
+            reset=v["reset"], rewind_step=v["rewind_step"], train_steps=v["steps"], batch_size=v["batch_size"],
+            optimizer=v["optimizer"], lr=v["lr"], lr_schedule=v["lr_schedule"], eval_every=v["eval_every"],
+            seed=v["seed"], controls=tuple(v["control"] or ()))
+    except InvalidParameterError as exc:
+        exc = InvalidParameterError(_CONFIG_NAMES.get(exc.param, exc.param), exc.expected, exc.got, exc.fix)
+        raise as_cli_error(exc, LOTTERY_PARAMS) from None
+    x, y = as_tensors(create_dataset(v["data"], path=v["data_path"], split="train"), "train")
+    test = as_tensors(create_dataset(v["data"], path=v["data_path"], split="test"), "test")
+    held = max(1, int(len(x) * v["val_fraction"]))
+    run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
+                     callback=None)
+
+    def line(level: int, metrics: dict[str, Any], name: str) -> str:
+        return (f"level {level:3d} {name:8s} {100 * metrics['remaining']:7.2f}% remaining  "
+                f"accuracy {100 * metrics['accuracy']:.2f}%  early stop {metrics['early_stop_iteration']} "
+                f"({100 * metrics['early_stop_accuracy']:.2f}%)  {metrics['seconds']:.1f} s")
+
+    for level in range(config.levels + 1):
+        metrics = run.level(level)
+        console.print(line(level, metrics, "ticket"), highlight=False)
+        for control in config.controls if level else ():
+            console.print(line(level, run.metrics(level, control), control), highlight=False)
+    console.print(f"run directory: {v['out']} ({len(run.computed)} trained, {len(run.skipped)} reused)",
+                  highlight=False)
+    return 0

@@ -1,0 +1,184 @@
+"""``prunekit prune``: prune a zoo model with masks and save a compressed sparse checkpoint,
+or, with ``--shrink``, remove channels physically and save the smaller model.
+
+    prunekit prune lenet5 --sparsity 0.8 --scope global --out runs/lenet5
+    prunekit prune lenet5 --count 2 --structure channel --out runs/two_channels
+    prunekit prune resnet20 --weights W --structure channel --macs-target 0.5 --shrink --out runs/r20
+
+Every option is declared once (:data:`prunekit.params.PRUNE_PARAMS`,
+:data:`prunekit.params.STRUCTURAL_PARAMS` and :data:`CLI_PARAMS` below); a bad
+value exits with status 2 and an error naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import numbers
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from ..errors import InvalidParameterError
+from ..io import load_pruned_state_dict, load_state_dict_file, save_sparse
+from ..measure.size import dense_bytes
+from ..measure.sparsity import sparsity_report
+from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
+from ..pruner import Pruner
+from ..structures import NM, create_structure
+from ..validation import (
+    REQUIRED,
+    AnyOf,
+    Constraint,
+    Flag,
+    Fraction,
+    Interval,
+    Options,
+    Param,
+    PathLike,
+    Strings,
+    add_arguments,
+    cli_values,
+    declare,
+    validate,
+)
+from ..zoo import create_model, list_models
+from .common import as_cli_error, refuse_given, report_table
+from .shrink import SHAPE, run_shrink
+
+__all__ = ["CLI_PARAMS", "add_prune_parser"]
+
+
+class Override(Constraint):
+    """``PATTERN=SPARSITY``: tensors matching PATTERN pruned to their own fraction (written with a decimal point)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
+
+    def describe(self) -> str:
+        return "PATTERN=SPARSITY, e.g. 'fc3.*=0.5'"
+
+    def from_text(self, text: str, name: str) -> Any:
+        pattern, sep, value = text.rpartition("=")
+        if not sep or not pattern:
+            raise InvalidParameterError(name, self.describe(), text, f"Fix: e.g. {name} 'fc3.*=0.5'.")
+        return pattern, Fraction().from_text(value, name)
+
+
+def _text(param: Param) -> Param:
+    """``param`` read as text on the command line, checked after parsing (its table depends on --shrink)."""
+    return dataclasses.replace(param, constraint=Strings(param.constraint.describe()))
+
+
+CLI_PARAMS = declare(
+    Param("model", Options(list_models, "model", "prunekit list models"), REQUIRED,
+          "a registered model name (see `prunekit list models`)", option="model"),
+    Param("weights", AnyOf(PathLike("file"), None), None, "a checkpoint to load first (safetensors or torch state "
+          "dict)", metavar="FILE"),
+    PRUNE_PARAMS["sparsity"],
+    Param("count", AnyOf(COUNT, None), None, "instead of --sparsity: the number of units pruned per tensor",
+          metavar="N"),
+    dataclasses.replace(_text(PRUNE_PARAMS["criterion"]), help="importance score of each weight or unit (see "
+                        "`prunekit list criteria`); with --shrink, of each channel group (l1 = magnitude, l2, "
+                        "slimming, random)"),
+    _text(PRUNE_PARAMS["structure"]),
+    _text(PRUNE_PARAMS["scope"]),
+    PRUNE_PARAMS["normalize"],
+    PRUNE_PARAMS["min_keep"],
+    PRUNE_PARAMS["mode"],
+    PRUNE_PARAMS["include"],
+    PRUNE_PARAMS["exclude"],
+    dataclasses.replace(PRUNE_PARAMS["params"], cli_default=["weight"]),
+    Param("override", AnyOf(Override(), None), None, "PATTERN=SPARSITY, pruned locally at its own level (repeatable)",
+          repeat=True, metavar="PATTERN=SPARSITY"),
+    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0,
+          "seed for the model's initialisation and random criteria"),
+    Param("out", AnyOf(PathLike(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
+    Param("shrink", Flag(), False, "remove channels physically (structural_prune) and save the smaller model"),
+    STRUCTURAL_PARAMS["macs_target"],
+    STRUCTURAL_PARAMS["latency_target"],
+    STRUCTURAL_PARAMS["round_to"],
+    STRUCTURAL_PARAMS["max_layer_ratio"],
+    STRUCTURAL_PARAMS["allocation"],
+    Param("input_shape", AnyOf(SHAPE, None), None, "with --shrink: the example input's shape, batch first "
+          "(default: the zoo model's, at batch 1)", metavar="N,C,H,W"),
+    Param("latency_repeats", Interval(numbers.Integral, 1, None, example=50), 50,
+          "with --shrink: timed forwards for the latency median", metavar="N"),
+    Param("latency_warmup", Interval(numbers.Integral, 0, None, example=10), 10,
+          "with --shrink: untimed forwards first", metavar="N"),
+)
+
+#: options that only mean something with --shrink, and those that only mean something without it
+SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "input_shape",
+               "latency_repeats", "latency_warmup")
+MASK_ONLY = ("count", "normalize", "min_keep", "mode", "include", "params", "override")
+
+
+def add_prune_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``prune`` subcommand on ``sub`` (argparse subparsers)."""
+    p = sub.add_parser("prune", help="prune a zoo model and save a compressed sparse checkpoint (or, with "
+                                     "--shrink, a physically smaller model)",
+                       description="Prune a zoo model. Without --shrink: masks, saved as a compressed sparse "
+                                   "checkpoint. With --shrink: channels removed (structural_prune), the smaller "
+                                   "model saved with save_shrunk, and dense vs shrunk measured side by side.")
+    add_arguments(p, CLI_PARAMS)
+    p.set_defaults(func=_cmd_prune)
+    return p
+
+
+def _load(values: dict[str, Any]) -> torch.nn.Module:
+    torch.manual_seed(values["seed"])
+    model = create_model(values["model"])
+    if values["weights"]:
+        load_pruned_state_dict(model, load_state_dict_file(values["weights"]))
+    return model
+
+
+def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
+    values = cli_values(args, CLI_PARAMS)
+    if values["shrink"]:
+        refuse_given(args, MASK_ONLY, CLI_PARAMS, "with --shrink (channels are removed, not masked)",
+                     "Fix: drop it, or drop --shrink to prune with masks.")
+        if args.allocation is None and values["latency_target"] is not None:
+            values["allocation"] = "latency"  # a latency target is met by the latency allocation
+        return run_shrink(values, _load(values), console)
+    refuse_given(args, SHRINK_ONLY, CLI_PARAMS, "without --shrink", "Fix: add --shrink (and --structure channel) "
+                                                                   "to remove channels physically.")
+    if values["sparsity"] is not None and values["count"] is not None:
+        raise InvalidParameterError("--count", "either --sparsity or --count, not both", values["count"],
+                                    f"Fix: drop one: --sparsity 0.5 prunes half of each tensor, --count {values['count']} prunes "
+                                    f"{values['count']} units of each.")
+    sparsity = values["count"] if values["count"] is not None else values["sparsity"]
+    names = ("criterion", "structure", "scope", "normalize", "min_keep", "mode", "include", "exclude", "params")
+    try:
+        options = validate(PRUNE_PARAMS, {n: values[n] for n in names})
+    except InvalidParameterError as exc:
+        raise as_cli_error(exc, PRUNE_PARAMS) from None
+    overrides = dict(values["override"] or [])
+    if sparsity is None and not overrides and not isinstance(create_structure(options["structure"]), NM):
+        raise InvalidParameterError("--sparsity", f"a fraction or --count for --structure {options['structure']}",
+                                    None, "Fix: add --sparsity 0.5 (half of each tensor) or --count 2 (2 units of "
+                                          "each); N:M structures such as 2:4 need neither.")
+    model = _load(values)
+    try:
+        pruner = Pruner(model, overrides=overrides or None, **options)
+        pruner.step(sparsity)
+    except InvalidParameterError as exc:
+        raise as_cli_error(exc, PRUNE_PARAMS, CLI_PARAMS) from None
+    report = sparsity_report(model)
+    console.print(report_table(report, f"{values['model']} pruned: {pruner!r}"))
+    if values["out"]:
+        out = Path(values["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        dense = dense_bytes(model, dense_format="torch")
+        sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": values["model"]})
+        report.extras.update({"dense_bytes": dense, "sparse_bytes": sparse_bytes})
+        report.to_json(out / "report.json")
+        console.print(
+            f"saved {out / 'model.safetensors'}: {sparse_bytes:,} bytes "
+            f"({sparse_bytes / dense:.3f}× the {dense:,} bytes of the dense fp32 state dict); "
+            f"report in {out / 'report.json'}", highlight=False,
+        )
+    return 0

@@ -1,0 +1,183 @@
+"""``prunekit run RECIPE.yaml`` and ``prunekit demo``: a recipe run with progress bars and a results table.
+
+    prunekit run recipe.yaml --out runs/r [--restart]
+    prunekit demo [--out DIR] [--quick] [--restart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from rich import box
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ..recipes import example_recipe_path, load_recipe
+from ..runner import Runner
+from ..validation import (
+    AnyOf,
+    Flag,
+    Param,
+    PathLike,
+    add_arguments,
+    cli_values,
+    declare,
+)
+
+__all__ = ["DEMO_PARAMS", "RUN_PARAMS", "add_demo_parser", "add_run_parser", "quick_recipe"]
+
+RUN_PARAMS = declare(
+    Param("recipe", PathLike(), help="the recipe file (see prunekit/recipe_examples/demo.yaml)", option="recipe"),
+    Param("out", PathLike(), help="output folder; run again with the same folder to resume", metavar="DIR"),
+    Param("restart", Flag(), False, "discard earlier results in --out and start over"),
+)
+DEMO_PARAMS = declare(
+    Param("out", AnyOf(PathLike(), None), None, "output folder (default prunekit-demo, or prunekit-demo-quick)",
+          metavar="DIR"),
+    Param("quick", Flag(), False, "a small, fast version (fewer samples, one epoch)"),
+    Param("restart", Flag(), False, "discard earlier results in --out"),
+)
+
+
+def add_run_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``run`` on ``sub`` (argparse subparsers)."""
+    run = sub.add_parser("run", help="run a YAML recipe (dense model, pruners, fine-tuning, report); resumable")
+    add_arguments(run, RUN_PARAMS)
+    run.set_defaults(func=_cmd_run)
+    return run
+
+
+def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``demo`` on ``sub`` (argparse subparsers)."""
+    demo = sub.add_parser("demo", help="train LeNet-5 on the embedded MNIST subset and compare pruning methods")
+    add_arguments(demo, DEMO_PARAMS)
+    demo.set_defaults(func=_cmd_demo)
+    return demo
+
+
+def _progress_callback(progress: Any) -> Callable[[Any], None]:
+    """Drive two rich bars from :class:`prunekit.runner.StageProgress` events:
+    all stages, and the training steps of the current one."""
+    tasks: dict[str, Any] = {}
+
+    def label(event: Any, what: str) -> str:
+        return f"[{event.index + 1}/{event.count}] {event.stage}: {what}"
+
+    def on_event(event: Any) -> None:
+        if "stages" not in tasks:
+            tasks["stages"] = progress.add_task("stages", total=event.count, loss="")
+            tasks["stage"] = progress.add_task("", total=1, loss="", visible=False)
+        stage = tasks["stage"]
+        if event.status == "start":
+            what = "training" if event.stage == "dense" else "pruning + fine-tuning"
+            progress.reset(stage, total=max(event.total, 1), completed=0, description=label(event, what),
+                           loss="", visible=True)
+        elif event.status == "step":
+            loss = "" if event.loss is None else f"loss {event.loss:.4f}"
+            progress.update(stage, completed=event.step, loss=loss)
+        elif event.status == "measure":
+            progress.update(stage, description=label(event, "measuring"))
+        elif event.status in ("done", "skipped"):
+            progress.advance(tasks["stages"])
+            if event.status == "skipped":
+                progress.console.print(f"{event.stage}: finished before, reused ({event.seconds or 0:.1f} s then)")
+            else:
+                progress.update(stage, description=label(event, f"done in {event.seconds:.1f} s"))
+
+    return on_event
+
+
+def _results_table(report: dict[str, Any], runner: Any) -> Table:
+    metric = report["metric"]["name"]
+    dense = report["dense"]
+    short = {"accuracy": "acc", "perplexity": "ppl"}.get(metric, metric)
+    table = Table(title=report["title"], title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
+                  collapse_padding=True,
+                  caption=f"{short}: {metric} (Δ: vs dense, in points for accuracy); KiB: the compressed sparse file "
+                          f"(dense safetensors: {dense['bytes_dense'] / 1024:,.0f} KiB); ms: median latency at batch "
+                          f"{dense['latency_batch']}; s: seconds the stage took (* reused from an earlier start)",
+                  caption_justify="left")
+    for name in ("run", "sparsity", short, "Δ", "non-zeros", "KiB", "ms", "s"):
+        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
+
+    def value(v: float) -> str:
+        return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.4f}"
+
+    def row(name: str, sparsity: float, m: dict[str, Any], delta: str) -> list[str]:
+        seconds = runner.timings.get(name)
+        latency = "-" if m["latency_ms"] is None else f"{m['latency_ms']:.3f}"
+        return [name, f"{100 * sparsity:.3g}%", value(m["metric"]), delta, f"{m['nonzero']:,}",
+                f"{m['bytes_compressed'] / 1024:,.0f}",
+                latency, "-" if seconds is None else f"{seconds:.1f}{'*' if name in runner.skipped else ''}"]
+
+    table.add_row(*row("dense", 1 - dense["nonzero"] / dense["params"], dense, ""))
+    table.add_section()
+    for run in report["runs"]:
+        m = run["measures"]
+        delta = m["metric"] - dense["metric"]
+        table.add_row(*row(run["name"], run["sparsity"], m,
+                           f"{100 * delta:+.2f}" if metric == "accuracy" else f"{delta:+.4f}"))
+    return table
+
+
+def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
+    start = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console) as progress:
+        runner = Runner(recipe, out, restart=restart, progress=_progress_callback(progress))
+        report = runner.run()
+    wall = time.perf_counter() - start
+    console.print(_results_table(report, runner))
+    computed = sum(runner.timings.get(n, 0.0) for n in runner.computed)
+    console.print(
+        f"wall time {wall:.1f} s ({len(runner.computed)} stages computed in {computed:.1f} s, "
+        f"{len(runner.skipped)} reused); threads {torch.get_num_threads()}", highlight=False)
+    for kind, path in runner.files.items():
+        console.print(f"wrote {kind}: {path}", highlight=False)
+    for warning in runner.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    values = cli_values(args, RUN_PARAMS)
+    return _execute(load_recipe(values["recipe"]), values["out"], values["restart"], console)
+
+
+def quick_recipe(recipe: Any) -> Any:
+    """The demo made small: fewer samples, one epoch, fewer latency repeats (a smoke test)."""
+    latency = recipe.evaluate.latency
+    if latency is not None:
+        latency = dataclasses.replace(latency, repeats=3, warmup=1)
+    return dataclasses.replace(
+        recipe,
+        title=(recipe.title or "demo") + " (quick)",
+        data=dataclasses.replace(recipe.data, limit_train=256, limit_test=128),
+        train=dataclasses.replace(recipe.train, epochs=1) if recipe.train is not None else None,
+        finetune=dataclasses.replace(recipe.finetune, epochs=1),
+        evaluate=dataclasses.replace(recipe.evaluate, latency=latency),
+    )
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    values = cli_values(args, DEMO_PARAMS)
+    path = example_recipe_path("demo")
+    recipe = load_recipe(path)
+    if values["quick"]:
+        recipe = quick_recipe(recipe)
+    out = values["out"] or ("prunekit-demo-quick" if values["quick"] else "prunekit-demo")
+    console.print(f"demo recipe: {path}{' (--quick: reduced)' if values['quick'] else ''}; output: {out}",
+                  highlight=False)
+    return _execute(recipe, out, values["restart"], console)
