@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import numbers
 
-from .allocation import GROUP_SCOPES, NORMALIZERS, SCOPES
+from .allocation import ALLOCATIONS, GROUP_SCOPES, NORMALIZERS, SCOPES
 from .errors import InvalidParameterError, did_you_mean
 from .masks import MODES
 from .registry import parse_spec
 from .scores import SCORES, Criterion, GroupCriterion, as_criterion, criterion_names
 from .structures import Structure, create_structure, list_structures
-from .surgery.api import ALLOCATIONS
 from .validation import (
     AnyOf,
     Fraction,

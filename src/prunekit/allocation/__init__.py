@@ -37,7 +37,7 @@ from .budget import (
     units_to_prune,
 )
 from .erk import erk_densities
-from .groups import GROUP_SCOPES, ChannelGroup, allocate_channels, keep_counts, select_channels
+from .groups import ALLOCATIONS, GROUP_SCOPES, ChannelGroup, allocate_channels, keep_counts, select_channels
 from .latency_greedy import LatencyAllocation, latency_keep_counts
 from .masks import SCOPES, compute_keep_masks
 from .normalize import NORMALIZERS, lamp_scores, normalise
@@ -62,6 +62,7 @@ check_ratio = deprecated_alias(
 __all__ = [
     "Budget",
     "ChannelGroup",
+    "ALLOCATIONS",
     "GROUP_SCOPES",
     "LatencyAllocation",
     "NORMALIZERS",

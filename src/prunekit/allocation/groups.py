@@ -43,10 +43,12 @@ from ..errors import InvalidParameterError, check_choice
 from .budget import check_max_layer_ratio, check_round_to, check_sparsity
 from .normalize import NORMALIZERS, normalise
 
-__all__ = ["GROUP_SCOPES", "ChannelGroup", "allocate_channels", "check_group_scores", "keep_counts",
+__all__ = ["ALLOCATIONS", "GROUP_SCOPES", "ChannelGroup", "allocate_channels", "check_group_scores", "keep_counts",
            "max_removed", "select_channels", "step_of"]
 
 GROUP_SCOPES = ("local", "global")
+#: How channel groups are allocated: by a ranking (``GROUP_SCOPES``) or by the latency-aware greedy.
+ALLOCATIONS = ("ranking", "latency")
 
 
 class ChannelGroup(Protocol):

@@ -41,10 +41,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError, check_choice
+from ..errors import InvalidParameterError
+from ..params import STRUCTURAL_PARAMS
+from ..validation import validate
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
-from ..allocation import GROUP_SCOPES as SCOPES, allocate_channels as allocate, check_sparsity
+from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
 from ..allocation import latency_keep_counts, select_channels
 from ..coupling.groups import Group, find_groups
 from ..deprecation import renamed_argument
@@ -59,7 +61,6 @@ __all__ = ["ALLOCATIONS", "StructuralPruneResult", "structural_prune"]
 logger = logging.getLogger(__name__)
 
 _BISECTIONS = 14
-ALLOCATIONS = ("ranking", "latency")
 
 
 @dataclass
@@ -116,12 +117,6 @@ class StructuralPruneResult:
 
 def _macs(model: nn.Module, example_inputs: Any) -> int:
     return count_macs(model, example_inputs, norms=False).dense_macs
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidParameterError(name, f"an int >= {minimum}", value)
-    return int(value)
 
 
 def _criterion_factory(criterion: str | GroupCriterion, data: Any, loss_fn: Any,
@@ -278,7 +273,11 @@ def structural_prune(
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "structural_prune", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "structural_prune", new_value=data)
-    allocation = check_choice("allocation", allocation, ALLOCATIONS)
+    declared = validate(STRUCTURAL_PARAMS, {
+        "sparsity": sparsity, "macs_target": macs_target, "latency_target": latency_target, "criterion": criterion,
+        "scope": scope, "max_layer_ratio": max_layer_ratio, "round_to": round_to, "allocation": allocation,
+        "steps": steps, "exclude": exclude})
+    allocation, steps = declared["allocation"], declared["steps"]
     if normalize is None:
         normalize = "sum" if allocation == "latency" else "mean"
     table = _check_latency_options(allocation, sparsity, macs_target, latency_target, latency_table)
@@ -289,15 +288,9 @@ def structural_prune(
         )
     if sparsity is not None:
         sparsity = check_sparsity(sparsity, "sparsity", allow_count=False, allow_full=False)
-    if macs_target is not None and (isinstance(macs_target, bool) or not isinstance(macs_target, numbers.Real)
-                                    or not 0.0 < float(macs_target) <= 1.0):
-        raise InvalidParameterError("macs_target", "a float in (0, 1] (MACs after / before)", macs_target,
-                                    "Fix: e.g. macs_target=0.5.")
-    steps = _check_int("steps", steps, 1)
     if not isinstance(measure, bool):
         raise InvalidParameterError("measure", "True or False", measure)
     measure = measure or macs_target is not None  # a MACs target needs the counts anyway
-    scope = check_choice("scope", scope, SCOPES)
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
     make = _criterion_factory(criterion, data, loss_fn, criterion_options or {})
