@@ -95,8 +95,8 @@ def test_gradient_criterion_reads_the_text(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--structure", "head", "--sparsity", "0.5", "--criterion", "gradient"],
-     "--criterion: expected a head score that needs no data (l2, magnitude) unless --text FILE gives data, "
-     "got 'gradient'. Fix: add --text FILE"),
+     ("--criterion: expected a head score that needs no data (l2, magnitude) unless --text FILE gives data, "
+      "got 'gradient'. Fix: add --text FILE")),
     (["--structure", "neuron", "--sparsity", "0.5", "--criterion", "hrank"], "--criterion: expected a neuron score"),
     (["--structure", "head"], "--sparsity: expected the fraction of attention heads to remove"),
     (["--structure", "head", "--sparsity", "1.0"], "--sparsity: expected a fraction in [0, 1) of attention heads"),
@@ -133,4 +133,8 @@ def test_text_errors(tmp_path, capsys):
     assert main(["prune", "gpt_tiny", "--structure", "channel", "--sparsity", "0.5", "--text", str(short), "--shrink",
                  "--out", str(tmp_path / "c")]) == 2
     assert "--text: expected no --text without --structure head or neuron" in _text(capsys.readouterr().err)
-    assert not any((tmp_path / d).exists() for d in ("o", "l", "m", "c"))
+    corpus = _corpus(tmp_path)
+    assert main(["prune", "gpt_tiny", "--structure", "head", "--sparsity", "0.5", "--text", str(corpus), "--shrink",
+                 "--out", str(tmp_path / "n")]) == 2
+    assert "--text: expected no --text with --criterion magnitude" in _text(capsys.readouterr().err)
+    assert not any((tmp_path / d).exists() for d in ("o", "l", "m", "c", "n"))

@@ -12,7 +12,13 @@ import torch
 import prunekit
 from prunekit.coupling import attention_layers, head_gates, mlp_layers, neuron_gates
 from prunekit.errors import InvalidParameterError
-from prunekit.zoo import create_model, example_input, list_models, model_input, model_input_shape
+from prunekit.zoo import (
+    create_model,
+    example_input,
+    list_models,
+    model_input,
+    model_input_shape,
+)
 
 
 def _gpt(**kwargs):

@@ -38,8 +38,8 @@ from ..measure.macs import count_macs
 from ..measure.params import count_parameters
 from ..measure.size import dense_bytes
 from ..params import STRUCTURAL_PARAMS
-from ..surgery.api import structural_prune
 from ..scores import SCORES
+from ..surgery.api import structural_prune
 from ..surgery.save import load_shrunk, save_shrunk
 from ..validation import Constraint, validate
 from ..zoo import create_model, model_input_shape

@@ -64,6 +64,9 @@ def _criterion(values: Mapping[str, Any], space: str) -> str:
             "--criterion", f"a {space} score that needs no data ({', '.join(free)}) unless --text FILE gives data",
             name, "Fix: add --text FILE (a text in the model's characters) for the gradients, or use "
                   "--criterion magnitude.")
+    if needs == "nothing" and values["text"] is not None:
+        raise InvalidParameterError("--text", f"no --text with --criterion {name} (it scores the weights alone)",
+                                    values["text"], "Fix: drop --text, or use --criterion gradient to read it.")
     return name
 
 

@@ -47,7 +47,7 @@ from ..coupling.units import AttentionSpec, MlpSpec, consumer, producer
 from ..errors import InvalidParameterError
 from .registry import register_model
 
-__all__ = ["CausalSelfAttention", "GPT", "GPTBlock", "MLP", "attention_spec", "gpt_tiny", "mlp_spec"]
+__all__ = ["GPT", "MLP", "CausalSelfAttention", "GPTBlock", "attention_spec", "gpt_tiny", "mlp_spec"]
 
 
 class CausalSelfAttention(nn.Module):
