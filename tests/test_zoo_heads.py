@@ -10,7 +10,18 @@ import pytest
 import torch
 
 import prunekit
-from prunekit.coupling import attention_layers, head_gates, mlp_layers, neuron_gates
+from prunekit.coupling import (
+    LayerHandler,
+    MlpSpec,
+    attention_layers,
+    consumer,
+    head_gates,
+    mlp_layers,
+    neuron_gates,
+    producer,
+    register_layer_handler,
+    unregister_layer_handler,
+)
 from prunekit.errors import InvalidParameterError
 from prunekit.zoo import (
     create_model,
@@ -129,3 +140,30 @@ def test_model_input_shapes_and_unknown_models():
         prunekit.zoo.MODELS.unregister("tiny_undeclared")
     with pytest.raises(InvalidParameterError, match="input_shape"):
         prunekit.zoo.register_model("tiny_bad", lambda: torch.nn.Linear(2, 2), input_shape=(0,))
+
+
+class _TwoLayer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(3, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.relu(self.up(x)))
+
+
+def test_a_users_mlp_type_takes_part_through_its_layer_handler():
+    def spec(name, module):
+        return MlpSpec(name, 6, producers=(producer(f"{name}.up", module.up),),
+                       consumers=(consumer(f"{name}.down", module.down),))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_TwoLayer(), _TwoLayer())
+    with pytest.raises(InvalidParameterError, match="structural_prune"):
+        mlp_layers(model)
+    register_layer_handler(_TwoLayer, LayerHandler(mlp=spec))
+    try:
+        assert list(mlp_layers(model)) == ["0", "1"]
+        prunekit.prune_mlp_neurons(model, sparsity=0.5)
+    finally:
+        unregister_layer_handler(_TwoLayer)
+    assert [m.up.out_features for m in model] == [3, 3] and model(torch.randn(2, 3)).shape == (2, 3)
