@@ -156,5 +156,5 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
                      "before": before, "after": after, "removals": len(record.removals)}}
     save_and_report(values, dense, model, example, details, console)
     console.print(f"{_WHAT[space]} per layer: " + ", ".join(f"{k} {before[k]} → {after[k]}" for k in before),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     return 0
