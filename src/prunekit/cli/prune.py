@@ -133,10 +133,11 @@ UNIT_ONLY = ("text", "samples")
 def add_prune_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``prune`` subcommand on ``sub`` (argparse subparsers)."""
     p = sub.add_parser("prune", help="prune a zoo model and save a compressed sparse checkpoint (or, with "
-                                     "--shrink, a physically smaller model)",
+                                     "--shrink, a physically smaller model: channels, heads or MLP neurons)",
                        description="Prune a zoo model. Without --shrink: masks, saved as a compressed sparse "
-                                   "checkpoint. With --shrink: channels removed (structural_prune), the smaller "
-                                   "model saved with save_shrunk, and dense vs shrunk measured side by side.")
+                                   "checkpoint. With --shrink: channels (--structure channel), attention heads "
+                                   "(head) or MLP hidden neurons (neuron) removed, the smaller model saved with "
+                                   "save_shrunk, and dense vs shrunk measured side by side.")
     add_arguments(p, CLI_PARAMS)
     p.set_defaults(func=_cmd_prune)
     return p
