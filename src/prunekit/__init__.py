@@ -41,7 +41,7 @@ from .targets import DEFAULT_TYPES, Target, select_targets
 from .training import evaluate, fit
 from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
-from .zoo import create_model, list_models
+from .zoo import create_model, list_models, model_input_shape
 from .pruning_at_init import PruneAtInitResult, prune_at_init
 from .analysis.proxies import spearman, zero_cost_proxies
 from .coupling import LayerHandler, list_layer_handlers, register_layer_handler
@@ -103,6 +103,7 @@ __all__ = [
     "list_scores",
     "list_datasets",
     "list_models",
+    "model_input_shape",
     "list_schedules",
     "list_structures",
     "load_pruned_state_dict",

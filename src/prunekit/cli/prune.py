@@ -1,9 +1,13 @@
 """``prunekit prune``: prune a zoo model with masks and save a compressed sparse checkpoint,
-or, with ``--shrink``, remove channels physically and save the smaller model.
+or, with ``--shrink``, remove channels, attention heads or MLP neurons physically and save
+the smaller model.
 
     prunekit prune lenet5 --sparsity 0.8 --scope global --out runs/lenet5
     prunekit prune lenet5 --count 2 --structure channel --out runs/two_channels
     prunekit prune resnet20 --weights W --structure channel --macs-target 0.5 --shrink --out runs/r20
+    prunekit prune gpt_tiny --structure head --sparsity 0.5 --shrink --out runs/gpt_heads
+    prunekit prune gpt_tiny --weights W --structure neuron --sparsity 0.5 --criterion gradient \
+        --text input.txt --shrink --out runs/gpt_mlp
 
 Every option is declared once (:data:`prunekit.params.PRUNE_PARAMS`,
 :data:`prunekit.params.STRUCTURAL_PARAMS` and :data:`CLI_PARAMS` below); a bad
@@ -46,7 +50,8 @@ from ..validation import (
 )
 from ..zoo import create_model, list_models
 from .common import as_cli_error, refuse_given, report_table
-from .shrink import SHAPE, run_shrink
+from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
+from .shrink_units import run_unit_shrink
 
 __all__ = ["CLI_PARAMS", "add_prune_parser"]
 
@@ -96,7 +101,9 @@ CLI_PARAMS = declare(
     Param("seed", Interval(numbers.Integral, 0, None, example=0), 0,
           "seed for the model's initialisation and random criteria"),
     Param("out", AnyOf(PathLike(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
-    Param("shrink", Flag(), False, "remove channels physically (structural_prune) and save the smaller model"),
+    Param("shrink", Flag(), False, "remove units physically and save the smaller model: channels "
+          "(--structure channel, structural_prune), attention heads (head, prune_heads) or MLP hidden neurons "
+          "(neuron, prune_mlp_neurons)"),
     STRUCTURAL_PARAMS["macs_target"],
     STRUCTURAL_PARAMS["latency_target"],
     STRUCTURAL_PARAMS["round_to"],
@@ -108,21 +115,29 @@ CLI_PARAMS = declare(
           "with --shrink: timed forwards for the latency median", metavar="N"),
     Param("latency_warmup", Interval(numbers.Integral, 0, None, example=10), 10,
           "with --shrink: untimed forwards first", metavar="N"),
+    Param("text", AnyOf(PathLike("file"), None), None, "with --structure head|neuron --shrink: a UTF-8 text whose "
+          "characters are the language model's tokens, data for --criterion gradient", metavar="FILE"),
+    Param("samples", Interval(numbers.Integral, 1, None, example=16), 16,
+          "with --text: seeded windows of the model's input length taken from it", metavar="N"),
 )
 
 #: options that only mean something with --shrink, and those that only mean something without it
 SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "input_shape",
                "latency_repeats", "latency_warmup")
 MASK_ONLY = ("count", "normalize", "min_keep", "mode", "include", "params", "override")
+#: options of channel removal only, and those of head / neuron removal only
+CHANNEL_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "exclude")
+UNIT_ONLY = ("text", "samples")
 
 
 def add_prune_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``prune`` subcommand on ``sub`` (argparse subparsers)."""
     p = sub.add_parser("prune", help="prune a zoo model and save a compressed sparse checkpoint (or, with "
-                                     "--shrink, a physically smaller model)",
+                                     "--shrink, a physically smaller model: channels, heads or MLP neurons)",
                        description="Prune a zoo model. Without --shrink: masks, saved as a compressed sparse "
-                                   "checkpoint. With --shrink: channels removed (structural_prune), the smaller "
-                                   "model saved with save_shrunk, and dense vs shrunk measured side by side.")
+                                   "checkpoint. With --shrink: channels (--structure channel), attention heads "
+                                   "(head) or MLP hidden neurons (neuron) removed, the smaller model saved with "
+                                   "save_shrunk, and dense vs shrunk measured side by side.")
     add_arguments(p, CLI_PARAMS)
     p.set_defaults(func=_cmd_prune)
     return p
@@ -139,13 +154,20 @@ def _load(values: dict[str, Any]) -> torch.nn.Module:
 def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
     values = cli_values(args, CLI_PARAMS)
     if values["shrink"]:
-        refuse_given(args, MASK_ONLY, CLI_PARAMS, "with --shrink (channels are removed, not masked)",
+        refuse_given(args, MASK_ONLY, CLI_PARAMS, "with --shrink (units are removed, not masked)",
                      "Fix: drop it, or drop --shrink to prune with masks.")
+        if values["structure"] in UNIT_STRUCTURES:
+            refuse_given(args, CHANNEL_ONLY, CLI_PARAMS, f"with --structure {values['structure']} --shrink "
+                         "(a fraction --sparsity of the units is removed)",
+                         "Fix: drop it, or use --structure channel to remove channels.")
+            return run_unit_shrink(values, _load(values), console)
+        refuse_given(args, UNIT_ONLY, CLI_PARAMS, "without --structure head or neuron",
+                     "Fix: drop it (data is read for --criterion gradient of heads and MLP neurons).")
         if args.allocation is None and values["latency_target"] is not None:
             values["allocation"] = "latency"  # a latency target is met by the latency allocation
         return run_shrink(values, _load(values), console)
-    refuse_given(args, SHRINK_ONLY, CLI_PARAMS, "without --shrink", "Fix: add --shrink (and --structure channel) "
-                                                                   "to remove channels physically.")
+    refuse_given(args, SHRINK_ONLY + UNIT_ONLY, CLI_PARAMS, "without --shrink",
+                 "Fix: add --shrink (and --structure channel, head or neuron) to remove units physically.")
     if values["sparsity"] is not None and values["count"] is not None:
         raise InvalidParameterError("--count", "either --sparsity or --count, not both", values["count"],
                                     f"Fix: drop one: --sparsity 0.5 prunes half of each tensor, --count {values['count']} prunes "

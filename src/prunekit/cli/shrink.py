@@ -2,10 +2,12 @@
 and measure dense and shrunk side by side.
 
 The model is traced with one example input at batch 1 (``--input-shape``, or
-the zoo model's own: 1×28×28 for the one-channel MNIST nets, 3×32×32 for the
-CIFAR nets, the input width of a first Linear layer);
-:func:`prunekit.structural_prune` removes channels to ``--sparsity``,
-``--macs-target`` or ``--latency-target``; :func:`prunekit.save_shrunk` writes
+the input the zoo model declares, :func:`prunekit.zoo.model_input_shape`).
+``--structure channel``: :func:`prunekit.structural_prune` removes channels to
+``--sparsity``, ``--macs-target`` or ``--latency-target``. ``--structure head``
+and ``--structure neuron``: :func:`prunekit.prune_heads` /
+:func:`prunekit.prune_mlp_neurons` remove that fraction of the attention heads /
+MLP hidden neurons (:mod:`.shrink_units`). Then :func:`prunekit.save_shrunk` writes
 ``DIR/model.safetensors`` and the command checks that
 ``prunekit.load_shrunk(prunekit.create_model(MODEL), DIR/model.safetensors)``
 gives the shrunk model's outputs before it reports success. The table shows,
@@ -36,14 +38,18 @@ from ..measure.macs import count_macs
 from ..measure.params import count_parameters
 from ..measure.size import dense_bytes
 from ..params import STRUCTURAL_PARAMS
-from ..surgery.api import structural_prune
 from ..scores import SCORES
+from ..surgery.api import structural_prune
 from ..surgery.save import load_shrunk, save_shrunk
 from ..validation import Constraint, validate
-from ..zoo import create_model
+from ..zoo import create_model, model_input_shape
+from ..zoo import example_input as zoo_example_input
 from .common import as_cli_error
 
-__all__ = ["SHAPE", "example_input", "load_line", "run_shrink"]
+__all__ = ["SHAPE", "UNIT_STRUCTURES", "example_input", "load_line", "run_shrink", "save_and_report"]
+
+#: ``--structure`` values whose units are removed by head / neuron surgery rather than channel coupling
+UNIT_STRUCTURES = ("head", "neuron")
 
 _SHAPE_TEXT = re.compile(r"^\s*\d+(\s*[,x×]\s*\d+)*\s*$")
 
@@ -66,30 +72,16 @@ class Shape(Constraint):
 SHAPE = Shape()
 
 
-def _zoo_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """The zoo's input at batch 1, read from the first layer (MNIST nets take one channel, CIFAR nets three)."""
-    first = next((m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))), None)
-    if isinstance(first, nn.Conv2d):
-        return (1, first.in_channels, 28, 28) if first.in_channels == 1 else (1, first.in_channels, 32, 32)
-    if isinstance(first, nn.Linear):
-        return (1, first.in_features)
-    if isinstance(first, nn.Embedding):
-        return (1, int(getattr(model, "block_size", 16)))
-    return None
-
-
 def example_input(model: nn.Module, shape: tuple[int, ...] | None, name: str) -> torch.Tensor:
-    """A seeded example input of ``shape`` (or the zoo model's), checked by one forward pass."""
-    shape = shape or _zoo_shape(model)
+    """A seeded example input of ``shape`` (or, at batch 1, the one the zoo model declares), checked by one
+    forward pass; token ids for a language model."""
     if shape is None:
-        raise InvalidParameterError("--input-shape", f"the input shape of {name} (it cannot be read from the model)",
-                                    None, "Fix: add --input-shape N,C,H,W.")
-    gen = torch.Generator().manual_seed(0)
-    first = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if first is not None:
-        example = torch.randint(0, first.num_embeddings, shape, generator=gen)
-    else:
-        example = torch.randn(shape, generator=gen)
+        try:
+            shape = (1, *model_input_shape(name))
+        except InvalidParameterError:
+            raise InvalidParameterError("--input-shape", f"the input shape of {name} (it declares none)", None,
+                                        "Fix: add --input-shape N,C,H,W.") from None
+    example = zoo_example_input(name, shape=shape)
     try:
         with torch.no_grad():
             model.eval()(example)
@@ -115,8 +107,8 @@ def _structural_options(values: dict[str, Any]) -> dict[str, Any]:
     """``structural_prune``'s keyword arguments from the command line, checked against its declarations."""
     if values["structure"] != "channel":
         raise InvalidParameterError(
-            "--structure", "channel with --shrink (coupled channel groups are removed; head and neuron surgery "
-            "is for Hugging Face models and nn.MultiheadAttention, from Python)", values["structure"],
+            "--structure", "channel, head or neuron with --shrink (coupled channel groups, attention heads or "
+            "MLP hidden neurons are removed)", values["structure"],
             "Fix: --structure channel, or drop --shrink to prune with masks.")
     targets = {k: values[k] for k in ("sparsity", "macs_target", "latency_target") if values[k] is not None}
     if len(targets) != 1:
@@ -161,15 +153,10 @@ def _table(name: str, dense: dict[str, Any], shrunk: dict[str, Any]) -> Table:
     return table
 
 
-def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> int:
-    """Shrink ``model`` as ``values`` say, save it, check the load-back, print the table."""
-    options = _structural_options(values)
-    example = example_input(model, values["input_shape"], values["model"])
-    dense = copy.deepcopy(model)
-    try:
-        result = structural_prune(model, example, **options)
-    except InvalidParameterError as exc:
-        raise as_cli_error(exc, STRUCTURAL_PARAMS) from None
+def save_and_report(values: dict[str, Any], dense: nn.Module, model: nn.Module, example: torch.Tensor,
+                    details: dict[str, Any], console: Console) -> dict[str, Any]:
+    """Save the shrunk ``model``, check that the printed line loads it back, measure it and ``dense``,
+    write ``report.json`` (with ``details``, what was removed) and print the table; return the report."""
     out = Path(values["out"])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.safetensors"
@@ -187,13 +174,26 @@ def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> in
     speedup = measured["dense"]["latency_ms"] / measured["shrunk"]["latency_ms"]
     line = load_line(values["model"], path)
     report = {"model": values["model"], "weights": values["weights"], "input_shape": list(example.shape),
-              "structural_prune": result.to_dict(), **measured, "speedup": speedup,
+              **details, **measured, "speedup": speedup,
               "latency": {"batch": 1, "repeats": repeats, "warmup": warmup}, "load": line}
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     console.print(_table(values["model"], measured["dense"], measured["shrunk"]))
     console.print(f"saved {path} ({shrunk_bytes:,} bytes) and {out / 'report.json'}", highlight=False)
     console.print(f"load it back with: {line}", highlight=False, soft_wrap=True)
-    measured_ratio = measured["shrunk"]["latency_ms"] / measured["dense"]["latency_ms"]
+    return report
+
+
+def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> int:
+    """Shrink ``model``'s channels as ``values`` say, save it, check the load-back, print the table."""
+    options = _structural_options(values)
+    example = example_input(model, values["input_shape"], values["model"])
+    dense = copy.deepcopy(model)
+    try:
+        result = structural_prune(model, example, **options)
+    except InvalidParameterError as exc:
+        raise as_cli_error(exc, STRUCTURAL_PARAMS) from None
+    report = save_and_report(values, dense, model, example, {"structural_prune": result.to_dict()}, console)
+    measured_ratio = report["shrunk"]["latency_ms"] / report["dense"]["latency_ms"]
     if options["latency_target"] is not None and measured_ratio > options["latency_target"]:
         modelled = result.latency_model_ms
         model_note = f" (modelled: {modelled[1] / modelled[0]:.3f})" if modelled else ""

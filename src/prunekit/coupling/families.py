@@ -6,8 +6,8 @@ Each :class:`HFFamily` names where the layers are, builds the
 :class:`~.units.AttentionSpec` and :class:`~.units.MlpSpec` of one layer, and
 names the config fields that hold the head count and the MLP width (what a
 config can express, and how it is updated, is :mod:`prunekit.surgery.hf`).
-Other models' attention modules are found through their layer handlers
-(:attr:`.handlers.LayerHandler.attention`).
+Other models' attention and MLP modules are found through their layer handlers
+(:attr:`.handlers.LayerHandler.attention`, :attr:`.handlers.LayerHandler.mlp`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..errors import InvalidParameterError
 from .handlers import handler_for
 from .units import AttentionSpec, MlpSpec, consumer, producer
 
-__all__ = ["FAMILIES", "HFFamily", "hf_family", "hf_layers", "attention_layers", "mlp_layers"]
+__all__ = ["FAMILIES", "HFFamily", "hf_family", "hf_layers", "attention_layers", "mlp_layers", "separate_attention"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class HFFamily:
     head_fields: tuple[str, ...]   # config fields of (query heads[, key/value heads]); () = not expressible
 
 
-def _separate(name: str, attn: nn.Module, names: tuple[str, str, str], out_name: str, out: nn.Module,
+def separate_attention(name: str, attn: nn.Module, names: tuple[str, str, str], out_name: str, out: nn.Module,
               head_dim: int, attributes: Callable[[int, int], dict[str, int]]) -> AttentionSpec:
     """Spec of an attention with separate q/k/v Linear layers (GQA aware) and output ``out``."""
     q, k, v = (getattr(attn, key) for key in names)
@@ -52,25 +52,25 @@ def _separate(name: str, attn: nn.Module, names: tuple[str, str, str], out_name:
 
 def _bert_attention(name: str, layer: nn.Module) -> AttentionSpec:
     attn, d = layer.attention.self, layer.attention.self.attention_head_size
-    return _separate(f"{name}.attention.self", attn, ("query", "key", "value"), f"{name}.attention.output.dense",
+    return separate_attention(f"{name}.attention.self", attn, ("query", "key", "value"), f"{name}.attention.output.dense",
                      layer.attention.output.dense, d, lambda h, kv: {"num_attention_heads": h, "all_head_size": h * d})
 
 
 def _distilbert_attention(name: str, layer: nn.Module) -> AttentionSpec:
     attn = layer.attention
-    return _separate(f"{name}.attention", attn, ("q_lin", "k_lin", "v_lin"), f"{name}.attention.out_lin",
+    return separate_attention(f"{name}.attention", attn, ("q_lin", "k_lin", "v_lin"), f"{name}.attention.out_lin",
                      attn.out_lin, attn.attention_head_size, lambda h, kv: {"n_heads": h})
 
 
 def _vit_attention(name: str, layer: nn.Module) -> AttentionSpec:
     attn = layer.attention
-    return _separate(f"{name}.attention", attn, ("q_proj", "k_proj", "v_proj"), f"{name}.attention.o_proj",
+    return separate_attention(f"{name}.attention", attn, ("q_proj", "k_proj", "v_proj"), f"{name}.attention.o_proj",
                      attn.o_proj, attn.head_dim, lambda h, kv: {"num_attention_heads": h})
 
 
 def _llama_attention(name: str, layer: nn.Module) -> AttentionSpec:
     attn = layer.self_attn
-    return _separate(f"{name}.self_attn", attn, ("q_proj", "k_proj", "v_proj"), f"{name}.self_attn.o_proj",
+    return separate_attention(f"{name}.self_attn", attn, ("q_proj", "k_proj", "v_proj"), f"{name}.self_attn.o_proj",
                      attn.o_proj, attn.head_dim, lambda h, kv: {"num_key_value_groups": h // kv})
 
 
@@ -168,33 +168,47 @@ def hf_layers(model: nn.Module, family: HFFamily) -> list[tuple[str, nn.Module]]
     return [(f"{path}.{i}", layer) for i, layer in enumerate(layers)]
 
 
+def _handler_specs(model: nn.Module, field: str) -> dict[str, Any]:
+    """``{module name: spec}`` of every module whose layer handler has ``field`` (``attention``/``mlp``)."""
+    specs: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        handler = handler_for(module)
+        build = None if handler is None else getattr(handler, field)
+        if build is not None:
+            specs[name] = build(name, module)
+    return specs
+
+
 def attention_layers(model: nn.Module) -> dict[Any, AttentionSpec]:
     """Every attention layer whose heads can be removed: ``{key: spec}``.
 
     Keys are layer indices (0, 1, ...) for a Hugging Face model of a supported
     family (see :data:`FAMILIES`), else the qualified names of the modules whose layer
-    handler gives an attention spec (``nn.MultiheadAttention``, ``PrunedMultiheadAttention``).
+    handler gives an attention spec (``nn.MultiheadAttention``, ``PrunedMultiheadAttention``,
+    the zoo GPT's ``CausalSelfAttention``, a user's type with ``LayerHandler(attention=...)``).
     """
     family = hf_family(model)
     if family is not None:
         return {i: family.attention(name, layer) for i, (name, layer) in enumerate(hf_layers(model, family))}
-    specs: dict[Any, AttentionSpec] = {}
-    for name, module in model.named_modules():
-        handler = handler_for(module)
-        if handler is not None and handler.attention is not None:
-            specs[name] = handler.attention(name, module)
-    return specs
+    return _handler_specs(model, "attention")
 
 
-def mlp_layers(model: nn.Module) -> dict[int, MlpSpec]:
-    """Every MLP hidden layer of a Hugging Face model of a supported family: ``{layer index: spec}``.
+def mlp_layers(model: nn.Module) -> dict[Any, MlpSpec]:
+    """Every MLP hidden layer whose neurons can be removed: ``{key: spec}``.
 
-    (MLPs of other models are channel groups: see ``prunekit.structural_prune``.)
+    Keys are layer indices for a Hugging Face model of a supported family, else
+    the qualified names of the modules whose layer handler gives an MLP spec
+    (the zoo GPT's ``MLP``, a user's type with ``LayerHandler(mlp=...)``).
+    (Other models' MLPs are channel groups: see ``prunekit.structural_prune``.)
     """
     family = hf_family(model)
-    if family is None:
+    if family is not None:
+        return {i: family.mlp(name, layer) for i, (name, layer) in enumerate(hf_layers(model, family))}
+    specs = _handler_specs(model, "mlp")
+    if not specs:
         raise InvalidParameterError(
-            "model", "a Hugging Face BERT, DistilBERT, GPT-2, LLaMA or ViT model", f"<{type(model).__name__}>",
+            "model", "a Hugging Face BERT, DistilBERT, GPT-2, LLaMA or ViT model, or one with MLP modules whose "
+            "layer handler gives an MLP spec (LayerHandler(mlp=...))", f"<{type(model).__name__}>",
             "Fix: prune other models' MLP neurons with prunekit.structural_prune.",
         )
-    return {i: family.mlp(name, layer) for i, (name, layer) in enumerate(hf_layers(model, family))}
+    return specs

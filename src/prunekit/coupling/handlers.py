@@ -51,6 +51,11 @@ The protocol (every field optional):
 ``attention(name, module)``
     For an attention module whose heads can be removed: its
     :class:`~.units.AttentionSpec`.
+``mlp(name, module)``
+    For an MLP module whose hidden neurons can be removed: its
+    :class:`~.units.MlpSpec`. (:func:`.families.attention_layers` and
+    :func:`.families.mlp_layers` collect these for models outside the
+    Hugging Face families; ``prunekit.zoo``'s GPT registers both.)
 ``matches(module)``
     An extra test for a handler registered by class *name* (``"Conv1D"`` with
     an ``nf`` attribute), so optional packages need not be imported.
@@ -93,6 +98,7 @@ class LayerHandler:
     update_attributes: Callable[[nn.Module], None] | None = None
     weight_out_dim: int = 0
     attention: Callable[[str, nn.Module], Any] | None = None
+    mlp: Callable[[str, nn.Module], Any] | None = None
     matches: Callable[[nn.Module], bool] | None = None
 
 

@@ -283,8 +283,11 @@ def prune_heads(
     specs = attention_layers(model)
     if not specs:
         raise InvalidParameterError(
-            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT or "
-            "nn.MultiheadAttention)", f"<{type(model).__name__}>",
+            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT, "
+            "nn.MultiheadAttention, or a module type whose layer handler gives an attention spec)",
+            f"<{type(model).__name__}>",
+            "Fix: register a LayerHandler(attention=...) for your attention module type "
+            "(prunekit.register_layer_handler).",
         )
     if sparsity is not None:
         scores = resolve_scores(model, specs, importance, head_scores, data=data, loss_fn=loss_fn)
@@ -319,7 +322,8 @@ def prune_mlp_neurons(
     ratio: float | None = None,
     batches: Any = None,
 ) -> SurgeryRecord:
-    """Physically remove MLP hidden neurons of a Hugging Face transformer.
+    """Physically remove MLP hidden neurons of a transformer (Hugging Face, or MLP modules
+    whose layer handler gives an MLP spec, such as the zoo GPT's).
 
     The hidden (intermediate) dimension: BERT/ViT ``intermediate``/``fc1`` rows
     and ``output``/``fc2`` columns, DistilBERT ``lin1``/``lin2``, GPT-2
@@ -328,9 +332,9 @@ def prune_mlp_neurons(
     or ``sparsity``, the fraction removed (the same number in every layer),
     chosen by ``importance`` (``"magnitude"`` (L1), ``"l2"``, ``"gradient"``
     with a gate per neuron and ``data``, or ``{layer: scores}``). ``ratio=``
-    and ``batches=`` are the deprecated names of ``sparsity=`` and ``data=``. The config's width field (``intermediate_size``,
-    ``hidden_dim``, ``n_inner``) is updated, so the count must be the same in
-    every layer.
+    and ``batches=`` are the deprecated names of ``sparsity=`` and ``data=``. For a Hugging
+    Face model the config's width field (``intermediate_size``, ``hidden_dim``,
+    ``n_inner``) is updated, so the count must be the same in every layer.
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_mlp_neurons", new_value=sparsity)
@@ -344,11 +348,12 @@ def prune_mlp_neurons(
     kept = [s.size - len(_unit_list("neurons_to_prune", k, neurons_to_prune.get(k, ()), s.size, "neuron"))
             for k, s in specs.items()]
     family = hf_family(model)
-    check_uniform(model, family, None, kept)
+    if family is not None:
+        check_uniform(model, family, None, kept)
     record = SurgeryRecord()
     for key, spec in specs.items():
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)
-    if record.removals:
+    if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
     _add_history(model, record)
     return record

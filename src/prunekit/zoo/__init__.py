@@ -12,10 +12,37 @@ name                   model
 ``mobilenetv2_cifar``  MobileNetV2 (Sandler et al. 2018) for 32×32 inputs
 ``gpt_tiny``           small GPT-style decoder LM (separate q/k/v/out)
 =====================  ==========================================================
+
+Each is registered with the input it takes (:func:`register_model`):
+``model_input_shape(name)`` is one sample's shape without the batch dim and
+``example_input(name, batch_size)`` a seeded example (token ids for
+``gpt_tiny``). ``gpt_tiny``'s attention heads and MLP neurons are found by
+:func:`prunekit.coupling.attention_layers` / :func:`~prunekit.coupling.mlp_layers`
+through the layer handlers it registers, so :func:`prunekit.prune_heads` and
+:func:`prunekit.prune_mlp_neurons` remove them.
 """
 
-from .registry import MODELS, create_model, list_models
+from .registry import (
+    MODELS,
+    ModelInput,
+    create_model,
+    example_input,
+    list_models,
+    model_input,
+    model_input_shape,
+    register_model,
+)
 from .weights import load_weights
 from . import conv, gpt, lenet, mlp, mobilenet, resnet_cifar, vgg  # noqa: F401  (register the models)
 
-__all__ = ["MODELS", "create_model", "list_models", "load_weights"]
+__all__ = [
+    "MODELS",
+    "ModelInput",
+    "create_model",
+    "example_input",
+    "list_models",
+    "load_weights",
+    "model_input",
+    "model_input_shape",
+    "register_model",
+]

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError
-from .registry import MODELS
+from .registry import register_model
 
 __all__ = ["ConvNet", "conv2", "conv4", "conv6"]
 
@@ -100,6 +100,6 @@ def conv6(num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dro
     return ConvNet(3, num_classes, in_channels, image_size, dropout)
 
 
-MODELS.register("conv2", conv2)
-MODELS.register("conv4", conv4)
-MODELS.register("conv6", conv6)
+register_model("conv2", conv2, input_shape=(3, 32, 32))
+register_model("conv4", conv4, input_shape=(3, 32, 32))
+register_model("conv6", conv6, input_shape=(3, 32, 32))

@@ -18,7 +18,18 @@ Pruning-friendly choices:
   silently unties it. Pass ``tie_weights=True`` for GPT-2's tied head.
 
 Attention uses :func:`torch.nn.functional.scaled_dot_product_attention` with
-``is_causal=True``. ``forward(idx)`` takes token ids ``(B, T)`` with
+``is_causal=True``.
+
+Heads and MLP neurons can be removed physically (Michel et al., "Are Sixteen
+Heads Really Better than One?", NeurIPS 2019): the layer handlers registered
+here give the :class:`~prunekit.coupling.AttentionSpec` of each
+:class:`CausalSelfAttention` (head ``h`` = rows ``h·d ... (h+1)·d − 1`` of
+``q_proj``, ``k_proj``, ``v_proj`` with their biases and the same columns of
+``out_proj``, ``d = n_embd / n_head``) and the :class:`~prunekit.coupling.MlpSpec`
+of each :class:`MLP` (rows of ``fc``, columns of ``proj``), so
+:func:`prunekit.prune_heads` and :func:`prunekit.prune_mlp_neurons` apply. The
+attention reads its head width from ``head_dim`` and its head count from
+``n_head`` (set by the surgery), not from the embedding width. ``forward(idx)`` takes token ids ``(B, T)`` with
 ``T <= block_size`` and returns logits ``(B, T, vocab_size)``.
 """
 
@@ -30,14 +41,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..coupling.families import separate_attention
+from ..coupling.handlers import LayerHandler, register_layer_handler
+from ..coupling.units import AttentionSpec, MlpSpec, consumer, producer
 from ..errors import InvalidParameterError
-from .registry import MODELS
+from .registry import register_model
 
-__all__ = ["CausalSelfAttention", "GPT", "GPTBlock", "MLP", "gpt_tiny"]
+__all__ = ["GPT", "MLP", "CausalSelfAttention", "GPTBlock", "attention_spec", "gpt_tiny", "mlp_spec"]
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with separate q/k/v/out projections."""
+    """Multi-head causal self-attention with separate q/k/v/out projections.
+
+    ``n_head`` heads of width ``head_dim`` (``n_embd / n_head`` when built;
+    head surgery lowers ``n_head`` and keeps ``head_dim``)."""
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
@@ -46,6 +63,7 @@ class CausalSelfAttention(nn.Module):
                 "n_head", f"a divisor of n_embd={n_embd}", n_head, "Fix: choose n_embd as a multiple of n_head."
             )
         self.n_head = n_head
+        self.head_dim = n_embd // n_head
         self.q_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.k_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.v_proj = nn.Linear(n_embd, n_embd, bias=bias)
@@ -54,17 +72,17 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        h = self.n_head
+        b, t, _ = x.shape
+        h, d = self.n_head, self.head_dim
 
         def heads(y: torch.Tensor) -> torch.Tensor:
-            return y.view(b, t, h, c // h).transpose(1, 2)
+            return y.view(b, t, h, d).transpose(1, 2)
 
         q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
-        y = y.transpose(1, 2).contiguous().view(b, t, c)
+        y = y.transpose(1, 2).contiguous().view(b, t, h * d)
         return self.resid_dropout(self.out_proj(y))
 
 
@@ -177,4 +195,18 @@ def gpt_tiny(
     return GPT(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, tie_weights)
 
 
-MODELS.register("gpt_tiny", gpt_tiny)
+def attention_spec(name: str, module: CausalSelfAttention) -> AttentionSpec:
+    """Where the heads of a :class:`CausalSelfAttention` named ``name`` lie (its layer handler's ``attention``)."""
+    return separate_attention(name, module, ("q_proj", "k_proj", "v_proj"), f"{name}.out_proj", module.out_proj,
+                     module.head_dim, lambda heads, _kv: {"n_head": heads})
+
+
+def mlp_spec(name: str, module: MLP) -> MlpSpec:
+    """Where the hidden neurons of an :class:`MLP` named ``name`` lie (its layer handler's ``mlp``)."""
+    first = producer(f"{name}.fc", module.fc)
+    return MlpSpec(name, first.size_of(module.fc), producers=(first,), consumers=(consumer(f"{name}.proj", module.proj),))
+
+
+register_layer_handler(CausalSelfAttention, LayerHandler(attention=attention_spec))
+register_layer_handler(MLP, LayerHandler(mlp=mlp_spec))
+register_model("gpt_tiny", gpt_tiny, input_shape=(128,), vocab=65)

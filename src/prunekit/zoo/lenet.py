@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import MODELS
+from .registry import register_model
 
 __all__ = ["LeNet5", "TutorialLeNet"]
 
@@ -33,7 +33,7 @@ class TutorialLeNet(nn.Module):
         return self.fc3(x)
 
 
-MODELS.register("tutorial_lenet", TutorialLeNet)
+register_model("tutorial_lenet", TutorialLeNet, input_shape=(1, 28, 28))
 
 
 class LeNet5(nn.Module):
@@ -70,4 +70,4 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
-MODELS.register("lenet5", LeNet5)
+register_model("lenet5", LeNet5, input_shape=(1, 28, 28))

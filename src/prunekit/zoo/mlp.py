@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import MODELS
+from .registry import register_model
 
 __all__ = ["LeNet300100"]
 
@@ -41,4 +41,4 @@ class LeNet300100(nn.Module):
         return self.fc3(x)
 
 
-MODELS.register("lenet_300_100", LeNet300100)
+register_model("lenet_300_100", LeNet300100, input_shape=(1, 28, 28))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
-from .registry import MODELS
+from .registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2Cifar", "mobilenetv2_cifar"]
 
@@ -127,4 +127,4 @@ def mobilenetv2_cifar(
     return MobileNetV2Cifar(num_classes, in_channels, width_mult, dropout)
 
 
-MODELS.register("mobilenetv2_cifar", mobilenetv2_cifar)
+register_model("mobilenetv2_cifar", mobilenetv2_cifar, input_shape=(3, 32, 32))

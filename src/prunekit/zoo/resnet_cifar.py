@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError, check_choice
-from .registry import MODELS
+from .registry import register_model
 from .weights import load_weights
 
 __all__ = [
@@ -173,6 +173,6 @@ def resnet56(num_classes: int = 10, in_channels: int = 3, shortcut: str = "B",
     return _build(56, num_classes, in_channels, shortcut, weights)
 
 
-MODELS.register("resnet20", resnet20)
-MODELS.register("resnet32", resnet32)
-MODELS.register("resnet56", resnet56)
+register_model("resnet20", resnet20, input_shape=(3, 32, 32))
+register_model("resnet32", resnet32, input_shape=(3, 32, 32))
+register_model("resnet56", resnet56, input_shape=(3, 32, 32))

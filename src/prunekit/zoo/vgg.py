@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import MODELS
+from .registry import register_model
 
 __all__ = ["CifarVGG", "vgg11_bn", "vgg16_bn", "VGG_CONFIGS"]
 
@@ -80,5 +80,5 @@ def vgg16_bn(num_classes: int = 10, in_channels: int = 3) -> CifarVGG:
     return CifarVGG(VGG_CONFIGS["vgg16"], num_classes, in_channels)
 
 
-MODELS.register("vgg11_bn", vgg11_bn)
-MODELS.register("vgg16_bn", vgg16_bn)
+register_model("vgg11_bn", vgg11_bn, input_shape=(3, 32, 32))
+register_model("vgg16_bn", vgg16_bn, input_shape=(3, 32, 32))
