@@ -44,6 +44,7 @@ __all__ = [
     "create_structure",
     "list_structures",
     "register_structure",
+    "unregister_structure",
 ]
 
 Reduce = Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]
@@ -403,6 +404,11 @@ def register_structure(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[
         return cls
 
     return add
+
+
+def unregister_structure(name: str) -> None:
+    """Remove the structure ``name`` and its aliases (for tests and plugins)."""
+    STRUCTURES.unregister(name)
 
 
 def create_structure(structure: str | Structure) -> Structure:

@@ -40,6 +40,7 @@ from .realisation import (
     list_realisations,
     realisation_of,
     register_realisation,
+    unregister_realisation,
 )
 from .reparam import PrunekitMask, RefreshPruned, Reparam, link_consumers
 
@@ -64,6 +65,7 @@ __all__ = [
     "register_realisation",
     "remove",
     "track_inplace",
+    "unregister_realisation",
     "untrack_inplace",
 ]
 

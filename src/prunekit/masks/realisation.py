@@ -56,6 +56,7 @@ __all__ = [
     "realisation_of",
     "realisations",
     "register_realisation",
+    "unregister_realisation",
 ]
 
 #: The forms a realised tensor may take (see the module docstring).
@@ -142,6 +143,12 @@ def register_realisation(name: str) -> Callable[[type[Realisation]], type[Realis
         return cls
 
     return add
+
+
+def unregister_realisation(name: str) -> None:
+    """Remove the realisation ``name`` (for tests and plugins; tensors it masks stay masked)."""
+    REALISATIONS.unregister(name)
+    _PROBES.pop(str(name).lower(), None)
 
 
 def list_realisations(pattern: str = "*") -> list[str]:
