@@ -204,6 +204,7 @@ def prune(
     criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
     structure: str | Structure = "element",
     scope: str = "local",
+    mode: str = "reparam",
     context: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -219,7 +220,10 @@ def prune(
     ``{"initial": theta0}`` (initial weights), passed to :meth:`Pruner.step`. Unlike
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
-    75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
+    75% pruned, not 87.5%. ``mode`` names the realisation of the masks
+    (``"reparam"``, ``"inplace"``, ``"permanent"`` or a registered one; see
+    :func:`prunekit.list_realisations`). Other keyword arguments are those of
+    :class:`Pruner`.
 
     Example::
 
@@ -227,10 +231,13 @@ def prune(
         prunekit.prune(model, 0.5, criterion="l2", structure="channel", include="features.*")
         prunekit.prune(model, structure="2:4", types=[nn.Linear])
         prunekit.prune(model, 0.95, scope="lamp")
+        prunekit.prune(model, 0.5, mode="permanent")  # plain zeros, no mask kept
         prunekit.prune(model, 0.9, criterion="obd", scope="erk", context={"data": loader})
     """
     if context is not None and not isinstance(context, Mapping):
         raise InvalidParameterError("context", "a mapping such as {'data': loader}", context,
                                     "Fix: prune(model, 0.9, criterion='obd', context={'data': loader}).")
-    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **dict(context or {}))
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, mode=mode, **kwargs).step(
+        sparsity, **dict(context or {})
+    )
     return model
