@@ -85,7 +85,12 @@ class Realisation:
     layout: str = "inplace"
 
     def masked(self, module: nn.Module) -> list[str]:
-        """Names of the tensors of ``module`` this realisation holds masks on."""
+        """Names of the tensors of ``module`` this realisation holds masks on.
+
+        Name only the tensors this realisation made, recognised by something
+        of its own (the class of its hook): realisations registered by users
+        are asked before the built-in ones, and the first to name a tensor owns it.
+        """
         return []
 
     def apply(self, module: nn.Module, name: str, keep: torch.Tensor, description: str) -> Undo:
