@@ -207,3 +207,13 @@ def test_registration_errors(zero_on_forward) -> None:
     with pytest.raises(prunekit.InvalidParameterError, match="^layout:"):
         prunekit.register_realisation("no_layout")(NoLayout)
     assert "no_layout" not in prunekit.list_realisations()
+
+
+def test_a_checkpoint_records_the_layout_and_comes_back_in_place(zero_on_forward, tmp_path) -> None:
+    model = _net()
+    prunekit.prune(model, 0.5, mode=zero_on_forward)
+    prunekit.save_sparse(model, tmp_path / "m.safetensors")
+    fresh = prunekit.load_sparse(tmp_path / "m.safetensors", _net(seed=1))
+    assert isinstance(prunekit.masks.realisation_of(fresh[0], "weight"), prunekit.masks.InPlace)
+    assert torch.equal(fresh[0].weight_mask, model[0].weight_mask)
+    assert torch.equal(fresh(_x()), model(_x()))

@@ -9,7 +9,13 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..targets import Target, tensor_state
-from .realisation import Realisation, Undo, create_realisation, realisation_of, realisations
+from .realisation import (
+    Realisation,
+    Undo,
+    create_realisation,
+    realisation_of,
+    realisations,
+)
 from .reparam import unlink_consumers
 
 __all__ = ["apply_masks", "make_permanent", "pruned_tensors", "reapply_masks", "remove"]
