@@ -265,7 +265,7 @@ def _fused_pair(seed: int = 0):
 )
 @pytest.mark.parametrize("kernels", ["stock", pytest.param("native", marks=pytest.mark.slow)])
 def test_fused_sgd_equals_sgd_then_mask(options, kernels, monkeypatch, request):
-    import prunekit.masks as masks_module
+    import prunekit.masks.inplace as masks_module
 
     native_calls = request.getfixturevalue("native_kernels") if kernels == "native" else None
     calls = []

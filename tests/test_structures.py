@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -162,8 +164,26 @@ def test_structure_registry_and_specs():
     assert prunekit.create_structure("channel:1").dim == 1
     assert prunekit.create_structure("channel").dim is None
     assert prunekit.create_structure(" 4 : 8 ").spec() == "4:8"
-    assert prunekit.create_structure("unstructured").spec() == "element"
     assert prunekit.create_structure("filter").spec() == "channel"
     nm = prunekit.NM(2, 4)
     assert prunekit.create_structure(nm) is nm
     assert nm.fixed_sparsity == 0.5
+
+
+def test_unstructured_is_a_deprecated_alias_of_element():
+    from prunekit.deprecation import reset_warnings
+
+    reset_warnings()
+    with pytest.warns(FutureWarning, match=r"structure='unstructured' is deprecated.*structure='element'"):
+        made = prunekit.create_structure("unstructured")
+    assert type(made) is prunekit.Element and made.spec() == "element"
+    assert "unstructured" not in prunekit.list_structures()
+    a, b = _linear(6, 8), _linear(6, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per process: silent now
+        prunekit.prune(a, 0.5, structure="Unstructured", scope="global")
+    prunekit.prune(b, 0.5, structure="element", scope="global")
+    assert torch.equal(keep_mask(a[0]), keep_mask(b[0]))
+    reset_warnings()
+    with pytest.warns(FutureWarning, match="unstructured"):
+        prunekit.prune(_linear(6, 8), 0.5, structure="unstructured")

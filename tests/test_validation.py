@@ -191,7 +191,7 @@ def test_prune_declarations_follow_the_registries():
 
 def test_pruner_validates_with_the_declarations():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4))
-    with pytest.raises(InvalidParameterError, match="^mode: expected a mode among reparam, inplace, got 'in-place'"):
+    with pytest.raises(InvalidParameterError, match="^mode: expected a realisation among inplace, permanent, reparam, got 'in-place'.*Did you mean 'inplace'"):
         prunekit.Pruner(model, mode="in-place")
     with pytest.raises(InvalidParameterError, match="^min_keep: expected an int >= 0"):
         prunekit.Pruner(model, min_keep=-1)

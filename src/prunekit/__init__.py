@@ -32,11 +32,30 @@ from .io import (
     restore_masks,
     save_sparse,
 )
-from .masks import apply_masks, make_permanent, reapply_masks, remove
+from .masks import (
+    Realisation,
+    apply_masks,
+    create_realisation,
+    list_realisations,
+    make_permanent,
+    reapply_masks,
+    register_realisation,
+    remove,
+)
 from .measure import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
 from .pruner import Pruner, prune
 from .controller import PruningController
-from .structures import NM, Block, Channel, Element, Kernel, Structure, create_structure, list_structures
+from .structures import (
+    NM,
+    Block,
+    Channel,
+    Element,
+    Kernel,
+    Structure,
+    create_structure,
+    list_structures,
+    register_structure,
+)
 from .targets import DEFAULT_TYPES, Target, select_targets
 from .training import evaluate, fit
 from .data import create_dataset, list_datasets
@@ -146,6 +165,13 @@ __all__ = [
     "LayerHandler",
     "register_layer_handler",
     "list_layer_handlers",
+    # realisations: how keep masks become a model (mode=)
+    "Realisation",
+    "create_realisation",
+    "list_realisations",
+    "register_realisation",
+    # structures defined by users
+    "register_structure",
     # learned masks (issue 5)
     "LearnedScores",
     "MovementPruning",

@@ -2,7 +2,7 @@
 
 The lean (``inplace``) mode keeps pruned weights at zero by multiplying every
 masked parameter by its mask after each optimizer step (see
-:mod:`prunekit.masks`). Run as a separate pass after ``optimizer.step()``,
+:mod:`prunekit.masks.inplace`). Run as a separate pass after ``optimizer.step()``,
 that multiplication reads every weight again from main memory: for plain SGD
 it costs about as much as the update itself.
 

@@ -17,7 +17,7 @@ import numbers
 
 from .allocation import ALLOCATIONS, GROUP_SCOPES, NORMALIZERS, SCOPES
 from .errors import InvalidParameterError, did_you_mean
-from .masks import MODES
+from .masks import list_realisations
 from .registry import parse_spec
 from .scores import SCORES, Criterion, GroupCriterion, as_criterion, criterion_names
 from .structures import Structure, create_structure, list_structures
@@ -65,8 +65,8 @@ PRUNE_PARAMS = declare(
           "glob or re:<regex> of tensors to skip (repeatable)", repeat=True, metavar="PATTERN"),
     Param("params", Strings("a parameter name or a list of them"), "weight",
           "parameter names to prune (repeatable)", repeat=True, metavar="NAME"),
-    Param("mode", Options(MODES, "mode"), "reparam",
-          "reparam (torch.nn.utils.prune compatible) or inplace (lean)"),
+    Param("mode", Options(list_realisations, "realisation", "prunekit list realisations"), "reparam",
+          "realisation: reparam (torch.nn.utils.prune compatible), inplace (lean), permanent (zeros) or a registered one"),
 )
 
 

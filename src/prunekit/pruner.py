@@ -13,7 +13,7 @@ from torch import nn
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
 from .scores import Criterion, as_criterion
 from .errors import InvalidParameterError, check_choice
-from .masks import MODES, apply_masks, link_consumers
+from .masks import apply_masks, create_realisation, link_consumers
 from .masks import make_permanent as _make_permanent
 from .measure.sparsity import SparsityReport, sparsity_report
 from .params import PRUNE_PARAMS
@@ -50,7 +50,11 @@ class Pruner:
         normalize: per-target normalisation of unit scores before a global
             ranking: ``"none"``, ``"max"``, ``"sum"``, ``"mean"`` or ``"l2"``.
         min_keep: units of every tensor never pruned (0 allows emptying one).
-        mode: ``"reparam"`` (torch-compatible) or ``"inplace"`` (lean).
+        mode: the realisation of the masks: ``"reparam"`` (torch-compatible,
+            default), ``"inplace"`` (lean zeros, re-masked at every optimizer
+            step), ``"permanent"`` (plain zeros, nothing to remove) or any
+            name registered with :func:`prunekit.register_realisation`
+            (see :func:`prunekit.list_realisations`).
     """
 
     def __init__(
@@ -79,7 +83,7 @@ class Pruner:
         self.structure = create_structure(structure)
         self.scope = check_choice("scope", scope, SCOPES)
         self.normalize = check_choice("normalize", normalize, NORMALIZERS)
-        self.mode = check_choice("mode", mode, MODES)
+        self.mode = create_realisation(mode).name
         if isinstance(min_keep, bool) or not isinstance(min_keep, numbers.Integral) or min_keep < 0:
             raise InvalidParameterError("min_keep", "a non-negative int", min_keep, "Fix: 1 (default) or 0.")
         self.min_keep = int(min_keep)
@@ -126,7 +130,8 @@ class Pruner:
         )
 
     def realise(self, keeps: Sequence[torch.Tensor], description: str = "") -> None:
-        """Realisation phase: apply ``keeps`` (one bool mask per target) to the model, all or nothing."""
+        """Realisation phase: apply ``keeps`` (one bool mask per target) to the model with the
+        realisation ``mode`` (see :mod:`prunekit.masks`), all or nothing."""
         apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
         link_consumers(self.model)
         self.steps += 1
@@ -199,6 +204,7 @@ def prune(
     criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
     structure: str | Structure = "element",
     scope: str = "local",
+    mode: str = "reparam",
     context: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -214,7 +220,10 @@ def prune(
     ``{"initial": theta0}`` (initial weights), passed to :meth:`Pruner.step`. Unlike
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
-    75% pruned, not 87.5%. Other keyword arguments are those of :class:`Pruner`.
+    75% pruned, not 87.5%. ``mode`` names the realisation of the masks
+    (``"reparam"``, ``"inplace"``, ``"permanent"`` or a registered one; see
+    :func:`prunekit.list_realisations`). Other keyword arguments are those of
+    :class:`Pruner`.
 
     Example::
 
@@ -222,10 +231,13 @@ def prune(
         prunekit.prune(model, 0.5, criterion="l2", structure="channel", include="features.*")
         prunekit.prune(model, structure="2:4", types=[nn.Linear])
         prunekit.prune(model, 0.95, scope="lamp")
+        prunekit.prune(model, 0.5, mode="permanent")  # plain zeros, no mask kept
         prunekit.prune(model, 0.9, criterion="obd", scope="erk", context={"data": loader})
     """
     if context is not None and not isinstance(context, Mapping):
         raise InvalidParameterError("context", "a mapping such as {'data': loader}", context,
                                     "Fix: prune(model, 0.9, criterion='obd', context={'data': loader}).")
-    Pruner(model, criterion=criterion, structure=structure, scope=scope, **kwargs).step(sparsity, **dict(context or {}))
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, mode=mode, **kwargs).step(
+        sparsity, **dict(context or {})
+    )
     return model

@@ -8,6 +8,17 @@ Structures speak of a tensor's *output* and *input* dimensions through the
 target's layout (dim 0 and 1 for Linear and ConvNd weights; swapped for
 Hugging Face's ``Conv1D``), so "2:4 along the input" means the same thing for
 every layer type.
+
+Adding a structure is one class and a decorator: subclass :class:`Structure`,
+implement :meth:`~Structure.num_units`, :meth:`~Structure.unit_scores`,
+:meth:`~Structure.unit_alive` and :meth:`~Structure.expand` (and
+:meth:`~Structure.check` for tensors it cannot split), and register it with
+:func:`register_structure`; ``prune(model, 0.5, structure="<name>")``, the
+allocations (local, global, LAMP, ERK), recipes and the command line then use
+it. A structure that fixes its own sparsity (as N:M does) sets
+``fixed_sparsity`` and implements :meth:`~Structure.select` instead.
+
+The finest structure is ``"element"``; ``"unstructured"`` is its deprecated name.
 """
 
 from __future__ import annotations
@@ -17,8 +28,9 @@ from collections.abc import Callable
 
 import torch
 
+from .deprecation import warn_once
 from .errors import InvalidParameterError
-from .registry import Registry
+from .registry import Registry, parse_spec
 from .targets import Target
 
 __all__ = [
@@ -31,6 +43,8 @@ __all__ = [
     "STRUCTURES",
     "create_structure",
     "list_structures",
+    "register_structure",
+    "unregister_structure",
 ]
 
 Reduce = Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]
@@ -52,7 +66,13 @@ def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class Structure:
-    """Base class of structures.
+    """Base class of structures: how a tensor's entries group into units.
+
+    A unit is a set of entries pruned together. An allocation ranks units by
+    the scores :meth:`unit_scores` gives and asks :meth:`expand` for the
+    tensor mask of the units it keeps; :meth:`unit_alive` tells it which
+    units an earlier step has already removed. The units of one tensor are
+    numbered ``0 .. num_units - 1`` in a fixed order shared by the three.
 
     Subclasses set :attr:`fixed_sparsity` when the structure itself fixes how
     much is pruned (N:M); those implement :meth:`select` instead of being
@@ -352,25 +372,66 @@ class NM(_EntryUnits):
 
 
 STRUCTURES: Registry[Structure] = Registry("structure")
-STRUCTURES.register("element", Element, aliases=("unstructured",))
+STRUCTURES.register("element", Element)
 STRUCTURES.register("nm", NM, aliases=("n:m",))
 STRUCTURES.register("block", Block)
 STRUCTURES.register("kernel", Kernel)
 STRUCTURES.register("channel", Channel, aliases=("filter", "neuron"))
 
+#: Former names of structures: still accepted, with a warning (once).
+DEPRECATED_NAMES = {"unstructured": "element"}
+
 _NM_SHORT = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
+
+
+def register_structure(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[type[Structure]], type[Structure]]:
+    """Class decorator: register a :class:`Structure` subclass under ``name`` (and ``aliases``).
+
+    The spec ``"name:arg:..."`` then builds ``cls(arg, ...)`` wherever a
+    structure is named: :func:`prunekit.prune`, :class:`prunekit.Pruner`,
+    recipes and ``prunekit prune --structure``. A class without its own
+    ``name`` attribute gets ``name``.
+    """
+
+    def add(cls: type[Structure]) -> type[Structure]:
+        if not (isinstance(cls, type) and issubclass(cls, Structure)):
+            raise InvalidParameterError(
+                "structure", "a subclass of prunekit.Structure", cls, "Fix: class MyUnits(prunekit.Structure): ..."
+            )
+        STRUCTURES.register(name, cls, aliases=aliases)
+        if "name" not in vars(cls):
+            cls.name = name.lower()
+        return cls
+
+    return add
+
+
+def unregister_structure(name: str) -> None:
+    """Remove the structure ``name`` and its aliases (for tests and plugins)."""
+    STRUCTURES.unregister(name)
 
 
 def create_structure(structure: str | Structure) -> Structure:
     """A structure from a spec (``"element"``, ``"2:4"``, ``"block:4x4"``,
-    ``"kernel"``, ``"channel"``, ``"channel:1"``) or an instance."""
+    ``"kernel"``, ``"channel"``, ``"channel:1"``, a registered name) or an instance."""
     if isinstance(structure, Structure):
         return structure
     if isinstance(structure, str):
         short = _NM_SHORT.match(structure)
         if short:
             return NM(int(short.group(1)), int(short.group(2)))
-        return STRUCTURES.create(structure)
+        name = parse_spec(structure)[0]
+        if name in DEPRECATED_NAMES:
+            new = DEPRECATED_NAMES[name]
+            warn_once(f"structure={name!r}", f"structure={new!r}")
+            structure = new + structure.strip()[len(name):]
+        made = STRUCTURES.create(structure)
+        if not isinstance(made, Structure):
+            raise InvalidParameterError(
+                "structure", f"a Structure from the factory registered as {name!r}", f"<{type(made).__name__}>",
+                "Fix: register a subclass of prunekit.Structure.",
+            )
+        return made
     raise InvalidParameterError(
         "structure",
         "a Structure instance or a spec such as 'element', '2:4', 'block:4x4', 'kernel', 'channel:0'",

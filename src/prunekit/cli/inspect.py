@@ -21,6 +21,7 @@ from ..io import load_state_dict_file
 from ..measure.sparsity import sparsity_report_from_state_dict
 from ..schedules import list_schedules
 from ..scores import SCORES, UNIT_SPACES, ScoreEntry
+from ..masks import list_realisations
 from ..structures import list_structures
 from ..validation import (
     AnyOf,
@@ -42,6 +43,7 @@ __all__ = ["LISTERS", "LIST_PARAMS", "REPORT_PARAMS", "add_list_parser", "add_re
 LISTERS: dict[str, Callable[[str], list[str]]] = {
     "criteria": list_criteria,
     "structures": list_structures,
+    "realisations": list_realisations,
     "models": list_models,
     "datasets": list_datasets,
     "schedules": list_schedules,

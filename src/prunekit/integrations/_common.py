@@ -21,7 +21,7 @@ from ..allocation import NORMALIZERS, Sparsity, check_sparsity
 from ..controller import Flag, PruningController
 from ..scores import Criterion
 from ..errors import InvalidParameterError, check_choice
-from ..masks import MODES
+from ..masks import list_realisations
 from ..pruner import Pruner
 from ..schedules import Schedule
 from ..structures import Structure
@@ -72,7 +72,7 @@ def check_schedule(schedule: Any) -> Schedule:
 
 def check_settings(normalize: str, mode: str) -> tuple[str, str]:
     """``normalize`` and ``mode`` checked against prunekit's choices."""
-    return check_choice("normalize", normalize, NORMALIZERS), check_choice("mode", mode, MODES)
+    return check_choice("normalize", normalize, NORMALIZERS), check_choice("mode", mode, list_realisations())
 
 
 def build_controller(

@@ -52,7 +52,7 @@ from torch.nn.utils import parametrize
 
 from ..scores import MASK_SPACES, SCORES, Criterion
 from ..errors import InvalidParameterError, check_choice
-from ..masks import MODES, apply_masks, link_consumers
+from ..masks import apply_masks, link_consumers, list_realisations
 from ..targets import Target, select_targets
 
 __all__ = ["RULES", "LearnedScores", "ScoreWrapper", "ScoredWeight", "topk_mask"]
@@ -153,7 +153,7 @@ class ScoreWrapper:
     def __init__(self, *, score_init: float | str = 0.0, mode: str = "reparam", freeze: bool = False) -> None:
         _score_init_check(score_init)
         self.score_init = score_init
-        self.mode = check_choice("mode", mode, MODES)
+        self.mode = check_choice("mode", mode, list_realisations())
         self.freeze = bool(freeze)
         self.model: nn.Module | None = None
         self.wrapped: list[_Wrapped] = []

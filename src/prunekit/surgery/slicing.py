@@ -28,7 +28,7 @@ from torch import nn
 
 from ..coupling.handlers import handler_for
 from ..errors import InvalidParameterError
-from ..masks import _register_lean, _unregister_lean
+from ..masks import track_inplace, untrack_inplace
 from ..targets import find_reparam_hook, tensor_state
 
 __all__ = [
@@ -126,10 +126,10 @@ def keep_slices(module: nn.Module, tensor_name: str, dim: int, keep: torch.Tenso
         setattr(module, tensor_name, hook.apply_mask(module))
         return swap
     if state == "inplace":
-        _unregister_lean(module, tensor_name)
+        untrack_inplace(module, tensor_name)
         swap = _swap_param(module, tensor_name, dim, keep)
         _slice_buffer(module, tensor_name + "_mask", dim, keep)
-        _register_lean(module, tensor_name)
+        track_inplace(module, tensor_name)
         return swap
     if tensor_name in module._parameters:
         return _swap_param(module, tensor_name, dim, keep)
