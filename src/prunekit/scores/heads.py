@@ -268,7 +268,7 @@ def score_mlp_neurons(
     batches: Iterable[Any] | None = None,
 ) -> Scores:
     """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``
-    (arguments as for :func:`score_heads`)."""
+    (arguments as for :func:`score_heads`; ``batches`` is the deprecated name of ``data``)."""
     data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
                             "score_mlp_neurons", new_value=data)
     return neuron_scores(model, mlp_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)
