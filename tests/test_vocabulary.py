@@ -56,6 +56,7 @@ DEPRECATED: dict[tuple[str, str], str] = {
     ("prunekit.scores.diagonal_fisher", "batches"): "max_batches",
     ("prunekit.allocation.keep_counts", "ratio"): "sparsity",
     ("prunekit.allocation.allocate_channels", "ratio"): "sparsity",
+    ("prunekit.surgery.LatencyTable", "batch"): "batch_size",
 }
 
 #: Old-style names kept on purpose (not deprecated), with the reason.
@@ -65,7 +66,6 @@ KEPT: dict[tuple[str, str], str] = {
     ("prunekit.integrations.PrunekitPruning.on_train_batch_start", "batch"): "Lightning's hook signature",
     ("prunekit.measure.AccuracyResult", "batches"): "a result field: the number of batches evaluated",
     ("prunekit.measure.PerplexityResult", "batches"): "a result field: the number of batches evaluated",
-    ("prunekit.surgery.LatencyTable", "batch"): "a batch size (to become batch_size)",
     ("prunekit.surgery.LayerSpec", "batch"): "a batch size in the latency table's key",
     ("prunekit.measure.compare", "loader"): "measure/compare.py is renamed with the report (data= to come)",
 }
@@ -217,6 +217,12 @@ def _obd(**kw: Any) -> Any:
     return [crit.score(t).sum().item() for t in targets]
 
 
+def _latency_table(**kw: Any) -> Any:
+    table = prunekit.surgery.LatencyTable(timer=lambda spec: float(spec.batch), **{k: 4 for k in kw})
+    spec = prunekit.surgery.LayerSpec("linear", 2, 2, (1, 1), (1, 1), (0, 0), 1, (1, 1), table.batch_size, 1)
+    return table.batch_size, table.batch, table(spec)
+
+
 def _snip_context(key: str) -> Callable[..., Any]:
     """``prepare(..., <key>=batches)``: the data of a criterion's context under an old name."""
 
@@ -244,6 +250,7 @@ CASES = [
     (_oneshot_prune, "calibration", "data", "prunekit.oneshot_prune(calibration=...)"),
     (_fisher_sum, "batches", "max_batches", "prunekit.scores.diagonal_fisher(batches=...)"),
     (_obd, "batches", "max_batches", "prunekit.scores.OBD(batches=...)"),
+    (_latency_table, "batch", "batch_size", "prunekit.surgery.LatencyTable(batch=...)"),
     (_snip_context("batches"), "batches", "data", "Criterion.prepare(batches=...)"),
     (_snip_context("batch"), "batch", "data", "Criterion.prepare(batch=...)"),
     (_snip_context("loader"), "loader", "data", "Criterion.prepare(loader=...)"),
