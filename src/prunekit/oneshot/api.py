@@ -24,6 +24,7 @@ from torch import nn
 
 from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, check_choice
+from ..masks import MODES as MASK_MODES
 from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport
 from ..structures import NM, Element, create_structure
@@ -41,7 +42,8 @@ __all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
 
 logger = logging.getLogger(__name__)
 
-MODES = ("permanent", "inplace", "reparam")
+#: ``"permanent"`` (zeros written, no mask) or one of the mask modes of :func:`prunekit.apply_masks`.
+MODES = ("permanent", *MASK_MODES)
 
 
 @dataclass
