@@ -36,7 +36,7 @@ def test_shrink_lenet5_saves_a_smaller_model_that_loads_back(tmp_path, capsys):
     torch.manual_seed(0)  # the command builds the model after seeding with --seed (0)
     expected = prunekit.create_model("lenet5")
     example = torch.randn(3, 1, 28, 28)
-    prunekit.structural_prune(expected, example[:1], ratio=0.5, criterion="magnitude")
+    prunekit.structural_prune(expected, example[:1], sparsity=0.5, criterion="magnitude")
     with torch.no_grad():
         assert torch.equal(loaded(example), expected.eval()(example))
     # the figures are those of the files and models
