@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 import prunekit
-from prunekit.analysis import score_sum
 from prunekit.deprecation import reset_warnings
 from prunekit.measure import evaluate_accuracy, evaluate_perplexity
-from prunekit.scores import OBD, SNIP, diagonal_fisher
+from prunekit.analysis import score_sum, sensitivity_analysis
+from prunekit.scores import OBD, SNIP, Criterion, GraSP, SynFlow, diagonal_fisher
 
 #: Old parameter names of the vocabulary (``sparsity`` and ``data`` replace them).
 OLD_NAMES = ("ratio", "amount", "batches", "batch", "loader", "calibration", "bn_loader")
@@ -223,17 +223,17 @@ def _latency_table(**kw: Any) -> Any:
     return table.batch_size, table.batch, table(spec)
 
 
-def _snip_context(key: str) -> Callable[..., Any]:
+def _snip_context(key: str, make: Callable[[], Any] = SNIP) -> Callable[..., Any]:
     """``prepare(..., <key>=batches)``: the data of a criterion's context under an old name."""
 
     def call(**kw: Any) -> Any:
         model = _classifier()
-        crit = SNIP()
+        crit = make()
         targets = prunekit.select_targets(model)
         crit.prepare(model, targets, **{k: (_batches() if key != "batch" else _batches()[0]) for k in kw})
         return [crit.score(t).sum().item() for t in targets]
 
-    call.__name__ = f"snip_context_{key}"
+    call.criterion = make.__name__  # type: ignore[attr-defined]
     return call
 
 
@@ -255,6 +255,8 @@ CASES = [
     (_snip_context("batch"), "batch", "data", "Criterion.prepare(batch=...)"),
     (_snip_context("loader"), "loader", "data", "Criterion.prepare(loader=...)"),
     (_snip_context("calibration"), "calibration", "data", "Criterion.prepare(calibration=...)"),
+    (_snip_context("loader", GraSP), "loader", "data", "Criterion.prepare(loader=...)"),
+    (_snip_context("batches", SynFlow), "batches", "data", "Criterion.prepare(batches=...)"),
 ]
 
 
@@ -264,7 +266,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-@pytest.mark.parametrize("call, old, new, message", CASES, ids=[c[3] for c in CASES])
+@pytest.mark.parametrize("call, old, new, message", CASES,
+                         ids=[f"{c[3]}-{getattr(c[0], 'criterion', '')}" for c in CASES])
 def test_old_keyword_works_warns_once_and_clashes_with_the_new(call, old, new, message):
     reset_warnings()
     with warnings.catch_warnings():
@@ -318,6 +321,28 @@ def test_obd_context_count_under_its_old_name_is_max_batches_not_data():
     with pytest.warns(FutureWarning, match=re.escape("OBD.prepare(batches=...)")):
         old.prepare(model, targets, data=_batches(), batches=1)
     assert all(torch.equal(one.score(t), old.score(t)) for t in targets)
+
+
+class _SeesData(Criterion):
+    """A user's criterion: magnitude scores, and it records the data its ``prepare`` received."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def prepare(self, model: nn.Module, targets: Any, **context: Any) -> None:
+        self.seen.append(context.get("data"))
+
+    def score(self, target: Any) -> torch.Tensor:
+        return target.effective().abs()
+
+
+def test_sensitivity_context_gives_a_users_criterion_data_under_an_old_key():
+    crit, batches = _SeesData(), _batches()
+    reset_warnings()
+    with pytest.warns(FutureWarning, match=re.escape("Criterion.prepare(loader=...)")):
+        sensitivity_analysis(_classifier(), lambda m: 0.0, sparsities=(0.5,), criterion=crit,
+                             context={"loader": batches})
+    assert crit.seen == [batches]
 
 
 def test_oneshot_structure_default_is_element():
