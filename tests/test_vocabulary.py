@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 import prunekit
+from prunekit.analysis import score_sum, sensitivity_analysis
 from prunekit.deprecation import reset_warnings
 from prunekit.measure import evaluate_accuracy, evaluate_perplexity
-from prunekit.analysis import score_sum, sensitivity_analysis
 from prunekit.scores import OBD, SNIP, Criterion, GraSP, SynFlow, diagonal_fisher
 
 #: Old parameter names of the vocabulary (``sparsity`` and ``data`` replace them).
