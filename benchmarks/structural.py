@@ -126,7 +126,7 @@ def prune_prunekit(model, x, ratio: float, criterion: str, batches, macs_target:
 
     if table_threads is not None:  # latency-aware allocation down to the MACs target
         latency = latency or {}
-        table = LatencyTable(batch=64, threads=table_threads, path=latency.get("table", LATENCY_TABLE),
+        table = LatencyTable(batch_size=64, threads=table_threads, path=latency.get("table", LATENCY_TABLE),
                              repeats=latency.get("repeats", 10))
         result = prunekit.structural_prune(model, x, macs_target=macs_target, criterion=criterion,
                                            allocation="latency", latency_table=table, round_to=round_to,

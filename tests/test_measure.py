@@ -573,13 +573,13 @@ def test_bad_inputs_raise_invalid_parameter_error(tiny, tiny_input):
     assert torch.get_num_threads() >= 1
 
 
-def test_bad_loaders_raise_invalid_parameter_error():
+def test_bad_data_raises_invalid_parameter_error():
     model = identity_classifier()
     x = torch.randn(3, 4)
-    _raises("loader", lambda: evaluate_accuracy(model, 5))
-    _raises("loader", lambda: evaluate_accuracy(model, x))
-    _raises("loader", lambda: evaluate_accuracy(model, []))
-    _raises("loader", lambda: evaluate_accuracy(model, [(x,)]))
-    _raises("loader", lambda: evaluate_accuracy(model, [(x, torch.zeros(4, dtype=torch.long))]))
+    _raises("data", lambda: evaluate_accuracy(model, 5))
+    _raises("data", lambda: evaluate_accuracy(model, x))
+    _raises("data", lambda: evaluate_accuracy(model, []))
+    _raises("data", lambda: evaluate_accuracy(model, [(x,)]))
+    _raises("data", lambda: evaluate_accuracy(model, [(x, torch.zeros(4, dtype=torch.long))]))
     _raises("device", lambda: evaluate_accuracy(model, [(x, x.argmax(1))], device="nowhere"))
     _raises("model", lambda: evaluate_perplexity(model, [(x, x.argmax(1))]))

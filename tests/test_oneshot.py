@@ -279,8 +279,8 @@ def _bad_calls():
         ({"mode": "soft"}, "mode"),
         ({"blocks": "model.nothing"}, "blocks"),
         ({"method": "sparsegpt", "structure": "4:8", "blocksize": 12}, "blocksize"),
-        ({"calibration": torch.randn(4, 8)}, "calibration"),
-        ({"calibration": "some text"}, "calibration"),
+        ({"data": torch.randn(4, 8)}, "data"),
+        ({"data": "some text"}, "data"),
         ({"batch_size": 0}, "batch_size"),
     ]
 
@@ -290,7 +290,7 @@ def test_bad_arguments_raise_before_anything_changes(kwargs, param):
     model = llama()
     before = copy.deepcopy(model.state_dict())
     kwargs = dict(kwargs)
-    data = kwargs.pop("calibration", calib())
+    data = kwargs.pop("data", calib())
     with pytest.raises(InvalidParameterError) as info:
         oneshot_prune(model, data, **kwargs)
     assert info.value.param == param

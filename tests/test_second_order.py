@@ -73,7 +73,7 @@ def test_masked_entries_get_no_fisher_and_train_mode_restored():
     model.train()
     x = torch.randn(6, 8, 4, 4)
     y = torch.randint(0, 8, (6,))
-    crit = OBD(batches=1)
+    crit = OBD(max_batches=1)
     pruner = prunekit.Pruner(model, criterion=crit, scope="global")
     crit.prepare(model, pruner.targets, data=[(x, y), (x, y)])
     assert model.training
@@ -108,6 +108,9 @@ def test_obd_errors_change_nothing():
         prunekit.prune(model, 0.5, criterion="obd", context={"data": torch.zeros(3)})
     with pytest.raises(prunekit.InvalidParameterError, match="fisher"):
         OBD(fisher="exact")
-    with pytest.raises(prunekit.InvalidParameterError, match="batches"):
-        prunekit.prune(model, 0.5, criterion=OBD(batches=0), context={"data": (torch.randn(2, 8, 4, 4), torch.zeros(2))})
+    with pytest.raises(prunekit.InvalidParameterError, match="max_batches"):
+        OBD(max_batches=0)
+    with pytest.raises(prunekit.InvalidParameterError, match="max_batches"):
+        prunekit.prune(model, 0.5, criterion="obd", context={"data": (torch.randn(2, 8, 4, 4), torch.zeros(2)),
+                                                             "max_batches": 0})
     assert_unchanged(model, before)

@@ -192,23 +192,23 @@ def test_table_caches_and_round_trips_through_json(tmp_path) -> None:
         return 1.5
 
     path = tmp_path / "table.json"
-    table = LatencyTable(batch=64, threads=2, timer=timer, path=path)
+    table = LatencyTable(batch_size=64, threads=2, timer=timer, path=path)
     spec = LayerSpec("conv2d", 16, 32, (3, 3), (2, 2), (1, 1), 1, (32, 32), 64, 2)
     assert table(spec) == 1.5 and table(spec) == 1.5
     assert len(calls) == 1 and (table.hits, table.misses) == (1, 1)
     table.save()
-    again = LatencyTable(batch=64, threads=2, timer=timer, path=path)
+    again = LatencyTable(batch_size=64, threads=2, timer=timer, path=path)
     assert again(spec) == 1.5 and len(calls) == 1 and again.misses == 0
     assert LayerSpec.from_key(spec.key()) == spec
     with pytest.raises(InvalidParameterError):
         LatencyTable(timer=lambda s: float("nan"))(spec)
-    for bad in (dict(batch=0), dict(threads=0), dict(repeats=0), dict(timer="fast")):
+    for bad in (dict(batch_size=0), dict(threads=0), dict(repeats=0), dict(timer="fast")):
         with pytest.raises(InvalidParameterError):
             LatencyTable(**bad)
 
 
 def test_table_times_a_real_layer() -> None:
-    table = LatencyTable(batch=2, threads=1, warmup=1, repeats=3)
+    table = LatencyTable(batch_size=2, threads=1, warmup=1, repeats=3)
     ms = table(LayerSpec("conv2d", 4, 8, (3, 3), (1, 1), (1, 1), 1, (8, 8), 2, 1))
     assert math.isfinite(ms) and ms > 0
     assert table(LayerSpec("linear", 8, 5, (1, 1), (1, 1), (0, 0), 1, (1, 1), 2, 1)) > 0

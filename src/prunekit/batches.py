@@ -31,10 +31,10 @@ def to_device(value: Any, device: torch.device) -> Any:
 def split_batch(batch: Any, index: int) -> tuple[Any, torch.Tensor]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not isinstance(batch[1], torch.Tensor):
         raise InvalidParameterError(
-            "loader", "batches of the form (inputs, targets) with targets a tensor",
+            "data", "batches of the form (inputs, targets) with targets a tensor",
             f"<batch {index}: {type(batch).__name__}"
             + (f" of length {len(batch)}>" if isinstance(batch, (tuple, list)) else ">"),
-            "Fix: make the loader yield (x, y) pairs.",
+            "Fix: make data yield (x, y) pairs (a DataLoader or a list of them).",
         )
     return batch[0], batch[1]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import reprlib
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
@@ -84,7 +85,8 @@ def renamed_argument(
     value = kwargs.pop(old)
     if new_value is not None:
         raise InvalidParameterError(
-            old, f"not given together with {new}=", f"{old}={value!r} and {new}={new_value!r}",
+            old, f"not given together with {new}=",
+            f"{old}={reprlib.repr(value)} and {new}={reprlib.repr(new_value)}",
             f"Fix: pass only {new}= ({old}= is its deprecated name).",
         )
     warn_once(f"{where}({old}=...)", f"{where}({new}=...)", stacklevel=4)

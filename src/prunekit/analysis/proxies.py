@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..batches import forward_logits
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, did_you_mean
 from ..losses import LossFn
 from ..scores import SCORES, as_criterion, criterion_names
@@ -67,11 +68,17 @@ def _proxy_scores() -> list[str]:
     return [n for n in criterion_names() if SCORES.entry(n).needs["element"] in _PROXY_NEEDS]
 
 
-def score_sum(name: str, model: nn.Module, targets: Sequence[Target], batch: Any,
-              loss_fn: LossFn | None = None) -> float:
-    """``Σ`` over ``targets`` of the registered element score ``name`` prepared on one ``batch``."""
+def score_sum(name: str, model: nn.Module, targets: Sequence[Target], data: Any = None,
+              loss_fn: LossFn | None = None, *, batch: Any = None) -> float:
+    """``Σ`` over ``targets`` of the registered element score ``name`` prepared on ``data``,
+    one ``(inputs, targets)`` batch (``batch`` is its deprecated name)."""
+    data = renamed_argument({} if batch is None else {"batch": batch}, "batch", "data",
+                            "prunekit.analysis.score_sum", new_value=data)
+    if data is None:
+        raise InvalidParameterError("data", "one (inputs, targets) batch", None, "Fix: score_sum(name, model, "
+                                    "targets, (x, y)).")
     criterion = as_criterion(name)
-    criterion.prepare(model, list(targets), data=[batch], loss_fn=loss_fn)
+    criterion.prepare(model, list(targets), data=[data], loss_fn=loss_fn)
     return float(sum(criterion.score(t).detach().double().sum() for t in targets))
 
 
@@ -108,7 +115,7 @@ def _jacob_cov(model: nn.Module, targets: Sequence[Target], batch: Any, loss_fn:
     inputs, _ = batch
     if not isinstance(inputs, torch.Tensor) or inputs.shape[0] < 2:
         raise InvalidParameterError(
-            "batch", "a batch of at least 2 tensor inputs for jacob_cov", f"<{type(inputs).__name__}>",
+            "data", "a batch of at least 2 tensor inputs for jacob_cov", f"<{type(inputs).__name__}>",
             "Fix: pass a batch of e.g. 32 or more examples.",
         )
     x = inputs.detach().clone().requires_grad_(True)
@@ -128,13 +135,15 @@ _FUNCTIONS = {"grad_norm": _grad_norm, "fisher": _fisher, "jacob_cov": _jacob_co
 
 def zero_cost_proxies(
     model: nn.Module,
-    batch: Any,
+    data: Any = None,
     names: Iterable[str] | None = None,
     *,
     loss_fn: LossFn | None = None,
+    batch: Any = None,
     **select: Any,
 ) -> dict[str, float]:
-    """``{proxy name: score}`` of ``model`` on one ``(inputs, targets)`` ``batch``.
+    """``{proxy name: score}`` of ``model`` on ``data``: one ``(inputs, targets)`` batch
+    (or an iterable of batches, of which the first is used; ``batch`` is its deprecated name).
 
     ``names``: a subset of :data:`PROXIES` (all by default), or registered element
     scores that need nothing or gradients (summed over the weights). ``select`` is passed
@@ -146,6 +155,8 @@ def zero_cost_proxies(
 
         scores = prunekit.zero_cost_proxies(model, (x, y), names=["synflow", "jacob_cov"])
     """
+    data = renamed_argument({} if batch is None else {"batch": batch}, "batch", "data",
+                            "prunekit.zero_cost_proxies", new_value=data)
     chosen = list(PROXIES if names is None else [names] if isinstance(names, str) else names)
     known = list(PROXIES) + [n for n in _proxy_scores() if n not in PROXIES]
     for name in chosen:
@@ -156,7 +167,7 @@ def zero_cost_proxies(
             )
     if not chosen:
         raise InvalidParameterError("names", f"some of {', '.join(PROXIES)}", [], "Fix: leave it out for all five.")
-    (one,) = as_batches(batch, "batch")[:1]
+    (one,) = as_batches(data)[:1]
     targets = select_targets(model, **select)
     scores = {
         name: _FUNCTIONS[name](model, targets, one, loss_fn) if name in _FUNCTIONS

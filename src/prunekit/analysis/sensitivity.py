@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..allocation import compute_keep_masks, sensitivity_sparsities
-from ..scores import Criterion, as_criterion
+from ..scores import Criterion, as_criterion, context_with_data
 from ..errors import InvalidParameterError
 from ..measure._results import dump_json, table_lines
 from ..measure.plots import plot_sensitivity_curves
@@ -153,8 +153,9 @@ def sensitivity_analysis(
             receives the copy). With ``copy=False`` the model itself is pruned
             temporarily and restored after each point, also after an error;
             use it when the model is too large to copy.
-        context: keyword arguments for the criterion's ``prepare`` (data, loss
-            function, … for criteria that need them), called once.
+        context: keyword arguments for the criterion's ``prepare`` (``data``, ``loss_fn``,
+            … for criteria that need them), called once; the old names of ``data``
+            (``batches``, ``batch``, ``loader``, ``calibration``) are deprecated.
         progress: optional ``progress(done, total, layer, sparsity, metric)``
             called after each point (the library itself never prints).
 
@@ -219,7 +220,7 @@ def _analyse(
 ) -> SensitivityResult:
     # Check every target at the top of the ladder before any evaluation, so a
     # sparsity that cannot be reached fails in seconds, not after an hour.
-    crit.prepare(work, work_targets, **dict(context or {}))
+    crit.prepare(work, work_targets, **context_with_data(context or {}))
     for target in work_targets:
         compute_keep_masks([target], crit, struct, ladder[-1], scope="local", min_keep=min_keep)
 

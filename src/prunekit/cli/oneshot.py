@@ -92,8 +92,8 @@ ONESHOT_PARAMS = declare(
     Param("method", Options(list_oneshot_methods, "one-shot method"), "wanda", "the one-shot method"),
     Param("sparsity", AnyOf(Fraction("left"), None), None, "fraction pruned per layer (default 0.5; fixed by N:M)",
           metavar="FRACTION"),
-    Param("structure", Strings("unstructured or an N:M pattern such as 2:4"), "unstructured",
-          "unstructured, 2:4, 4:8 or any N:M", metavar="SPEC"),
+    Param("structure", Strings("element or an N:M pattern such as 2:4"), "element",
+          "element (unstructured), 2:4, 4:8 or any N:M", metavar="SPEC"),
     Param("owl", Flag(), False, "OWL per-block sparsities (Yin et al. 2023)"),
     Param("owl_lambda", Interval(numbers.Real, 0, 1, "both", example=0.08), 0.08, "OWL's sparsity spread λ"),
     Param("owl_m", Interval(numbers.Real, 0, None, "neither", example=5.0), 5.0, "OWL's outlier threshold M"),
@@ -228,12 +228,12 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             "progress": on_event, "head": args.head, "embeddings": args.embeddings}
         if streamed:
             try:
-                result = prune_pretrained(args.model, args.out, calibration, **options)
+                result = prune_pretrained(args.model, args.out, data=calibration, **options)
             except InvalidParameterError as exc:
                 raise as_cli_error(exc, ONESHOT_PARAMS) from None
         else:
             try:
-                result = oneshot_prune(model, calibration, offload=args.offload, offload_dir=args.offload_dir,
+                result = oneshot_prune(model, data=calibration, offload=args.offload, offload_dir=args.offload_dir,
                                        **options)
             except InvalidParameterError as exc:
                 raise as_cli_error(exc, ONESHOT_PARAMS) from None

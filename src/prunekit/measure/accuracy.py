@@ -1,7 +1,8 @@
 """Task metrics: top-1 accuracy with cross-entropy, and perplexity of language models.
 
-Both functions take a ``loader``: any iterable of ``(inputs, targets)`` batches
-(a ``torch.utils.data.DataLoader`` or a plain list). ``inputs`` is a tensor
+Both functions take ``data``: any iterable of ``(inputs, targets)`` batches
+(a ``torch.utils.data.DataLoader`` or a plain list; ``loader=`` is its
+deprecated name). ``inputs`` is a tensor
 (``model(inputs)``), a tuple/list (``model(*inputs)``) or a dict
 (``model(**inputs)``). The model's output is the logits tensor, or the first
 element of a tuple, or the ``.logits`` attribute (Hugging Face outputs).
@@ -32,6 +33,7 @@ from torch import nn
 from ..batches import forward_logits as _forward
 from ..batches import split_batch as _split
 from ..batches import to_device as _to
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError
 from .macs import eval_mode
 from .params import _check_model
@@ -67,13 +69,13 @@ class PerplexityResult:
         return asdict(self)
 
 
-def _check_loader(loader: Any) -> Iterable[Any]:
-    if isinstance(loader, (torch.Tensor, str, bytes, Mapping)) or not isinstance(loader, Iterable):
+def _check_data(data: Any) -> Iterable[Any]:
+    if isinstance(data, (torch.Tensor, str, bytes, Mapping)) or not isinstance(data, Iterable):
         raise InvalidParameterError(
-            "loader", "an iterable of (inputs, targets) batches (a DataLoader or a list)",
-            f"<{type(loader).__name__}>", "Fix: e.g. loader=[(x, y)] or a torch.utils.data.DataLoader.",
+            "data", "an iterable of (inputs, targets) batches (a DataLoader or a list)",
+            f"<{type(data).__name__}>", "Fix: e.g. data=[(x, y)] or a torch.utils.data.DataLoader.",
         )
-    return loader
+    return data
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -84,40 +86,48 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def evaluate_accuracy(
-    model: nn.Module, loader: Iterable[Any], device: str | torch.device = "cpu", *, ignore_index: int = -100
+    model: nn.Module, data: Iterable[Any] | None = None, device: str | torch.device = "cpu", *,
+    ignore_index: int = -100, loader: Iterable[Any] | None = None,
 ) -> AccuracyResult:
-    """Top-1 accuracy and mean cross-entropy of ``model`` over ``loader``.
+    """Top-1 accuracy and mean cross-entropy of ``model`` over the batches of ``data``.
 
     Logits of shape ``(B, C)`` with targets ``(B,)``, or more generally
     ``(..., C)`` with targets ``(...)`` (each position counts as one sample).
     ``accuracy = correct / n``, ``loss = Σ CE / n`` over the ``n`` targets
-    that are not ``ignore_index``.
+    that are not ``ignore_index``. ``loader`` is the deprecated name of ``data``.
 
     Raises:
-        InvalidParameterError: for a non-module model, a loader that is not an
-            iterable of ``(inputs, targets)``, an empty loader, or logits and
+        InvalidParameterError: for a non-module model, ``data`` that is not an
+            iterable of ``(inputs, targets)``, empty ``data``, or logits and
             targets of mismatched shapes.
     """
-    total_loss, correct, count, batches = _run(model, loader, device, ignore_index, lm=False)
+    data = renamed_argument({} if loader is None else {"loader": loader}, "loader", "data",
+                            "prunekit.measure.evaluate_accuracy", new_value=data)
+    total_loss, correct, count, batches = _run(model, data, device, ignore_index, lm=False)
     result = AccuracyResult(correct / count, total_loss / count, count, batches)
     logger.info("accuracy %.4f, loss %.4f over %d samples", result.accuracy, result.loss, count)
     return result
 
 
 def evaluate_perplexity(
-    model: nn.Module, loader: Iterable[Any], device: str | torch.device = "cpu", *, ignore_index: int = -100
+    model: nn.Module, data: Iterable[Any] | None = None, device: str | torch.device = "cpu", *,
+    ignore_index: int = -100, loader: Iterable[Any] | None = None,
 ) -> PerplexityResult:
     """Perplexity of a language model: ``exp(Σ CE / tokens)``.
 
     The model maps inputs ``x`` to logits ``(B, T, V)``; targets ``y`` are
     ``(B, T)`` token ids, already shifted (``y[:, t]`` is the token after
-    ``x[:, t]``); positions with ``ignore_index`` are not counted.
+    ``x[:, t]``); positions with ``ignore_index`` are not counted. ``data``
+    are ``(x, y)`` batches as for :func:`evaluate_accuracy`; ``loader`` is its
+    deprecated name.
 
     Raises:
         InvalidParameterError: as :func:`evaluate_accuracy`, and for logits
             that are not 3-D.
     """
-    total_loss, _correct, count, batches = _run(model, loader, device, ignore_index, lm=True)
+    data = renamed_argument({} if loader is None else {"loader": loader}, "loader", "data",
+                            "prunekit.measure.evaluate_perplexity", new_value=data)
+    total_loss, _correct, count, batches = _run(model, data, device, ignore_index, lm=True)
     loss = total_loss / count
     result = PerplexityResult(math.exp(loss) if loss < 700 else float("inf"), loss, count, batches)
     logger.info("perplexity %.4f (loss %.4f) over %d tokens", result.perplexity, loss, count)
@@ -125,16 +135,16 @@ def evaluate_perplexity(
 
 
 def _run(
-    model: nn.Module, loader: Iterable[Any], device: str | torch.device, ignore_index: int, lm: bool
+    model: nn.Module, data: Iterable[Any] | None, device: str | torch.device, ignore_index: int, lm: bool
 ) -> tuple[float, int, int, int]:
     _check_model(model)
-    loader = _check_loader(loader)
+    data = _check_data(data)
     dev = _device(device)
     model.to(dev)
     total_loss = 0.0
     correct = count = batches = 0
     with eval_mode(model), torch.no_grad():
-        for index, batch in enumerate(loader):
+        for index, batch in enumerate(data):
             inputs, targets = _split(batch, index)
             inputs, targets = _to(inputs, dev), targets.to(dev)
             logits = _forward(model, inputs)
@@ -146,7 +156,7 @@ def _run(
                 )
             if logits.dim() < 1 or targets.shape != logits.shape[:-1]:
                 raise InvalidParameterError(
-                    "loader", "targets whose shape is the logits' shape without the class dimension",
+                    "data", "targets whose shape is the logits' shape without the class dimension",
                     f"<logits {tuple(logits.shape)}, targets {tuple(targets.shape)} in batch {index}>",
                     "Fix: targets of class indices, e.g. shape (B,) for logits (B, C).",
                 )
@@ -161,7 +171,7 @@ def _run(
             batches += 1
     if count == 0:
         raise InvalidParameterError(
-            "loader", "at least one batch with a counted target", "<no targets>",
-            "Fix: pass a non-empty loader (targets equal to ignore_index are not counted).",
+            "data", "at least one batch with a counted target", "<no targets>",
+            "Fix: pass non-empty data (targets equal to ignore_index are not counted).",
         )
     return total_loss, correct, count, batches

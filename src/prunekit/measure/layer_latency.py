@@ -49,6 +49,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError
 from ..io import atomic_write_text, read_json_object
 
@@ -130,18 +131,22 @@ class LatencyTable:
     """Measured latency (ms) of single layers, cached by :class:`LayerSpec`.
 
     Args:
-        batch: batch size the layers are timed at (the network's input batch is replaced).
+        batch_size: batch size the layers are timed at (the network's input batch is replaced).
         threads: torch threads during the timing (default: ``torch.get_num_threads()`` now).
         warmup, repeats: untimed forwards, then timed ones; the entry is their median.
         path: a JSON file of entries: read now if it exists, written by :meth:`save`.
         timer: ``timer(spec) -> ms`` instead of timing (deterministic tests, other devices).
+        batch: deprecated name of ``batch_size``.
 
     ``hits`` and ``misses`` count the lookups answered from the table and those measured.
     """
 
-    def __init__(self, *, batch: int = 1, threads: int | None = None, warmup: int = 3, repeats: int = 10,
-                 path: str | Path | None = None, timer: Callable[[LayerSpec], float] | None = None) -> None:
-        self.batch = _check_count("batch", batch, 1)
+    def __init__(self, *, batch_size: int | None = None, threads: int | None = None, warmup: int = 3,
+                 repeats: int = 10, path: str | Path | None = None, timer: Callable[[LayerSpec], float] | None = None,
+                 batch: int | None = None) -> None:
+        batch_size = renamed_argument({} if batch is None else {"batch": batch}, "batch", "batch_size",
+                                      "prunekit.surgery.LatencyTable", new_value=batch_size)
+        self.batch_size = 1 if batch_size is None else _check_count("batch_size", batch_size, 1)
         self.threads = torch.get_num_threads() if threads is None else _check_count("threads", threads, 1)
         self.warmup = _check_count("warmup", warmup, 0)
         self.repeats = _check_count("repeats", repeats, 1)
@@ -165,6 +170,11 @@ class LatencyTable:
             except (ValueError, TypeError):
                 logger.warning("latency table %s: skipping malformed entry %r", path, key)
         logger.info("latency table %s: %d entries read", path, len(self.entries))
+
+    @property
+    def batch(self) -> int:
+        """The batch size (the field name of :class:`LayerSpec`): ``batch_size``."""
+        return self.batch_size
 
     def save(self) -> None:
         """Write the entries to ``path`` (atomically); nothing without a path."""
@@ -249,7 +259,7 @@ def site_spec(site: LayerSite, removed: Mapping[str, int], batch: int, threads: 
 
 def predict_latency(sites: Sequence[LayerSite], removed: Mapping[str, int], table: LatencyTable) -> float:
     """Modelled latency (ms) of the network: the sum of its layers' table entries."""
-    return sum(table(site_spec(s, removed, table.batch, table.threads)) for s in sites)
+    return sum(table(site_spec(s, removed, table.batch_size, table.threads)) for s in sites)
 
 
 def _pair(value: Any) -> tuple[int, int]:

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, check_choice
+from ..masks import MODES as MASK_MODES
 from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport
 from ..structures import NM, Element, create_structure
@@ -40,7 +42,8 @@ __all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
 
 logger = logging.getLogger(__name__)
 
-MODES = ("permanent", "inplace", "reparam")
+#: ``"permanent"`` (zeros written, no mask) or one of the mask modes of :func:`prunekit.apply_masks`.
+MODES = ("permanent", *MASK_MODES)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class OneShotResult:
         if plan.nm is not None:
             report.extras["nm_invalid_groups"] = outcome.nm_invalid_groups
         report.extras["method"] = plan.method.name
-        return cls(plan.method.name, "unstructured" if plan.nm is None else plan.nm.spec(), plan.sparsity, plan.path,
+        return cls(plan.method.name, "element" if plan.nm is None else plan.nm.spec(), plan.sparsity, plan.path,
                    outcome.levels, outcome.layer_sparsity, outcome.ratios, seconds, outcome.tokens, outcome.peak,
                    report)
 
@@ -96,7 +99,7 @@ def _check_structure(structure: Any) -> NM | None:
     if isinstance(made, Element):
         return None
     if not isinstance(made, NM):
-        raise InvalidParameterError("structure", "'unstructured' or an N:M pattern such as '2:4'", structure,
+        raise InvalidParameterError("structure", "'element' or an N:M pattern such as '2:4'", structure,
                                     "Fix: one-shot methods prune elements; use prunekit.prune for other structures.")
     return made
 
@@ -129,7 +132,7 @@ def make_plan(
     if owl:
         if nm is not None:
             raise InvalidParameterError("owl", "False for N:M (its sparsity is fixed)", owl,
-                                        "Fix: use OWL with structure='unstructured'.")
+                                        "Fix: use OWL with structure='element'.")
         check_owl(sparsity, owl_lambda, owl_m)
     check_choice("mode", mode, MODES)
     for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
@@ -166,10 +169,10 @@ def make_plan(
 
 def oneshot_prune(
     model: nn.Module,
-    calibration: Any,
+    data: Any = None,
     method: str = "wanda",
     sparsity: float | None = None,
-    structure: str = "unstructured",
+    structure: str = "element",
     *,
     owl: bool = False,
     owl_lambda: float = 0.08,
@@ -188,6 +191,7 @@ def oneshot_prune(
     head: bool = False,
     embeddings: bool = False,
     progress: Callable[[OneShotProgress], None] | None = None,
+    calibration: Any = None,
 ) -> OneShotResult:
     """Prune the linear layers of every transformer block of ``model`` once, from calibration data.
 
@@ -195,14 +199,14 @@ def oneshot_prune(
         model: a Hugging Face causal LM (LLaMA family, GPT-2, OPT …) or a
             model with its blocks at a known path (:func:`find_blocks`), e.g.
             prunekit's ``gpt_tiny``.
-        calibration: token ids ``(N, T)`` or an iterable of batches (id
-            tensors, dicts of model inputs or ``(inputs, targets)`` pairs).
+        data: the calibration data: token ids ``(N, T)`` or an iterable of
+            batches (id tensors, dicts of model inputs or ``(inputs, targets)`` pairs).
         method: ``"wanda"`` (``|W_ij|·‖X_j‖₂`` per output row; Sun et al. 2023),
             ``"sparsegpt"`` (OBS update from ``H = 2XXᵀ``; Frantar & Alistarh 2023)
             or ``"magnitude"`` (``|W|``, one threshold per matrix).
         sparsity: fraction of each layer's weights pruned; default 0.5, and
             ``1 − N/M`` for N:M (any other value is an error there).
-        structure: ``"unstructured"`` or ``"N:M"`` such as ``"2:4"``, ``"4:8"``.
+        structure: ``"element"`` (unstructured) or ``"N:M"`` such as ``"2:4"``, ``"4:8"``.
         owl: per-block sparsities from outlier ratios (Yin et al. 2023) within
             ``± owl_lambda`` of ``sparsity``, outliers above ``owl_m`` × mean.
         sequential: prune a block's layers group by group with re-captured inputs.
@@ -212,7 +216,7 @@ def oneshot_prune(
             that does not fit in memory at all: :func:`prune_pretrained`.
         offload_dir: folder for ``offload="disk"`` (default: a temporary one).
         device: where blocks are pruned (default: the model's device).
-        batch_size: rows per forward when ``calibration`` is an id tensor.
+        batch_size: rows per forward when ``data`` is an id tensor.
         blocks: dotted path of the block ModuleList when not detected.
         include, exclude: globs on the layer names inside a block (``"mlp.*"``).
         mode: ``"permanent"`` (zeros written, no mask: saves with
@@ -235,6 +239,7 @@ def oneshot_prune(
             from the head's inputs) and ``mode="permanent"``; either flag alone
             is an error.
         progress: called with :class:`OneShotProgress` events.
+        calibration: deprecated name of ``data`` (giving both is an error).
 
     Returns:
         :class:`OneShotResult`.
@@ -247,13 +252,14 @@ def oneshot_prune(
             bit for bit, devices, no masks or hooks; see
             :mod:`prunekit.oneshot.journal`) before the exception propagates.
     """
-
+    data = renamed_argument({} if calibration is None else {"calibration": calibration}, "calibration", "data",
+                            "prunekit.oneshot_prune", new_value=data)
     plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
                      sequential=sequential, mode=mode, batch_size=batch_size, blocksize=blocksize,
                      percdamp=percdamp, device=device, blocks=blocks, include=include, exclude=exclude,
                      head=head, embeddings=embeddings, progress=progress)
     check_choice("offload", offload, OFFLOAD_MODES)
-    batches = calibration_batches(calibration, batch_size)
+    batches = calibration_batches(data, batch_size)
 
     start = time.perf_counter()
     was_training = model.training

@@ -50,39 +50,44 @@ class Captured:
         return sum(h.numel() * h.element_size() for h in self.hidden)
 
 
-def calibration_batches(calibration: Any, batch_size: int = 8) -> list[Any]:
-    """Normalise the calibration set to a list of model inputs.
+def calibration_batches(data: Any, batch_size: int = 8) -> list[Any]:
+    """Normalise the calibration data to a list of model inputs.
 
-    ``calibration``: a tensor of token ids ``(N, T)`` (cut into batches of
+    ``data``: a tensor of token ids ``(N, T)`` (cut into batches of
     ``batch_size`` rows), or an iterable whose items are id tensors ``(B, T)``,
     dicts of model keyword arguments, or ``(inputs, targets)`` pairs.
     """
-    if isinstance(calibration, torch.Tensor):
-        if calibration.dim() != 2 or calibration.shape[0] == 0 or calibration.is_floating_point():
+    if data is None:
+        raise InvalidParameterError(
+            "data", "calibration data: token ids (N, T) or an iterable of batches", None,
+            "Fix: pass data=ids[:128 * 256].view(128, 256) (128 windows of 256 tokens).",
+        )
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 2 or data.shape[0] == 0 or data.is_floating_point():
             raise InvalidParameterError(
-                "calibration", "token ids of shape (samples, tokens)", f"<tensor {tuple(calibration.shape)} "
-                f"{calibration.dtype}>", "Fix: e.g. calibration=ids[:128 * 256].view(128, 256).",
+                "data", "token ids of shape (samples, tokens)", f"<tensor {tuple(data.shape)} "
+                f"{data.dtype}>", "Fix: e.g. data=ids[:128 * 256].view(128, 256).",
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidParameterError("batch_size", "a positive int", batch_size)
-        return list(calibration.split(batch_size))
-    if isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable):
+        return list(data.split(batch_size))
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(data, Iterable):
         raise InvalidParameterError(
-            "calibration", "a tensor of token ids (N, T) or an iterable of batches",
-            f"<{type(calibration).__name__}>", "Fix: pass a LongTensor of shape (samples, tokens).",
+            "data", "a tensor of token ids (N, T) or an iterable of batches",
+            f"<{type(data).__name__}>", "Fix: pass a LongTensor of shape (samples, tokens).",
         )
     batches = []
-    for index, item in enumerate(calibration):
+    for index, item in enumerate(data):
         if isinstance(item, (tuple, list)) and len(item) == 2:
             item = item[0]
         if not isinstance(item, (torch.Tensor, Mapping)):
             raise InvalidParameterError(
-                "calibration", "batches of token-id tensors, dicts of model inputs or (inputs, targets)",
+                "data", "batches of token-id tensors, dicts of model inputs or (inputs, targets)",
                 f"<item {index}: {type(item).__name__}>",
             )
         batches.append(item)
     if not batches:
-        raise InvalidParameterError("calibration", "at least one batch", "<empty>")
+        raise InvalidParameterError("data", "at least one batch", "<empty>")
     return batches
 
 

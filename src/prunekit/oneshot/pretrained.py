@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError
 from ..memory import release_freed_memory
 from .api import OneShotResult, make_plan
@@ -100,10 +101,10 @@ def _check_out_dir(out_dir: Any, model_dir: Path) -> Path:
 def prune_pretrained(
     model_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    calibration: Any,
+    data: Any = None,
     method: str = "wanda",
     sparsity: float | None = None,
-    structure: str = "unstructured",
+    structure: str = "element",
     *,
     owl: bool = False,
     owl_lambda: float = 0.08,
@@ -119,6 +120,7 @@ def prune_pretrained(
     head: bool = False,
     embeddings: bool = False,
     progress: Callable[[OneShotProgress], None] | None = None,
+    calibration: Any = None,
 ) -> OneShotResult:
     """Prune the Hugging Face causal LM in ``model_dir`` into ``out_dir`` without ever loading it whole.
 
@@ -140,10 +142,11 @@ def prune_pretrained(
     Args:
         model_dir: the Hugging Face model folder (only read).
         out_dir: a new or empty folder for the pruned model.
-        calibration, method, sparsity, structure, owl, owl_lambda, owl_m,
+        data, method, sparsity, structure, owl, owl_lambda, owl_m,
         sequential, device, batch_size, blocks, include, exclude, blocksize,
         percdamp, head, embeddings, progress: as for :func:`prunekit.oneshot_prune`
             (``device`` defaults to the CPU).
+        calibration: deprecated name of ``data`` (giving both is an error).
 
     Returns:
         :class:`prunekit.oneshot.OneShotResult`; its report is gathered block
@@ -156,6 +159,8 @@ def prune_pretrained(
             before anything is written.
         PrunekitError: as :func:`oneshot_prune`; the partial output is removed.
     """
+    data = renamed_argument({} if calibration is None else {"calibration": calibration}, "calibration", "data",
+                            "prunekit.prune_pretrained", new_value=data)
     folder = SafetensorsFolder(model_dir)
     out = _check_out_dir(out_dir, folder.folder)
     model = build_skeleton(folder)
@@ -163,7 +168,7 @@ def prune_pretrained(
                      sequential=sequential, batch_size=batch_size, blocksize=blocksize, percdamp=percdamp,
                      device=device if device is not None else "cpu", blocks=blocks, include=include,
                      exclude=exclude, head=head, embeddings=embeddings, progress=progress)
-    batches = calibration_batches(calibration, batch_size)
+    batches = calibration_batches(data, batch_size)
     slots = TensorSlots(model, folder)
     slots.check_complete()
     outside = slots.names(f"{plan.path}.", inside=False)

@@ -8,7 +8,7 @@ Calibration scores of one-shot pruning (:class:`LayerScore`: Wanda, SparseGPT)
 follow :mod:`.calibration`.
 """
 
-from .base import Criterion, FunctionCriterion
+from .base import OLD_DATA_KEYS, Criterion, FunctionCriterion, context_with_data
 from .registry import (
     MASK_SPACES,
     NEEDS,
@@ -42,6 +42,7 @@ __all__ = [
     "MASK_SPACES",
     "NEEDS",
     "OBD",
+    "OLD_DATA_KEYS",
     "SCORES",
     "SNIP",
     "UNIT_SPACES",
@@ -65,6 +66,7 @@ __all__ = [
     "SynFlow",
     "Wanda",
     "as_criterion",
+    "context_with_data",
     "create_score",
     "criterion_names",
     "diagonal_fisher",

@@ -15,7 +15,9 @@ The protocol, in the order the pruner uses it:
     receive (``("data",)``, ``("initial",)``; empty for data-free criteria).
 ``prepare(model, targets, data=..., **context)``
     called once per pruning step before any :meth:`~Criterion.score` call
-    (gradient criteria run their backward passes here).
+    (gradient criteria run their backward passes here). The data entry is
+    named ``data``; :func:`context_with_data` still accepts its old names
+    (``batches``, ``batch``, ``loader``, ``calibration``) with a warning.
 ``score(target) -> tensor``
     the importance of each entry of ``target``, same shape.
 ``reduce(scores, dims) -> tensor``
@@ -33,15 +35,35 @@ A plain function ``fn(target) -> tensor`` is a criterion too
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..deprecation import renamed_argument
 from ..targets import Target
 
-__all__ = ["Criterion", "FunctionCriterion", "is_score_function"]
+__all__ = ["OLD_DATA_KEYS", "Criterion", "FunctionCriterion", "context_with_data", "is_score_function"]
+
+#: Deprecated names of the ``data`` entry of a criterion's ``prepare`` context.
+OLD_DATA_KEYS = ("batches", "batch", "loader", "calibration")
+
+
+def context_with_data(context: Mapping[str, Any], where: str = "Criterion.prepare") -> dict[str, Any]:
+    """A copy of a ``prepare`` context whose data is under ``data``.
+
+    An old key of :data:`OLD_DATA_KEYS` is renamed to ``data`` with a
+    :class:`FutureWarning` (once per key); an old key together with ``data``
+    (or two old keys) is an :class:`~prunekit.InvalidParameterError`.
+    """
+    out = dict(context)
+    data = out.get("data")
+    for old in OLD_DATA_KEYS:
+        data = renamed_argument(out, old, "data", where, new_value=data)
+    if data is not None:
+        out["data"] = data
+    return out
 
 
 class Criterion:

@@ -68,7 +68,6 @@ logger = logging.getLogger(__name__)
 
 #: The head/neuron scores registered here (see :func:`prunekit.scores.list_scores` for all).
 IMPORTANCES = ("magnitude", "l2", "gradient", "taylor")
-LossFn = BatchLoss
 default_loss = batch_loss
 Scores = dict[Any, torch.Tensor]
 
@@ -127,7 +126,7 @@ class HeadGradient:
 
     name = "gradient"
 
-    def __init__(self, data: Iterable[Any] | None = None, loss_fn: LossFn | None = None,
+    def __init__(self, data: Iterable[Any] | None = None, loss_fn: BatchLoss | None = None,
                  normalize: bool = True) -> None:
         self.data, self.loss_fn, self.normalize = data, loss_fn or default_loss, bool(normalize)
 
@@ -168,7 +167,7 @@ register_score("gradient", unit_spaces=_SPACES, needs="gradients")(HeadGradient)
 register_score("taylor", unit_spaces=_SPACES, needs="gradients")(HeadGradient)
 
 
-def _build(importance: str, unit_space: str, data: Any, loss_fn: LossFn | None, normalize: bool) -> Callable[..., Scores]:
+def _build(importance: str, unit_space: str, data: Any, loss_fn: BatchLoss | None, normalize: bool) -> Callable[..., Scores]:
     if not isinstance(importance, str):
         raise InvalidParameterError(
             "importance", f"a score name among {list_scores(unit_space=unit_space)} or {{layer: scores}}",
@@ -187,7 +186,7 @@ def _build(importance: str, unit_space: str, data: Any, loss_fn: LossFn | None, 
 
 
 def _scores(model: nn.Module, specs: Mapping[Any, Any], importance: str, unit_space: str, data: Any,
-            loss_fn: LossFn | None, normalize: bool) -> Scores:
+            loss_fn: BatchLoss | None, normalize: bool) -> Scores:
     return _build(importance, unit_space, data, loss_fn, normalize)(model, specs)
 
 
@@ -197,7 +196,7 @@ def head_scores(
     importance: str = "magnitude",
     *,
     data: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: BatchLoss | None = None,
     normalize: bool = True,
     batches: Iterable[Any] | None = None,
 ) -> Scores:
@@ -215,7 +214,7 @@ def neuron_scores(
     importance: str = "magnitude",
     *,
     data: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: BatchLoss | None = None,
     normalize: bool = True,
     batches: Iterable[Any] | None = None,
 ) -> Scores:
@@ -245,7 +244,7 @@ def score_heads(
     importance: str = "magnitude",
     *,
     data: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: BatchLoss | None = None,
     normalize: bool = True,
     batches: Iterable[Any] | None = None,
 ) -> Scores:
@@ -263,12 +262,12 @@ def score_mlp_neurons(
     importance: str = "magnitude",
     *,
     data: Iterable[Any] | None = None,
-    loss_fn: LossFn | None = None,
+    loss_fn: BatchLoss | None = None,
     normalize: bool = True,
     batches: Iterable[Any] | None = None,
 ) -> Scores:
     """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``
-    (arguments as for :func:`score_heads`)."""
+    (arguments as for :func:`score_heads`; ``batches`` is the deprecated name of ``data``)."""
     data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
                             "score_mlp_neurons", new_value=data)
     return neuron_scores(model, mlp_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..targets import Target
-from .base import Criterion
+from .base import Criterion, context_with_data
 from .gradients import (
     as_batches,
     check_input_shape,
@@ -92,6 +92,7 @@ class SNIP(_CachedScores):
     nonnegative = True
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        context = context_with_data(context)
         batches = as_batches(context.get("data"))
         grads = loss_gradients(model, [t.original for t in targets], batches, context.get("loss_fn"))
         self._scores = {t.name: (g * t.effective()).abs() for t, g in zip(targets, grads)}
@@ -113,6 +114,7 @@ class GraSP(_CachedScores):
         self.temperature = check_positive("temperature", temperature)
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        context = context_with_data(context)
         batches = as_batches(context.get("data"))
         _, hg = hessian_gradient_product(
             model, [t.original for t in targets], batches, context.get("loss_fn"), temperature=self.temperature
@@ -142,6 +144,7 @@ class SynFlow(_CachedScores):
         self.flow: float | None = None
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        context = context_with_data(context)
         shape = context.get("input_shape") or self.input_shape
         if shape is None:
             if context.get("data") is None:

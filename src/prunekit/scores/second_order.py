@@ -44,10 +44,11 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from ..batches import forward_logits, split_batch, to_device
+from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, check_choice
 from ..losses import LossFn, classification_loss
 from ..targets import Target
-from .base import Criterion
+from .base import Criterion, context_with_data
 from .registry import MASK_SPACES, SCORES
 
 __all__ = ["OBD", "diagonal_fisher"]
@@ -67,9 +68,19 @@ def _batches(data: Any) -> Iterable[Any]:
             "data",
             "an (inputs, targets) batch or an iterable of them (a DataLoader)",
             f"<{type(data).__name__}>",
-            "Fix: pass data=loader (and batches=N to use its first N batches).",
+            "Fix: pass data=loader (and max_batches=N to use its first N batches).",
         )
     return data
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_max_batches(max_batches: Any) -> None:
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, numbers.Integral)
+                                    or max_batches < 1):
+        raise InvalidParameterError("max_batches", "a positive int or None (all)", max_batches)
 
 
 def _param_names(model: nn.Module, targets: Sequence[Target]) -> list[str]:
@@ -104,9 +115,10 @@ def diagonal_fisher(
     data: Any,
     *,
     loss_fn: LossFn | None = None,
-    batches: int | None = None,
+    max_batches: int | None = None,
     fisher: str = "per_sample",
     chunk_size: int | None = 64,
+    batches: int | None = None,
 ) -> list[torch.Tensor]:
     """Diagonal of the empirical Fisher ``(1/N) Σ_n (∂ℓ_n/∂w)²`` of each target (float32).
 
@@ -116,15 +128,17 @@ def diagonal_fisher(
         data: one ``(inputs, targets)`` batch or an iterable of them.
         loss_fn: ``loss(logits, labels)`` averaged over the batch; default
             cross-entropy (:func:`prunekit.training.classification_loss`).
-        batches: use at most this many batches (default: all of ``data``).
+        max_batches: use at most this many batches (default: all of ``data``).
         fisher: ``"per_sample"`` (exact) or ``"batch"`` (squared minibatch
             gradients times the batch size; see the module docstring).
         chunk_size: examples per ``vmap`` chunk in ``per_sample`` mode
             (None: the whole batch at once).
+        batches: deprecated name of ``max_batches``.
     """
+    max_batches = renamed_argument({} if batches is None else {"batches": batches}, "batches", "max_batches",
+                                   "prunekit.scores.diagonal_fisher", new_value=max_batches)
     fisher = check_choice("fisher", fisher, FISHER_MODES)
-    if batches is not None and (isinstance(batches, bool) or not isinstance(batches, numbers.Integral) or batches < 1):
-        raise InvalidParameterError("batches", "a positive int or None (all)", batches)
+    _check_max_batches(max_batches)
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1
     ):
@@ -149,7 +163,7 @@ def diagonal_fisher(
     model.eval()
     try:
         for index, batch in enumerate(source):
-            if batches is not None and index >= batches:
+            if max_batches is not None and index >= max_batches:
                 break
             inputs, labels = split_batch(batch, index)
             inputs, labels = to_device(inputs, device), labels.to(device)
@@ -177,12 +191,13 @@ class OBD(Criterion):
     ``F`` is the diagonal empirical Fisher of :func:`diagonal_fisher`.
 
     ``prepare(model, targets, data=loader)`` computes the Fisher; the keyword
-    arguments of the constructor (``loss_fn``, ``batches``, ``fisher``,
+    arguments of the constructor (``loss_fn``, ``max_batches``, ``fisher``,
     ``chunk_size``) may also be given to ``prepare`` for one step. ``w`` is
-    the current (masked) weight. Example::
+    the current (masked) weight. ``batches`` is the deprecated name of
+    ``max_batches``. Example::
 
         prunekit.prune(model, 0.9, criterion="obd", scope="global", context={"data": loader})
-        prunekit.prune(model, 0.5, criterion=OBD(batches=4), structure="channel", context={"data": loader})
+        prunekit.prune(model, 0.5, criterion=OBD(max_batches=4), structure="channel", context={"data": loader})
     """
 
     name = "obd"
@@ -194,15 +209,25 @@ class OBD(Criterion):
     def __init__(
         self,
         loss_fn: LossFn | None = None,
-        batches: int | None = None,
+        max_batches: int | None = None,
         fisher: str = "per_sample",
         chunk_size: int | None = 64,
+        *,
+        batches: int | None = None,
     ) -> None:
-        self.options = {"loss_fn": loss_fn, "batches": batches, "fisher": check_choice("fisher", fisher, FISHER_MODES),
-                        "chunk_size": chunk_size}
+        max_batches = renamed_argument({} if batches is None else {"batches": batches}, "batches", "max_batches",
+                                       "prunekit.scores.OBD", new_value=max_batches)
+        _check_max_batches(max_batches)
+        self.options = {"loss_fn": loss_fn, "max_batches": max_batches,
+                        "fisher": check_choice("fisher", fisher, FISHER_MODES), "chunk_size": chunk_size}
         self._fisher: dict[int, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        context = dict(context)
+        if _is_count(context.get("batches")):  # the old name of max_batches, not of data
+            context["max_batches"] = renamed_argument(context, "batches", "max_batches", "OBD.prepare",
+                                                      new_value=context.get("max_batches"))
+        context = context_with_data(context)
         if context.get("data") is None:
             raise InvalidParameterError(
                 "data", "a batch or loader for the OBD Fisher (criterion 'obd' requires data)", None,
