@@ -93,8 +93,6 @@ def _check_structure(structure: Any) -> NM | None:
     if isinstance(structure, str) and structure.strip().lower() in ("n:m", "nm"):
         raise InvalidParameterError("structure", "concrete N and M such as '2:4' or '4:8'", structure,
                                     "Fix: write the numbers, e.g. structure='4:8'.")
-    if isinstance(structure, str) and structure.strip().lower() == "unstructured":  # one-shot's own word for it
-        return None
     made = create_structure(structure)
     if isinstance(made, Element):
         return None
