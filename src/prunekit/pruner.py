@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from .scores import Criterion, as_criterion
+from .scores import Criterion, as_criterion, context_with_data
 from .errors import InvalidParameterError, check_choice
 from .masks import apply_masks, create_realisation, link_consumers
 from .masks import make_permanent as _make_permanent
@@ -113,8 +113,11 @@ class Pruner:
         return keeps
 
     def prepare(self, **context: Any) -> None:
-        """Score phase: let the criterion read what it needs (``data=``, ``loss_fn=``, ...)."""
-        self.criterion.prepare(self.model, self.targets, **context)
+        """Score phase: let the criterion read what it needs (``data=``, ``loss_fn=``, ...).
+
+        Old names of ``data`` (``batches``, ``batch``, ``loader``, ``calibration``) are renamed with a
+        warning, so a user's own criterion also receives ``data``."""
+        self.criterion.prepare(self.model, self.targets, **context_with_data(context, "Pruner.prepare"))
 
     def allocate(self, sparsity: Sparsity | None) -> list[torch.Tensor]:
         """Allocation phase: the new keep masks for ``sparsity``; the model is not touched."""

@@ -115,7 +115,7 @@ def latency_keep_counts(
     if normalize == "sum":  # a group counts once per layer whose width it sets
         lowest = {name: v * max(len(touching[name]), 1) for name, v in lowest.items()}
     removed = {g.name: 0 for g in groups}
-    cost = [table(site_spec(s, removed, table.batch, table.threads)) for s in sites]
+    cost = [table(site_spec(s, removed, table.batch_size, table.threads)) for s in sites]
     macs = [s.macs(removed) for s in sites]
     latency_before, macs_before = sum(cost), sum(macs)
 
@@ -141,7 +141,7 @@ def latency_keep_counts(
             return None
         trial = dict(removed)
         trial[name] = g.size - new_keep
-        new_cost = [table(site_spec(sites[i], trial, table.batch, table.threads)) for i in touching[name]]
+        new_cost = [table(site_spec(sites[i], trial, table.batch_size, table.threads)) for i in touching[name]]
         saved = sum(cost[i] for i in touching[name]) - sum(new_cost)
         macs_saved = sum(macs[i] - sites[i].macs(trial) for i in touching[name])
         lost = float(lowest[name][removed[name]: trial[name]].sum())
@@ -244,7 +244,7 @@ def _exchange(
                             continue
                         trial = ChainMap({a.name: a.size - up, b.name: b.size - down}, removed)
                         idx = sorted(set(touching[a.name]) | set(touching[b.name]))
-                        new_cost = [table(site_spec(sites[i], trial, table.batch, table.threads)) for i in idx]
+                        new_cost = [table(site_spec(sites[i], trial, table.batch_size, table.threads)) for i in idx]
                         d_ms = sum(new_cost) - sum(cost[i] for i in idx)
                         if d_ms > 0 or (d_ms > -eps and d_imp <= imp_eps):
                             continue
