@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 import prunekit
 from prunekit import InvalidParameterError
@@ -52,16 +53,24 @@ def finished(tmp_path_factory):
 
 def test_report_schema(finished):
     out, report, runner, _ = finished
-    assert set(report) == {"title", "created", "model", "metric", "dense", "runs", "environment"}
+    assert set(report) == {"title", "created", "model", "metric", "data", "training", "dense", "dense_budget",
+                           "runs", "environment"}
     assert report["title"] == "tiny"
     assert report["model"] == {"name": "lenet_300_100", "params": 266610}
     assert report["metric"] == {"name": "accuracy", "higher_is_better": True}
     assert set(report["dense"]) == set(MEASURE_KEYS)
-    assert set(report["environment"]) == {"torch", "threads", "platform", "prunekit"}
+    assert set(report["environment"]) == {"torch", "threads", "platform", "prunekit", "latency_threads",
+                                          "latency_repeats", "latency_warmup"}
+    assert report["data"]["train_samples"] == 128 and report["data"]["test_samples"] == 64
+    # fair budgets by construction: the dense reference and every run saw the same training steps
+    assert report["dense_budget"] == {"pretrain_steps": 4, "finetune_steps": 8, "steps": 12}
     assert [r["name"] for r in report["runs"]] == RUNS
     for run in report["runs"]:
-        assert set(run) == {"name", "method", "sparsity", "measures", "layers", "history"}
-        assert set(run["method"]) == {"criterion", "structure", "scope", "mode", "schedule"}
+        assert set(run) == {"name", "method", "sparsity", "measures", "layers", "history", "budget", "stages",
+                            "checkpoint"}
+        assert set(run["method"]) == {"criterion", "structure", "scope", "mode", "schedule", "realisation", "stages"}
+        assert run["method"]["realisation"] == "masks" and run["checkpoint"]["format"] == "sparse"
+        assert run["budget"] == report["dense_budget"]
         assert set(run["measures"]) == set(MEASURE_KEYS)
         assert isinstance(run["sparsity"], float)
         for layer in run["layers"]:
@@ -157,7 +166,12 @@ def test_weights_given_skip_training(finished, tmp_path):
     again = Runner(recipe(text), tmp_path / "w", progress=events.append)
     result = again.run()
     assert not any(e.stage == "dense" and e.status == "step" for e in events)
-    assert result["dense"]["metric"] == report["dense"]["metric"]
+    assert result["dense_budget"] == {"pretrain_steps": 0, "finetune_steps": 0, "steps": 0}
+    assert result["training"]["pretrain"] is None and result["training"]["weights"].endswith("dense.safetensors")
+    model = prunekit.create_model("lenet_300_100")
+    model.load_state_dict(load_file(str(out / "state" / "dense.safetensors")))
+    from prunekit.runner.measures import load_datasets, measure
+    assert result["dense"]["metric"] == measure(recipe(text), model, load_datasets(recipe(text))[1])["metric"]
     assert result["runs"][0]["history"]["epoch_losses"] == []
 
 
@@ -166,22 +180,19 @@ def test_pruner_errors_fail_before_training(tmp_path):
                                                            "  - name: nm\n    structure: \"2:4\"\n    include: conv1\n")
     with pytest.raises(InvalidParameterError) as info:
         run_recipe(recipe(text), tmp_path / "out")
-    assert "tiny.yaml line 9, pruners[1].structure" in str(info.value)
+    assert "tiny.yaml line 10, pruners[1].structure" in str(info.value)
+    assert not (tmp_path / "out").exists()  # a failed check leaves nothing behind
     assert not (tmp_path / "out" / "state" / "dense.json").exists()
     text = TINY.replace("scope: global", "scope: global\n    include: nothing*")
     with pytest.raises(InvalidParameterError, match=r"tiny.yaml line 6, pruners\[0\]"):
         run_recipe(recipe(text), tmp_path / "out2")
 
 
-def test_write_report_missing_is_reported(tmp_path, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "prunekit.measure.report" else real(name, *a))
-    files, warnings = write_report_files({"title": "x"}, tmp_path)
+def test_failing_report_renderer_is_reported_and_keeps_the_json(tmp_path):
+    files, warnings = write_report_files({"title": "x"}, tmp_path)  # not a valid report: the renderer refuses
     assert files == {"json": tmp_path / "report.json"}
-    assert warnings and "not installed" in warnings[0]
+    assert warnings and "write_report failed" in warnings[0]
+    assert json.loads((tmp_path / "report.json").read_text()) == {"title": "x"}
 
 
 SCRIPT = """
