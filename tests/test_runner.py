@@ -23,15 +23,16 @@ title: tiny
 model: {name: lenet_300_100}
 data: {name: mnist_embedded, limit_train: 128, limit_test: 64, batch_size: 32, kwargs: {normalize: mnist}}
 train: {epochs: 1, lr: 0.05}
-pruners:
+runs:
   - name: mag
-    scope: global
-    sparsity: [0.5, 0.9]
+    prune: {scope: global, sparsity: [0.5, 0.9]}
   - name: nm
-    structure: "2:4"
+    prune:
+      structure: "2:4"
   - name: agp
-    sparsity: 0.8
-    schedule: {name: agp, start: 0, end: 1}
+    prune:
+      sparsity: 0.8
+      schedule: {name: agp, start: 0, end: 1}
 finetune: {epochs: 2, lr: 0.01}
 evaluate: {latency: {repeats: 2, warmup: 0, threads: 1}}
 """
@@ -141,9 +142,8 @@ def test_resume_skips_finished_stages(finished, tmp_path, caplog):
 
 
 def test_changed_recipe_detected_then_restart(tmp_path):
-    small = TINY.replace("sparsity: [0.5, 0.9]", "sparsity: 0.5").replace(
-        "  - name: nm\n    structure: \"2:4\"\n", "").split("  - name: agp")[0] + "finetune: {epochs: 1}\n" \
-        "evaluate: {latency: null}\n"
+    small = TINY.replace("sparsity: [0.5, 0.9]", "sparsity: 0.5").split("  - name: nm")[0] + \
+        "finetune: {epochs: 1}\nevaluate: {latency: null}\n"
     out = tmp_path / "out"
     run_recipe(recipe(small), out)
     changed = small.replace("sparsity: 0.5", "sparsity: 0.6")
@@ -176,15 +176,15 @@ def test_weights_given_skip_training(finished, tmp_path):
 
 
 def test_pruner_errors_fail_before_training(tmp_path):
-    text = TINY.replace("lenet_300_100", "lenet5").replace("  - name: nm\n    structure: \"2:4\"\n",
-                                                           "  - name: nm\n    structure: \"2:4\"\n    include: conv1\n")
+    text = TINY.replace("lenet_300_100", "lenet5").replace('      structure: "2:4"\n',
+                                                           '      structure: "2:4"\n      include: conv1\n')
     with pytest.raises(InvalidParameterError) as info:
         run_recipe(recipe(text), tmp_path / "out")
-    assert "tiny.yaml line 10, pruners[1].structure" in str(info.value)
+    assert "tiny.yaml line 10, runs[1].prune.structure" in str(info.value)
     assert not (tmp_path / "out").exists()  # a failed check leaves nothing behind
     assert not (tmp_path / "out" / "state" / "dense.json").exists()
-    text = TINY.replace("scope: global", "scope: global\n    include: nothing*")
-    with pytest.raises(InvalidParameterError, match=r"tiny.yaml line 6, pruners\[0\]"):
+    text = TINY.replace("scope: global,", "scope: global, include: nothing*,")
+    with pytest.raises(InvalidParameterError, match=r"tiny.yaml line 7, runs\[0\].prune: expected a selection"):
         run_recipe(recipe(text), tmp_path / "out2")
 
 

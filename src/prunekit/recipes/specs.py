@@ -263,7 +263,9 @@ class RunSpec:
             if ".".join(parts[:n]) in self.lines:
                 line = self.lines[".".join(parts[:n])]
                 break
-        return f"{self.source} line {line}, {self.path}.{key}"
+        if self.path.startswith("pruners") and key.startswith("prune"):  # the older form: no stage key
+            key = key[len("prune"):].lstrip(".")
+        return f"{self.source} line {line}, {self.path}" + (f".{key}" if key else "")
 
     def realisation(self) -> str:
         """``"shrunk"``, ``"masks"`` or ``"shrunk+masks"``."""
@@ -299,7 +301,7 @@ def _plain(spec: Any) -> dict[str, Any]:
     d = asdict(spec)
     for key, value in d.items():
         if isinstance(value, tuple):
-            d[key] = list(value)
+            d[key] = list(value) or None
     return d
 
 

@@ -58,6 +58,9 @@ def _at(run: RunSpec, stage: str) -> Iterator[None]:
         yield
     except InvalidParameterError as exc:
         key = _KEYS[stage].get(exc.param, exc.param)
+        if key not in STAGE_KEYS[stage]:  # e.g. "group criterion", "score": the recipe key named in it
+            words = str(exc.param).replace("_", " ").split()
+            key = next((k for k in STAGE_KEYS[stage] if k in words), _KEYS[stage].get(words[-1] if words else ""))
         path = f"{stage}.{key}" if key in STAGE_KEYS[stage] else stage
         raise InvalidParameterError(run.param(path), exc.expected, exc.got, exc.fix) from None
 
