@@ -108,9 +108,10 @@ def test_markdown_content(tmp_path):
     paths = write_report(make_report(), tmp_path)
     md = paths["markdown"].read_text(encoding="utf-8")
     assert md.startswith("# Tiny MLP pruning\n")
-    assert "| dense | — | 0.00% | 97.50% | — | 10,000 (100.0%) |" in md
-    row = next(line for line in md.splitlines() if line.startswith("| magnitude 90%"))
-    assert "91.00%" in row and "-6.50 pp (worse)" in row
+    assert "| dense | dense | — | 0.00% | 97.50% | — | — |" in md
+    assert "| dense | 10,000 | 10,000 (100.0%) |" in md
+    quality, row = [line for line in md.splitlines() if line.startswith("| magnitude 90%")]
+    assert "| masks |" in quality and "91.00%" in quality and "-6.50 pp (worse)" in quality
     assert "1,000 (10.0%)" in row  # non-zeros
     assert "0.100×" in row  # effective MACs ratio
     assert "0.131×" in row  # 5,250 compressed bytes / 40,000 dense bytes

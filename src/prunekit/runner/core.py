@@ -244,6 +244,7 @@ class Runner:
             self._emit(stage="dense", status="skipped", index=0, seconds=self.timings["dense"])
             return load_file(str(weights_path)), info
         start = time.perf_counter()
+        earlier = 0.0  # seconds of a pretraining finished by an earlier start
         if pre is None or not weights_path.is_file():
             torch.manual_seed(self.recipe.seed)
             model = self._build_model()
@@ -262,6 +263,8 @@ class Runner:
             pre = {"fingerprint": self.fingerprint, "history": history, "source": source,
                    "seconds": time.perf_counter() - start}
             self._write_json(self.state / "pretrain.json", pre)
+        else:
+            earlier = float(pre.get("seconds", 0.0))
         state = load_file(str(weights_path))
         # the dense reference: the same fine-tuning as every run, no pruning
         seed = _seed(self.recipe.seed, "dense")
@@ -271,7 +274,7 @@ class Runner:
         tuned = self._fit(model, train, self.recipe.finetune, seed, "dense", 0)
         self._emit(stage="dense", status="measure", index=0)
         measures = M.measure(self.recipe, model, test)
-        seconds = float(pre.get("seconds", 0.0)) + time.perf_counter() - start
+        seconds = earlier + time.perf_counter() - start
         budget = {"pretrain_steps": int(pre["history"].get("steps", 0)), "finetune_steps": tuned["steps"]}
         budget["steps"] = budget["pretrain_steps"] + budget["finetune_steps"]
         info = {"fingerprint": self.fingerprint, "measures": measures, "budget": budget,
