@@ -363,3 +363,25 @@ def test_plot_labels_are_shown_as_written(tmp_path):
     path = plot_layer_sparsity({"cost $5 $x^": {"fc_1$": 0.5}, "_hidden": {"fc_1$": 0.2}}, tmp_path / "x.png",
                                title="$$ {")
     assert is_png(path)
+
+
+def test_html_tables_are_laid_out_to_fit_1280px(tmp_path):
+    import re
+
+    from prunekit.measure.report.html import CSS
+
+    page = write_report(make_report(), tmp_path)["html"].read_text(encoding="utf-8")
+    body_width = int(re.search(r"body \{[^}]*max-width: (\d+)px", CSS).group(1))
+    assert body_width <= 1232  # the page and its padding fit a 1280 px window
+    assert re.search(r"\.table \{[^}]*max-width: 100%", CSS)  # no table grows past its container
+    assert re.search(r"table \{[^}]*max-width: 100%", CSS)
+    cells = re.search(r"th, td \{([^}]*)\}", CSS).group(1)
+    assert "white-space: normal" in cells and "overflow-wrap: anywhere" in cells  # text cells wrap
+    assert "nowrap" not in re.search(r"\bth \{([^}]*)\}", CSS).group(1)
+    assert re.search(r"figure img \{[^}]*max-width: 100%", CSS)
+    # the results come as two narrow tables: every column, latency and speedup included, in one of them
+    tables = re.findall(r"<table><thead><tr>(.*?)</tr></thead>", page)
+    headers = [re.findall(r"<th[^>]*>(.*?)</th>", t) for t in tables[:2]]
+    assert "speedup" in headers[1] and "latency (ms)" in headers[1] and "training steps" in headers[0]
+    assert all(len(h) <= 9 for h in headers)
+    assert 'class="scroll"' not in page

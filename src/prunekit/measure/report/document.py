@@ -109,11 +109,23 @@ def document(report: Mapping[str, Any], plots: Mapping[str, str]) -> list[Any]:
     for run in runs:
         blocks.append(Heading(2, f"Run: {run['name']}"))
         m = run["measures"]
-        items = [
-            f"Method: {_method_details(run['method'])}",
-            f"Requested sparsity {_pct(run['sparsity'])}; whole model {_pct(_sparsity_of(m))} zeros "
-            f"({m['nonzero']:,} of {m['params']:,} parameters non-zero).",
-        ]
+        method = {k: v for k, v in run["method"].items() if k != "stages"}
+        items = [f"Method: {_method_details(method)}"]
+        for stage, settings in (run["method"].get("stages") or {}).items():
+            if isinstance(settings, Mapping):
+                shown = {k: v for k, v in settings.items() if v is not None}
+                items.append(f"Stage {stage}: {_method_details(shown)}")
+        if "shrunk" in _realisation(run):
+            items.append(f"Physically smaller: {m['params']:,} parameters against the dense model's "
+                         f"{dense['params']:,} ({_pct(_ratio(m['params'], dense['params']), 1)}); "
+                         f"{m['nonzero']:,} of them non-zero.")
+        else:
+            items.append(f"Requested sparsity {_pct(run['sparsity'])}; whole model {_pct(_sparsity_of(m))} zeros "
+                         f"({m['nonzero']:,} of {m['params']:,} parameters non-zero).")
+        budget = run.get("budget")
+        if budget:
+            items.append(f"Training: {int(budget['steps']):,} steps ({int(budget.get('pretrain_steps', 0)):,} dense, "
+                         f"then {int(budget.get('finetune_steps', 0)):,} fine-tuning after pruning).")
         history = run.get("history") or {}
         losses = history.get("epoch_losses") or []
         if losses:

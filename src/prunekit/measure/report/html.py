@@ -35,7 +35,7 @@ tr:nth-child(even) td { background: #fbfcfd; }
 tr.total td { font-weight: 600; background: #f6f8fa; }
 p.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: .5rem .8rem; margin: .6rem 0; }
 figure { margin: 1rem 0 1.6rem; }
-figure img { display: block; width: 100%; max-width: 1000px; height: auto; border: 1px solid #d0d7de; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: 13px; }
 ul { padding-left: 1.3rem; }
 """
