@@ -385,3 +385,20 @@ def test_html_tables_are_laid_out_to_fit_1280px(tmp_path):
     assert "speedup" in headers[1] and "latency (ms)" in headers[1] and "training steps" in headers[0]
     assert all(len(h) <= 9 for h in headers)
     assert 'class="scroll"' not in page
+
+
+def test_shrunk_runs_are_told_apart_from_masked_ones(tmp_path):
+    report = make_report()
+    shrunk = copy.deepcopy(report["runs"][2])
+    shrunk["name"] = "channels shrunk"
+    shrunk["method"] = {**shrunk["method"], "mode": "shrunk", "realisation": "shrunk"}
+    shrunk["measures"] = {**shrunk["measures"], "params": 5_000, "nonzero": 5_000, "latency_ms": 1.0}
+    shrunk["budget"] = {"pretrain_steps": 10, "finetune_steps": 5, "steps": 15}
+    report["runs"].append(shrunk)
+    report["dense_budget"] = {"pretrain_steps": 10, "finetune_steps": 5, "steps": 15}
+    md = write_report(report, tmp_path)["markdown"].read_text(encoding="utf-8")
+    note = next(line for line in md.splitlines() if "Physically shrunk" in line)
+    assert "channels shrunk 2.00× the dense speed" in note
+    assert "channels shrunk" not in next(line for line in md.splitlines() if "No speedup" in line)
+    assert "| channels shrunk | shrunk |" in md and "Physically smaller: 5,000 parameters" in md
+    assert "| channels shrunk | 5,000 | 5,000 (100.0%) |" in md
