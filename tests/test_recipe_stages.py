@@ -191,3 +191,14 @@ def test_oneshot_recipe_on_the_tiny_gpt_with_a_calibration_set(tmp_path):
     assert pruned == pytest.approx(0.5, abs=0.02)  # kept through fine-tuning by the masks
     assert runs["sgpt24"]["method"]["structure"] == "2:4" and runs["sgpt24"]["checkpoint"]["format"] == "sparse"
     assert wanda["budget"] == runs["sgpt24"]["budget"] == report["dense_budget"]
+
+
+def test_latency_target_shrink(tmp_path):
+    text = SHRINK.split("runs:")[0] + "runs:\n  - name: fast\n    shrink: {latency_target: 0.6, criterion: l2}\n" \
+        "finetune: {epochs: 0}\nevaluate: {latency: {batch_size: 8, repeats: 3, warmup: 1, threads: 1}}\n"
+    report = run_recipe(parse(text), tmp_path / "out")
+    run = report["runs"][0]
+    assert run["method"]["stages"]["shrink"]["allocation"] == "latency"
+    assert run["measures"]["params"] < report["dense"]["params"]
+    assert "r.yaml line 7, runs[0].shrink.allocation: expected 'latency' with latency_target" in error(
+        text.replace("criterion: l2}", "criterion: l2, allocation: ranking}"))
