@@ -35,7 +35,15 @@ from .specs import (
     RunSpec,
     TrainSpec,
 )
-from .stages import check_name, read_heads, read_neurons, read_oneshot, read_prune, read_shrink, registered
+from .stages import (
+    check_name,
+    read_heads,
+    read_neurons,
+    read_oneshot,
+    read_prune,
+    read_shrink,
+    registered,
+)
 
 __all__ = ["parse_recipe", "load_recipe", "list_example_recipes", "example_recipe_path"]
 

@@ -23,7 +23,15 @@ from ..oneshot.methods import ONESHOT_METHODS
 from ..schedules import SCHEDULES, create_schedule
 from ..structures import create_structure
 from .reader import Doc, Section, fraction, rewrap, type_name
-from .specs import HeadsSpec, NeuronsSpec, OneShotSpec, PrunerSpec, ShrinkSpec, StageData, TrainSpec
+from .specs import (
+    HeadsSpec,
+    NeuronsSpec,
+    OneShotSpec,
+    PrunerSpec,
+    ShrinkSpec,
+    StageData,
+    TrainSpec,
+)
 
 __all__ = ["PRUNER_KEYS", "STAGE_KEYS", "read_prune", "read_shrink", "read_heads", "read_neurons",
            "read_oneshot", "registered", "check_name"]

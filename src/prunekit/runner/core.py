@@ -58,8 +58,14 @@ from torch.utils.data import Dataset
 
 from .. import __version__, save_shrunk
 from ..errors import InvalidParameterError
-from ..io import atomic_write, atomic_write_text, load_pruned_state_dict, load_state_dict_file, read_json_object
-from ..io import save_sparse
+from ..io import (
+    atomic_write,
+    atomic_write_text,
+    load_pruned_state_dict,
+    load_state_dict_file,
+    read_json_object,
+    save_sparse,
+)
 from ..masks import make_permanent
 from ..measure.sparsity import sparsity_report
 from ..recipes import Recipe, RunSpec, StageData, TrainSpec, load_recipe

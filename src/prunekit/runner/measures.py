@@ -19,8 +19,14 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, default
 
 from ..data import create_dataset
 from ..errors import InvalidParameterError
-from ..measure import count_macs, count_parameters, evaluate_accuracy, evaluate_perplexity, measure_latency
-from ..measure import model_size
+from ..measure import (
+    count_macs,
+    count_parameters,
+    evaluate_accuracy,
+    evaluate_perplexity,
+    measure_latency,
+    model_size,
+)
 from ..recipes import Recipe, StageData
 
 __all__ = ["MEASURE_KEYS", "load_datasets", "stage_batches", "loader", "example", "measure", "limit"]

@@ -52,8 +52,6 @@ dense model's plain (uncompressed) bytes: how much smaller the checkpoint gets.
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import json
 import logging
 import os

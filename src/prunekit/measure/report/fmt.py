@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import InvalidParameterError
 
+
 def _int(value: int | None) -> str:
     return "—" if value is None else f"{int(value):,}"
 
