@@ -222,7 +222,7 @@ class Runner:
         for run in self.runs:
             torch.manual_seed(self.recipe.seed)
             apply_stages(self.recipe, self._build_model(), run, example, self._data_for(dry=True),
-                         finetune_steps=finetune_steps)
+                         finetune_steps=finetune_steps, dry=True)
 
     def _fit(self, model: nn.Module, dataset: Dataset, spec: TrainSpec, seed: int, stage: str, index: int,
              pruner: Any = None, schedule: Any = None) -> dict[str, Any]:

@@ -98,8 +98,11 @@ def _summary(result: Any) -> dict[str, Any]:
 
 
 def apply_stages(recipe: Recipe, model: nn.Module, run: RunSpec, example_inputs: Any, data_for: DataFor,
-                 *, finetune_steps: int) -> StageOutcome:
-    """Apply ``run``'s stages to ``model`` in place; ``data_for(spec, where)`` gives a stage's batches."""
+                 *, finetune_steps: int, dry: bool = False) -> StageOutcome:
+    """Apply ``run``'s stages to ``model`` in place; ``data_for(spec, where)`` gives a stage's batches.
+
+    ``dry``: a check on a fresh model; the ``prune`` stage's pruner is built and its
+    structure checked against every target, but no masks are computed (they cannot fail then)."""
     summary: dict[str, Any] = {}
     if run.shrink is not None:
         s = run.shrink
@@ -143,7 +146,7 @@ def apply_stages(recipe: Recipe, model: nn.Module, run: RunSpec, example_inputs:
             raise InvalidParameterError(
                 run.param("prune.schedule.end"), f"a step < {finetune_steps} (the fine-tuning steps)", schedule.end,
                 "Fix: end the schedule earlier or fine-tune longer.")
-        if schedule is None:
+        if schedule is None and not dry:
             pruner.step(run.sparsity)
     if run.oneshot is not None:
         o = run.oneshot
