@@ -162,3 +162,17 @@ def test_normalised_yaml_round_trips():
     assert again.fingerprint() == recipe.fingerprint()
     changed = parse(BASE.replace("sparsity: 0.5", "sparsity: 0.6"))
     assert changed.fingerprint() != parse(BASE).fingerprint()
+
+
+def test_older_keys_still_read_with_a_warning():
+    from prunekit.deprecation import reset_warnings
+
+    reset_warnings()
+    with pytest.warns(FutureWarning, match="'pruners'"):
+        recipe = parse(BASE)
+    assert recipe.runs()[0].pruner.criterion == "magnitude"
+    assert recipe.runs()[0].param("prune.sparsity") == "recipe.yaml line 7, pruners[0].sparsity"
+    with pytest.warns(FutureWarning, match="sparse_checkpoint"):
+        recipe = parse(BASE + "export: {sparse_checkpoint: false}\n")
+    assert recipe.export.checkpoint is False
+    assert "runs:" in recipe.to_yaml() and "pruners" not in recipe.to_yaml()

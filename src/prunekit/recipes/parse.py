@@ -206,6 +206,8 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: str | os.PathLik
     if xsec.has("checkpoint") and xsec.has("sparse_checkpoint"):
         raise xsec.fail("sparse_checkpoint", "'checkpoint' only (sparse_checkpoint is its former name)", "both",
                         "Fix: remove sparse_checkpoint.")
+    if xsec.has("sparse_checkpoint"):
+        warn_once("the recipe key 'export.sparse_checkpoint'", "'export.checkpoint'", stacklevel=4)
     checkpoint = xsec.boolean("sparse_checkpoint" if xsec.has("sparse_checkpoint") else "checkpoint", True)
     export = ExportSpec(checkpoint, xsec.boolean("permanent", True))
 
