@@ -155,8 +155,14 @@ def test_heads_and_neurons_recipe_on_a_tiny_transformer(tmp_path):
     # prune_heads / prune_mlp_neurons know Hugging Face families and nn.MultiheadAttention; a model
     # registered in the zoo by the user is built by name like any other
     pytest.importorskip("transformers")
-    if "test_hf_gpt2" not in prunekit.zoo.MODELS:
-        prunekit.zoo.MODELS.register("test_hf_gpt2", _hf_gpt2)
+    prunekit.zoo.MODELS.register("test_hf_gpt2", _hf_gpt2)
+    try:
+        _heads_and_neurons(tmp_path)
+    finally:
+        prunekit.zoo.MODELS.unregister("test_hf_gpt2")
+
+
+def _heads_and_neurons(tmp_path):
     (tmp_path / "corpus.txt").write_text(TEXT)
     text = (GPT % "  - name: heads\n    heads: {sparsity: 0.5, criterion: magnitude}\n    neurons: {sparsity: 0.25}")
     text = text.replace("{name: gpt_tiny, kwargs: {vocab_size: 30, n_layer: 2, n_head: 4, n_embd: 32, block_size: 16}}",
