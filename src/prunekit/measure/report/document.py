@@ -321,6 +321,9 @@ def _latency_notes(dense: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], 
         if env.get("latency_warmup") is not None:
             text += f" after {env['latency_warmup']} warm-up runs"
         text += "."
+    if str(env.get("latency_method", "")).startswith("interleaved"):
+        text += (" All models were timed together after the last stage, in turn within each repeat, so a "
+                 "change in the machine's load touches them alike.")
     notes.append(text + " Differences of a few percent are usually timing noise.")
 
     def ratio(run: Mapping[str, Any]) -> float | None:
