@@ -108,9 +108,10 @@ def test_markdown_content(tmp_path):
     paths = write_report(make_report(), tmp_path)
     md = paths["markdown"].read_text(encoding="utf-8")
     assert md.startswith("# Tiny MLP pruning\n")
-    assert "| dense | — | 0.00% | 97.50% | — | 10,000 (100.0%) |" in md
-    row = next(line for line in md.splitlines() if line.startswith("| magnitude 90%"))
-    assert "91.00%" in row and "-6.50 pp (worse)" in row
+    assert "| dense | dense | — | 0.00% | 97.50% | — | — |" in md
+    assert "| dense | 10,000 | 10,000 (100.0%) |" in md
+    quality, row = [line for line in md.splitlines() if line.startswith("| magnitude 90%")]
+    assert "| masks |" in quality and "91.00%" in quality and "-6.50 pp (worse)" in quality
     assert "1,000 (10.0%)" in row  # non-zeros
     assert "0.100×" in row  # effective MACs ratio
     assert "0.131×" in row  # 5,250 compressed bytes / 40,000 dense bytes
@@ -362,3 +363,42 @@ def test_plot_labels_are_shown_as_written(tmp_path):
     path = plot_layer_sparsity({"cost $5 $x^": {"fc_1$": 0.5}, "_hidden": {"fc_1$": 0.2}}, tmp_path / "x.png",
                                title="$$ {")
     assert is_png(path)
+
+
+def test_html_tables_are_laid_out_to_fit_1280px(tmp_path):
+    import re
+
+    from prunekit.measure.report.html import CSS
+
+    page = write_report(make_report(), tmp_path)["html"].read_text(encoding="utf-8")
+    body_width = int(re.search(r"body \{[^}]*max-width: (\d+)px", CSS).group(1))
+    assert body_width <= 1232  # the page and its padding fit a 1280 px window
+    assert re.search(r"\.table \{[^}]*max-width: 100%", CSS)  # no table grows past its container
+    assert re.search(r"table \{[^}]*max-width: 100%", CSS)
+    cells = re.search(r"th, td \{([^}]*)\}", CSS).group(1)
+    assert "white-space: normal" in cells and "overflow-wrap: anywhere" in cells  # text cells wrap
+    assert "nowrap" not in re.search(r"\bth \{([^}]*)\}", CSS).group(1)
+    assert re.search(r"figure img \{[^}]*max-width: 100%", CSS)
+    # the results come as two narrow tables: every column, latency and speedup included, in one of them
+    tables = re.findall(r"<table><thead><tr>(.*?)</tr></thead>", page)
+    headers = [re.findall(r"<th[^>]*>(.*?)</th>", t) for t in tables[:2]]
+    assert "speedup" in headers[1] and "latency (ms)" in headers[1] and "training steps" in headers[0]
+    assert all(len(h) <= 9 for h in headers)
+    assert 'class="scroll"' not in page
+
+
+def test_shrunk_runs_are_told_apart_from_masked_ones(tmp_path):
+    report = make_report()
+    shrunk = copy.deepcopy(report["runs"][2])
+    shrunk["name"] = "channels shrunk"
+    shrunk["method"] = {**shrunk["method"], "mode": "shrunk", "realisation": "shrunk"}
+    shrunk["measures"] = {**shrunk["measures"], "params": 5_000, "nonzero": 5_000, "latency_ms": 1.0}
+    shrunk["budget"] = {"pretrain_steps": 10, "finetune_steps": 5, "steps": 15}
+    report["runs"].append(shrunk)
+    report["dense_budget"] = {"pretrain_steps": 10, "finetune_steps": 5, "steps": 15}
+    md = write_report(report, tmp_path)["markdown"].read_text(encoding="utf-8")
+    note = next(line for line in md.splitlines() if "Physically shrunk" in line)
+    assert "channels shrunk 2.00× the dense speed" in note
+    assert "channels shrunk" not in next(line for line in md.splitlines() if "No speedup" in line)
+    assert "| channels shrunk | shrunk |" in md and "Physically smaller: 5,000 parameters" in md
+    assert "| channels shrunk | 5,000 | 5,000 (100.0%) |" in md

@@ -1,8 +1,9 @@
 """Build the MNIST subset that ships inside prunekit (``mnist_embedded``).
 
 Takes the first ``--train-per-class`` images of each digit from MNIST's
-training set and the first ``--test-per-class`` of each from its test set (in
-file order, so the subset is reproducible without a seed), and writes them as
+training set and the first ``--test-per-class`` of each from its test set, or
+the whole test set with ``--test-per-class 0`` (in file order, so the subset is
+reproducible without a seed), and writes them as
 ``uint8`` arrays in a compressed ``.npz`` (no pickles) along with their indices
 in the original files::
 
@@ -25,9 +26,12 @@ import numpy as np
 from .common import save_npz_atomic
 from .idx import find_idx_files, load_idx_pair
 
-__all__ = ["DEFAULT_OUT", "build", "first_per_class", "main"]
+__all__ = ["DEFAULT_OUT", "TRAIN_PER_CLASS", "TEST_PER_CLASS", "build", "first_per_class", "main"]
 
 DEFAULT_OUT = Path(__file__).with_name("mnist_subset.npz")
+#: The packaged subset: 1,500 training images per digit (15,000) and the whole test set (10,000).
+TRAIN_PER_CLASS = 1500
+TEST_PER_CLASS = 0
 
 
 logger = logging.getLogger(__name__)
@@ -44,12 +48,13 @@ def first_per_class(labels: np.ndarray, per_class: int, num_classes: int = 10) -
 
 
 def build(mnist_dir: str | os.PathLike[str], out: str | os.PathLike[str] = DEFAULT_OUT,
-          train_per_class: int = 200, test_per_class: int = 50) -> dict[str, np.ndarray]:
-    """Write the subset to ``out`` (atomically) and return its arrays."""
+          train_per_class: int = TRAIN_PER_CLASS, test_per_class: int = TEST_PER_CLASS) -> dict[str, np.ndarray]:
+    """Write the subset to ``out`` (atomically) and return its arrays; a per-class
+    count of 0 takes the whole split."""
     arrays: dict[str, np.ndarray] = {}
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         images, labels = load_idx_pair(*find_idx_files(mnist_dir, split))
-        index = first_per_class(labels, per_class)
+        index = first_per_class(labels, per_class) if per_class > 0 else np.arange(len(labels))
         arrays[f"x_{split}"] = images[index].astype(np.uint8)
         arrays[f"y_{split}"] = labels[index].astype(np.uint8)
         arrays[f"index_{split}"] = index.astype(np.int32)
@@ -61,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prunekit.data.build_embedded", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mnist", required=True, help="folder with the four MNIST IDX files (gzip or not)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="output .npz (default: the packaged file)")
-    parser.add_argument("--train-per-class", type=int, default=200)
-    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--train-per-class", type=int, default=TRAIN_PER_CLASS, help="0: the whole training set")
+    parser.add_argument("--test-per-class", type=int, default=TEST_PER_CLASS, help="0: the whole test set")
     args = parser.parse_args(argv)
     arrays = build(args.mnist, args.out, args.train_per_class, args.test_per_class)
     size = os.path.getsize(args.out)

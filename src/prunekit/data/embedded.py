@@ -1,8 +1,8 @@
 """``mnist_embedded``: a small balanced MNIST subset shipped inside prunekit.
 
-2,000 training images (the first 200 of each digit in MNIST's training set)
-and 500 test images (the first 50 of each digit in its test set), 28×28
-``uint8``, in ``mnist_subset.npz`` beside this module (about 0.5 MB; built by
+15,000 training images (the first 1,500 of each digit in MNIST's training
+set) and the whole MNIST test set (10,000 images), 28×28 ``uint8``, in
+``mnist_subset.npz`` beside this module (about 4 MB; built by
 :mod:`prunekit.data.build_embedded`). It needs no file outside the package, so
 examples, tests and quick experiments run anywhere. MNIST is by Yann LeCun and
 Corinna Cortes, CC BY-SA 3.0 (``LICENSE-MNIST-SUBSET.txt``).
@@ -26,7 +26,7 @@ EMBEDDED_FILE = "mnist_subset.npz"
 
 def mnist_embedded(path: str | os.PathLike[str] | None = None, split: str = "train",
                    normalize: Normalization = None, transform: object = None) -> ImageArrayDataset:
-    """The packaged MNIST subset (2,000 train / 500 test, 10 balanced classes):
+    """The packaged MNIST subset (15,000 train, balanced; the 10,000 test images of MNIST):
     items ``(1×28×28 float in [0, 1] or normalised, int label)``. ``path``
     may name another ``.npz`` of the same layout (``x_train``, ``y_train``,
     ``x_test``, ``y_test``); by default the packaged file is read."""

@@ -151,8 +151,11 @@ def _colors(n: int) -> list[Any]:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def _legend(ax: Any, count: int) -> None:
-    if count <= 12:
+def _legend(ax: Any, count: int, *, outside: bool = False) -> None:
+    if outside:  # bars fill the axes: the legend goes to the right of them
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+                  ncols=max(1, math.ceil(count / 30)))
+    elif count <= 12:
         ax.legend(fontsize="small", loc="best")
     else:
         ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -204,7 +207,7 @@ def plot_layer_sparsity(
     ax.set_xlim(0, 100)
     ax.set_xlabel("sparsity (% of the layer's entries that are zero)")
     ax.grid(axis="x", alpha=0.3)
-    _legend(ax, r)
+    _legend(ax, r, outside=True)
     if title:
         ax.set_title(_text(title))
     return _save(fig, path)
@@ -266,7 +269,7 @@ def plot_relative_measures(
     *,
     title: str | None = "Relative to the dense model (dense = 1)",
 ) -> Path:
-    """Grouped bars: each run's measures divided by the dense model's.
+    """Bars: each run's measures divided by the dense model's, one panel per measure.
 
     Args:
         dense: the dense model's measures, with the keys of
@@ -293,30 +296,31 @@ def plot_relative_measures(
             row.append(b / a if ok else None)
         ratios[run] = row
     groups, r = len(RELATIVE_MEASURES), len(ratios)
-    fig = _figure(max(8.0, 1.2 + groups * (0.35 * r + 0.6)), 5.0)
-    ax = fig.add_subplot()
-    width = 0.8 / r
-    top = max([v for row in ratios.values() for v in row if v is not None] + [1.0])
-    for j, ((run, row), color) in enumerate(zip(ratios.items(), _colors(r))):
-        xs = [g - 0.4 + width * (j + 0.5) for g in range(groups)]
-        heights = [math.nan if v is None else v for v in row]
-        bars = ax.bar(xs, heights, width=width * 0.95, color=color, label=_text(run))
-        for x, v, bar in zip(xs, row, bars):
-            if v is None:
-                ax.text(x, 0.02 * top, "n/a", ha="center", va="bottom", fontsize="x-small")
-            elif r <= 6:
-                ax.annotate(f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, v), xytext=(0, 2),
-                            textcoords="offset points", ha="center", va="bottom", fontsize="x-small")
-    ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1.2, label="dense")
-    ax.set_xticks(range(groups), [label for _key, label in RELATIVE_MEASURES])
-    ax.set_ylim(0, top * 1.15)
-    ax.set_ylabel("run / dense model")
-    ax.grid(axis="y", alpha=0.3)
-    # below the axes: inside, it would cover bars
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=min(r + 1, 5),
-               fontsize="small", frameon=False)
+    # small multiples: one panel per measure, one horizontal bar per run, run names once on the left;
+    # the text keeps its size however many runs there are
+    names = [_text(run) for run in ratios]
+    label_inches = min(3.5, 0.6 + 0.075 * max(len(n) for n in names))
+    fig = _figure(label_inches + 2.1 * groups, 1.3 + 0.28 * r)
+    axes = fig.subplots(1, groups, sharey=True, squeeze=False)[0]
+    colors = _colors(r)
+    for g, (ax, (_key, label)) in enumerate(zip(axes, RELATIVE_MEASURES)):
+        values = [row[g] for row in ratios.values()]
+        top = max([v for v in values if v is not None] + [1.0])
+        ys = list(range(r))
+        ax.barh(ys, [0.0 if v is None else v for v in values], color=colors, height=0.7)
+        for y, v in zip(ys, values):
+            text = "n/a" if v is None else f"{v:.2f}"
+            ax.text((0 if v is None else v) + 0.02 * top, y, text, va="center", ha="left", fontsize="small")
+        ax.axvline(1.0, color="0.35", linestyle="--", linewidth=1.0)
+        ax.set_xlim(0, top * 1.35)
+        ax.set_title(label, fontsize="medium")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize="small")
+    axes[0].set_yticks(range(r), names)
+    axes[0].invert_yaxis()  # the first run on top, as in the tables
+    fig.supxlabel("run / dense model (dashed line: dense = 1; lower is smaller or faster)", fontsize="small")
     if title:
-        ax.set_title(_text(title))
+        fig.suptitle(_text(title))
     return _save(fig, path)
 
 

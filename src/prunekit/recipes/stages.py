@@ -1,0 +1,294 @@
+"""Reading the stages of a run: ``prune`` (masks), ``shrink``, ``heads``, ``neurons``, ``oneshot``.
+
+Each reader checks the keys, types and ranges of its stage and returns its
+*variants*: one spec per value when the stage's swept key (``sparsity``, or
+``macs_target`` / ``latency_target`` for ``shrink``) holds a list, else one.
+Names that only a model can judge (a group criterion a layer type lacks, a
+pattern that matches no module) are checked by the runner's dry run on a
+fresh model before anything is trained.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+from ..allocation import NORMALIZERS, SCOPES
+from ..scores import as_criterion
+from ..data import DATASETS
+from ..errors import InvalidParameterError, did_you_mean
+from ..masks import list_realisations
+from ..oneshot.methods import ONESHOT_METHODS
+from ..schedules import SCHEDULES, create_schedule
+from ..structures import create_structure
+from .reader import Doc, Section, fraction, rewrap, type_name
+from .specs import (
+    HeadsSpec,
+    NeuronsSpec,
+    OneShotSpec,
+    PrunerSpec,
+    ShrinkSpec,
+    StageData,
+    TrainSpec,
+)
+
+__all__ = ["PRUNER_KEYS", "STAGE_KEYS", "read_prune", "read_shrink", "read_heads", "read_neurons",
+           "read_oneshot", "registered", "check_name"]
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+PRUNER_KEYS = ["name", "criterion", "structure", "scope", "sparsity", "include", "exclude", "types", "params",
+               "overrides", "normalize", "mode", "min_keep", "schedule"]
+_SCHEDULE = ["name", "start", "end", "frequency", "unit", "initial", "steps", "spacing"]
+_DATA = ["name", "path", "split", "samples", "batch_size", "kwargs"]
+STAGE_KEYS = {
+    "prune": [k for k in PRUNER_KEYS if k != "name"],
+    "shrink": ["sparsity", "macs_target", "latency_target", "criterion", "scope", "normalize", "max_layer_ratio",
+               "round_to", "steps", "exclude", "allocation", "data"],
+    "heads": ["sparsity", "criterion", "scope", "gqa", "data"],
+    "neurons": ["sparsity", "criterion", "data"],
+    "oneshot": ["method", "sparsity", "structure", "owl", "owl_lambda", "owl_m", "sequential", "include",
+                "exclude", "mode", "blocksize", "percdamp", "data"],
+}
+_SURGERY_SCOPES = ["local", "global"]
+_ALLOCATIONS = ["ranking", "latency"]
+_GQA = ["query", "group"]
+_ONESHOT_MODES = ["inplace", "reparam", "permanent"]
+
+
+def registered(sec: Section, key: str, name: str, registry: Any, kind: str, lister: str) -> None:
+    if name not in registry:
+        choices = registry.names()
+        raise sec.fail(key, f"a registered {kind} name", name,
+                       (f"Fix: see prunekit.{lister}() ({', '.join(choices)})."
+                        + did_you_mean(name, choices + sorted(registry._aliases))).strip())
+
+
+def _levels(sec: Section, key: str, *, low_open: bool = False, fix: str | None = None) -> tuple[float, ...] | None:
+    """A fraction or a non-empty list of distinct fractions (None when absent)."""
+    raw = sec.raw(key, None)
+    if raw is None:
+        return None
+    kwargs: dict[str, Any] = {"low_open": low_open}
+    if fix is not None:
+        kwargs["fix"] = fix
+    if isinstance(raw, list):
+        if not raw:
+            raise sec.fail(key, "a float in [0, 1] or a non-empty list of them", "<an empty list>")
+        values = tuple(fraction(sec, key, v, sec.at(key) + (i,), **kwargs) for i, v in enumerate(raw))
+        if len(set(values)) != len(values):
+            raise sec.fail(key, "distinct values", raw, "Fix: list each level once.")
+        return values
+    return (fraction(sec, key, raw, sec.at(key), **kwargs),)
+
+
+def _structure_text(doc: Doc, sec: Section, key: str = "structure") -> None:
+    text = doc.scalars.get(sec.at(key), "")
+    if isinstance(sec.raw(key), int) and re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", text):
+        sec.value[key] = text.strip()  # YAML 1.1 reads an unquoted 2:4 as the sexagesimal int 124
+
+
+def _stage_data(doc: Doc, sec: Section, *, required: bool = False) -> StageData | None:
+    raw = sec.raw("data", None)
+    if raw is None:
+        return StageData() if required else None
+    dsec = Section(doc, sec.at("data"), raw, _DATA, what="the data this stage reads")
+    name = dsec.string("name", None)
+    if name is not None:
+        registered(dsec, "name", name, DATASETS, "dataset", "list_datasets")
+    return StageData(name=name, path=dsec.string("path"), split=dsec.string("split", "train", nullable=False),
+                     samples=dsec.integer("samples", 128, 1), batch_size=dsec.integer("batch_size", 8, 1),
+                     kwargs=dsec.mapping("kwargs"))
+
+
+def read_prune(doc: Doc, path: tuple[Any, ...], value: Any, finetune: TrainSpec, name: str | None = None
+               ) -> PrunerSpec:
+    """The ``prune`` stage (or a legacy ``pruners`` item, which carries its ``name``)."""
+    keys = PRUNER_KEYS if name is None else STAGE_KEYS["prune"]
+    sec = Section(doc, path, value, keys, what="a pruner" if name is None else "a prune stage")
+    criterion = sec.string("criterion", "magnitude", nullable=False)
+    try:
+        as_criterion(criterion)
+    except InvalidParameterError as exc:
+        raise rewrap(doc, sec.at("criterion"), exc) from None
+    _structure_text(doc, sec)
+    structure_spec = sec.string("structure", "element", nullable=False)
+    try:
+        structure = create_structure(structure_spec)
+    except InvalidParameterError as exc:
+        raise rewrap(doc, sec.at("structure"), exc) from None
+    scope = sec.choice("scope", "local", list(SCOPES))
+    fixed = structure.fixed_sparsity
+    values: tuple[float | None, ...]
+    levels = _levels(sec, "sparsity")
+    if levels is None:
+        if fixed is None:
+            raise sec.fail("sparsity" if sec.has("sparsity") else None, "a sparsity (a float in [0, 1] or a list)",
+                           "nothing", f"Fix: add 'sparsity: 0.9' to {doc.where(path).split(', ', 1)[1]}.")
+        values = (None,)
+    else:
+        values = levels
+    if fixed is not None:
+        if any(v is not None and abs(v - fixed) > 1e-9 for v in values) or len(values) > 1:
+            raise sec.fail("sparsity", f"null or {fixed:g}, which {structure.spec()} fixes", sec.raw("sparsity"),
+                           "Fix: leave sparsity out for N:M structures.")
+        if scope != "local":
+            raise sec.fail("scope", f"'local' for {structure.spec()} (every group is pruned on its own)", scope,
+                           "Fix: scope: local.")
+        values = (None,)
+    overrides = sec.mapping("overrides")
+    for pattern, level in overrides.items():
+        fraction(sec, "overrides", level, sec.at("overrides") + (pattern,))
+    normalize = sec.choice("normalize", "none", list(NORMALIZERS))
+    mode = sec.choice("mode", "inplace", list_realisations())
+    min_keep = sec.integer("min_keep", 1, 0)
+    if name is None:
+        default_name = f"{criterion}-{structure.spec()}-{scope}".replace(":", "_")
+        name = sec.string("name", default_name, nullable=False)
+    schedule = _schedule(doc, sec, values, fixed, structure.spec(), finetune)
+    return PrunerSpec(
+        name=name, criterion=criterion, structure=structure_spec, scope=scope, sparsity=values,
+        include=sec.strings("include"), exclude=sec.strings("exclude"), types=sec.strings("types"),
+        params=sec.strings("params", "weight") or ("weight",), overrides={k: float(v) for k, v in overrides.items()},
+        normalize=normalize, mode=mode, min_keep=min_keep, schedule=schedule, line=doc.line(path),
+    )
+
+
+def _schedule(doc: Doc, sec: Section, values: tuple[float | None, ...], fixed: float | None, spec: str,
+              finetune: TrainSpec) -> dict[str, Any] | None:
+    sched_raw = sec.raw("schedule", None)
+    if isinstance(sched_raw, str):
+        sched_raw = {"name": sched_raw}
+    if sched_raw is None:
+        return None
+    spath = sec.at("schedule")
+    ssec = Section(doc, spath, sched_raw, _SCHEDULE, what="a schedule")
+    sname = ssec.string("name", None, required=True)
+    if sname not in SCHEDULES:
+        known = SCHEDULES.names() + sorted(SCHEDULES._aliases)
+        raise ssec.fail("name", f"a registered schedule ({', '.join(SCHEDULES.names())})", sname,
+                        ("Fix: use one of them." + did_you_mean(sname, known)).strip())
+    schedule = {"name": SCHEDULES.resolve(sname), **{k: v for k, v in ssec.value.items() if k != "name"}}
+    if fixed is not None and schedule["name"] != "oneshot":
+        raise ssec.fail("name", f"'oneshot' for {spec} (its sparsity is fixed)", sname, "Fix: remove the schedule.")
+    for level in values:
+        kwargs = {k: v for k, v in schedule.items() if k != "name"}
+        try:
+            sched = create_schedule(schedule["name"], final=fixed if level is None else level, **kwargs)
+        except InvalidParameterError as exc:
+            key = exc.param if exc.param in ssec.value else None
+            raise rewrap(doc, spath + ((key,) if key else ()), exc) from None
+        except TypeError as exc:
+            raise ssec.fail(None, f"the arguments of the {schedule['name']!r} schedule", sorted(kwargs),
+                            f"Fix: check the keys ({exc}).") from None
+        if sched.unit == "epoch" and sched.end >= finetune.epochs:
+            key = "end" if ssec.has("end") else ("steps" if ssec.has("steps") else None)
+            raise ssec.fail(key, f"pruning events within the {finetune.epochs} fine-tuning epochs "
+                            f"(last event < finetune.epochs)", sched.end,
+                            f"Fix: set finetune.epochs to at least {sched.end + 1}, or end the schedule earlier.")
+    return schedule
+
+
+def read_shrink(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, ShrinkSpec]]:
+    sec = Section(doc, path, value, STAGE_KEYS["shrink"], what="a shrink stage")
+    targets = {"sparsity": _levels(sec, "sparsity", fix="Fix: the fraction of each group's channels removed, "
+                                   "e.g. sparsity: 0.5."),
+               "macs_target": _levels(sec, "macs_target", low_open=True,
+                                      fix="Fix: the MACs after / before, e.g. macs_target: 0.5."),
+               "latency_target": _levels(sec, "latency_target", low_open=True,
+                                         fix="Fix: the modelled latency after / before, e.g. latency_target: 0.6.")}
+    given = [k for k, v in targets.items() if v is not None]
+    if len(given) != 1:
+        raise sec.fail(given[1] if len(given) > 1 else None,
+                       "exactly one of sparsity, macs_target and latency_target",
+                       ", ".join(given) if given else "none of them",
+                       "Fix: e.g. macs_target: 0.5 (keep half the MACs) or sparsity: 0.3 (remove 30% of channels).")
+    allocation = sec.choice("allocation", "latency" if given[0] == "latency_target" else "ranking", _ALLOCATIONS)
+    if given[0] == "latency_target" and allocation != "latency":
+        raise sec.fail("allocation", "'latency' with latency_target", allocation, "Fix: allocation: latency.")
+    if allocation == "latency" and given[0] == "sparsity":
+        raise sec.fail("sparsity", "macs_target or latency_target with allocation: latency", "sparsity",
+                       "Fix: use macs_target or allocation: ranking.")
+    max_ratio = sec.raw("max_layer_ratio", None)
+    if max_ratio is not None:
+        max_ratio = fraction(sec, "max_layer_ratio", max_ratio, sec.at("max_layer_ratio"), low_open=True,
+                             fix="Fix: the largest fraction of one layer's channels removed, e.g. 0.8.")
+    normalize = sec.raw("normalize", None)
+    if normalize is not None:
+        normalize = sec.choice("normalize", "mean", list(NORMALIZERS))
+    base = ShrinkSpec(
+        criterion=sec.string("criterion", "l1", nullable=False), scope=sec.choice("scope", "local", _SURGERY_SCOPES),
+        normalize=normalize, max_layer_ratio=max_ratio, round_to=sec.integer("round_to", None, 1, nullable=True),
+        steps=sec.integer("steps", 1, 1), exclude=sec.strings("exclude") or (), allocation=allocation,
+        data=_stage_data(doc, sec),
+    )
+    key = given[0]
+    return [(v, replace(base, **{key: v})) for v in targets[key]]  # type: ignore[union-attr]
+
+
+def read_heads(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, HeadsSpec]]:
+    sec = Section(doc, path, value, STAGE_KEYS["heads"], what="a heads stage")
+    levels = _levels(sec, "sparsity", fix="Fix: the fraction of attention heads removed, e.g. 0.25.")
+    if levels is None:
+        raise sec.fail(None, "a sparsity (the fraction of heads removed)", "nothing", "Fix: add 'sparsity: 0.25'.")
+    base = HeadsSpec(criterion=sec.string("criterion", "magnitude", nullable=False),
+                     scope=sec.choice("scope", "local", _SURGERY_SCOPES), gqa=sec.choice("gqa", "query", _GQA),
+                     data=_stage_data(doc, sec))
+    return [(v, replace(base, sparsity=v)) for v in levels]
+
+
+def read_neurons(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, NeuronsSpec]]:
+    sec = Section(doc, path, value, STAGE_KEYS["neurons"], what="a neurons stage")
+    levels = _levels(sec, "sparsity", fix="Fix: the fraction of MLP neurons removed, e.g. 0.25.")
+    if levels is None:
+        raise sec.fail(None, "a sparsity (the fraction of MLP neurons removed)", "nothing",
+                       "Fix: add 'sparsity: 0.25'.")
+    base = NeuronsSpec(criterion=sec.string("criterion", "magnitude", nullable=False), data=_stage_data(doc, sec))
+    return [(v, replace(base, sparsity=v)) for v in levels]
+
+
+def read_oneshot(doc: Doc, path: tuple[Any, ...], value: Any, finetune: TrainSpec
+                 ) -> list[tuple[float | None, OneShotSpec]]:
+    sec = Section(doc, path, value, STAGE_KEYS["oneshot"], what="a oneshot stage")
+    method = sec.string("method", "wanda", nullable=False)
+    if method not in ONESHOT_METHODS:
+        registered(sec, "method", method, ONESHOT_METHODS, "one-shot method", "oneshot_prune")
+    _structure_text(doc, sec)
+    structure = sec.string("structure", "element", nullable=False)
+    try:
+        fixed = create_structure(structure).fixed_sparsity
+    except InvalidParameterError as exc:
+        raise rewrap(doc, sec.at("structure"), exc) from None
+    levels = _levels(sec, "sparsity")
+    if levels is None and fixed is None:
+        raise sec.fail(None, "a sparsity (a float in [0, 1] or a list) or an N:M structure", "nothing",
+                       "Fix: add 'sparsity: 0.5' or 'structure: 2:4'.")
+    if levels is not None and fixed is not None:
+        raise sec.fail("sparsity", f"nothing: {structure} fixes the sparsity", sec.raw("sparsity"),
+                       "Fix: leave sparsity out for N:M structures.")
+    mode = sec.choice("mode", "inplace", _ONESHOT_MODES)
+    if mode == "permanent" and finetune.epochs > 0:
+        raise sec.fail("mode", "'inplace' or 'reparam' when the recipe fine-tunes (masks keep the zeros)", mode,
+                       "Fix: mode: inplace, or finetune.epochs: 0.")
+    owl = sec.boolean("owl", False)
+    base = OneShotSpec(
+        method=method, structure=structure, owl=owl, owl_lambda=sec.real("owl_lambda", 0.08),
+        owl_m=sec.real("owl_m", 5.0, positive=True), sequential=sec.boolean("sequential", False),
+        include=sec.strings("include"), exclude=sec.strings("exclude"), mode=mode,
+        blocksize=sec.integer("blocksize", 128, 1), percdamp=sec.real("percdamp", 0.01, positive=True),
+        data=_stage_data(doc, sec, required=True) or StageData(),
+    )
+    if levels is None:
+        return [(None, base)]
+    return [(v, replace(base, sparsity=v)) for v in levels]
+
+
+def check_name(doc: Doc, path: tuple[Any, ...], name: Any) -> str:
+    """A run name: it names files, and ``dense`` is the dense reference's."""
+    if not isinstance(name, str) or not NAME.match(name):
+        raise doc.error(path, None, "a name of letters, digits and . _ + - (it names files)", type_name(name),
+                        "Fix: e.g. name: magnitude-global.")
+    if name == "dense":
+        raise doc.error(path, None, "a name other than 'dense' (the dense reference's)", name,
+                        "Fix: e.g. name: pruned.")
+    return name
