@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ..measure.report import results_tables
 from ..recipes import example_recipe_path, load_recipe
 from ..runner import Runner
 from ..validation import (
@@ -99,37 +100,46 @@ def _progress_callback(progress: Any) -> Callable[[Any], None]:
     return on_event
 
 
-def _results_table(report: dict[str, Any], runner: Any) -> Table:
-    metric = report["metric"]["name"]
+#: The report's columns the terminal shows (the HTML report has them all), with shorter headers.
+_COLUMNS = (
+    {"run": "run", "realisation": "realisation", "sparsity": "sparsity", "accuracy": "accuracy",
+     "perplexity": "perplexity", "Δ vs dense": "Δ", "training steps": "steps"},
+    {"run": "run", "parameters": "params", "non-zeros": "non-zeros", "MACs × dense": "MACs ×",
+     "bytes compressed": "file", "latency (ms)": "ms", "speedup": "speedup"},
+)
+
+
+def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
+    """The report's two results tables (quality and budget; size and speed), the columns of
+    :data:`_COLUMNS`, with the seconds each stage took added to the first."""
+    tables = []
+    for i, (header, rows, numeric) in enumerate(results_tables(report)):
+        first, shown = i == 0, _COLUMNS[i]
+        keep = [k for k, name in enumerate(header) if name in shown]
+        table = Table(title=report["title"] if first else None, title_justify="left", box=box.SIMPLE_HEAD,
+                      padding=(0, 1), pad_edge=False, collapse_padding=True)
+        for k in keep:
+            table.add_column(shown[header[k]], justify="right" if numeric[k] else "left",
+                             no_wrap=header[k] == "run", overflow="fold")
+        if first:
+            table.add_column("s", justify="right", overflow="fold")
+        for j, row in enumerate(rows):
+            cells = [row[k].split(" (")[0] if header[k] in ("Δ vs dense", "non-zeros") else row[k] for k in keep]
+            if first:
+                seconds = runner.timings.get(row[0])
+                cells.append("-" if seconds is None else f"{seconds:.1f}{'*' if row[0] in runner.skipped else ''}")
+            table.add_row(*cells)
+            if j == 0:
+                table.add_section()
+        tables.append(table)
     dense = report["dense"]
-    short = {"accuracy": "acc", "perplexity": "ppl"}.get(metric, metric)
-    table = Table(title=report["title"], title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
-                  collapse_padding=True,
-                  caption=f"{short}: {metric} (Δ: vs dense, in points for accuracy); KiB: the compressed sparse file "
-                          f"(dense safetensors: {dense['bytes_dense'] / 1024:,.0f} KiB); ms: median latency at batch "
-                          f"{dense['latency_batch']}; s: seconds the stage took (* reused from an earlier start)",
-                  caption_justify="left")
-    for name in ("run", "sparsity", short, "Δ", "non-zeros", "KiB", "ms", "s"):
-        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=True)
-
-    def value(v: float) -> str:
-        return f"{100 * v:.2f}%" if metric == "accuracy" else f"{v:.4f}"
-
-    def row(name: str, sparsity: float, m: dict[str, Any], delta: str) -> list[str]:
-        seconds = runner.timings.get(name)
-        latency = "-" if m["latency_ms"] is None else f"{m['latency_ms']:.3f}"
-        return [name, f"{100 * sparsity:.3g}%", value(m["metric"]), delta, f"{m['nonzero']:,}",
-                f"{m['bytes_compressed'] / 1024:,.0f}",
-                latency, "-" if seconds is None else f"{seconds:.1f}{'*' if name in runner.skipped else ''}"]
-
-    table.add_row(*row("dense", 1 - dense["nonzero"] / dense["params"], dense, ""))
-    table.add_section()
-    for run in report["runs"]:
-        m = run["measures"]
-        delta = m["metric"] - dense["metric"]
-        table.add_row(*row(run["name"], run["sparsity"], m,
-                           f"{100 * delta:+.2f}" if metric == "accuracy" else f"{delta:+.4f}"))
-    return table
+    tables[-1].caption = (f"Δ: vs dense, in points; steps: training steps of each model in all; MACs ×: MACs with zeros "
+                          "skipped, over dense; file: the "
+                          f"compressed checkpoint; ms: median latency at batch {dense['latency_batch']}, every "
+                          "model timed in turn; speedup: dense ms / the run's; s: seconds the stage took (* reused "
+                          "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller.")
+    tables[-1].caption_justify = "left"
+    return tables
 
 
 def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
@@ -139,7 +149,8 @@ def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
         runner = Runner(recipe, out, restart=restart, progress=_progress_callback(progress))
         report = runner.run()
     wall = time.perf_counter() - start
-    console.print(_results_table(report, runner))
+    for table in _results_tables(report, runner):
+        console.print(table)
     computed = sum(runner.timings.get(n, 0.0) for n in runner.computed)
     console.print(
         f"wall time {wall:.1f} s ({len(runner.computed)} stages computed in {computed:.1f} s, "
