@@ -21,6 +21,7 @@ from .scores import (
     list_scores,
     register_score,
     score_entry,
+    score_units,
 )
 from .scores.element import register_criterion as _register_criterion
 from .errors import CheckpointError, InvalidParameterError, PrunekitError
@@ -120,6 +121,7 @@ __all__ = [
     "fit",
     "list_criteria",
     "list_scores",
+    "score_units",
     "list_datasets",
     "list_models",
     "model_input_shape",

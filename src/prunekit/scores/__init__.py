@@ -37,6 +37,7 @@ from .deconstructing import (
 from .element import as_criterion, criterion_names
 from . import heads  # noqa: F401  (registers the head and neuron scores)
 from .groups import GroupCriterion  # registers the channel-group scores
+from .units import group_score_factory, score_units
 
 __all__ = [
     "MASK_SPACES",
@@ -66,6 +67,8 @@ __all__ = [
     "SynFlow",
     "Wanda",
     "as_criterion",
+    "group_score_factory",
+    "score_units",
     "context_with_data",
     "create_score",
     "criterion_names",

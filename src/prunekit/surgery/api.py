@@ -30,7 +30,6 @@ that fraction of the modelled latency.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import numbers
 import time
@@ -51,7 +50,7 @@ from ..allocation import latency_keep_counts, select_channels
 from ..coupling.groups import Group, find_groups
 from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
-from ..scores.registry import SCORES, create_score, list_scores, score_entry
+from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
 from .remove import prune_groups
 from .slicing import SurgeryRecord
@@ -117,27 +116,6 @@ class StructuralPruneResult:
 
 def _macs(model: nn.Module, example_inputs: Any) -> int:
     return count_macs(model, example_inputs, norms=False).dense_macs
-
-
-def _criterion_factory(criterion: str | GroupCriterion, data: Any, loss_fn: Any,
-                       options: Mapping[str, Any]) -> Callable[[], GroupCriterion]:
-    """A function building the criterion, a ``group`` score of :data:`prunekit.scores.SCORES`
-    (data-driven ones get ``data`` and ``loss_fn``)."""
-    if isinstance(criterion, GroupCriterion):
-        return lambda: criterion
-    if not isinstance(criterion, str):
-        raise InvalidParameterError("criterion", f"a name among {list_scores(unit_space='group')} or a GroupCriterion",
-                                    f"<{type(criterion).__name__}>")
-    factory = SCORES.factory(criterion, "group")
-    kwargs = dict(options)
-    if score_entry(criterion).needs["group"] != "nothing":
-        kwargs["data"] = list(data) if data is not None else None
-        if loss_fn is not None and "loss_fn" in inspect.signature(factory).parameters:
-            kwargs["loss_fn"] = loss_fn
-    elif data is not None:
-        logger.info("criterion %r uses no data; data is ignored", criterion)
-    create_score(criterion, "group", **kwargs)  # validates now, before anything changes
-    return lambda: create_score(criterion, "group", **kwargs)
 
 
 def _apply_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
@@ -293,7 +271,7 @@ def structural_prune(
     measure = measure or macs_target is not None  # a MACs target needs the counts anyway
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
-    make = _criterion_factory(criterion, data, loss_fn, criterion_options or {})
+    make = group_score_factory(criterion, data, loss_fn, criterion_options or {})
     if scope == "global" and allocation == "ranking" and not make().comparable:
         raise InvalidParameterError(
             "scope", f"'local' for criterion {make().name!r} (its scores are per-group ranks)", scope,
