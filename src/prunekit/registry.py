@@ -20,7 +20,7 @@ from .errors import InvalidParameterError, did_you_mean
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "build", "drop_aliases", "parse_spec", "resolve_name"]
+__all__ = ["Registry", "call_factory", "drop_aliases", "parse_spec", "resolve_name"]
 
 _INT = re.compile(r"^[+-]?\d+$")
 _TUPLE = re.compile(r"^\d+(x\d+)+$")
@@ -60,8 +60,8 @@ def resolve_name(name: str, kind: str, entries: Mapping[str, Any], aliases: Mapp
     return key
 
 
-def build(factory: Callable[..., T], name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
-          kind: str, spec: str) -> T:
+def call_factory(factory: Callable[..., T], name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                 kind: str, spec: str) -> T:
     """``factory(*args, **kwargs)`` for the spec ``spec`` of ``name``; a ``TypeError`` (arguments
     the factory does not take) becomes an :class:`InvalidParameterError` on ``kind``."""
     try:
@@ -129,7 +129,7 @@ class Registry(Generic[T]):
     def create(self, spec: str, **kwargs: Any) -> T:
         """Build the component named by ``spec`` (``name[:arg...]``)."""
         name, args = parse_spec(spec)
-        return build(self.get(name), name, args, kwargs, kind=self.kind, spec=spec)
+        return call_factory(self.get(name), name, args, kwargs, kind=self.kind, spec=spec)
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching the wildcard ``pattern``, sorted."""

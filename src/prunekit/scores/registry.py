@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidParameterError, check_choice
-from ..registry import build, drop_aliases, parse_spec, resolve_name
+from ..registry import call_factory, drop_aliases, parse_spec, resolve_name
 from .base import FunctionCriterion, is_score_function
 
 __all__ = [
@@ -182,7 +182,7 @@ class ScoreRegistry:
     def create(self, spec: str, unit_space: str = "element", **kwargs: Any) -> Any:
         """Build the score named by ``spec`` (``name[:arg...]``) for ``unit_space``."""
         name, args = parse_spec(spec)
-        return build(self.factory(name, unit_space), name, args, kwargs, kind="score", spec=spec)
+        return call_factory(self.factory(name, unit_space), name, args, kwargs, kind="score", spec=spec)
 
     def names(self, pattern: str = "*", unit_space: str | None = None) -> list[str]:
         """Registered names matching the wildcard ``pattern`` (and serving ``unit_space``), sorted."""
