@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 import prunekit
+import prunekit.lottery
 
 
 class TinyNet(nn.Module):
@@ -24,6 +26,31 @@ class TinyNet(nn.Module):
         x = torch.relu(self.conv(x))
         x = x.flatten(1)
         return self.fc2(torch.relu(self.fc1(x)))
+
+
+def tiny_mlp() -> nn.Module:
+    """An 8 → 32 → 16 → 3 MLP (the lottery and instability tests)."""
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def tiny_mlp_bn() -> nn.Module:
+    """An 8 → 16 → 3 MLP with a BatchNorm1d."""
+    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def classification_splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Seeded 8-feature, 3-class data: 240 train, 60 val, 60 test samples."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(360, 8, generator=g)
+    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
+    return {"train": (x[:240], y[:240]), "val": (x[240:300], y[240:300]), "test": (x[300:], y[300:])}
+
+
+def small_lottery_config(**kw: Any) -> prunekit.lottery.LotteryConfig:
+    """Two fast levels of the ``tiny`` MLP; ``kw`` overrides any field."""
+    base = {"model": "tiny", "levels": 2, "rate": 0.2, "output_rate": 0.1, "train_steps": 12, "batch_size": 20,
+            "eval_every": 4, "lr": 5e-3, "seed": 3, **kw}
+    return prunekit.lottery.LotteryConfig(**base)
 
 
 def make_tiny(seed: int = 0) -> TinyNet:

@@ -7,36 +7,26 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
 import prunekit.lottery
 from prunekit.analysis import InstabilityResult, instability_analysis, linear_path_errors
 from prunekit.deprecation import reset_warnings
 from prunekit.errors import InvalidParameterError
-from prunekit.lottery import LotteryConfig, LotteryRun
+from prunekit.lottery import LotteryRun
 from prunekit.measure.accuracy import evaluate_accuracy
 
-
-def tiny() -> nn.Module:
-    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
-def tiny_bn() -> nn.Module:
-    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+from conftest import classification_splits, small_lottery_config
+from conftest import tiny_mlp as tiny
+from conftest import tiny_mlp_bn as tiny_bn
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(360, 8, generator=g)
-    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
-    return {"train": (x[:240], y[:240]), "val": (x[240:300], y[240:300]), "test": (x[300:], y[300:])}
+    return classification_splits()
 
 
 def make_run(tmp_path, data, **kw) -> LotteryRun:
-    base = {"model": "tiny", "levels": 2, "rate": 0.2, "output_rate": 0.1, "train_steps": 12, "batch_size": 20,
-            "eval_every": 4, "lr": 5e-3, "seed": 3, **kw}
-    return LotteryRun(LotteryConfig(**base), tmp_path / "run", model_fn=tiny, **data)
+    return LotteryRun(small_lottery_config(**kw), tmp_path / "run", model_fn=tiny, **data)
 
 
 def test_instability_of_identical_copies_is_zero_and_files_written(tmp_path, data):

@@ -15,28 +15,14 @@ from prunekit.lottery import levels as levels_module
 from prunekit.lottery.loop import StepBatches, lr_at
 from prunekit.measure.size import dense_state_dict
 
-
-def tiny() -> nn.Module:
-    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 3))
-
-
-def tiny_bn() -> nn.Module:
-    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+from conftest import classification_splits
+from conftest import small_lottery_config as config
+from conftest import tiny_mlp as tiny
 
 
 @pytest.fixture(scope="module")
 def data():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(360, 8, generator=g)
-    y = (x @ torch.randn(8, 3, generator=g)).argmax(1)
-    return {"train": (x[:240], y[:240]), "val": (x[240:300], y[240:300]), "test": (x[300:], y[300:])}
-
-
-def config(**kw) -> LotteryConfig:
-    base = {"model": "tiny", "levels": 2, "rate": 0.2, "output_rate": 0.1, "train_steps": 12, "batch_size": 20,
-                "eval_every": 4, "lr": 5e-3, "seed": 3}
-    base.update(kw)
-    return LotteryConfig(**base)
+    return classification_splits()
 
 
 def make_run(tmp_path, data, name="run", model_fn=tiny, **kw) -> LotteryRun:

@@ -1,10 +1,11 @@
 """Deprecated names: each keeps working for one release and warns once.
 
-Three helpers cover every kind of rename in prunekit:
+These helpers cover every kind of rename in prunekit:
 
 - :func:`deprecated_alias` wraps a function or class under its old name;
 - :func:`renamed_argument` maps an old keyword (``ratio``, ``amount``,
-  ``calibration`` ...) to its new one inside a function;
+  ``calibration`` ...) to its new one inside a function (:func:`renamed_value`
+  when the signature still declares the old keyword);
 - :func:`moved_names` gives a module a ``__getattr__`` that serves names which
   moved elsewhere (for example ``prunekit.criteria`` → ``prunekit.scores``).
 
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from .errors import InvalidParameterError
 
-__all__ = ["warn_once", "deprecated_alias", "renamed_argument", "moved_names", "reset_warnings"]
+__all__ = ["warn_once", "deprecated_alias", "renamed_argument", "renamed_value", "moved_names", "reset_warnings"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,14 +83,28 @@ def renamed_argument(
     """
     if old not in kwargs:
         return new_value
-    value = kwargs.pop(old)
+    return _renamed(kwargs.pop(old), old, new, where, new_value, convert)
+
+
+def renamed_value(
+    old_value: Any, old: str, new: str, where: str, *, new_value: Any = None, convert: Callable[[Any], Any] | None = None
+) -> Any:
+    """:func:`renamed_argument` for a deprecated keyword the signature declares (``old=None``):
+    ``old_value`` is what the caller received for ``old``, ``None`` when not given."""
+    if old_value is None:
+        return new_value
+    return _renamed(old_value, old, new, where, new_value, convert)
+
+
+def _renamed(value: Any, old: str, new: str, where: str, new_value: Any, convert: Callable[[Any], Any] | None) -> Any:
     if new_value is not None:
         raise InvalidParameterError(
             old, f"not given together with {new}=",
             f"{old}={reprlib.repr(value)} and {new}={reprlib.repr(new_value)}",
             f"Fix: pass only {new}= ({old}= is its deprecated name).",
         )
-    warn_once(f"{where}({old}=...)", f"{where}({new}=...)", stacklevel=4)
+    # the frames: warn_once, _renamed, renamed_argument/renamed_value, the function renamed, its caller
+    warn_once(f"{where}({old}=...)", f"{where}({new}=...)", stacklevel=5)
     return convert(value) if convert is not None else value
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from .errors import InvalidParameterError, did_you_mean
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "parse_spec"]
+__all__ = ["Registry", "call_factory", "drop_aliases", "parse_spec", "resolve_name"]
 
 _INT = re.compile(r"^[+-]?\d+$")
 _TUPLE = re.compile(r"^\d+(x\d+)+$")
@@ -41,6 +41,44 @@ def parse_spec(spec: str) -> tuple[str, list[Any]]:
     """Split ``"name:a:b"`` into ``("name", [a, b])`` with typed arguments."""
     parts = [p.strip() for p in spec.split(":")]
     return parts[0].lower(), [_parse_arg(p) for p in parts[1:] if p != ""]
+
+
+def resolve_name(name: str, kind: str, entries: Mapping[str, Any], aliases: Mapping[str, str],
+                 fix: str = "Fix: use one of the registered names.") -> str:
+    """The canonical key of ``name`` (a name or an alias, any case) among ``entries``, or an
+    :class:`InvalidParameterError` on ``kind`` listing the names, with ``fix`` and a suggestion."""
+    key = str(name).lower()
+    key = aliases.get(key, key)
+    if key not in entries:
+        names = sorted(entries)
+        raise InvalidParameterError(
+            kind,
+            f"a registered {kind} name ({', '.join(names)})",
+            name,
+            (fix + did_you_mean(str(name), names + sorted(aliases))).strip(),
+        )
+    return key
+
+
+def call_factory(factory: Callable[..., T], name: str, args: Sequence[Any], kwargs: Mapping[str, Any], *,
+                 kind: str, spec: str) -> T:
+    """``factory(*args, **kwargs)`` for the spec ``spec`` of ``name``; a ``TypeError`` (arguments
+    the factory does not take) becomes an :class:`InvalidParameterError` on ``kind``."""
+    try:
+        return factory(*args, **kwargs)
+    except TypeError as exc:
+        raise InvalidParameterError(
+            kind,
+            f"a valid {kind} spec for {name!r}",
+            spec,
+            f"Fix: check the arguments ({exc}).",
+        ) from exc
+
+
+def drop_aliases(aliases: dict[str, str], key: str) -> None:
+    """Remove every alias of ``key`` from ``aliases``."""
+    for alias in [a for a, k in aliases.items() if k == key]:
+        del aliases[alias]
 
 
 class Registry(Generic[T]):
@@ -79,22 +117,11 @@ class Registry(Generic[T]):
         """Remove ``name`` and its aliases (mostly for tests and plugins)."""
         key = self.resolve(name)
         del self._entries[key]
-        for alias in [a for a, k in self._aliases.items() if k == key]:
-            del self._aliases[alias]
+        drop_aliases(self._aliases, key)
 
     def resolve(self, name: str) -> str:
         """Return the canonical name for ``name`` or raise with a suggestion."""
-        key = str(name).lower()
-        key = self._aliases.get(key, key)
-        if key not in self._entries:
-            choices = self.names() + sorted(self._aliases)
-            raise InvalidParameterError(
-                self.kind,
-                f"a registered {self.kind} name ({', '.join(self.names())})",
-                name,
-                ("Fix: use one of the registered names." + did_you_mean(str(name), choices)).strip(),
-            )
-        return key
+        return resolve_name(name, self.kind, self._entries, self._aliases)
 
     def get(self, name: str) -> Callable[..., T]:
         return self._entries[self.resolve(name)]
@@ -102,16 +129,7 @@ class Registry(Generic[T]):
     def create(self, spec: str, **kwargs: Any) -> T:
         """Build the component named by ``spec`` (``name[:arg...]``)."""
         name, args = parse_spec(spec)
-        factory = self.get(name)
-        try:
-            return factory(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidParameterError(
-                self.kind,
-                f"a valid {self.kind} spec for {name!r}",
-                spec,
-                f"Fix: check the arguments ({exc}).",
-            ) from exc
+        return call_factory(self.get(name), name, args, kwargs, kind=self.kind, spec=spec)
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching the wildcard ``pattern``, sorted."""

@@ -26,7 +26,7 @@ from torch import nn
 
 from .batches import forward_logits, split_batch, to_device
 from .controller import PruningController, PruningHooks, StepPruner
-from .deprecation import renamed_argument
+from .deprecation import renamed_value
 from .errors import InvalidParameterError, check_choice
 from .losses import classification_loss
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
@@ -119,8 +119,7 @@ def fit(
 
     ``loader`` is the deprecated name of ``data``.
     """
-    data = renamed_argument({"loader": loader} if loader is not None else {}, "loader", "data", "prunekit.fit",
-                            new_value=data)
+    data = renamed_value(loader, "loader", "data", "prunekit.fit", new_value=data)
     if data is None:
         raise InvalidParameterError("data", "an iterable of (inputs, targets) batches", None,
                                     "Fix: fit(model, loader) with a DataLoader or a list of batches.")
@@ -234,8 +233,7 @@ def evaluate(
     cross-entropy, :func:`prunekit.measure.evaluate_accuracy`) or
     ``"perplexity"`` (exp of the mean token cross-entropy,
     :func:`prunekit.measure.evaluate_perplexity`)."""
-    data = renamed_argument({"loader": loader} if loader is not None else {}, "loader", "data", "prunekit.evaluate",
-                            new_value=data)
+    data = renamed_value(loader, "loader", "data", "prunekit.evaluate", new_value=data)
     if data is None:
         raise InvalidParameterError("data", "an iterable of (inputs, targets) batches", None,
                                     "Fix: evaluate(model, loader).")

@@ -38,7 +38,7 @@ from typing import Protocol
 
 import torch
 
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError, check_choice
 from .budget import check_max_layer_ratio, check_round_to, check_sparsity
 from .normalize import NORMALIZERS, normalise
@@ -109,8 +109,7 @@ def keep_counts(
 
     ``ratio`` is the deprecated name of ``sparsity``.
     """
-    sparsity = renamed_argument({} if ratio is None else {"ratio": ratio}, "ratio", "sparsity", "keep_counts",
-                                new_value=sparsity)
+    sparsity = renamed_value(ratio, "ratio", "sparsity", "keep_counts", new_value=sparsity)
     fraction = check_sparsity(sparsity, "sparsity", allow_count=False, allow_full=False)
     scope = check_choice("scope", scope, GROUP_SCOPES)
     normalize = check_choice("normalize", normalize, NORMALIZERS)
@@ -172,8 +171,7 @@ def allocate_channels(
 ) -> dict[str, torch.Tensor]:
     """``{group name: sorted LongTensor of channels to keep}`` for :func:`prunekit.surgery.prune_groups`:
     :func:`keep_counts` then :func:`select_channels` (``ratio`` is the deprecated name of ``sparsity``)."""
-    sparsity = renamed_argument({} if ratio is None else {"ratio": ratio}, "ratio", "sparsity",
-                                "allocate_channels", new_value=sparsity)
+    sparsity = renamed_value(ratio, "ratio", "sparsity", "allocate_channels", new_value=sparsity)
     check_group_scores(groups, scores)
     counts = keep_counts(groups, scores, sparsity, scope=scope, normalize=normalize,
                          max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -121,26 +122,31 @@ def select_lowest(
         return [torch.ones(c, dtype=torch.bool) for c in counts]
 
     # keep freed-but-retained heap memory under a tenth of the scores' size
-    trim = TrimBudget(sum(counts) * 4 // 10)
+    scan = _Scan(unit_scores, n, weights, budget, nonnegative, TrimBudget(sum(counts) * 4 // 10))
     wide = False
     while True:
-        found = _narrow(unit_scores, n, weights, budget, wide, nonnegative, trim)
+        found = _narrow(scan, wide)
         if found is not None:
             break
         wide = True  # a float64 score appeared: redo with 64-bit keys
     low, high, below = found
-    return _final_pass(unit_scores, n, weights, budget, wide, nonnegative, low, high, below, trim)
+    return _final_pass(scan, wide, low, high, below)
 
 
-def _narrow(
-    unit_scores: Callable[[int], torch.Tensor],
-    n: int,
-    weights: Sequence[int],
-    budget: float,
-    wide: bool,
-    nonnegative: bool,
-    trim: TrimBudget,
-) -> tuple[int, int, float] | None:
+@dataclass(frozen=True)
+class _Scan:
+    """What every pass over the ``n`` targets reads: the scores of target ``i``, the
+    weight of its units, the budget, how keys are made, and the heap trimming."""
+
+    unit_scores: Callable[[int], torch.Tensor]
+    n: int
+    weights: Sequence[int]
+    budget: float
+    nonnegative: bool
+    trim: TrimBudget
+
+
+def _narrow(scan: _Scan, wide: bool) -> tuple[int, int, float] | None:
     """Radix levels until the bucket holding the budget's boundary is small.
 
     Returns the bucket's key range ``[low, high]`` and the weight of all units
@@ -154,11 +160,11 @@ def _narrow(
     while shift >= 0:
         hist = torch.zeros(_DIGIT, dtype=torch.float64)
         count_hist = torch.zeros(_DIGIT, dtype=torch.int64)
-        for i in range(n):
-            scores = unit_scores(i)
+        for i in range(scan.n):
+            scores = scan.unit_scores(i)
             if not wide and scores.dtype == torch.float64:
                 return None
-            keys = _keys(scores, wide, nonnegative)
+            keys = _keys(scores, wide, scan.nonnegative)
             if level > 0:
                 keys = keys[(keys >= low) & (keys <= high)]
                 digits = (keys >> shift).bitwise_and_(_DIGIT - 1)
@@ -167,12 +173,12 @@ def _narrow(
             if digits.numel():
                 counts = torch.bincount(digits.cpu(), minlength=_DIGIT)
                 count_hist += counts
-                hist += counts.to(torch.float64) * weights[i]
+                hist += counts.to(torch.float64) * scan.weights[i]
             nbytes = scores.numel() * scores.element_size()
             del scores, keys, digits
-            trim.freed_bytes(nbytes)
+            scan.trim.freed_bytes(nbytes)
         cumulative = torch.cumsum(hist, 0) + below
-        b = int(torch.searchsorted(cumulative, torch.tensor([budget], dtype=torch.float64)).item())
+        b = int(torch.searchsorted(cumulative, torch.tensor([scan.budget], dtype=torch.float64)).item())
         b = min(b, _DIGIT - 1)
         below += float(hist[:b].sum())
         low = low + (b << shift) if level > 0 else ((b - _DIGIT // 2) << shift)
@@ -184,40 +190,29 @@ def _narrow(
     return low, high, below
 
 
-def _final_pass(
-    unit_scores: Callable[[int], torch.Tensor],
-    n: int,
-    weights: Sequence[int],
-    budget: float,
-    wide: bool,
-    nonnegative: bool,
-    low: int,
-    high: int,
-    below: float,
-    trim: TrimBudget,
-) -> list[torch.Tensor]:
+def _final_pass(scan: _Scan, wide: bool, low: int, high: int, below: float) -> list[torch.Tensor]:
     masks: list[torch.Tensor] = []
     if low == high:
         # the boundary key is known exactly: ties are taken in target order
         running = below
-        for i in range(n):
-            keys = _keys(unit_scores(i), wide, nonnegative)
+        for i in range(scan.n):
+            keys = _keys(scan.unit_scores(i), wide, scan.nonnegative)
             selected = keys < low
             ties = torch.nonzero(keys == low).reshape(-1)
             if ties.numel():
-                take = math.floor((budget - running) / weights[i] + 0.5)
+                take = math.floor((scan.budget - running) / scan.weights[i] + 0.5)
                 take = max(0, min(take, ties.numel()))
                 selected[ties[:take]] = True
-                running += take * weights[i]
+                running += take * scan.weights[i]
             masks.append(selected.cpu())
             nbytes = keys.numel() * keys.element_size()
             del keys, ties
-            trim.freed_bytes(nbytes)
+            scan.trim.freed_bytes(nbytes)
         return masks
 
     cand_keys, cand_idx, cand_owner = [], [], []
-    for i in range(n):
-        keys = _keys(unit_scores(i), wide, nonnegative)
+    for i in range(scan.n):
+        keys = _keys(scan.unit_scores(i), wide, scan.nonnegative)
         selected = keys < low
         idx = torch.nonzero((keys >= low) & (keys <= high)).reshape(-1)
         if idx.numel():
@@ -227,18 +222,18 @@ def _final_pass(
         masks.append(selected.cpu())
         nbytes = keys.numel() * keys.element_size()
         del keys, idx
-        trim.freed_bytes(nbytes)
+        scan.trim.freed_bytes(nbytes)
     if not cand_keys:
         return masks
     keys = torch.cat(cand_keys)
     idx = torch.cat(cand_idx)
     owner = torch.cat(cand_owner)
     order = torch.sort(keys, stable=True).indices  # stable: ties stay in (target, index) order
-    w = torch.tensor(weights, dtype=torch.float64)[owner[order]]
+    w = torch.tensor(scan.weights, dtype=torch.float64)[owner[order]]
     before = torch.cumsum(w, 0) - w + below
-    take = (before + w / 2) <= budget
+    take = (before + w / 2) <= scan.budget
     chosen = order[take]
-    for i in range(n):
+    for i in range(scan.n):
         mine = idx[chosen[owner[chosen] == i]]
         if mine.numel():
             masks[i][mine] = True

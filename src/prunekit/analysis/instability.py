@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..lottery.levels import LotteryRun
 from ..lottery.loop import Segment, StepBatches, derive_seed, train_segment
@@ -105,9 +105,8 @@ def linear_path_errors(
     recomputed on ``bn_data`` (training batches, required then).
     ``loader`` and ``bn_loader`` are the deprecated names of ``data`` and ``bn_data``.
     """
-    old = {k: v for k, v in (("loader", loader), ("bn_loader", bn_loader)) if v is not None}
-    data = renamed_argument(old, "loader", "data", "linear_path_errors", new_value=data)
-    bn_data = renamed_argument(old, "bn_loader", "bn_data", "linear_path_errors", new_value=bn_data)
+    data = renamed_value(loader, "loader", "data", "linear_path_errors", new_value=data)
+    bn_data = renamed_value(bn_loader, "bn_loader", "bn_data", "linear_path_errors", new_value=bn_data)
     if data is None:
         raise InvalidParameterError("data", "evaluation batches [(x, y), ...]", None,
                                     "Fix: linear_path_errors(model_a, model_b, test_batches, model_fn).")

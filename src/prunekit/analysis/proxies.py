@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..batches import forward_logits
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError, did_you_mean
 from ..losses import LossFn
 from ..scores import SCORES, as_criterion, criterion_names
@@ -72,8 +72,7 @@ def score_sum(name: str, model: nn.Module, targets: Sequence[Target], data: Any 
               loss_fn: LossFn | None = None, *, batch: Any = None) -> float:
     """``Σ`` over ``targets`` of the registered element score ``name`` prepared on ``data``,
     one ``(inputs, targets)`` batch (``batch`` is its deprecated name)."""
-    data = renamed_argument({} if batch is None else {"batch": batch}, "batch", "data",
-                            "prunekit.analysis.score_sum", new_value=data)
+    data = renamed_value(batch, "batch", "data", "prunekit.analysis.score_sum", new_value=data)
     if data is None:
         raise InvalidParameterError("data", "one (inputs, targets) batch", None, "Fix: score_sum(name, model, "
                                     "targets, (x, y)).")
@@ -155,8 +154,7 @@ def zero_cost_proxies(
 
         scores = prunekit.zero_cost_proxies(model, (x, y), names=["synflow", "jacob_cov"])
     """
-    data = renamed_argument({} if batch is None else {"batch": batch}, "batch", "data",
-                            "prunekit.zero_cost_proxies", new_value=data)
+    data = renamed_value(batch, "batch", "data", "prunekit.zero_cost_proxies", new_value=data)
     chosen = list(PROXIES if names is None else [names] if isinstance(names, str) else names)
     known = list(PROXIES) + [n for n in _proxy_scores() if n not in PROXIES]
     for name in chosen:

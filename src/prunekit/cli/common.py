@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from rich.table import Table
 
 from ..errors import InvalidParameterError
 from ..measure.sparsity import SparsityReport
-from ..validation import Param, cli_error
+from ..validation import Param, add_arguments, cli_error
 
-__all__ = ["Parser", "as_cli_error", "print_error", "refuse_given", "report_table"]
+__all__ = ["Parser", "add_command", "as_cli_error", "print_error", "refuse_given", "report_table"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,6 +24,17 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message.removeprefix('argument ')}\n")
+
+
+def add_command(sub: Any, name: str, params: Mapping[str, Param], func: Callable[..., int],
+                **parser_kwargs: Any) -> argparse.ArgumentParser:
+    """Register the subcommand ``name`` on ``sub`` (argparse subparsers): its options from the
+    declared ``params``, run by ``func(args, console)``; ``parser_kwargs`` (``help``,
+    ``description``) go to ``sub.add_parser``."""
+    parser = sub.add_parser(name, **parser_kwargs)
+    add_arguments(parser, params)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def print_error(prog: str, exc: BaseException) -> None:

@@ -30,12 +30,11 @@ from ..validation import (
     Param,
     PathLike,
     Strings,
-    add_arguments,
     cli_values,
     declare,
 )
 from ..zoo import list_models
-from .common import refuse_given, report_table
+from .common import add_command, refuse_given, report_table
 
 __all__ = ["LISTERS", "LIST_PARAMS", "REPORT_PARAMS", "add_list_parser", "add_report_parser", "scores_table"]
 
@@ -66,18 +65,14 @@ LIST_PARAMS = declare(
 
 def add_report_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``report`` on ``sub`` (argparse subparsers)."""
-    r = sub.add_parser("report", help="sparsity table of a checkpoint")
-    add_arguments(r, REPORT_PARAMS)
-    r.set_defaults(func=_cmd_report)
-    return r
+    return add_command(sub, "report", REPORT_PARAMS, _cmd_report,
+                       help="sparsity table of a checkpoint")
 
 
 def add_list_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``list`` on ``sub`` (argparse subparsers)."""
-    ls = sub.add_parser("list", help="list registered scores, criteria, structures, models, datasets or schedules")
-    add_arguments(ls, LIST_PARAMS)
-    ls.set_defaults(func=_cmd_list)
-    return ls
+    return add_command(sub, "list", LIST_PARAMS, _cmd_list,
+                       help="list registered scores, criteria, structures, models, datasets or schedules")
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:

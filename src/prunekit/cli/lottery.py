@@ -27,12 +27,11 @@ from ..validation import (
     Options,
     Param,
     PathLike,
-    add_arguments,
     cli_values,
     declare,
 )
 from ..zoo import list_models
-from .common import as_cli_error
+from .common import add_command, as_cli_error
 
 __all__ = ["LOTTERY_PARAMS", "add_lottery_parser"]
 
@@ -74,10 +73,8 @@ _CONFIG_NAMES = {"train_steps": "steps", "controls": "control"}
 
 def add_lottery_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``lottery`` subcommand on ``sub`` (argparse subparsers)."""
-    p = sub.add_parser("lottery", help="iterative magnitude pruning in levels (lottery tickets, rewinding); resumable")
-    add_arguments(p, LOTTERY_PARAMS)
-    p.set_defaults(func=_cmd_lottery)
-    return p
+    return add_command(sub, "lottery", LOTTERY_PARAMS, _cmd_lottery,
+                       help="iterative magnitude pruning in levels (lottery tickets, rewinding); resumable")
 
 
 def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:

@@ -60,12 +60,11 @@ from ..validation import (
     Param,
     PathLike,
     Strings,
-    add_arguments,
     cli_values,
     declare,
 )
 from ..zoo import create_model, list_models
-from .common import as_cli_error, report_table
+from .common import add_command, as_cli_error, report_table
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -121,10 +120,8 @@ ONESHOT_PARAMS = declare(
 
 def add_oneshot_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``oneshot`` subcommand on ``sub`` (argparse subparsers)."""
-    p = sub.add_parser("oneshot", help="one-shot pruning of a language model block by block (Wanda, SparseGPT, OWL)")
-    add_arguments(p, ONESHOT_PARAMS)
-    p.set_defaults(func=_cmd_oneshot)
-    return p
+    return add_command(sub, "oneshot", ONESHOT_PARAMS, _cmd_oneshot,
+                       help="one-shot pruning of a language model block by block (Wanda, SparseGPT, OWL)")
 
 
 def sample_windows(ids: torch.Tensor, samples: int, length: int, seed: int = 0) -> torch.Tensor:

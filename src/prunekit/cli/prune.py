@@ -43,13 +43,12 @@ from ..validation import (
     Param,
     PathLike,
     Strings,
-    add_arguments,
     cli_values,
     declare,
     validate,
 )
 from ..zoo import create_model, list_models
-from .common import as_cli_error, refuse_given, report_table
+from .common import add_command, as_cli_error, refuse_given, report_table
 from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
 from .shrink_units import run_unit_shrink
 
@@ -132,15 +131,13 @@ UNIT_ONLY = ("text", "samples")
 
 def add_prune_parser(sub: Any) -> argparse.ArgumentParser:
     """Register the ``prune`` subcommand on ``sub`` (argparse subparsers)."""
-    p = sub.add_parser("prune", help="prune a zoo model and save a compressed sparse checkpoint (or, with "
-                                     "--shrink, a physically smaller model: channels, heads or MLP neurons)",
+    return add_command(sub, "prune", CLI_PARAMS, _cmd_prune,
+                       help="prune a zoo model and save a compressed sparse checkpoint (or, with "
+                       "--shrink, a physically smaller model: channels, heads or MLP neurons)",
                        description="Prune a zoo model. Without --shrink: masks, saved as a compressed sparse "
-                                   "checkpoint. With --shrink: channels (--structure channel), attention heads "
-                                   "(head) or MLP hidden neurons (neuron) removed, the smaller model saved with "
-                                   "save_shrunk, and dense vs shrunk measured side by side.")
-    add_arguments(p, CLI_PARAMS)
-    p.set_defaults(func=_cmd_prune)
-    return p
+                       "checkpoint. With --shrink: channels (--structure channel), attention heads "
+                       "(head) or MLP hidden neurons (neuron) removed, the smaller model saved with "
+                       "save_shrunk, and dense vs shrunk measured side by side.")
 
 
 def _load(values: dict[str, Any]) -> torch.nn.Module:

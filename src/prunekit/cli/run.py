@@ -32,10 +32,10 @@ from ..validation import (
     Flag,
     Param,
     PathLike,
-    add_arguments,
     cli_values,
     declare,
 )
+from .common import add_command
 
 __all__ = ["DEMO_PARAMS", "RUN_PARAMS", "add_demo_parser", "add_run_parser", "quick_recipe"]
 
@@ -54,18 +54,14 @@ DEMO_PARAMS = declare(
 
 def add_run_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``run`` on ``sub`` (argparse subparsers)."""
-    run = sub.add_parser("run", help="run a YAML recipe (dense model, pruners, fine-tuning, report); resumable")
-    add_arguments(run, RUN_PARAMS)
-    run.set_defaults(func=_cmd_run)
-    return run
+    return add_command(sub, "run", RUN_PARAMS, _cmd_run,
+                       help="run a YAML recipe (dense model, pruners, fine-tuning, report); resumable")
 
 
 def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``demo`` on ``sub`` (argparse subparsers)."""
-    demo = sub.add_parser("demo", help="train LeNet-5 on the embedded MNIST subset and compare pruning methods")
-    add_arguments(demo, DEMO_PARAMS)
-    demo.set_defaults(func=_cmd_demo)
-    return demo
+    return add_command(sub, "demo", DEMO_PARAMS, _cmd_demo,
+                       help="train LeNet-5 on the embedded MNIST subset and compare pruning methods")
 
 
 def _progress_callback(progress: Any) -> Callable[[Any], None]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..allocation import NORMALIZERS, Sparsity, check_sparsity
-from ..controller import Flag, PruningController
+from ..controller import Flag, PruningController, PruningEvent
 from ..scores import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks import list_realisations
@@ -27,9 +27,32 @@ from ..schedules import Schedule
 from ..structures import Structure
 from ..targets import Target
 
-__all__ = ["build_controller", "check_context", "check_flag", "check_overrides", "check_schedule", "check_settings"]
+__all__ = [
+    "ControllerViews", "build_controller", "check_context", "check_flag", "check_overrides", "check_schedule", "check_settings"]
 
 logger = logging.getLogger(__name__)
+
+
+class ControllerViews:
+    """The read-only views both callbacks give of their controller (``None``/empty until the
+    framework hands over the model: ``setup`` in Lightning, ``on_train_begin`` in Hugging Face)."""
+
+    controller: PruningController | None
+
+    @property
+    def pruner(self) -> Pruner | None:
+        """The controller's pruner (None before the callback has the model)."""
+        return None if self.controller is None else self.controller.pruner  # type: ignore[return-value]
+
+    @property
+    def events(self) -> list[tuple[int, float]]:
+        """``(t, sparsity after)`` of every event so far (t in the schedule's unit: epoch or step)."""
+        return [(e.t, e.sparsity) for e in self.event_log]
+
+    @property
+    def event_log(self) -> list[PruningEvent]:
+        """The controller's :class:`~prunekit.controller.PruningEvent` log."""
+        return [] if self.controller is None else list(self.controller.events)
 
 
 def check_flag(name: str, value: Any, what: str = "epoch") -> Flag:

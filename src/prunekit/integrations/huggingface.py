@@ -38,15 +38,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
     ) from exc
 
 from ..allocation import SCOPES, Sparsity, check_sparsity
-from ..controller import PruningController, PruningEvent
+from ..controller import PruningController
 from ..scores import Criterion, as_criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks import make_permanent
-from ..pruner import Pruner
 from ..schedules import OneShot, Schedule
 from ..structures import Structure, create_structure
 from ..targets import Target
 from ._common import (
+    ControllerViews,
     build_controller,
     check_context,
     check_flag,
@@ -60,7 +60,7 @@ __all__ = ["PrunekitTrainerCallback"]
 logger = logging.getLogger(__name__)
 
 
-class PrunekitTrainerCallback(TrainerCallback):
+class PrunekitTrainerCallback(ControllerViews, TrainerCallback):
     """Prune a ``transformers.Trainer``'s model on a prunekit schedule.
 
     Args:
@@ -155,21 +155,6 @@ class PrunekitTrainerCallback(TrainerCallback):
         self._log_sparsity = bool(log_sparsity)
         self._sync = True
         self.controller: PruningController | None = None
-
-    @property
-    def pruner(self) -> Pruner | None:
-        """The controller's pruner (None before ``on_train_begin``)."""
-        return None if self.controller is None else self.controller.pruner  # type: ignore[return-value]
-
-    @property
-    def events(self) -> list[tuple[int, float]]:
-        """``(t, sparsity after)`` of every event so far."""
-        return [(e.t, e.sparsity) for e in self.event_log]
-
-    @property
-    def event_log(self) -> list[PruningEvent]:
-        """The controller's :class:`~prunekit.controller.PruningEvent` log."""
-        return [] if self.controller is None else list(self.controller.events)
 
     # -- Trainer events ------------------------------------------------------------
 

@@ -65,7 +65,7 @@ from ..pruner import Pruner
 from ..schedules import Schedule
 from ..structures import Structure
 from ..targets import select_targets
-from ._common import build_controller, check_context, check_flag, check_overrides, check_settings
+from ._common import ControllerViews, build_controller, check_context, check_flag, check_overrides, check_settings
 from ._lightning_args import (
     TORCH_PRUNING_FUNCTIONS,
     AmountLike,
@@ -81,7 +81,7 @@ __all__ = ["PrunekitPruning", "TORCH_PRUNING_FUNCTIONS"]
 logger = logging.getLogger(__name__)
 
 
-class PrunekitPruning(Callback):
+class PrunekitPruning(ControllerViews, Callback):
     """Prune during ``Trainer.fit``: ``ModelPruning``'s arguments, and prunekit's.
 
     Lightning's arguments (same names, same meaning):
@@ -244,21 +244,6 @@ class PrunekitPruning(Callback):
         self._sync = True  # broadcast rank 0's masks under torch.distributed (tests turn it off)
         self.controller: PruningController | None = None
         self._model: nn.Module | None = None
-
-    @property
-    def pruner(self) -> Pruner | None:
-        """The controller's pruner (None before ``setup``)."""
-        return None if self.controller is None else self.controller.pruner  # type: ignore[return-value]
-
-    @property
-    def events(self) -> list[tuple[int, float]]:
-        """``(epoch or step, sparsity after)`` of every event so far."""
-        return [(e.t, e.sparsity) for e in self.event_log]
-
-    @property
-    def event_log(self) -> list[PruningEvent]:
-        """The controller's :class:`~prunekit.controller.PruningEvent` log."""
-        return [] if self.controller is None else list(self.controller.events)
 
     # -- Lightning-compatible hooks and methods ---------------------------------
 

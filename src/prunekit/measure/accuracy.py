@@ -33,7 +33,7 @@ from torch import nn
 from ..batches import forward_logits as _forward
 from ..batches import split_batch as _split
 from ..batches import to_device as _to
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from .macs import eval_mode
 from .params import _check_model
@@ -101,8 +101,7 @@ def evaluate_accuracy(
             iterable of ``(inputs, targets)``, empty ``data``, or logits and
             targets of mismatched shapes.
     """
-    data = renamed_argument({} if loader is None else {"loader": loader}, "loader", "data",
-                            "prunekit.measure.evaluate_accuracy", new_value=data)
+    data = renamed_value(loader, "loader", "data", "prunekit.measure.evaluate_accuracy", new_value=data)
     total_loss, correct, count, batches = _run(model, data, device, ignore_index, lm=False)
     result = AccuracyResult(correct / count, total_loss / count, count, batches)
     logger.info("accuracy %.4f, loss %.4f over %d samples", result.accuracy, result.loss, count)
@@ -125,8 +124,7 @@ def evaluate_perplexity(
         InvalidParameterError: as :func:`evaluate_accuracy`, and for logits
             that are not 3-D.
     """
-    data = renamed_argument({} if loader is None else {"loader": loader}, "loader", "data",
-                            "prunekit.measure.evaluate_perplexity", new_value=data)
+    data = renamed_value(loader, "loader", "data", "prunekit.measure.evaluate_perplexity", new_value=data)
     total_loss, _correct, count, batches = _run(model, data, device, ignore_index, lm=True)
     loss = total_loss / count
     result = PerplexityResult(math.exp(loss) if loss < 700 else float("inf"), loss, count, batches)

@@ -49,7 +49,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..io import atomic_write_text, read_json_object
 
@@ -144,8 +144,7 @@ class LatencyTable:
     def __init__(self, *, batch_size: int | None = None, threads: int | None = None, warmup: int = 3,
                  repeats: int = 10, path: str | Path | None = None, timer: Callable[[LayerSpec], float] | None = None,
                  batch: int | None = None) -> None:
-        batch_size = renamed_argument({} if batch is None else {"batch": batch}, "batch", "batch_size",
-                                      "prunekit.surgery.LatencyTable", new_value=batch_size)
+        batch_size = renamed_value(batch, "batch", "batch_size", "prunekit.surgery.LatencyTable", new_value=batch_size)
         self.batch_size = 1 if batch_size is None else _check_count("batch_size", batch_size, 1)
         self.threads = torch.get_num_threads() if threads is None else _check_count("threads", threads, 1)
         self.warmup = _check_count("warmup", warmup, 0)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError, check_choice
 from ..masks import MODES as MASK_MODES
 from ..masks import apply_masks
@@ -250,8 +250,7 @@ def oneshot_prune(
             bit for bit, devices, no masks or hooks; see
             :mod:`prunekit.oneshot.journal`) before the exception propagates.
     """
-    data = renamed_argument({} if calibration is None else {"calibration": calibration}, "calibration", "data",
-                            "prunekit.oneshot_prune", new_value=data)
+    data = renamed_value(calibration, "calibration", "data", "prunekit.oneshot_prune", new_value=data)
     plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
                      sequential=sequential, mode=mode, batch_size=batch_size, blocksize=blocksize,
                      percdamp=percdamp, device=device, blocks=blocks, include=include, exclude=exclude,

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..memory import release_freed_memory
 from .api import OneShotResult, make_plan
@@ -159,8 +159,7 @@ def prune_pretrained(
             before anything is written.
         PrunekitError: as :func:`oneshot_prune`; the partial output is removed.
     """
-    data = renamed_argument({} if calibration is None else {"calibration": calibration}, "calibration", "data",
-                            "prunekit.prune_pretrained", new_value=data)
+    data = renamed_value(calibration, "calibration", "data", "prunekit.prune_pretrained", new_value=data)
     folder = SafetensorsFolder(model_dir)
     out = _check_out_dir(out_dir, folder.folder)
     model = build_skeleton(folder)

@@ -53,7 +53,7 @@ from ..batches import forward_logits, split_batch, to_device
 from ..losses import LossFn, classification_loss
 from ..errors import InvalidParameterError
 from ..coupling.groups import ROLES, Group, Slice
-from ..deprecation import renamed_argument, warn_once
+from ..deprecation import renamed_value, warn_once
 from .registry import create_score, list_scores, register_score
 
 __all__ = [
@@ -113,8 +113,7 @@ def _check_roles(roles: Iterable[str]) -> tuple[str, ...]:
 
 def _check_data(name: str, data: Any, batches: Any) -> list[Any]:
     """The batches of ``data`` (``batches`` is its deprecated name; giving both is an error)."""
-    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
-                            f"the {name!r} group criterion", new_value=data)
+    data = renamed_value(batches, "batches", "data", f"the {name!r} group criterion", new_value=data)
     if data is None:
         raise InvalidParameterError(
             "data", f"data for the {name!r} criterion: a few (inputs, targets) batches", None,

@@ -47,7 +47,7 @@ from torch import nn
 from ..coupling.families import attention_layers, mlp_layers
 from ..coupling.unit_gates import head_gates, neuron_gates
 from ..coupling.units import AttentionSpec, MlpSpec, UnitSlice
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..losses import BatchLoss, batch_loss
 from .registry import SCORES, create_score, list_scores, register_score, score_entry
@@ -203,8 +203,7 @@ def head_scores(
     """One score per head and layer, ``{layer: Tensor(num_heads)}`` (see the module doc).
 
     ``batches=`` is the deprecated name of ``data=``."""
-    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data", "head_scores",
-                            new_value=data)
+    data = renamed_value(batches, "batches", "data", "head_scores", new_value=data)
     return _scores(model, specs, importance, "head", data, loss_fn, normalize)
 
 
@@ -221,8 +220,7 @@ def neuron_scores(
     """One score per MLP hidden neuron and layer, ``{layer: Tensor(size)}``.
 
     ``batches=`` is the deprecated name of ``data=``."""
-    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data", "neuron_scores",
-                            new_value=data)
+    data = renamed_value(batches, "batches", "data", "neuron_scores", new_value=data)
     return _scores(model, specs, importance, "neuron", data, loss_fn, normalize)
 
 
@@ -252,8 +250,7 @@ def score_heads(
     :func:`prunekit.coupling.attention_layers`; ``data``, ``loss_fn`` and
     ``normalize`` as for :func:`head_scores` (scores in the module doc;
     ``batches=`` is the deprecated name of ``data=``)."""
-    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data", "score_heads",
-                            new_value=data)
+    data = renamed_value(batches, "batches", "data", "score_heads", new_value=data)
     return head_scores(model, attention_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)
 
 
@@ -268,6 +265,5 @@ def score_mlp_neurons(
 ) -> Scores:
     """Score every MLP hidden neuron of a Hugging Face transformer: ``{layer: Tensor(size)}``
     (arguments as for :func:`score_heads`; ``batches`` is the deprecated name of ``data``)."""
-    data = renamed_argument({"batches": batches} if batches is not None else {}, "batches", "data",
-                            "score_mlp_neurons", new_value=data)
+    data = renamed_value(batches, "batches", "data", "score_mlp_neurons", new_value=data)
     return neuron_scores(model, mlp_layers(model), importance, data=data, loss_fn=loss_fn, normalize=normalize)

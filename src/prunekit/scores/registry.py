@@ -43,8 +43,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidParameterError, check_choice, did_you_mean
-from ..registry import parse_spec
+from ..errors import InvalidParameterError, check_choice
+from ..registry import call_factory, drop_aliases, parse_spec, resolve_name
 from .base import FunctionCriterion, is_score_function
 
 __all__ = [
@@ -155,22 +155,12 @@ class ScoreRegistry:
             entry.needs.pop(s, None)
         if not entry.factories:
             del self._entries[key]
-            for alias in [a for a, k in self._aliases.items() if k == key]:
-                del self._aliases[alias]
+            drop_aliases(self._aliases, key)
 
     def resolve(self, name: str) -> str:
         """The canonical name of ``name`` (an alias or a name), or an error with a suggestion."""
-        key = str(name).lower()
-        key = self._aliases.get(key, key)
-        if key not in self._entries:
-            raise InvalidParameterError(
-                "score",
-                f"a registered score name ({', '.join(self.names())})",
-                name,
-                ("Fix: use one of the registered names (prunekit list scores)."
-                 + did_you_mean(str(name), self.names() + sorted(self._aliases))).strip(),
-            )
-        return key
+        return resolve_name(name, "score", self._entries, self._aliases,
+                            "Fix: use one of the registered names (prunekit list scores).")
 
     def entry(self, name: str) -> ScoreEntry:
         return self._entries[self.resolve(name)]
@@ -192,13 +182,7 @@ class ScoreRegistry:
     def create(self, spec: str, unit_space: str = "element", **kwargs: Any) -> Any:
         """Build the score named by ``spec`` (``name[:arg...]``) for ``unit_space``."""
         name, args = parse_spec(spec)
-        factory = self.factory(name, unit_space)
-        try:
-            return factory(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidParameterError(
-                "score", f"a valid score spec for {name!r}", spec, f"Fix: check the arguments ({exc})."
-            ) from exc
+        return call_factory(self.factory(name, unit_space), name, args, kwargs, kind="score", spec=spec)
 
     def names(self, pattern: str = "*", unit_space: str | None = None) -> list[str]:
         """Registered names matching the wildcard ``pattern`` (and serving ``unit_space``), sorted."""

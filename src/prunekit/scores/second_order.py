@@ -44,7 +44,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils._pytree import tree_map
 
 from ..batches import forward_logits, split_batch, to_device
-from ..deprecation import renamed_argument
+from ..deprecation import renamed_argument, renamed_value
 from ..errors import InvalidParameterError, check_choice
 from ..losses import LossFn, classification_loss
 from ..targets import Target
@@ -135,8 +135,8 @@ def diagonal_fisher(
             (None: the whole batch at once).
         batches: deprecated name of ``max_batches``.
     """
-    max_batches = renamed_argument({} if batches is None else {"batches": batches}, "batches", "max_batches",
-                                   "prunekit.scores.diagonal_fisher", new_value=max_batches)
+    max_batches = renamed_value(batches, "batches", "max_batches",
+                                "prunekit.scores.diagonal_fisher", new_value=max_batches)
     fisher = check_choice("fisher", fisher, FISHER_MODES)
     _check_max_batches(max_batches)
     if chunk_size is not None and (
@@ -215,8 +215,7 @@ class OBD(Criterion):
         *,
         batches: int | None = None,
     ) -> None:
-        max_batches = renamed_argument({} if batches is None else {"batches": batches}, "batches", "max_batches",
-                                       "prunekit.scores.OBD", new_value=max_batches)
+        max_batches = renamed_value(batches, "batches", "max_batches", "prunekit.scores.OBD", new_value=max_batches)
         _check_max_batches(max_batches)
         self.options = {"loss_fn": loss_fn, "max_batches": max_batches,
                         "fisher": check_choice("fisher", fisher, FISHER_MODES), "chunk_size": chunk_size}
