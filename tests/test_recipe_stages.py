@@ -43,7 +43,7 @@ def error(text: str) -> str:
 
 def test_stage_errors_name_the_key_and_line():
     message = error(SHRINK.replace("macs_target: 0.5", "macs_target: 1.5"))
-    assert message.startswith("r.yaml line 9, runs[1].shrink.macs_target: expected a float in (0, 1], got 1.5.")
+    assert message.startswith("r.yaml line 9, runs[1].shrink.macs_target: expected a float in (0, 1] or None, got 1.5.")
     assert "Fix:" in message
     message = error(SHRINK.replace("macs_target: 0.5", "macs_target: 0.5, sparsity: 0.3"))
     assert "runs[1].shrink.macs_target: expected exactly one of sparsity, macs_target and latency_target" in message
