@@ -36,7 +36,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidParameterError
-from ..params import HEADS_PARAMS, NEURONS_PARAMS, ONESHOT_PARAMS, PRUNE_PARAMS, SPARSITY, STRUCTURAL_PARAMS
+from ..params import (
+    HEADS_PARAMS,
+    NEURONS_PARAMS,
+    ONESHOT_PARAMS,
+    PRUNE_PARAMS,
+    SPARSITY,
+    STRUCTURAL_PARAMS,
+)
 from ..validation import REQUIRED, AnyOf, InstanceOf, Param, Strings, declare, schema
 from .reader import Section
 
