@@ -220,7 +220,7 @@ ONESHOT_PARAMS = declare(
     Param("structure", Spec(_oneshot_structure, lambda: ["element"], "one-shot structure", "2:4, 4:8"), "element",
           "element or an N:M pattern", metavar="SPEC"),
     Param("owl", Flag(), False, "per-block sparsities from outlier ratios (OWL, Yin et al. 2023)"),
-    Param("owl_lambda", Interval(numbers.Real, 0, None, example=0.08), 0.08,
+    Param("owl_lambda", Interval(numbers.Real, 0, 1, "both", example=0.08), 0.08,
           "OWL's spread of the block sparsities around the target", metavar="LAMBDA"),
     Param("owl_m", Interval(numbers.Real, 0, None, "neither", example=5.0), 5.0,
           "OWL's outlier threshold (times the mean)", metavar="M"),
