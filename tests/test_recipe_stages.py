@@ -15,8 +15,20 @@ import prunekit
 from prunekit import InvalidParameterError
 from prunekit.params import PRUNE_PARAMS, SPARSITY, STRUCTURAL_PARAMS
 from prunekit.recipes import parse_recipe
-from prunekit.recipes.declared import DECLARED, RECIPE_ONLY, RENAMED, STAGE_PARAMS, stage_schema
-from prunekit.recipes.specs import HeadsSpec, NeuronsSpec, OneShotSpec, PrunerSpec, ShrinkSpec
+from prunekit.recipes.declared import (
+    DECLARED,
+    RECIPE_ONLY,
+    RENAMED,
+    STAGE_PARAMS,
+    stage_schema,
+)
+from prunekit.recipes.specs import (
+    HeadsSpec,
+    NeuronsSpec,
+    OneShotSpec,
+    PrunerSpec,
+    ShrinkSpec,
+)
 from prunekit.runner import Runner, run_recipe
 from prunekit.runner.measures import load_datasets, measure
 from prunekit.validation import validate
