@@ -308,11 +308,14 @@ def test_the_functions_refuse_in_the_declared_words():
 
 
 def test_a_prune_level_is_the_declared_fraction():
-    """The one stated narrowing: a recipe's prune levels are fractions (counts are for the Python call)."""
+    """The stated narrowings: a recipe's prune levels are fractions (counts are for the Python call)."""
     assert SPARSITY in PRUNE_PARAMS["sparsity"].constraint.constraints
     message = error(stage_recipe("prune", {"sparsity": 1.5}))
     assert f"runs[0].prune.sparsity: expected {SPARSITY.describe()} or None, got 1.5" in message
     assert "runs[0].prune.sparsity: expected" in error(stage_recipe("prune", {"sparsity": 3}))
+    # and a heads criterion is a score's name: {layer: scores} tensors are for the Python call
+    assert "runs[0].heads.criterion: expected a registered head score" in error(
+        stage_recipe("heads", {"sparsity": 0.25, "criterion": {"a": 1}}))
 
 
 def test_stage_schema_comes_from_the_declarations():

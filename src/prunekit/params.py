@@ -42,7 +42,9 @@ from .validation import (
 __all__ = [
     "COUNT",
     "HEADS_PARAMS",
+    "HEAD_SCORE",
     "NEURONS_PARAMS",
+    "NEURON_SCORE",
     "ONESHOT_PARAMS",
     "PRUNE_PARAMS",
     "SPARSITY",
@@ -157,10 +159,13 @@ def _unit_score(unit_space: str) -> Spec:
 #: ``sparsity`` of a physical removal: at least one unit of each layer is kept.
 UNIT_SPARSITY = AnyOf(Fraction("left", example=0.25), None)
 _OWN_SCORES = InstanceOf(Mapping, "your own {layer: scores}")
+#: A registered head score / MLP neuron score (by name).
+HEAD_SCORE = _unit_score("head")
+NEURON_SCORE = _unit_score("neuron")
 
 HEADS_PARAMS = declare(
     Param("sparsity", UNIT_SPARSITY, None, "fraction of attention heads removed", metavar="FRACTION"),
-    Param("importance", AnyOf(_unit_score("head"), _OWN_SCORES), "magnitude",
+    Param("importance", AnyOf(HEAD_SCORE, _OWN_SCORES), "magnitude",
           "head score: magnitude (L1), l2, gradient or taylor (with data), or {layer: scores}", metavar="NAME"),
     Param("scope", Options(GROUP_SCOPES, "scope"), "local", "local (each layer) or global (one ranking)"),
     Param("gqa", Options(("query", "group"), "grouped-query rule"), "query",
@@ -170,7 +175,7 @@ HEADS_PARAMS = declare(
 NEURONS_PARAMS = declare(
     Param("sparsity", UNIT_SPARSITY, None, "fraction of MLP hidden neurons removed (the same number per layer)",
           metavar="FRACTION"),
-    Param("importance", AnyOf(_unit_score("neuron"), _OWN_SCORES), "magnitude",
+    Param("importance", AnyOf(NEURON_SCORE, _OWN_SCORES), "magnitude",
           "neuron score: magnitude (L1), l2, gradient or taylor (with data), or {layer: scores}", metavar="NAME"),
 )
 

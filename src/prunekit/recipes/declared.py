@@ -22,7 +22,8 @@ Where the recipe differs from the function, it says so here and nowhere else:
 keeps masks ``inplace`` where the functions default otherwise; ``shrink``'s
 criterion is written ``l1``, the alias of ``magnitude``) and
 :data:`NARROWED` (a ``prune`` level is a fraction: counts of units are for
-the Python and command-line calls). Each value is checked by the declaration's
+the Python and command-line calls; a heads or neurons criterion is a score's
+name, not ``{layer: scores}``). Each value is checked by the declaration's
 constraint; a refusal keeps the declaration's expected text and fix, addressed
 to the recipe key: ``recipe.yaml line 12, runs[2].shrink.macs_target:
 expected a float in (0, 1], got 1.5. Fix: e.g. macs_target: 0.5.``
@@ -37,7 +38,9 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ..params import (
+    HEAD_SCORE,
     HEADS_PARAMS,
+    NEURON_SCORE,
     NEURONS_PARAMS,
     ONESHOT_PARAMS,
     PRUNE_PARAMS,
@@ -47,8 +50,8 @@ from ..params import (
 from ..validation import REQUIRED, AnyOf, InstanceOf, Param, Strings, declare, schema
 from .reader import Section
 
-__all__ = ["DECLARED", "NARROWED", "RECIPE_DEFAULTS", "RECIPE_ONLY", "RENAMED", "STAGE_PARAMS", "check", "levels",
-           "recipe_error", "stage_keys", "stage_schema"]
+__all__ = ["DECLARED", "NARROWED", "PRUNER_NAME", "RECIPE_DEFAULTS", "RECIPE_ONLY", "RENAMED", "STAGE_PARAMS", "check",
+           "levels", "recipe_error", "stage_keys", "stage_schema"]
 
 #: The declarations each stage's function is checked by.
 DECLARED: dict[str, dict[str, Param]] = {
@@ -72,9 +75,12 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "oneshot": {"mode": "inplace"},
 }
 
-#: Constraints a recipe narrows: a ``prune`` level is a fraction (no counts of units).
+#: Constraints a recipe narrows: a ``prune`` level is a fraction (no counts of units); a heads or
+#: neurons criterion is a registered score's name (no ``{layer: scores}`` tensors in YAML).
 NARROWED: dict[str, dict[str, Any]] = {
     "prune": {"sparsity": AnyOf(SPARSITY, None)},
+    "heads": {"criterion": HEAD_SCORE},
+    "neurons": {"criterion": NEURON_SCORE},
 }
 
 _DATA = Param("data", AnyOf(InstanceOf(Mapping, "a mapping {name, path, split, samples, batch_size, kwargs}"), None),
