@@ -269,7 +269,7 @@ CASES = [
     ("prune", "criterion", "nope"), ("prune", "scope", "globl"), ("prune", "min_keep", -1),
     ("prune", "mode", "inplac"),
     ("shrink", "sparsity", 1.5), ("shrink", "criterion", "nope"), ("shrink", "max_layer_ratio", 1.5),
-    ("shrink", "round_to", 0), ("shrink", "allocation", "fast"),
+    ("shrink", "round_to", 0), ("shrink", "allocation", "fast"), ("shrink", "normalize", "meen"),
     ("heads", "sparsity", 1.5), ("heads", "criterion", "nope"), ("heads", "gqa", "both"),
     ("neurons", "sparsity", 1.0), ("neurons", "criterion", "l7"),
     ("oneshot", "method", "snip"), ("oneshot", "structure", "block:4x4"), ("oneshot", "percdamp", 0),
