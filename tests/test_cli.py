@@ -64,7 +64,7 @@ def test_run_bad_recipe_exit_2_with_line(tmp_path, capsys):
     bad.write_text(RECIPE.replace("sparsity: [0.5, 0.9]", "sparsity: 1.5"))
     assert main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
     text = " ".join(capsys.readouterr().err.split())
-    assert "bad.yaml line 8, pruners[0].sparsity: expected a float in [0, 1], got 1.5." in text
+    assert "bad.yaml line 8, pruners[0].sparsity: expected a fraction in [0, 1] or None, got 1.5." in text
     assert not (tmp_path / "out").exists()
     typo = tmp_path / "typo.yaml"
     typo.write_text(RECIPE.replace("scope: global", "scop: global"))

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import inspect
 import textwrap
+from dataclasses import fields
 
 import pytest
 import torch
+import yaml
+from torch import nn
 
 import prunekit
 from prunekit import InvalidParameterError
+from prunekit.params import PRUNE_PARAMS, SPARSITY, STRUCTURAL_PARAMS
 from prunekit.recipes import parse_recipe
+from prunekit.recipes.declared import (
+    DECLARED,
+    RECIPE_ONLY,
+    RENAMED,
+    STAGE_PARAMS,
+    stage_schema,
+)
+from prunekit.recipes.specs import (
+    HeadsSpec,
+    NeuronsSpec,
+    OneShotSpec,
+    PrunerSpec,
+    ShrinkSpec,
+)
 from prunekit.runner import Runner, run_recipe
 from prunekit.runner.measures import load_datasets, measure
+from prunekit.validation import validate
 
 SHRINK = """\
 title: shrink
@@ -43,7 +63,7 @@ def error(text: str) -> str:
 
 def test_stage_errors_name_the_key_and_line():
     message = error(SHRINK.replace("macs_target: 0.5", "macs_target: 1.5"))
-    assert message.startswith("r.yaml line 9, runs[1].shrink.macs_target: expected a float in (0, 1], got 1.5.")
+    assert message.startswith("r.yaml line 9, runs[1].shrink.macs_target: expected a float in (0, 1] or None, got 1.5.")
     assert "Fix:" in message
     message = error(SHRINK.replace("macs_target: 0.5", "macs_target: 0.5, sparsity: 0.3"))
     assert "runs[1].shrink.macs_target: expected exactly one of sparsity, macs_target and latency_target" in message
@@ -208,3 +228,100 @@ def test_latency_target_shrink(tmp_path):
     assert run["measures"]["params"] < report["dense"]["params"]
     assert "r.yaml line 7, runs[0].shrink.allocation: expected 'latency' with latency_target" in error(
         text.replace("criterion: l2}", "criterion: l2, allocation: ranking}"))
+
+
+# -- the recipe schema is the declarations: it cannot drift from the Python checks ----------
+
+SPECS = {"prune": PrunerSpec, "shrink": ShrinkSpec, "heads": HeadsSpec, "neurons": NeuronsSpec, "oneshot": OneShotSpec}
+FUNCTIONS = {"prune": (prunekit.prune, prunekit.Pruner.__init__), "shrink": (prunekit.structural_prune,),
+             "heads": (prunekit.prune_heads,), "neurons": (prunekit.prune_mlp_neurons,),
+             "oneshot": (prunekit.oneshot_prune,)}
+BASES = {"prune": {"sparsity": 0.5}, "shrink": {"macs_target": 0.5}, "heads": {"sparsity": 0.25},
+         "neurons": {"sparsity": 0.25}, "oneshot": {"sparsity": 0.5}}
+
+
+def stage_recipe(kind: str, stage: dict) -> str:
+    head = SHRINK.split("runs:")[0]
+    return head + yaml.safe_dump({"runs": [{"name": "r", kind: stage}], "finetune": {"epochs": 0}})
+
+
+def accepted_keys(kind: str) -> set[str]:
+    """The keys the reader itself accepts, read off its refusal of an unknown key."""
+    message = error(stage_recipe(kind, {**BASES[kind], "no_such_key": 1}))
+    listed = message.split("expected one of the keys ", 1)[1].split(", got", 1)[0]
+    return set(listed.split(", "))
+
+
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_stage_keys_are_the_declared_parameters(kind):
+    to_recipe = {python: key for key, python in RENAMED.get(kind, {}).items()}
+    declared = {to_recipe.get(name, name) for name in DECLARED[kind]}
+    # the reader accepts exactly the declared parameters and the recipe's own keys
+    assert accepted_keys(kind) == declared | set(RECIPE_ONLY[kind])
+    # every accepted key reaches the stage's spec (a declared parameter is never read and dropped)
+    assert {f.name for f in fields(SPECS[kind])} - {"name", "line"} == declared | set(RECIPE_ONLY[kind])
+    # and every declaration names a real keyword of the function the stage calls
+    keywords = set().union(*(inspect.signature(f).parameters for f in FUNCTIONS[kind]))
+    assert set(DECLARED[kind]) <= keywords
+
+
+CASES = [
+    ("prune", "criterion", "nope"), ("prune", "scope", "globl"), ("prune", "min_keep", -1),
+    ("prune", "mode", "inplac"),
+    ("shrink", "sparsity", 1.5), ("shrink", "criterion", "nope"), ("shrink", "max_layer_ratio", 1.5),
+    ("shrink", "round_to", 0), ("shrink", "allocation", "fast"), ("shrink", "normalize", "meen"),
+    ("heads", "sparsity", 1.5), ("heads", "criterion", "nope"), ("heads", "gqa", "both"),
+    ("neurons", "sparsity", 1.0), ("neurons", "criterion", "l7"),
+    ("oneshot", "method", "snip"), ("oneshot", "structure", "block:4x4"), ("oneshot", "percdamp", 0),
+    ("oneshot", "blocksize", 0), ("oneshot", "owl_m", 0), ("oneshot", "sparsity", 1.0),
+]
+
+
+@pytest.mark.parametrize("kind, key, value", CASES)
+def test_the_recipe_refuses_what_the_declaration_refuses_in_the_same_words(kind, key, value):
+    python = RENAMED.get(kind, {}).get(key, key)
+    with pytest.raises(InvalidParameterError) as declared:
+        validate(DECLARED[kind], {python: value})
+    stage = {k: v for k, v in BASES[kind].items() if k != key or kind != "shrink"} | {key: value}
+    if kind == "shrink" and key == "sparsity":
+        stage.pop("macs_target")
+    message = " ".join(error(stage_recipe(kind, stage)).split())
+    assert f"runs[0].{kind}.{key}: expected {declared.value.expected}, got {value!r}" in message
+
+
+def test_the_functions_refuse_in_the_declared_words():
+    with pytest.raises(InvalidParameterError) as recipe:
+        parse(stage_recipe("heads", {"sparsity": 1.5}))
+    with pytest.raises(InvalidParameterError) as python:
+        prunekit.prune_heads(nn.Linear(2, 2), sparsity=1.5)
+    assert recipe.value.expected == python.value.expected
+    with pytest.raises(InvalidParameterError) as recipe:
+        parse(stage_recipe("oneshot", {"sparsity": 0.5, "method": "snip"}))
+    with pytest.raises(InvalidParameterError) as python:
+        prunekit.oneshot_prune(nn.Linear(2, 2), None, method="snip")
+    assert recipe.value.expected == python.value.expected
+    with pytest.raises(InvalidParameterError) as recipe:
+        parse(stage_recipe("shrink", {"macs_target": 0.5, "criterion": "nope"}))
+    with pytest.raises(InvalidParameterError) as python:
+        prunekit.structural_prune(nn.Linear(2, 2), torch.zeros(1, 2), sparsity=0.5, criterion="nope")
+    assert recipe.value.expected == python.value.expected
+
+
+def test_a_prune_level_is_the_declared_fraction():
+    """The stated narrowings: a recipe's prune levels are fractions (counts are for the Python call)."""
+    assert SPARSITY in PRUNE_PARAMS["sparsity"].constraint.constraints
+    message = error(stage_recipe("prune", {"sparsity": 1.5}))
+    assert f"runs[0].prune.sparsity: expected {SPARSITY.describe()} or None, got 1.5" in message
+    assert "runs[0].prune.sparsity: expected" in error(stage_recipe("prune", {"sparsity": 3}))
+    # and a heads criterion is a score's name: {layer: scores} tensors are for the Python call
+    assert "runs[0].heads.criterion: expected a registered head score" in error(
+        stage_recipe("heads", {"sparsity": 0.25, "criterion": {"a": 1}}))
+
+
+def test_stage_schema_comes_from_the_declarations():
+    shrink = stage_schema("shrink")
+    assert shrink["macs_target"]["expected"] == STRUCTURAL_PARAMS["macs_target"].constraint.describe()
+    assert shrink["criterion"]["default"] == "l1" and "data" in shrink
+    assert stage_schema("heads")["gqa"]["choices"] == ["query", "group"]
+    assert STAGE_PARAMS["heads"]["criterion"].name == "importance"
+    assert "wanda" in stage_schema("oneshot")["method"]["expected"]

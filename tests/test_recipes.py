@@ -55,7 +55,7 @@ def test_packaged_demo_recipe():
 def test_sparsity_out_of_range_points_at_line_and_key():
     text = BASE.replace("sparsity: 0.5", "sparsity: 1.5")
     message = error(text)
-    assert message.startswith("recipe.yaml line 7, pruners[0].sparsity: expected a float in [0, 1], got 1.5.")
+    assert message.startswith("recipe.yaml line 7, pruners[0].sparsity: expected a fraction in [0, 1] or None, got 1.5.")
     assert "Fix:" in message
 
 
@@ -107,7 +107,7 @@ def test_wrong_types():
     assert "line 4, pruners: expected a non-empty list" in error(BASE.split("pruners:")[0] + "pruners: {}\n")
     assert "line 9, export.permanent: expected true or false" in error(
         BASE.replace("finetune: {epochs: 1}", "export:\n  permanent: 'yes'"))
-    assert "pruners[0].scope: expected one of 'local', 'global'" in error(
+    assert "pruners[0].scope: expected a scope among local, global, lamp, erk" in error(
         BASE.replace("sparsity: 0.5", "sparsity: 0.5\n    scope: globl"))
 
 

@@ -165,7 +165,7 @@ def test_schema_fragment():
     assert "default" not in fragment["name"]
     prune = schema(PRUNE_PARAMS)
     assert set(prune) == {"sparsity", "criterion", "structure", "scope", "normalize", "min_keep", "include",
-                          "exclude", "params", "mode"}
+                          "exclude", "params", "mode", "types", "overrides"}
     assert prune["scope"]["choices"] == ["local", "global", "lamp", "erk"]
     assert "magnitude" in prune["criterion"]["expected"]
 

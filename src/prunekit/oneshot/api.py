@@ -27,8 +27,10 @@ from ..errors import InvalidParameterError, check_choice
 from ..masks import MODES as MASK_MODES
 from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport
+from ..params import ONESHOT_PARAMS
 from ..structures import NM, Element, create_structure
 from ..targets import Target
+from ..validation import validate
 from .blocks import block_targets, find_blocks, weight_matrix
 from .capture import calibration_batches
 from .engine import OneShotProgress, PassOutcome, Plan, run_pass
@@ -119,6 +121,7 @@ def make_plan(
     """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
+    validate(ONESHOT_PARAMS, {"method": method, "mode": mode, "blocksize": blocksize, "percdamp": percdamp})
     chosen = ONESHOT_METHODS.get(method)()
     nm = _check_structure(structure)
     if sparsity is None:

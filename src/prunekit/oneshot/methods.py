@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidParameterError, did_you_mean
+from ..params import is_layer_score as _is_layer_score
 from ..scores.calibration import InputStats
 from ..scores.registry import SCORES
 from ..structures import NM
@@ -41,12 +42,6 @@ class OneShotMethod:
     norms: bool
     hessian: bool
     prune_layer: PruneLayer
-
-
-def _is_layer_score(name: str) -> bool:
-    entry = SCORES.entry(name)
-    factory = entry.factories.get("element")
-    return isinstance(factory, type) and callable(getattr(factory, "score_layer", None))
 
 
 def _options_for(factory: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:

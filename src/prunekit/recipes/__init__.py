@@ -53,10 +53,18 @@ composed with ``yaml.compose`` so every key keeps its line) and returns a
 validated :class:`Recipe`. Every mistake raises
 :class:`~prunekit.errors.InvalidParameterError` naming the file, the line and
 the key: ``recipe.yaml line 12, runs[2].shrink.macs_target: expected a float
-in (0, 1], got 1.5. Fix: ...``. Relative paths (``model.weights``,
-``data.path``) are relative to the recipe's folder.
+in (0, 1] or None, got 1.5. Fix: e.g. macs_target: 0.5.``. Relative paths
+(``model.weights``, ``data.path``) are relative to the recipe's folder.
+
+A stage's keys, types, ranges, choices and defaults are the declared
+parameters of the function it calls (:mod:`prunekit.params`: ``PRUNE_PARAMS``,
+``STRUCTURAL_PARAMS``, ``HEADS_PARAMS``, ``NEURONS_PARAMS``,
+``ONESHOT_PARAMS``), so a value the function refuses the recipe refuses in the
+same words; :func:`stage_schema` gives a stage's schema
+(:mod:`prunekit.recipes.declared` lists where a recipe differs).
 """
 
+from .declared import stage_schema
 from .parse import example_recipe_path, list_example_recipes, load_recipe, parse_recipe
 from .specs import (
     METRICS,
@@ -98,4 +106,5 @@ __all__ = [
     "parse_recipe",
     "example_recipe_path",
     "list_example_recipes",
+    "stage_schema",
 ]

@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import InvalidParameterError, did_you_mean
 
-__all__ = ["Doc", "Section", "fmt_path", "type_name", "fraction", "rewrap"]
+__all__ = ["Doc", "Section", "fmt_path", "type_name", "rewrap"]
 
 
 class Doc:
@@ -174,17 +174,6 @@ def type_name(value: Any) -> str:
     if isinstance(value, Mapping):
         return "<a mapping>"
     return value
-
-
-def fraction(sec: Section, key: str, value: Any, path: tuple[Any, ...], *, low_open: bool = False,
-             fix: str = "Fix: the fraction of the weights pruned afterwards, e.g. 0.9 for 90%.") -> float:
-    """``value`` checked to be a float in [0, 1] (or (0, 1] with ``low_open``)."""
-    bad = isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value
-    if not bad:
-        bad = not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0)
-    if bad:
-        raise sec.doc.error(path, None, "a float in (0, 1]" if low_open else "a float in [0, 1]", value, fix)
-    return float(value)
 
 
 def rewrap(doc: Doc, path: tuple[Any, ...], exc: InvalidParameterError) -> InvalidParameterError:

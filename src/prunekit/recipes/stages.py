@@ -14,15 +14,13 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from ..allocation import NORMALIZERS, SCOPES
-from ..scores import as_criterion
 from ..data import DATASETS
 from ..errors import InvalidParameterError, did_you_mean
-from ..masks import list_realisations
-from ..oneshot.methods import ONESHOT_METHODS
+from ..params import SPARSITY
 from ..schedules import SCHEDULES, create_schedule
 from ..structures import create_structure
-from .reader import Doc, Section, fraction, rewrap, type_name
+from .declared import PRUNER_NAME, check, levels, recipe_error, stage_keys
+from .reader import Doc, Section, rewrap, type_name
 from .specs import (
     HeadsSpec,
     NeuronsSpec,
@@ -37,23 +35,12 @@ __all__ = ["PRUNER_KEYS", "STAGE_KEYS", "read_prune", "read_shrink", "read_heads
            "read_oneshot", "registered", "check_name"]
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-PRUNER_KEYS = ["name", "criterion", "structure", "scope", "sparsity", "include", "exclude", "types", "params",
-               "overrides", "normalize", "mode", "min_keep", "schedule"]
+#: The keys of each stage: the declared parameters of its function, then the recipe's own (see :mod:`.declared`).
+STAGE_KEYS = {kind: stage_keys(kind) for kind in ("prune", "shrink", "heads", "neurons", "oneshot")}
+#: An item of the older ``pruners:`` list: a prune stage with its run's name.
+PRUNER_KEYS = [PRUNER_NAME.name, *STAGE_KEYS["prune"]]
 _SCHEDULE = ["name", "start", "end", "frequency", "unit", "initial", "steps", "spacing"]
 _DATA = ["name", "path", "split", "samples", "batch_size", "kwargs"]
-STAGE_KEYS = {
-    "prune": [k for k in PRUNER_KEYS if k != "name"],
-    "shrink": ["sparsity", "macs_target", "latency_target", "criterion", "scope", "normalize", "max_layer_ratio",
-               "round_to", "steps", "exclude", "allocation", "data"],
-    "heads": ["sparsity", "criterion", "scope", "gqa", "data"],
-    "neurons": ["sparsity", "criterion", "data"],
-    "oneshot": ["method", "sparsity", "structure", "owl", "owl_lambda", "owl_m", "sequential", "include",
-                "exclude", "mode", "blocksize", "percdamp", "data"],
-}
-_SURGERY_SCOPES = ["local", "global"]
-_ALLOCATIONS = ["ranking", "latency"]
-_GQA = ["query", "group"]
-_ONESHOT_MODES = ["inplace", "reparam", "permanent"]
 
 
 def registered(sec: Section, key: str, name: str, registry: Any, kind: str, lister: str) -> None:
@@ -64,22 +51,12 @@ def registered(sec: Section, key: str, name: str, registry: Any, kind: str, list
                         + did_you_mean(name, choices + sorted(registry._aliases))).strip())
 
 
-def _levels(sec: Section, key: str, *, low_open: bool = False, fix: str | None = None) -> tuple[float, ...] | None:
-    """A fraction or a non-empty list of distinct fractions (None when absent)."""
-    raw = sec.raw(key, None)
-    if raw is None:
+def _names(value: Any) -> tuple[str, ...] | None:
+    """A checked string or list of strings as a tuple (None for null or an empty list)."""
+    if value is None:
         return None
-    kwargs: dict[str, Any] = {"low_open": low_open}
-    if fix is not None:
-        kwargs["fix"] = fix
-    if isinstance(raw, list):
-        if not raw:
-            raise sec.fail(key, "a float in [0, 1] or a non-empty list of them", "<an empty list>")
-        values = tuple(fraction(sec, key, v, sec.at(key) + (i,), **kwargs) for i, v in enumerate(raw))
-        if len(set(values)) != len(values):
-            raise sec.fail(key, "distinct values", raw, "Fix: list each level once.")
-        return values
-    return (fraction(sec, key, raw, sec.at(key), **kwargs),)
+    items = (value,) if isinstance(value, str) else tuple(value)
+    return items or None
 
 
 def _structure_text(doc: Doc, sec: Section, key: str = "structure") -> None:
@@ -106,28 +83,21 @@ def read_prune(doc: Doc, path: tuple[Any, ...], value: Any, finetune: TrainSpec,
     """The ``prune`` stage (or a legacy ``pruners`` item, which carries its ``name``)."""
     keys = PRUNER_KEYS if name is None else STAGE_KEYS["prune"]
     sec = Section(doc, path, value, keys, what="a pruner" if name is None else "a prune stage")
-    criterion = sec.string("criterion", "magnitude", nullable=False)
-    try:
-        as_criterion(criterion)
-    except InvalidParameterError as exc:
-        raise rewrap(doc, sec.at("criterion"), exc) from None
+    criterion = check(sec, "prune", "criterion")
     _structure_text(doc, sec)
-    structure_spec = sec.string("structure", "element", nullable=False)
-    try:
-        structure = create_structure(structure_spec)
-    except InvalidParameterError as exc:
-        raise rewrap(doc, sec.at("structure"), exc) from None
-    scope = sec.choice("scope", "local", list(SCOPES))
+    structure_spec = check(sec, "prune", "structure")
+    structure = create_structure(structure_spec)
+    scope = check(sec, "prune", "scope")
     fixed = structure.fixed_sparsity
     values: tuple[float | None, ...]
-    levels = _levels(sec, "sparsity")
-    if levels is None:
+    given = levels(sec, "prune", "sparsity")
+    if given is None:
         if fixed is None:
             raise sec.fail("sparsity" if sec.has("sparsity") else None, "a sparsity (a float in [0, 1] or a list)",
                            "nothing", f"Fix: add 'sparsity: 0.9' to {doc.where(path).split(', ', 1)[1]}.")
         values = (None,)
     else:
-        values = levels
+        values = given
     if fixed is not None:
         if any(v is not None and abs(v - fixed) > 1e-9 for v in values) or len(values) > 1:
             raise sec.fail("sparsity", f"null or {fixed:g}, which {structure.spec()} fixes", sec.raw("sparsity"),
@@ -136,27 +106,31 @@ def read_prune(doc: Doc, path: tuple[Any, ...], value: Any, finetune: TrainSpec,
             raise sec.fail("scope", f"'local' for {structure.spec()} (every group is pruned on its own)", scope,
                            "Fix: scope: local.")
         values = (None,)
-    overrides = sec.mapping("overrides")
+    overrides = dict(check(sec, "prune", "overrides") or {})
     for pattern, level in overrides.items():
-        fraction(sec, "overrides", level, sec.at("overrides") + (pattern,))
-    normalize = sec.choice("normalize", "none", list(NORMALIZERS))
-    mode = sec.choice("mode", "inplace", list_realisations())
-    min_keep = sec.integer("min_keep", 1, 0)
+        if not isinstance(pattern, str):
+            raise sec.fail("overrides", "a mapping of name patterns to fractions", pattern)
+        try:
+            overrides[pattern] = SPARSITY.convert(level, "overrides")
+        except InvalidParameterError as exc:
+            raise recipe_error(sec, sec.at("overrides") + (pattern,), "overrides", exc) from None
     if name is None:
         default_name = f"{criterion}-{structure.spec()}-{scope}".replace(":", "_")
         name = sec.string("name", default_name, nullable=False)
     schedule = _schedule(doc, sec, values, fixed, structure.spec(), finetune)
+    check(sec, "prune", "types")
     return PrunerSpec(
         name=name, criterion=criterion, structure=structure_spec, scope=scope, sparsity=values,
-        include=sec.strings("include"), exclude=sec.strings("exclude"), types=sec.strings("types"),
-        params=sec.strings("params", "weight") or ("weight",), overrides={k: float(v) for k, v in overrides.items()},
-        normalize=normalize, mode=mode, min_keep=min_keep, schedule=schedule, line=doc.line(path),
+        include=_names(check(sec, "prune", "include")), exclude=_names(check(sec, "prune", "exclude")),
+        types=sec.strings("types"), params=_names(check(sec, "prune", "params")) or ("weight",),
+        overrides=overrides, normalize=check(sec, "prune", "normalize"), mode=check(sec, "prune", "mode"),
+        min_keep=check(sec, "prune", "min_keep"), schedule=schedule, line=doc.line(path),
     )
 
 
 def _schedule(doc: Doc, sec: Section, values: tuple[float | None, ...], fixed: float | None, spec: str,
               finetune: TrainSpec) -> dict[str, Any] | None:
-    sched_raw = sec.raw("schedule", None)
+    sched_raw = check(sec, "prune", "schedule")
     if isinstance(sched_raw, str):
         sched_raw = {"name": sched_raw}
     if sched_raw is None:
@@ -191,36 +165,25 @@ def _schedule(doc: Doc, sec: Section, values: tuple[float | None, ...], fixed: f
 
 def read_shrink(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, ShrinkSpec]]:
     sec = Section(doc, path, value, STAGE_KEYS["shrink"], what="a shrink stage")
-    targets = {"sparsity": _levels(sec, "sparsity", fix="Fix: the fraction of each group's channels removed, "
-                                   "e.g. sparsity: 0.5."),
-               "macs_target": _levels(sec, "macs_target", low_open=True,
-                                      fix="Fix: the MACs after / before, e.g. macs_target: 0.5."),
-               "latency_target": _levels(sec, "latency_target", low_open=True,
-                                         fix="Fix: the modelled latency after / before, e.g. latency_target: 0.6.")}
+    targets = {key: levels(sec, "shrink", key) for key in ("sparsity", "macs_target", "latency_target")}
     given = [k for k, v in targets.items() if v is not None]
     if len(given) != 1:
         raise sec.fail(given[1] if len(given) > 1 else None,
                        "exactly one of sparsity, macs_target and latency_target",
                        ", ".join(given) if given else "none of them",
                        "Fix: e.g. macs_target: 0.5 (keep half the MACs) or sparsity: 0.3 (remove 30% of channels).")
-    allocation = sec.choice("allocation", "latency" if given[0] == "latency_target" else "ranking", _ALLOCATIONS)
+    allocation = check(sec, "shrink", "allocation") if sec.has("allocation") else (
+        "latency" if given[0] == "latency_target" else "ranking")
     if given[0] == "latency_target" and allocation != "latency":
         raise sec.fail("allocation", "'latency' with latency_target", allocation, "Fix: allocation: latency.")
     if allocation == "latency" and given[0] == "sparsity":
         raise sec.fail("sparsity", "macs_target or latency_target with allocation: latency", "sparsity",
                        "Fix: use macs_target or allocation: ranking.")
-    max_ratio = sec.raw("max_layer_ratio", None)
-    if max_ratio is not None:
-        max_ratio = fraction(sec, "max_layer_ratio", max_ratio, sec.at("max_layer_ratio"), low_open=True,
-                             fix="Fix: the largest fraction of one layer's channels removed, e.g. 0.8.")
-    normalize = sec.raw("normalize", None)
-    if normalize is not None:
-        normalize = sec.choice("normalize", "mean", list(NORMALIZERS))
     base = ShrinkSpec(
-        criterion=sec.string("criterion", "l1", nullable=False), scope=sec.choice("scope", "local", _SURGERY_SCOPES),
-        normalize=normalize, max_layer_ratio=max_ratio, round_to=sec.integer("round_to", None, 1, nullable=True),
-        steps=sec.integer("steps", 1, 1), exclude=sec.strings("exclude") or (), allocation=allocation,
-        data=_stage_data(doc, sec),
+        criterion=check(sec, "shrink", "criterion"), scope=check(sec, "shrink", "scope"),
+        normalize=check(sec, "shrink", "normalize"), max_layer_ratio=check(sec, "shrink", "max_layer_ratio"),
+        round_to=check(sec, "shrink", "round_to"), steps=check(sec, "shrink", "steps"),
+        exclude=_names(check(sec, "shrink", "exclude")) or (), allocation=allocation, data=_stage_data(doc, sec),
     )
     key = given[0]
     return [(v, replace(base, **{key: v})) for v in targets[key]]  # type: ignore[union-attr]
@@ -228,59 +191,52 @@ def read_shrink(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float
 
 def read_heads(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, HeadsSpec]]:
     sec = Section(doc, path, value, STAGE_KEYS["heads"], what="a heads stage")
-    levels = _levels(sec, "sparsity", fix="Fix: the fraction of attention heads removed, e.g. 0.25.")
-    if levels is None:
+    given = levels(sec, "heads", "sparsity")
+    if given is None:
         raise sec.fail(None, "a sparsity (the fraction of heads removed)", "nothing", "Fix: add 'sparsity: 0.25'.")
-    base = HeadsSpec(criterion=sec.string("criterion", "magnitude", nullable=False),
-                     scope=sec.choice("scope", "local", _SURGERY_SCOPES), gqa=sec.choice("gqa", "query", _GQA),
-                     data=_stage_data(doc, sec))
-    return [(v, replace(base, sparsity=v)) for v in levels]
+    base = HeadsSpec(criterion=check(sec, "heads", "criterion"), scope=check(sec, "heads", "scope"),
+                     gqa=check(sec, "heads", "gqa"), data=_stage_data(doc, sec))
+    return [(v, replace(base, sparsity=v)) for v in given]
 
 
 def read_neurons(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float | None, NeuronsSpec]]:
     sec = Section(doc, path, value, STAGE_KEYS["neurons"], what="a neurons stage")
-    levels = _levels(sec, "sparsity", fix="Fix: the fraction of MLP neurons removed, e.g. 0.25.")
-    if levels is None:
+    given = levels(sec, "neurons", "sparsity")
+    if given is None:
         raise sec.fail(None, "a sparsity (the fraction of MLP neurons removed)", "nothing",
                        "Fix: add 'sparsity: 0.25'.")
-    base = NeuronsSpec(criterion=sec.string("criterion", "magnitude", nullable=False), data=_stage_data(doc, sec))
-    return [(v, replace(base, sparsity=v)) for v in levels]
+    base = NeuronsSpec(criterion=check(sec, "neurons", "criterion"), data=_stage_data(doc, sec))
+    return [(v, replace(base, sparsity=v)) for v in given]
 
 
 def read_oneshot(doc: Doc, path: tuple[Any, ...], value: Any, finetune: TrainSpec
                  ) -> list[tuple[float | None, OneShotSpec]]:
     sec = Section(doc, path, value, STAGE_KEYS["oneshot"], what="a oneshot stage")
-    method = sec.string("method", "wanda", nullable=False)
-    if method not in ONESHOT_METHODS:
-        registered(sec, "method", method, ONESHOT_METHODS, "one-shot method", "oneshot_prune")
+    method = check(sec, "oneshot", "method")
     _structure_text(doc, sec)
-    structure = sec.string("structure", "element", nullable=False)
-    try:
-        fixed = create_structure(structure).fixed_sparsity
-    except InvalidParameterError as exc:
-        raise rewrap(doc, sec.at("structure"), exc) from None
-    levels = _levels(sec, "sparsity")
-    if levels is None and fixed is None:
-        raise sec.fail(None, "a sparsity (a float in [0, 1] or a list) or an N:M structure", "nothing",
+    structure = check(sec, "oneshot", "structure")
+    fixed = create_structure(structure).fixed_sparsity
+    given = levels(sec, "oneshot", "sparsity")
+    if given is None and fixed is None:
+        raise sec.fail(None, "a sparsity (a float in [0, 1) or a list) or an N:M structure", "nothing",
                        "Fix: add 'sparsity: 0.5' or 'structure: 2:4'.")
-    if levels is not None and fixed is not None:
+    if given is not None and fixed is not None:
         raise sec.fail("sparsity", f"nothing: {structure} fixes the sparsity", sec.raw("sparsity"),
                        "Fix: leave sparsity out for N:M structures.")
-    mode = sec.choice("mode", "inplace", _ONESHOT_MODES)
+    mode = check(sec, "oneshot", "mode")
     if mode == "permanent" and finetune.epochs > 0:
         raise sec.fail("mode", "'inplace' or 'reparam' when the recipe fine-tunes (masks keep the zeros)", mode,
                        "Fix: mode: inplace, or finetune.epochs: 0.")
-    owl = sec.boolean("owl", False)
     base = OneShotSpec(
-        method=method, structure=structure, owl=owl, owl_lambda=sec.real("owl_lambda", 0.08),
-        owl_m=sec.real("owl_m", 5.0, positive=True), sequential=sec.boolean("sequential", False),
-        include=sec.strings("include"), exclude=sec.strings("exclude"), mode=mode,
-        blocksize=sec.integer("blocksize", 128, 1), percdamp=sec.real("percdamp", 0.01, positive=True),
-        data=_stage_data(doc, sec, required=True) or StageData(),
+        method=method, structure=structure, owl=check(sec, "oneshot", "owl"),
+        owl_lambda=check(sec, "oneshot", "owl_lambda"), owl_m=check(sec, "oneshot", "owl_m"),
+        sequential=check(sec, "oneshot", "sequential"), include=_names(check(sec, "oneshot", "include")),
+        exclude=_names(check(sec, "oneshot", "exclude")), mode=mode, blocksize=check(sec, "oneshot", "blocksize"),
+        percdamp=check(sec, "oneshot", "percdamp"), data=_stage_data(doc, sec, required=True) or StageData(),
     )
-    if levels is None:
+    if given is None:
         return [(None, base)]
-    return [(v, replace(base, sparsity=v)) for v in levels]
+    return [(v, replace(base, sparsity=v)) for v in given]
 
 
 def check_name(doc: Doc, path: tuple[Any, ...], name: Any) -> str:

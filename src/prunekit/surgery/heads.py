@@ -38,7 +38,9 @@ from ..coupling.families import attention_layers, hf_family, mlp_layers
 from ..coupling.units import AttentionSpec, MlpSpec, UnitSlice, mha_spec
 from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, did_you_mean
+from ..params import HEADS_PARAMS, NEURONS_PARAMS
 from ..scores.heads import head_scores, neuron_scores, resolve_scores
+from ..validation import validate
 from .head_selection import select_heads, select_neurons
 from .hf import check_uniform, update_config
 from .history import add_history, surgery_history
@@ -279,6 +281,7 @@ def prune_heads(
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_heads", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_heads", new_value=data)
+    validate(HEADS_PARAMS, {"sparsity": sparsity, "importance": importance, "gqa": gqa, "scope": scope})
     _check_request("heads_to_prune", heads_to_prune, sparsity)
     specs = attention_layers(model)
     if not specs:
@@ -339,6 +342,7 @@ def prune_mlp_neurons(
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_mlp_neurons", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_mlp_neurons", new_value=data)
+    validate(NEURONS_PARAMS, {"sparsity": sparsity, "importance": importance})
     _check_request("neurons_to_prune", neurons_to_prune, sparsity)
     specs = mlp_layers(model)
     if sparsity is not None:
