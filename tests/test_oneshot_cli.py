@@ -117,7 +117,7 @@ def test_oneshot_help_says_a_folder_with_offload_disk_is_streamed(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--sparsity", "half"], "--sparsity: expected a fraction in [0, 1), got 'half'."),
-    (["--method", "wandaa"], "--method: expected a one-shot method among"),
+    (["--method", "wandaa"], "--method: expected a one-shot method (magnitude, sparsegpt, wanda)"),
     (["--val-fraction", "1.0"], "--val-fraction: expected a float in (0, 1), got 1.0."),
     (["--samples", "0"], "--samples: expected an int >= 1, got 0."),
     (["--model-args", "{n_layer: 2}"], "--model-args: expected a JSON object of keyword arguments"),

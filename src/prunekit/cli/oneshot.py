@@ -45,15 +45,14 @@ from ..io import (
     save_sparse,
 )
 from ..oneshot.api import oneshot_prune
-from ..oneshot.methods import list_oneshot_methods
 from ..oneshot.offload import OFFLOAD_MODES
 from ..oneshot.perplexity import lm_perplexity
+from ..params import ONESHOT_PARAMS as LIBRARY_PARAMS
 from ..oneshot.pretrained import prune_pretrained
 from ..validation import (
     REQUIRED,
     AnyOf,
     Flag,
-    Fraction,
     Interval,
     JsonObject,
     Options,
@@ -76,6 +75,9 @@ def _positive(example: int) -> Interval:
     return Interval(numbers.Integral, 1, None, example=example)
 
 
+#: The parameters of :func:`prunekit.oneshot_prune` this command passes on as they are declared.
+SHARED = ("method", "sparsity", "structure", "owl", "owl_lambda", "owl_m", "sequential")
+
 ONESHOT_PARAMS = declare(
     Param("model", Strings("a Hugging Face folder or a zoo model name"), REQUIRED,
           "a Hugging Face model folder or a registered zoo model name; a folder with --offload disk is streamed "
@@ -88,15 +90,7 @@ ONESHOT_PARAMS = declare(
           metavar="FILE"),
     Param("tokenizer", Options(("auto", "char", "bytes"), "tokenizer"), "auto",
           "auto (the folder's, or char for a zoo model), char (sorted characters of the text), bytes (UTF-8)"),
-    Param("method", Options(list_oneshot_methods, "one-shot method"), "wanda", "the one-shot method"),
-    Param("sparsity", AnyOf(Fraction("left"), None), None, "fraction pruned per layer (default 0.5; fixed by N:M)",
-          metavar="FRACTION"),
-    Param("structure", Strings("element or an N:M pattern such as 2:4"), "element",
-          "element (unstructured), 2:4, 4:8 or any N:M", metavar="SPEC"),
-    Param("owl", Flag(), False, "OWL per-block sparsities (Yin et al. 2023)"),
-    Param("owl_lambda", Interval(numbers.Real, 0, 1, "both", example=0.08), 0.08, "OWL's sparsity spread λ"),
-    Param("owl_m", Interval(numbers.Real, 0, None, "neither", example=5.0), 5.0, "OWL's outlier threshold M"),
-    Param("sequential", Flag(), False, "prune a block's layers group by group"),
+    *(LIBRARY_PARAMS[name] for name in SHARED),  # declared once, for oneshot_prune and recipes too
     Param("head", Flag(), False, "also prune the output head (from the final norm's outputs)"),
     Param("embeddings", Flag(), False,
           "also prune the token embedding by magnitude (a tied head needs --head --embeddings)"),
