@@ -63,6 +63,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidParameterError, is_shape
+from ..targets import weight_out_dim
 from ._results import dump_json, row_named, table_lines
 from .params import _check_model, count_parameters, effective_tensor, module_param_counts
 
@@ -278,8 +279,9 @@ def _rule(module: nn.Module) -> str | None:
         return "conv"
     if isinstance(module, nn.Linear):
         return "linear"
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
-        return "hf_conv1d"
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight_out_dim(module) == 1:
+        return "hf_conv1d"  # a Linear whose weight is (in, out), as its layer handler declares (Conv1D)
     if isinstance(module, nn.MultiheadAttention):
         return "mha"
     if isinstance(module, _NORMS):
