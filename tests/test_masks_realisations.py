@@ -104,3 +104,12 @@ def test_cli_lists_realisations_and_prunes_permanently(tmp_path, capsys):
     assert {row["state"] for row in report["tensors"]} <= {"dense", "zeros"}
     assert main(["prune", "lenet_300_100", "--sparsity", "0.5", "--mode", "permanant"]) == 2
     assert "Did you mean 'permanent'?" in " ".join(capsys.readouterr().err.split())
+
+
+def test_masks_modes_is_a_deprecated_view_of_the_registry() -> None:
+    from prunekit.deprecation import reset_warnings
+
+    reset_warnings()
+    with pytest.warns(FutureWarning, match="prunekit.masks.MODES is deprecated.*list_realisations"):
+        modes = prunekit.masks.MODES
+    assert modes == tuple(prunekit.list_realisations())

@@ -32,6 +32,7 @@ from typing import Any
 from .apply import apply_masks, make_permanent, pruned_tensors, reapply_masks, remove
 from .inplace import InPlace, InPlaceMask, track_inplace, untrack_inplace
 from .permanent import Permanent
+from ..deprecation import warn_once
 from .realisation import (
     LAYOUTS,
     REALISATIONS,
@@ -71,7 +72,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``MODES``: the registered realisation names, read live (prefer :func:`list_realisations`)."""
+    """``MODES`` (deprecated): the registered realisation names, read live; use :func:`list_realisations`."""
     if name == "MODES":
+        warn_once("prunekit.masks.MODES", "prunekit.list_realisations()")
         return tuple(list_realisations())
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

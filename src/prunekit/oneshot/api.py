@@ -24,7 +24,7 @@ from torch import nn
 
 from ..deprecation import renamed_value
 from ..errors import InvalidParameterError, check_choice
-from ..masks import MODES as MASK_MODES
+from ..masks import list_realisations
 from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport
 from ..params import ONESHOT_PARAMS
@@ -45,7 +45,6 @@ __all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
 logger = logging.getLogger(__name__)
 
 #: ``"permanent"`` (zeros written, no mask) or one of the mask modes of :func:`prunekit.apply_masks`.
-MODES = ("permanent", *MASK_MODES)
 
 
 @dataclass
@@ -135,7 +134,7 @@ def make_plan(
             raise InvalidParameterError("owl", "False for N:M (its sparsity is fixed)", owl,
                                         "Fix: use OWL with structure='element'.")
         check_owl(sparsity, owl_lambda, owl_m)
-    check_choice("mode", mode, MODES)
+    check_choice("mode", mode, list_realisations())
     for name, value in (("batch_size", batch_size), ("blocksize", blocksize)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidParameterError(name, "a positive int", value)

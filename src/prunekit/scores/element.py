@@ -49,7 +49,7 @@ def as_criterion(criterion: str | Criterion | Callable[[Target], torch.Tensor], 
         if name not in SCORES or "element" not in SCORES.entry(name).factories:
             raise InvalidParameterError(
                 "criterion", f"a registered criterion name ({', '.join(criterion_names())})", criterion,
-                ("Fix: use one of the registered names (prunekit.list_scores(unit_space='element'))."
+                ("Fix: use one of the registered names (`prunekit list scores` on the command line)."
                  + did_you_mean(name, criterion_names())).strip(),
             )
         made = SCORES.create(criterion, "element", **kwargs)
