@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The shared real data: ``$PRUNEKIT_SHARED_DATA`` when set, else ``../shared/data`` beside the repository.
+SHARED_DATA = Path(os.environ.get("PRUNEKIT_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
 
 
 # -- RSS sampling ---------------------------------------------------------------------

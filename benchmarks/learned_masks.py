@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT, print_table, provenance, run_meta, write_json  # noqa: E402
+from _common import SHARED_DATA, REPO_ROOT, print_table, provenance, run_meta, write_json  # noqa: E402
 
 PRUNE_METHODS = ("magnitude-local", "magnitude-global", "lamp", "erk", "obd", "movement")
 SM_METHODS = ("random-net", "supermask", "edge-popup-50")
@@ -52,7 +52,7 @@ SM_METHODS = ("random-net", "supermask", "edge-popup-50")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data", default=str(SHARED_DATA / "mnist"))
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.95, 0.98])
     p.add_argument("--dense-steps", type=int, default=3000)
     p.add_argument("--ft-steps", type=int, default=1000)

@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    SHARED_DATA,
     REPO_ROOT,
     ForeignLoad,
     PeakRSS,
@@ -54,7 +55,7 @@ PAPER = ("Frankle & Carbin 2019 (LeNet-300-100, MNIST): winning tickets reach at
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "data" / "mnist"))
+    p.add_argument("--data", default=str(SHARED_DATA / "mnist"))
     p.add_argument("--levels", type=int, default=19)
     p.add_argument("--steps", type=int, default=2000, help="training iterations per level (paper: 50,000)")
     p.add_argument("--eval-every", type=int, default=100)

@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 
 import prunekit
 from prunekit.data.text import CharTokenizer, read_text
+from _common import SHARED_DATA
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
-DATA = HERE.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+DATA = SHARED_DATA / "tinyshakespeare" / "input.txt"
 
 CONFIG = {"vocab_size": 65, "block_size": 128, "n_layer": 4, "n_head": 6, "n_embd": 192}
 TRAIN = {"batch": 16, "lr": 3e-3, "warmup": 30, "minutes": 30.0, "seed": 0, "weight_decay": 0.1}

@@ -34,10 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignLoad, print_table, provenance, run_meta, write_json
+from _common import SHARED_DATA, ForeignLoad, print_table, provenance, run_meta, write_json
 
 ROOT = Path(__file__).resolve().parent
-MNIST = ROOT.parent.parent / "shared" / "data" / "mnist"
+MNIST = SHARED_DATA / "mnist"
 CACHE = ROOT / "cache" / "proxies"
 
 POPULATION = [

@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    SHARED_DATA,
     ForeignLoad,
     PeakRSS,
     malloc_trim,
@@ -58,7 +59,7 @@ from _common import (
 )
 
 ROOT = Path(__file__).resolve().parent
-CIFAR = ROOT.parent.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpeg_yoongikim.tar.gz"
+CIFAR = SHARED_DATA / "cifar10-jpeg" / "cifar10_jpeg_yoongikim.tar.gz"
 CACHE = ROOT / "cache"
 METHODS = ("dense", "snip", "grasp", "synflow", "magnitude", "random")
 SPARSITIES = (0.9, 0.95, 0.98, 0.99)

@@ -62,10 +62,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignLoad, REPO_ROOT, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
+from _common import SHARED_DATA, ForeignLoad, REPO_ROOT, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
 from train_cifar_resnet import AugmentedBatches, cache_path, load_cifar  # noqa: E402
 
-PRETRAINED = REPO_ROOT.parent / "shared" / "data" / "pretrained" / "resnet20_cifar10_dense.safetensors"
+PRETRAINED = SHARED_DATA / "pretrained" / "resnet20_cifar10_dense.safetensors"
 RESNET56 = dict(minutes=20.0, batch=128, lr=0.1, seed=0)  # train_cifar_resnet.py's defaults
 DEFAULT_RATIO = 5 / 16
 

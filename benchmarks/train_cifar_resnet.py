@@ -37,10 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT  # noqa: E402
+from _common import SHARED_DATA, REPO_ROOT  # noqa: E402
 
 CACHE = REPO_ROOT / "benchmarks" / "cache"
-DATA = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpeg_yoongikim.tar.gz"
+DATA = SHARED_DATA / "cifar10-jpeg" / "cifar10_jpeg_yoongikim.tar.gz"
 NORMALIZE = "half"  # (x - 0.5) / 0.5, the pretrained ResNet-20's convention
 
 

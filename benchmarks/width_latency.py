@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignLoad, provenance, run_meta, wait_quiet, write_json  # noqa: E402
+from _common import SHARED_DATA, ForeignLoad, provenance, run_meta, wait_quiet, write_json  # noqa: E402
 
-PRETRAINED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pretrained" / "resnet20_cifar10_dense.safetensors"
+PRETRAINED = SHARED_DATA / "pretrained" / "resnet20_cifar10_dense.safetensors"
 #: kept channels per stage width (16, 32, 64) of ResNet-20
 WIDTHS = {
     "uniform 11/22/44 (ratio 5/16)": {16: 11, 32: 22, 64: 44},

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import copy
 from typing import Any
 
@@ -11,6 +14,12 @@ from torch import nn
 
 import prunekit
 import prunekit.lottery
+
+
+#: The shared real data (MNIST, CIFAR-10 JPEG, tiny Shakespeare, WikiText-2, the pretrained ResNet-20):
+#: ``$PRUNEKIT_SHARED_DATA`` when set, else ``../shared/data`` beside the repository. Tests that need a
+#: file there skip with the path they looked in when it is missing.
+SHARED_DATA = Path(os.environ.get("PRUNEKIT_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 class TinyNet(nn.Module):

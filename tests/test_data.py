@@ -21,8 +21,9 @@ from prunekit.data import (
 )
 from prunekit.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_idx
 from prunekit.errors import InvalidParameterError
+from conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 MNIST_DIR = SHARED / "mnist"
 SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
 WIKITEXT = SHARED / "wikitext-2"

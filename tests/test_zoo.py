@@ -13,8 +13,9 @@ from torch import nn
 import prunekit
 from prunekit.errors import CheckpointError, InvalidParameterError
 from prunekit.zoo import MODELS, create_model, list_models
+from conftest import SHARED_DATA
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 RESNET20_CKPT = SHARED / "pretrained" / "resnet20_cifar10_dense.safetensors"
 CIFAR_JPEG = SHARED / "cifar10-jpeg" / "cifar10_jpeg_yoongikim.tar.gz"
 
