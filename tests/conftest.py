@@ -184,3 +184,10 @@ def inplace_pair(sparsity: float, seed: int = 0):
         reference[0].weight.mul_(masks[0])
         reference[2].weight.mul_(masks[1])
     return model, reference, masks
+
+
+@pytest.fixture(autouse=True)
+def _fixed_console_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees a 160-column console, whatever terminal runs the suite: rich sizes tables
+    and wraps lines to the width it finds, so output checks would otherwise depend on it."""
+    monkeypatch.setenv("COLUMNS", "160")
