@@ -13,7 +13,7 @@ from prunekit.oneshot.stats import InputStats
 
 transformers = pytest.importorskip("transformers")
 
-from test_oneshot import VOCAB, gpt2, llama  # the tiny LLaMA and GPT-2 of the one-shot tests
+from test_oneshot import VOCAB, gpt2, llama, zoo  # the tiny LLaMA and GPT-2 of the one-shot tests
 
 LENGTHS = [5, 5, 9, 9, 16, 3, 12, 12]
 REAL = sum(LENGTHS)
@@ -128,3 +128,33 @@ def test_input_stats_sum_only_the_real_positions():
         torch.testing.assert_close(stats.hessian(), real.hessian())
     with pytest.raises(InvalidParameterError, match="attention mask"):
         masked.add(torch.randn(3, 4, 3), keep)
+
+
+def test_a_model_that_takes_no_mask_refuses_a_padded_batch_and_calibrates_unpadded_ones():
+    sents = sentences()
+    model = zoo()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with pytest.raises(InvalidParameterError, match="attention_mask.*takes no attention mask"):
+        oneshot_prune(model, [padded(sents)], sparsity=0.5)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    result = oneshot_prune(model, one_by_one(sents), sparsity=0.5)
+    assert result.calibration_tokens == REAL
+
+
+@pytest.mark.parametrize("owl", [False, True], ids=["plain", "owl"])
+def test_a_failure_mid_pass_on_padded_data_leaves_the_model_as_it_was(owl):
+    model = llama()
+    before = {n: t.detach().clone() for n, t in (*model.named_parameters(), *model.named_buffers())}
+
+    def fail_at_second_block(event) -> None:
+        if event.stage == "prune" and event.block == 1 and event.status == "start":
+            raise RuntimeError("stop")
+
+    kw = {"owl": True, "owl_lambda": 0.2} if owl else {}
+    with pytest.raises(RuntimeError, match="stop"):
+        oneshot_prune(model, [padded(sentences())], method="sparsegpt", sparsity=0.5, mode="inplace",
+                      progress=fail_at_second_block, **kw)
+    after = dict((*model.named_parameters(), *model.named_buffers()))
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[n], t) for n, t in before.items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -18,6 +18,7 @@ padded ones.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,23 @@ def real_positions(batch: Any, index: int) -> torch.Tensor | None:
     return None if bool(keep.all()) else keep.detach().cpu()
 
 
+def _check_keys(model: nn.Module, batch: Mapping[str, Any], index: int) -> None:
+    """A dict batch names only arguments of the model's forward (else: which ones, before the call)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [key for key in batch if key not in params]
+    if unknown:
+        raise InvalidParameterError(
+            "data", f"dict batches whose keys {type(model).__name__}.forward takes ({', '.join(params)})",
+            f"batch {index} with {', '.join(map(repr, unknown))}",
+            "Fix: pass token-id tensors (samples, tokens), unpadded"
+            + (" (this model takes no attention mask)" if "attention_mask" in unknown else "") + ".")
+
+
 def _call_model(model: nn.Module, batch: Any, device: torch.device) -> None:
     hf = hasattr(model, "config") and hasattr(model.config, "use_cache")
     batch = to_device(batch, device)
@@ -154,6 +172,8 @@ def capture_block_inputs(
     try:
         for index, batch in enumerate(batches):
             keep = real_positions(batch, index)
+            if isinstance(batch, Mapping):
+                _check_keys(model, batch, index)
             try:
                 _call_model(model, batch, device)
             except _StopForward:
