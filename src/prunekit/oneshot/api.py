@@ -51,7 +51,8 @@ logger = logging.getLogger(__name__)
 class OneShotResult:
     """What :func:`oneshot_prune` did: per-block target sparsities, per-layer achieved sparsities,
     the sparsity report of the pruned layers (``report.extras["nm_invalid_groups"]`` per layer
-    for N:M), time, calibration tokens and the largest per-block working set in bytes."""
+    for N:M), time, calibration tokens (real ones: positions whose attention mask is 0 are padding,
+    not counted) and the largest per-block working set in bytes."""
 
     method: str
     structure: str
@@ -201,6 +202,11 @@ def oneshot_prune(
             prunekit's ``gpt_tiny``.
         data: the calibration data: token ids ``(N, T)`` or an iterable of
             batches (id tensors, dicts of model inputs or ``(inputs, targets)`` pairs).
+            The positions of a dict batch whose ``attention_mask`` is 0 are
+            padding: they are run through the blocks but take no part in any
+            statistic (input norms, Hessians, OWL's outlier ratios, the
+            head's inputs) nor in ``calibration_tokens``. A batch without a
+            mask counts every position.
         method: ``"wanda"`` (``|W_ij|·‖X_j‖₂`` per output row; Sun et al. 2023),
             ``"sparsegpt"`` (OBS update from ``H = 2XXᵀ``; Frantar & Alistarh 2023)
             or ``"magnitude"`` (``|W|``, one threshold per matrix).

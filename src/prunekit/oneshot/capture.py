@@ -8,12 +8,19 @@ arguments …) and then raises :class:`_StopForward`, so the rest of the model
 never runs. Hugging Face models are called with ``use_cache=False``. Each
 later block is run on the previous block's outputs with the same extra
 arguments, which these models compute once for all blocks.
+
+Padding is not calibration data: the real positions of a dict batch are
+those where its ``attention_mask`` is nonzero (:attr:`Captured.keep`), every
+position of a batch without one; they travel with the block inputs so that
+the statistics (:mod:`prunekit.oneshot.stats`) and the token count skip the
+padded ones.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,15 +42,23 @@ class _StopForward(Exception):
 @dataclass
 class Captured:
     """Inputs of one block for every calibration batch: ``hidden[i]`` with the
-    extra positional ``args[i]`` and keyword ``kwargs[i]`` of the call."""
+    extra positional ``args[i]`` and keyword ``kwargs[i]`` of the call, and the
+    real positions ``keep[i]`` (bool, ``hidden[i].shape[:-1]``; None: all real)."""
 
     hidden: list[torch.Tensor] = field(default_factory=list)
     args: list[tuple[Any, ...]] = field(default_factory=list)
     kwargs: list[dict[str, Any]] = field(default_factory=list)
+    keep: list[torch.Tensor | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.keep:
+            self.keep = [None] * len(self.hidden)
 
     @property
     def tokens(self) -> int:
-        return sum(int(h.shape[:-1].numel()) for h in self.hidden)
+        """Real (not padding) positions over all batches."""
+        return sum(int(h.shape[:-1].numel()) if k is None else int(k.sum())
+                   for h, k in zip(self.hidden, self.keep))
 
     @property
     def nbytes(self) -> int:
@@ -91,6 +106,43 @@ def calibration_batches(data: Any, batch_size: int = 8) -> list[Any]:
     return batches
 
 
+def real_positions(batch: Any, index: int) -> torch.Tensor | None:
+    """The real positions of a batch: ``attention_mask != 0`` of a dict batch (None when it has no
+    mask or no padding: every position counts)."""
+    if not isinstance(batch, Mapping) or batch.get("attention_mask") is None:
+        return None
+    mask = batch["attention_mask"]
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.is_floating_point() and not bool(
+            ((mask == 0) | (mask == 1)).all()):
+        got = f"<{type(mask).__name__}>" if not isinstance(mask, torch.Tensor) else \
+            f"<tensor {tuple(mask.shape)} {mask.dtype}>"
+        raise InvalidParameterError(
+            "data", "an attention_mask of 0/1 of shape (batch, tokens)", f"batch {index}: {got}",
+            "Fix: pass the tokenizer's attention_mask (1 for real tokens, 0 for padding).")
+    keep = mask != 0
+    if not bool(keep.any()):
+        raise InvalidParameterError("data", "batches with at least one real token", f"batch {index}: all padding",
+                                    "Fix: drop the empty batch.")
+    return None if bool(keep.all()) else keep.detach().cpu()
+
+
+def _check_keys(model: nn.Module, batch: Mapping[str, Any], index: int) -> None:
+    """A dict batch names only arguments of the model's forward (else: which ones, before the call)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [key for key in batch if key not in params]
+    if unknown:
+        raise InvalidParameterError(
+            "data", f"dict batches whose keys {type(model).__name__}.forward takes ({', '.join(params)})",
+            f"batch {index} with {', '.join(map(repr, unknown))}",
+            "Fix: pass token-id tensors (samples, tokens), unpadded"
+            + (" (this model takes no attention mask)" if "attention_mask" in unknown else "") + ".")
+
+
 def _call_model(model: nn.Module, batch: Any, device: torch.device) -> None:
     hf = hasattr(model, "config") and hasattr(model.config, "use_cache")
     batch = to_device(batch, device)
@@ -119,9 +171,18 @@ def capture_block_inputs(
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         for index, batch in enumerate(batches):
+            keep = real_positions(batch, index)
+            if isinstance(batch, Mapping):
+                _check_keys(model, batch, index)
             try:
                 _call_model(model, batch, device)
             except _StopForward:
+                if keep is not None and tuple(captured.hidden[-1].shape[:-1]) != tuple(keep.shape):
+                    raise InvalidParameterError(
+                        "data", f"an attention_mask matching the block inputs {tuple(captured.hidden[-1].shape)}",
+                        f"batch {index}: attention_mask {tuple(keep.shape)}",
+                        "Fix: give input_ids and attention_mask of the same (batch, tokens) shape.") from None
+                captured.keep.append(None if keep is None else keep.to(store))
                 continue
             raise InvalidParameterError(
                 "blocks", "the blocks the model's forward runs through", "<first block never called>",
@@ -129,16 +190,21 @@ def capture_block_inputs(
             )
     finally:
         handle.remove()
-    logger.info("captured %d batches, %d tokens of the first block's inputs", len(batches), captured.tokens)
+    logger.info("captured %d batches, %d real tokens of the first block's inputs", len(batches), captured.tokens)
     return captured
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: torch.device | None) -> Captured:
+def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: torch.device | None,
+              positions: Callable[[torch.Tensor | None], None] | None = None) -> Captured:
     """Outputs of ``block`` for every captured batch (with the same extra arguments), kept on
-    ``store``; with ``store=None`` the block only runs (for its hooks) and nothing is kept."""
-    out = Captured(args=inputs.args, kwargs=inputs.kwargs)
-    for hidden, args, kwargs in zip(inputs.hidden, inputs.args, inputs.kwargs):
+    ``store``; with ``store=None`` the block only runs (for its hooks) and nothing is kept.
+    ``positions`` is told each batch's real positions before it runs
+    (:class:`prunekit.oneshot.stats.RealPositions`)."""
+    out = Captured(args=inputs.args, kwargs=inputs.kwargs, keep=inputs.keep)
+    for hidden, args, kwargs, keep in zip(inputs.hidden, inputs.args, inputs.kwargs, inputs.keep):
+        if positions is not None:
+            positions(keep)
         result = block(hidden.to(device), *to_device(args, device), **to_device(kwargs, device))
         if store is not None:
             if isinstance(result, (tuple, list)):

@@ -53,7 +53,7 @@ from .methods import ONESHOT_METHODS, OneShotMethod
 from .offload import BlockHome
 from ..allocation.owl import outlier_ratio, owl_sparsities
 from ..allocation.rows import nm_invalid_groups
-from .stats import InputStats, collect_input_stats
+from .stats import InputStats, RealPositions, collect_input_stats
 from .wanda import wanda_scores
 
 __all__ = ["OneShotProgress", "PassOutcome", "Plan", "run_pass"]
@@ -144,7 +144,7 @@ def sequential_groups(block: nn.Module, targets: list[Target], inputs: Captured,
                 order.append((args[0], target))
         handles.append(target.module.register_forward_pre_hook(hook))
     try:
-        single = Captured(inputs.hidden[:1], inputs.args[:1], inputs.kwargs[:1])
+        single = Captured(inputs.hidden[:1], inputs.args[:1], inputs.kwargs[:1], inputs.keep[:1])
         run_block(block, single, device, None)
     finally:
         for handle in handles:
@@ -194,8 +194,9 @@ def _owl_ratios(plan: Plan, store: BlockHome, inputs: Captured) -> list[float]:
         with _stage(plan.progress, "owl", index, len(plan.blocks)):
             block = store.load(index)
             targets = block_targets(block, plan.include, plan.exclude)
-            with collect_input_stats(targets, norms=True, hessian=False) as stats:
-                x = run_block(block, x, plan.device, store.rest)
+            positions = RealPositions()
+            with collect_input_stats(targets, norms=True, hessian=False, positions=positions) as stats:
+                x = run_block(block, x, plan.device, store.rest, positions)
             ratios.append(outlier_ratio([wanda_scores(weight_matrix(t), stats[t.name].norms()) for t in targets],
                                         plan.owl_m))
             store.release(index, changed=False)
@@ -300,8 +301,10 @@ def run_pass(model: nn.Module, plan: Plan, batches: list[Any], store: BlockHome,
             for group in groups:
                 stats = None
                 if plan.method.norms or plan.method.hessian:
-                    with collect_input_stats(group, norms=plan.method.norms, hessian=plan.method.hessian) as stats:
-                        run_block(block, x, plan.device, None)
+                    positions = RealPositions()
+                    with collect_input_stats(group, norms=plan.method.norms, hessian=plan.method.hessian,
+                                             positions=positions) as stats:
+                        run_block(block, x, plan.device, None, positions)
                     outcome.peak = max(outcome.peak, x.nbytes + sum(st.nbytes for st in stats.values()))
                 _prune_group(group, plan.method, stats, outcome.levels[index], plan, prefix, key, outcome)
                 del stats

@@ -144,14 +144,15 @@ def find_output_parts(model: nn.Module, block_path: str, head: object, embedding
 @torch.no_grad()
 def head_input_stats(parts: OutputParts, last: Captured, device: torch.device, norms: bool,
                      hessian: bool) -> dict[str, InputStats]:
-    """Statistics of the head's inputs ``X = project_out(norm(h))`` over the last block's outputs ``h``."""
+    """Statistics of the head's inputs ``X = project_out(norm(h))`` over the real positions of the last
+    block's outputs ``h``."""
     if parts.head is None or parts.norm is None:
         raise RuntimeError("head_input_stats needs the parts found with head=True")
     stats = InputStats(weight_matrix(parts.head).shape[1], norms, hessian, device)
     layers: Iterable[nn.Module] = [m for m in (parts.norm, parts.project_out) if m is not None]
-    for hidden in last.hidden:
+    for hidden, keep in zip(last.hidden, last.keep):
         x = hidden.to(device)
         for layer in layers:
             x = layer(x)
-        stats.add(x)
+        stats.add(x, keep)
     return {parts.head.name: stats}

@@ -2,7 +2,10 @@
 
 The statistics (:class:`~prunekit.scores.calibration.InputStats`: squared
 input norms for Wanda and OWL, the Hessian ``X Xᵀ`` for SparseGPT) are what a
-calibration score receives (:mod:`prunekit.scores.calibration`).
+calibration score receives (:mod:`prunekit.scores.calibration`). Only the
+real positions of each batch are summed: :class:`RealPositions` holds those of
+the batch the block is running on (set by
+:func:`prunekit.oneshot.capture.run_block`), so padding never counts.
 """
 
 from __future__ import annotations
@@ -11,19 +14,33 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..scores.calibration import InputStats
 from ..targets import Target
 
-__all__ = ["InputStats", "collect_input_stats"]
+__all__ = ["InputStats", "RealPositions", "collect_input_stats"]
+
+
+class RealPositions:
+    """The real (not padding) positions of the batch being run: ``keep`` is a bool tensor of the
+    batch's ``(batch, tokens)`` shape, or None when every position is real. Called with the next
+    batch's positions by :func:`prunekit.oneshot.capture.run_block`."""
+
+    def __init__(self) -> None:
+        self.keep: torch.Tensor | None = None
+
+    def __call__(self, keep: torch.Tensor | None) -> None:
+        self.keep = keep
 
 
 @contextmanager
 def collect_input_stats(
-    targets: Sequence[Target], norms: bool, hessian: bool
+    targets: Sequence[Target], norms: bool, hessian: bool, positions: RealPositions | None = None
 ) -> Iterator[dict[str, InputStats]]:
-    """Hooks on the modules of ``targets`` that sum their inputs' statistics while open.
+    """Hooks on the modules of ``targets`` that sum their inputs' statistics while open, over the
+    positions ``positions.keep`` of the current batch (every position without ``positions``).
 
     Yields ``{target.name: InputStats}``; the hooks are removed on exit.
     """
@@ -36,7 +53,7 @@ def collect_input_stats(
         stats[target.name] = entry
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any, entry: InputStats = entry) -> None:
-            entry.add(args[0])
+            entry.add(args[0], None if positions is None else positions.keep)
 
         handles.append(target.module.register_forward_hook(hook))
     try:

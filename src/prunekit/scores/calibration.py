@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InvalidParameterError
 from ..structures import NM
 from .registry import SCORES
 
@@ -41,12 +42,17 @@ COMPARE = ("matrix", "row")
 
 
 class InputStats:
-    """Running sums over the inputs ``X`` of one linear layer (``n`` tokens seen):
+    """Running sums over the inputs ``X`` of one linear layer (``n`` real tokens seen):
 
     * ``sq[j] = Σ_t X_jt²``, so ``‖X_j‖₂ = sqrt(sq[j])`` (Wanda, OWL);
     * ``H = (2 / n) · X Xᵀ`` accumulated in float32 (SparseGPT's Hessian of the
       layer-wise squared error; the 1/n scale leaves its results unchanged, the
       dampening being relative to the mean diagonal).
+
+    Padding is not calibration data: :meth:`add` takes the real positions of
+    the batch (``keep``, True where the attention mask is 1) and sums only
+    those, so ``n`` counts real tokens and a padded batch gives the statistics
+    of its sentences unpadded.
     """
 
     def __init__(self, in_features: int, norms: bool, hessian: bool, device: torch.device) -> None:
@@ -55,8 +61,19 @@ class InputStats:
         self.xx = torch.zeros(in_features, in_features, dtype=torch.float32, device=device) if hessian else None
 
     @torch.no_grad()
-    def add(self, x: torch.Tensor) -> None:
-        flat = x.reshape(-1, x.shape[-1]).float()
+    def add(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Sum the rows of ``x`` (``(..., in_features)``); with ``keep`` (bool, ``x.shape[:-1]``, or its
+        flattened length for a layer fed ``(batch·tokens, in)``) only the rows where it is True."""
+        flat = x.reshape(-1, x.shape[-1])
+        if keep is not None:
+            if tuple(x.shape[:-1]) != tuple(keep.shape) and not (x.dim() == 2 and x.shape[0] == keep.numel()):
+                raise InvalidParameterError(
+                    "data", f"inputs whose positions match the attention mask {tuple(keep.shape)}",
+                    f"a layer input of shape {tuple(x.shape)}",
+                    "Fix: calibrate this model on unpadded batches (equal-length rows without an attention_mask).",
+                )
+            flat = flat[keep.reshape(-1).to(device=flat.device, dtype=torch.bool)]
+        flat = flat.float()
         self.tokens += flat.shape[0]
         if self.sq is not None:
             self.sq += flat.square().sum(0)
