@@ -100,7 +100,7 @@ class RunLock:
         path = self.folder / LOCK_NAME
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock_file(path)
         except OSError as exc:
             if exc.errno in _READ_ONLY and self.folder.is_dir():
                 logger.info("%s is not writable: reading it only, unlocked", self.folder)
@@ -146,6 +146,10 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _open_lock_file(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
 
 def _read_holder(fd: int) -> str:

@@ -368,13 +368,19 @@ class LotteryRun:
     def level(self, level: int, *, controls: bool = True) -> dict[str, Any]:
         """Finish ``level`` (and its controls, unless ``controls=False``) unless done;
         return the ticket's metrics. Needs level ``level - 1`` finished (:meth:`run` goes in order)."""
+        self._guarded(self.prepare)  # builds θ₀ before taking the lock
         with self.lock:
-            try:
-                return self._level(level, controls)
-            except BaseException:
-                if self._fresh and not self._finished and not self.lock.read_only:
+            return self._guarded(lambda: self._level(level, controls))
+
+    def _guarded(self, call: Callable[[], Any]) -> Any:
+        """``call()``; when it fails before this start finished anything, undo the start."""
+        try:
+            return call()
+        except BaseException:
+            if self._fresh and not self._finished and not self.lock.read_only:
+                with self.lock:
                     self._forget_start()
-                raise
+            raise
 
     def _level(self, level: int, controls: bool) -> dict[str, Any]:
         self.prepare()
@@ -423,6 +429,7 @@ class LotteryRun:
     def run(self, until: int | None = None) -> list[dict[str, Any]]:
         """Levels ``0..until`` (default all), resuming; the tickets' metrics in order."""
         last = self.config.levels if until is None else until
+        self._guarded(self.prepare)  # builds θ₀ before taking the lock
         with self.lock:
             return [self.level(level) for level in range(last + 1)]
 
