@@ -311,3 +311,25 @@ def test_read_only_folder_with_chmod(run_copy):
     finally:
         for folder in folders:
             folder.chmod(0o755)
+
+
+def test_damaged_fingerprint_file_is_a_clear_error(run_copy, tmp_path, capsys):
+    out, _ = run_copy
+    (out / "state" / "recipe.json").write_bytes(b"\x00\xff not json")
+    path = tmp_path / "r.yaml"
+    path.write_text(SMALL)
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    text = err(capsys)
+    assert "--out: expected a folder whose state/recipe.json is readable" in text and "--restart" in text
+
+
+def test_lottery_damaged_run_json_is_a_clear_error(tmp_path):
+    data = classification_splits()
+    out = tmp_path / "lt"
+    LotteryRun(lottery_config(levels=0), out, model_fn=tiny_mlp, **data).run()
+    (out / "run.json").write_bytes(b"{not json \xff")
+    with pytest.raises(InvalidParameterError) as info:
+        LotteryRun(lottery_config(levels=0), out, model_fn=tiny_mlp, **data).run()
+    assert info.value.param == "out_dir" and "run.json" in str(info.value)
+    LotteryRun(lottery_config(levels=0), out, model_fn=tiny_mlp, restart=True, **data).run()
+    assert json.loads((out / "run.json").read_text())["fingerprint"] == lottery_config(levels=0).fingerprint()

@@ -186,7 +186,10 @@ class LotteryRun:
             clean_temporary(self.out)
         self.files.load()
         marker = self.out / "run.json"
-        stored = read_json_object(marker, then="it is computed again")
+        try:
+            stored = read_json_object(marker, then="it is computed again")
+        except ValueError:  # bytes that are not UTF-8
+            stored = None
         if marker.is_file() and stored is None:
             raise InvalidParameterError("out_dir", "a lottery run directory with a readable run.json",
                                         os.fspath(marker), "Fix: use a new out_dir.")

@@ -198,6 +198,11 @@ class Runner:
             raise InvalidParameterError("--out", "a folder (or a path to create one)", os.fspath(self.out),
                                         "Fix: pick another --out.")
         stored = self._stored_fingerprint()
+        if not self.restart and stored == "<unreadable>":
+            raise InvalidParameterError(
+                "--out", "a folder whose state/recipe.json is readable",
+                f"<{os.fspath(self.state / 'recipe.json')}: damaged>",
+                "Fix: pass --restart (restart=True) to discard the results in it, or use a new --out.")
         if not self.restart and stored is not None and stored != self.fingerprint:
             raise InvalidParameterError(
                 "--out",
@@ -213,7 +218,7 @@ class Runner:
             return None
         try:
             return str(json.loads(marker.read_text(encoding="utf-8")).get("fingerprint"))
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # ValueError: bad JSON or bad UTF-8
             return "<unreadable>"
 
     def _prepare_out(self) -> bool:
