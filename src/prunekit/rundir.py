@@ -231,17 +231,25 @@ class Manifest:
             self._save()
 
     def write(self, path: Path, write: Callable[[str], None]) -> None:
-        """``atomic_write(path, write)``, then record the hash."""
+        """``atomic_write(path, write)``, the hash recorded before the file takes its place (a kill
+        in between leaves a recorded hash that the old bytes do not match: never a finished file
+        without its hash)."""
         self.forget(path)
+
+        def write_and_record(tmp: str) -> None:
+            write(tmp)
+            self.hashes[self._key(path)] = file_sha256(tmp)
+            self._save()
+
         with write_errors(self.folder, self.param):
-            atomic_write(path, write)
-        self.record(path)
+            atomic_write(path, write_and_record)
 
     def write_text(self, path: Path, text: str) -> None:
-        self.forget(path)
-        with write_errors(self.folder, self.param):
-            atomic_write_text(path, text)
-        self.record(path)
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+
+        self.write(path, write)
 
     def write_json(self, path: Path, value: Any, indent: int = 2) -> None:
         self.write_text(path, json.dumps(value, indent=indent) + "\n")
