@@ -9,6 +9,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,9 +148,32 @@ def test_second_run_on_a_locked_folder_is_refused(run_copy, tmp_path, capsys):
         assert "in use by another run" in err(capsys)
         assert main(["lottery", *LOTTERY_ARGS, "--out", str(out)]) == 2
         assert "--out: expected a folder no other prunekit run is using" in err(capsys)
+        assert main(["lottery", *LOTTERY_ARGS, "--out", str(out), "--restart"]) == 2
+        assert "in use by another run" in err(capsys)
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k != rundir.LOCK_NAME} == \
         {k: v for k, v in before.items() if k != rundir.LOCK_NAME}
+
+
+def test_lock_held_by_another_process_refuses_and_names_it(tmp_path):
+    folder = tmp_path / "x"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, f'{os.getpid()}\\n'.encode())\n"
+         "print('held', flush=True); time.sleep(60)", str(folder / rundir.LOCK_NAME)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InvalidParameterError) as info:
+            RunLock(folder, "--out").acquire()
+        assert f"process {holder.pid}" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(folder, "--out"):  # released when its holder dies
+        pass
 
 
 def test_lock_is_released_after_a_run_and_after_an_error(tmp_path):
