@@ -23,6 +23,7 @@ from ..lottery.loop import as_tensors
 from ..validation import (
     REQUIRED,
     AnyOf,
+    Flag,
     Interval,
     Options,
     Param,
@@ -65,6 +66,7 @@ LOTTERY_PARAMS = declare(
     Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 1 / 12,
           "share of the training split held out", metavar="FRACTION"),
     Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
+    Param("restart", Flag(), False, "discard earlier results in --out and start over"),
 )
 
 #: the command line's names for the fields of :class:`prunekit.lottery.config.LotteryConfig` that differ
@@ -92,8 +94,20 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
     test = as_tensors(create_dataset(v["data"], path=v["data_path"], split="test"), "test")
     held = max(1, int(len(x) * v["val_fraction"]))
     run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
-                     callback=None)
+                     callback=None, restart=v["restart"])
+    try:
+        with run.locked():
+            _levels(run, config, console)
+    except InvalidParameterError as exc:
+        if exc.param != "out_dir":
+            raise
+        raise InvalidParameterError("--out", exc.expected, exc.got, exc.fix) from None
+    console.print(f"run directory: {v['out']} ({len(run.computed)} trained, {len(run.skipped)} reused)",
+                  highlight=False)
+    return 0
 
+
+def _levels(run: LotteryRun, config: LotteryConfig, console: Console) -> None:
     def line(level: int, metrics: dict[str, Any], name: str) -> str:
         return (f"level {level:3d} {name:8s} {100 * metrics['remaining']:7.2f}% remaining  "
                 f"accuracy {100 * metrics['accuracy']:.2f}%  early stop {metrics['early_stop_iteration']} "
@@ -104,6 +118,3 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
         console.print(line(level, metrics, "ticket"), highlight=False)
         for control in config.controls if level else ():
             console.print(line(level, run.metrics(level, control), control), highlight=False)
-    console.print(f"run directory: {v['out']} ({len(run.computed)} trained, {len(run.skipped)} reused)",
-                  highlight=False)
-    return 0

@@ -10,6 +10,8 @@ data order. After L levels a fraction ``(1 - rate)^L`` of each layer remains
 
 Run directory::
 
+    .prunekit.lock                held while a run writes (one run per directory)
+    manifest.json                 the sha256 of every file below, recorded when it was written
     run.json                      config, its fingerprint, data sizes, prunekit version
     init.safetensors              θ₀ (dense state dict)
     rewind.safetensors            θ_k (when rewind_step > 0)
@@ -20,9 +22,15 @@ Run directory::
         metrics.json              accuracy, loss, early-stop iteration, curve, time — written last
         <control>/                the same files for each control (reinit, shuffle)
 
-A level (or control) is finished exactly when its ``metrics.json`` exists;
-every file is written atomically, so a killed run resumes at the first
-unfinished one and never recomputes a finished one. Every level trains from
+A level (or control) is finished exactly when its ``metrics.json`` and its
+model (and mask) exist with the sha256 recorded when they were written
+(:class:`prunekit.rundir.Manifest`); a damaged or replaced file is logged and
+computed again, never reused. Every file is written atomically, so a killed run
+resumes at the first unfinished one and never recomputes a finished one; the
+temporary files a kill leaves are removed on the next start. One process at a
+time writes a directory (:class:`prunekit.rundir.RunLock`: a second is refused).
+A start that fails before anything finished leaves no ``run.json`` behind;
+``restart=True`` discards earlier results first. Every level trains from
 files and seeds only (its own init and data-order seeds), so a resumed run
 gives bit-exactly the results of an uninterrupted one (on the same machine and
 torch thread count: CPU reductions depend on the thread split). A run directory
@@ -36,6 +44,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,12 +55,12 @@ from torch import nn
 
 from ..version import __version__
 from ..errors import InvalidParameterError
-from ..io import atomic_write, load_sparse, read_json_object, save_sparse
+from ..io import load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks
-from ..measure._results import dump_json
 from ..measure.size import dense_state_dict
 from ..measure.sparsity import sparsity_report
 from ..pruner import Pruner
+from ..rundir import Manifest, RunLock, clean_temporary
 from ..targets import Target, pattern_matches, select_targets
 from ..training import TrainProgress
 from ..zoo import create_model
@@ -64,7 +73,7 @@ __all__ = ["LotteryRun", "level_name", "run_lottery"]
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 LevelCallback = Callable[[int, "str | None", TrainProgress], None]
 
 
@@ -72,9 +81,9 @@ def level_name(level: int) -> str:
     return f"level_{level:03d}"
 
 
-def _save_state(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+def _save_state(files: Manifest, path: Path, state: Mapping[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    files.write(path, lambda tmp: save_file(tensors, tmp))
 
 
 class LotteryRun:
@@ -92,6 +101,8 @@ class LotteryRun:
         callback: ``callback(level, control, progress)`` after every training
             step (``control`` None for the ticket); an exception it raises
             stops the run like a kill.
+        restart: discard the results already in ``out_dir`` (refused while
+            another process runs there).
 
     After :meth:`run`, ``computed`` and ``skipped`` list the ``(level,
     control)`` pairs trained now and reused from disk.
@@ -107,6 +118,7 @@ class LotteryRun:
         val: Any = None,
         model_fn: Callable[[], nn.Module] | None = None,
         callback: LevelCallback | None = None,
+        restart: bool = False,
     ) -> None:
         if not isinstance(config, LotteryConfig):
             raise InvalidParameterError("config", "a LotteryConfig", type(config).__name__,
@@ -129,17 +141,55 @@ class LotteryRun:
         self.skipped: list[tuple[int, str | None]] = []
         self._prepared = False
         self._init: dict[str, torch.Tensor] | None = None
+        self.restart = bool(restart)
+        self.lock = RunLock(self.out, "out_dir")
+        self.files = Manifest(self.out, "out_dir")
+        self._fresh = False  # this start wrote run.json
+        self._finished = False  # this start finished a level or control
 
     # -- the run directory -----------------------------------------------------------------
+
+    def locked(self) -> RunLock:
+        """The directory's lock, for ``with run.locked(): ...`` around several calls (each
+        public call that writes takes it by itself too)."""
+        return self.lock
+
+    def _remove_results(self) -> None:
+        for name in ("run.json", "manifest.json", "init.safetensors", "rewind.safetensors"):
+            (self.out / name).unlink(missing_ok=True)
+        for folder in self.out.glob("level_[0-9][0-9][0-9]"):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+        self.files.load()
 
     def prepare(self) -> None:
         """Create the run directory (run.json, θ₀), or check that it holds this config's run."""
         if self._prepared:
             return
-        if self.out.exists() and not self.out.is_dir():
-            raise InvalidParameterError("out_dir", "a folder (or a path to create one)", os.fspath(self.out))
+        if self.restart or not (self.out / "run.json").is_file():
+            self._new_init()  # before anything is written: an unknown model leaves nothing behind
+        with self.lock:
+            self._prepare()
+
+    def _new_init(self) -> dict[str, torch.Tensor]:
+        if self._init is None:
+            torch.manual_seed(self.config.seed)
+            self._init = {k: v.detach().clone() for k, v in self.model_fn().state_dict().items()}
+        return self._init
+
+    def _prepare(self) -> None:
+        if self.restart:
+            self._remove_results()
+            self.restart = False
+            logger.info("restart: removed earlier results in %s", self.out)
+        if not self.lock.read_only:
+            clean_temporary(self.out)
+        self.files.load()
         marker = self.out / "run.json"
-        stored = read_json_object(marker, then="it is computed again")
+        try:
+            stored = read_json_object(marker, then="it is computed again")
+        except ValueError:  # bytes that are not UTF-8
+            stored = None
         if marker.is_file() and stored is None:
             raise InvalidParameterError("out_dir", "a lottery run directory with a readable run.json",
                                         os.fspath(marker), "Fix: use a new out_dir.")
@@ -155,18 +205,27 @@ class LotteryRun:
                 f"<a config with fingerprint {mine['fingerprint'][:12]}; changed: {'; '.join(changed) or '?'}>",
                 "Fix: resume with the same config and data, or start the new config in another out_dir.",
             )
-        if stored is None:
-            created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            dump_json({**mine, "config": self.config.to_dict(), "state_version": STATE_VERSION,
-                       "prunekit": __version__, "created": created}, marker, 2)
         init_path = self.out / "init.safetensors"
-        if init_path.is_file():
+        if stored is not None and self.files.valid(init_path):
             self._init = load_file(str(init_path))
         else:
-            torch.manual_seed(self.config.seed)
-            self._init = {k: v.detach().clone() for k, v in self.model_fn().state_dict().items()}
-            _save_state(init_path, self._init)
+            init = self._new_init()
+            if stored is None:
+                created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                self.files.write_json(marker, {**mine, "config": self.config.to_dict(),
+                                               "state_version": STATE_VERSION, "prunekit": __version__,
+                                               "created": created})
+                self._fresh = True
+            _save_state(self.files, init_path, init)
         self._prepared = True
+
+    def _forget_start(self) -> None:
+        """Undo a start that failed before any level finished: no run.json stays behind."""
+        self._remove_results()
+        self._prepared = False
+        self._fresh = False
+        self._init = None
+        logger.info("the start failed before any level finished; removed its files from %s", self.out)
 
     def path(self, level: int, control: str | None = None) -> Path:
         """The directory of ``level`` (or of ``control`` beside it)."""
@@ -175,10 +234,16 @@ class LotteryRun:
 
     def metrics(self, level: int, control: str | None = None) -> dict[str, Any] | None:
         """The finished metrics of a level or control, or None."""
-        value = read_json_object(self.path(level, control) / "metrics.json", then="it is computed again")
+        where = self.path(level, control)
+        value = self.files.read_json(where / "metrics.json")
         if value is None or value.get("fingerprint") != self.config.fingerprint():
             return None
-        return value
+        needed = [where / "model.safetensors", where / "sparsity.json"]
+        if level > 0:
+            needed.append(where / "mask.safetensors")
+        if level == 0 and control is None and self.config.rewind_step > 0:
+            needed.append(self.out / "rewind.safetensors")
+        return value if self.files.valid(*needed) else None
 
     def init_weights(self) -> dict[str, torch.Tensor]:
         """θ₀."""
@@ -191,7 +256,7 @@ class LotteryRun:
         if self.config.rewind_step == 0:
             return self.init_weights()
         path = self.out / "rewind.safetensors"
-        if not path.is_file():
+        if not self.files.valid(path):
             raise InvalidParameterError("level", "level 0 finished (it records θ_k)", "<no rewind.safetensors>",
                                         "Fix: run level 0 first (LotteryRun.run()).")
         return load_file(str(path))
@@ -250,14 +315,16 @@ class LotteryRun:
     def _finish(self, level: int, control: str | None, model: nn.Module, result: Any,
                 masks: Mapping[str, torch.Tensor] | None) -> dict[str, Any]:
         where = self.path(level, control)
+        self.files.forget(where / "metrics.json")
         if masks is not None:
-            atomic_write(where / "mask.safetensors", lambda tmp: save_file(dict(masks), tmp))
-        save_sparse(model, where / "model.safetensors",
-                    metadata={"level": level, "control": control, "run": self.config.fingerprint()})
+            self.files.write(where / "mask.safetensors", lambda tmp: save_file(dict(masks), tmp))
+        self.files.saved(where / "model.safetensors", lambda: save_sparse(
+            model, where / "model.safetensors",
+            metadata={"level": level, "control": control, "run": self.config.fingerprint()}))
         names = {t.name for t in self.targets(model)}
         report = sparsity_report(model)
         report.rows = [r for r in report.rows if r.name in names]
-        report.to_json(where / "sparsity.json")
+        self.files.saved(where / "sparsity.json", lambda: report.to_json(where / "sparsity.json"))
         c = self.config
         kept = sum(int(m.sum()) for m in masks.values()) if masks is not None else report.params
         numel = sum(m.numel() for m in masks.values()) if masks is not None else report.params
@@ -269,7 +336,8 @@ class LotteryRun:
             "layers_remaining": {r.name: (r.nonzero / r.params if r.params else 1.0) for r in report.rows},
             **result.summary(),
         }
-        dump_json(metrics, where / "metrics.json", 2)
+        self.files.write_json(where / "metrics.json", metrics, 2)
+        self._finished = True
         logger.info("%s%s: %.2f%% remaining, accuracy %.4f (early stop %d: %.4f) in %.1f s",
                     level_name(level), f"/{control}" if control else "", 100 * metrics["remaining"],
                     metrics["accuracy"], metrics["early_stop_iteration"], metrics["early_stop_accuracy"],
@@ -285,7 +353,7 @@ class LotteryRun:
             capture = (self.config.rewind_step,)
 
             def on_capture(_i: int, m: nn.Module) -> None:
-                _save_state(self.out / "rewind.safetensors", dense_state_dict(m))
+                _save_state(self.files, self.out / "rewind.safetensors", dense_state_dict(m))
 
         callback = None
         if self.callback is not None:
@@ -303,6 +371,21 @@ class LotteryRun:
     def level(self, level: int, *, controls: bool = True) -> dict[str, Any]:
         """Finish ``level`` (and its controls, unless ``controls=False``) unless done;
         return the ticket's metrics. Needs level ``level - 1`` finished (:meth:`run` goes in order)."""
+        self._guarded(self.prepare)  # builds θ₀ before taking the lock
+        with self.lock:
+            return self._guarded(lambda: self._level(level, controls))
+
+    def _guarded(self, call: Callable[[], Any]) -> Any:
+        """``call()``; when it fails before this start finished anything, undo the start."""
+        try:
+            return call()
+        except BaseException:
+            if self._fresh and not self._finished and not self.lock.read_only:
+                with self.lock:
+                    self._forget_start()
+            raise
+
+    def _level(self, level: int, controls: bool) -> dict[str, Any]:
         self.prepare()
         c = self.config
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= c.levels:
@@ -330,6 +413,10 @@ class LotteryRun:
 
     def control(self, level: int, control: str) -> dict[str, Any]:
         """Train ``control`` beside the finished ``level`` unless done."""
+        with self.lock:
+            return self._control(level, control)
+
+    def _control(self, level: int, control: str) -> dict[str, Any]:
         done = self.metrics(level, control)
         if done is not None:
             self.skipped.append((level, control))
@@ -345,7 +432,9 @@ class LotteryRun:
     def run(self, until: int | None = None) -> list[dict[str, Any]]:
         """Levels ``0..until`` (default all), resuming; the tickets' metrics in order."""
         last = self.config.levels if until is None else until
-        return [self.level(level) for level in range(last + 1)]
+        self._guarded(self.prepare)  # builds θ₀ before taking the lock
+        with self.lock:
+            return [self.level(level) for level in range(last + 1)]
 
     def results(self) -> list[dict[str, Any]]:
         """Finished levels' metrics (ticket and controls), without training anything."""
@@ -361,7 +450,7 @@ class LotteryRun:
 
 def run_lottery(config: LotteryConfig, out_dir: str | os.PathLike[str], *, train: Any, test: Any,
                 val: Any = None, model_fn: Callable[[], nn.Module] | None = None,
-                callback: LevelCallback | None = None) -> list[dict[str, Any]]:
+                callback: LevelCallback | None = None, restart: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) every level of ``config`` in ``out_dir``; see :class:`LotteryRun`."""
     return LotteryRun(config, out_dir, train=train, test=test, val=val, model_fn=model_fn,
-                      callback=callback).run()
+                      callback=callback, restart=restart).run()

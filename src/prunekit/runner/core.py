@@ -20,7 +20,9 @@
 Output folder (``out_dir``)::
 
     recipe.yaml                      the normalised recipe that ran
+    .prunekit.lock                   held while a run writes (one run per folder)
     state/recipe.json                its fingerprint (sha256) and prunekit version
+    state/manifest.json              the sha256 of every file below, recorded when it was written
     state/dense.safetensors          the starting point (trained or loaded)
     state/pretrain.json              its training history
     state/dense.json                 the dense reference's measures
@@ -29,11 +31,23 @@ Output folder (``out_dir``)::
     report.json, report.md, report.html, plots/*.png
 
 Resuming: every stage writes its result atomically (``atomic_write``), the
-JSON last, so a stage counts as finished exactly when its JSON exists; a new
-start skips finished stages and logs ``skipped`` for each. A recipe whose
-fingerprint differs from the one stored in ``state/recipe.json`` is refused
-(use another ``out_dir`` or ``restart=True``, which deletes ``state/``,
-``checkpoints/`` and the report files first).
+JSON last, and records each file's sha256 in ``state/manifest.json``
+(:class:`prunekit.rundir.Manifest`); a stage counts as finished exactly when
+its JSON and its files exist with their recorded hashes. A new start skips
+finished stages and logs ``skipped`` for each; a damaged or replaced file is
+logged and its stage computed again, never reused. A recipe whose fingerprint
+differs from the one stored in ``state/recipe.json`` is refused (use another
+``out_dir`` or ``restart=True``, which deletes ``state/``, ``checkpoints/`` and
+the report files first).
+
+A start holds the folder's lock (:class:`prunekit.rundir.RunLock`) throughout:
+a second run on the same folder is refused. It removes temporary files a killed
+run left, and checks everything (recipe, data, model, weights file, a dry run)
+before it writes; a start that fails before any stage finished leaves no
+fingerprint behind, so the corrected command runs. A write that fails (full
+disk, read-only folder) is an :class:`~prunekit.errors.InvalidParameterError`
+and keeps every file written before; a finished run on read-only media is
+reported without writing.
 """
 
 from __future__ import annotations
@@ -59,16 +73,15 @@ from torch.utils.data import Dataset
 from .. import __version__, load_shrunk, save_shrunk
 from ..errors import InvalidParameterError
 from ..io import (
-    atomic_write,
     atomic_write_text,
     load_pruned_state_dict,
     load_sparse,
     load_state_dict_file,
-    read_json_object,
     save_sparse,
 )
 from ..masks import make_permanent
 from ..measure.sparsity import sparsity_report
+from ..rundir import Manifest, RunLock, clean_temporary, write_errors
 from ..recipes import Recipe, RunSpec, StageData, TrainSpec, load_recipe
 from ..training import TrainProgress, fit
 from ..zoo import create_model
@@ -81,7 +94,7 @@ __all__ = ["StageProgress", "Runner", "run_recipe"]
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
@@ -141,6 +154,9 @@ class Runner:
         self.warnings: list[str] = []
         self._count = 1 + len(self.runs)
         self._batches_per_epoch = 0
+        self.lock = RunLock(self.out, "--out")
+        self.manifest: Manifest | None = None
+        self._finished_any = False
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -148,11 +164,18 @@ class Runner:
         if self.progress is not None:
             self.progress(StageProgress(count=self._count, **kwargs))
 
+    @property
+    def _files(self) -> Manifest:
+        if self.manifest is None:
+            self.manifest = Manifest(self.out, "--out", "state/manifest.json")
+        return self.manifest
+
     def _write_json(self, path: Path, value: Any) -> None:
-        atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+        self._files.write_json(path, value)
+        self._finished_any = True
 
     def _read_json(self, path: Path) -> dict[str, Any] | None:
-        value = read_json_object(path, then="the stage runs again")
+        value = self._files.read_json(path)
         if value is None or value.get("fingerprint") != self.fingerprint:
             return None
         return value
@@ -175,6 +198,11 @@ class Runner:
             raise InvalidParameterError("--out", "a folder (or a path to create one)", os.fspath(self.out),
                                         "Fix: pick another --out.")
         stored = self._stored_fingerprint()
+        if not self.restart and stored == "<unreadable>":
+            raise InvalidParameterError(
+                "--out", "a folder whose state/recipe.json is readable",
+                f"<{os.fspath(self.state / 'recipe.json')}: damaged>",
+                "Fix: pass --restart (restart=True) to discard the results in it, or use a new --out.")
         if not self.restart and stored is not None and stored != self.fingerprint:
             raise InvalidParameterError(
                 "--out",
@@ -190,10 +218,11 @@ class Runner:
             return None
         try:
             return str(json.loads(marker.read_text(encoding="utf-8")).get("fingerprint"))
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):  # ValueError: bad JSON or bad UTF-8
             return "<unreadable>"
 
-    def _prepare_out(self) -> None:
+    def _prepare_out(self) -> bool:
+        """Restart if asked, write the fingerprint unless stored; True when this start wrote it."""
         if self.restart:
             for sub in ("state", "checkpoints"):
                 if (self.out / sub).is_dir():
@@ -201,12 +230,31 @@ class Runner:
             for name in REPORT_FILES:
                 (self.out / name).unlink(missing_ok=True)
             logger.info("restart: removed earlier results in %s", self.out)
-        self.state.mkdir(parents=True, exist_ok=True)
+            self.manifest = None
+        created = False
+        with write_errors(self.out, "--out"):
+            self.state.mkdir(parents=True, exist_ok=True)
         if self._stored_fingerprint() is None:
-            self._write_json(self.state / "recipe.json", {"fingerprint": self.fingerprint,
-                                                          "state_version": STATE_VERSION,
-                                                          "prunekit": __version__, "created": _now()})
-        atomic_write_text(self.out / "recipe.yaml", self.recipe.to_yaml())
+            self._files.write_json(self.state / "recipe.json", {"fingerprint": self.fingerprint,
+                                                                "state_version": STATE_VERSION,
+                                                                "prunekit": __version__, "created": _now()})
+            created = True
+        text = self.recipe.to_yaml()
+        yaml_path = self.out / "recipe.yaml"
+        if not (yaml_path.is_file() and yaml_path.read_text(encoding="utf-8") == text):
+            with write_errors(self.out, "--out"):
+                atomic_write_text(yaml_path, text)
+        return created
+
+    def _forget_start(self) -> None:
+        """Undo a start that failed before any stage finished: no fingerprint stays behind."""
+        for path in (self.state / "recipe.json", self.state / "manifest.json", self.out / "recipe.yaml"):
+            path.unlink(missing_ok=True)
+        for folder in (self.state, self.out / "checkpoints"):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self.manifest = None
+        logger.info("the start failed before any stage finished; removed its fingerprint from %s", self.out)
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -219,6 +267,11 @@ class Runner:
     def _preflight(self, test: Dataset) -> None:
         """Every run's stages on a fresh, untrained model, before any training, so a
         recipe that cannot run fails at once, pointing at its key."""
+        weights = self.recipe.model.weights
+        if weights is not None and not Path(str(self.recipe.resolve_path(weights))).exists():
+            raise InvalidParameterError(f"{self.recipe.source}, model.weights", "a weights file that exists",
+                                        str(self.recipe.resolve_path(weights)),
+                                        "Fix: correct the path (relative paths start at the recipe's folder).")
         example = M.example(test, 1)
         finetune_steps = self._steps(self.recipe.finetune)
         for run in self.runs:
@@ -245,7 +298,7 @@ class Runner:
         weights_path = self.state / "dense.safetensors"
         pre = self._read_json(self.state / "pretrain.json")
         info = self._read_json(self.state / "dense.json")
-        if info is not None and pre is not None and weights_path.is_file():
+        if info is not None and pre is not None and self._files.valid(weights_path):
             logger.info("stage dense: skipped (finished before; %s)", weights_path)
             self.skipped.append("dense")
             self.timings["dense"] = float(info.get("seconds", 0.0))
@@ -253,7 +306,7 @@ class Runner:
             return load_file(str(weights_path)), info
         start = time.perf_counter()
         earlier = 0.0  # seconds of a pretraining finished by an earlier start
-        if pre is None or not weights_path.is_file():
+        if pre is None or not self._files.valid(weights_path):
             torch.manual_seed(self.recipe.seed)
             model = self._build_model()
             history: dict[str, Any] = {"epoch_losses": [], "steps": 0}
@@ -267,7 +320,8 @@ class Runner:
                 history = self._fit(model, train, self.recipe.train, self.recipe.seed, "dense", 0)
                 source = "trained"
             state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-            atomic_write(weights_path, lambda tmp: save_file(state, tmp, metadata={"source": source}))
+            self._files.forget(self.state / "pretrain.json")
+            self._files.write(weights_path, lambda tmp: save_file(state, tmp, metadata={"source": source}))
             pre = {"fingerprint": self.fingerprint, "history": history, "source": source,
                    "seconds": time.perf_counter() - start}
             self._write_json(self.state / "pretrain.json", pre)
@@ -301,7 +355,7 @@ class Runner:
         info_path = self.state / f"run-{safe}.json"
         ckpt = self.out / "checkpoints" / f"{safe}.safetensors"
         info = self._read_json(info_path)
-        if info is not None and (not self.recipe.export.checkpoint or ckpt.is_file()):
+        if info is not None and (not self.recipe.export.checkpoint or self._files.valid(ckpt)):
             logger.info("stage %s: skipped (finished before; %s)", run.name, info_path)
             self.skipped.append(run.name)
             self.timings[run.name] = float(info.get("seconds", 0.0))
@@ -325,10 +379,11 @@ class Runner:
         checkpoint = None
         if self.recipe.export.checkpoint:
             meta = {"recipe": self.fingerprint, "run": run.name, "model": self.recipe.model.name}
+            self._files.forget(info_path)
             if run.shrinks:
-                save_shrunk(model, ckpt)
+                self._files.saved(ckpt, lambda: save_shrunk(model, ckpt))
             else:
-                save_sparse(model, ckpt, metadata=meta)
+                self._files.saved(ckpt, lambda: save_sparse(model, ckpt, metadata=meta))
             checkpoint = {"path": f"checkpoints/{ckpt.name}", "format": "shrunk" if run.shrinks else "sparse"}
         self._emit(stage=run.name, status="measure", index=index)
         measures = M.measure(self.recipe, model, test)
@@ -362,12 +417,25 @@ class Runner:
     # -- the whole thing ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        self._check_out()
+        self._check_out()  # every check reads only: a start that fails them writes nothing
         train, test = M.load_datasets(self.recipe)
         self._batches_per_epoch = -(-len(train) // self.recipe.data.batch_size)  # type: ignore[arg-type]
         self._preflight(test)
-        self._prepare_out()
-        dense_state, dense_info = self._dense(train, test)
+        with self.lock:
+            return self._run_locked(train, test)
+
+    def _run_locked(self, train: Dataset, test: Dataset) -> dict[str, Any]:
+        self._check_out()  # again: another run may have finished in the meantime
+        if not self.lock.read_only:
+            clean_temporary(self.out)
+        self.manifest = None
+        created = self._prepare_out()
+        try:
+            dense_state, dense_info = self._dense(train, test)
+        except BaseException:
+            if created and not self._finished_any:
+                self._forget_start()
+            raise
         self._dense_params = int(dense_info["measures"]["params"])
         pretrain = int(dense_info["budget"]["pretrain_steps"])
         entries = [self._run(i + 1, run, dense_state, pretrain, train, test) for i, run in enumerate(self.runs)]
@@ -375,7 +443,14 @@ class Runner:
         report = self._report(dense_info, entries, len(train), len(test))  # type: ignore[arg-type]
         if method is not None:
             report["environment"]["latency_method"] = method
-        self.files, self.warnings = write_report_files(report, self.out)
+        if self.lock.read_only:
+            self.files = {kind: self.out / name for kind, name in zip(("json", "markdown", "html"), REPORT_FILES)
+                          if (self.out / name).is_file()}
+            self.warnings = [f"{self.out} is read-only: the report files were not rewritten"]
+            logger.warning(self.warnings[0])
+        else:
+            with write_errors(self.out, "--out"):
+                self.files, self.warnings = write_report_files(report, self.out)
         return report
 
     def _retime(self, dense_state: dict[str, torch.Tensor], dense_info: dict[str, Any],
@@ -388,7 +463,7 @@ class Runner:
         if lat is None:
             return None
         paths = [self.out / str((e.get("checkpoint") or {}).get("path", "")) for e in entries]
-        if not self.recipe.export.checkpoint or not all(p.is_file() for p in paths):
+        if not self.recipe.export.checkpoint or not all(self._files.valid(p) for p in paths):
             return "each model alone, after its stage"
         dense = self._build_model()
         dense.load_state_dict(dense_state)
