@@ -229,3 +229,21 @@ def test_load_sparse_of_a_folder_or_a_truncated_file_is_a_checkpoint_error(valid
     (tmp_path / "short.safetensors").write_bytes(valid.read_bytes()[:5])
     with pytest.raises(CheckpointError):
         prunekit.load_sparse(tmp_path / "short.safetensors")
+
+
+def test_every_stored_dtype_round_trips_bit_exactly_and_reproducibly(tmp_path):
+    torch.manual_seed(0)
+    weight = torch.randn(16, 16)
+    weight[weight.abs() < 1.0] = 0  # plain zeros: stored compressed
+    sd = {
+        "a": torch.randn(5).to(torch.bfloat16), "b": torch.tensor([True, False, True]),
+        "c": torch.tensor(7, dtype=torch.int64), "d": torch.zeros(0, 3), "e": torch.randn(2, 3).double(),
+        "f": torch.arange(4, dtype=torch.int8), "g": torch.randn(3).half(), "w": weight,
+    }
+    prunekit.save_sparse(sd, tmp_path / "1.safetensors")
+    prunekit.save_sparse(dict(reversed(list(sd.items()))), tmp_path / "2.safetensors")
+    back = prunekit.load_sparse(tmp_path / "1.safetensors")
+    assert set(back) == set(sd)
+    for key, value in sd.items():
+        assert back[key].dtype == value.dtype and back[key].shape == value.shape and torch.equal(back[key], value)
+    assert load_file(str(tmp_path / "1.safetensors")).keys() == load_file(str(tmp_path / "2.safetensors")).keys()

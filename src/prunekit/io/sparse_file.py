@@ -98,7 +98,7 @@ def verify_checksum(path: str | os.PathLike[str]) -> bool:
         raw = handle.read(length)
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise CheckpointError(f"checkpoint {where!r}: the safetensors header is not JSON ({exc}).") from exc
         meta = header.get("__metadata__") if isinstance(header, dict) else None
         if not isinstance(meta, dict) or CHECKSUM_KEY not in meta:
