@@ -220,3 +220,93 @@ def test_state_dict_round_trip(seed, s, mode, structure, bias):
         again = _fresh(seed)
         prunekit.load_pruned_state_dict(again, prunekit.load_state_dict_file(path))
         _assert_same_pruning(model, again)
+
+
+# -- corrupted sparse checkpoints: a clear error or a bit-exact load, never a different model --------
+
+_HOSTILE_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
+    st.text(max_size=6), st.sampled_from(["float32", "int32", "bool", "float16", "dense", "zeros", "reparam",
+                                          "inplace", "bitmask", "index", "0.weight", "2.bias"]),
+    st.lists(st.integers(-5, 2**33), max_size=4), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_FIELDS = ["shape", "dtype", "state", "encoding", "mask_dtype", "alias", "<entry>"]
+
+
+def _reference_file(tmp: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 4))
+    prunekit.prune(model, 0.99, include="0")  # index encoding, reparam
+    prunekit.prune(model, 0.5, include="2", mode="inplace")  # bitmask encoding, inplace
+    path = tmp / "ref.safetensors"
+    prunekit.save_sparse(model, path)
+    return path, prunekit.load_sparse(path)
+
+
+def _load_or_error(path: Path) -> dict[str, torch.Tensor] | None:
+    try:
+        return prunekit.load_sparse(path)
+    except prunekit.PrunekitError:
+        return None
+
+
+def _bit_exact(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return list(a) == list(b) and all(
+        a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
+        and torch.equal(a[k].reshape(-1).view(torch.uint8), b[k].reshape(-1).view(torch.uint8)) for k in a
+    )
+
+
+@SETTINGS
+@given(data=st.data(), flips=st.integers(1, 3))
+def test_corrupted_bytes_give_an_error_or_the_same_model(data, flips):
+    with tempfile.TemporaryDirectory() as tmp:
+        path, reference = _reference_file(Path(tmp))
+        raw = bytearray(path.read_bytes())
+        for _ in range(flips):
+            pos = data.draw(st.integers(0, len(raw) - 1), label="position")
+            raw[pos] ^= data.draw(st.integers(1, 255), label="xor")
+        if data.draw(st.booleans(), label="truncate"):
+            raw = raw[: data.draw(st.integers(0, len(raw)), label="length")]
+        bad = Path(tmp) / "bad.safetensors"
+        bad.write_bytes(bytes(raw))
+        loaded = _load_or_error(bad)
+        assert loaded is None or _bit_exact(loaded, reference)
+
+
+def _edited(path: Path, out: Path, name: str, field: str, value: object, keep_checksum: bool) -> Path:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    import json
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    if not keep_checksum:
+        meta.pop("sha256")
+    entries = json.loads(meta["tensors"])
+    if field == "<entry>":
+        entries[name] = value
+    else:
+        entries[name][field] = value
+    meta["tensors"] = json.dumps(entries)
+    save_file(load_file(str(path)), str(out), metadata=meta)
+    return out
+
+
+@SETTINGS
+@given(name=st.sampled_from(["0.weight", "0.bias", "2.weight", "2.bias"]), field=st.sampled_from(_FIELDS),
+       value=_HOSTILE_VALUES)
+def test_corrupted_fields_give_an_error_or_a_bounded_load(name, field, value):
+    with tempfile.TemporaryDirectory() as tmp:
+        path, reference = _reference_file(Path(tmp))
+        stale = _edited(path, Path(tmp) / "stale.safetensors", name, field, value, keep_checksum=True)
+        loaded = _load_or_error(stale)  # the checksum still describes the unedited file
+        assert loaded is None or _bit_exact(loaded, reference)
+        bare = _edited(path, Path(tmp) / "bare.safetensors", name, field, value, keep_checksum=False)
+        loaded = _load_or_error(bare)  # no checksum: only the field checks stand between it and the model
+        if loaded is not None:
+            limit = 64 * bare.stat().st_size + 64 * 2**20
+            assert sum(t.numel() * t.element_size() for t in loaded.values()) <= limit
+            assert all(torch.equal(loaded[k], reference[k]) for k in ("0.weight_orig", "2.weight")
+                       if k in loaded and loaded[k].shape == reference[k].shape and name[0] != k[0])

@@ -44,6 +44,7 @@ from .stages import (
     read_shrink,
     registered,
 )
+from .yaml_load import load_yaml
 
 __all__ = ["parse_recipe", "load_recipe", "list_example_recipes", "example_recipe_path"]
 
@@ -142,7 +143,7 @@ def _entry_runs(doc: Doc, index: int, value: Any, finetune: TrainSpec) -> list[R
 
 def _yaml(text: str, source: str) -> tuple[Any, Any]:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+        return load_yaml(text, source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,14 +28,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
-from .errors import CheckpointError, InvalidParameterError
-from .files import atomic_write, atomic_write_text, read_json_object
-from .masks import apply_masks, link_consumers, pruned_tensors
-from .targets import Target, find_reparam_hook, logical_tensors, tensor_state
+from ..errors import CheckpointError, InvalidParameterError
+from ..files import atomic_write, atomic_write_text, read_json_object
+from ..masks import apply_masks, link_consumers, pruned_tensors
+from ..targets import Target, find_reparam_hook, logical_tensors, tensor_state
+from .checks import SEP as _SEP
+from .checks import checked_entries, decoded_bytes_limit, dtype_from_name
+from .sparse_file import verify_checksum, write_safetensors
 
 __all__ = [
     "FORMAT",
@@ -53,21 +57,10 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "prunekit-sparse"
 VERSION = 1
-_SEP = "::"
-
-
-# -- atomic writes --------------------------------------------------------------
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _dtype(name: str) -> torch.dtype:
-    value = getattr(torch, name, None)
-    if not isinstance(value, torch.dtype):
-        raise CheckpointError(f"unknown dtype {name!r} in the checkpoint's metadata")
-    return value
 
 
 def _pack_bits(keep: torch.Tensor) -> torch.Tensor:
@@ -98,20 +91,22 @@ def _encode(name: str, values_source: torch.Tensor, keep: torch.Tensor, out: dic
 
 
 def _decode(name: str, info: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dense tensor (zeros where not kept) and the bool keep mask."""
+    """The dense tensor (zeros where not kept) and the bool keep mask.
+
+    ``info`` must have passed :func:`~prunekit.io.checks.checked_entries`:
+    the declared size, dtype, index and bitmask agree with the stored bytes.
+    """
     shape = tuple(info["shape"])
-    numel = int(np.prod(shape)) if shape else 1
-    dtype = _dtype(info["dtype"])
+    numel = math.prod(shape)
+    dtype = dtype_from_name(info["dtype"], name)
     values = tensors[name + _SEP + "values"]
     if info["encoding"] == "bitmask":
         keep = _unpack_bits(tensors[name + _SEP + "bitmask"], numel)
     else:
         keep = torch.zeros(numel, dtype=torch.bool)
         keep[tensors[name + _SEP + "index"].long()] = True
-    if int(keep.sum()) != values.numel():
-        raise CheckpointError(f"tensor {name!r}: the mask and the stored values disagree (corrupt file?)")
     dense = torch.zeros(numel, dtype=dtype)
-    dense[keep] = values.to(dtype)
+    dense[keep] = values
     return dense.reshape(shape), keep.reshape(shape)
 
 
@@ -181,21 +176,25 @@ def save_sparse(
         "tensors": json.dumps(entries),
         "user": json.dumps(dict(metadata or {})),
     }
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_safetensors(path, tensors, header)
     return os.path.getsize(path)
 
 
 def _read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The stored tensors (at most the file's size in memory) and the string metadata."""
+    if path is None or not isinstance(path, (str, os.PathLike)):
+        raise InvalidParameterError("path", "a path to a checkpoint file", path, "Fix: pass the file's path.")
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Fix: check the path.")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file. Fix: check the path.")
     try:
+        verify_checksum(path)
         tensors = load_file(str(path))
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}). "
             "Fix: re-save it with prunekit.save_sparse; it may be truncated or corrupt."
@@ -203,8 +202,26 @@ def _read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     return tensors, meta
 
 
+def _entries(path: str | os.PathLike[str], meta: Mapping[str, str]) -> Any:
+    where = str(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{where!r} is a safetensors file but not a prunekit sparse checkpoint. "
+            "Fix: load plain safetensors with safetensors.torch.load_file or prunekit.load_state_dict_file."
+        )
+    if meta.get("version") != str(VERSION):
+        raise CheckpointError(f"{where!r}: field 'version' is {meta.get('version')!r}; this prunekit reads "
+                              f"{VERSION}. Fix: load it with the prunekit version that wrote it.")
+    try:
+        return json.loads(meta["tensors"])
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{where!r}: field 'tensors' of the metadata is missing or not JSON ({exc}) "
+                              "(corrupt or edited file).") from exc
+
+
 def load_sparse(
-    path: str | os.PathLike[str], model: nn.Module | None = None, *, strict: bool = True
+    path: str | os.PathLike[str], model: nn.Module | None = None, *, strict: bool = True,
+    max_decoded_bytes: int | None = None,
 ) -> dict[str, torch.Tensor] | nn.Module:
     """Load a file written by :func:`save_sparse`.
 
@@ -212,59 +229,72 @@ def load_sparse(
     (``<name>_orig``/``<name>_mask`` for reparametrised tensors). With
     ``model``: masks are recreated on the model in the saved mode, the values
     are loaded, and the model is returned.
+
+    Loading never runs code from the file and checks every field of its
+    metadata against the stored bytes (and the file's checksum, when it has
+    one) before decoding: any inconsistency is a :class:`CheckpointError`
+    naming the tensor and the field. ``max_decoded_bytes`` bounds the memory
+    the decoded tensors may take; by default 64 times the file's size plus
+    64 MiB, so a small file cannot declare a huge tensor.
     """
     tensors, meta = _read_safetensors(path)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{str(path)!r} is a safetensors file but not a prunekit sparse checkpoint. "
-            "Fix: load plain safetensors with safetensors.torch.load_file or prunekit.load_state_dict_file."
-        )
-    if meta.get("version") != str(VERSION):
-        raise CheckpointError(f"{str(path)!r} has format version {meta.get('version')}; this prunekit reads {VERSION}.")
-    try:
-        entries = json.loads(meta["tensors"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} has corrupt metadata ({exc}).") from exc
-    state_dict: dict[str, torch.Tensor] = {}
-    try:
-        for name, info in entries.items():
-            if "alias" in info:
-                continue
-            if info["encoding"] == "dense":
-                state_dict[name] = tensors[name]
-                continue
-            dense, keep = _decode(name, info, tensors)
-            if info["state"] == "reparam":
-                state_dict[name + "_orig"] = dense
-                state_dict[name + "_mask"] = keep.to(_dtype(info["mask_dtype"]))
-            elif info["state"] == "inplace":
-                state_dict[name] = dense
-                state_dict[name + "_mask"] = keep
-            else:
-                state_dict[name] = dense
-        for name, info in entries.items():
-            if "alias" in info:  # tied tensors come back as one tensor under every name
-                source = info["alias"]
-                for suffix in ("", "_orig", "_mask"):
-                    if source + suffix in state_dict:
-                        state_dict[name + suffix] = state_dict[source + suffix]
-    except KeyError as exc:
-        raise CheckpointError(f"{str(path)!r} lacks the stored tensor {exc} (corrupt file?).") from exc
+    state_dict = _sparse_state_dict(path, tensors, meta, max_decoded_bytes)
     if model is None:
         return state_dict
     return load_pruned_state_dict(model, state_dict, strict=strict)
 
 
+def _sparse_state_dict(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+                       meta: Mapping[str, str], max_decoded_bytes: int | None) -> dict[str, torch.Tensor]:
+    entries = _entries(path, meta)
+    if max_decoded_bytes is None:
+        limit = decoded_bytes_limit(os.path.getsize(path))
+    elif isinstance(max_decoded_bytes, int) and not isinstance(max_decoded_bytes, bool) and max_decoded_bytes >= 0:
+        limit = max_decoded_bytes
+    else:
+        raise InvalidParameterError("max_decoded_bytes", "None or a non-negative integer", max_decoded_bytes,
+                                    "Fix: pass the number of bytes the decoded tensors may take.")
+    entries = checked_entries(entries, tensors, limit=limit, source=str(path))
+    state_dict: dict[str, torch.Tensor] = {}
+    for name, info in entries.items():
+        if "alias" in info:
+            continue
+        if info["encoding"] == "dense":
+            state_dict[name] = tensors[name]
+            continue
+        dense, keep = _decode(name, info, tensors)
+        if info["state"] == "reparam":
+            state_dict[name + "_orig"] = dense
+            state_dict[name + "_mask"] = keep.to(dtype_from_name(info["mask_dtype"], name, "mask_dtype"))
+        elif info["state"] == "inplace":
+            state_dict[name] = dense
+            state_dict[name + "_mask"] = keep
+        else:
+            state_dict[name] = dense
+    for name, info in entries.items():
+        if "alias" in info:  # tied tensors come back as one tensor under every name
+            source = info["alias"]
+            for suffix in ("", "_orig", "_mask"):
+                if source + suffix in state_dict:
+                    state_dict[name + suffix] = state_dict[source + suffix]
+    return state_dict
+
+
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Any state-dict file: prunekit sparse, plain safetensors, or a torch file
-    loaded with ``weights_only=True`` (never unpickling code)."""
+    loaded with ``weights_only=True`` (never unpickling code).
+
+    A prunekit sparse file is checked and bounded as in :func:`load_sparse`.
+    """
+    if path is None or not isinstance(path, (str, os.PathLike)):
+        raise InvalidParameterError("path", "a path to a checkpoint file", path, "Fix: pass the file's path.")
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Fix: check the path.")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file. Fix: check the path.")
     if path.suffix == ".safetensors":
         tensors, meta = _read_safetensors(path)
         if meta.get("format") == FORMAT:
-            return dict(load_sparse(path))  # type: ignore[arg-type]
+            return _sparse_state_dict(path, tensors, meta, None)
         return tensors
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
