@@ -1,0 +1,99 @@
+"""All or nothing: put a model's structure back as it was when a call that changes it fails.
+
+:class:`ModelSnapshot` records, for every module of a model, its attribute
+dictionary with shallow copies of its containers (parameters, buffers,
+submodules, hooks), and the root's ``config`` attributes (Hugging Face
+models). :meth:`ModelSnapshot.restore` puts each container's old contents back
+into the same container object (so hook handles stay valid) and every other
+attribute back to its old value. With ``values=True`` it also keeps a copy of
+every parameter and buffer and writes it back, for calls that write into
+tensors in place; without it, restoring is exact for calls that only replace
+tensors, modules and hooks (surgery, mask realisation) and costs no memory.
+
+Use :func:`all_or_nothing` around the part of a call that changes the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..targets import tensor_state
+from .inplace import untrack_inplace
+
+__all__ = ["ModelSnapshot", "all_or_nothing"]
+
+_CONTAINERS = (dict, set, list)
+
+
+def _copy(value: Any) -> Any:
+    try:
+        return type(value)(value)
+    except TypeError:
+        return dict(value) if isinstance(value, dict) else list(value)
+
+
+class ModelSnapshot:
+    """The structure (and optionally the values) of ``model`` now, to restore after a failure."""
+
+    def __init__(self, model: nn.Module, *, values: bool = False) -> None:
+        self.model = model
+        self._modules: list[tuple[nn.Module, dict[str, tuple[Any, Any]]]] = []
+        self._inplace: set[tuple[int, str]] = set()
+        for module in model.modules():
+            attrs = {key: (value, _copy(value) if isinstance(value, _CONTAINERS) else value)
+                     for key, value in vars(module).items()}
+            self._modules.append((module, attrs))
+            self._inplace.update((id(module), name) for name in list(module._parameters)
+                                 if tensor_state(module, name) == "inplace")
+        config = getattr(model, "config", None)
+        self._config = (config, dict(vars(config))) if config is not None and hasattr(config, "__dict__") else None
+        self._values: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if values:
+            seen: set[int] = set()
+            for module in model.modules():
+                for tensor in [*module._parameters.values(), *module._buffers.values()]:
+                    if tensor is not None and id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        self._values.append((tensor, tensor.detach().clone()))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put every recorded attribute, container and value back."""
+        for module, attrs in self._modules:
+            for name in list(module._parameters):  # masks realised in place since the snapshot
+                if (id(module), name) not in self._inplace and tensor_state(module, name) == "inplace":
+                    untrack_inplace(module, name)
+        for module, attrs in self._modules:
+            current = vars(module)
+            for key in [k for k in current if k not in attrs]:
+                del current[key]
+            for key, (obj, saved) in attrs.items():
+                if isinstance(obj, _CONTAINERS):
+                    obj.clear()
+                    if isinstance(obj, list):
+                        obj.extend(saved)
+                    else:
+                        obj.update(saved)
+                current[key] = obj
+        if self._config is not None:
+            config, saved = self._config
+            vars(config).clear()
+            vars(config).update(saved)
+        for tensor, copy in self._values:
+            tensor.copy_(copy)
+
+
+@contextmanager
+def all_or_nothing(model: nn.Module, *, values: bool = False) -> Iterator[ModelSnapshot]:
+    """Run the ``with`` body; if it raises, restore ``model`` (see :class:`ModelSnapshot`) and re-raise."""
+    snapshot = ModelSnapshot(model, values=values)
+    try:
+        yield snapshot
+    except BaseException:
+        snapshot.restore()
+        raise
