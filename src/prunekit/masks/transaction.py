@@ -8,7 +8,8 @@ into the same container object (so hook handles stay valid) and every other
 attribute back to its old value. With ``values=True`` it also keeps a copy of
 every parameter and buffer and writes it back, for calls that write into
 tensors in place; without it, restoring is exact for calls that only replace
-tensors, modules and hooks (surgery, mask realisation) and costs no memory.
+tensors, modules and hooks or swap a parameter's storage (surgery, mask
+realisation, making masks permanent) and costs no memory.
 
 Use :func:`all_or_nothing` around the part of a call that changes the model.
 """
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ..targets import tensor_state
-from .inplace import untrack_inplace
+from .inplace import track_inplace, untrack_inplace
 
 __all__ = ["ModelSnapshot", "all_or_nothing"]
 
@@ -52,6 +53,9 @@ class ModelSnapshot:
                                  if tensor_state(module, name) == "inplace")
         config = getattr(model, "config", None)
         self._config = (config, dict(vars(config))) if config is not None and hasattr(config, "__dict__") else None
+        # ``param.data = other`` (as ``torch.nn.utils.prune.remove`` does) swaps a parameter's storage:
+        # keep an alias of each one (no copy) to swap it back
+        self._data = [(p, p.data) for module in model.modules() for p in module._parameters.values() if p is not None]
         self._values: list[tuple[torch.Tensor, torch.Tensor]] = []
         if values:
             seen: set[int] = set()
@@ -80,10 +84,17 @@ class ModelSnapshot:
                     else:
                         obj.update(saved)
                 current[key] = obj
+        for param, data in self._data:
+            if param.data.data_ptr() != data.data_ptr() or param.shape != data.shape or param.dtype != data.dtype:
+                param.data = data
         if self._config is not None:
             config, saved = self._config
             vars(config).clear()
             vars(config).update(saved)
+        for module, _attrs in self._modules:  # in-place masks removed since the snapshot are tracked again
+            for name in list(module._parameters):
+                if (id(module), name) in self._inplace:
+                    track_inplace(module, name)
         for tensor, copy in self._values:
             tensor.copy_(copy)
 
