@@ -135,6 +135,18 @@ def pruned_file(tmp_path) -> str:
     return path
 
 
+def first_layer_pruned() -> nn.Sequential:
+    model = mlp()
+    prunekit.prune(model, 0.5, include="0")
+    return model
+
+
+def first_layer_pruned_file(tmp_path) -> str:
+    path = str(tmp_path / "first.safetensors")
+    save_sparse(first_layer_pruned().state_dict(), path)
+    return path
+
+
 def other_mlp() -> nn.Sequential:
     """The same layer names as :func:`mlp`, another width at the end."""
     torch.manual_seed(1)
@@ -218,6 +230,13 @@ CASES = [
          lambda m, tmp: load_shrunk(m, pruned_file(tmp))),
     Case("load_sparse: another architecture", lambda tmp: other_mlp(),
          lambda m, tmp: load_sparse(pruned_file(tmp), m)),
+    Case("load_sparse: masks fit, a later layer does not", lambda tmp: other_mlp(),
+         lambda m, tmp: load_sparse(first_layer_pruned_file(tmp), m)),
+    Case("load_pruned_state_dict: masks fit, a later layer does not", lambda tmp: other_mlp(),
+         lambda m, tmp: load_pruned_state_dict(m, first_layer_pruned().state_dict())),
+    Case("load_pruned_state_dict: a missing key", lambda tmp: mlp(),
+         lambda m, tmp: load_pruned_state_dict(m, {k: v for k, v in first_layer_pruned().state_dict().items()
+                                                   if k != "4.bias"})),
     Case("load_pruned_state_dict: another architecture", lambda tmp: other_mlp(),
          lambda m, tmp: load_pruned_state_dict(m, pruned_mlp().state_dict())),
     Case("restore_masks: a masked tensor the model lacks", lambda tmp: nn.Sequential(nn.Linear(6, 8)),
