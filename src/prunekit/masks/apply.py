@@ -25,13 +25,15 @@ __all__ = [
 ]
 
 
-def duplicate_targets(targets: Sequence[Target]) -> list[tuple[Target, Target]]:
+def duplicate_targets(targets: Sequence[Target], *, tied: bool = True) -> list[tuple[Target, Target]]:
     """``(later, first)`` pairs of targets that name a tensor an earlier target names already
-    (the same module and parameter twice, or a tied parameter under another module)."""
-    first: dict[int, Target] = {}
+    (the same module and parameter twice, or with ``tied`` a tied parameter under another module)."""
+    first: dict[object, Target] = {}
     out = []
     for target in targets:
-        key = id(target.original) if _has_tensor(target) else id(target)
+        key: object = (id(target.module), target.param_name)
+        if tied and _has_tensor(target):
+            key = id(target.original)
         if key in first:
             out.append((target, first[key]))
         else:
@@ -47,9 +49,10 @@ def _has_tensor(target: Target) -> bool:
     return True
 
 
-def check_unique_targets(targets: Sequence[Target]) -> None:
-    """Refuse targets that name one tensor twice (see :func:`duplicate_targets`)."""
-    pairs = duplicate_targets(targets)
+def check_unique_targets(targets: Sequence[Target], *, tied: bool = True) -> None:
+    """Refuse targets that name one tensor twice (see :func:`duplicate_targets`); with
+    ``tied=False`` only the same module and parameter twice (tied holders may each be listed)."""
+    pairs = duplicate_targets(targets, tied=tied)
     if pairs:
         listed = ", ".join(f"{later.name} (= {first.name})" for later, first in pairs[:5])
         raise InvalidParameterError(
@@ -127,9 +130,9 @@ def apply_masks(
     realisation = create_realisation(mode)
     if len(targets) != len(keeps):
         raise InvalidParameterError("masks", f"{len(targets)} masks, one per target", f"<{len(keeps)} masks>")
-    check_unique_targets(targets)
     for target, keep in zip(targets, keeps):
         _check_mask(target, keep, realisation.name)
+    check_unique_targets(targets, tied=False)  # tied holders (restored checkpoints) are linked afterwards
 
     undo: list[Undo] = []
     try:

@@ -16,17 +16,18 @@ Use :func:`all_or_nothing` around the part of a call that changes the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import InvalidParameterError
 from ..targets import tensor_state
 from .inplace import track_inplace, untrack_inplace
 
-__all__ = ["ModelSnapshot", "all_or_nothing"]
+__all__ = ["ModelSnapshot", "all_or_nothing", "check_fits"]
 
 _CONTAINERS = (dict, set, list)
 
@@ -108,3 +109,24 @@ def all_or_nothing(model: nn.Module, *, values: bool = False) -> Iterator[ModelS
     except BaseException:
         snapshot.restore()
         raise
+
+
+def check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+               source: str = "the state dict") -> None:
+    """Refuse, before any value is written, a state dict whose shapes (and with ``strict``, keys)
+    do not fit ``model``: ``model.load_state_dict`` would copy the tensors that fit and then raise."""
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (model {tuple(expected[k].shape)})" for k, v in state_dict.items()
+             if k in expected and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state_dict] if strict else []
+    unexpected = [k for k in state_dict if k not in expected] if strict else []
+    if not (wrong or missing or unexpected):
+        return
+    parts = [f"{label} {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
+             for label, keys in (("shape mismatches:", wrong), ("missing:", missing), ("unexpected:", unexpected))
+             if keys]
+    raise InvalidParameterError(
+        "model", f"a model of the architecture {source} was saved from",
+        f"<{type(model).__name__}; {'; '.join(parts)}>",
+        "Fix: build the model with the class and arguments it had when it was saved, then load into it.",
+    )

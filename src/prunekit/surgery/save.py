@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
-import torch
 from safetensors import safe_open
 from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError
-from ..io import load_pruned_state_dict, load_sparse, restore_masks, save_sparse
+from ..io import load_pruned_state_dict, load_sparse, save_sparse
 from ..masks.transaction import all_or_nothing
 from .heads import after_replay, before_replay
 from .history import add_history, surgery_history
@@ -71,25 +69,4 @@ def load_shrunk(model: nn.Module, path: str | os.PathLike[str], *, strict: bool 
         replay(model, history.removals)
         after_replay(model, history.extra)  # head counts, config
         add_history(model, history)
-        restore_masks(model, state_dict)
-        _check_fits(model, state_dict, strict, path)
-        return load_pruned_state_dict(model, state_dict, strict=strict)
-
-
-def _check_fits(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool,
-                path: str | os.PathLike[str]) -> None:
-    """Refuse, before any value is written, a state dict whose keys or shapes do not fit ``model``."""
-    expected = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} (model {tuple(expected[k].shape)})" for k, v in state_dict.items()
-             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
-    missing = [k for k in expected if k not in state_dict] if strict else []
-    unexpected = [k for k in state_dict if k not in expected] if strict else []
-    if not (wrong or missing or unexpected):
-        return
-    parts = [f"{label} {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
-             for label, keys in (("shape mismatches:", wrong), ("missing:", missing), ("unexpected:", unexpected))
-             if keys]
-    raise InvalidParameterError(
-        "model", f"a model of the class {str(path)!r} was saved from", f"<{type(model).__name__}; {'; '.join(parts)}>",
-        "Fix: build the model with the architecture and arguments it had when it was saved, then load into it.",
-    )
+        return load_pruned_state_dict(model, state_dict, strict=strict, source=repr(str(path)))
