@@ -171,10 +171,10 @@ def _broken_mask_buffer(model):
     return model
 
 
-def _groups_with_a_bad_second_keep(model):
+def _groups_with_a_bad_second_keep(model, optimizer=None, bad=True):
     groups = prunekit.find_groups(model, torch.randn(2, 6))
-    keep = {groups[0].name: torch.arange(4), groups[1].name: torch.tensor([0, 99])}
-    prune_groups(model, keep, groups)
+    keep = {groups[0].name: torch.arange(4), groups[1].name: torch.tensor([0, 99] if bad else [0, 1])}
+    prune_groups(model, keep, groups, optimizer=optimizer)
 
 
 def _criterion_failing_on_the_last_target(target: Target) -> torch.Tensor:
@@ -216,6 +216,10 @@ CASES = [
          lambda m, tmp: prunekit.structural_prune(m, torch.randn(2, 7), sparsity=0.5), Exception),
     Case("structural_prune: sparsity out of range", lambda tmp: mlp(),
          lambda m, tmp: prunekit.structural_prune(m, torch.randn(2, 6), sparsity=1.5)),
+    Case("structural_prune: not an optimizer", lambda tmp: mlp(),
+         lambda m, tmp: prunekit.structural_prune(m, torch.randn(2, 6), sparsity=0.5, optimizer="sgd")),
+    Case("prune_groups: not an optimizer", lambda tmp: mlp(),
+         lambda m, tmp: _groups_with_a_bad_second_keep(m, optimizer="sgd", bad=False)),
     Case("prune_groups: a later keep out of range", lambda tmp: mlp(),
          lambda m, tmp: _groups_with_a_bad_second_keep(m)),
     Case("prune_heads: a later layer's head out of range", lambda tmp: Encoder(),
