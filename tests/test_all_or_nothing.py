@@ -107,10 +107,10 @@ class Encoder(nn.Module):
         return self.head(x.mean(dim=1))
 
 
-def llama():
+def llama(vocab_size: int = 64):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+    cfg = transformers.LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                                    num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
     return transformers.LlamaForCausalLM(cfg).eval()
 
@@ -125,6 +125,15 @@ def shrunk_file(tmp_path) -> str:
     model = mlp()
     prunekit.structural_prune(model, torch.randn(2, 6), sparsity=0.5)
     path = str(tmp_path / "shrunk.safetensors")
+    save_shrunk(model, path)
+    return path
+
+
+def shrunk_llama_file(tmp_path) -> str:
+    model = llama()
+    prunekit.prune_heads(model, {0: [1], 1: [0]})
+    prunekit.prune_mlp_neurons(model, {0: [0, 1], 1: [3, 5]})
+    path = str(tmp_path / "llama.safetensors")
     save_shrunk(model, path)
     return path
 
@@ -151,6 +160,11 @@ def other_mlp() -> nn.Sequential:
     """The same layer names as :func:`mlp`, another width at the end."""
     torch.manual_seed(1)
     return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 5))
+
+
+def _loaded(model, tmp_path):
+    load_shrunk(model, shrunk_file(tmp_path))
+    return model
 
 
 def _second_layer_mask_of_wrong_shape(model):
@@ -204,6 +218,8 @@ CASES = [
          lambda m, tmp: prunekit.prune(m, 0.7, mode="reparam")),
     Case("Pruner.step: second step too high a count", lambda tmp: pruned_mlp(),
          lambda m, tmp: prunekit.Pruner(m).step(10_000)),
+    Case("Pruner.step: scores of the wrong shape", lambda tmp: mlp(),
+         lambda m, tmp: prunekit.Pruner(m, criterion=lambda t: torch.ones(3)).step(0.5)),
     Case("Pruner.step: missing data for a data criterion", lambda tmp: mlp(),
          lambda m, tmp: prunekit.Pruner(m, criterion="snip").step(0.5)),
     Case("apply_masks: a later mask of the wrong shape", lambda tmp: mlp(),
@@ -226,10 +242,20 @@ CASES = [
          lambda m, tmp: prunekit.prune_heads(m, {"blocks.0": [0], "blocks.1": [7]})),
     Case("prune_heads: sparsity out of range", lambda tmp: Encoder(),
          lambda m, tmp: prunekit.prune_heads(m, sparsity=1.5)),
+    Case("prune_heads: a negative head index", lambda tmp: Encoder(),
+         lambda m, tmp: prunekit.prune_heads(m, {"blocks.0": [0], "blocks.1": [-1]})),
+    Case("prune_mlp_neurons: every neuron of a later layer", lambda tmp: llama(),
+         lambda m, tmp: prunekit.prune_mlp_neurons(m, {0: [0], 1: list(range(32))})),
     Case("prune_mlp_neurons: a later layer's neuron out of range", lambda tmp: llama(),
          lambda m, tmp: prunekit.prune_mlp_neurons(m, {0: [0, 1], 1: [999]})),
     Case("load_shrunk: another architecture", lambda tmp: other_mlp(),
          lambda m, tmp: load_shrunk(m, shrunk_file(tmp))),
+    Case("load_shrunk: Hugging Face heads and neurons into another config", lambda tmp: llama(vocab_size=80),
+         lambda m, tmp: load_shrunk(m, shrunk_llama_file(tmp))),
+    Case("load_shrunk: into a model shrunk already", lambda tmp: _loaded(mlp(), tmp),
+         lambda m, tmp: load_shrunk(m, shrunk_file(tmp))),
+    Case("load_sparse: into a model pruned in another mode", lambda tmp: pruned_mlp("inplace"),
+         lambda m, tmp: load_sparse(pruned_file(tmp), m)),
     Case("load_shrunk: a file without history", lambda tmp: mlp(),
          lambda m, tmp: load_shrunk(m, pruned_file(tmp))),
     Case("load_sparse: another architecture", lambda tmp: other_mlp(),
@@ -249,6 +275,8 @@ CASES = [
          lambda m, tmp: prunekit.oneshot_prune(m, torch.randint(0, 64, (2, 8)), sparsity=1.5)),
     Case("oneshot_prune: calibration ids of the wrong dtype", lambda tmp: llama(),
          lambda m, tmp: prunekit.oneshot_prune(m, torch.rand(2, 8), sparsity=0.5), Exception),
+    Case("oneshot_prune: token ids outside the vocabulary", lambda tmp: llama(),
+         lambda m, tmp: prunekit.oneshot_prune(m, torch.randint(100, 200, (2, 8)), sparsity=0.5), Exception),
 ]
 
 
