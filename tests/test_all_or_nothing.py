@@ -383,3 +383,16 @@ def test_lower_level_calls_refuse_duplicate_targets():
     with pytest.raises(InvalidParameterError, match="each tensor once"):
         compute_keep_masks(twice, as_criterion("magnitude"), create_structure("element"), 0.5, scope="global")
     assert not prunekit.masks.pruned_tensors(model)
+
+
+@pytest.mark.parametrize("values", [False, True])
+def test_all_or_nothing_restores_structure_and_with_values_in_place_writes(values):
+    from prunekit.masks.transaction import all_or_nothing
+
+    model = mlp()
+    before = model_state(model)
+    with pytest.raises(RuntimeError), all_or_nothing(model, values=values):
+        prunekit.prune(model, 0.5)  # masks, hooks, renamed parameters
+        model[2].weight_orig.data.zero_() if values else None  # an in-place write
+        raise RuntimeError("fails after changing the model")
+    assert_same(before, model_state(model))
