@@ -14,6 +14,7 @@ from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_k
 from .scores import Criterion, as_criterion, context_with_data
 from .errors import InvalidParameterError, check_choice
 from .masks import apply_masks, create_realisation, link_consumers
+from .masks.apply import check_shared_tensors, duplicate_targets
 from .masks import make_permanent as _make_permanent
 from .measure.sparsity import SparsityReport, sparsity_report
 from .params import PRUNE_PARAMS
@@ -96,6 +97,8 @@ class Pruner:
             self.targets = _resolve_targets(model, targets)
         else:
             self.targets = select_targets(model, types=types, include=include, exclude=exclude, params=params)
+        self.targets = _unique(self.targets)
+        check_shared_tensors(model, self.targets, self.mode)
         self.steps = 0
 
     def step(self, sparsity: Sparsity | None = None, **context: Any) -> list[torch.Tensor]:
@@ -135,6 +138,7 @@ class Pruner:
     def realise(self, keeps: Sequence[torch.Tensor], description: str = "") -> None:
         """Realisation phase: apply ``keeps`` (one bool mask per target) to the model with the
         realisation ``mode`` (see :mod:`prunekit.masks`), all or nothing."""
+        check_shared_tensors(self.model, self.targets, self.mode)
         apply_masks(self.targets, keeps, mode=self.mode, description=description, copy=False)
         link_consumers(self.model)
         self.steps += 1
@@ -160,6 +164,17 @@ class Pruner:
             f"Pruner({len(self.targets)} targets, criterion={self.criterion!r}, structure={self.structure!r}, "
             f"scope={self.scope!r}, mode={self.mode!r})"
         )
+
+
+def _unique(targets: list[Target]) -> list[Target]:
+    """``targets`` with each tensor once (the first name kept); a warning names the dropped ones."""
+    pairs = duplicate_targets(targets)
+    if not pairs:
+        return targets
+    dropped = {id(later) for later, _first in pairs}
+    logger.warning("targets name %d tensors twice; each is pruned once: dropped %s", len(pairs),
+                   ", ".join(f"{later.name} (= {first.name})" for later, first in pairs))
+    return [t for t in targets if id(t) not in dropped]
 
 
 def _resolve_targets(model: nn.Module, targets: Sequence[Any]) -> list[Target]:

@@ -51,6 +51,7 @@ import torch
 
 from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
+from ..masks.apply import check_unique_targets
 from ..structures import Structure
 from ..targets import Target, pattern_matches
 from .budget import Sparsity, check_sparsity
@@ -162,6 +163,7 @@ def compute_keep_masks(
             "normalize", "'none' with scope='lamp' (LAMP is itself a per-target normalisation)", normalize,
             "Fix: leave normalize out.",
         )
+    check_unique_targets(targets)  # a repeated tensor would count twice in a global ranking
     for target in targets:
         _floating_check(target)
         structure.check(target)

@@ -35,6 +35,7 @@ from torch import nn
 from ..errors import CheckpointError, InvalidParameterError
 from ..files import atomic_write, atomic_write_text, read_json_object
 from ..masks import apply_masks, link_consumers, pruned_tensors
+from ..masks.transaction import all_or_nothing, check_fits
 from ..targets import Target, find_reparam_hook, logical_tensors, tensor_state
 from .checks import SEP as _SEP
 from .checks import checked_entries, decoded_bytes_limit, dtype_from_name
@@ -342,19 +343,24 @@ def restore_masks(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> n
         targets.append(Target(name, module_name, module, pname))
         keeps.append(torch.ones(mask.shape, dtype=torch.bool))
         modes.append(state)
-    for mode in ("reparam", "inplace"):
-        chosen = [i for i, m in enumerate(modes) if m == mode]
-        if chosen:
-            apply_masks([targets[i] for i in chosen], [keeps[i] for i in chosen], mode=mode, description="restored")
-    link_consumers(model)
+    with all_or_nothing(model):  # a second mode's masks may fail after the first's are on
+        for mode in ("reparam", "inplace"):
+            chosen = [i for i, m in enumerate(modes) if m == mode]
+            if chosen:
+                apply_masks([targets[i] for i in chosen], [keeps[i] for i in chosen], mode=mode, description="restored")
+        link_consumers(model)
     return model
 
 
 def load_pruned_state_dict(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, strict: bool = True,
+    source: str = "the state dict",
 ) -> nn.Module:
-    """Recreate masks and load ``state_dict`` into a freshly built ``model``."""
-    restore_masks(model, state_dict)
+    """Recreate masks and load ``state_dict`` into a freshly built ``model``; all or nothing
+    (keys and shapes are checked before a value is written; ``source`` names the origin in errors)."""
+    with all_or_nothing(model):
+        restore_masks(model, state_dict)
+        check_fits(model, state_dict, strict=strict, source=source)
     model.load_state_dict(state_dict, strict=strict)
     for _q, module, name, state in pruned_tensors(model):
         if state == "reparam":

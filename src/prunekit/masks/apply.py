@@ -17,8 +17,72 @@ from .realisation import (
     realisations,
 )
 from .reparam import unlink_consumers
+from .transaction import all_or_nothing
 
-__all__ = ["apply_masks", "make_permanent", "pruned_tensors", "reapply_masks", "remove"]
+__all__ = [
+    "apply_masks", "check_shared_tensors", "check_unique_targets", "duplicate_targets", "make_permanent",
+    "pruned_tensors", "reapply_masks", "remove",
+]
+
+
+def duplicate_targets(targets: Sequence[Target], *, tied: bool = True) -> list[tuple[Target, Target]]:
+    """``(later, first)`` pairs of targets that name a tensor an earlier target names already
+    (the same module and parameter twice, or with ``tied`` a tied parameter under another module)."""
+    first: dict[object, Target] = {}
+    out = []
+    for target in targets:
+        key: object = (id(target.module), target.param_name)
+        if tied and _has_tensor(target):
+            key = id(target.original)
+        if key in first:
+            out.append((target, first[key]))
+        else:
+            first[key] = target
+    return out
+
+
+def _has_tensor(target: Target) -> bool:
+    try:
+        target.original
+    except (AttributeError, KeyError):
+        return False
+    return True
+
+
+def check_unique_targets(targets: Sequence[Target], *, tied: bool = True) -> None:
+    """Refuse targets that name one tensor twice (see :func:`duplicate_targets`); with
+    ``tied=False`` only the same module and parameter twice (tied holders may each be listed)."""
+    pairs = duplicate_targets(targets, tied=tied)
+    if pairs:
+        listed = ", ".join(f"{later.name} (= {first.name})" for later, first in pairs[:5])
+        raise InvalidParameterError(
+            "targets", "each tensor once", f"<{len(pairs)} repeated: {listed}>",
+            "Fix: drop the repeated targets (prunekit.prune and Pruner drop them for you, with a warning).",
+        )
+
+
+def check_shared_tensors(model: nn.Module, targets: Sequence[Target], mode: str) -> None:
+    """Refuse, before anything is masked, a target whose tensor another module of ``model``
+    holds under a different name when ``mode`` reparametrises (a mask and hook are bound to one
+    name, so the other holder could not be masked consistently)."""
+    realisation = create_realisation(mode)
+    if realisation.layout != "reparam":
+        return
+    wanted = {id(t.original): t for t in targets if _has_tensor(t)}
+    for qualified, holder in model.named_modules():
+        for pname, param in holder._parameters.items():
+            target = wanted.get(id(param)) if param is not None else None
+            if target is None or holder is target.module:
+                continue
+            key = pname[:-5] if pname.endswith("_orig") else pname
+            if key != target.param_name:
+                where = f"{qualified}.{pname}" if qualified else pname
+                raise InvalidParameterError(
+                    "targets", f"tensors held under one name ({target.name} is also {where})",
+                    f"<mode={realisation.name!r} on a tensor tied under two names>",
+                    "Fix: prune in mode='inplace' (masks the shared tensor itself), or exclude "
+                    f"{target.name} (exclude={target.name!r}).",
+                )
 
 
 def _mode_of(target: Target) -> str:
@@ -68,6 +132,7 @@ def apply_masks(
         raise InvalidParameterError("masks", f"{len(targets)} masks, one per target", f"<{len(keeps)} masks>")
     for target, keep in zip(targets, keeps):
         _check_mask(target, keep, realisation.name)
+    check_unique_targets(targets, tied=False)  # tied holders (restored checkpoints) are linked afterwards
 
     undo: list[Undo] = []
     try:
@@ -142,8 +207,10 @@ def make_permanent(model: nn.Module) -> nn.Module:
 
     Works for every realisation and for ``torch.nn.utils.prune``. The
     outputs of the model are unchanged; pruned entries are exact zeros.
+    All or nothing: if one tensor cannot be made permanent, none is.
     """
-    for _qualified, module, name, _layout in pruned_tensors(model):
-        remove(module, name)
-    unlink_consumers(model)
+    with all_or_nothing(model):
+        for _qualified, module, name, _layout in pruned_tensors(model):
+            remove(module, name)
+        unlink_consumers(model)
     return model

@@ -112,6 +112,11 @@ def prune_groups(
     keeps the history of removals so :func:`prunekit.surgery.save_shrunk` can
     rebuild it. Returns the :class:`SurgeryRecord`.
     """
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise InvalidParameterError(
+            "optimizer", "a torch.optim.Optimizer or None", f"<{type(optimizer).__name__}>",
+            "Fix: pass the optimizer that trains the model (its state is sliced along), or leave it out.",
+        )
     checked = _check_keep(keep, groups)
     _check_slices(model, groups, set(checked))
     removed = removed_positions(checked, groups)

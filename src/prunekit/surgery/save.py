@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_sparse, save_sparse
+from ..masks.transaction import all_or_nothing
 from .heads import after_replay, before_replay
 from .history import add_history, surgery_history
 from .slicing import SurgeryRecord, replay
@@ -52,11 +53,20 @@ def read_history(path: str | os.PathLike[str]) -> SurgeryRecord:
 
 def load_shrunk(model: nn.Module, path: str | os.PathLike[str], *, strict: bool = True) -> nn.Module:
     """Shrink a freshly built ``model`` of the original class as recorded in ``path``
-    and load the saved weights into it; returns the model."""
+    and load the saved weights into it; returns the model.
+
+    All or nothing: if the file does not fit ``model`` (another architecture,
+    other shapes, missing or extra tensors), the error says so and ``model``
+    is left exactly as it was (parameters, buffers, hooks, attributes).
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidParameterError("model", "an nn.Module", f"<{type(model).__name__}>",
+                                    "Fix: build the model of the saved class first, then load into it.")
     history = read_history(path)
     state_dict = load_sparse(path)
-    before_replay(model, history.extra)  # attention modules a head surgery replaced
-    replay(model, history.removals)
-    after_replay(model, history.extra)  # head counts, config
-    add_history(model, history)
-    return load_pruned_state_dict(model, state_dict, strict=strict)
+    with all_or_nothing(model):  # surgery replaces tensors and modules; the load below is checked first
+        before_replay(model, history.extra)  # attention modules a head surgery replaced
+        replay(model, history.removals)
+        after_replay(model, history.extra)  # head counts, config
+        add_history(model, history)
+        return load_pruned_state_dict(model, state_dict, strict=strict, source=repr(str(path)))
