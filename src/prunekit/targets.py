@@ -13,6 +13,7 @@ example ``"features.0.weight"``). It may be in one of three states:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "find_reparam_hook",
     "tensor_state",
     "pattern_matches",
+    "check_pattern",
     "logical_tensors",
 ]
 
@@ -157,10 +159,35 @@ def _type_matches(module: nn.Module, types: Sequence[type[nn.Module] | str] | No
     return False
 
 
-def pattern_matches(pattern: str, *names: str) -> bool:
-    """True if the glob ``pattern`` (or ``"re:<regex>"``, searched) matches any of ``names``."""
+@functools.lru_cache(maxsize=256)
+def _compile(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
+def check_pattern(pattern: object, param: str = "pattern") -> str:
+    """``pattern`` checked: a string, and for ``"re:<regex>"`` a valid regular expression."""
+    if not isinstance(pattern, str):
+        raise InvalidParameterError(param, "a glob pattern or 're:<regex>' (a string)", pattern,
+                                    f"Fix: pass a string such as {param}='fc*' or 're:^fc[0-9]$'.")
     if pattern.startswith("re:"):
-        regex = re.compile(pattern[3:])
+        try:
+            _compile(pattern[3:])
+        except re.error as exc:
+            raise InvalidParameterError(
+                param, "a glob pattern or 're:<regex>' with a valid regular expression", pattern,
+                f"Fix: correct the regular expression ({exc}), or drop 're:' to match a glob such as 'fc*'.",
+            ) from None
+    return pattern
+
+
+def pattern_matches(pattern: str, *names: str, param: str = "pattern") -> bool:
+    """True if the glob ``pattern`` (or ``"re:<regex>"``, searched) matches any of ``names``.
+
+    Raises:
+        InvalidParameterError: naming ``param`` if the regular expression is invalid.
+    """
+    if check_pattern(pattern, param).startswith("re:"):
+        regex = _compile(pattern[3:])
         return any(regex.search(n) for n in names)
     return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
@@ -169,14 +196,11 @@ def _as_list(value: str | Iterable[str] | None, param: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]
-    items = list(value)
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidParameterError(
-                param, "a string or a list of strings (globs, or 're:<regex>')", item
-            )
-    return items
+        return [check_pattern(value, param)]
+    if not isinstance(value, Iterable):
+        raise InvalidParameterError(param, "a string or a list of strings (globs, or 're:<regex>')", value,
+                                    f"Fix: pass e.g. {param}=['fc*', 're:^conv[0-9]$'].")
+    return [check_pattern(item, param) for item in value]
 
 
 def _normalise_types(
@@ -258,9 +282,10 @@ def select_targets(
             if not any(fnmatch.fnmatchcase(pname, p) for p in param_patterns):
                 continue
             qualified = f"{module_name}.{pname}" if module_name else pname
-            if includes is not None and not any(pattern_matches(p, qualified, module_name) for p in includes):
+            if includes is not None and not any(pattern_matches(p, qualified, module_name, param="include")
+                                                for p in includes):
                 continue
-            if any(pattern_matches(p, qualified, module_name) for p in excludes):
+            if any(pattern_matches(p, qualified, module_name, param="exclude") for p in excludes):
                 continue
             found.append(Target(qualified, module_name, module, pname))
     if not found:

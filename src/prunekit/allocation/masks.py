@@ -217,7 +217,7 @@ def _plan(targets: Sequence[Target], sparsity: Sparsity, scope: str, overrides: 
     for target in targets:
         own = None
         for pattern, value in checked.items():
-            if pattern_matches(pattern, target.name, target.module_name):
+            if pattern_matches(pattern, target.name, target.module_name, param="overrides"):
                 own = value
                 used.add(pattern)
                 break

@@ -52,12 +52,15 @@ from ..oneshot.pretrained import prune_pretrained
 from ..validation import (
     REQUIRED,
     AnyOf,
+    Device,
     Flag,
     Interval,
     JsonObject,
     Options,
+    OutputDir,
     Param,
     PathLike,
+    SEED,
     Strings,
     cli_values,
     declare,
@@ -105,10 +108,10 @@ ONESHOT_PARAMS = declare(
           "last share of the text held out", metavar="FRACTION"),
     Param("perplexity", Flag(), False, "held-out perplexity before and after"),
     Param("window", _positive(128), 128, "perplexity window length (non-overlapping)", metavar="N"),
-    Param("device", AnyOf(Strings("a torch device such as cpu or cuda:0"), None), None,
+    Param("device", AnyOf(Device(), None), None,
           "where blocks are pruned (default: the model's device)"),
-    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
-    Param("out", AnyOf(PathLike(), None), None, "output folder: the pruned model and report.json", metavar="DIR"),
+    Param("seed", SEED, 0, "seed"),
+    Param("out", AnyOf(OutputDir(), None), None, "output folder: the pruned model and report.json", metavar="DIR"),
 )
 
 

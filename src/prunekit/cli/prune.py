@@ -32,6 +32,7 @@ from ..measure.sparsity import sparsity_report
 from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
 from ..pruner import Pruner
 from ..structures import NM, create_structure
+from ..targets import check_pattern
 from ..validation import (
     REQUIRED,
     AnyOf,
@@ -40,8 +41,10 @@ from ..validation import (
     Fraction,
     Interval,
     Options,
+    OutputDir,
     Param,
     PathLike,
+    SEED,
     Strings,
     cli_values,
     declare,
@@ -68,7 +71,12 @@ class Override(Constraint):
         pattern, sep, value = text.rpartition("=")
         if not sep or not pattern:
             raise InvalidParameterError(name, self.describe(), text, f"Fix: e.g. {name} 'fc3.*=0.5'.")
-        return pattern, Fraction().from_text(value, name)
+        check_pattern(pattern, name)
+        try:
+            return pattern, Fraction().from_text(value, name)
+        except InvalidParameterError as exc:
+            raise InvalidParameterError(name, f"{self.describe()} with SPARSITY {exc.expected}", text,
+                                        f"Fix: e.g. {name} '{pattern}=0.5'.") from None
 
 
 def _text(param: Param) -> Param:
@@ -97,9 +105,9 @@ CLI_PARAMS = declare(
     dataclasses.replace(PRUNE_PARAMS["params"], cli_default=["weight"]),
     Param("override", AnyOf(Override(), None), None, "PATTERN=SPARSITY, pruned locally at its own level (repeatable)",
           repeat=True, metavar="PATTERN=SPARSITY"),
-    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0,
+    Param("seed", SEED, 0,
           "seed for the model's initialisation and random criteria"),
-    Param("out", AnyOf(PathLike(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
+    Param("out", AnyOf(OutputDir(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
     Param("shrink", Flag(), False, "remove units physically and save the smaller model: channels "
           "(--structure channel, structural_prune), attention heads (head, prune_heads) or MLP hidden neurons "
           "(neuron, prune_mlp_neurons)"),
