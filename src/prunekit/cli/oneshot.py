@@ -22,6 +22,7 @@ the last ``val_fraction`` before and after, in non-overlapping windows of ``--wi
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import numbers
 from pathlib import Path
@@ -37,7 +38,7 @@ from rich.progress import (
 )
 
 from ..data.text import CharTokenizer, read_text
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, did_you_mean
 from ..io import (
     atomic_write_text,
     load_pruned_state_dict,
@@ -65,7 +66,7 @@ from ..validation import (
     cli_values,
     declare,
 )
-from ..zoo import create_model, list_models
+from ..zoo import MODELS, create_model, list_models
 from .common import add_command, as_cli_error, report_table
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
@@ -130,6 +131,11 @@ def sample_windows(ids: torch.Tensor, samples: int, length: int, seed: int = 0) 
     return torch.stack([ids[s: s + length] for s in starts.tolist()])
 
 
+#: files of which a Hugging Face folder with a tokenizer has at least one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
 def _is_hf_folder(model: str) -> bool:
     return (Path(model) / "config.json").is_file()
 
@@ -140,11 +146,24 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
 
         return AutoModelForCausalLM.from_pretrained(args.model), True
     LOAD_CHECK.convert(args.model, "model")
+    _check_model_args(args.model, args.model_args or {})
     torch.manual_seed(args.seed)
     model = create_model(args.model, **(args.model_args or {}))
     if args.weights:
         load_pruned_state_dict(model, load_state_dict_file(args.weights))
     return model, False
+
+
+def _check_model_args(name: str, model_args: dict[str, Any]) -> None:
+    """Refuse ``--model-args`` keys that the zoo model's factory does not take."""
+    signature = inspect.signature(MODELS.get(name))
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    unknown = sorted(set(model_args) - set(signature.parameters))
+    if unknown:
+        known = ", ".join(signature.parameters) or "none"
+        raise InvalidParameterError("--model-args", f"keyword arguments of {name} ({known})", unknown,
+                                    "Fix: drop the unknown keys." + did_you_mean(unknown[0], signature.parameters))
 
 
 def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
@@ -156,6 +175,12 @@ def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
         return CharTokenizer.from_text(text).encode(text)
     if kind == "bytes":
         return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+    if not any((Path(args.model) / name).is_file() for name in TOKENIZER_FILES):
+        raise InvalidParameterError(
+            "--tokenizer", f"a model folder with a tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...) for "
+            f"--tokenizer {args.tokenizer}", f"<{args.model} without tokenizer files>",
+            "Fix: save the model's tokenizer into the folder (tokenizer.save_pretrained(folder)), or use "
+            "--tokenizer bytes or char when the model was trained on them.")
     from transformers import AutoTokenizer  # optional dependency
 
     return torch.tensor(AutoTokenizer.from_pretrained(args.model)(text)["input_ids"], dtype=torch.long)
@@ -190,6 +215,10 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
         vocab = None if embedding is None else embedding.num_embeddings
     ids = _tokens(args, hf)
+    if len(ids) <= args.seq_len:
+        raise InvalidParameterError("--text", f"a text of more than --seq-len {args.seq_len} tokens",
+                                    f"<{len(ids)} tokens from {args.text}>",
+                                    "Fix: use a longer text, or a smaller --seq-len.")
     if vocab is not None and int(ids.max()) >= vocab:
         raise InvalidParameterError(
             "--tokenizer", f"token ids below the model's vocabulary of {vocab}",

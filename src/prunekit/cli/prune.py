@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import numbers
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
 from .shrink_units import run_unit_shrink
 
 __all__ = ["CLI_PARAMS", "add_prune_parser"]
+
+log = logging.getLogger(__name__)
 
 
 class Override(Constraint):
@@ -153,6 +156,10 @@ def _load(values: dict[str, Any]) -> torch.nn.Module:
     model = create_model(values["model"])
     if values["weights"]:
         load_pruned_state_dict(model, load_state_dict_file(values["weights"]))
+    else:
+        log.warning("no --weights: pruning %s's random initialisation (seed %d); its scores mean nothing "
+                    "for a trained model. Add --weights FILE to prune trained weights.",
+                    values["model"], values["seed"])
     return model
 
 
