@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .errors import InvalidParameterError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Target",
@@ -288,6 +291,16 @@ def select_targets(
             if any(pattern_matches(p, qualified, module_name, param="exclude") for p in excludes):
                 continue
             found.append(Target(qualified, module_name, module, pname))
+    empty = [t.name for t in found if t.numel == 0]
+    if empty:  # nothing to prune in them, and no units to rank
+        logger.info("skipping %d empty tensors: %s", len(empty), ", ".join(empty))
+        found = [t for t in found if t.numel > 0]
+    if not found and empty:
+        raise InvalidParameterError(
+            "targets", "a selection with at least one non-empty tensor", f"<only empty tensors: {', '.join(empty)}>",
+            "Fix: every selected tensor has a zero-sized dimension, so there is nothing to prune; select other "
+            "layers (include=...) or build the layers with a positive size.",
+        )
     if not found:
         raise InvalidParameterError(
             "targets",
@@ -295,7 +308,20 @@ def select_targets(
             _describe_selection(type_filter, includes, excludes, param_patterns),
             "Fix: widen the selection. The model has " + describe_model(model) + ".",
         )
+    _check_materialised(found)
     return found
+
+
+def _check_materialised(targets: Sequence[Target]) -> None:
+    """Refuse tensors on the meta device: they have a shape but no values to score."""
+    meta = [t.name for t in targets if t.original.is_meta]
+    if meta:
+        raise InvalidParameterError(
+            "model", "a model whose parameters hold values (not on the meta device)",
+            f"<{len(meta)} of {len(targets)} tensors on the meta device, e.g. {meta[0]}>",
+            "Fix: materialise the model first, e.g. model.to_empty(device='cpu') and then load its weights "
+            "with load_state_dict.",
+        )
 
 
 def _describe_selection(types, includes, excludes, params) -> str:
