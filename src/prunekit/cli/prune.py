@@ -77,9 +77,9 @@ class Override(Constraint):
         check_pattern(pattern, name)
         try:
             return pattern, Fraction().from_text(value, name)
-        except InvalidParameterError as exc:
-            raise InvalidParameterError(name, f"{self.describe()} with SPARSITY {exc.expected}", text,
-                                        f"Fix: e.g. {name} '{pattern}=0.5'.") from None
+        except InvalidParameterError as exc:  # the fix gives the whole PATTERN=SPARSITY
+            fix = (exc.fix or "").replace(f"{name} 0.5", f"{name} '{pattern}=0.5'") or None
+            raise InvalidParameterError(name, exc.expected, exc.got, fix) from None
 
 
 def _text(param: Param) -> Param:

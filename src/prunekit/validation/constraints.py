@@ -377,6 +377,10 @@ class JsonObject(Constraint):
     def describe(self) -> str:
         return "a JSON object of keyword arguments"
 
+    def fix(self, value: Any, name: str) -> str | None:
+        return f"Fix: name each argument, e.g. {name} '{{\"n_layer\": 4}}'." if name.startswith("-") else \
+            f"Fix: pass a dict, e.g. {name}={{'n_layer': 4}}."
+
     def from_text(self, text: str, name: str) -> Any:
         try:
             value = json.loads(text)
