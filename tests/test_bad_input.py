@@ -43,6 +43,12 @@ CASES = [
     ("pattern-not-a-string", lambda: check_pattern(3, "include"), "include", "string"),
     ("pattern-matches-invalid-regex", lambda: pattern_matches("re:(", "fc"), "pattern", "regular expression"),
     ("meta-device-model", lambda: prunekit.prune(mlp().to("meta"), 0.5), "model", "meta"),
+    ("meta-device-model-snip", lambda: prunekit.prune(mlp().to("meta"), 0.5, criterion="snip",
+                                                      context={"data": batch()}), "model", "meta"),
+    ("meta-device-model-synflow", lambda: prunekit.prune(mlp().to("meta"), 0.5, criterion="synflow",
+                                                         context={"input_shape": (8,)}), "model", "meta"),
+    ("meta-device-model-obd", lambda: prunekit.prune(mlp().to("meta"), 0.5, criterion="obd",
+                                                     context={"data": batch()}), "model", "meta"),
     ("meta-device-find-groups", lambda: find_groups(mlp().to("meta"), torch.randn(2, 8)), "model", "meta"),
     ("only-zero-sized-layers", lambda: prunekit.prune(empty_layers(), 0.5), "targets", "non-empty"),
     ("only-zero-sized-layers-global", lambda: prunekit.prune(empty_layers(), 0.5, scope="global"), "targets",
@@ -100,6 +106,11 @@ def test_zero_sized_layers_are_skipped_and_the_rest_is_pruned():
         prunekit.prune(model, 0.5, scope=scope, mode="permanent")
     assert [t.name for t in select_targets(model)] == ["1.weight"]
     assert (model[1].weight == 0).any()
+
+
+def test_a_meta_model_can_still_be_selected():
+    # one-shot pruning selects the targets of blocks still on meta; only scoring needs values
+    assert [t.name for t in select_targets(mlp().to("meta"))] == ["0.weight", "2.weight"]
 
 
 def test_ignored_labels_are_accepted():

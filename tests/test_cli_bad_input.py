@@ -23,6 +23,7 @@ def files(tmp_path):
     (tmp_path / "text.txt").write_text(TEXT)
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "wide.txt").write_text(WIDE * 20)
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
     return tmp_path
 
 
@@ -58,6 +59,12 @@ CASES = [
     ("prune-seed-too-large", PRUNE + ["--seed", str(2**70)], "--seed", ["9223372036854775807"]),
     ("prune-seed-negative", PRUNE + ["--seed", "-1"], "--seed", ["-1"]),
     ("prune-out-is-a-file", PRUNE + ["--out", "{tmp}/a_file"], "--out", ["is a file"]),
+    ("weights-of-another-architecture", PRUNE + ["--weights", "{tmp}/other.pt"], "--weights",
+     ["checkpoint of lenet5", "unexpected, e.g. bias"]),
+    ("weights-not-a-checkpoint", PRUNE + ["--weights", "{tmp}/text.txt"], "--weights", ["state-dict file"]),
+    ("oneshot-weights-of-another-architecture", ONESHOT + ["--text", "{tmp}/text.txt", "--weights", "{tmp}/other.pt"],
+     "--weights", ["checkpoint of gpt_tiny"]),
+    ("selection-matches-nothing", PRUNE + ["--include", "nomatch*"], "--include", ["nomatch*"]),
     ("prune-samples-zero", HEADS + ["--text", "{tmp}/text.txt", "--samples", "0"], "--samples", ["got 0"]),
     ("model-args-not-json", ONESHOT + ["--text", "{tmp}/text.txt", "--model-args", "not json"], "--model-args",
      ["JSON"]),

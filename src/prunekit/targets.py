@@ -35,6 +35,7 @@ __all__ = [
     "tensor_state",
     "pattern_matches",
     "check_pattern",
+    "check_materialised",
     "logical_tensors",
 ]
 
@@ -308,19 +309,19 @@ def select_targets(
             _describe_selection(type_filter, includes, excludes, param_patterns),
             "Fix: widen the selection. The model has " + describe_model(model) + ".",
         )
-    _check_materialised(found)
     return found
 
 
-def _check_materialised(targets: Sequence[Target]) -> None:
-    """Refuse tensors on the meta device: they have a shape but no values to score."""
+def check_materialised(targets: Sequence[Target]) -> None:
+    """Refuse tensors on the meta device: they have a shape but no values to score (selecting
+    them is fine: one-shot pruning selects the targets of blocks still on meta)."""
     meta = [t.name for t in targets if t.original.is_meta]
     if meta:
         raise InvalidParameterError(
             "model", "a model whose parameters hold values (not on the meta device)",
             f"<{len(meta)} of {len(targets)} tensors on the meta device, e.g. {meta[0]}>",
-            "Fix: materialise the model first, e.g. model.to_empty(device='cpu') and then load its weights "
-            "with load_state_dict.",
+            "Fix: materialise the model first (model.to_empty on the cpu), then load its weights with "
+            "load_state_dict.",
         )
 
 

@@ -52,7 +52,7 @@ import torch
 from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..structures import Structure
-from ..targets import Target, pattern_matches
+from ..targets import Target, check_materialised, pattern_matches
 from .budget import Sparsity, check_sparsity
 from .streaming import all_finite
 from .units import UnitSet, erk_prune_counts, global_keep, local_keep
@@ -162,6 +162,7 @@ def compute_keep_masks(
             "normalize", "'none' with scope='lamp' (LAMP is itself a per-target normalisation)", normalize,
             "Fix: leave normalize out.",
         )
+    check_materialised(targets)
     for target in targets:
         _floating_check(target)
         structure.check(target)

@@ -39,12 +39,7 @@ from rich.progress import (
 
 from ..data.text import CharTokenizer, read_text
 from ..errors import InvalidParameterError, did_you_mean
-from ..io import (
-    atomic_write_text,
-    load_pruned_state_dict,
-    load_state_dict_file,
-    save_sparse,
-)
+from ..io import atomic_write_text, save_sparse
 from ..oneshot.api import oneshot_prune
 from ..oneshot.offload import OFFLOAD_MODES
 from ..oneshot.perplexity import lm_perplexity
@@ -67,7 +62,7 @@ from ..validation import (
     declare,
 )
 from ..zoo import MODELS, create_model, list_models
-from .common import add_command, as_cli_error, report_table
+from .common import add_command, as_cli_error, load_weights, report_table
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -150,7 +145,7 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
     torch.manual_seed(args.seed)
     model = create_model(args.model, **(args.model_args or {}))
     if args.weights:
-        load_pruned_state_dict(model, load_state_dict_file(args.weights))
+        load_weights(model, args.weights, args.model)
     return model, False
 
 

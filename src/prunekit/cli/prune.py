@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 
 from ..errors import InvalidParameterError
-from ..io import load_pruned_state_dict, load_state_dict_file, save_sparse
+from ..io import save_sparse
 from ..measure.size import dense_bytes
 from ..measure.sparsity import sparsity_report
 from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
@@ -52,7 +52,7 @@ from ..validation import (
     validate,
 )
 from ..zoo import create_model, list_models
-from .common import add_command, as_cli_error, refuse_given, report_table
+from .common import add_command, as_cli_error, load_weights, refuse_given, report_table
 from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
 from .shrink_units import run_unit_shrink
 
@@ -155,7 +155,7 @@ def _load(values: dict[str, Any]) -> torch.nn.Module:
     torch.manual_seed(values["seed"])
     model = create_model(values["model"])
     if values["weights"]:
-        load_pruned_state_dict(model, load_state_dict_file(values["weights"]))
+        load_weights(model, values["weights"], values["model"])
     else:
         log.warning("no --weights: pruning %s's random initialisation (seed %d); its scores mean nothing "
                     "for a trained model. Add --weights FILE to prune trained weights.",
@@ -200,6 +200,9 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         pruner = Pruner(model, overrides=overrides or None, **options)
         pruner.step(sparsity)
     except InvalidParameterError as exc:
+        if exc.param == "targets":  # the selection comes from these options: name the first one given
+            given = next((n for n in ("include", "exclude", "params") if getattr(args, n, None) is not None), "include")
+            exc = InvalidParameterError(given, exc.expected, exc.got, exc.fix)
         raise as_cli_error(exc, PRUNE_PARAMS, CLI_PARAMS) from None
     report = sparsity_report(model)
     console.print(report_table(report, f"{values['model']} pruned: {pruner!r}"))

@@ -395,7 +395,7 @@ def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
     if meta is not None:
         raise InvalidParameterError(
             "model", "a model whose parameters hold values (not on the meta device)", f"<{meta} on the meta device>",
-            "Fix: materialise the model first, e.g. model.to_empty(device='cpu') and then load its weights.")
+            "Fix: materialise the model first (model.to_empty on the cpu), then load its weights.")
     try:
         with torch.no_grad():
             model(*example_inputs)

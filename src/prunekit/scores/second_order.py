@@ -47,7 +47,7 @@ from ..batches import forward_logits, split_batch, to_device
 from ..deprecation import renamed_argument, renamed_value
 from ..errors import InvalidParameterError, check_choice
 from ..losses import LossFn, classification_loss
-from ..targets import Target
+from ..targets import Target, check_materialised
 from .base import Criterion, context_with_data
 from .gradients import check_labels, model_logits
 from .registry import MASK_SPACES, SCORES
@@ -228,6 +228,7 @@ class OBD(Criterion):
         self._fisher: dict[int, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        check_materialised(targets)
         context = dict(context)
         if _is_count(context.get("batches")):  # the old name of max_batches, not of data
             context["max_batches"] = renamed_argument(context, "batches", "max_batches", "OBD.prepare",
