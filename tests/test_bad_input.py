@@ -40,6 +40,8 @@ CASES = [
      "regular expression"),
     ("include-not-iterable", lambda: select_targets(mlp(), include=5), "include", "string"),
     ("include-items-not-strings", lambda: select_targets(mlp(), include=[1, 2]), "include", "string"),
+    ("types-not-iterable", lambda: prunekit.prune(mlp(), 0.5, types=5), "types", "module classes"),
+    ("params-not-iterable", lambda: prunekit.prune(mlp(), 0.5, params=5), "params", "params=['weight', 'bias']"),
     ("pattern-not-a-string", lambda: check_pattern(3, "include"), "include", "string"),
     ("pattern-matches-invalid-regex", lambda: pattern_matches("re:(", "fc"), "pattern", "regular expression"),
     ("meta-device-model", lambda: prunekit.prune(mlp().to("meta"), 0.5), "model", "meta"),

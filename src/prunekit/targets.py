@@ -202,8 +202,9 @@ def _as_list(value: str | Iterable[str] | None, param: str) -> list[str] | None:
     if isinstance(value, str):
         return [check_pattern(value, param)]
     if not isinstance(value, Iterable):
+        example = "['weight', 'bias']" if param == "params" else "['fc*', 're:^conv[0-9]$']"
         raise InvalidParameterError(param, "a string or a list of strings (globs, or 're:<regex>')", value,
-                                    f"Fix: pass e.g. {param}=['fc*', 're:^conv[0-9]$'].")
+                                    f"Fix: pass e.g. {param}={example}.")
     return [check_pattern(item, param) for item in value]
 
 
@@ -216,6 +217,9 @@ def _normalise_types(
         return None if types == "all" else (types,)
     if isinstance(types, type):
         types = (types,)
+    if not isinstance(types, Iterable):
+        raise InvalidParameterError("types", "module classes, class names such as 'Linear', or 'all'", types,
+                                    "Fix: pass e.g. types=[torch.nn.Linear, 'Conv2d'].")
     out = []
     for t in types:
         if isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module)):
