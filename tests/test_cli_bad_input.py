@@ -24,6 +24,7 @@ def files(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "wide.txt").write_text(WIDE * 20)
     torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
+    (tmp_path / "latin1.txt").write_bytes(TEXT.encode() + "caf\u00e9".encode("latin-1") * 20)
     return tmp_path
 
 
@@ -77,6 +78,10 @@ CASES = [
      ["9223372036854775807"]),
     ("oneshot-out-is-a-file", ONESHOT + ["--text", "{tmp}/text.txt", "--out", "{tmp}/a_file"], "--out",
      ["is a file"]),
+    ("oneshot-offload-dir-is-a-file", ONESHOT + ["--text", "{tmp}/text.txt", "--offload", "disk", "--offload-dir",
+                                                 "{tmp}/a_file"], "--offload-dir", ["is a file"]),
+    ("oneshot-text-not-utf8", ONESHOT + ["--text", "{tmp}/latin1.txt"], "--text", ["UTF-8"]),
+    ("prune-text-not-utf8", HEADS + ["--text", "{tmp}/latin1.txt", "--samples", "2"], "--text", ["UTF-8"]),
     ("oneshot-samples-zero", ONESHOT + ["--text", "{tmp}/text.txt", "--samples", "0"], "--samples", ["got 0"]),
     ("oneshot-empty-text", ONESHOT + ["--text", "{tmp}/empty.txt"], "--text", ["0 tokens"]),
     ("token-ids-outside-vocabulary", ONESHOT + ["--text", "{tmp}/wide.txt"], "--tokenizer", ["vocabulary of 65"]),

@@ -12,13 +12,14 @@ from rich.table import Table
 
 import torch
 
+from ..data.text import read_text
 from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_state_dict_file
 from ..targets import logical_tensors
 from ..measure.sparsity import SparsityReport
 from ..validation import Param, add_arguments, cli_error
 
-__all__ = ["Parser", "add_command", "as_cli_error", "load_weights", "print_error", "refuse_given", "report_table"]
+__all__ = ["Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,6 +67,14 @@ def load_weights(model: torch.nn.Module, path: Any, model_name: str, option: str
             option, f"a checkpoint of {model_name} ({len(want)} tensors)", f"<{path}: tensors {'; '.join(parts)}>",
             f"Fix: pass weights saved from {model_name}, or name the model they were saved from.")
     load_pruned_state_dict(model, state)
+
+
+def read_text_option(path: Any, option: str = "--text") -> str:
+    """The UTF-8 text file ``path`` given as ``option``; its errors name the option."""
+    try:
+        return read_text(path)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(option, exc.expected, exc.got, exc.fix) from None
 
 
 def print_error(prog: str, exc: BaseException) -> None:

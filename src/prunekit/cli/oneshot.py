@@ -37,7 +37,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ..data.text import CharTokenizer, read_text
+from ..data.text import CharTokenizer
 from ..errors import InvalidParameterError, did_you_mean
 from ..io import atomic_write_text, save_sparse
 from ..oneshot.api import oneshot_prune
@@ -62,7 +62,7 @@ from ..validation import (
     declare,
 )
 from ..zoo import MODELS, create_model, list_models
-from .common import add_command, as_cli_error, load_weights, report_table
+from .common import add_command, as_cli_error, load_weights, read_text_option, report_table
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -96,7 +96,7 @@ ONESHOT_PARAMS = declare(
     Param("offload", Options(OFFLOAD_MODES, "offload mode"), "none",
           "where blocks wait: none, cpu, or disk (for a Hugging Face folder: read from it and written to --out one "
           "block at a time, so a model larger than memory can be pruned)"),
-    Param("offload_dir", AnyOf(PathLike(), None), None, "folder for --offload disk (default: a temporary one)",
+    Param("offload_dir", AnyOf(OutputDir(), None), None, "folder for --offload disk (default: a temporary one)",
           metavar="DIR"),
     Param("samples", _positive(128), 128, "calibration windows", metavar="N"),
     Param("seq_len", _positive(128), 128, "tokens per calibration window", metavar="N"),
@@ -162,7 +162,7 @@ def _check_model_args(name: str, model_args: dict[str, Any]) -> None:
 
 
 def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
-    text = read_text(args.text)
+    text = read_text_option(args.text)
     kind = args.tokenizer
     if kind == "auto":
         kind = "hf" if hf else "char"
