@@ -89,7 +89,8 @@ class Structure:
         raise NotImplementedError
 
     def unit_size(self, target: Target) -> int:
-        return target.numel // self.num_units(target)
+        units = self.num_units(target)
+        return target.numel // units if units else 0
 
     def unit_scores(self, scores: torch.Tensor, target: Target, reduce: Reduce) -> torch.Tensor:
         """One score per unit, flat (length :meth:`num_units`)."""

@@ -13,6 +13,8 @@ example ``"features.0.weight"``). It may be in one of three states:
 from __future__ import annotations
 
 import fnmatch
+import functools
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from torch.nn.utils import prune as torch_prune
 
 from .errors import InvalidParameterError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Target",
     "select_targets",
@@ -30,6 +34,8 @@ __all__ = [
     "find_reparam_hook",
     "tensor_state",
     "pattern_matches",
+    "check_pattern",
+    "check_materialised",
     "logical_tensors",
 ]
 
@@ -157,10 +163,35 @@ def _type_matches(module: nn.Module, types: Sequence[type[nn.Module] | str] | No
     return False
 
 
-def pattern_matches(pattern: str, *names: str) -> bool:
-    """True if the glob ``pattern`` (or ``"re:<regex>"``, searched) matches any of ``names``."""
+@functools.lru_cache(maxsize=256)
+def _compile(regex: str) -> re.Pattern[str]:
+    return re.compile(regex)
+
+
+def check_pattern(pattern: object, param: str = "pattern") -> str:
+    """``pattern`` checked: a string, and for ``"re:<regex>"`` a valid regular expression."""
+    if not isinstance(pattern, str):
+        raise InvalidParameterError(param, "a glob pattern or 're:<regex>' (a string)", pattern,
+                                    f"Fix: pass a string such as {param}='fc*' or 're:^fc[0-9]$'.")
     if pattern.startswith("re:"):
-        regex = re.compile(pattern[3:])
+        try:
+            _compile(pattern[3:])
+        except re.error as exc:
+            raise InvalidParameterError(
+                param, "a glob pattern or 're:<regex>' with a valid regular expression", pattern,
+                f"Fix: correct the regular expression ({exc}), or drop 're:' to match a glob such as 'fc*'.",
+            ) from None
+    return pattern
+
+
+def pattern_matches(pattern: str, *names: str, param: str = "pattern") -> bool:
+    """True if the glob ``pattern`` (or ``"re:<regex>"``, searched) matches any of ``names``.
+
+    Raises:
+        InvalidParameterError: naming ``param`` if the regular expression is invalid.
+    """
+    if check_pattern(pattern, param).startswith("re:"):
+        regex = _compile(pattern[3:])
         return any(regex.search(n) for n in names)
     return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
@@ -169,14 +200,12 @@ def _as_list(value: str | Iterable[str] | None, param: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [value]
-    items = list(value)
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidParameterError(
-                param, "a string or a list of strings (globs, or 're:<regex>')", item
-            )
-    return items
+        return [check_pattern(value, param)]
+    if not isinstance(value, Iterable):
+        example = "['weight', 'bias']" if param == "params" else "['fc*', 're:^conv[0-9]$']"
+        raise InvalidParameterError(param, "a string or a list of strings (globs, or 're:<regex>')", value,
+                                    f"Fix: pass e.g. {param}={example}.")
+    return [check_pattern(item, param) for item in value]
 
 
 def _normalise_types(
@@ -188,6 +217,9 @@ def _normalise_types(
         return None if types == "all" else (types,)
     if isinstance(types, type):
         types = (types,)
+    if not isinstance(types, Iterable):
+        raise InvalidParameterError("types", "module classes, class names such as 'Linear', or 'all'", types,
+                                    "Fix: pass e.g. types=[torch.nn.Linear, 'Conv2d'].")
     out = []
     for t in types:
         if isinstance(t, str) or (isinstance(t, type) and issubclass(t, nn.Module)):
@@ -258,11 +290,22 @@ def select_targets(
             if not any(fnmatch.fnmatchcase(pname, p) for p in param_patterns):
                 continue
             qualified = f"{module_name}.{pname}" if module_name else pname
-            if includes is not None and not any(pattern_matches(p, qualified, module_name) for p in includes):
+            if includes is not None and not any(pattern_matches(p, qualified, module_name, param="include")
+                                                for p in includes):
                 continue
-            if any(pattern_matches(p, qualified, module_name) for p in excludes):
+            if any(pattern_matches(p, qualified, module_name, param="exclude") for p in excludes):
                 continue
             found.append(Target(qualified, module_name, module, pname))
+    empty = [t.name for t in found if t.numel == 0]
+    if empty:  # nothing to prune in them, and no units to rank
+        logger.info("skipping %d empty tensors: %s", len(empty), ", ".join(empty))
+        found = [t for t in found if t.numel > 0]
+    if not found and empty:
+        raise InvalidParameterError(
+            "targets", "a selection with at least one non-empty tensor", f"<only empty tensors: {', '.join(empty)}>",
+            "Fix: every selected tensor has a zero-sized dimension, so there is nothing to prune; select other "
+            "layers (include=...) or build the layers with a positive size.",
+        )
     if not found:
         raise InvalidParameterError(
             "targets",
@@ -271,6 +314,19 @@ def select_targets(
             "Fix: widen the selection. The model has " + describe_model(model) + ".",
         )
     return found
+
+
+def check_materialised(targets: Sequence[Target]) -> None:
+    """Refuse tensors on the meta device: they have a shape but no values to score (selecting
+    them is fine: one-shot pruning selects the targets of blocks still on meta)."""
+    meta = [t.name for t in targets if t.original.is_meta]
+    if meta:
+        raise InvalidParameterError(
+            "model", "a model whose parameters hold values (not on the meta device)",
+            f"<{len(meta)} of {len(targets)} tensors on the meta device, e.g. {meta[0]}>",
+            "Fix: materialise the model first (model.to_empty on the cpu), then load its weights with "
+            "load_state_dict.",
+        )
 
 
 def _describe_selection(types, includes, excludes, params) -> str:

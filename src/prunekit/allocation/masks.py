@@ -53,7 +53,7 @@ from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks.apply import check_unique_targets
 from ..structures import Structure
-from ..targets import Target, pattern_matches
+from ..targets import Target, check_materialised, pattern_matches
 from .budget import Sparsity, check_sparsity
 from .streaming import all_finite
 from .units import UnitSet, erk_prune_counts, global_keep, local_keep
@@ -164,6 +164,7 @@ def compute_keep_masks(
             "Fix: leave normalize out.",
         )
     check_unique_targets(targets)  # a repeated tensor would count twice in a global ranking
+    check_materialised(targets)
     for target in targets:
         _floating_check(target)
         structure.check(target)
@@ -219,7 +220,7 @@ def _plan(targets: Sequence[Target], sparsity: Sparsity, scope: str, overrides: 
     for target in targets:
         own = None
         for pattern, value in checked.items():
-            if pattern_matches(pattern, target.name, target.module_name):
+            if pattern_matches(pattern, target.name, target.module_name, param="overrides"):
                 own = value
                 used.add(pattern)
                 break

@@ -10,11 +10,16 @@ from typing import Any, NoReturn
 
 from rich.table import Table
 
-from ..errors import InvalidParameterError
+import torch
+
+from ..data.text import read_text
+from ..errors import CheckpointError, InvalidParameterError
+from ..io import load_pruned_state_dict, load_state_dict_file
+from ..targets import logical_tensors
 from ..measure.sparsity import SparsityReport
 from ..validation import Param, add_arguments, cli_error
 
-__all__ = ["Parser", "add_command", "as_cli_error", "print_error", "refuse_given", "report_table"]
+__all__ = ["Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,9 +42,45 @@ def add_command(sub: Any, name: str, params: Mapping[str, Param], func: Callable
     return parser
 
 
+def load_weights(model: torch.nn.Module, path: Any, model_name: str, option: str = "--weights") -> None:
+    """Load the checkpoint ``path`` into the freshly built ``model``, after checking that it
+    reads and that its tensors are the model's (names and shapes); else an error naming ``option``."""
+    try:
+        state = load_state_dict_file(path)
+    except CheckpointError as exc:
+        reason = str(exc)
+        raise InvalidParameterError(option, "a safetensors or torch state-dict file", str(path),
+                                    reason if "Fix:" in reason else f"{reason}. Fix: pass a checkpoint saved by "
+                                    "prunekit or torch.") from None
+    have = {name: tuple(tensor.shape) for name, (_state, tensor, _mask) in logical_tensors(state).items()}
+    want = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    # BatchNorm fills a missing num_batches_tracked itself (checkpoints of older torch lack it)
+    missing = sorted(n for n in set(want) - set(have) if not n.endswith("num_batches_tracked"))
+    unexpected = sorted(set(have) - set(want))
+    resized = sorted(n for n in set(want) & set(have) if want[n] != have[n])
+    if missing or unexpected or resized:
+        parts = [f"{len(v)} {what}, e.g. {v[0]}" + (f" {have[v[0]]} for {want[v[0]]}" if what == "of another shape"
+                                                    else "")
+                 for what, v in (("missing", missing), ("unexpected", unexpected), ("of another shape", resized))
+                 if v]
+        raise InvalidParameterError(
+            option, f"a checkpoint of {model_name} ({len(want)} tensors)", f"<{path}: tensors {'; '.join(parts)}>",
+            f"Fix: pass weights saved from {model_name}, or name the model they were saved from.")
+    load_pruned_state_dict(model, state)
+
+
+def read_text_option(path: Any, option: str = "--text") -> str:
+    """The UTF-8 text file ``path`` given as ``option``; its errors name the option."""
+    try:
+        return read_text(path)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(option, exc.expected, exc.got, exc.fix) from None
+
+
 def print_error(prog: str, exc: BaseException) -> None:
-    """One error line on stderr, in the same form as the parser's."""
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+    """One error line on stderr, in the same form as the parser's (a message that spans
+    lines, such as one quoting torch, is joined into one)."""
+    print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
 def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param]) -> InvalidParameterError:

@@ -22,6 +22,7 @@ the last ``val_fraction`` before and after, in non-overlapping windows of ``--wi
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import numbers
 from pathlib import Path
@@ -36,14 +37,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ..data.text import CharTokenizer, read_text
-from ..errors import InvalidParameterError
-from ..io import (
-    atomic_write_text,
-    load_pruned_state_dict,
-    load_state_dict_file,
-    save_sparse,
-)
+from ..data.text import CharTokenizer
+from ..errors import InvalidParameterError, did_you_mean
+from ..io import atomic_write_text, save_sparse
 from ..oneshot.api import oneshot_prune
 from ..oneshot.offload import OFFLOAD_MODES
 from ..oneshot.perplexity import lm_perplexity
@@ -52,18 +48,21 @@ from ..oneshot.pretrained import prune_pretrained
 from ..validation import (
     REQUIRED,
     AnyOf,
+    Device,
     Flag,
     Interval,
     JsonObject,
     Options,
+    OutputDir,
     Param,
     PathLike,
+    SEED,
     Strings,
     cli_values,
     declare,
 )
-from ..zoo import create_model, list_models
-from .common import add_command, as_cli_error, report_table
+from ..zoo import MODELS, create_model, list_models
+from .common import add_command, as_cli_error, load_weights, read_text_option, report_table
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -97,7 +96,7 @@ ONESHOT_PARAMS = declare(
     Param("offload", Options(OFFLOAD_MODES, "offload mode"), "none",
           "where blocks wait: none, cpu, or disk (for a Hugging Face folder: read from it and written to --out one "
           "block at a time, so a model larger than memory can be pruned)"),
-    Param("offload_dir", AnyOf(PathLike(), None), None, "folder for --offload disk (default: a temporary one)",
+    Param("offload_dir", AnyOf(OutputDir(), None), None, "folder for --offload disk (default: a temporary one)",
           metavar="DIR"),
     Param("samples", _positive(128), 128, "calibration windows", metavar="N"),
     Param("seq_len", _positive(128), 128, "tokens per calibration window", metavar="N"),
@@ -105,10 +104,10 @@ ONESHOT_PARAMS = declare(
           "last share of the text held out", metavar="FRACTION"),
     Param("perplexity", Flag(), False, "held-out perplexity before and after"),
     Param("window", _positive(128), 128, "perplexity window length (non-overlapping)", metavar="N"),
-    Param("device", AnyOf(Strings("a torch device such as cpu or cuda:0"), None), None,
+    Param("device", AnyOf(Device(), None), None,
           "where blocks are pruned (default: the model's device)"),
-    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
-    Param("out", AnyOf(PathLike(), None), None, "output folder: the pruned model and report.json", metavar="DIR"),
+    Param("seed", SEED, 0, "seed"),
+    Param("out", AnyOf(OutputDir(), None), None, "output folder: the pruned model and report.json", metavar="DIR"),
 )
 
 
@@ -127,6 +126,11 @@ def sample_windows(ids: torch.Tensor, samples: int, length: int, seed: int = 0) 
     return torch.stack([ids[s: s + length] for s in starts.tolist()])
 
 
+#: files of which a Hugging Face folder with a tokenizer has at least one
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                   "spiece.model")
+
+
 def _is_hf_folder(model: str) -> bool:
     return (Path(model) / "config.json").is_file()
 
@@ -137,15 +141,28 @@ def _load_model(args: argparse.Namespace) -> tuple[Any, bool]:
 
         return AutoModelForCausalLM.from_pretrained(args.model), True
     LOAD_CHECK.convert(args.model, "model")
+    _check_model_args(args.model, args.model_args or {})
     torch.manual_seed(args.seed)
     model = create_model(args.model, **(args.model_args or {}))
     if args.weights:
-        load_pruned_state_dict(model, load_state_dict_file(args.weights))
+        load_weights(model, args.weights, args.model)
     return model, False
 
 
+def _check_model_args(name: str, model_args: dict[str, Any]) -> None:
+    """Refuse ``--model-args`` keys that the zoo model's factory does not take."""
+    signature = inspect.signature(MODELS.get(name))
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    unknown = sorted(set(model_args) - set(signature.parameters))
+    if unknown:
+        known = ", ".join(signature.parameters) or "none"
+        raise InvalidParameterError("--model-args", f"keyword arguments of {name} ({known})", unknown,
+                                    "Fix: drop the unknown keys." + did_you_mean(unknown[0], signature.parameters))
+
+
 def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
-    text = read_text(args.text)
+    text = read_text_option(args.text)
     kind = args.tokenizer
     if kind == "auto":
         kind = "hf" if hf else "char"
@@ -153,6 +170,12 @@ def _tokens(args: argparse.Namespace, hf: bool) -> torch.Tensor:
         return CharTokenizer.from_text(text).encode(text)
     if kind == "bytes":
         return torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
+    if not any((Path(args.model) / name).is_file() for name in TOKENIZER_FILES):
+        raise InvalidParameterError(
+            "--tokenizer", f"a model folder with a tokenizer ({', '.join(TOKENIZER_FILES[:3])}, ...) for "
+            f"--tokenizer {args.tokenizer}", f"<{args.model} without tokenizer files>",
+            "Fix: save the model's tokenizer into the folder (tokenizer.save_pretrained(folder)), or use "
+            "--tokenizer bytes or char when the model was trained on them.")
     from transformers import AutoTokenizer  # optional dependency
 
     return torch.tensor(AutoTokenizer.from_pretrained(args.model)(text)["input_ids"], dtype=torch.long)
@@ -187,6 +210,10 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         embedding = next((m for m in model.modules() if isinstance(m, torch.nn.Embedding)), None)
         vocab = None if embedding is None else embedding.num_embeddings
     ids = _tokens(args, hf)
+    if len(ids) <= args.seq_len:
+        raise InvalidParameterError("--text", f"a text of more than --seq-len {args.seq_len} tokens",
+                                    f"<{len(ids)} tokens from {args.text}>",
+                                    "Fix: use a longer text, or a smaller --seq-len.")
     if vocab is not None and int(ids.max()) >= vocab:
         raise InvalidParameterError(
             "--tokenizer", f"token ids below the model's vocabulary of {vocab}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import numbers
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,13 @@ import torch
 from rich.console import Console
 
 from ..errors import InvalidParameterError
-from ..io import load_pruned_state_dict, load_state_dict_file, save_sparse
+from ..io import save_sparse
 from ..measure.size import dense_bytes
 from ..measure.sparsity import sparsity_report
 from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
 from ..pruner import Pruner
 from ..structures import NM, create_structure
+from ..targets import check_pattern
 from ..validation import (
     REQUIRED,
     AnyOf,
@@ -40,19 +42,23 @@ from ..validation import (
     Fraction,
     Interval,
     Options,
+    OutputDir,
     Param,
     PathLike,
+    SEED,
     Strings,
     cli_values,
     declare,
     validate,
 )
 from ..zoo import create_model, list_models
-from .common import add_command, as_cli_error, refuse_given, report_table
+from .common import add_command, as_cli_error, load_weights, refuse_given, report_table
 from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
 from .shrink_units import run_unit_shrink
 
 __all__ = ["CLI_PARAMS", "add_prune_parser"]
+
+log = logging.getLogger(__name__)
 
 
 class Override(Constraint):
@@ -68,7 +74,12 @@ class Override(Constraint):
         pattern, sep, value = text.rpartition("=")
         if not sep or not pattern:
             raise InvalidParameterError(name, self.describe(), text, f"Fix: e.g. {name} 'fc3.*=0.5'.")
-        return pattern, Fraction().from_text(value, name)
+        check_pattern(pattern, name)
+        try:
+            return pattern, Fraction().from_text(value, name)
+        except InvalidParameterError as exc:  # the fix gives the whole PATTERN=SPARSITY
+            fix = (exc.fix or "").replace(f"{name} 0.5", f"{name} '{pattern}=0.5'") or None
+            raise InvalidParameterError(name, exc.expected, exc.got, fix) from None
 
 
 def _text(param: Param) -> Param:
@@ -97,9 +108,9 @@ CLI_PARAMS = declare(
     dataclasses.replace(PRUNE_PARAMS["params"], cli_default=["weight"]),
     Param("override", AnyOf(Override(), None), None, "PATTERN=SPARSITY, pruned locally at its own level (repeatable)",
           repeat=True, metavar="PATTERN=SPARSITY"),
-    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0,
+    Param("seed", SEED, 0,
           "seed for the model's initialisation and random criteria"),
-    Param("out", AnyOf(PathLike(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
+    Param("out", AnyOf(OutputDir(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
     Param("shrink", Flag(), False, "remove units physically and save the smaller model: channels "
           "(--structure channel, structural_prune), attention heads (head, prune_heads) or MLP hidden neurons "
           "(neuron, prune_mlp_neurons)"),
@@ -144,7 +155,11 @@ def _load(values: dict[str, Any]) -> torch.nn.Module:
     torch.manual_seed(values["seed"])
     model = create_model(values["model"])
     if values["weights"]:
-        load_pruned_state_dict(model, load_state_dict_file(values["weights"]))
+        load_weights(model, values["weights"], values["model"])
+    else:
+        log.warning("no --weights: pruning %s's random initialisation (seed %d); its scores mean nothing "
+                    "for a trained model. Add --weights FILE to prune trained weights.",
+                    values["model"], values["seed"])
     return model
 
 
@@ -185,6 +200,9 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         pruner = Pruner(model, overrides=overrides or None, **options)
         pruner.step(sparsity)
     except InvalidParameterError as exc:
+        if exc.param == "targets":  # the selection comes from these options: name the first one given
+            given = next((n for n in ("include", "exclude", "params") if getattr(args, n, None) is not None), "include")
+            exc = InvalidParameterError(given, exc.expected, exc.got, exc.fix)
         raise as_cli_error(exc, PRUNE_PARAMS, CLI_PARAMS) from None
     report = sparsity_report(model)
     console.print(report_table(report, f"{values['model']} pruned: {pruner!r}"))

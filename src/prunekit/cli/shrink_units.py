@@ -26,13 +26,13 @@ from rich.console import Console
 from torch import nn
 
 from ..coupling.families import attention_layers, mlp_layers
-from ..data.text import CharTokenizer, read_text
+from ..data.text import CharTokenizer
 from ..errors import InvalidParameterError, did_you_mean
 from ..params import PRUNE_PARAMS
 from ..scores import SCORES
 from ..surgery.heads import prune_heads, prune_mlp_neurons
 from ..zoo import model_input
-from .common import as_cli_error
+from .common import as_cli_error, read_text_option
 from .oneshot import sample_windows
 from .shrink import example_input, save_and_report
 
@@ -73,7 +73,7 @@ def _criterion(values: Mapping[str, Any], space: str) -> str:
 def text_batches(path: str, vocab: int, length: int, samples: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``samples`` seeded windows of ``length + 1`` character ids of the text at ``path``, as
     ``(inputs, next-token targets)`` batches of :data:`TEXT_BATCH` windows."""
-    text = read_text(path)
+    text = read_text_option(path)
     tokenizer = CharTokenizer.from_text(text)
     if len(tokenizer) > vocab:
         raise InvalidParameterError("--text", f"a text of at most {vocab} distinct characters (the model's "

@@ -150,7 +150,7 @@ def _check_patterns(param: str, value: str | Iterable[str], model: nn.Module) ->
         raise InvalidParameterError(param, "module names or glob patterns (strings)", value)
     names = [n for n, _ in model.named_modules() if n]
     for pattern in items:
-        if not any(pattern_matches(pattern, n) for n in names):
+        if not any(pattern_matches(pattern, n, param=param) for n in names):
             raise InvalidParameterError(
                 param, f"names or patterns matching modules of {type(model).__name__}", pattern,
                 ("Fix: use qualified module names (model.named_modules())." + did_you_mean(pattern, names)).strip(),
@@ -253,7 +253,7 @@ def find_groups(
             marks[mark.kind].setdefault(r, mark.reason)
     for binding in g.bindings:
         names = [binding.module_name] + [m for m, _t in binding.aliases]
-        if patterns and any(pattern_matches(p, n) for p in patterns for n in names):
+        if patterns and any(pattern_matches(p, n, param="exclude") for p in patterns for n in names):
             for r in np.unique(_atom_roots(g, roots, binding.space)).tolist():
                 marks["fixed"].setdefault(r, f"{binding.module_name} is excluded")
 

@@ -28,6 +28,7 @@ import torch
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
+from ..errors import InvalidParameterError
 from .handlers import is_leaf
 
 __all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
@@ -372,10 +373,39 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
+        _check_inputs(model, example_inputs)
         return _trace(model, example_inputs)
     finally:
         for module, training in modes:
             module.training = training
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, torch.Tensor):
+        return f"{tuple(obj.shape)} {str(obj.dtype).removeprefix('torch.')} on {obj.device}"
+    if isinstance(obj, (list, tuple)):
+        return "(" + ", ".join(_describe(o) for o in obj) + ")"
+    return type(obj).__name__
+
+
+def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
+    """Refuse a meta-device model and inputs the model cannot take (one plain forward, in
+    eval mode without gradients), before tracing hides where they fail."""
+    meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
+    if meta is not None:
+        raise InvalidParameterError(
+            "model", "a model whose parameters hold values (not on the meta device)", f"<{meta} on the meta device>",
+            "Fix: materialise the model first (model.to_empty on the cpu), then load its weights.")
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidParameterError(
+            "example_inputs", "inputs the model accepts (the shape, dtype and device it was built for)",
+            f"<{_describe(example_inputs)}>",
+            f"Fix: pass an input batch the model runs on, e.g. one real batch (the model said: {reason}).",
+        ) from exc
 
 
 def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -29,11 +29,13 @@ from ..errors import InvalidParameterError, is_shape
 __all__ = [
     "as_batches",
     "check_input_shape",
+    "check_labels",
     "check_positive",
     "hessian_gradient_product",
     "input_flow",
     "input_shape_of",
     "loss_gradients",
+    "model_logits",
     "preserved_state",
     "resolve_loss",
     "synaptic_flow",
@@ -128,6 +130,55 @@ def check_positive(param: str, value: Any) -> float:
     return float(value)
 
 
+def _describe_inputs(inputs: Any) -> str:
+    if isinstance(inputs, torch.Tensor):
+        return f"{tuple(inputs.shape)} {str(inputs.dtype).removeprefix('torch.')}"
+    if isinstance(inputs, (tuple, list)):
+        return "(" + ", ".join(_describe_inputs(x) for x in inputs) + ")"
+    if isinstance(inputs, Mapping):
+        return "{" + ", ".join(f"{k}: {_describe_inputs(v)}" for k, v in inputs.items()) + "}"
+    return type(inputs).__name__
+
+
+def model_logits(model: Any, inputs: Any, index: int = 0, param: str = "data") -> torch.Tensor:
+    """``forward_logits(model, inputs)``; inputs the model cannot take (a wrong shape or
+    dtype) raise :class:`InvalidParameterError` naming ``param`` and the inputs given."""
+    try:
+        return forward_logits(model, inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        if isinstance(exc, InvalidParameterError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidParameterError(
+            param, "inputs the model accepts (the shape and dtype it was built for)",
+            f"<batch {index}: inputs {_describe_inputs(inputs)}>",
+            f"Fix: give inputs of the model's own shape, batch first (the model said: {reason}).",
+        ) from exc
+
+
+def check_labels(logits: torch.Tensor, targets: Any, index: int = 0, param: str = "data") -> None:
+    """Targets fit for :func:`prunekit.losses.classification_loss` with these ``logits``:
+    one class index per prediction, each in ``[0, classes)`` (``-100`` is ignored)."""
+    classes = int(logits.shape[-1]) if logits.dim() else 0
+    if not isinstance(targets, torch.Tensor) or classes == 0:
+        return
+    predictions = logits.numel() // classes
+    if targets.numel() != predictions:
+        raise InvalidParameterError(
+            param, f"one target per prediction ({predictions} for logits of shape {tuple(logits.shape)})",
+            f"<batch {index}: {targets.numel()} targets of shape {tuple(targets.shape)}>",
+            "Fix: pair each batch of inputs with its own targets (x, y), y of shape (batch,).",
+        )
+    labels = targets.long()
+    wrong = (labels != -100) & ((labels < 0) | (labels >= classes))
+    if bool(wrong.any()):
+        raise InvalidParameterError(
+            param, f"class indices in [0, {classes}) (the model has {classes} outputs)",
+            f"<batch {index}: targets from {int(labels.min())} to {int(labels.max())}>",
+            "Fix: use labels 0 .. classes - 1, or pass loss_fn=... for another kind of target.",
+        )
+
+
 # -- gradients ------------------------------------------------------------------------------
 
 
@@ -139,8 +190,10 @@ def _batch_losses(
     reaching ``tensors``; buffers and modes are restored once all are consumed."""
     loss_fn = resolve_loss(loss_fn)
     with preserved_state(model), _requiring_grad(tensors), torch.enable_grad():
-        for inputs, targets in batches:
-            logits = forward_logits(model, inputs)
+        for index, (inputs, targets) in enumerate(batches):
+            logits = model_logits(model, inputs, index)
+            if loss_fn is classification_loss:
+                check_labels(logits, targets, index)
             yield loss_fn(logits / temperature if temperature != 1.0 else logits, targets)
 
 
@@ -235,7 +288,8 @@ def synaptic_flow(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     ones = torch.full((1, *shape), float(fill), dtype=torch.float64, device=device)
     with preserved_state(model, eval_mode=True), _reparam_attributes_kept(model), torch.enable_grad():
-        out = forward_logits(lambda x: torch.func.functional_call(model, state, (x,)), ones)  # type: ignore[arg-type]
+        out = model_logits(lambda x: torch.func.functional_call(model, state, (x,)), ones,  # type: ignore[arg-type]
+                           param="input_shape")
         flow = out.sum()
         if not tensors:
             return flow.detach(), []

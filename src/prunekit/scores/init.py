@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
-from ..targets import Target
+from ..targets import Target, check_materialised
 from .base import Criterion, context_with_data
 from .gradients import (
     as_batches,
@@ -92,6 +92,7 @@ class SNIP(_CachedScores):
     nonnegative = True
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        check_materialised(targets)
         context = context_with_data(context)
         batches = as_batches(context.get("data"))
         grads = loss_gradients(model, [t.original for t in targets], batches, context.get("loss_fn"))
@@ -114,6 +115,7 @@ class GraSP(_CachedScores):
         self.temperature = check_positive("temperature", temperature)
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        check_materialised(targets)
         context = context_with_data(context)
         batches = as_batches(context.get("data"))
         _, hg = hessian_gradient_product(
@@ -144,6 +146,7 @@ class SynFlow(_CachedScores):
         self.flow: float | None = None
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        check_materialised(targets)
         context = context_with_data(context)
         shape = context.get("input_shape") or self.input_shape
         if shape is None:

@@ -47,8 +47,9 @@ from ..batches import forward_logits, split_batch, to_device
 from ..deprecation import renamed_argument, renamed_value
 from ..errors import InvalidParameterError, check_choice
 from ..losses import LossFn, classification_loss
-from ..targets import Target
+from ..targets import Target, check_materialised
 from .base import Criterion, context_with_data
+from .gradients import check_labels, model_logits
 from .registry import MASK_SPACES, SCORES
 
 __all__ = ["OBD", "diagonal_fisher"]
@@ -167,6 +168,11 @@ def diagonal_fisher(
                 break
             inputs, labels = split_batch(batch, index)
             inputs, labels = to_device(inputs, device), labels.to(device)
+            if index == 0:  # the inputs and targets checked once, before vmap hides where they fail
+                with torch.no_grad():
+                    logits = model_logits(model, inputs, index)
+                if loss_fn is classification_loss:
+                    check_labels(logits, labels, index)
             size = int(labels.shape[0])
             if fisher == "per_sample":
                 grads = per_example(params, inputs, labels)
@@ -222,6 +228,7 @@ class OBD(Criterion):
         self._fisher: dict[int, torch.Tensor] = {}
 
     def prepare(self, model: nn.Module, targets: Sequence[Target], **context: Any) -> None:
+        check_materialised(targets)
         context = dict(context)
         if _is_count(context.get("batches")):  # the old name of max_batches, not of data
             context["max_batches"] = renamed_argument(context, "batches", "max_batches", "OBD.prepare",

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import InvalidParameterError, did_you_mean
 
 __all__ = [
     "REQUIRED",
     "AnyOf",
     "Constraint",
+    "Device",
     "Flag",
     "Fraction",
     "InstanceOf",
@@ -24,8 +27,10 @@ __all__ = [
     "IsCallable",
     "JsonObject",
     "Options",
+    "OutputDir",
     "PathLike",
     "RealNotInt",
+    "SEED",
     "Spec",
     "Strings",
 ]
@@ -53,6 +58,11 @@ def _kind_ok(value: Any, kind: type) -> bool:
     if kind is RealNotInt:
         return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
     return isinstance(value, kind)
+
+
+def _number(value: float) -> str:
+    """A bound as it reads in a message: ints in full (a seed's 2**63 - 1), floats short."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _kind_name(kind: type) -> str:
@@ -121,11 +131,11 @@ class Interval(Constraint):
         if self.left is not None and self.right is not None:
             lb = "[" if self.closed in ("both", "left") else "("
             rb = "]" if self.closed in ("both", "right") else ")"
-            return f"{what} in {lb}{self.left:g}, {self.right:g}{rb}"
+            return f"{what} in {lb}{_number(self.left)}, {_number(self.right)}{rb}"
         if self.left is not None:
-            return f"{what} {'>=' if self.closed in ('both', 'left') else '>'} {self.left:g}"
+            return f"{what} {'>=' if self.closed in ('both', 'left') else '>'} {_number(self.left)}"
         if self.right is not None:
-            return f"{what} {'<=' if self.closed in ('both', 'right') else '<'} {self.right:g}"
+            return f"{what} {'<=' if self.closed in ('both', 'right') else '<'} {_number(self.right)}"
         return what
 
     def fix(self, value: Any, name: str) -> str | None:
@@ -303,6 +313,61 @@ class PathLike(Constraint):
         return None
 
 
+class OutputDir(PathLike):
+    """A folder to write into: new, or an existing folder, but not an existing file."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def accepts(self, value: Any) -> bool:
+        return super().accepts(value) and not (Path(value).exists() and not Path(value).is_dir())
+
+    def describe(self) -> str:
+        return "a folder (new or existing), not a file"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        if isinstance(value, (str, os.PathLike)) and Path(value).exists():
+            return f"Fix: {str(value)!r} is a file; choose another path for {name}."
+        return None
+
+
+class Device(Constraint):
+    """A torch device this machine has: ``"cpu"``, ``"cuda"``/``"cuda:N"`` (when CUDA is
+    available and has device N), ``"mps"`` (when available), or a ``torch.device``."""
+
+    def accepts(self, value: Any) -> bool:
+        return self._problem(value) is None
+
+    @staticmethod
+    def _problem(value: Any) -> str | None:
+        if not isinstance(value, (str, torch.device)):
+            return "not a device"
+        try:
+            device = torch.device(value)
+        except (RuntimeError, ValueError):
+            return "not a device"
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                return "CUDA is not available on this machine"
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            return "MPS is not available on this machine"
+        return None
+
+    def describe(self) -> str:
+        return "a torch device this machine has, such as 'cpu' or 'cuda:0'"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        problem = self._problem(value)
+        use = f"{name} cpu" if name.startswith("-") else f"{name}='cpu'"
+        return f"Fix: {problem}; use {use}." if problem else None
+
+
+#: A seed torch accepts (``torch.manual_seed`` takes at most a signed 64-bit integer here).
+SEED = Interval(numbers.Integral, 0, 2**63 - 1, example=0)
+
+
 class JsonObject(Constraint):
     """A dict; on the command line a JSON object such as ``'{"n_layer": 4}'``."""
 
@@ -311,6 +376,10 @@ class JsonObject(Constraint):
 
     def describe(self) -> str:
         return "a JSON object of keyword arguments"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        return f"Fix: name each argument, e.g. {name} '{{\"n_layer\": 4}}'." if name.startswith("-") else \
+            f"Fix: pass a dict, e.g. {name}={{'n_layer': 4}}."
 
     def from_text(self, text: str, name: str) -> Any:
         try:
