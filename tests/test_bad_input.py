@@ -128,3 +128,40 @@ def test_bad_input_leaves_the_model_as_it_was():
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("call, wrong, right", [
+    (lambda m, kw: prunekit.prune(m, 0.5, **kw), "scop", "scope"),
+    (lambda m, kw: prunekit.Pruner(m, **kw), "criterio", "criterion"),
+    (lambda m, kw: prunekit.structural_prune(m, torch.randn(1, 4), sparsity=0.5, **kw), "round_too", "round_to"),
+    (lambda m, kw: prunekit.fit(m, [(torch.randn(2, 4), torch.tensor([0, 1]))], **kw), "epoch", "epochs"),
+])
+def test_unknown_keyword_arguments_name_the_closest_one(call, wrong, right) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(prunekit.validation.UnknownArgumentError, match=rf"^{wrong}: expected a keyword argument of "
+                       rf".*Did you mean '{right}'\?") as info:
+        call(model, {wrong: 1})
+    assert isinstance(info.value, TypeError)  # code catching Python's own TypeError keeps working
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_checked_functions_keep_their_signature_for_help() -> None:
+    import inspect
+
+    assert "scope" in inspect.signature(prunekit.prune).parameters
+    assert "kwargs" not in inspect.signature(prunekit.prune).parameters
+    assert "min_keep" in inspect.signature(prunekit.Pruner).parameters
+
+
+def test_calibration_ids_outside_the_vocabulary_are_refused_before_anything_changes() -> None:
+    torch.manual_seed(0)
+    model = prunekit.create_model("gpt_tiny", n_layer=1)
+    vocab = model.get_input_embeddings().num_embeddings if hasattr(model, "get_input_embeddings") else next(
+        m for m in model.modules() if isinstance(m, nn.Embedding)).num_embeddings
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.randint(0, vocab, (4, 16))
+    ids[2, 5] = vocab + 3
+    with pytest.raises(InvalidParameterError, match=rf"^data: expected token ids in \[0, {vocab}\).*to {vocab + 3}>"):
+        prunekit.oneshot_prune(model, ids, method="wanda", sparsity=0.5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

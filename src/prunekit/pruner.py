@@ -20,7 +20,7 @@ from .measure.sparsity import SparsityReport, sparsity_report
 from .params import PRUNE_PARAMS
 from .structures import Structure, create_structure
 from .targets import Target, select_targets
-from .validation import validate
+from .validation import checked_keywords, validate
 
 __all__ = ["Pruner", "prune"]
 
@@ -58,6 +58,7 @@ class Pruner:
             (see :func:`prunekit.list_realisations`).
     """
 
+    @checked_keywords
     def __init__(
         self,
         model: nn.Module,
@@ -215,6 +216,7 @@ def _resolve_targets(model: nn.Module, targets: Sequence[Any]) -> list[Target]:
     return out
 
 
+@checked_keywords
 def prune(
     model: nn.Module,
     sparsity: Sparsity | None = None,
@@ -224,7 +226,14 @@ def prune(
     scope: str = "local",
     mode: str = "reparam",
     context: Mapping[str, Any] | None = None,
-    **kwargs: Any,
+    targets: Sequence[Target] | Sequence[tuple[nn.Module, str]] | None = None,
+    types: Any = None,
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    params: str | Iterable[str] = "weight",
+    overrides: Mapping[str, Sparsity] | None = None,
+    normalize: str = "none",
+    min_keep: int = 1,
 ) -> nn.Module:
     """Prune ``model`` in one call and return it.
 
@@ -240,7 +249,8 @@ def prune(
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. ``mode`` names the realisation of the masks
     (``"reparam"``, ``"inplace"``, ``"permanent"`` or a registered one; see
-    :func:`prunekit.list_realisations`). Other keyword arguments are those of
+    :func:`prunekit.list_realisations`). ``targets``, ``types``, ``include``,
+    ``exclude``, ``params``, ``overrides``, ``normalize`` and ``min_keep`` are those of
     :class:`Pruner`.
 
     Example::
@@ -255,7 +265,9 @@ def prune(
     if context is not None and not isinstance(context, Mapping):
         raise InvalidParameterError("context", "a mapping such as {'data': loader}", context,
                                     "Fix: prune(model, 0.9, criterion='obd', context={'data': loader}).")
-    Pruner(model, criterion=criterion, structure=structure, scope=scope, mode=mode, **kwargs).step(
+    Pruner(model, criterion=criterion, structure=structure, scope=scope, mode=mode, targets=targets, types=types,
+           include=include, exclude=exclude, params=params, overrides=overrides, normalize=normalize,
+           min_keep=min_keep).step(
         sparsity, **dict(context or {})
     )
     return model

@@ -30,6 +30,7 @@ from .scores import Criterion, SynFlow, as_criterion
 from .scores.gradients import as_batches, input_flow, input_shape_of
 from .deprecation import renamed_argument
 from .errors import InvalidParameterError
+from .validation import checked_keywords
 from .pruner import Pruner
 from .schedules import Iterative
 
@@ -80,6 +81,7 @@ def is_collapsed(model: nn.Module, input_shape: Sequence[int]) -> bool:
     return input_flow(model, input_shape) == 0.0
 
 
+@checked_keywords
 def prune_at_init(
     model: nn.Module,
     sparsity: float,

@@ -28,6 +28,7 @@ from .batches import forward_logits, split_batch, to_device
 from .controller import PruningController, PruningHooks, StepPruner
 from .deprecation import renamed_value
 from .errors import InvalidParameterError, check_choice
+from .validation import checked_keywords
 from .losses import classification_loss
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .schedules import Schedule
@@ -85,6 +86,7 @@ def make_optimizer(
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+@checked_keywords
 def fit(
     model: nn.Module,
     data: Iterable[Any] | None = None,

@@ -30,9 +30,9 @@ from ..measure.sparsity import SparsityReport
 from ..params import ONESHOT_PARAMS
 from ..structures import NM, Element, create_structure
 from ..targets import Target
-from ..validation import validate
+from ..validation import checked_keywords, validate
 from .blocks import block_targets, find_blocks, weight_matrix
-from .capture import calibration_batches
+from .capture import calibration_batches, check_token_ids
 from .engine import OneShotProgress, PassOutcome, Plan, run_pass
 from .head import find_output_parts
 from .journal import Journal, Placement
@@ -168,6 +168,7 @@ def make_plan(
                 include, exclude, progress)
 
 
+@checked_keywords
 def oneshot_prune(
     model: nn.Module,
     data: Any = None,
@@ -265,6 +266,7 @@ def oneshot_prune(
                      head=head, embeddings=embeddings, progress=progress)
     check_choice("offload", offload, OFFLOAD_MODES)
     batches = calibration_batches(data, batch_size)
+    check_token_ids(model, batches)
 
     start = time.perf_counter()
     was_training = model.training

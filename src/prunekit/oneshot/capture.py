@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Sequence, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from torch import nn
 from ..batches import to_device
 from ..errors import InvalidParameterError
 
-__all__ = ["Captured", "calibration_batches", "capture_block_inputs", "run_block"]
+__all__ = ["Captured", "calibration_batches", "capture_block_inputs", "check_token_ids", "run_block"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,3 +211,32 @@ def run_block(block: nn.Module, inputs: Captured, device: torch.device, store: t
                 result = result[0]
             out.hidden.append(result.detach().to(store))
     return out
+
+
+def _input_embedding(model: nn.Module) -> nn.Embedding | None:
+    getter = getattr(model, "get_input_embeddings", None)
+    found = getter() if callable(getter) else None
+    if isinstance(found, nn.Embedding):
+        return found
+    return next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+
+
+def check_token_ids(model: nn.Module, batches: Sequence[Any]) -> None:
+    """Refuse calibration token ids outside the model's vocabulary (its input embedding's rows),
+    before anything runs: the embedding would fail deep inside with an ``IndexError``."""
+    embedding = _input_embedding(model)
+    if embedding is None:
+        return
+    size = embedding.num_embeddings
+    for index, batch in enumerate(batches):
+        ids = batch.get("input_ids") if isinstance(batch, Mapping) else batch
+        if not isinstance(ids, torch.Tensor) or ids.is_floating_point() or ids.numel() == 0:
+            continue
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= size:
+            raise InvalidParameterError(
+                "data", f"token ids in [0, {size}) (the model's vocabulary)",
+                f"<batch {index}: ids from {low} to {high}>",
+                "Fix: tokenize the text with the model's own tokenizer or vocabulary.",
+            )
+

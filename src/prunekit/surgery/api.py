@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..params import STRUCTURAL_PARAMS
-from ..validation import validate
+from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
@@ -186,6 +186,7 @@ def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, lat
     return latency_table
 
 
+@checked_keywords
 def structural_prune(
     model: nn.Module,
     example_inputs: Any,

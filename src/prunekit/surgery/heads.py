@@ -40,7 +40,7 @@ from ..deprecation import renamed_argument
 from ..errors import InvalidParameterError, did_you_mean
 from ..params import HEADS_PARAMS, NEURONS_PARAMS
 from ..scores.heads import head_scores, neuron_scores, resolve_scores
-from ..validation import validate
+from ..validation import checked_keywords, validate
 from .head_selection import select_heads, select_neurons
 from .hf import check_uniform, update_config
 from .history import add_history, surgery_history
@@ -249,6 +249,7 @@ def _add_history(model: nn.Module, record: SurgeryRecord) -> None:
     add_history(model, SurgeryRecord(removals=record.removals, kept=record.kept, extra={"heads": merged}))
 
 
+@checked_keywords
 def prune_heads(
     model: nn.Module,
     heads_to_prune: Mapping[Any, Sequence[int]] | None = None,
@@ -314,6 +315,7 @@ def prune_heads(
     return record
 
 
+@checked_keywords
 def prune_mlp_neurons(
     model: nn.Module,
     neurons_to_prune: Mapping[int, Sequence[int]] | None = None,

@@ -61,9 +61,12 @@ from .constraints import (
     Spec,
     Strings,
 )
+from .keywords import UnknownArgumentError, checked_keywords
 from .params import Param, declare, defaults, schema, validate
 
 __all__ = [
+    "UnknownArgumentError",
+    "checked_keywords",
     "REQUIRED",
     "AnyOf",
     "Constraint",
