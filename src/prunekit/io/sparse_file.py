@@ -15,14 +15,14 @@ import json
 import os
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
 from ..errors import CheckpointError
 from ..files import atomic_write
 
-__all__ = ["CHECKSUM_KEY", "verify_checksum", "write_safetensors"]
+__all__ = ["CHECKSUM_KEY", "safetensors_writer", "verify_checksum", "write_safetensors"]
 
 CHECKSUM_KEY = "sha256"
 _ZEROS = "0" * 64
@@ -49,6 +49,13 @@ def _header_bytes(header: Mapping[str, object]) -> bytes:
 def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
                       metadata: Mapping[str, str]) -> None:
     """Write ``tensors`` and string ``metadata`` as safetensors, byte-for-byte reproducibly, atomically."""
+    atomic_write(path, safetensors_writer(tensors, metadata))
+
+
+def safetensors_writer(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Callable[[str], None]:
+    """A function writing ``tensors`` and ``metadata`` to a path as safetensors: tensors in name
+    order, header keys sorted and a ``sha256`` of the whole file in the metadata, so the same
+    tensors always give the same bytes (for writers that manage their own atomic write)."""
     header: dict[str, object] = {}
     blobs: list[bytes] = []
     offset = 0
@@ -76,7 +83,7 @@ def write_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.
             for blob in blobs:
                 handle.write(blob)
 
-    atomic_write(path, write)
+    return write
 
 
 def verify_checksum(path: str | os.PathLike[str]) -> bool:

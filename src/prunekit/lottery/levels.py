@@ -50,11 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..version import __version__
 from ..errors import InvalidParameterError
+from ..io.sparse_file import safetensors_writer
 from ..io import load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks
 from ..measure.size import dense_state_dict
@@ -83,7 +84,7 @@ def level_name(level: int) -> str:
 
 def _save_state(files: Manifest, path: Path, state: Mapping[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    files.write(path, lambda tmp: save_file(tensors, tmp))
+    files.write(path, safetensors_writer(tensors, {}))
 
 
 class LotteryRun:
@@ -317,7 +318,7 @@ class LotteryRun:
         where = self.path(level, control)
         self.files.forget(where / "metrics.json")
         if masks is not None:
-            self.files.write(where / "mask.safetensors", lambda tmp: save_file(dict(masks), tmp))
+            self.files.write(where / "mask.safetensors", safetensors_writer(dict(masks), {}))
         self.files.saved(where / "model.safetensors", lambda: save_sparse(
             model, where / "model.safetensors",
             metadata={"level": level, "control": control, "run": self.config.fingerprint()}))

@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import InvalidParameterError
+from ..io.sparse_file import safetensors_writer
 from ..io import atomic_write, atomic_write_text
 
 __all__ = ["SafetensorsFolder", "ShardWriter", "TensorSlots", "build_skeleton", "copy_side_files",
@@ -238,7 +238,7 @@ class ShardWriter:
     def write(self, number: int, tensors: dict[str, torch.Tensor]) -> None:
         """Shard ``number`` (1-based) holding ``tensors``."""
         file = f"model-{number:05d}-of-{self.count:05d}.safetensors"
-        atomic_write(self.directory / file, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+        atomic_write(self.directory / file, safetensors_writer(tensors, {"format": "pt"}))
         self.weight_map.update(dict.fromkeys(tensors, file))
         self.total_size += sum(t.numel() * t.element_size() for t in tensors.values())
 

@@ -66,12 +66,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
 from .. import __version__, load_shrunk, save_shrunk
 from ..errors import InvalidParameterError
+from ..io.sparse_file import safetensors_writer
 from ..io import (
     atomic_write_text,
     load_pruned_state_dict,
@@ -321,7 +322,7 @@ class Runner:
                 source = "trained"
             state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
             self._files.forget(self.state / "pretrain.json")
-            self._files.write(weights_path, lambda tmp: save_file(state, tmp, metadata={"source": source}))
+            self._files.write(weights_path, safetensors_writer(state, {"source": source}))
             pre = {"fingerprint": self.fingerprint, "history": history, "source": source,
                    "seconds": time.perf_counter() - start}
             self._write_json(self.state / "pretrain.json", pre)
