@@ -22,10 +22,12 @@ from ..lottery.levels import LotteryRun
 from ..lottery.loop import as_tensors
 from ..validation import (
     REQUIRED,
+    SEED,
     AnyOf,
     Flag,
     Interval,
     Options,
+    OutputDir,
     Param,
     PathLike,
     cli_values,
@@ -44,7 +46,7 @@ LOTTERY_PARAMS = declare(
     Param("data", Options(list_datasets, "data set", "prunekit list datasets"), REQUIRED,
           "a registered data set (see `prunekit list datasets`)", metavar="NAME"),
     Param("data_path", AnyOf(PathLike("dir"), None), None, "the data set's folder", metavar="DIR"),
-    Param("out", PathLike(), REQUIRED, "run directory; the same command again resumes it", metavar="DIR"),
+    Param("out", OutputDir(), REQUIRED, "run directory; the same command again resumes it", metavar="DIR"),
     Param("levels", Interval(numbers.Integral, 0, None, example=19), 19, "pruning levels after the dense level 0",
           metavar="N"),
     Param("rate", _RATE, 0.2, "fraction of the remaining weights pruned per level", metavar="FRACTION"),
@@ -65,7 +67,7 @@ LOTTERY_PARAMS = declare(
           repeat=True),
     Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 1 / 12,
           "share of the training split held out", metavar="FRACTION"),
-    Param("seed", Interval(numbers.Integral, 0, None, example=0), 0, "seed"),
+    Param("seed", SEED, 0, "seed"),
     Param("restart", Flag(), False, "discard earlier results in --out and start over"),
 )
 

@@ -30,6 +30,7 @@ from ..runner import Runner
 from ..validation import (
     AnyOf,
     Flag,
+    OutputDir,
     Param,
     PathLike,
     cli_values,
@@ -41,11 +42,11 @@ __all__ = ["DEMO_PARAMS", "RUN_PARAMS", "add_demo_parser", "add_run_parser", "qu
 
 RUN_PARAMS = declare(
     Param("recipe", PathLike(), help="the recipe file (see prunekit/recipe_examples/demo.yaml)", option="recipe"),
-    Param("out", PathLike(), help="output folder; run again with the same folder to resume", metavar="DIR"),
+    Param("out", OutputDir(), help="output folder; run again with the same folder to resume", metavar="DIR"),
     Param("restart", Flag(), False, "discard earlier results in --out and start over"),
 )
 DEMO_PARAMS = declare(
-    Param("out", AnyOf(PathLike(), None), None, "output folder (default prunekit-demo, or prunekit-demo-quick)",
+    Param("out", AnyOf(OutputDir(), None), None, "output folder (default prunekit-demo, or prunekit-demo-quick)",
           metavar="DIR"),
     Param("quick", Flag(), False, "a small, fast version (fewer samples, one epoch)"),
     Param("restart", Flag(), False, "discard earlier results in --out"),
