@@ -123,3 +123,15 @@ def test_prune_without_weights_warns_that_it_prunes_a_random_initialisation(tmp_
         assert main(["prune", "lenet5", "--sparsity", "0.5"]) == 0
     assert any("no --weights" in r.getMessage() and "random initialisation" in r.getMessage()
                for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_report_on_a_folder_names_a_file_inside_it(tmp_path, capsys):
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors.index.json").write_text("{}")
+    (folder / "model-00001-of-00002.safetensors").write_bytes(b"")
+    assert main(["report", str(folder)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "checkpoint: expected an existing file" in err
+    assert f"is a folder; name one file in it, e.g. '{folder / 'model-00001-of-00002.safetensors'}'" in err
+    assert "Traceback" not in err

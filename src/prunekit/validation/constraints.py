@@ -308,9 +308,16 @@ class PathLike(Constraint):
         return {None: "a path", "file": "an existing file", "dir": "an existing folder"}[self.exists]
 
     def fix(self, value: Any, name: str) -> str | None:
-        if self.exists and isinstance(value, (str, os.PathLike)):
-            return f"Fix: check the path (the current folder is {os.getcwd()})."
-        return None
+        if not self.exists or not isinstance(value, (str, os.PathLike)):
+            return None
+        path = Path(value)
+        if self.exists == "file" and path.is_dir():
+            inside = sorted(path.glob("*.safetensors")) or sorted(p for p in path.iterdir() if p.is_file())
+            example = f", e.g. {str(inside[0])!r}" if inside else ""
+            return f"Fix: {str(path)!r} is a folder; name one file in it{example}."
+        if self.exists == "dir" and path.is_file():
+            return f"Fix: {str(path)!r} is a file; name the folder it is in, {str(path.parent)!r}, or another folder."
+        return f"Fix: check the path (the current folder is {os.getcwd()})."
 
 
 class OutputDir(PathLike):
