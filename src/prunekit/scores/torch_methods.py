@@ -65,13 +65,15 @@ class TorchMethod(Criterion):
         return self.method(*self.args, **self.kwargs)
 
     @torch.no_grad()
-    def keep_masks(self, targets: Sequence[Target], scope: str, amount: float | int | None) -> list[torch.Tensor]:
+    def keep_masks(self, targets: Sequence[Target], scope: str,
+                   amount: float | int | Sequence[int] | None) -> list[torch.Tensor]:
         """The method's keep masks (bool) for ``targets``, each within the target's current mask.
 
-        ``scope`` is ``"local"`` (``Method.apply`` on each target) or ``"global"``
-        (``global_unstructured`` over all targets)."""
+        ``scope`` is ``"local"`` (``Method.apply`` on each target; ``amount`` may be one count per
+        target) or ``"global"`` (``global_unstructured`` over all targets)."""
         if scope == "local":
-            return [self._local(t, amount) for t in targets]
+            amounts = list(amount) if isinstance(amount, (list, tuple)) else [amount] * len(targets)
+            return [self._local(t, a) for t, a in zip(targets, amounts)]
         if scope != "global":
             raise InvalidParameterError("scope", f"'local' or 'global' with the torch method {self.name!r}", scope,
                                         "Fix: scope='global' (as torch's global_unstructured) or 'local'.")
