@@ -164,7 +164,7 @@ def test_schema_fragment():
                                  "default": "local", "choices": ["local", "global"]}
     assert "default" not in fragment["name"]
     prune = schema(PRUNE_PARAMS)
-    assert set(prune) == {"sparsity", "criterion", "structure", "scope", "normalize", "min_keep", "include",
+    assert set(prune) == {"sparsity", "amount", "criterion", "structure", "scope", "normalize", "min_keep", "include",
                           "exclude", "params", "mode", "types", "overrides"}
     assert prune["scope"]["choices"] == ["local", "global", "lamp", "erk"]
     assert "magnitude" in prune["criterion"]["expected"]

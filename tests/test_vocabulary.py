@@ -63,6 +63,9 @@ DEPRECATED: dict[tuple[str, str], str] = {
 KEPT: dict[tuple[str, str], str] = {
     ("prunekit.integrations.PrunekitPruning", "amount"): "Lightning's ModelPruning keyword, as its users expect",
     ("prunekit.integrations.PrunekitPruning.apply_pruning", "amount"): "Lightning's ModelPruning method",
+    ("prunekit.prune", "amount"): "torch's relative amount, offered beside sparsity",
+    ("prunekit.Pruner.step", "amount"): "torch's relative amount, offered beside sparsity",
+    ("prunekit.Pruner.allocate", "amount"): "torch's relative amount, offered beside sparsity",
     ("prunekit.integrations.PrunekitPruning.on_train_batch_start", "batch"): "Lightning's hook signature",
     ("prunekit.measure.AccuracyResult", "batches"): "a result field: the number of batches evaluated",
     ("prunekit.measure.PerplexityResult", "batches"): "a result field: the number of batches evaluated",

@@ -23,10 +23,12 @@ from .allocation import ALLOCATIONS, GROUP_SCOPES, NORMALIZERS, SCOPES
 from .errors import InvalidParameterError, did_you_mean
 from .masks import list_realisations
 from .registry import parse_spec
+from .scores.torch_methods import is_torch_method
 from .scores import SCORES, Criterion, GroupCriterion, as_criterion, criterion_names
 from .structures import NM, Element, Structure, create_structure, list_structures
 from .validation import (
     AnyOf,
+    Constraint,
     Flag,
     Fraction,
     InstanceOf,
@@ -58,6 +60,16 @@ SPARSITY = Fraction(count_option="--count")
 #: A count of units pruned per tensor (``prune(model, 3)``; the command line's ``--count``).
 COUNT = Interval(numbers.Integral, 0, None, example=1)
 
+class TorchMethodClass(Constraint):
+    """A ``torch.nn.utils.prune.BasePruningMethod`` subclass (used as a criterion; it decides its masks)."""
+
+    def accepts(self, value: Any) -> bool:
+        return is_torch_method(value)
+
+    def describe(self) -> str:
+        return "a torch.nn.utils.prune.BasePruningMethod subclass"
+
+
 CRITERION = Spec(as_criterion, criterion_names, "criterion", "lnorm:3", listed_by="prunekit list scores")
 STRUCTURE = Spec(create_structure, list_structures, "structure", "2:4, block:4x4, channel:1",
                  listed_by="prunekit list structures")
@@ -66,7 +78,11 @@ PRUNE_PARAMS = declare(
     Param("sparsity", AnyOf(SPARSITY, COUNT, None), None,
           "fraction of each tensor (local) or of all targets (global, lamp, erk) that is zero afterwards",
           metavar="FRACTION"),
-    Param("criterion", AnyOf(CRITERION, InstanceOf(Criterion, "a Criterion"), IsCallable("a function target -> scores")),
+    Param("amount", AnyOf(Fraction(count_option=None, example=0.2), COUNT, None), None,
+          "torch's relative level: fraction (or int count) of the entries still unpruned that are pruned now; "
+          "instead of sparsity", option=None),
+    Param("criterion", AnyOf(CRITERION, InstanceOf(Criterion, "a Criterion"), IsCallable("a function target -> scores"),
+                             TorchMethodClass()),
           "magnitude", "importance score of each weight or unit (see `prunekit list scores`)", metavar="SPEC"),
     Param("structure", AnyOf(STRUCTURE, InstanceOf(Structure, "a Structure")), "element",
           "unit pruned together: element, 2:4 (any N:M), block:4x4, kernel, channel, channel:<dim>", metavar="SPEC"),

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .allocation.relative import absolute_counts, check_level
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
 from .scores import Criterion, as_criterion, context_with_data
 from .errors import InvalidParameterError, check_choice
@@ -102,18 +103,22 @@ class Pruner:
         check_shared_tensors(model, self.targets, self.mode)
         self.steps = 0
 
-    def step(self, sparsity: Sparsity | None = None, **context: Any) -> list[torch.Tensor]:
-        """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count).
+    def step(self, sparsity: Sparsity | None = None, amount: float | int | None = None,
+             **context: Any) -> list[torch.Tensor]:
+        """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count), or by torch's ``amount``.
 
+        ``amount`` is ``torch.nn.utils.prune``'s relative level: the fraction (or an int count) of the
+        entries still unpruned that this step prunes; give ``sparsity`` or ``amount``, not both.
         The three phases in order: :meth:`prepare` (scores), :meth:`allocate`
         (keep masks) and :meth:`realise` (masks on the model). ``context`` is
         passed to the criterion's ``prepare``: ``data=`` (batches or a loader),
         ``loss_fn=``, ... for criteria that need them. Returns the new keep
         masks. Nothing is changed if any check fails.
         """
+        check_level(sparsity, amount)
         self.prepare(**context)
-        keeps = self.allocate(sparsity)
-        self.realise(keeps, self.describe(sparsity))
+        keeps = self.allocate(sparsity, amount)
+        self.realise(keeps, self.describe(sparsity if amount is None else f"amount={amount}"))
         return keeps
 
     def prepare(self, **context: Any) -> None:
@@ -123,10 +128,24 @@ class Pruner:
         warning, so a user's own criterion also receives ``data``."""
         self.criterion.prepare(self.model, self.targets, **context_with_data(context, "Pruner.prepare"))
 
-    def allocate(self, sparsity: Sparsity | None) -> list[torch.Tensor]:
-        """Allocation phase: the new keep masks for ``sparsity``; the model is not touched."""
+    def allocate(self, sparsity: Sparsity | None, amount: float | int | None = None) -> list[torch.Tensor]:
+        """Allocation phase: the new keep masks for ``sparsity`` (or torch's relative ``amount``);
+        the model is not touched. A criterion that decides its masks itself (a torch pruning method,
+        :class:`~prunekit.scores.torch_methods.TorchMethod`) gives them here."""
+        check_level(sparsity, amount)
+        if getattr(self.criterion, "decides_mask", False):
+            return self._method_masks(sparsity, amount)
+        if amount is not None:
+            self._check_relative("amount")
+            counts = absolute_counts(self.targets, amount, self.scope)
+            if self.scope == "local":
+                return [self._keep_masks([t], count)[0] for t, count in zip(self.targets, counts)]
+            return self._keep_masks(self.targets, counts[0])
+        return self._keep_masks(self.targets, sparsity)
+
+    def _keep_masks(self, targets: Sequence[Target], sparsity: Sparsity | None) -> list[torch.Tensor]:
         return compute_keep_masks(
-            self.targets,
+            targets,
             self.criterion,
             self.structure,
             sparsity,
@@ -135,6 +154,36 @@ class Pruner:
             normalize=self.normalize,
             min_keep=self.min_keep,
         )
+
+    def _check_relative(self, param: str) -> None:
+        """torch's relative levels and torch methods count entries of each tensor or of all of them."""
+        if self.structure.spec() != "element":
+            raise InvalidParameterError(param, "structure='element' (torch's relative amount counts entries)",
+                                        self.structure.spec(), "Fix: give sparsity= for structured pruning.")
+        if self.scope not in ("local", "global"):
+            raise InvalidParameterError("scope", f"'local' or 'global' with {param}=", self.scope,
+                                        "Fix: scope='global' (as torch's global_unstructured) or 'local'.")
+        if self.overrides:
+            raise InvalidParameterError("overrides", f"none with {param}=", self.overrides,
+                                        "Fix: prune the overridden tensors in a second call.")
+
+    def _method_masks(self, sparsity: Sparsity | None, amount: float | int | None) -> list[torch.Tensor]:
+        self._check_relative("criterion")
+        method = self.criterion
+        if method.takes_amount and sparsity is not None:  # an absolute level, as counts of entries
+            counts = absolute_counts(self.targets, 0, self.scope)  # entries pruned now
+            wanted = absolute_counts(self.targets, 1.0, self.scope)  # all entries
+            amount_list = []
+            for now, total in zip(counts, wanted):
+                level = sparsity if isinstance(sparsity, numbers.Integral) else round(float(sparsity) * total)
+                if level < now:
+                    raise InvalidParameterError(
+                        "sparsity", f"at least the sparsity pruned already ({now} of {total} entries)", sparsity,
+                        "Fix: a higher sparsity, or amount= (relative to what remains).")
+                amount_list.append(int(level - now))
+            return method.keep_masks(self.targets, self.scope,
+                                     amount_list if self.scope == "local" else amount_list[0])
+        return method.keep_masks(self.targets, self.scope, amount if amount is not None else sparsity)
 
     def realise(self, keeps: Sequence[torch.Tensor], description: str = "") -> None:
         """Realisation phase: apply ``keeps`` (one bool mask per target) to the model with the
@@ -221,6 +270,7 @@ def prune(
     model: nn.Module,
     sparsity: Sparsity | None = None,
     *,
+    amount: float | int | None = None,
     criterion: str | Criterion | Callable[[Target], torch.Tensor] = "magnitude",
     structure: str | Structure = "element",
     scope: str = "local",
@@ -247,7 +297,9 @@ def prune(
     ``{"initial": theta0}`` (initial weights), passed to :meth:`Pruner.step`. Unlike
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
-    75% pruned, not 87.5%. ``mode`` names the realisation of the masks
+    75% pruned, not 87.5%. ``amount`` is torch's relative level instead (the fraction, or an int
+    count, of the entries still unpruned that this call prunes; element structure, local or global
+    scope): ``prune(m, amount=0.5)`` twice leaves 75% pruned. Give ``sparsity`` or ``amount``, not both. ``mode`` names the realisation of the masks
     (``"reparam"``, ``"inplace"``, ``"permanent"`` or a registered one; see
     :func:`prunekit.list_realisations`). ``targets``, ``types``, ``include``,
     ``exclude``, ``params``, ``overrides``, ``normalize`` and ``min_keep`` are those of
@@ -268,6 +320,6 @@ def prune(
     Pruner(model, criterion=criterion, structure=structure, scope=scope, mode=mode, targets=targets, types=types,
            include=include, exclude=exclude, params=params, overrides=overrides, normalize=normalize,
            min_keep=min_keep).step(
-        sparsity, **dict(context or {})
+        sparsity, amount, **dict(context or {})
     )
     return model

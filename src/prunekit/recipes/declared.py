@@ -55,7 +55,8 @@ __all__ = ["DECLARED", "NARROWED", "PRUNER_NAME", "RECIPE_DEFAULTS", "RECIPE_ONL
 
 #: The declarations each stage's function is checked by.
 DECLARED: dict[str, dict[str, Param]] = {
-    "prune": PRUNE_PARAMS,
+    # torch's relative ``amount`` serves Python callers moving from torch; a recipe states absolute levels
+    "prune": {name: param for name, param in PRUNE_PARAMS.items() if name != "amount"},
     "shrink": STRUCTURAL_PARAMS,
     "heads": HEADS_PARAMS,
     "neurons": NEURONS_PARAMS,

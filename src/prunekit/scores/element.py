@@ -24,6 +24,7 @@ from ..registry import parse_spec
 from ..targets import Target
 from .base import Criterion, FunctionCriterion
 from .registry import MASK_SPACES, SCORES, register_score
+from .torch_methods import TorchMethod, is_torch_method
 
 __all__ = ["CRITERIA", "CriterionRegistry", "as_criterion", "criterion_names", "register_criterion"]
 
@@ -32,6 +33,8 @@ def _builds_criterion(name: str) -> bool:
     """Whether the element factory of ``name`` builds a :class:`Criterion` (calibration
     scores such as Wanda serve the ``element`` space of one-shot pruning only)."""
     factory = SCORES.factory(name, "element")
+    if is_torch_method(factory):
+        return True
     return not (isinstance(factory, type) and not issubclass(factory, Criterion))
 
 
@@ -52,6 +55,9 @@ def as_criterion(criterion: str | Criterion | Callable[[Target], torch.Tensor], 
                 ("Fix: use one of the registered names (`prunekit list scores` on the command line)."
                  + did_you_mean(name, criterion_names())).strip(),
             )
+        factory = SCORES.factory(name, "element")
+        if is_torch_method(factory):  # a torch pruning method decides its masks itself
+            return TorchMethod(factory, SCORES.resolve(name), args=parse_spec(criterion)[1], **kwargs)
         made = SCORES.create(criterion, "element", **kwargs)
         if not isinstance(made, Criterion):
             raise InvalidParameterError(
@@ -62,6 +68,8 @@ def as_criterion(criterion: str | Criterion | Callable[[Target], torch.Tensor], 
         return made
     if isinstance(criterion, type) and issubclass(criterion, Criterion):
         return criterion(**kwargs)
+    if is_torch_method(criterion):
+        return TorchMethod(criterion, **kwargs)
     if callable(criterion):
         return FunctionCriterion(criterion)
     raise InvalidParameterError(
@@ -73,8 +81,9 @@ def as_criterion(criterion: str | Criterion | Callable[[Target], torch.Tensor], 
 
 
 def register_criterion(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[Any], Any]:
-    """Register a :class:`Criterion` subclass or a function ``fn(target) -> scores``
-    as a score of the element-like unit spaces (what the class declares in
+    """Register a :class:`Criterion` subclass, a ``torch.nn.utils.prune.BasePruningMethod``
+    subclass (it decides its masks; see :class:`~prunekit.scores.torch_methods.TorchMethod`)
+    or a function ``fn(target) -> scores`` as a score of the element-like unit spaces (what the class declares in
     ``needs``; ``"nothing"`` for a function). Same as
     ``register_score(name, unit_spaces=MASK_SPACES, needs=...)``."""
 
@@ -83,6 +92,8 @@ def register_criterion(name: str, *, aliases: tuple[str, ...] = ()) -> Callable[
             raise InvalidParameterError(
                 "criterion", "a Criterion subclass or a function target -> scores", obj
             )
+        if is_torch_method(obj):
+            return register_score(name, unit_spaces=("element",), aliases=aliases)(obj)
         if isinstance(obj, type) and issubclass(obj, Criterion):
             return register_score(name, unit_spaces=MASK_SPACES, needs=obj.needs, aliases=aliases)(obj)
         SCORES.register(name, lambda: FunctionCriterion(obj, name), unit_spaces=MASK_SPACES, aliases=aliases,
