@@ -63,7 +63,7 @@ def read_json_object(path: str | os.PathLike[str], *, then: str) -> dict[str, An
         return None
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or bad UTF-8 alike
         logger.warning("ignoring unreadable %s (%s); %s", path, exc, then)
         return None
     return value if isinstance(value, dict) else None
