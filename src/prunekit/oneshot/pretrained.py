@@ -34,8 +34,7 @@ from torch import nn
 from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..memory import release_freed_memory
-from .api import OneShotResult, make_plan
-from .capture import calibration_batches
+from .api import OneShotResult, make_plan, plan_batches
 from .engine import OneShotProgress, run_pass
 from .hf_folder import (
     SafetensorsFolder,
@@ -167,7 +166,7 @@ def prune_pretrained(
                      sequential=sequential, batch_size=batch_size, blocksize=blocksize, percdamp=percdamp,
                      device=device if device is not None else "cpu", blocks=blocks, include=include,
                      exclude=exclude, head=head, embeddings=embeddings, progress=progress)
-    batches = calibration_batches(data, batch_size)
+    batches = plan_batches(plan, data, batch_size)
     slots = TensorSlots(model, folder)
     slots.check_complete()
     outside = slots.names(f"{plan.path}.", inside=False)
