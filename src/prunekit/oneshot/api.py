@@ -207,7 +207,8 @@ def oneshot_prune(
     """Prune the linear layers of every transformer block of ``model`` once, from calibration data.
 
     Args:
-        model: a Hugging Face causal LM (LLaMA family, GPT-2, OPT …) or a
+        model: a Hugging Face causal LM (LLaMA family, GPT-2, OPT …), an
+            encoder (BERT, RoBERTa, DistilBERT …, bare or with a task head) or a
             model with its blocks at a known path (:func:`find_blocks`), e.g.
             prunekit's ``gpt_tiny``.
         data: the calibration data: token ids ``(N, T)`` or an iterable of

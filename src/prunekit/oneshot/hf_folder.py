@@ -141,7 +141,7 @@ def _load_config(folder: SafetensorsFolder) -> Any:
 
     try:
         return AutoConfig.from_pretrained(folder.folder)
-    except (ValueError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError):
         raise InvalidParameterError(
             "model_dir", f"a config.json of {SUPPORTED_MODELS}, of a model type transformers knows",
             f"model_type {_model_type(folder)!r}", _IN_MEMORY_FIX + " Code shipped with the model "
