@@ -33,6 +33,9 @@ MODELS = {
     "BertModel": lambda: transformers.BertModel(bert_config()),
     "BertForSequenceClassification": lambda: transformers.BertForSequenceClassification(bert_config()),
     "BertForMaskedLM": lambda: transformers.BertForMaskedLM(bert_config()),  # decoder tied to the embedding
+    "RobertaForSequenceClassification": lambda: transformers.RobertaForSequenceClassification(
+        transformers.RobertaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64, max_position_embeddings=40, num_labels=3, pad_token_id=1)),
     "DistilBertModel": lambda: transformers.DistilBertModel(distil_config()),
     "DistilBertForSequenceClassification": lambda: transformers.DistilBertForSequenceClassification(
         distil_config()),
@@ -68,6 +71,7 @@ def encoder_linears(model: nn.Module) -> dict[str, torch.Tensor]:
     ("BertModel", "wanda"),
     ("BertForSequenceClassification", "sparsegpt"),
     ("BertForMaskedLM", "wanda"),
+    ("RobertaForSequenceClassification", "wanda"),
     ("DistilBertModel", "sparsegpt"),
     ("DistilBertForSequenceClassification", "wanda"),
 ])

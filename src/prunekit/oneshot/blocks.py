@@ -7,7 +7,7 @@ Hugging Face ``base_model_prefix`` (``bert.encoder.layer`` of a
 * LLaMA family, Mistral, Qwen2 …: ``model.model.layers``
 * OPT: ``model.model.decoder.layers``
 * GPT-2: ``model.transformer.h`` (its projections are ``Conv1D``, weight ``(in, out)``)
-* BERT, RoBERTa, ELECTRA … encoders: ``model.encoder.layer``
+* BERT, RoBERTa … encoders: ``model.encoder.layer``
 * DistilBERT: ``model.transformer.layer``
 * prunekit's zoo GPT (``gpt_tiny``): ``model.blocks``
 
