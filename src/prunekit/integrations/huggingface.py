@@ -211,7 +211,8 @@ class PrunekitTrainerCallback(ControllerViews, TrainerCallback):
         return 0.0 if self.controller is None else self.controller.sparsity()
 
     def prune(self, sparsity: Sparsity | None) -> None:
-        """Prune the targets to ``sparsity`` now, outside the schedule (rank 0's masks under torch.distributed)."""
+        """Prune the targets to ``sparsity`` now, outside the schedule (rank 0's masks under torch.distributed:
+        a collective call, made on every rank)."""
         if self.controller is None:
             raise InvalidParameterError(
                 "model", "a Trainer that has called on_train_begin before pruning", None,
