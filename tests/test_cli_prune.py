@@ -58,6 +58,27 @@ def test_prune_count_prunes_that_many_channels_per_tensor(tmp_path, capsys):
         assert int((rows.abs().sum(1) == 0).sum()) == 2
 
 
+def test_prune_amount_is_relative_to_what_the_weights_left_unpruned(tmp_path, capsys):
+    first, second = tmp_path / "half", tmp_path / "more"
+    assert main(["prune", "lenet5", "--sparsity", "0.5", "--out", str(first)]) == 0
+    assert main(["prune", "lenet5", "--weights", str(first / "model.safetensors"), "--amount", "0.5",
+                 "--out", str(second)]) == 0
+    text = _text(capsys.readouterr().out)
+    assert "lenet5 pruned by amount=0.5 of what remained" in text
+    before, after = _weights("lenet5", first / "model.safetensors"), _weights("lenet5", second / "model.safetensors")
+    assert sorted(after) == sorted(before) and len(after) == 4
+    for name, weight in after.items():
+        zero = weight == 0
+        # torch's amount: half of the half still unpruned, so three quarters zero; the old zeros stay zero
+        assert int(zero.sum()) == weight.numel() // 2 + round(0.5 * (weight.numel() - weight.numel() // 2)), name
+        assert bool(zero[before[name] == 0].all()), name
+    # from dense weights the relative amount is the absolute level
+    assert main(["prune", "lenet5", "--amount", "0.3", "--out", str(tmp_path / "dense")]) == 0
+    capsys.readouterr()
+    for name, weight in _weights("lenet5", tmp_path / "dense" / "model.safetensors").items():
+        assert int((weight == 0).sum()) == round(0.3 * weight.numel()), name
+
+
 def test_prune_nm_needs_no_sparsity(tmp_path, capsys):
     assert main(["prune", "lenet_300_100", "--structure", "2:4", "--out", str(tmp_path / "p")]) == 0
     capsys.readouterr()
@@ -85,7 +106,8 @@ def test_prune_override_and_params(tmp_path, capsys):
     (["lenet5", "--sparsity", "1.5"], "--sparsity: expected a fraction in [0, 1], got 1.5."),
     (["lenet5", "--count", "-1"], "--count: expected an int >= 0, got -1."),
     (["lenet5", "--count", "0.5"], "--count: expected an int >= 0, got '0.5'."),
-    (["lenet5", "--sparsity", "0.5", "--count", "2"], "--count: expected either --sparsity or --count, not both"),
+    (["lenet5", "--sparsity", "0.5", "--count", "2"], ("--count: expected one of --sparsity, --count and --amount, "
+                                                      "not --sparsity and --count")),
     (["lenet5", "--sparsity", "0.5", "--criterion", "magnitud"], ("--criterion: expected a registered criterion "
                                                                  "name")),
     (["lenet5", "--sparsity", "0.5", "--criterion", "magnitud"], "Did you mean 'magnitude'?"),
@@ -101,7 +123,22 @@ def test_prune_override_and_params(tmp_path, capsys):
     (["lenet5", "--sparsity", "0.5", "--override", "fc*=1"], ("--override: expected a fraction in [0, 1] written "
                                                              "with a decimal point, got '1'.")),
     (["lenet5", "--sparsity", "0.5", "--override", "0.5"], "--override: expected PATTERN=SPARSITY"),
-    (["lenet5"], "--sparsity: expected a fraction or --count for --structure element, got None. Fix: add --sparsity"),
+    (["lenet5"], ("--sparsity: expected a fraction, --count or --amount for --structure element, got None. Fix: add "
+                  "--sparsity")),
+    (["lenet5", "--amount", "1.5"], "--amount: expected a fraction in [0, 1], got 1.5. Fix: e.g. --amount 0.2."),
+    (["lenet5", "--amount", "1"], "--amount: expected a fraction in [0, 1] written with a decimal point, got '1'."),
+    (["lenet5", "--amount", "-0.1"], "--amount: expected a fraction in [0, 1], got -0.1."),
+    (["lenet5", "--amount", "0.5", "--sparsity", "0.5"], ("--amount: expected one of --sparsity, --count and "
+                                                          "--amount, not --sparsity and --amount, got 0.5. Fix: drop "
+                                                          "one")),
+    (["lenet5", "--amount", "0.5", "--count", "2"], "--amount: expected one of --sparsity, --count and --amount"),
+    (["lenet5", "--amount", "0.5", "--structure", "channel"], ("--amount: expected structure='element' (torch's "
+                                                               "relative amount counts entries)")),
+    (["lenet5", "--amount", "0.5", "--override", "fc1.*=0.2"], ("--override: expected no --override with --amount "
+                                                                 "(an override is an absolute level), got "
+                                                                 "'fc1.*=0.2'. Fix: give --sparsity")),
+    (["lenet5", "--amount", "0.5", "--shrink", "--structure", "channel"], "--amount: expected no --amount with "
+                                                                          "--shrink"),
     (["lenet5", "--count", "3", "--scope", "erk"], "error: --sparsity: expected a float in [0, 1] for scope='erk'"),
 ])
 def test_prune_errors_name_the_option_exit_2_and_write_nothing(tmp_path, capsys, argv, message):

@@ -4,6 +4,7 @@ the smaller model.
 
     prunekit prune lenet5 --sparsity 0.8 --scope global --out runs/lenet5
     prunekit prune lenet5 --count 2 --structure channel --out runs/two_channels
+    prunekit prune lenet5 --weights runs/lenet5/model.safetensors --amount 0.5 --out runs/lenet5_more
     prunekit prune resnet20 --weights W --structure channel --macs-target 0.5 --shrink --out runs/r20
     prunekit prune gpt_tiny --structure head --sparsity 0.5 --shrink --out runs/gpt_heads
     prunekit prune gpt_tiny --weights W --structure neuron --sparsity 0.5 --criterion gradient \
@@ -95,6 +96,9 @@ CLI_PARAMS = declare(
     PRUNE_PARAMS["sparsity"],
     Param("count", AnyOf(COUNT, None), None, "instead of --sparsity: the number of units pruned per tensor",
           metavar="N"),
+    dataclasses.replace(PRUNE_PARAMS["amount"], option="", metavar="FRACTION",
+                        help="instead of --sparsity: torch's relative amount, the fraction of the entries still "
+                             "unpruned (after --weights' masks) that is pruned now; --structure element only"),
     dataclasses.replace(_text(PRUNE_PARAMS["criterion"]), help="importance score of each weight or unit (see "
                         "`prunekit list criteria`); with --shrink, of each channel group (l1 = magnitude, l2, "
                         "slimming, random)"),
@@ -134,7 +138,7 @@ CLI_PARAMS = declare(
 #: options that only mean something with --shrink, and those that only mean something without it
 SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "input_shape",
                "latency_repeats", "latency_warmup")
-MASK_ONLY = ("count", "normalize", "min_keep", "mode", "include", "params", "override")
+MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override")
 #: options of channel removal only, and those of head / neuron removal only
 CHANNEL_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "exclude")
 UNIT_ONLY = ("text", "samples")
@@ -163,6 +167,19 @@ def _load(values: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
+def _check_one_level(values: dict[str, Any]) -> None:
+    """At most one of --sparsity (absolute), --count (units per tensor) and --amount (torch's relative)."""
+    given = [option for option, name in (("--sparsity", "sparsity"), ("--count", "count"), ("--amount", "amount"))
+             if values[name] is not None]
+    if len(given) > 1:
+        second = given[1]
+        raise InvalidParameterError(
+            second, f"one of --sparsity, --count and --amount, not {' and '.join(given)}",
+            values[second.removeprefix("--")],
+            "Fix: drop one: --sparsity 0.5 leaves half of each tensor zero, --count 2 prunes 2 units of each, "
+            "--amount 0.5 prunes half of the entries still unpruned (torch's relative amount).")
+
+
 def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
     values = cli_values(args, CLI_PARAMS)
     if values["shrink"]:
@@ -180,32 +197,38 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         return run_shrink(values, _load(values), console)
     refuse_given(args, SHRINK_ONLY + UNIT_ONLY, CLI_PARAMS, "without --shrink",
                  "Fix: add --shrink (and --structure channel, head or neuron) to remove units physically.")
-    if values["sparsity"] is not None and values["count"] is not None:
-        raise InvalidParameterError("--count", "either --sparsity or --count, not both", values["count"],
-                                    f"Fix: drop one: --sparsity 0.5 prunes half of each tensor, --count {values['count']} prunes "
-                                    f"{values['count']} units of each.")
+    _check_one_level(values)
     sparsity = values["count"] if values["count"] is not None else values["sparsity"]
+    amount = values["amount"]
+    if amount is not None and values["override"]:
+        pattern, level = values["override"][0]
+        raise InvalidParameterError("--override", "no --override with --amount (an override is an absolute level)",
+                                    f"{pattern}={level}", "Fix: give --sparsity with --override, or drop --override.")
     names = ("criterion", "structure", "scope", "normalize", "min_keep", "mode", "include", "exclude", "params")
     try:
         options = validate(PRUNE_PARAMS, {n: values[n] for n in names})
     except InvalidParameterError as exc:
         raise as_cli_error(exc, PRUNE_PARAMS) from None
     overrides = dict(values["override"] or [])
-    if sparsity is None and not overrides and not isinstance(create_structure(options["structure"]), NM):
-        raise InvalidParameterError("--sparsity", f"a fraction or --count for --structure {options['structure']}",
-                                    None, "Fix: add --sparsity 0.5 (half of each tensor) or --count 2 (2 units of "
-                                          "each); N:M structures such as 2:4 need neither.")
+    if sparsity is None and amount is None and not overrides \
+            and not isinstance(create_structure(options["structure"]), NM):
+        raise InvalidParameterError("--sparsity", f"a fraction, --count or --amount for --structure "
+                                    f"{options['structure']}", None,
+                                    "Fix: add --sparsity 0.5 (half of each tensor), --count 2 (2 units of each) or "
+                                    "--amount 0.5 (half of what remains unpruned); N:M structures such as 2:4 need "
+                                    "none of them.")
     model = _load(values)
     try:
         pruner = Pruner(model, overrides=overrides or None, **options)
-        pruner.step(sparsity)
+        pruner.step(sparsity, amount=amount)
     except InvalidParameterError as exc:
         if exc.param == "targets":  # the selection comes from these options: name the first one given
             given = next((n for n in ("include", "exclude", "params") if getattr(args, n, None) is not None), "include")
             exc = InvalidParameterError(given, exc.expected, exc.got, exc.fix)
         raise as_cli_error(exc, PRUNE_PARAMS, CLI_PARAMS) from None
     report = sparsity_report(model)
-    console.print(report_table(report, f"{values['model']} pruned: {pruner!r}"))
+    level = "" if amount is None else f" by amount={amount} of what remained"
+    console.print(report_table(report, f"{values['model']} pruned{level}: {pruner!r}"))
     if values["out"]:
         out = Path(values["out"])
         out.mkdir(parents=True, exist_ok=True)

@@ -87,8 +87,11 @@ class PrunekitTrainerCallback(ControllerViews, TrainerCallback):
     The Trainer's hooks drive a :class:`~prunekit.controller.PruningController`
     (made in ``on_train_begin``): ``on_epoch_begin`` -> ``on_epoch_begin(epoch)``,
     ``on_step_begin`` -> ``on_step_begin(state.global_step)``. Under
-    ``torch.distributed`` (multi-GPU ``Trainer``) rank 0's masks and
-    lottery-ticket values are broadcast, so every rank holds the same ones.
+    ``torch.distributed`` (a multi-process ``Trainer`` started by ``torchrun``
+    or ``accelerate launch``, on GPUs or on CPU processes with gloo) every rank
+    computes its masks, then rank 0's masks and lottery-ticket values are
+    broadcast, so every rank holds the same ones whatever the criterion (random
+    ones too), also with ``ddp_broadcast_buffers=False``.
 
     Attributes:
         controller: the :class:`~prunekit.controller.PruningController`, made in ``on_train_begin``.
@@ -208,7 +211,8 @@ class PrunekitTrainerCallback(ControllerViews, TrainerCallback):
         return 0.0 if self.controller is None else self.controller.sparsity()
 
     def prune(self, sparsity: Sparsity | None) -> None:
-        """Prune the targets to ``sparsity`` now, outside the schedule (rank 0's masks under torch.distributed)."""
+        """Prune the targets to ``sparsity`` now, outside the schedule (rank 0's masks under torch.distributed:
+        a collective call, made on every rank)."""
         if self.controller is None:
             raise InvalidParameterError(
                 "model", "a Trainer that has called on_train_begin before pruning", None,

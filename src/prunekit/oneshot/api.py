@@ -40,7 +40,7 @@ from .methods import ONESHOT_METHODS
 from .offload import OFFLOAD_MODES, BlockStore
 from ..allocation.owl import check_owl
 
-__all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune"]
+__all__ = ["OneShotProgress", "OneShotResult", "make_plan", "oneshot_prune", "plan_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,15 @@ def make_plan(
                 include, exclude, progress)
 
 
+def plan_batches(plan: Plan, data: Any, batch_size: int) -> list[Any] | None:
+    """The calibration batches of ``data`` when ``plan`` needs them; None (``data`` not read) when not."""
+    if plan.needs_data:
+        return calibration_batches(data, batch_size)
+    if data is not None:
+        logger.info("%s without OWL reads no calibration data: data is not used", plan.method.name)
+    return None
+
+
 @checked_keywords
 def oneshot_prune(
     model: nn.Module,
@@ -198,11 +207,14 @@ def oneshot_prune(
     """Prune the linear layers of every transformer block of ``model`` once, from calibration data.
 
     Args:
-        model: a Hugging Face causal LM (LLaMA family, GPT-2, OPT …) or a
+        model: a Hugging Face causal LM (LLaMA family, GPT-2, OPT …), an
+            encoder (BERT, RoBERTa, DistilBERT …, bare or with a task head) or a
             model with its blocks at a known path (:func:`find_blocks`), e.g.
             prunekit's ``gpt_tiny``.
         data: the calibration data: token ids ``(N, T)`` or an iterable of
             batches (id tensors, dicts of model inputs or ``(inputs, targets)`` pairs).
+            Not needed (and not read) by ``method="magnitude"`` without OWL:
+            then the model never runs.
             The positions of a dict batch whose ``attention_mask`` is 0 are
             padding: they are run through the blocks but take no part in any
             statistic (input norms, Hessians, OWL's outlier ratios, the
@@ -265,8 +277,9 @@ def oneshot_prune(
                      percdamp=percdamp, device=device, blocks=blocks, include=include, exclude=exclude,
                      head=head, embeddings=embeddings, progress=progress)
     check_choice("offload", offload, OFFLOAD_MODES)
-    batches = calibration_batches(data, batch_size)
-    check_token_ids(model, batches)
+    batches = plan_batches(plan, data, batch_size)
+    if batches is not None:
+        check_token_ids(model, batches)
 
     start = time.perf_counter()
     was_training = model.training

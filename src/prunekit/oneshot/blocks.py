@@ -1,10 +1,14 @@
-"""Finding the transformer blocks of a causal LM and the linear layers inside one.
+"""Finding the transformer blocks of a causal LM or an encoder, and the linear layers inside one.
 
-Known layouts (first match wins):
+Known layouts (first match wins), on the model itself and then under its
+Hugging Face ``base_model_prefix`` (``bert.encoder.layer`` of a
+``BertForSequenceClassification``):
 
 * LLaMA family, Mistral, Qwen2 …: ``model.model.layers``
 * OPT: ``model.model.decoder.layers``
 * GPT-2: ``model.transformer.h`` (its projections are ``Conv1D``, weight ``(in, out)``)
+* BERT, RoBERTa … encoders: ``model.encoder.layer``
+* DistilBERT: ``model.transformer.layer``
 * prunekit's zoo GPT (``gpt_tiny``): ``model.blocks``
 
 Any other model: pass ``blocks="dotted.path.to.ModuleList"``.
@@ -26,6 +30,8 @@ KNOWN_BLOCK_PATHS: tuple[str, ...] = (
     "model.layers",
     "model.decoder.layers",
     "transformer.h",
+    "encoder.layer",
+    "transformer.layer",
     "blocks",
     "layers",
 )
@@ -60,13 +66,16 @@ def find_blocks(model: nn.Module, blocks: str | None = None) -> tuple[str, nn.Mo
                 "Fix: e.g. blocks='model.layers'; the module names are listed by model.named_modules().",
             )
         return blocks, found
-    for path in KNOWN_BLOCK_PATHS:
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    prefixed = [f"{prefix}.{path}" for path in KNOWN_BLOCK_PATHS] if isinstance(prefix, str) and prefix else []
+    for path in (*KNOWN_BLOCK_PATHS, *prefixed):
         found = _get(model, path)
         if isinstance(found, nn.ModuleList) and len(found) > 0:
             return path, found
     lists = [name for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     raise InvalidParameterError(
-        "blocks", "a model with its transformer blocks at one of " + ", ".join(KNOWN_BLOCK_PATHS),
+        "blocks", "a model with its transformer blocks at one of " + ", ".join(KNOWN_BLOCK_PATHS)
+        + (f" (or under {prefix!r})" if prefixed else ""),
         f"<{type(model).__name__}>",
         "Fix: pass blocks='<path>'" + (f"; ModuleLists in this model: {', '.join(lists[:8])}" if lists else "") + ".",
     )

@@ -17,6 +17,11 @@ forming one group (q/k/v, then the output projection, then the MLP's input
 projections, then its output projection), each group's statistics being
 gathered with the earlier groups already pruned.
 
+A method that reads no input statistics (``magnitude``, ``|W|``; any
+registered layer score that ``needs="nothing"``) without OWL needs no
+calibration pass: each block is loaded, pruned from its weights and
+released, and the model never runs (:attr:`Plan.needs_data`).
+
 OWL (``owl=True``) first runs the dense model block by block to measure each
 block's outlier ratio, then prunes block ``l`` at its own sparsity ``s_l``.
 
@@ -92,6 +97,12 @@ class Plan:
     include: Any = None
     exclude: Any = None
     progress: Callable[[OneShotProgress], None] | None = None
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether the pass runs the model on calibration data: a method that reads input statistics
+        (Wanda's norms, SparseGPT's Hessian) or OWL's outlier ratios. Magnitude alone needs none."""
+        return self.method.norms or self.method.hessian or self.owl
 
 
 @dataclass
@@ -237,7 +248,8 @@ def _report_outside(outcome: PassOutcome, plan: Plan, model: nn.Module) -> None:
             outcome.nm_invalid_groups[target.name] = nm_invalid_groups(weight_matrix(target), plan.nm)
 
 
-def _prune_outside_blocks(plan: Plan, last: Captured, outcome: PassOutcome, journal: Journal | None) -> None:
+def _prune_outside_blocks(plan: Plan, last: Captured | None, outcome: PassOutcome,
+                          journal: Journal | None) -> None:
     """Prune the head (from the final norm's outputs on ``last``) and/or the embedding (by magnitude)."""
     parts, method = plan.parts, plan.method
     targets = [t for t in (parts.head, parts.embedding) if t is not None]
@@ -245,7 +257,7 @@ def _prune_outside_blocks(plan: Plan, last: Captured, outcome: PassOutcome, jour
         journal.record("outside", [(t.name, t.original) for t in targets])
     if parts.head is not None:
         stats = head_input_stats(parts, last, plan.device, method.norms, method.hessian) \
-            if method.norms or method.hessian else None
+            if last is not None and (method.norms or method.hessian) else None
         _prune_group([parts.head], method, stats, plan.sparsity, plan, "", "outside", outcome)
         logger.info("output head %s pruned by %s at %.4f", parts.head.name, method.name, plan.sparsity)
     if parts.embedding is not None:
@@ -270,15 +282,41 @@ def move_outside_blocks(model: nn.Module, block_list: nn.ModuleList, device: tor
                 module._buffers[name] = b.to(device)
 
 
-def run_pass(model: nn.Module, plan: Plan, batches: list[Any], store: BlockHome,
+def _run_without_data(plan: Plan, store: BlockHome, journal: Journal | None, outcome: PassOutcome) -> None:
+    """The pass of a method that reads no input statistics (magnitude): each block loaded, pruned
+    from its weights alone and released; the model never runs."""
+    outcome.levels = [plan.sparsity] * len(plan.blocks)
+    for index in range(len(plan.blocks)):
+        with _stage(plan.progress, "prune", index, len(plan.blocks)):
+            block = store.load(index)
+            targets = block_targets(block, plan.include, plan.exclude)
+            prefix, key = f"{plan.path}.{index}.", f"block_{index}"
+            if journal is not None:
+                journal.record(key, [(prefix + t.name, t.original) for t in targets])
+            _prune_group(targets, plan.method, None, plan.sparsity, plan, prefix, key, outcome)
+            _report_block(outcome, plan, block, prefix, targets)
+            store.release(index, changed=True)
+            release_freed_memory()
+        logger.info("block %d/%d pruned at %.4f", index + 1, len(plan.blocks), plan.sparsity)
+
+
+def run_pass(model: nn.Module, plan: Plan, batches: list[Any] | None, store: BlockHome,
              journal: Journal | None) -> PassOutcome:
     """Prune every block of ``model`` (and the head / embedding when asked) from ``batches``.
 
-    Each block's weights are recorded in ``journal`` (when given) before they change.
+    Each block's weights are recorded in ``journal`` (when given) before they change. A plan
+    that needs no data (:attr:`Plan.needs_data`) never runs the model and ignores ``batches``.
     """
     outcome = PassOutcome()
     move_outside_blocks(model, plan.blocks, plan.device)
     store.start()
+    if not plan.needs_data:
+        _run_without_data(plan, store, journal, outcome)
+        _prune_outside_blocks(plan, None, outcome, journal)
+        _report_outside(outcome, plan, model)
+        return outcome
+    if batches is None:
+        raise RuntimeError("run_pass: this plan needs calibration batches")
     with _stage(plan.progress, "capture", 0, 1):
         inputs = capture_block_inputs(model, plan.blocks[0], batches, plan.device, store.rest)
     outcome.levels = [plan.sparsity] * len(plan.blocks)

@@ -1,7 +1,12 @@
-"""Reading a Hugging Face causal-LM folder tensor by tensor, and writing one shard by shard.
+"""Reading a Hugging Face model folder tensor by tensor, and writing one shard by shard.
 
 * :func:`build_skeleton`: the model from ``config.json`` with every parameter
-  on the meta device (shapes and dtypes, no storage). Parameters are sent to
+  on the meta device (shapes and dtypes, no storage): the class named in
+  ``config.architectures`` (``LlamaForCausalLM``, ``BertModel``,
+  ``BertForSequenceClassification``, ``DistilBertModel`` …); without one, the
+  causal LM when the checkpoint holds all its weights, else the bare model
+  (``AutoModel``). Encoder-decoder models and classes transformers does not
+  provide are refused, naming what was found. Parameters are sent to
   meta as they are registered, the same trick as accelerate's
   ``init_empty_weights(include_buffers=False)``: buffers that are not saved
   in checkpoints (LLaMA's rotary ``inv_freq``) are still computed by the
@@ -23,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,8 +41,8 @@ from ..errors import InvalidParameterError
 from ..io.sparse_file import safetensors_writer
 from ..io import atomic_write, atomic_write_text
 
-__all__ = ["SafetensorsFolder", "ShardWriter", "TensorSlots", "build_skeleton", "copy_side_files",
-           "parameters_on_meta"]
+__all__ = ["SUPPORTED_MODELS", "SafetensorsFolder", "ShardWriter", "TensorSlots", "build_skeleton",
+           "copy_side_files", "describe_config", "parameters_on_meta"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,15 +116,81 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-def build_skeleton(folder: SafetensorsFolder) -> nn.Module:
-    """The causal LM of ``folder``'s ``config.json`` with its parameters on meta, in the checkpoint's dtype
-    (``config.dtype``, else the first floating tensor's: what ``from_pretrained`` loads by default)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+#: What :func:`prunekit.oneshot.prune_pretrained` reads, in the words of its errors.
+SUPPORTED_MODELS = ("a decoder-only causal LM (LLaMA family, Mistral, Qwen2, GPT-2, OPT ...) or an encoder-only "
+                    "model (BERT, RoBERTa, DistilBERT ...), bare or with a task head")
+_IN_MEMORY_FIX = ("Fix: load it with from_pretrained and prune it in memory (prunekit.prune(model, 0.5) prunes "
+                  "every Linear by magnitude).")
 
-    config = AutoConfig.from_pretrained(folder.folder)
+
+def describe_config(config: Any) -> str:
+    """``BertForSequenceClassification (model_type 'bert')``: what a folder holds, for error messages."""
+    names = getattr(config, "architectures", None) or []
+    return f"{names[0] if names else '<no architectures>'} (model_type {getattr(config, 'model_type', None)!r})"
+
+
+def _model_type(folder: SafetensorsFolder) -> Any:
+    try:
+        return json.loads((folder.folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _load_config(folder: SafetensorsFolder) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder.folder)
+    except (ValueError, KeyError, OSError):
+        raise InvalidParameterError(
+            "model_dir", f"a config.json of {SUPPORTED_MODELS}, of a model type transformers knows",
+            f"model_type {_model_type(folder)!r}", _IN_MEMORY_FIX + " Code shipped with the model "
+            "loads with from_pretrained(..., trust_remote_code=True); then call prunekit.oneshot_prune.") from None
+
+
+def _model_class(config: Any, folder: SafetensorsFolder, dtype: torch.dtype) -> Callable[..., nn.Module]:
+    """What builds the skeleton from ``(config, dtype=...)`` (see the module docstring)."""
+    import transformers
+
+    found = describe_config(config)
+    if getattr(config, "is_encoder_decoder", False):
+        raise InvalidParameterError("model_dir", SUPPORTED_MODELS, f"{found}, an encoder-decoder model",
+                                    _IN_MEMORY_FIX)
+    names = getattr(config, "architectures", None) or []
+    if names:
+        cls = getattr(transformers, str(names[0]), None)
+        if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
+            raise InvalidParameterError(
+                "model_dir", f"{SUPPORTED_MODELS}, a class transformers provides", found,
+                "Fix: load it with from_pretrained(..., trust_remote_code=True) and call prunekit.oneshot_prune "
+                "(blocks='<path>' when its blocks are not found).")
+        return cls._from_config
+    try:
+        with parameters_on_meta():
+            causal = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+    except ValueError:  # no causal LM for this model type (DistilBERT ...)
+        return transformers.AutoModel.from_config
+    slots = TensorSlots(causal, folder)
+    complete = all(slots.key(name) is not None for name, _ in causal.named_parameters())
+    return transformers.AutoModelForCausalLM.from_config if complete else transformers.AutoModel.from_config
+
+
+def build_skeleton(folder: SafetensorsFolder) -> nn.Module:
+    """The model of ``folder``'s ``config.json`` (the class of ``config.architectures``; see the module
+    docstring) with its parameters on meta, in the checkpoint's dtype (``config.dtype``, else the first
+    floating tensor's: what ``from_pretrained`` loads by default).
+
+    Raises:
+        InvalidParameterError: (``model_dir``) a model type transformers does not know, an
+            encoder-decoder model, or an architecture transformers does not provide; naming what
+            the folder holds and what is supported.
+    """
+    config = _load_config(folder)
     dtype = getattr(config, "dtype", None) or folder.floating_dtype() or torch.float32
+    build = _model_class(config, folder, dtype)
     with parameters_on_meta():
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = build(config, dtype=dtype)
+    logger.info("%s read as %s", folder.folder, type(model).__name__)
     return model.eval()
 
 

@@ -1,5 +1,9 @@
 """``prune_pretrained``: one-shot pruning of a Hugging Face model folder that never holds the whole model.
 
+Causal LMs and encoder-only models (BERT-style ``encoder.layer``, DistilBERT's
+``transformer.layer``) alike: the engine works on whatever block list
+:func:`prunekit.oneshot.blocks.find_blocks` finds.
+
 The model is built from ``config.json`` with its parameters on the meta
 device (:func:`prunekit.oneshot.hf_folder.build_skeleton`); only the parts
 outside the blocks (embeddings, final norm, head) are read from the
@@ -34,15 +38,18 @@ from torch import nn
 from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..memory import release_freed_memory
-from .api import OneShotResult, make_plan
-from .capture import calibration_batches
+from .api import OneShotResult, make_plan, plan_batches
 from .engine import OneShotProgress, run_pass
+from .blocks import find_blocks
+from .capture import check_token_ids
 from .hf_folder import (
+    SUPPORTED_MODELS,
     SafetensorsFolder,
     ShardWriter,
     TensorSlots,
     build_skeleton,
     copy_side_files,
+    describe_config,
 )
 
 __all__ = ["StreamedBlocks", "prune_pretrained"]
@@ -98,6 +105,17 @@ def _check_out_dir(out_dir: Any, model_dir: Path) -> Path:
     return out
 
 
+def _check_known_layout(model: nn.Module) -> None:
+    """An error naming what the folder holds and what is supported, when its blocks are not found."""
+    try:
+        find_blocks(model)
+    except InvalidParameterError as exc:
+        raise InvalidParameterError(
+            "blocks", f"{SUPPORTED_MODELS}: {exc.expected}",
+            f"{describe_config(getattr(model, 'config', None))}, read as {type(model).__name__}",
+            exc.fix) from None
+
+
 def prune_pretrained(
     model_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -122,7 +140,17 @@ def prune_pretrained(
     progress: Callable[[OneShotProgress], None] | None = None,
     calibration: Any = None,
 ) -> OneShotResult:
-    """Prune the Hugging Face causal LM in ``model_dir`` into ``out_dir`` without ever loading it whole.
+    """Prune the Hugging Face model in ``model_dir`` into ``out_dir`` without ever loading it whole.
+
+    The model is a decoder-only causal LM (LLaMA family, Mistral, Qwen2,
+    GPT-2, OPT …) or an encoder-only model (BERT, RoBERTa, DistilBERT …,
+    blocks at ``encoder.layer`` / ``transformer.layer``), bare or with a task
+    head: the class named in its ``config.json``'s ``architectures`` is built
+    (:func:`prunekit.oneshot.hf_folder.build_skeleton`). An encoder's
+    calibration batches are dicts with ``input_ids`` and ``attention_mask``
+    (or id tensors): the model's own forward runs up to the first block, so
+    each block sees the attention mask the model derives, and padded
+    positions take no part in any statistic.
 
     The same pruning as :func:`prunekit.oneshot_prune` (same arguments and
     formulas: Wanda ``|W_ij|·‖X_j‖₂``, Sun et al. 2023; SparseGPT's OBS update
@@ -154,20 +182,27 @@ def prune_pretrained(
 
     Raises:
         InvalidParameterError: a folder without ``config.json`` or safetensors
-            weights, a checkpoint missing a parameter, an ``out_dir`` that is not
-            new or empty, or any bad argument of :func:`oneshot_prune`; all
-            before anything is written.
+            weights, a checkpoint missing a parameter, a model that is neither a
+            causal LM nor an encoder with its blocks at a known path (an
+            encoder-decoder model, a class transformers does not provide),
+            naming what the folder holds; an ``out_dir`` that is not new or
+            empty, or any bad argument of :func:`oneshot_prune`; all before
+            anything is written.
         PrunekitError: as :func:`oneshot_prune`; the partial output is removed.
     """
     data = renamed_value(calibration, "calibration", "data", "prunekit.prune_pretrained", new_value=data)
     folder = SafetensorsFolder(model_dir)
     out = _check_out_dir(out_dir, folder.folder)
     model = build_skeleton(folder)
+    if blocks is None:
+        _check_known_layout(model)
     plan = make_plan(model, method, sparsity, structure, owl=owl, owl_lambda=owl_lambda, owl_m=owl_m,
                      sequential=sequential, batch_size=batch_size, blocksize=blocksize, percdamp=percdamp,
                      device=device if device is not None else "cpu", blocks=blocks, include=include,
                      exclude=exclude, head=head, embeddings=embeddings, progress=progress)
-    batches = calibration_batches(data, batch_size)
+    batches = plan_batches(plan, data, batch_size)
+    if batches is not None:
+        check_token_ids(model, batches)
     slots = TensorSlots(model, folder)
     slots.check_complete()
     outside = slots.names(f"{plan.path}.", inside=False)
