@@ -7,6 +7,8 @@ timm's class names and layout.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,6 +82,39 @@ class WindowAttention(nn.Module):
         return self.proj(x)
 
 
+class WindowAttentionV2(WindowAttention):
+    """timm's Swin V2 window attention layout: cosine attention with a per-head logit scale, a bias
+    table computed by an MLP (one output per head), and q/k/v biases outside the qkv Linear."""
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        nn.Module.__init__(self)
+        self.num_heads, self.window_area = num_heads, window * window
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)) + 0.3 * torch.randn(num_heads, 1, 1))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, num_heads, bias=False))
+        span = torch.arange(-(window - 1), window, dtype=torch.float32) / (window - 1)
+        self.register_buffer("relative_coords_table", torch.stack(torch.meshgrid(span, span, indexing="ij"), -1).view(-1, 2),
+                             persistent=False)
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+        self.register_buffer("relative_position_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = nn.Parameter(torch.randn(dim) * 0.1)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B_, N, _ = x.shape
+        qkv = F.linear(x, self.qkv.weight, torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+        q, k, v = qkv.reshape(B_, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index.view(-1)].view(self.window_area, self.window_area, -1)
+        attn = attn + 16 * torch.sigmoid(bias.permute(2, 0, 1)).unsqueeze(0)
+        return self.proj((attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B_, N, -1))
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
@@ -103,14 +138,14 @@ class Block(nn.Module):
 class TinyViT(nn.Module):
     """Patch embedding, class token, blocks, classifier (window attention: one 2x2 window of tokens)."""
 
-    def __init__(self, window: bool = False, scale_norm: bool = False) -> None:
+    def __init__(self, window: str | None = None, scale_norm: bool = False) -> None:
         super().__init__()
         self.window = window
         self.patch_embed = nn.Conv2d(3, DIM, 4, 4)
         self.cls_token = nn.Parameter(torch.randn(1, 1, DIM) * 0.1)
-        self.blocks = nn.Sequential(*[
-            Block(WindowAttention(DIM, HEADS, 2) if window else Attention(DIM, HEADS, scale_norm)) for _ in range(2)
-        ])
+        kinds = {None: lambda: Attention(DIM, HEADS, scale_norm), "v1": lambda: WindowAttention(DIM, HEADS, 2),
+                 "v2": lambda: WindowAttentionV2(DIM, HEADS, 2)}
+        self.blocks = nn.Sequential(*[Block(kinds[window]()) for _ in range(2)])
         self.norm, self.head = nn.LayerNorm(DIM), nn.Linear(DIM, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +168,7 @@ def make(seed: int = 0, **kwargs) -> tuple[TinyViT, torch.Tensor]:
 PLAN = {"blocks.0.attn": [1, 3], "blocks.1.attn": [0]}
 
 
-@pytest.mark.parametrize("window", [False, True], ids=["vit", "swin"])
+@pytest.mark.parametrize("window", [None, "v1", "v2"], ids=["vit", "swin", "swinv2"])
 def test_heads_are_found_and_removed_exactly_as_gated(window):
     model, x = make(window=window)
     specs = attention_layers(model)
@@ -145,16 +180,19 @@ def test_heads_are_found_and_removed_exactly_as_gated(window):
         gated = model(x)
     dense = model(x)
     assert not torch.allclose(gated, dense, atol=1e-4)
-    table = model.blocks[0].attn.relative_position_bias_table.detach().clone() if window else None
+    table = model.blocks[0].attn.relative_position_bias_table.detach().clone() if window == "v1" else None
     prunekit.prune_heads(model, PLAN)
     with torch.no_grad():
         assert torch.allclose(model(x), gated, atol=1e-5)
     first, second = model.blocks[0].attn, model.blocks[1].attn
     assert (first.num_heads, second.num_heads) == (2, 3)
     assert first.qkv.weight.shape == (3 * 2 * 4, DIM) and first.proj.weight.shape == (DIM, 8)
-    assert first.scale == pytest.approx(4 ** -0.5)  # the head size is kept
-    if window:  # the bias table keeps the columns of the kept heads
+    assert getattr(first, "scale", 4 ** -0.5) == pytest.approx(4 ** -0.5)  # the head size is kept
+    if window == "v1":  # the bias table keeps the columns of the kept heads
         assert torch.equal(first.relative_position_bias_table, table[:, [0, 2]])
+    elif window == "v2":  # per-head scale, bias MLP outputs and q/k/v biases follow the heads
+        assert first.logit_scale.shape == (2, 1, 1) and first.cpb_mlp[2].out_features == 2
+        assert first.q_bias.shape == first.k_bias.shape == first.v_bias.shape == (8,)
     else:
         assert (first.attn_dim, first.head_dim, second.attn_dim) == (8, 4, 12)
 

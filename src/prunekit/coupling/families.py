@@ -20,7 +20,8 @@ handler is registered by class name and matches modules of that layout
 class of the same layout: ``register_layer_handler(MyAttention,
 LayerHandler(attention=fused_qkv_spec))``. Per-head tensors go with the heads:
 Swin's ``relative_position_bias_table`` (one column per head) and Swin V2's
-``logit_scale`` (one row per head). After a removal ``num_heads`` and
+``logit_scale`` (one row per head), ``q_bias``/``k_bias``/``v_bias`` (``head_dim``
+entries per head) and the last Linear of ``cpb_mlp`` (one output row per head). After a removal ``num_heads`` and
 ``attn_dim`` (when the module has it) are set; ``head_dim`` and ``scale`` are kept.
 A forward that reshapes the heads' output to the input width (``reshape(B, N,
 C)``, older timm) needs ``attn_dim`` or ``-1`` there instead. timm's ``Mlp``
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
@@ -211,6 +213,13 @@ def fused_qkv_spec(name: str, attn: nn.Module) -> AttentionSpec:
         value = getattr(attn, tensor, None)
         if value is not None and tensor in attn._parameters and value.dim() > dim and value.shape[dim] == h:
             query.append(UnitSlice(name, ((tensor, dim),), 0, 1))
+    for tensor, blocks in (("q_bias", query), ("k_bias", key_value), ("v_bias", key_value)):  # Swin V2's qkv bias
+        value = getattr(attn, tensor, None)
+        if isinstance(value, torch.Tensor) and value.shape == (width,):
+            blocks.append(UnitSlice(name, ((tensor, 0),), 0, d))
+    cpb = getattr(attn, "cpb_mlp", None)  # Swin V2: an MLP computing the bias table, one output per head
+    if isinstance(cpb, nn.Sequential) and len(cpb) and isinstance(cpb[-1], nn.Linear) and cpb[-1].out_features == h:
+        query.append(producer(_child(name, f"cpb_mlp.{len(cpb) - 1}"), cpb[-1]))
     has_attn_dim = hasattr(attn, "attn_dim")
 
     def attributes(heads: int, _kv: int) -> dict[str, int]:
