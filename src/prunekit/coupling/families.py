@@ -322,7 +322,8 @@ def attention_layers(model: nn.Module) -> dict[Any, AttentionSpec]:
     Keys are layer indices (0, 1, ...) for a Hugging Face model of a supported
     family (see :data:`FAMILIES`), else the qualified names of the modules whose layer
     handler gives an attention spec (``nn.MultiheadAttention``, ``PrunedMultiheadAttention``,
-    the zoo GPT's ``CausalSelfAttention``, a user's type with ``LayerHandler(attention=...)``).
+    the zoo GPT's ``CausalSelfAttention``, timm-style ``Attention``/``WindowAttention``
+    (:func:`fused_qkv_spec`), a user's type with ``LayerHandler(attention=...)``).
     """
     family = hf_family(model)
     if family is not None:
@@ -335,7 +336,8 @@ def mlp_layers(model: nn.Module) -> dict[Any, MlpSpec]:
 
     Keys are layer indices for a Hugging Face model of a supported family, else
     the qualified names of the modules whose layer handler gives an MLP spec
-    (the zoo GPT's ``MLP``, a user's type with ``LayerHandler(mlp=...)``).
+    (the zoo GPT's ``MLP``, timm-style ``Mlp`` (:func:`fc_mlp_spec`), a user's type with
+    ``LayerHandler(mlp=...)``).
     (Other models' MLPs are channel groups: see ``prunekit.structural_prune``.)
     """
     family = hf_family(model)

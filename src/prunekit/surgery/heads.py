@@ -268,14 +268,14 @@ def prune_heads(
 
     Either ``heads_to_prune={layer: [head, ...]}`` (keys from
     :func:`prunekit.coupling.attention_layers`: layer indices for Hugging Face models, module
-    names for ``nn.MultiheadAttention``), or ``sparsity``, the fraction of
+    names for ``nn.MultiheadAttention`` and timm-style attention), or ``sparsity``, the fraction of
     heads to remove, chosen by ``importance`` (a head score of
     :mod:`prunekit.scores.heads`: ``"magnitude"`` (L1), ``"l2"``,
     ``"gradient"`` = Michel et al. 2019 with ``data``, or your own
     ``{layer: scores}``). ``ratio=`` and ``batches=`` are the deprecated names
     of ``sparsity=`` and ``data=``. Grouped-query attention keeps
     equal groups (``gqa``, see :func:`plan_heads`). For Hugging Face models the
-    config is updated (:mod:`prunekit.surgery.hf`; LLaMA and ViT need the same
+    config is updated (:mod:`prunekit.surgery.hf`; LLaMA, ViT and DeiT need the same
     count in every layer). ``nn.MultiheadAttention`` modules that lose heads are
     replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. ``round_to``
     keeps ``kept heads x head_dim`` of every layer a multiple of it (so N:M kernels,
@@ -293,8 +293,9 @@ def prune_heads(
     specs = attention_layers(model)
     if not specs:
         raise InvalidParameterError(
-            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT, "
-            "nn.MultiheadAttention, or a module type whose layer handler gives an attention spec)",
+            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT/DeiT, "
+            "nn.MultiheadAttention, timm-style attention with qkv/proj/num_heads, or a module type whose "
+            "layer handler gives an attention spec)",
             f"<{type(model).__name__}>",
             "Fix: register a LayerHandler(attention=...) for your attention module type "
             "(prunekit.register_layer_handler).",
