@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 import prunekit
 from prunekit.coupling import find_groups
-from prunekit.measure import count_macs
+from prunekit.errors import InvalidParameterError
+from prunekit.measure import count_macs, register_mac_rule
 from prunekit.surgery.pruned_mha import PrunedMultiheadAttention
 
 E, H, M = 16, 4, 32
@@ -89,3 +91,34 @@ def test_channel_groups_are_still_found_and_pruned_after_heads():
     assert result.macs_after < result.macs_before
     with torch.no_grad():
         assert model(x).shape == dense.shape
+
+
+class Scaled(nn.Module):
+    """A layer whose product is a functional call on its own parameter (no MAC rule of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.w)
+
+
+def test_a_registered_mac_rule_counts_a_users_layer():
+    model, x = nn.Sequential(Scaled()), torch.randn(3, 4)
+    assert count_macs(model, x).uncounted == ["0"]
+
+    def rule(module, args, kwargs, output, weight):
+        numel, nnz = weight(module, "w")
+        rows = output.numel() // module.w.shape[0]
+        return rows * numel, rows * nnz
+
+    register_mac_rule(Scaled, rule)
+    with torch.no_grad():
+        model[0].w[0].zero_()
+    report = count_macs(model, x)
+    assert (report.dense_macs, report.effective_macs, report.uncounted) == (3 * 24, 3 * 20, [])
+    for bad_type, bad_rule in ((object, rule), ("Scaled", rule), (Scaled, 3)):
+        with pytest.raises(InvalidParameterError) as info:
+            register_mac_rule(bad_type, bad_rule)
+        assert info.value.param in ("module_type", "rule")

@@ -172,6 +172,17 @@ def test_gqa_whole_groups_and_per_group_queries():
     assert model.config.num_key_value_heads == 1
 
 
+def test_gqa_round_to_is_met_or_refused():
+    model, x = make("llama")  # 4 heads of size 8 in 2 key/value groups
+    before = output(model, x)
+    with pytest.raises(InvalidParameterError, match="round_to") as info:
+        prunekit.prune_heads(model, sparsity=0.5, gqa="query", round_to=32)  # 2 heads x 8 is no multiple of 32
+    assert info.value.param == "round_to" and "Fix:" in str(info.value)
+    assert torch.equal(output(model, x), before)
+    prunekit.prune_heads(model, sparsity=0.5, gqa="query", round_to=16)
+    assert model.model.layers[0].self_attn.q_proj.out_features == 16
+
+
 def test_gqa_unequal_groups_refused():
     model, x = make("llama")
     before = output(model, x)

@@ -159,6 +159,11 @@ def check_multiples(param: str, kept: Mapping[Any, int], sizes: Mapping[Any, int
         if multiple > 1 and count % multiple:
             target = count - count % multiple or multiple
             change = f"{count - target} more" if target < count else f"{target - count} fewer"
+            if param == "round_to":  # chosen by sparsity, but grouped-query groups could not be rounded
+                raise InvalidParameterError(
+                    param, f"a round_to met by the {count} {what}s that grouped-query layer {key!r} keeps "
+                    f"(a multiple of {multiple} needed)", round_to,
+                    "Fix: a round_to that divides the head size (e.g. 8 for heads of 64), or another sparsity.")
             raise InvalidParameterError(
                 param, f"a removal that keeps a multiple of {multiple} {what}s in layer {key!r} (round_to={round_to})",
                 f"<{count} {what}s kept in layer {key!r}>",
