@@ -121,4 +121,4 @@ def test_a_registered_mac_rule_counts_a_users_layer():
     for bad_type, bad_rule in ((object, rule), ("Scaled", rule), (Scaled, 3)):
         with pytest.raises(InvalidParameterError) as info:
             register_mac_rule(bad_type, bad_rule)
-        assert info.value.param in ("module_type", "rule")
+        assert info.value.param in ("module_type", "rule") and "Fix:" in str(info.value)

@@ -35,7 +35,8 @@ def register_mac_rule(module_type: type[nn.Module], rule: MacRule) -> None:
                                     "Fix: pass the layer class, e.g. register_mac_rule(MyAttention, rule).")
     if not callable(rule):
         raise InvalidParameterError("rule", "a function (module, args, kwargs, output, weight) -> (dense, effective)",
-                                    f"<{type(rule).__name__}>")
+                                    f"<{type(rule).__name__}>",
+                                    "Fix: pass a function returning the call's (dense, effective) MACs.")
     _REGISTERED[module_type] = rule
 
 
@@ -50,7 +51,7 @@ def registered_rule(module: nn.Module) -> MacRule | None:
 
 def mha_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
              weight: WeightCounts) -> tuple[int, int]:
-    """MACs of an ``nn.MultiheadAttention``-like call (see the module docstring): projections of
+    """MACs of an ``nn.MultiheadAttention``-like call (formula in :mod:`.macs`): projections of
     ``I = num_heads · head_dim`` rows from ``in_proj_weight`` (or ``q/k/v_proj_weight``), QKᵀ and
     AV over ``I``, and ``out_proj``."""
     names = ("query", "key", "value")
