@@ -89,11 +89,12 @@ class WindowAttentionV2(WindowAttention):
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
         nn.Module.__init__(self)
         self.num_heads, self.window_area = num_heads, window * window
-        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(num_heads, 1, 1)) + 0.3 * torch.randn(num_heads, 1, 1))
+        scale = torch.log(10 * torch.ones(num_heads, 1, 1)) + 0.3 * torch.randn(num_heads, 1, 1)
+        self.logit_scale = nn.Parameter(scale)
         self.cpb_mlp = nn.Sequential(nn.Linear(2, 32), nn.ReLU(), nn.Linear(32, num_heads, bias=False))
         span = torch.arange(-(window - 1), window, dtype=torch.float32) / (window - 1)
-        self.register_buffer("relative_coords_table", torch.stack(torch.meshgrid(span, span, indexing="ij"), -1).view(-1, 2),
-                             persistent=False)
+        table = torch.stack(torch.meshgrid(span, span, indexing="ij"), -1).view(-1, 2)
+        self.register_buffer("relative_coords_table", table, persistent=False)
         coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
         self.register_buffer("relative_position_index", rel[..., 0] * (2 * window - 1) + rel[..., 1], persistent=False)

@@ -20,9 +20,10 @@ handler is registered by class name and matches modules of that layout
 class of the same layout: ``register_layer_handler(MyAttention,
 LayerHandler(attention=fused_qkv_spec))``. Per-head tensors go with the heads:
 Swin's ``relative_position_bias_table`` (one column per head) and Swin V2's
-``logit_scale`` (one row per head), ``q_bias``/``k_bias``/``v_bias`` (``head_dim``
-entries per head) and the last Linear of ``cpb_mlp`` (one output row per head). After a removal ``num_heads`` and
-``attn_dim`` (when the module has it) are set; ``head_dim`` and ``scale`` are kept.
+``logit_scale`` (one row per head), ``q_bias``/``k_bias``/``v_bias``
+(``head_dim`` entries per head) and the last Linear of ``cpb_mlp`` (one output
+row per head). After a removal ``num_heads`` and ``attn_dim`` (when the module
+has it) are set; ``head_dim`` and ``scale`` are kept.
 A forward that reshapes the heads' output to the input width (``reshape(B, N,
 C)``, older timm) needs ``attn_dim`` or ``-1`` there instead. timm's ``Mlp``
 (``fc1``, ``fc2``) gives its hidden neurons (:func:`fc_mlp_spec`).
@@ -166,7 +167,9 @@ def is_fused_qkv_attention(module: nn.Module) -> bool:
     """Whether ``module`` has timm's attention layout: an int ``num_heads``, a Linear
     ``proj`` and a Linear ``qkv`` (or Linear ``q_proj``, ``k_proj``, ``v_proj``)."""
     heads = getattr(module, "num_heads", None)
-    if isinstance(heads, bool) or not isinstance(heads, int) or not isinstance(getattr(module, "proj", None), nn.Linear):
+    if isinstance(heads, bool) or not isinstance(heads, int):
+        return False
+    if not isinstance(getattr(module, "proj", None), nn.Linear):
         return False
     if isinstance(getattr(module, "qkv", None), nn.Linear):
         return True
@@ -246,7 +249,8 @@ def fc_mlp_spec(name: str, mlp: nn.Module) -> MlpSpec:
             f"<{type(mlp).__name__}>", "Fix: give its layer handler an MLP spec of its own (LayerHandler(mlp=...)).",
         )
     first = producer(_child(name, "fc1"), mlp.fc1)
-    return MlpSpec(name, first.size_of(mlp.fc1), producers=(first,), consumers=(consumer(_child(name, "fc2"), mlp.fc2),),
+    return MlpSpec(name, first.size_of(mlp.fc1), producers=(first,),
+                   consumers=(consumer(_child(name, "fc2"), mlp.fc2),),
                    attributes=lambda n: {"hidden_features": n} if hasattr(mlp, "hidden_features") else {})
 
 

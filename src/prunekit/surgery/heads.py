@@ -311,8 +311,9 @@ def prune_heads(
     _check_keys("heads_to_prune", heads_to_prune, specs)
     plans = {k: plan_heads(s, heads_to_prune.get(k, ()), k) for k, s in specs.items()}
     if round_to is not None:  # explicit requests, and grouped-query layers chosen by sparsity
-        check_multiples("heads_to_prune" if sparsity is None else "round_to", {k: len(q) for k, (q, _) in plans.items()},
-                        {k: s.num_heads for k, s in specs.items()}, multiples, round_to, "head")
+        param = "heads_to_prune" if sparsity is None else "round_to"
+        check_multiples(param, {k: len(q) for k, (q, _) in plans.items()}, {k: s.num_heads for k, s in specs.items()},
+                        multiples, round_to, "head")
     family = hf_family(model)
     if family is not None:
         check_uniform(model, family, [len(q) for q, _ in plans.values()], None)
