@@ -260,3 +260,17 @@ def test_a_users_class_of_the_same_layout_takes_part_once_registered():
         assert model(x).shape == (2, 5, DIM) and model[0].num_heads == 3
     finally:
         unregister_layer_handler(OwnAttention)
+
+
+def test_a_sparsity_that_removes_nothing_is_said(caplog):
+    model, _ = make()
+    with caplog.at_level("WARNING", logger="prunekit.surgery.heads"):
+        record = prunekit.prune_heads(model, sparsity=0.1)  # 0.4 of 4 heads rounds to none
+    assert record.removals == []
+    assert "sparsity=0.1 removed no heads" in caplog.text and "sparsity=0.25 removes one" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="prunekit.surgery.heads"):
+        prunekit.prune_heads(model, sparsity=0.25)
+        prunekit.prune_mlp_neurons(model, sparsity=0.0)
+    assert caplog.text == ""
+    assert [s.num_heads for s in attention_layers(model).values()] == [3, 3]

@@ -249,6 +249,14 @@ def _add_history(model: nn.Module, record: SurgeryRecord) -> None:
     add_history(model, SurgeryRecord(removals=record.removals, kept=record.kept, extra={"heads": merged}))
 
 
+def _warn_if_nothing(sparsity: float | None, record: SurgeryRecord, what: str, sizes: Mapping[Any, int]) -> None:
+    """A positive ``sparsity`` that removes nothing (every count rounds to 0) is said, not silent."""
+    if sparsity and not record.removals:
+        smallest = min(sizes.values(), default=0)
+        logger.warning("sparsity=%g removed no %s: every layer's count rounds to 0 (the smallest has %d); "
+                       "sparsity=%.3g removes one from it", sparsity, what, smallest, 1.0 / max(smallest, 1))
+
+
 @checked_keywords
 def prune_heads(
     model: nn.Module,
@@ -327,6 +335,7 @@ def prune_heads(
         remove_heads(model, spec, heads, record)
     if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _warn_if_nothing(sparsity, record, "heads", {k: s.num_heads for k, s in specs.items()})
     _add_history(model, record)
     return record
 
@@ -388,5 +397,6 @@ def prune_mlp_neurons(
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)
     if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _warn_if_nothing(sparsity, record, "MLP neurons", {k: s.size for k, s in specs.items()})
     _add_history(model, record)
     return record
