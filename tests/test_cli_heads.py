@@ -84,6 +84,13 @@ def test_neurons_removed_by_l2_with_weights(tmp_path, capsys):
     assert report["prune_mlp_neurons"]["criterion"] == "l2"
 
 
+def test_neurons_rounded_to_a_multiple(tmp_path, capsys):
+    out, report, _ = _run(tmp_path, capsys, "--structure", "neuron", "--sparsity", "0.3", "--round-to", "8")
+    loaded = prunekit.load_shrunk(prunekit.create_model("gpt_tiny"), out / "model.safetensors")
+    assert [b.mlp.fc.out_features for b in loaded.blocks] == [360] * 4  # 512 - 154 = 358, rounded to 360
+    assert report["prune_mlp_neurons"]["round_to"] == 8
+
+
 def test_gradient_criterion_reads_the_text(tmp_path, capsys):
     corpus = _corpus(tmp_path)
     out, report, _ = _run(tmp_path, capsys, "--structure", "neuron", "--sparsity", "0.5", "--criterion", "gradient",
@@ -101,8 +108,8 @@ def test_gradient_criterion_reads_the_text(tmp_path, capsys):
     (["--structure", "head"], "--sparsity: expected the fraction of attention heads to remove"),
     (["--structure", "head", "--sparsity", "1.0"], "--sparsity: expected a fraction in [0, 1) of attention heads"),
     (["--structure", "head", "--macs-target", "0.5"], "--macs-target: expected no --macs-target with --structure head"),
-    (["--structure", "neuron", "--sparsity", "0.5", "--round-to", "8"],
-     "--round-to: expected no --round-to with --structure neuron"),
+    (["--structure", "neuron", "--sparsity", "0.5", "--round-to", "0"], "--round-to: expected"),
+    (["--structure", "head", "--sparsity", "0.5", "--round-to", "x"], "--round-to: expected"),
     (["--structure", "neuron", "--sparsity", "0.5", "--scope", "global"],
      "--scope: expected local with --structure neuron --shrink"),
 ])

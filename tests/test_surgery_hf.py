@@ -16,7 +16,7 @@ from prunekit.surgery.hf_load import load_pretrained
 tf = pytest.importorskip("transformers")
 tf.logging.set_verbosity_error()
 
-FAMILIES = ["bert", "distilbert", "gpt2", "llama", "vit"]
+FAMILIES = ["bert", "distilbert", "gpt2", "llama", "vit", "deit"]
 
 
 def make(kind: str, seed: int = 0):
@@ -37,9 +37,13 @@ def make(kind: str, seed: int = 0):
         config = tf.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                 num_key_value_heads=2, intermediate_size=24, max_position_embeddings=16)
         return tf.LlamaForCausalLM(config).eval(), ids
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    if kind == "deit":
+        config = tf.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
+                               image_size=16, patch_size=8, num_labels=3)
+        return tf.DeiTForImageClassificationWithTeacher(config).eval(), {"pixel_values": pixels}
     config = tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
                           image_size=16, patch_size=8)
-    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     return tf.ViTModel(config).eval(), {"pixel_values": pixels}
 
 
@@ -107,7 +111,7 @@ def test_config_updated_and_save_pretrained_round_trip(kind, tmp_path):
     assert getattr(config, mlp_field) == 20
     if kind == "llama":
         assert (config.num_attention_heads, config.num_key_value_heads, config.head_dim) == (2, 2, 8)
-    elif kind == "vit":
+    elif kind in ("vit", "deit"):
         assert (config.num_attention_heads, config.head_dim) == (2, 8)
     else:  # head size is hidden / heads in these configs: counts go to prunekit_num_heads
         assert config.num_attention_heads == 4
@@ -117,7 +121,7 @@ def test_config_updated_and_save_pretrained_round_trip(kind, tmp_path):
     loaded = load_pretrained(type(model), str(tmp_path))
     assert torch.allclose(output(loaded, x), expected, atol=1e-6)
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
-    if kind in ("llama", "vit"):  # the config alone describes the smaller model
+    if kind in ("llama", "vit", "deit"):  # the config alone describes the smaller model
         plain = type(model).from_pretrained(tmp_path)
         assert torch.allclose(output(plain, x), expected, atol=1e-6)
     else:
@@ -134,7 +138,7 @@ def test_non_uniform_heads_allowed_where_config_cannot_hold_heads(tmp_path):
     assert torch.allclose(output(load_pretrained(tf.BertModel, str(tmp_path)), x), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["llama", "vit"])
+@pytest.mark.parametrize("kind", ["llama", "vit", "deit"])
 def test_non_uniform_counts_refused_where_config_holds_one_value(kind):
     model, x = make(kind)
     before = output(model, x)
@@ -166,6 +170,17 @@ def test_gqa_whole_groups_and_per_group_queries():
     record = prunekit.prune_heads(model, sparsity=0.5, gqa="group")
     assert all(kept[0] // 2 == kept[1] // 2 for kept in record.kept.values())
     assert model.config.num_key_value_heads == 1
+
+
+def test_gqa_round_to_is_met_or_refused():
+    model, x = make("llama")  # 4 heads of size 8 in 2 key/value groups
+    before = output(model, x)
+    with pytest.raises(InvalidParameterError, match="round_to") as info:
+        prunekit.prune_heads(model, sparsity=0.5, gqa="query", round_to=32)  # 2 heads x 8 is no multiple of 32
+    assert info.value.param == "round_to" and "Fix:" in str(info.value)
+    assert torch.equal(output(model, x), before)
+    prunekit.prune_heads(model, sparsity=0.5, gqa="query", round_to=16)
+    assert model.model.layers[0].self_attn.q_proj.out_features == 16
 
 
 def test_gqa_unequal_groups_refused():

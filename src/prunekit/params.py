@@ -186,6 +186,8 @@ HEADS_PARAMS = declare(
     Param("scope", Options(GROUP_SCOPES, "scope"), "local", "local (each layer) or global (one ranking)"),
     Param("gqa", Options(("query", "group"), "grouped-query rule"), "query",
           "grouped-query attention: query (the same number of query heads from every group) or group (whole groups)"),
+    Param("round_to", AnyOf(Interval(numbers.Integral, 1, None, example=8), None), None,
+          "kept heads x head size of every layer rounded to a multiple of this (N:M kernels)", metavar="N"),
 )
 
 NEURONS_PARAMS = declare(
@@ -193,6 +195,8 @@ NEURONS_PARAMS = declare(
           metavar="FRACTION"),
     Param("importance", AnyOf(NEURON_SCORE, _OWN_SCORES), "magnitude",
           "neuron score: magnitude (L1), l2, gradient or taylor (with data), or {layer: scores}", metavar="NAME"),
+    Param("round_to", AnyOf(Interval(numbers.Integral, 1, None, example=8), None), None,
+          "kept MLP neurons of every layer rounded to a multiple of this (N:M kernels)", metavar="N"),
 )
 
 

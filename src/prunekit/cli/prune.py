@@ -120,7 +120,8 @@ CLI_PARAMS = declare(
           "(neuron, prune_mlp_neurons)"),
     STRUCTURAL_PARAMS["macs_target"],
     STRUCTURAL_PARAMS["latency_target"],
-    STRUCTURAL_PARAMS["round_to"],
+    dataclasses.replace(STRUCTURAL_PARAMS["round_to"], help="channels kept per group (--structure head|neuron: "
+                        "heads x head size / MLP neurons kept per layer) rounded to a multiple of this"),
     STRUCTURAL_PARAMS["max_layer_ratio"],
     STRUCTURAL_PARAMS["allocation"],
     Param("input_shape", AnyOf(SHAPE, None), None, "with --shrink: the example input's shape, batch first "
@@ -140,7 +141,7 @@ SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "
                "latency_repeats", "latency_warmup")
 MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override")
 #: options of channel removal only, and those of head / neuron removal only
-CHANNEL_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "exclude")
+CHANNEL_ONLY = ("macs_target", "latency_target", "max_layer_ratio", "allocation", "exclude")
 UNIT_ONLY = ("text", "samples")
 
 

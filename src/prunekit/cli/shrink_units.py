@@ -4,7 +4,8 @@ attention heads or MLP hidden neurons physically, save the smaller model, measur
 ``--structure head`` calls :func:`prunekit.prune_heads` (``--scope local``: the
 same fraction of every layer's heads; ``global``: one ranking over layers, one
 head kept per layer), ``--structure neuron`` :func:`prunekit.prune_mlp_neurons`
-(the same fraction of every MLP). ``--criterion`` is a score of the head /
+(the same fraction of every MLP); ``--round-to N`` keeps every layer's heads x
+head size / MLP neurons a multiple of N (for a later N:M pass). ``--criterion`` is a score of the head /
 neuron unit space (``prunekit list scores --unit-space head``): ``magnitude``
 (L1 of the unit's weights), ``l2``, or ``gradient`` (Michel et al. 2019, the
 gradient of the loss with respect to a gate on each unit), which needs data:
@@ -140,7 +141,8 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
     find = attention_layers if space == "head" else mlp_layers
     before = _counts(find(model), space)
     dense = copy.deepcopy(model)
-    options: dict[str, Any] = {"sparsity": values["sparsity"], "importance": criterion, "data": data}
+    options: dict[str, Any] = {"sparsity": values["sparsity"], "importance": criterion, "data": data,
+                               "round_to": values["round_to"]}
     try:
         if space == "head":
             record = prune_heads(model, scope=values["scope"], **options)
@@ -151,6 +153,7 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
     after = _counts(find(model), space)
     key = "prune_heads" if space == "head" else "prune_mlp_neurons"
     details = {key: {"sparsity": values["sparsity"], "criterion": criterion, "scope": values["scope"],
+                     "round_to": values["round_to"],
                      "data": None if data is None else {"text": str(values["text"]), "windows": values["samples"],
                                                          "length": int(example.shape[1]) + 1},
                      "before": before, "after": after, "removals": len(record.removals)}}

@@ -18,7 +18,16 @@ neurons are :mod:`prunekit.scores`.
 from __future__ import annotations
 
 from . import builtin_handlers  # noqa: F401  (registers the built-in layer handlers)
-from .families import FAMILIES, HFFamily, attention_layers, hf_family, hf_layers, mlp_layers
+from .families import (
+    FAMILIES,
+    HFFamily,
+    attention_layers,
+    fc_mlp_spec,
+    fused_qkv_spec,
+    hf_family,
+    hf_layers,
+    mlp_layers,
+)
 from .graph import Binding, Graph, Space
 from .groups import ROLES, Group, Slice, UnsupportedOperationError, find_groups
 from .handlers import (
@@ -80,6 +89,8 @@ __all__ = [
     "hf_layers",
     "attention_layers",
     "mlp_layers",
+    "fused_qkv_spec",
+    "fc_mlp_spec",
     "unit_gates",
     "head_gates",
     "neuron_gates",

@@ -1,6 +1,7 @@
 """Model families: where the attention heads and MLP neurons of each layer of
-a Hugging Face BERT, DistilBERT, GPT-2, LLaMA or ViT lie (transformers 5.x),
-and :func:`attention_layers` / :func:`mlp_layers` for any model.
+a Hugging Face BERT, DistilBERT, GPT-2, LLaMA, ViT or DeiT lie (transformers 5.x),
+timm-style attention modules (:func:`fused_qkv_spec`), and
+:func:`attention_layers` / :func:`mlp_layers` for any model.
 
 Each :class:`HFFamily` names where the layers are, builds the
 :class:`~.units.AttentionSpec` and :class:`~.units.MlpSpec` of one layer, and
@@ -8,6 +9,24 @@ names the config fields that hold the head count and the MLP width (what a
 config can express, and how it is updated, is :mod:`prunekit.surgery.hf`).
 Other models' attention and MLP modules are found through their layer handlers
 (:attr:`.handlers.LayerHandler.attention`, :attr:`.handlers.LayerHandler.mlp`).
+
+timm's attention (ViT/DeiT ``Attention``, Swin ``WindowAttention``,
+``AttentionRope``) has one fused ``qkv`` Linear ``(dim -> 3·H·d)`` whose
+output is read as ``reshape(B, N, 3, H, d)`` (q rows first, then k, then v;
+head ``h`` at rows ``h·d ... (h+1)·d - 1`` of each), or separate
+``q_proj``/``k_proj``/``v_proj``, then ``proj`` ``(H·d -> dim)``. Its
+handler is registered by class name and matches modules of that layout
+(:func:`is_fused_qkv_attention`); register :func:`fused_qkv_spec` for your own
+class of the same layout: ``register_layer_handler(MyAttention,
+LayerHandler(attention=fused_qkv_spec))``. Per-head tensors go with the heads:
+Swin's ``relative_position_bias_table`` (one column per head) and Swin V2's
+``logit_scale`` (one row per head), ``q_bias``/``k_bias``/``v_bias``
+(``head_dim`` entries per head) and the last Linear of ``cpb_mlp`` (one output
+row per head). After a removal ``num_heads`` and ``attn_dim`` (when the module
+has it) are set; ``head_dim`` and ``scale`` are kept.
+A forward that reshapes the heads' output to the input width (``reshape(B, N,
+C)``, older timm) needs ``attn_dim`` or ``-1`` there instead. timm's ``Mlp``
+(``fc1``, ``fc2``) gives its hidden neurons (:func:`fc_mlp_spec`).
 """
 
 from __future__ import annotations
@@ -16,13 +35,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
-from .handlers import handler_for
-from .units import AttentionSpec, MlpSpec, consumer, producer
+from .handlers import LayerHandler, handler_for, register_layer_handler
+from .units import AttentionSpec, MlpSpec, UnitSlice, consumer, producer
 
-__all__ = ["FAMILIES", "HFFamily", "hf_family", "hf_layers", "attention_layers", "mlp_layers", "separate_attention"]
+__all__ = [
+    "FAMILIES",
+    "HFFamily",
+    "hf_family",
+    "hf_layers",
+    "attention_layers",
+    "mlp_layers",
+    "separate_attention",
+    "fused_qkv_spec",
+    "is_fused_qkv_attention",
+    "TIMM_ATTENTION_CLASSES",
+    "fc_mlp_spec",
+    "is_fc_mlp",
+]
 
 
 @dataclass(frozen=True)
@@ -122,6 +155,112 @@ def _llama_mlp(name: str, layer: nn.Module) -> MlpSpec:
     )
 
 
+def _child(name: str, key: str) -> str:
+    return f"{name}.{key}" if name else key
+
+
+#: per-head tensors of timm attention modules: (tensor, dim holding the heads)
+_PER_HEAD_TENSORS = (("relative_position_bias_table", 1), ("logit_scale", 0))
+
+
+def is_fused_qkv_attention(module: nn.Module) -> bool:
+    """Whether ``module`` has timm's attention layout: an int ``num_heads``, a Linear
+    ``proj`` and a Linear ``qkv`` (or Linear ``q_proj``, ``k_proj``, ``v_proj``)."""
+    heads = getattr(module, "num_heads", None)
+    if isinstance(heads, bool) or not isinstance(heads, int):
+        return False
+    if not isinstance(getattr(module, "proj", None), nn.Linear):
+        return False
+    if isinstance(getattr(module, "qkv", None), nn.Linear):
+        return True
+    return all(isinstance(getattr(module, key, None), nn.Linear) for key in ("q_proj", "k_proj", "v_proj"))
+
+
+def fused_qkv_spec(name: str, attn: nn.Module) -> AttentionSpec:
+    """Spec of a timm-style attention module (see the module docstring).
+
+    Head ``h`` of ``H`` (head size ``d = head_dim``, or the projection width
+    over ``H``) is rows ``i·H·d + h·d ... i·H·d + (h+1)·d - 1`` of ``qkv``
+    for ``i`` = 0, 1, 2 (q, k, v) and the same columns of ``proj``.
+    """
+    if not is_fused_qkv_attention(attn):
+        raise InvalidParameterError(
+            "model", f"an attention at {name!r} with num_heads, a Linear proj and a Linear qkv "
+            "(or q_proj/k_proj/v_proj)", f"<{type(attn).__name__}>",
+            "Fix: give its layer handler an attention spec of its own (LayerHandler(attention=...)).",
+        )
+    h = attn.num_heads
+    fused = getattr(attn, "qkv", None) if isinstance(getattr(attn, "qkv", None), nn.Linear) else None
+    width = fused.out_features // 3 if fused is not None else attn.q_proj.out_features
+    d = getattr(attn, "head_dim", None) or width // max(h, 1)
+    if h * d != width or attn.proj.in_features != width or (fused is not None and fused.out_features != 3 * width):
+        raise InvalidParameterError(
+            "model", f"an attention at {name!r} whose projections hold num_heads * head_dim = {h} * {d} rows",
+            f"<qkv width {width}, proj input {attn.proj.in_features}>",
+            "Fix: check num_heads/head_dim, or give its layer handler an attention spec of its own.",
+        )
+    norm = getattr(attn, "norm", None)
+    if isinstance(norm, nn.Module) and any(True for _ in norm.parameters()):
+        raise InvalidParameterError(
+            "model", f"an attention at {name!r} without a normalisation across heads before proj",
+            f"<{type(norm).__name__} over {width} features (scale_norm)>",
+            "Fix: heads under a norm across all heads cannot be removed exactly; leave this module out.",
+        )
+    if fused is not None:
+        query = [producer(_child(name, "qkv"), fused, offset=0, unit=d)]
+        key_value = [producer(_child(name, "qkv"), fused, offset=i * width, unit=d) for i in (1, 2)]
+    else:
+        query = [producer(_child(name, "q_proj"), attn.q_proj, unit=d)]
+        key_value = [producer(_child(name, key), getattr(attn, key), unit=d) for key in ("k_proj", "v_proj")]
+    for tensor, dim in _PER_HEAD_TENSORS:
+        value = getattr(attn, tensor, None)
+        if value is not None and tensor in attn._parameters and value.dim() > dim and value.shape[dim] == h:
+            query.append(UnitSlice(name, ((tensor, dim),), 0, 1))
+    for tensor, blocks in (("q_bias", query), ("k_bias", key_value), ("v_bias", key_value)):  # Swin V2's qkv bias
+        value = getattr(attn, tensor, None)
+        if isinstance(value, torch.Tensor) and value.shape == (width,):
+            blocks.append(UnitSlice(name, ((tensor, 0),), 0, d))
+    cpb = getattr(attn, "cpb_mlp", None)  # Swin V2: an MLP computing the bias table, one output per head
+    if isinstance(cpb, nn.Sequential) and len(cpb) and isinstance(cpb[-1], nn.Linear) and cpb[-1].out_features == h:
+        query.append(producer(_child(name, f"cpb_mlp.{len(cpb) - 1}"), cpb[-1]))
+    has_attn_dim = hasattr(attn, "attn_dim")
+
+    def attributes(heads: int, _kv: int) -> dict[str, int]:
+        return {"num_heads": heads, **({"attn_dim": heads * d} if has_attn_dim else {})}
+
+    return AttentionSpec(name, h, h, d, tuple(query), tuple(key_value),
+                         (consumer(_child(name, "proj"), attn.proj, unit=d),), attributes=attributes)
+
+
+def is_fc_mlp(module: nn.Module) -> bool:
+    """Whether ``module`` has timm's ``Mlp`` layout: Linear ``fc1`` and ``fc2``, and no
+    normalisation with parameters between them."""
+    norm = getattr(module, "norm", None)
+    return isinstance(getattr(module, "fc1", None), nn.Linear) and isinstance(getattr(module, "fc2", None), nn.Linear) \
+        and not (isinstance(norm, nn.Module) and any(True for _ in norm.parameters()))
+
+
+def fc_mlp_spec(name: str, mlp: nn.Module) -> MlpSpec:
+    """Spec of a timm-style ``Mlp``: ``fc2(act(fc1(x)))``, hidden neuron ``j`` = row ``j`` of
+    ``fc1`` and column ``j`` of ``fc2``."""
+    if not is_fc_mlp(mlp):
+        raise InvalidParameterError(
+            "model", f"an MLP at {name!r} with Linear fc1 and fc2 and no norm with parameters between them",
+            f"<{type(mlp).__name__}>", "Fix: give its layer handler an MLP spec of its own (LayerHandler(mlp=...)).",
+        )
+    first = producer(_child(name, "fc1"), mlp.fc1)
+    return MlpSpec(name, first.size_of(mlp.fc1), producers=(first,),
+                   consumers=(consumer(_child(name, "fc2"), mlp.fc2),),
+                   attributes=lambda n: {"hidden_features": n} if hasattr(mlp, "hidden_features") else {})
+
+
+#: class names of timm's attention modules; matched along the MRO when the layout fits
+TIMM_ATTENTION_CLASSES = ("Attention", "WindowAttention", "AttentionRope")
+for _class_name in TIMM_ATTENTION_CLASSES:
+    register_layer_handler(_class_name, LayerHandler(attention=fused_qkv_spec, matches=is_fused_qkv_attention))
+register_layer_handler("Mlp", LayerHandler(mlp=fc_mlp_spec, matches=is_fc_mlp))
+
+
 FAMILIES: dict[str, HFFamily] = {
     "bert": HFFamily("bert", ("encoder.layer",), _bert_attention, _bert_mlp, "intermediate_size", ()),
     "distilbert": HFFamily("distilbert", ("transformer.layer",), _distilbert_attention, _distilbert_mlp, "hidden_dim", ()),
@@ -129,6 +268,8 @@ FAMILIES: dict[str, HFFamily] = {
     "llama": HFFamily("llama", ("layers",), _llama_attention, _llama_mlp, "intermediate_size",
                       ("num_attention_heads", "num_key_value_heads")),
     "vit": HFFamily("vit", ("layers", "encoder.layer"), _vit_attention, _vit_mlp, "intermediate_size", ("num_attention_heads",)),
+    "deit": HFFamily("deit", ("layers", "encoder.layer"), _vit_attention, _vit_mlp, "intermediate_size",
+                     ("num_attention_heads",)),
 }
 
 
@@ -185,7 +326,8 @@ def attention_layers(model: nn.Module) -> dict[Any, AttentionSpec]:
     Keys are layer indices (0, 1, ...) for a Hugging Face model of a supported
     family (see :data:`FAMILIES`), else the qualified names of the modules whose layer
     handler gives an attention spec (``nn.MultiheadAttention``, ``PrunedMultiheadAttention``,
-    the zoo GPT's ``CausalSelfAttention``, a user's type with ``LayerHandler(attention=...)``).
+    the zoo GPT's ``CausalSelfAttention``, timm-style ``Attention``/``WindowAttention``
+    (:func:`fused_qkv_spec`), a user's type with ``LayerHandler(attention=...)``).
     """
     family = hf_family(model)
     if family is not None:
@@ -198,7 +340,8 @@ def mlp_layers(model: nn.Module) -> dict[Any, MlpSpec]:
 
     Keys are layer indices for a Hugging Face model of a supported family, else
     the qualified names of the modules whose layer handler gives an MLP spec
-    (the zoo GPT's ``MLP``, a user's type with ``LayerHandler(mlp=...)``).
+    (the zoo GPT's ``MLP``, timm-style ``Mlp`` (:func:`fc_mlp_spec`), a user's type with
+    ``LayerHandler(mlp=...)``).
     (Other models' MLPs are channel groups: see ``prunekit.structural_prune``.)
     """
     family = hf_family(model)
@@ -207,7 +350,7 @@ def mlp_layers(model: nn.Module) -> dict[Any, MlpSpec]:
     specs = _handler_specs(model, "mlp")
     if not specs:
         raise InvalidParameterError(
-            "model", "a Hugging Face BERT, DistilBERT, GPT-2, LLaMA or ViT model, or one with MLP modules whose "
+            "model", "a Hugging Face BERT, DistilBERT, GPT-2, LLaMA, ViT or DeiT model, or one with MLP modules whose "
             "layer handler gives an MLP spec (LayerHandler(mlp=...))", f"<{type(model).__name__}>",
             "Fix: prune other models' MLP neurons with prunekit.structural_prune.",
         )

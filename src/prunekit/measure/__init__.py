@@ -6,6 +6,7 @@ from ..deprecation import moved_names
 from .accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .compare import Comparison, ModelMeasures, compare
 from .latency import LatencyResult, measure_latency
+from .mac_rules import register_mac_rule
 from .macs import MacReport, MacRow, count_macs
 from .params import ParamCount, count_parameters
 from .plots import plot_layer_sparsity, plot_metric_vs_sparsity, plot_relative_measures, plot_sensitivity_curves
@@ -29,6 +30,7 @@ __all__ = [
     "SizeReport",
     "compare",
     "count_macs",
+    "register_mac_rule",
     "count_parameters",
     "dense_state_dict",
     "evaluate_accuracy",

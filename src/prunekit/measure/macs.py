@@ -16,12 +16,15 @@ Conv1d/2d/3d              ``positions · numel(W)``, ``positions = numel(out) / 
 ConvTranspose1d/2d/3d     ``positions · numel(W)``, ``positions = numel(in) / in_channels``
                           (each input position is scattered through every weight).
 HF ``Conv1D`` (GPT-2)     as Linear, with ``W`` of shape ``(in, out)``.
-nn.MultiheadAttention     ``N·L·E·E`` (q proj) + ``N·S·kdim·E`` (k proj) + ``N·S·vdim·E``
-                          (v proj) + ``N·L·S'·E`` (QKᵀ over all heads) + ``N·L·S'·E``
-                          (AV) + ``N·L·E·E`` (out proj); ``S' = S`` (+1 with
+nn.MultiheadAttention,    ``N·L·E·I`` (q proj) + ``N·S·kdim·I`` (k proj) + ``N·S·vdim·I``
+PrunedMultiheadAttention  (v proj) + ``N·L·S'·I`` (QKᵀ over all heads) + ``N·L·S'·I``
+                          (AV) + ``N·L·I·E`` (out proj); ``I = num_heads · head_dim``
+                          (``= E`` before head pruning), ``S' = S`` (+1 with
                           ``bias_k``, +1 with ``add_zero_attn``). Effective: the four
                           projections use the non-zeros of their (sliced) weights; QKᵀ and
                           AV are products of activations and stay dense.
+registered types          ``rule(module, args, kwargs, output, weight)``
+                          (:func:`register_mac_rule`).
 scaled_dot_product_att.   ``B·L·S·E`` (QKᵀ) + ``B·L·S·Ev`` (AV), ``B`` = batch × heads of
                           the output (grouped-query attention included). Effective = dense.
 matmul, mm, bmm,          ``numel(out) · K`` with ``K`` the contracted size (only with
@@ -65,6 +68,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import InvalidParameterError, is_shape
 from ..targets import weight_out_dim
 from ._results import dump_json, row_named, table_lines
+from .mac_rules import mha_macs, registered_rule
 from .params import _check_model, count_parameters, effective_tensor, module_param_counts
 
 __all__ = ["MacRow", "MacReport", "count_macs", "prepare_input", "run_model", "eval_mode"]
@@ -81,8 +85,8 @@ class MacRow:
 
     ``name`` is the module's qualified name (``""`` for the model itself);
     rows of functional ops are named ``<module>[sdpa]`` or ``<module>[matmul]``.
-    ``params``/``nonzero`` are the module's own parameters (recursively for
-    ``nn.MultiheadAttention``, whose ``out_proj`` it counts).
+    ``params``/``nonzero`` are the parameters of the module and of its
+    submodules (whose MACs its row holds, e.g. ``nn.MultiheadAttention``'s ``out_proj``).
     """
 
     name: str
@@ -273,6 +277,8 @@ _MATMUL_FUNCS = {
 
 
 def _rule(module: nn.Module) -> str | None:
+    if registered_rule(module) is not None:
+        return "registered"
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return "conv_transpose"
     if isinstance(module, nn.modules.conv._ConvNd):
@@ -320,8 +326,7 @@ class _Counter:
         if row is None:
             row = MacRow(name, kind)
             if module is not None:
-                mods = module.modules() if isinstance(module, nn.MultiheadAttention) else [module]
-                for m in mods:
+                for m in module.modules():  # its children's MACs are in this row
                     p, nz = module_param_counts(m)
                     row.params += p
                     row.nonzero += nz
@@ -401,29 +406,11 @@ class _Counter:
         return 0, 0
 
     def _mha(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> tuple[int, int]:
-        names = ("query", "key", "value")
-        q, k, _v = (args[i] if len(args) > i else kwargs.get(n) for i, n in enumerate(names))
-        E = module.embed_dim
-        if q.dim() == 2:  # unbatched (L, E)
-            N, L, S = 1, q.shape[0], k.shape[0]
-        elif module.batch_first:
-            N, L, S = q.shape[0], q.shape[1], k.shape[1]
-        else:
-            L, N, S = q.shape[0], q.shape[1], k.shape[0]
-        s_att = S + (1 if module.bias_k is not None else 0) + (1 if module.add_zero_attn else 0)
-        if module._qkv_same_embed_dim:
-            wq = self.weight(module, "in_proj_weight", slice(0, E))
-            wk = self.weight(module, "in_proj_weight", slice(E, 2 * E))
-            wv = self.weight(module, "in_proj_weight", slice(2 * E, 3 * E))
-        else:
-            wq = self.weight(module, "q_proj_weight")
-            wk = self.weight(module, "k_proj_weight")
-            wv = self.weight(module, "v_proj_weight")
-        wo = self.weight(module.out_proj, "weight")
-        attention = 2 * N * L * s_att * E
-        dense = N * L * wq[0] + N * S * wk[0] + N * S * wv[0] + attention + N * L * wo[0]
-        effective = N * L * wq[1] + N * S * wk[1] + N * S * wv[1] + attention + N * L * wo[1]
-        return dense, effective
+        return mha_macs(module, args, kwargs, output, self.weight)
+
+    def _registered(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> tuple[int, int]:
+        rule = registered_rule(module)
+        return rule(module, args, kwargs, output, self.weight)
 
     # functional ops
     def op(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:

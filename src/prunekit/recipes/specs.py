@@ -150,6 +150,7 @@ class HeadsSpec:
     criterion: str = "magnitude"
     scope: str = "local"
     gqa: str = "query"
+    round_to: int | None = None
     data: StageData | None = None
 
 
@@ -159,6 +160,7 @@ class NeuronsSpec:
 
     sparsity: float = 0.25
     criterion: str = "magnitude"
+    round_to: int | None = None
     data: StageData | None = None
 
 

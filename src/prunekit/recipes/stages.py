@@ -195,7 +195,8 @@ def read_heads(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float 
     if given is None:
         raise sec.fail(None, "a sparsity (the fraction of heads removed)", "nothing", "Fix: add 'sparsity: 0.25'.")
     base = HeadsSpec(criterion=check(sec, "heads", "criterion"), scope=check(sec, "heads", "scope"),
-                     gqa=check(sec, "heads", "gqa"), data=_stage_data(doc, sec))
+                     gqa=check(sec, "heads", "gqa"), round_to=check(sec, "heads", "round_to"),
+                     data=_stage_data(doc, sec))
     return [(v, replace(base, sparsity=v)) for v in given]
 
 
@@ -205,7 +206,8 @@ def read_neurons(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[floa
     if given is None:
         raise sec.fail(None, "a sparsity (the fraction of MLP neurons removed)", "nothing",
                        "Fix: add 'sparsity: 0.25'.")
-    base = NeuronsSpec(criterion=check(sec, "neurons", "criterion"), data=_stage_data(doc, sec))
+    base = NeuronsSpec(criterion=check(sec, "neurons", "criterion"), round_to=check(sec, "neurons", "round_to"),
+                       data=_stage_data(doc, sec))
     return [(v, replace(base, sparsity=v)) for v in given]
 
 

@@ -6,6 +6,9 @@ compared directly, one unit kept per layer). :func:`select_heads` does the
 same for heads; under grouped-query attention ``gqa="query"`` removes the same
 number of query heads from every key/value group (keeping every KV head) and
 ``gqa="group"`` removes whole groups ranked by their summed score.
+:func:`round_plan` then moves each layer's kept count to a multiple of
+``round_to`` (for N:M kernels), and :func:`check_multiples` refuses explicit
+requests that leave other counts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..allocation import Budget, allocate
 from ..coupling.units import AttentionSpec
 from ..errors import InvalidParameterError, check_choice
 
-__all__ = ["select_heads", "select_neurons"]
+__all__ = ["select_heads", "select_neurons", "round_plan", "check_multiples", "head_multiple"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +99,73 @@ def select_heads(
             logger.info("%s: %d heads removed for sparsity %.3f (rounded to whole %s units of grouped-query "
                         "attention)", key, len(plan[key]), sparsity, gqa)
     return plan
+
+
+def head_multiple(round_to: int | None, head_dim: int) -> int:
+    """Heads kept must be a multiple of this for ``kept heads x head_dim`` to be a multiple of ``round_to``."""
+    return 1 if not round_to else round_to // math.gcd(round_to, head_dim)
+
+
+def _rounded(kept: int, size: int, multiple: int) -> int:
+    """``kept`` moved to the nearest multiple of ``multiple`` (half rounds down) within ``[multiple, size]``."""
+    nearest = multiple * math.floor(kept / multiple + 0.5 - 1e-9)
+    return min(max(nearest, multiple), multiple * (size // multiple))
+
+
+def _too_small(round_to: int, key: Any, size: int, multiple: int, what: str) -> InvalidParameterError:
+    return InvalidParameterError(
+        "round_to", f"a round_to that keeps a multiple of {multiple} {what}s, at most the {size} {what}s of "
+        f"layer {key!r}", round_to, "Fix: a smaller round_to (e.g. 4 for 2:4), or round_to=None.")
+
+
+def round_plan(
+    plan: Mapping[Any, list[int]], sizes: Mapping[Any, int], scores: Mapping[Any, torch.Tensor],
+    multiples: Mapping[Any, int], round_to: int, *, what: str = "unit",
+) -> dict[Any, list[int]]:
+    """``plan`` ({layer: units to remove}) with each layer's kept count moved to the nearest
+    multiple of ``multiples[layer]`` (at least one multiple, at most the size rounded down):
+    more units removed lowest score first, or removed units restored highest score first."""
+    out: dict[Any, list[int]] = {}
+    for key, size in sizes.items():
+        removed = sorted(plan.get(key, []))
+        multiple = multiples.get(key, 1)
+        if multiple <= 1:
+            out[key] = removed
+            continue
+        if size < multiple:
+            raise _too_small(round_to, key, size, multiple, what)
+        kept = size - len(removed)
+        target = _rounded(kept, size, multiple)
+        order = torch.argsort(scores[key].detach().float().cpu(), stable=True).tolist()  # lowest first
+        gone = set(removed)
+        if target < kept:
+            gone.update([u for u in order if u not in gone][:kept - target])
+        elif target > kept:
+            for u in [u for u in reversed(order) if u in gone][:target - kept]:
+                gone.discard(u)
+        if target != kept:
+            logger.info("%s: %d %ss kept instead of %d (a multiple of %d)", key, target, what, kept, multiple)
+        out[key] = sorted(gone)
+    return out
+
+
+def check_multiples(param: str, kept: Mapping[Any, int], sizes: Mapping[Any, int], multiples: Mapping[Any, int],
+                    round_to: int, what: str) -> None:
+    """Refuse kept counts that are not multiples of their layer's multiple (explicit requests)."""
+    for key, count in kept.items():
+        multiple = multiples.get(key, 1)
+        if multiple > sizes[key]:
+            raise _too_small(round_to, key, sizes[key], multiple, what)
+        if multiple > 1 and count % multiple:
+            target = count - count % multiple or multiple
+            change = f"{count - target} more" if target < count else f"{target - count} fewer"
+            if param == "round_to":  # chosen by sparsity, but grouped-query groups could not be rounded
+                raise InvalidParameterError(
+                    param, f"a round_to met by the {count} {what}s that grouped-query layer {key!r} keeps "
+                    f"(a multiple of {multiple} needed)", round_to,
+                    "Fix: a round_to that divides the head size (e.g. 8 for heads of 64), or another sparsity.")
+            raise InvalidParameterError(
+                param, f"a removal that keeps a multiple of {multiple} {what}s in layer {key!r} (round_to={round_to})",
+                f"<{count} {what}s kept in layer {key!r}>",
+                f"Fix: remove {change} {what}s from layer {key!r}"
+                + ", pass sparsity= instead (counts are rounded), or round_to=None.")

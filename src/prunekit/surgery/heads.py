@@ -41,7 +41,7 @@ from ..errors import InvalidParameterError, did_you_mean
 from ..params import HEADS_PARAMS, NEURONS_PARAMS
 from ..scores.heads import head_scores, neuron_scores, resolve_scores
 from ..validation import checked_keywords, validate
-from .head_selection import select_heads, select_neurons
+from .head_selection import check_multiples, head_multiple, round_plan, select_heads, select_neurons
 from .hf import check_uniform, update_config
 from .history import add_history, surgery_history
 from .pruned_mha import replace_mha
@@ -249,6 +249,14 @@ def _add_history(model: nn.Module, record: SurgeryRecord) -> None:
     add_history(model, SurgeryRecord(removals=record.removals, kept=record.kept, extra={"heads": merged}))
 
 
+def _warn_if_nothing(sparsity: float | None, record: SurgeryRecord, what: str, sizes: Mapping[Any, int]) -> None:
+    """A positive ``sparsity`` that removes nothing (every count rounds to 0) is said, not silent."""
+    if sparsity and not record.removals:
+        smallest = min(sizes.values(), default=0)
+        logger.warning("sparsity=%g removed no %s: every layer's count rounds to 0 (the smallest has %d); "
+                       "sparsity=%.3g removes one from it", sparsity, what, smallest, 1.0 / max(smallest, 1))
+
+
 @checked_keywords
 def prune_heads(
     model: nn.Module,
@@ -260,6 +268,7 @@ def prune_heads(
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     gqa: str = "query",
     scope: str = "local",
+    round_to: int | None = None,
     ratio: float | None = None,
     batches: Any = None,
 ) -> SurgeryRecord:
@@ -267,37 +276,52 @@ def prune_heads(
 
     Either ``heads_to_prune={layer: [head, ...]}`` (keys from
     :func:`prunekit.coupling.attention_layers`: layer indices for Hugging Face models, module
-    names for ``nn.MultiheadAttention``), or ``sparsity``, the fraction of
+    names for ``nn.MultiheadAttention`` and timm-style attention), or ``sparsity``, the fraction of
     heads to remove, chosen by ``importance`` (a head score of
     :mod:`prunekit.scores.heads`: ``"magnitude"`` (L1), ``"l2"``,
     ``"gradient"`` = Michel et al. 2019 with ``data``, or your own
     ``{layer: scores}``). ``ratio=`` and ``batches=`` are the deprecated names
     of ``sparsity=`` and ``data=``. Grouped-query attention keeps
     equal groups (``gqa``, see :func:`plan_heads`). For Hugging Face models the
-    config is updated (:mod:`prunekit.surgery.hf`; LLaMA and ViT need the same
+    config is updated (:mod:`prunekit.surgery.hf`; LLaMA, ViT and DeiT need the same
     count in every layer). ``nn.MultiheadAttention`` modules that lose heads are
-    replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. Everything is validated
-    before the model is touched.
+    replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. ``round_to``
+    keeps ``kept heads x head_dim`` of every layer a multiple of it (so N:M kernels,
+    e.g. 2:4 with ``round_to=4``, take the projections): with ``sparsity`` each layer's
+    kept count moves to the nearest such multiple (lowest scores removed first); an
+    explicit ``heads_to_prune`` that leaves another count is refused. Everything is
+    validated before the model is touched.
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_heads", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_heads", new_value=data)
-    validate(HEADS_PARAMS, {"sparsity": sparsity, "importance": importance, "gqa": gqa, "scope": scope})
+    validate(HEADS_PARAMS, {"sparsity": sparsity, "importance": importance, "gqa": gqa, "scope": scope,
+                            "round_to": round_to})
     _check_request("heads_to_prune", heads_to_prune, sparsity)
     specs = attention_layers(model)
     if not specs:
         raise InvalidParameterError(
-            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT, "
-            "nn.MultiheadAttention, or a module type whose layer handler gives an attention spec)",
+            "model", "a model with attention layers (Hugging Face BERT/DistilBERT/GPT-2/LLaMA/ViT/DeiT, "
+            "nn.MultiheadAttention, timm-style attention with qkv/proj/num_heads, or a module type whose "
+            "layer handler gives an attention spec)",
             f"<{type(model).__name__}>",
             "Fix: register a LayerHandler(attention=...) for your attention module type "
             "(prunekit.register_layer_handler).",
         )
+    multiples = {k: head_multiple(round_to, s.head_dim) for k, s in specs.items()}
     if sparsity is not None:
         scores = resolve_scores(model, specs, importance, head_scores, data=data, loss_fn=loss_fn)
         heads_to_prune = select_heads(specs, scores, sparsity, gqa=gqa, scope=scope)
+        if round_to is not None:  # grouped-query layers keep their plan (checked below)
+            free = {k: s.num_heads for k, s in specs.items() if s.group_size == 1}
+            heads_to_prune = {**heads_to_prune, **round_plan(heads_to_prune, free, scores, multiples, round_to,
+                                                             what="head")}
     _check_keys("heads_to_prune", heads_to_prune, specs)
     plans = {k: plan_heads(s, heads_to_prune.get(k, ()), k) for k, s in specs.items()}
+    if round_to is not None:  # explicit requests, and grouped-query layers chosen by sparsity
+        param = "heads_to_prune" if sparsity is None else "round_to"
+        check_multiples(param, {k: len(q) for k, (q, _) in plans.items()}, {k: s.num_heads for k, s in specs.items()},
+                        multiples, round_to, "head")
     family = hf_family(model)
     if family is not None:
         check_uniform(model, family, [len(q) for q, _ in plans.values()], None)
@@ -311,6 +335,7 @@ def prune_heads(
         remove_heads(model, spec, heads, record)
     if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _warn_if_nothing(sparsity, record, "heads", {k: s.num_heads for k, s in specs.items()})
     _add_history(model, record)
     return record
 
@@ -324,6 +349,7 @@ def prune_mlp_neurons(
     importance: str | Mapping[Any, torch.Tensor] = "magnitude",
     data: Any = None,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    round_to: int | None = None,
     ratio: float | None = None,
     batches: Any = None,
 ) -> SurgeryRecord:
@@ -339,20 +365,30 @@ def prune_mlp_neurons(
     with a gate per neuron and ``data``, or ``{layer: scores}``). ``ratio=``
     and ``batches=`` are the deprecated names of ``sparsity=`` and ``data=``. For a Hugging
     Face model the config's width field (``intermediate_size``, ``hidden_dim``,
-    ``n_inner``) is updated, so the count must be the same in every layer.
+    ``n_inner``) is updated, so the count must be the same in every layer. ``round_to``
+    keeps every layer's neuron count a multiple of it (so a later N:M pass, e.g. 2:4
+    with ``round_to=4``, takes the second projection): with ``sparsity`` the kept count
+    moves to the nearest multiple (lowest scores removed first); an explicit
+    ``neurons_to_prune`` that leaves another count is refused.
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_mlp_neurons", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_mlp_neurons", new_value=data)
-    validate(NEURONS_PARAMS, {"sparsity": sparsity, "importance": importance})
+    validate(NEURONS_PARAMS, {"sparsity": sparsity, "importance": importance, "round_to": round_to})
     _check_request("neurons_to_prune", neurons_to_prune, sparsity)
     specs = mlp_layers(model)
+    sizes = {k: s.size for k, s in specs.items()}
+    multiples = {k: round_to or 1 for k in specs}
     if sparsity is not None:
         scores = resolve_scores(model, specs, importance, neuron_scores, data=data, loss_fn=loss_fn)
-        neurons_to_prune = select_neurons({k: s.size for k, s in specs.items()}, scores, sparsity)
+        neurons_to_prune = select_neurons(sizes, scores, sparsity)
+        if round_to is not None:
+            neurons_to_prune = round_plan(neurons_to_prune, sizes, scores, multiples, round_to, what="neuron")
     _check_keys("neurons_to_prune", neurons_to_prune, specs)
     kept = [s.size - len(_unit_list("neurons_to_prune", k, neurons_to_prune.get(k, ()), s.size, "neuron"))
             for k, s in specs.items()]
+    if round_to is not None:
+        check_multiples("neurons_to_prune", dict(zip(specs, kept)), sizes, multiples, round_to, "neuron")
     family = hf_family(model)
     if family is not None:
         check_uniform(model, family, None, kept)
@@ -361,5 +397,6 @@ def prune_mlp_neurons(
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)
     if family is not None and record.removals:
         record.extra.setdefault("heads", {})["config"] = update_config(model, family)
+    _warn_if_nothing(sparsity, record, "MLP neurons", {k: s.size for k, s in specs.items()})
     _add_history(model, record)
     return record

@@ -1,6 +1,6 @@
 """Hugging Face configs after head/neuron surgery: which config fields
-describe the head counts and MLP width of BERT, DistilBERT, GPT-2, LLaMA and
-ViT (transformers 5.x), and their update. Where heads and neurons lie is
+describe the head counts and MLP width of BERT, DistilBERT, GPT-2, LLaMA, ViT
+and DeiT (transformers 5.x), and their update. Where heads and neurons lie is
 :mod:`prunekit.coupling.families`; loading a head-pruned checkpoint is
 :mod:`prunekit.surgery.hf_load`.
 
@@ -13,7 +13,7 @@ family        heads                                        MLP width field
 ============  ==========================================  ==========================
 LLaMA         ``num_attention_heads``, ``num_key_value_heads``  ``intermediate_size``
               (``head_dim`` is its own field)
-ViT           ``num_attention_heads`` + ``head_dim`` (read  ``intermediate_size``
+ViT, DeiT     ``num_attention_heads`` + ``head_dim`` (read  ``intermediate_size``
               with ``getattr(config, "head_dim", ...)``)
 BERT          not expressible (head size = hidden / heads)  ``intermediate_size``
 DistilBERT    not expressible (head size = dim / n_heads)   ``hidden_dim``

@@ -7,7 +7,13 @@ module with the same forward signature, function and parameter names (it
 takes over the very Parameter objects, so optimizers and state dicts keep
 working) whose projections may hold fewer heads. Its layer handler gives its
 attention spec (:func:`prunekit.coupling.units.mha_spec`), so
-:func:`prunekit.coupling.attention_layers` finds it.
+:func:`prunekit.coupling.attention_layers` finds it, and a coupling rule the
+same as ``nn.MultiheadAttention``'s: it is one operation of the trace whose
+input and output channels are kept (its heads are pruned by
+:mod:`prunekit.surgery.heads`), so channel groups elsewhere in the model (MLP
+hidden neurons, convolutions) are still found after a head surgery.
+:func:`prunekit.measure.count_macs` counts it as ``nn.MultiheadAttention``
+with ``num_heads · head_dim`` rows per projection.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..coupling.graph import Graph
 from ..coupling.handlers import LayerHandler, register_layer_handler
-from ..errors import InvalidParameterError
+from ..coupling.trace import Op
 from ..coupling.units import mha_spec
+from ..errors import InvalidParameterError
+from ..measure.mac_rules import mha_macs, register_mac_rule
 from .slicing import SurgeryRecord
 
 __all__ = ["PrunedMultiheadAttention", "replace_mha"]
@@ -222,4 +231,12 @@ def replace_mha(model: nn.Module, name: str, record: SurgeryRecord) -> PrunedMul
     return new
 
 
-register_layer_handler(PrunedMultiheadAttention, LayerHandler(attention=mha_spec))
+def couple_attention(g: Graph, op: Op, name: str, module: nn.Module) -> None:
+    """Coupling rule: the channels this attention reads are kept (not channel-pruned); heads are
+    removed by :func:`prunekit.surgery.heads.prune_heads`. Its output starts no channel space."""
+    g.mark_value((op.args, op.kwargs), "fixed", f"{name} ({type(module).__name__}): attention heads are pruned "
+                 "by prunekit.surgery.heads")
+
+
+register_layer_handler(PrunedMultiheadAttention, LayerHandler(couple=couple_attention, attention=mha_spec))
+register_mac_rule(PrunedMultiheadAttention, mha_macs)  # its projections are F.linear calls, not modules
