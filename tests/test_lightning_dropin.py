@@ -412,3 +412,18 @@ def test_every_lottery_reset_is_exact():
     assert [e.reset for e in cb.event_log] == [True, True, True]
     keep = model.a.weight_mask.bool()
     assert torch.equal(model.a.weight.detach()[keep], initial[keep])
+
+
+def test_scheduled_pruning_resets_the_ticket_after_each_event():
+    from prunekit.schedules import Linear
+
+    model = Tiny()
+    initial = model.a.weight.detach().clone()
+    cb = PrunekitPruning(schedule=Linear(final=0.5, start=0, end=2, unit="epoch"), parameter_names=["weight"],
+                         use_lottery_ticket_hypothesis=lambda e: e >= 1, make_pruning_permanent=False)
+    fit(model, [cb], epochs=3)
+    assert [(e.t, e.reset) for e in cb.event_log] == [(0, False), (1, True), (2, True)]
+    keep = model.a.weight_mask.bool()
+    # the last event (start of epoch 2) reset the survivors; one epoch of training moved them since
+    assert not torch.equal(model.a.weight.detach()[keep], initial[keep])
+    assert torch.equal(model.a.weight_orig.detach()[~keep], initial[~keep])  # pruned entries were reset too
