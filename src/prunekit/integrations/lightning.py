@@ -130,9 +130,12 @@ class PrunekitPruning(ControllerViews, Callback):
             ``BasePruningMethod`` classes of ``torch.nn.utils.prune`` (all four
             run through prunekit with torch's semantics); a prunekit criterion
             name (``"magnitude"``, ``"l2"``, ``"random"``, ...) or instance; any
-            other ``BasePruningMethod`` subclass (run by torch, global scope as in
-            Lightning, or local), or a function ``fn(module, name=, amount=)``
-            like torch's functional pruners (run by torch on each target).
+            other ``BasePruningMethod`` subclass (as a
+            :class:`~prunekit.scores.torch_methods.TorchMethod`: torch's masks,
+            global as in Lightning or with ``scope="local"``; its ``__init__``
+            gets ``amount`` only if it takes one, as Lightning filters by
+            signature), or a function ``fn(module, name=, amount=)`` like torch's
+            functional pruners (run by torch on each target).
             Default (None): ``criterion``, else magnitude.
         parameters_to_prune: ``(module, name)`` pairs. Default: the
             ``parameter_names`` of every Linear/Conv module (prunekit's
