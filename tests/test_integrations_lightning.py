@@ -27,6 +27,9 @@ from prunekit.schedules import Linear  # noqa: E402
 
 torch.set_num_threads(1)
 
+#: the Linear weights only (the default, as Lightning's, takes the biases too)
+WEIGHTS = {"parameter_names": ["weight"]}
+
 
 class Net(L.LightningModule):
     def __init__(self, seed: int = 0) -> None:
@@ -126,7 +129,7 @@ def test_same_masks_as_lightning_model_pruning(fn, kwargs):
     # recomputes, i.e. the weights before the last optimizer step; prunekit ranks the current
     # ``weight_orig * mask``. A forward pass before pruning makes both see the same weights.
     fit(ref, [Refresh(), ModelPruning(fn, parameters_to_prune=[(m, "weight") for m in layers(ref)], **common)])
-    fit(ours, [Refresh(), PrunekitPruning(fn, min_keep=0, **common)])
+    fit(ours, [Refresh(), PrunekitPruning(fn, min_keep=0, **WEIGHTS, **common)])
     for a, b in zip(masks(ref), masks(ours)):
         assert torch.equal(a, b)
     # amount is of what remains: 1 - 0.7² of every tensor after two epochs (torch's rounding)
@@ -163,6 +166,7 @@ def test_sparsity_is_total_fraction_and_global_scope_exact():
     cb = PrunekitPruning(
         sparsity=lambda epoch: [0.4, 0.7][epoch],
         use_global_unstructured=True,
+        **WEIGHTS,
         use_lottery_ticket_hypothesis=False,
         make_pruning_permanent=False,
     )
@@ -178,7 +182,7 @@ def test_sparsity_is_total_fraction_and_global_scope_exact():
 def test_global_amount_counts_like_torch():
     model = Net()
     cb = PrunekitPruning("l1_unstructured", amount=0.25, use_lottery_ticket_hypothesis=False,
-                         make_pruning_permanent=False)
+                         make_pruning_permanent=False, **WEIGHTS)
     fit(model, [cb], epochs=2)
     total = sum(m.weight.numel() for m in layers(model))
     first = round(0.25 * total)
@@ -190,7 +194,7 @@ def test_global_amount_counts_like_torch():
 def test_amount_with_lamp_and_erk_allocations(scope):
     model = Net()
     cb = PrunekitPruning("l1_unstructured", amount=0.5, scope=scope, use_lottery_ticket_hypothesis=False,
-                         make_pruning_permanent=False)
+                         make_pruning_permanent=False, **WEIGHTS)
     fit(model, [cb], epochs=1)
     total = sum(m.weight.numel() for m in layers(model))
     assert sum(zeros(model)) == round(0.5 * total)
@@ -211,7 +215,8 @@ def test_amount_with_lamp_and_erk_allocations(scope):
 def test_lottery_ticket_resets_unpruned_to_initial():
     model = Net()
     initial = [m.weight.detach().clone() for m in layers(model)]
-    cb = PrunekitPruning("l1_unstructured", amount=0.5, make_pruning_permanent=False)  # LTH on by default
+    cb = PrunekitPruning("l1_unstructured", amount=0.5, make_pruning_permanent=False,  # LTH on by default
+                         **WEIGHTS)
     fit(model, [cb], epochs=1)
     for m, w0, keep in zip(layers(model), initial, masks(model)):
         w = m.weight.detach()
@@ -313,7 +318,7 @@ def test_channel_structure_inplace_with_overrides():
 def test_epoch_schedule_increases_sparsity():
     model = Net()
     cb = PrunekitPruning(schedule=Linear(final=0.6, start=0, end=2, unit="epoch"),
-                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False)
+                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False, **WEIGHTS)
     probe = Probe()
     fit(model, [cb, probe], epochs=3)
     total = sum(m.weight.numel() for m in layers(model))
@@ -342,7 +347,7 @@ def test_step_schedule_prunes_at_global_steps():
 def test_prune_on_validation_epoch_end_skips_sanity_check():
     model = Net()
     cb = PrunekitPruning("random_unstructured", amount=0.2, prune_on_train_epoch_end=False,
-                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False)
+                         use_lottery_ticket_hypothesis=False, make_pruning_permanent=False, **WEIGHTS)
     fit(model, [cb], epochs=2, val=True, num_sanity_val_steps=1)
     assert [e for e, _ in cb.events] == [0, 1]
     total = sum(m.weight.numel() for m in layers(model))
@@ -375,14 +380,18 @@ def test_custom_torch_pruning_method_and_function():
 
 def test_verbose_logs_via_logging(caplog):
     model = Net()
-    cb = PrunekitPruning("l1_unstructured", amount=0.5, verbose=2, use_lottery_ticket_hypothesis=False)
+    cb = PrunekitPruning("l1_unstructured", amount=0.5, verbose=2, use_lottery_ticket_hypothesis=False,
+                         use_global_unstructured=False, **WEIGHTS)
     with caplog.at_level(logging.INFO, logger="prunekit.integrations.lightning"):
         fit(model, [cb], epochs=1)
     messages = [r.getMessage() for r in caplog.records if r.name == "prunekit.integrations.lightning"]
     total = sum(m.weight.numel() for m in layers(model))
+    # local pruning logs torch's function name, as Lightning does
     assert f"Applied `l1_unstructured`. Pruned: 0/{total} (0.00%) -> {total // 2}/{total} (50.00%)" in messages
-    assert sum("to `fc1.weight` with amount=0.5. Pruned: 0 (0.00%) -> " in m for m in messages) == 1
-    assert sum("to `out.weight`" in m for m in messages) == 1
+    fc1 = ("Applied `l1_unstructured` to `Linear(in_features=16, out_features=32, bias=True).weight` "
+           "with amount=0.5. Pruned: 0 (0.00%) -> 256 (50.00%) [fc1.weight]")
+    assert messages.count(fc1) == 1
+    assert sum(m.endswith("[out.weight]") for m in messages) == 1
 
 
 # -- one controller ----------------------------------------------------------------------
@@ -392,7 +401,7 @@ def test_same_event_log_as_fit_for_the_same_schedule():
     schedule = Linear(final=0.6, initial=0.1, start=1, end=7, frequency=3, unit="step")
     model = Net()
     cb = PrunekitPruning(schedule=schedule, scope="global", use_lottery_ticket_hypothesis=False,
-                         make_pruning_permanent=False)
+                         make_pruning_permanent=False, **WEIGHTS)
     fit(model, [cb], epochs=2)  # 4 steps an epoch
     reference = Net()
     controller = prunekit.controller.PruningController(
@@ -530,7 +539,7 @@ _DDP_SCRIPT = textwrap.dedent(
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 16, generator=g)
     y = (x[:, 0] > 0).long()
-    cb = PrunekitPruning(criterion="random", sparsity=lambda e: [0.3, 0.6][e],
+    cb = PrunekitPruning(criterion="random", sparsity=lambda e: [0.3, 0.6][e], parameter_names=["weight"],
                          use_lottery_ticket_hypothesis=True, resample_parameters=True,
                          make_pruning_permanent=False)
 

@@ -172,7 +172,7 @@ def test_pruner_step_takes_amount():
     ({"sparsity": 0.5, "amount": 0.5}, "amount"),
     ({"amount": 1.5}, "amount"),
     ({"amount": True}, "amount"),
-    ({"amount": 0.5, "structure": "channel"}, "amount"),
+    ({"amount": 0.5, "structure": "2:4"}, "amount"),
     ({"amount": 10_000}, "amount"),
 ])
 def test_amount_refusals_change_nothing(kwargs, match):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .allocation.relative import absolute_counts, check_level
+from .allocation.relative import absolute_counts, absolute_levels, check_level
 from .allocation import NORMALIZERS, SCOPES, Sparsity, check_sparsity, compute_keep_masks
 from .scores import Criterion, as_criterion, context_with_data
 from .errors import InvalidParameterError, check_choice
@@ -108,7 +108,9 @@ class Pruner:
         """Prune the targets to ``sparsity`` (fraction pruned afterwards, or a count), or by torch's ``amount``.
 
         ``amount`` is ``torch.nn.utils.prune``'s relative level: the fraction (or an int count) of the
-        entries still unpruned that this step prunes; give ``sparsity`` or ``amount``, not both.
+        units still unpruned that this step prunes (entries, or channels/kernels/blocks of a
+        structure, as ``ln_structured``; see :func:`prunekit.allocation.relative.absolute_levels`
+        for the global scopes); give ``sparsity`` or ``amount``, not both.
         The three phases in order: :meth:`prepare` (scores), :meth:`allocate`
         (keep masks) and :meth:`realise` (masks on the model). ``context`` is
         passed to the criterion's ``prepare``: ``data=`` (batches or a loader),
@@ -137,10 +139,10 @@ class Pruner:
             return self._method_masks(sparsity, amount)
         if amount is not None:
             self._check_relative("amount")
-            counts = absolute_counts(self.targets, amount, self.scope)
+            levels = absolute_levels(self.targets, amount, self.scope, self.structure)
             if self.scope == "local":
-                return [self._keep_masks([t], count)[0] for t, count in zip(self.targets, counts)]
-            return self._keep_masks(self.targets, counts[0])
+                return [self._keep_masks([t], level)[0] for t, level in zip(self.targets, levels)]
+            return self._keep_masks(self.targets, levels[0])
         return self._keep_masks(self.targets, sparsity)
 
     def _keep_masks(self, targets: Sequence[Target], sparsity: Sparsity | None) -> list[torch.Tensor]:
@@ -156,12 +158,18 @@ class Pruner:
         )
 
     def _check_relative(self, param: str) -> None:
-        """torch's relative levels and torch methods count entries of each tensor or of all of them."""
-        if self.structure.spec() != "element":
-            raise InvalidParameterError(param, "structure='element' (torch's relative amount counts entries)",
-                                        self.structure.spec(), "Fix: give sparsity= for structured pruning.")
-        if self.scope not in ("local", "global"):
-            raise InvalidParameterError("scope", f"'local' or 'global' with {param}=", self.scope,
+        """torch's relative ``amount`` counts the units still unpruned (entries, channels, kernels,
+        blocks); a torch method used as criterion decides entries itself."""
+        if param == "criterion" and self.structure.spec() != "element":
+            raise InvalidParameterError(param, "structure='element' with a torch pruning method (it decides "
+                                        "the mask of entries itself)", self.structure.spec(),
+                                        "Fix: leave structure out (a structured torch method prunes slices itself).")
+        if self.structure.fixed_sparsity is not None:
+            raise InvalidParameterError(param, f"no level with structure {self.structure.spec()!r} (it fixes the "
+                                        "sparsity itself)", "<amount given>", "Fix: leave amount out.")
+        allowed = ("local", "global") if param == "criterion" else ("local", "global", "lamp", "erk")
+        if self.scope not in allowed:
+            raise InvalidParameterError("scope", f"one of {allowed} with {param}=", self.scope,
                                         "Fix: scope='global' (as torch's global_unstructured) or 'local'.")
         if self.overrides:
             raise InvalidParameterError("overrides", f"none with {param}=", self.overrides,
@@ -298,8 +306,8 @@ def prune(
     ``torch.nn.utils.prune``'s ``amount`` it is not
     relative to what remains: ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves
     75% pruned, not 87.5%. ``amount`` is torch's relative level instead (the fraction, or an int
-    count, of the entries still unpruned that this call prunes; element structure, local or global
-    scope): ``prune(m, amount=0.5)`` twice leaves 75% pruned. Give ``sparsity`` or ``amount``, not both. ``mode`` names the realisation of the masks
+    count, of the units still unpruned that this call prunes: entries, or the channels/kernels/blocks
+    of ``structure`` as torch's ``ln_structured``; local, global, lamp or erk scope): ``prune(m, amount=0.5)`` twice leaves 75% pruned. Give ``sparsity`` or ``amount``, not both. ``mode`` names the realisation of the masks
     (``"reparam"``, ``"inplace"``, ``"permanent"`` or a registered one; see
     :func:`prunekit.list_realisations`). ``targets``, ``types``, ``include``,
     ``exclude``, ``params``, ``overrides``, ``normalize`` and ``min_keep`` are those of

@@ -16,9 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["PrunekitPruning", "PrunekitTrainerCallback"]
+__all__ = ["PrunekitPruning", "PrunekitTrainerCallback", "PruningMisconfiguration"]
 
-_WHERE = {"PrunekitPruning": "lightning", "PrunekitTrainerCallback": "huggingface"}
+_WHERE = {"PrunekitPruning": "lightning", "PrunekitTrainerCallback": "huggingface",
+          "PruningMisconfiguration": "lightning"}
 
 
 def __getattr__(name: str) -> Any:

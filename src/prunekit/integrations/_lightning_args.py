@@ -5,44 +5,45 @@
   structure and the name Lightning logs;
 * :func:`resolve_scope`: ``use_global_unstructured`` / ``scope``;
 * :func:`check_how_much`: ``amount`` / ``sparsity`` / ``schedule``, one of them;
-* :func:`amount_keeps`: torch's ``amount`` (a fraction *of what remains*)
-  as prunekit keep masks.
+* :func:`check_parameter_names`: Lightning's ``parameter_names`` check.
 
-``amount`` exists only here and in the callback: everywhere else prunekit
-speaks of ``sparsity``, the fraction zero afterwards.
+torch's relative ``amount`` (a fraction *of what remains*) is realised by
+:meth:`prunekit.Pruner.allocate` (:mod:`prunekit.allocation.relative`).
+Messages quote Lightning's wording where Lightning's own tests match it.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.nn.utils import prune as torch_prune
 
-from ..allocation import SCOPES, Sparsity, check_sparsity, compute_keep_masks
-from ..controller import mask_stats
-from ..scores import Criterion, Magnitude, Random, as_criterion
+from ..allocation import SCOPES, Sparsity, check_sparsity
 from ..errors import InvalidParameterError, PrunekitError, check_choice
-from ..pruner import Pruner
 from ..schedules import Schedule
+from ..scores import Criterion, Magnitude, Random, as_criterion
+from ..scores.torch_methods import TorchMethod, is_torch_method
 from ..structures import Channel, Element, Structure, create_structure
-from ..targets import Target
 from ._common import check_schedule
 
 __all__ = [
+    "PARAMETER_NAMES",
     "TORCH_PRUNING_FUNCTIONS",
     "AmountLike",
     "Method",
-    "amount_counts",
-    "amount_keeps",
     "check_amount",
     "check_how_much",
+    "check_parameter_names",
+    "check_verbose",
     "resolve_method",
     "resolve_scope",
 ]
+
+#: the parameter names Lightning's ``parameter_names`` takes (prunekit also takes glob patterns).
+PARAMETER_NAMES = ("weight", "bias")
 
 #: torch's pruners that ``pruning_fn`` accepts by name, function or class.
 TORCH_PRUNING_FUNCTIONS = ("l1_unstructured", "random_unstructured", "ln_structured", "random_structured")
@@ -58,6 +59,14 @@ _TORCH_BY_OBJECT: dict[Any, str] = {
     torch_prune.RandomStructured: "random_structured",
 }
 
+#: the ``BasePruningMethod`` class of each of torch's pruners, whose name Lightning logs for global pruning.
+_TORCH_CLASS_NAMES = {
+    "l1_unstructured": "L1Unstructured",
+    "random_unstructured": "RandomUnstructured",
+    "ln_structured": "LnStructured",
+    "random_structured": "RandomStructured",
+}
+
 AmountLike = int | float | Callable[[int], int | float]
 
 
@@ -68,8 +77,27 @@ class Method:
     criterion: Criterion
     structure: Structure
     name: str
-    custom: Callable[..., Any] | None = None  # a torch pruner run by torch itself
-    custom_is_method: bool = False  # a BasePruningMethod subclass (global pruning possible)
+    custom: Callable[..., Any] | None = None  # a functional torch pruner fn(module, name=, amount=) run by torch
+    torch_name: str | None = None  # one of TORCH_PRUNING_FUNCTIONS
+
+    @property
+    def is_torch_method(self) -> bool:
+        """A ``BasePruningMethod`` subclass other than torch's four (run as a :class:`TorchMethod`)."""
+        return isinstance(self.criterion, TorchMethod)
+
+    @property
+    def structured(self) -> bool:
+        """Whether units are larger than an entry (torch's ``*_structured``, prunekit's structures)."""
+        if self.is_torch_method:
+            return getattr(self.criterion.method, "PRUNING_TYPE", "unstructured") != "unstructured"
+        return not isinstance(self.structure, Element)
+
+    def logged_name(self, scope: str) -> str:
+        """The name Lightning logs: torch's class for global pruning (``L1Unstructured``), its
+        function for local pruning (``l1_unstructured``); a custom method's class name."""
+        if self.torch_name is not None:
+            return _TORCH_CLASS_NAMES[self.torch_name] if scope == "global" else self.torch_name
+        return self.name
 
 
 def _torch_name(pruning_fn: Any) -> str | None:
@@ -80,6 +108,34 @@ def _torch_name(pruning_fn: Any) -> str | None:
         return _TORCH_BY_OBJECT.get(pruning_fn)
     except TypeError:  # unhashable
         return None
+
+
+def check_parameter_names(names: Any) -> list[str]:
+    """Lightning's ``parameter_names``: ``"weight"``/``"bias"``; prunekit also takes glob patterns."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise InvalidParameterError("parameter_names", "a list of parameter names such as ['weight', 'bias']",
+                                    names, "Fix: parameter_names=['weight'].")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise InvalidParameterError("parameter_names", "names (str) such as 'weight'", name,
+                                        "Fix: parameter_names=['weight', 'bias'].")
+        if name not in PARAMETER_NAMES and not any(c in name for c in "*?["):
+            raise InvalidParameterError(
+                "parameter_names",
+                f"names in {PARAMETER_NAMES} or glob patterns (the provided `parameter_names` name: "
+                f"{name} isn't in {PARAMETER_NAMES})", name,
+                "Fix: parameter_names=['weight', 'bias'], a glob such as '*_weight' for other names, "
+                "or parameters_to_prune=[(module, name)].",
+            )
+    return list(names)
+
+
+def check_verbose(verbose: Any) -> int:
+    """Lightning's ``verbose``: 0, 1 or 2."""
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise InvalidParameterError("verbose", "0, 1 or 2", verbose,
+                                    "Fix: `verbose` must be any of (0, 1, 2): 0 silent, 1 the total, 2 per tensor.")
+    return int(verbose)
 
 
 def _norm_p(pruning_norm: Any) -> float:
@@ -96,19 +152,22 @@ def _norm_p(pruning_norm: Any) -> float:
 def _torch_method(torch_name: str, pruning_dim: int | None, pruning_norm: Any) -> Method:
     if not torch_name.endswith("_structured"):
         crit: Criterion = Magnitude(p=1) if torch_name == "l1_unstructured" else Random()
-        return Method(crit, Element(), torch_name)
+        return Method(crit, Element(), torch_name, torch_name=torch_name)
     if pruning_dim is None:
         raise InvalidParameterError(
             "pruning_dim", f"the tensor dimension to prune along, for {torch_name!r}", None,
-            "Fix: e.g. pruning_dim=0 (output channels).",
+            "Fix: when requesting `structured` pruning, the `pruning_dim` should be provided, "
+            "e.g. pruning_dim=0 (output channels).",
         )
     if torch_name == "random_structured":
-        return Method(Random(), Channel(pruning_dim), torch_name)
+        return Method(Random(), Channel(pruning_dim), torch_name, torch_name=torch_name)
     if pruning_norm is None:
         raise InvalidParameterError(
-            "pruning_norm", "the norm order for 'ln_structured'", None, "Fix: e.g. pruning_norm=2.",
+            "pruning_norm", "the norm order for 'ln_structured'", None,
+            "Fix: when requesting `ln_structured` pruning, the `pruning_norm` should be provided, "
+            "e.g. pruning_norm=2.",
         )
-    return Method(Magnitude(p=_norm_p(pruning_norm)), Channel(pruning_dim), torch_name)
+    return Method(Magnitude(p=_norm_p(pruning_norm)), Channel(pruning_dim), torch_name, torch_name=torch_name)
 
 
 def resolve_method(
@@ -147,23 +206,24 @@ def resolve_method(
         name = str(pruning_fn) if isinstance(pruning_fn, str) else repr(crit)
         return Method(crit, create_structure(structure if structure is not None else "element"), name)
     if pruning_fn is not None:
-        if not callable(pruning_fn):
-            raise InvalidParameterError(
-                "pruning_fn",
-                "a torch pruner name, a prunekit criterion, a BasePruningMethod subclass or a function "
-                "fn(module, name=, amount=)",
-                pruning_fn,
-                "Fix: e.g. pruning_fn='l1_unstructured'.",
-            )
         if isinstance(pruning_fn, torch_prune.BasePruningMethod):
             raise InvalidParameterError(
                 "pruning_fn", "a BasePruningMethod subclass, not an instance", pruning_fn,
                 f"Fix: pass {type(pruning_fn).__name__} itself.",
             )
-        is_method = isinstance(pruning_fn, type) and issubclass(pruning_fn, torch_prune.BasePruningMethod)
+        if not callable(pruning_fn):
+            raise InvalidParameterError(
+                "pruning_fn",
+                f"to be a str in {list(TORCH_PRUNING_FUNCTIONS)} or a prunekit criterion name, a "
+                "BasePruningMethod subclass (the class, not an instance) or a function fn(module, name=, amount=)",
+                pruning_fn,
+                "Fix: e.g. pruning_fn='l1_unstructured'.",
+            )
+        if is_torch_method(pruning_fn):  # prunekit's Pruner runs it: the masks Method.apply would give
+            return Method(TorchMethod(pruning_fn), Element(), pruning_fn.__name__)
         # the criterion is unused (torch prunes); it keeps the Pruner's checks happy
         return Method(as_criterion("magnitude"), Element(), getattr(pruning_fn, "__name__", repr(pruning_fn)),
-                      custom=pruning_fn, custom_is_method=is_method)
+                      custom=pruning_fn)
     crit = as_criterion(criterion if criterion is not None else "magnitude")
     struct = create_structure(structure if structure is not None else "element")
     name = repr(crit) if struct.spec() == "element" else f"{crit!r} {struct.spec()}"
@@ -171,7 +231,28 @@ def resolve_method(
 
 
 def resolve_scope(method: Method, scope: str | None, use_global_unstructured: bool | None) -> str:
-    """``scope`` wins; else Lightning's ``use_global_unstructured``; else global for elements, local otherwise."""
+    """``scope`` wins; else Lightning's ``use_global_unstructured``; else global for elements, local otherwise.
+
+    Lightning's flag keeps Lightning's rules: ``use_global_unstructured=True`` refuses structured
+    pruning, ``False`` refuses a custom ``BasePruningMethod``. prunekit's ``scope`` lifts both:
+    ``scope="global"`` ranks channels over all tensors, ``scope="local"`` runs a custom method
+    on each tensor (``Method.apply``)."""
+    if scope is None and use_global_unstructured is not None:
+        if use_global_unstructured and method.structured:
+            raise InvalidParameterError(
+                "use_global_unstructured",
+                'False for structured pruning: only the "unstructured" PRUNING_TYPE is supported with '
+                "`use_global_unstructured=True`", True,
+                "Fix: use_global_unstructured=False (each tensor on its own), or scope='global' for "
+                "prunekit's global ranking of structured units.",
+            )
+        if not use_global_unstructured and method.is_torch_method:
+            raise InvalidParameterError(
+                "use_global_unstructured",
+                "True with a custom `BasePruningMethod`: it is currently only supported with "
+                "`use_global_unstructured=True` (as in Lightning)", False,
+                "Fix: use_global_unstructured=True, or scope='local' to run it on each tensor (Method.apply).",
+            )
     if scope is not None:
         scope = check_choice("scope", scope, SCOPES)
         if use_global_unstructured is not None and bool(use_global_unstructured) != (scope == "global"):
@@ -188,7 +269,7 @@ def resolve_scope(method: Method, scope: str | None, use_global_unstructured: bo
             "scope", f"'local' for structure {method.structure.spec()!r} (it selects within each group)", scope,
             "Fix: leave scope and use_global_unstructured out.",
         )
-    if method.custom is not None and not method.custom_is_method and scope == "global":
+    if method.custom is not None and scope == "global":
         raise InvalidParameterError(
             "use_global_unstructured", "False for a functional pruner fn(module, name=, amount=)", True,
             "Fix: pass use_global_unstructured=False, or a BasePruningMethod subclass for global pruning.",
@@ -250,68 +331,3 @@ def check_amount(value: Any, param: str = "amount") -> float | int:
             "Fix: e.g. amount=0.2.",
         )
     return check_sparsity(value, param)
-
-
-def _dead_units(target: Target, structure: Structure) -> int:
-    keep = target.keep_mask()
-    return 0 if keep is None else int((~structure.unit_alive(keep, target)).sum())
-
-
-def amount_counts(
-    targets: Sequence[Target], structure: Structure, amount: float | int, scope: str
-) -> list[int] | int | float:
-    """Translate torch's relative ``amount`` into prunekit's absolute sparsity.
-
-    torch prunes ``round(amount × remaining)`` more units (an int amount:
-    ``amount`` more). prunekit asks for the total pruned afterwards, so the
-    request is ``dead + round(amount × (units − dead))`` units: the same
-    numbers torch uses, i.e. new_total = old_total + amount·(1 − old_total).
-    Returns one count per target (local), one count (global, single-entry
-    units) or a fraction of the parameters (global with larger units, and the
-    ``lamp``/``erk`` allocations, which take the overall fraction).
-    """
-    amount = check_amount(amount)
-
-    def more(remaining: int, where: str) -> int:
-        if isinstance(amount, int):
-            if amount > remaining:
-                raise InvalidParameterError(
-                    "amount", f"at most {remaining} (the units still unpruned in {where})", amount,
-                    "Fix: lower the amount, or pass a float fraction of what remains.",
-                )
-            return amount
-        return round(amount * remaining)
-
-    if scope == "local":
-        out = []
-        for t in targets:
-            units, dead = structure.num_units(t), _dead_units(t, structure)
-            out.append(dead + more(units - dead, t.name))
-        return out
-    if scope != "global" and isinstance(amount, int):
-        raise InvalidParameterError(
-            "amount", f"a float fraction of what remains with scope={scope!r}", amount,
-            "Fix: pass amount as a float (e.g. 0.2), or use scope='global' for a count.",
-        )
-    if scope == "global" and (isinstance(structure, Element) or isinstance(amount, int)):
-        units = sum(structure.num_units(t) for t in targets)
-        dead = sum(_dead_units(t, structure) for t in targets)
-        return dead + more(units - dead, "all global targets")
-    total = sum(t.numel for t in targets)
-    old = sum(z for z, _n in mask_stats(targets)) / total
-    return min(1.0, old + amount * (1.0 - old))
-
-
-def amount_keeps(pruner: Pruner, amount: float | int, scope: str, normalize: str,
-                 min_keep: int) -> list[torch.Tensor]:
-    """Keep masks that prune ``amount`` of what remains (torch's meaning), through prunekit's allocation."""
-    targets, structure, criterion = pruner.targets, pruner.structure, pruner.criterion
-    request = amount_counts(targets, structure, amount, scope)
-    if isinstance(request, list):
-        keeps: list[torch.Tensor] = []
-        for t, count in zip(targets, request):
-            keeps += compute_keep_masks([t], criterion, structure, count, scope="local", min_keep=min_keep)
-        return keeps
-    return compute_keep_masks(targets, criterion, structure, request,
-                              scope=scope if scope in ("lamp", "erk") else "global",
-                              normalize=normalize, min_keep=min_keep)

@@ -23,15 +23,24 @@ tensor that is zero *afterwards* (0.5 twice leaves 50%). Pass one of them.
 more units, so prunekit is asked for ``pruned + round(amount × remaining)``,
 i.e. new_total = old_total + amount·(1 − old_total).
 
+Drop-in: Lightning's own test file for ``ModelPruning`` passes with
+``PrunekitPruning`` substituted (``benchmarks/lightning_suite.py`` runs it), except
+where prunekit is deliberately different (see the class docstring). Bad
+arguments raise :class:`PruningMisconfiguration`, both prunekit's
+:class:`~prunekit.InvalidParameterError` and Lightning's
+``MisconfigurationException``.
+
 Importing this module needs Lightning (``pip install lightning``);
 ``import prunekit`` does not.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -39,9 +48,11 @@ from torch.nn.utils import prune as torch_prune
 
 try:  # Lightning 2.x ("lightning"), else the standalone "pytorch_lightning"
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
 except ImportError:  # pragma: no cover - exercised only without lightning
     try:
         from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+        from pytorch_lightning.utilities.exceptions import MisconfigurationException  # type: ignore[no-redef]
     except ImportError as exc:
         raise ImportError(
             "prunekit.integrations.lightning needs Lightning, which is not installed. "
@@ -50,6 +61,7 @@ except ImportError:  # pragma: no cover - exercised only without lightning
 
 from ..allocation import Sparsity, check_sparsity
 from ..controller import (
+    LotteryTicket,
     PruningController,
     PruningEvent,
     distributed_world,
@@ -58,27 +70,52 @@ from ..controller import (
     refresh_reparam,
     sync_keep_masks,
 )
-from ..scores import Criterion
 from ..errors import InvalidParameterError
 from ..masks import make_permanent, pruned_tensors
-from ..pruner import Pruner
 from ..schedules import Schedule
-from ..structures import Structure
+from ..scores import Criterion
+from ..structures import Element, Structure
 from ..targets import select_targets
 from ._common import ControllerViews, build_controller, check_context, check_flag, check_overrides, check_settings
 from ._lightning_args import (
+    PARAMETER_NAMES,
     TORCH_PRUNING_FUNCTIONS,
     AmountLike,
-    amount_keeps,
     check_amount,
     check_how_much,
+    check_parameter_names,
+    check_verbose,
     resolve_method,
     resolve_scope,
 )
+from ._lightning_compat import original_layers, sanitize_parameters_to_prune, sparsity_lines
 
-__all__ = ["PrunekitPruning", "TORCH_PRUNING_FUNCTIONS"]
+__all__ = ["PrunekitPruning", "PruningMisconfiguration", "TORCH_PRUNING_FUNCTIONS"]
 
 logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class PruningMisconfiguration(InvalidParameterError, MisconfigurationException):
+    """A bad argument of :class:`PrunekitPruning`: both prunekit's
+    :class:`~prunekit.InvalidParameterError` (``param``, ``expected``, ``got``, ``fix``)
+    and Lightning's ``MisconfigurationException``, so code written for either catches it."""
+
+
+def _lightning_errors(method: F) -> F:
+    """Re-raise prunekit's :class:`InvalidParameterError` as :class:`PruningMisconfiguration`."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except PruningMisconfiguration:
+            raise
+        except InvalidParameterError as exc:
+            raise PruningMisconfiguration(exc.param, exc.expected, exc.got, exc.fix) from exc.__cause__
+
+    return wrapper  # type: ignore[return-value]
 
 
 class PrunekitPruning(ControllerViews, Callback):
@@ -93,21 +130,28 @@ class PrunekitPruning(ControllerViews, Callback):
             ``BasePruningMethod`` classes of ``torch.nn.utils.prune`` (all four
             run through prunekit with torch's semantics); a prunekit criterion
             name (``"magnitude"``, ``"l2"``, ``"random"``, ...) or instance; any
-            other ``BasePruningMethod`` subclass (run by torch, global scope as in
-            Lightning, or local), or a function ``fn(module, name=, amount=)``
-            like torch's functional pruners (run by torch on each target).
+            other ``BasePruningMethod`` subclass (as a
+            :class:`~prunekit.scores.torch_methods.TorchMethod`: torch's masks,
+            global as in Lightning or with ``scope="local"``; its ``__init__``
+            gets ``amount`` only if it takes one, as Lightning filters by
+            signature), or a function ``fn(module, name=, amount=)`` like torch's
+            functional pruners (run by torch on each target).
             Default (None): ``criterion``, else magnitude.
         parameters_to_prune: ``(module, name)`` pairs. Default: the
             ``parameter_names`` of every Linear/Conv module (prunekit's
             :data:`~prunekit.DEFAULT_TYPES`, narrowed by ``types``, ``include``
-            and ``exclude``). Lightning's own default also takes biases and the
-            weights of every other leaf module (norms, embeddings); to get it,
-            pass ``types="all", parameter_names=["weight", "bias"]``.
-        parameter_names: parameter names (or globs) of the default selection;
-            default ``["weight"]``.
+            and ``exclude``). Lightning's own default takes every leaf module
+            (norms, embeddings too); to get it, pass ``types="all"``.
+        parameter_names: ``"weight"`` and/or ``"bias"`` (checked here, as in
+            Lightning), or glob patterns (``"*_weight"``) for other names.
+            Default ``["weight", "bias"]`` (as Lightning) for unstructured
+            pruning, ``["weight"]`` for structures.
         use_global_unstructured: True: one global ranking (``scope="global"``);
-            False: each tensor on its own. Default: global for unstructured
-            pruning, local for structures (Lightning's default is True).
+            False: each tensor on its own. With Lightning's rules: True refuses
+            structured pruning, False refuses a custom ``BasePruningMethod``
+            (prunekit's ``scope`` allows both). Default: global for unstructured
+            pruning, local for structures (Lightning's default is True and
+            refuses structures).
         amount: as in Lightning/torch, the fraction (float in [0, 1]) *of the
             still unpruned* units to prune at each pruning point, or an int count
             of more units, or a function ``epoch -> amount``. Default 0.5 when
@@ -143,7 +187,9 @@ class PrunekitPruning(ControllerViews, Callback):
         overrides: ``{name pattern: sparsity}`` (prunekit meaning; needs
             ``sparsity`` or ``schedule``).
         normalize: per-target normalisation of global rankings.
-        min_keep: units of each tensor never pruned (0 lets a tensor empty, as torch does).
+        min_keep: units of each tensor never pruned. Default: 0 with ``amount``
+            (torch and Lightning may empty a tensor), 1 with ``sparsity`` or
+            ``schedule`` (prunekit's guard against removing a layer).
         mode: ``"reparam"`` (torch's layout, as ``ModelPruning``) or ``"inplace"``.
         schedule: a :class:`~prunekit.schedules.Schedule`. ``unit="epoch"``:
             event ``t`` prunes in ``on_train_epoch_start`` of epoch ``t``
@@ -159,6 +205,23 @@ class PrunekitPruning(ControllerViews, Callback):
     whatever the criterion (random too); lottery-ticket resets are broadcast
     from rank 0 as well.
 
+    Lightning's names: every pruning point of Lightning's kind (no ``schedule``)
+    calls :meth:`apply_pruning` then, when due, :meth:`apply_lottery_ticket_hypothesis`,
+    so subclasses overriding them work as with ``ModelPruning``;
+    :meth:`sanitize_parameters_to_prune` and :meth:`_is_pruning_method` are
+    there; after ``setup`` ``_parameters_to_prune`` holds the pairs and
+    ``_original_layers`` the saved lottery-ticket values in Lightning's layout.
+    ``verbose`` logs Lightning's lines (``Applied `L1Unstructured`. Pruned: ...``;
+    per tensor ``to `Linear(...).weight```, then prunekit's qualified name).
+
+    Where prunekit deliberately differs from Lightning 2.6.6:
+
+    * lottery ticket: Lightning's reset makes the weight share storage with
+      its saved copy, so the copy trains along and later resets are no-ops;
+      prunekit copies the saved values in, and every reset is exact;
+    * distributed training: Lightning's random masks differ across ranks;
+      prunekit broadcasts rank 0's masks (above).
+
     Every pruning goes through a :class:`~prunekit.controller.PruningController`
     made in ``setup``: with a schedule, Lightning's hooks drive it
     (``on_train_epoch_start`` -> ``on_epoch_begin``, ``on_train_batch_start`` ->
@@ -170,8 +233,9 @@ class PrunekitPruning(ControllerViews, Callback):
         events: ``(epoch or step, sparsity after)`` of every pruning done.
     """
 
-    PARAMETER_NAMES = ("weight", "bias")
+    PARAMETER_NAMES = PARAMETER_NAMES
 
+    @_lightning_errors
     def __init__(
         self,
         pruning_fn: str | Callable[..., Any] | Criterion | None = None,
@@ -197,19 +261,23 @@ class PrunekitPruning(ControllerViews, Callback):
         exclude: str | Sequence[str] | None = None,
         overrides: Mapping[str, Sparsity] | None = None,
         normalize: str = "none",
-        min_keep: int = 1,
+        min_keep: int | None = None,
         mode: str = "reparam",
         schedule: Schedule | None = None,
         context: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if parameter_names is not None:
+            parameter_names = check_parameter_names(parameter_names)
         method = resolve_method(pruning_fn, criterion, structure, pruning_dim, pruning_norm)
         self.criterion = method.criterion
         self.structure = method.structure
-        self._method_name = method.name
         self._custom_fn = method.custom
-        self._custom_is_method = method.custom_is_method
+        self._method = method
         self.scope = resolve_scope(method, scope, use_global_unstructured)
+        self._method_name = method.logged_name(self.scope)
+        self._pruning_method_name = self._method_name  # Lightning's attribute
+        self._use_global_unstructured = self.scope == "global"
         self.amount = check_how_much(method, amount, sparsity, schedule)
         self.sparsity = sparsity
         self.schedule = schedule
@@ -221,8 +289,7 @@ class PrunekitPruning(ControllerViews, Callback):
         self.normalize, self.mode = check_settings(normalize, mode)
         if self._custom_fn is not None and self.mode != "reparam":
             raise InvalidParameterError("mode", "'reparam' with a torch pruner", mode)
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise InvalidParameterError("verbose", "0, 1 or 2", verbose)
+        self._verbose = check_verbose(verbose)
         self._apply_pruning = check_flag("apply_pruning", apply_pruning)
         self._use_lottery_ticket_hypothesis = check_flag("use_lottery_ticket_hypothesis",
                                                          use_lottery_ticket_hypothesis)
@@ -231,51 +298,80 @@ class PrunekitPruning(ControllerViews, Callback):
                 "parameters_to_prune", "empty when types/include/exclude select the targets", "<both given>",
                 "Fix: pass either explicit (module, name) pairs or a selection.",
             )
-        self._parameters_to_prune = list(parameters_to_prune or ())
-        self._parameter_names = list(parameter_names) if parameter_names else ["weight"]
+        self._given_parameters_to_prune = list(parameters_to_prune or ())
+        self._parameters_to_prune: list[tuple[nn.Module, str]] = list(self._given_parameters_to_prune)
+        if parameter_names is None:
+            parameter_names = list(PARAMETER_NAMES) if isinstance(self.structure, Element) else ["weight"]
+        self._parameter_names = list(parameter_names)
         self._selection = {"types": types, "include": include, "exclude": exclude}
         self._overrides = check_overrides(overrides)
+        if min_keep is None:
+            min_keep = 0 if self.amount is not None else 1
         self._min_keep = min_keep
         self._context = check_context(context)
         self._make_pruning_permanent = make_pruning_permanent
         self._resample_parameters = bool(resample_parameters)
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
-        self._verbose = verbose
         self._sync = True  # broadcast rank 0's masks under torch.distributed (tests turn it off)
+        self._ticket: LotteryTicket | None = None
         self.controller: PruningController | None = None
         self._model: nn.Module | None = None
 
     # -- Lightning-compatible hooks and methods ---------------------------------
+
+    @staticmethod
+    def _is_pruning_method(method: Any) -> bool:
+        """Whether ``method`` is a ``torch.nn.utils.prune.BasePruningMethod`` subclass (as Lightning)."""
+        return isinstance(method, type) and issubclass(method, torch_prune.BasePruningMethod)
+
+    @staticmethod
+    def sanitize_parameters_to_prune(
+        pl_module: nn.Module,
+        parameters_to_prune: Sequence[tuple[nn.Module, str]] = (),
+        parameter_names: Sequence[str] = (),
+    ) -> list[tuple[nn.Module, str]]:
+        """Lightning's selection: without pairs, every ``nn.Parameter`` named in ``parameter_names``
+        (default weight and bias) of every leaf module; with pairs, a check that each exists in
+        ``pl_module`` (:class:`PruningMisconfiguration` otherwise)."""
+        try:
+            return sanitize_parameters_to_prune(pl_module, parameters_to_prune, parameter_names)
+        except InvalidParameterError as exc:
+            raise PruningMisconfiguration(exc.param, exc.expected, exc.got, exc.fix) from None
 
     def filter_parameters_to_prune(self, parameters_to_prune: Sequence[tuple[nn.Module, str]] = ()
                                    ) -> Sequence[tuple[nn.Module, str]]:
         """Override to control which ``(module, name)`` pairs are pruned (as in Lightning)."""
         return parameters_to_prune
 
+    @_lightning_errors
     def setup(self, trainer: Any, pl_module: nn.Module, stage: str) -> None:
         if self.controller is not None and self._model is pl_module:
             return
-        if self._parameters_to_prune:
-            pairs = list(self._parameters_to_prune)
+        if self._given_parameters_to_prune:
+            pairs = self.sanitize_parameters_to_prune(pl_module, self._given_parameters_to_prune,
+                                                      self._parameter_names)
         else:
             pairs = [
                 (t.module, t.param_name)
                 for t in select_targets(pl_module, params=self._parameter_names, **self._selection)
             ]
+        self._parameters_to_prune = list(self.filter_parameters_to_prune(pairs))
         self.controller = build_controller(
             pl_module, criterion=self.criterion, structure=self.structure, scope=self.scope,
-            schedule=self.schedule, targets=list(self.filter_parameters_to_prune(pairs)),
+            schedule=self.schedule, targets=self._parameters_to_prune,
             overrides=self._overrides, normalize=self.normalize, min_keep=self._min_keep, mode=self.mode,
-            context=self._context, lottery=self._use_lottery_ticket_hypothesis,
-            resample=self._resample_parameters,
-            enabled=self._apply_pruning, sync=self._sync,
+            context=self._context, enabled=self._apply_pruning, sync=self._sync,
         )
+        self._ticket = None
         self._model = pl_module
 
     def on_train_start(self, trainer: Any, pl_module: nn.Module) -> None:
         # after the strategy has wrapped the model (DDP has synchronised the weights)
         if self.controller is not None:
             self.controller.begin()
+            lottery = self._use_lottery_ticket_hypothesis
+            if self._ticket is None and (callable(lottery) or lottery):
+                self._ticket = LotteryTicket(self.controller.pruner.targets)
 
     def on_train_epoch_start(self, trainer: Any, pl_module: nn.Module) -> None:
         if self.controller is not None and self.schedule is not None:
@@ -319,10 +415,10 @@ class PrunekitPruning(ControllerViews, Callback):
         if self._custom_fn is not None:
             self._apply_custom(amount)
         elif amount is not None:
-            pruner: Pruner = controller.pruner  # type: ignore[assignment]
-            controller.apply(None, description=pruner.describe(f"amount={amount}"),
-                             allocate=lambda p: amount_keeps(pruner, amount, self.scope, self.normalize,
-                                                             self._min_keep))
+            # as Lightning, a custom BasePruningMethod receives amount only when its __init__ takes it
+            relative = amount if getattr(self.criterion, "takes_amount", True) else None
+            controller.apply(None, description=controller.pruner.describe(f"amount={amount}"),
+                             allocate=lambda p: p.allocate(None, relative))  # type: ignore[attr-defined]
         else:
             controller.apply(sparsity)
         if prev is not None:
@@ -330,9 +426,17 @@ class PrunekitPruning(ControllerViews, Callback):
             self._log_sparsity_stats(prev, mask_stats(targets), how)
 
     def apply_lottery_ticket_hypothesis(self) -> None:
-        """Reset the unpruned target weights to their values at the start of training."""
-        if self.controller is not None:
-            self.controller.reset_ticket()
+        """Reset the target weights to their values at the start of training (pruned ones stay zero),
+        or with ``resample_parameters`` to a fresh draw of each layer's ``reset_parameters()``."""
+        if self.controller is not None and self._ticket is not None:
+            self._ticket.reset(self.controller.pruner.targets, resample=self._resample_parameters)
+
+    @property
+    def _original_layers(self) -> dict[int, dict[str, Any]] | None:
+        """The saved lottery-ticket values in ``ModelPruning._original_layers``' layout (a view)."""
+        if self._ticket is None or self.controller is None:
+            return None
+        return original_layers(self._parameters_to_prune, self.controller.pruner.targets, self._ticket.initial)
 
     def sparsity_now(self) -> float:
         """Fraction of the targets' entries pruned now (from the masks)."""
@@ -348,13 +452,29 @@ class PrunekitPruning(ControllerViews, Callback):
             )
         return self.controller
 
+    def _reset_if_due(self, epoch: int) -> bool:
+        """Lightning's step 4 after a pruning at ``epoch``, when ``use_lottery_ticket_hypothesis`` says so."""
+        if self._ticket is None or not flag_at(self._use_lottery_ticket_hypothesis, epoch):
+            return False
+        self.apply_lottery_ticket_hypothesis()
+        return True
+
+    def _mark_reset(self) -> None:
+        controller = self._controller()
+        if controller.events:
+            controller.events[-1] = dataclasses.replace(controller.events[-1], reset=True)
+
     def _logged(self, hook: Callable[..., PruningEvent | None], *args: int) -> None:
-        """Run a controller hook; with ``verbose``, log the sparsity before and after its event."""
+        """Run a controller hook; reset the ticket if due; with ``verbose``, log the sparsity before and after."""
         targets = self._controller().pruner.targets
         prev = mask_stats(targets) if self._verbose else None
         event = hook(*args)
-        if event is not None and prev is not None:
+        if event is None:
+            return
+        if prev is not None:
             self._log_sparsity_stats(prev, mask_stats(targets), f"sparsity={event.level}")
+        if self._reset_if_due(args[-1]):
+            self._mark_reset()
 
     def _run_pruning(self, epoch: int) -> None:
         """A pruning point without a schedule (end of epoch ``epoch``): ``amount`` or ``sparsity``."""
@@ -374,22 +494,18 @@ class PrunekitPruning(ControllerViews, Callback):
             level = None if sparsity is None else check_sparsity(sparsity)
             self.apply_pruning(sparsity=level)
             how = f"sparsity={level}"
+        reset = self._reset_if_due(epoch)
         self._controller().record(epoch, level, epoch=epoch, unit="epoch", description=how)
+        if reset:
+            self._mark_reset()
 
     def _apply_custom(self, amount: int | float | None) -> None:
-        """A custom torch pruner prunes by itself (torch's allocation); rank 0's masks are broadcast."""
+        """A functional torch pruner prunes each target itself; rank 0's masks are broadcast."""
         controller = self._controller()
         targets = controller.pruner.targets
         assert self._custom_fn is not None
-        pairs = [(t.module, t.param_name) for t in targets]
-        if self._custom_is_method and self.scope == "global":
-            torch_prune.global_unstructured(pairs, pruning_method=self._custom_fn, amount=amount)
-        elif self._custom_is_method:
-            for module, name in pairs:
-                self._custom_fn.apply(module, name, amount=amount)  # type: ignore[attr-defined]
-        else:
-            for module, name in pairs:
-                self._custom_fn(module, name=name, amount=amount)
+        for t in targets:
+            self._custom_fn(t.module, name=t.param_name, amount=amount)
         if controller.sync and distributed_world()[1] > 1:
             keeps = [t.keep_mask() for t in targets]
             keeps = sync_keep_masks([k for k in keeps if k is not None])
@@ -404,20 +520,8 @@ class PrunekitPruning(ControllerViews, Callback):
         if distributed_world()[0] != 0:
             return
         targets = self._controller().pruner.targets
-        total = sum(n for _, n in curr)
-        before = sum(z for z, _ in prev)
-        after = sum(z for z, _ in curr)
-        logger.info(
-            "Applied `%s`. Pruned: %d/%d (%.2f%%) -> %d/%d (%.2f%%)",
-            self._method_name, before, total, 100 * before / total, after, total, 100 * after / total,
-        )
-        if self._verbose == 2:
-            for t, (z0, n0), (z1, _n1) in zip(targets, prev, curr):
-                logger.info(
-                    "Applied `%s` to `%s` with %s. Pruned: %d (%.2f%%) -> %d (%.2f%%)",
-                    self._method_name, t.name, how,
-                    z0, 100 * z0 / n0, z1, 100 * z1 / n0,
-                )
+        for line in sparsity_lines(self._method_name, targets, prev, curr, how, self._verbose == 2):
+            logger.info("%s", line)
 
     @staticmethod
     def _permanent_state_dict(pl_module: nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:
