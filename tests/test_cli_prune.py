@@ -79,6 +79,22 @@ def test_prune_amount_is_relative_to_what_the_weights_left_unpruned(tmp_path, ca
         assert int((weight == 0).sum()) == round(0.3 * weight.numel()), name
 
 
+def test_prune_amount_counts_channels_still_unpruned(tmp_path, capsys):
+    first, second = tmp_path / "half", tmp_path / "more"
+    assert main(["prune", "lenet5", "--structure", "channel", "--sparsity", "0.5", "--out", str(first)]) == 0
+    assert main(["prune", "lenet5", "--structure", "channel", "--weights", str(first / "model.safetensors"),
+                 "--amount", "0.5", "--out", str(second)]) == 0
+    capsys.readouterr()
+    before, after = _weights("lenet5", first / "model.safetensors"), _weights("lenet5", second / "model.safetensors")
+    for name, weight in after.items():
+        rows = weight.flatten(1)
+        zero_rows = rows.abs().sum(1) == 0
+        unpruned = rows.shape[0] - rows.shape[0] // 2
+        # ln_structured's count: the old zero channels plus half of the channels still unpruned
+        assert int(zero_rows.sum()) == rows.shape[0] // 2 + round(0.5 * unpruned), name
+        assert bool(zero_rows[before[name].flatten(1).abs().sum(1) == 0].all()), name
+
+
 def test_prune_nm_needs_no_sparsity(tmp_path, capsys):
     assert main(["prune", "lenet_300_100", "--structure", "2:4", "--out", str(tmp_path / "p")]) == 0
     capsys.readouterr()
@@ -132,8 +148,8 @@ def test_prune_override_and_params(tmp_path, capsys):
                                                           "--amount, not --sparsity and --amount, got 0.5. Fix: drop "
                                                           "one")),
     (["lenet5", "--amount", "0.5", "--count", "2"], "--amount: expected one of --sparsity, --count and --amount"),
-    (["lenet5", "--amount", "0.5", "--structure", "channel"], ("--amount: expected structure='element' (torch's "
-                                                               "relative amount counts entries)")),
+    (["lenet5", "--amount", "0.5", "--structure", "2:4"], ("--amount: expected no level with structure '2:4' "
+                                                           "(it fixes the sparsity itself)")),
     (["lenet5", "--amount", "0.5", "--override", "fc1.*=0.2"], ("--override: expected no --override with --amount "
                                                                  "(an override is an absolute level), got "
                                                                  "'fc1.*=0.2'. Fix: give --sparsity")),

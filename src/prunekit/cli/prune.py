@@ -97,8 +97,9 @@ CLI_PARAMS = declare(
     Param("count", AnyOf(COUNT, None), None, "instead of --sparsity: the number of units pruned per tensor",
           metavar="N"),
     dataclasses.replace(PRUNE_PARAMS["amount"], option="", metavar="FRACTION",
-                        help="instead of --sparsity: torch's relative amount, the fraction of the entries still "
-                             "unpruned (after --weights' masks) that is pruned now; --structure element only"),
+                        help="instead of --sparsity: torch's relative amount, the fraction of the units "
+                             "(entries, channels, kernels, blocks) still unpruned after --weights' masks that is "
+                             "pruned now, as torch's l1_unstructured / ln_structured count"),
     dataclasses.replace(_text(PRUNE_PARAMS["criterion"]), help="importance score of each weight or unit (see "
                         "`prunekit list criteria`); with --shrink, of each channel group (l1 = magnitude, l2, "
                         "slimming, random)"),
