@@ -8,6 +8,7 @@ and sets those of its output (see :mod:`.graph`).
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from .graph import Graph, _arg, _dims, _out, _tensors, _where
 from .trace import Op, Value, _iter_values
@@ -73,10 +74,26 @@ def along_dim(g: Graph, op: Op, dim: Any, kind: str, what: str) -> None:
                 o.spaces[od] = x.spaces[d]
 
 
-def unknown(g: Graph, op: Op, why: str = "is not supported by structural pruning") -> None:
+#: per graph, the refusal reasons of a layer's call, or of a call made inside a layer: reason -> (module
+#: name, class), so that the refusal can name the layer type a handler would serve (:mod:`.refusal`)
+REFUSED_SCOPES: WeakKeyDictionary[Graph, dict[str, tuple[str, type]]] = WeakKeyDictionary()
+
+
+_UNKNOWN = "is not supported by structural pruning"
+
+
+def unknown(g: Graph, op: Op, why: str = _UNKNOWN) -> None:
+    if op.kind == "module":
+        scope, where = (op.module_name or "", type(op.target)), _where(op)
+    else:
+        scope = op.scope
+        where = _where(op) + (f" in {scope[0]} ({scope[1].__name__})" if scope is not None else "")
     for v in _iter_values((op.args, op.kwargs)):
         for d, space in v.spaces.items():
-            g.mark(space, "refuse", f"{_where(op)} {why} (it reads dim {d} of a tensor whose channels would be pruned)")
+            reason = f"{where} {why} (it reads dim {d} of a tensor whose channels would be pruned)"
+            g.mark(space, "refuse", reason)
+            if scope is not None and why == _UNKNOWN:  # a known channel mixer (a shuffle) is not channel-wise
+                REFUSED_SCOPES.setdefault(g, {})[reason] = scope
 
 
 def pad(g: Graph, op: Op) -> None:

@@ -73,6 +73,8 @@ class Op:
     # sizes of tracked tensors this op uses: (value, dim, output dim) where the size is
     # passed as is as the size of output dim (view/reshape/expand), else (value, dim, None)
     size_uses: list[tuple[Value, int, int | None]] = field(default_factory=list)
+    # the innermost module whose forward made this call (qualified name, class); fx only, else None
+    scope: tuple[str, type] | None = None
 
 
 @dataclass
@@ -148,9 +150,20 @@ def _wrap(obj: Any, ref: tuple[str, str] | None = None) -> Any:
     return obj
 
 
-def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
-    """Trace with ``torch.fx`` (raises whatever fx raises when it cannot)."""
-    graph = _Tracer().trace(model)
+def _scope(node: fx.Node) -> tuple[str, type] | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    found = list(stack.values())[-1]
+    if isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], type):
+        return str(found[0]), found[1]
+    return None
+
+
+def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph | None = None) -> Trace:
+    """Trace with ``torch.fx`` (raises whatever fx raises when it cannot); ``graph``: the model's
+    symbolic graph when already traced."""
+    graph = _Tracer().trace(model) if graph is None else graph
     gm = fx.GraphModule(model, graph)
     recorder = _Recorder(gm)
     with torch.no_grad():
@@ -186,7 +199,8 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             else:
                 target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
                 computed = fx.node.map_aggregate(node.args, lambda a: isinstance(a, fx.Node))
-                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses))
+                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses,
+                              _scope(node)))
     return Trace(inputs, ops, outputs, "fx")
 
 
@@ -366,18 +380,67 @@ def trace_run(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
 
 
 def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
-    """:func:`trace_fx`, or :func:`trace_run` (logged) where fx fails.
+    """The model's operations in eval mode and, where its code differs in training (auxiliary
+    heads run only then, ``F.dropout(x, p, self.training)``), in train mode too: the union of both
+    graphs, so that channels seen in either mode are coupled.
 
-    The model runs in eval mode while traced (BatchNorm statistics stay as they
-    are); its modes are restored afterwards."""
+    :func:`trace_fx`, or :func:`trace_run` (logged) where fx fails. The train-mode pass runs with
+    BatchNorm/InstanceNorm layers in eval mode (their statistics are not updated, and a batch of one
+    works), the model's buffers restored and the random state forked; the modules' modes are
+    restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         _check_inputs(model, example_inputs)
-        return _trace(model, example_inputs)
+        traced, graph = _trace(model, example_inputs)
+        training = _trace_training(model, example_inputs, traced, graph)
+        if training is not None:
+            logger.info("%s runs other operations in train mode: both modes traced", type(model).__name__)
+            traced = Trace(traced.inputs, traced.ops + training.ops, traced.outputs + training.outputs, traced.method)
+        return traced
     finally:
-        for module, training in modes:
-            module.training = training
+        for module, training_mode in modes:
+            module.training = training_mode
+
+
+def _signature(ops: list[Op]) -> list[tuple[str, Any]]:
+    return [(op.kind, op.module_name if op.kind == "module" else op.target) for op in ops]
+
+
+def _trace_training(model: nn.Module, example_inputs: tuple[Any, ...], traced: Trace,
+                    graph: fx.Graph | None) -> Trace | None:
+    """The train-mode trace when it differs from eval mode's (None when it is the same)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            module.eval()
+    saved = [(module, name, buffer, buffer.detach().clone())
+             for module in model.modules() for name, buffer in module._buffers.items() if buffer is not None]
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if graph is not None:
+                try:
+                    train_graph = _Tracer().trace(model)
+                except Exception:  # noqa: BLE001 - fx raises many kinds
+                    train_graph = None
+                if train_graph is not None:
+                    if str(train_graph) == str(graph):
+                        return None
+                    return trace_fx(model, example_inputs, train_graph)
+            training = trace_run(model, example_inputs)
+            return None if _signature(training.ops) == _signature(traced.ops) else training
+    except Exception as error:  # noqa: BLE001 - a model may refuse to run in train mode without targets
+        logger.warning(
+            "%s cannot be traced in train mode (%s: %s); only its eval-mode graph is used (operations that run only "
+            "in training are not seen)", type(model).__name__, type(error).__name__,
+            str(error).splitlines()[0][:200] if str(error) else "")
+        return None
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, copy in saved:
+                if buffer.shape == copy.shape:
+                    buffer.copy_(copy)
+                module._buffers[name] = buffer
 
 
 def _describe(obj: Any) -> str:
@@ -408,9 +471,11 @@ def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
         ) from exc
 
 
-def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> tuple[Trace, fx.Graph | None]:
+    """The trace, and fx's graph (None when the fallback recorded it)."""
     try:
-        return trace_fx(model, example_inputs)
+        graph = _Tracer().trace(model)
+        return trace_fx(model, example_inputs, graph), graph
     except Exception as error:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError, ...)
         logger.warning(
             "torch.fx cannot trace %s (%s: %s); recording one forward pass instead (branches not taken "
@@ -419,4 +484,4 @@ def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             type(error).__name__,
             str(error).splitlines()[0][:200] if str(error) else "",
         )
-        return trace_run(model, example_inputs)
+        return trace_run(model, example_inputs), None

@@ -1,0 +1,74 @@
+"""The message of a refusal: which operations structural pruning cannot model, and fixes that work.
+
+When an operation that would be mis-modelled (an unknown function or layer, a
+channel shuffle, indexing along channels) reads channels that could otherwise
+be pruned, :func:`prunekit.coupling.find_groups` refuses. Its message offers:
+
+* the exact ``exclude=`` value that keeps those channels: for every refused
+  channel one module holding it (its producer where it has one); excluding a
+  module keeps every channel it holds, so finding groups with that value no
+  longer meets the refused operation;
+* for a call made inside a user's own layer (one the tracer traced through),
+  or a layer without a handler, a layer handler for that layer's class: ``prunekit.coupling.channelwise``
+  when the layer acts on each channel alone (scales, masks or drops whole
+  samples or entries), or a ``couple`` rule of one's own otherwise;
+  (the same for a ``torch.nn`` layer without a handler).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .graph import Graph
+from .ops_generic import REFUSED_SCOPES
+
+__all__ = ["refusal_message"]
+
+_SHOWN = 5
+
+
+def _exclude_names(g: Graph, refused: Sequence[tuple[int, str]], per_root: Mapping[int, Mapping[int, Any]]) -> list[str]:
+    """One module per refused channel (producers first, the root module never), in trace order."""
+    names: dict[str, None] = {}
+    for root, _reason in refused:
+        touched = sorted(per_root[root])
+        ranked = sorted(touched, key=lambda k: (g.bindings[k].role != "out", g.bindings[k].role == "in", k))
+        for k in ranked:
+            binding = g.bindings[k]
+            candidates = [binding.module_name] + [m for m, _t in binding.aliases]
+            name = next((n for n in candidates if n), None)
+            if name is not None:
+                if name not in names:
+                    names[name] = None
+                break
+    return list(names)
+
+
+def refusal_message(g: Graph, refused: Sequence[tuple[int, str]],
+                    per_root: Mapping[int, Mapping[int, Any]]) -> tuple[str, list[str]]:
+    """The refusal's text (reasons, then fixes) and the ``exclude=`` value that avoids it.
+
+    ``refused`` holds ``(root atom, reason)`` for each refused channel; ``per_root`` maps a root
+    to the bindings it touches (see :func:`prunekit.coupling.find_groups`)."""
+    reasons = list(dict.fromkeys(reason for _root, reason in refused))
+    text = "structural pruning cannot model: " + "; ".join(reasons[:_SHOWN])
+    if len(reasons) > _SHOWN:
+        text += f" (and {len(reasons) - _SHOWN} more)"
+    exclude = _exclude_names(g, refused, per_root)
+    fixes = []
+    scopes = REFUSED_SCOPES.get(g, {})
+    layers = list(dict.fromkeys(scopes[r][1] for r in reasons if r in scopes))
+    if layers:
+        names = ", ".join(t.__name__ for t in layers)
+        fixes.append(
+            f"register a layer handler for {names}: if it acts on each channel alone (it scales, masks or drops whole "
+            "samples or entries), "
+            + "; ".join(f"prunekit.register_layer_handler({t.__name__}, prunekit.coupling.channelwise)" for t in layers)
+            + "; if it mixes channels, a couple rule of its own (help(prunekit.LayerHandler))"
+        )
+    if exclude:
+        fixes.append(f"keep these channels unpruned with exclude={exclude!r}")
+    if not fixes:
+        fixes.append("change the model, or prune it unstructured (prunekit.prune)")
+    return text + ". Fix: " + "; or ".join(fixes) + ".", exclude
