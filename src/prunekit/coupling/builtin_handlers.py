@@ -186,7 +186,8 @@ def _update_group_norm(module: nn.Module) -> None:
     if weight is not None:
         per_group = module.num_channels // module.num_groups
         module.num_channels = weight[0]
-        module.num_groups = weight[0] // per_group
+        if module.num_groups > 1:  # whole groups removed; one group (approximate pruning) stays one
+            module.num_groups = weight[0] // per_group
 
 
 def _update_embedding(module: nn.Module) -> None:
