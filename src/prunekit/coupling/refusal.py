@@ -17,6 +17,7 @@ be pruned, :func:`prunekit.coupling.find_groups` refuses. Its message offers:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,20 +30,33 @@ _SHOWN = 5
 
 
 def _exclude_names(g: Graph, refused: Sequence[tuple[int, str]], per_root: Mapping[int, Mapping[int, Any]]) -> list[str]:
-    """One module per refused channel (producers first, the root module never), in trace order."""
-    names: dict[str, None] = {}
-    for root, _reason in refused:
-        touched = sorted(per_root[root])
-        ranked = sorted(touched, key=lambda k: (g.bindings[k].role != "out", g.bindings[k].role == "in", k))
-        for k in ranked:
+    """Modules whose exclusion keeps every refused channel: for each refused channel not yet kept, the
+    module holding it that keeps the fewest other channels (excluding a module keeps all the channels
+    it holds, its inputs too), producers first, then in trace order; never the root module ("")."""
+    holds: dict[str, set[int]] = defaultdict(set)
+    for root, touched in per_root.items():
+        for k in touched:
             binding = g.bindings[k]
-            candidates = [binding.module_name] + [m for m, _t in binding.aliases]
-            name = next((n for n in candidates if n), None)
-            if name is not None:
-                if name not in names:
-                    names[name] = None
-                break
-    return list(names)
+            for name in [binding.module_name] + [m for m, _t in binding.aliases]:
+                holds[name].add(root)
+    refused_roots = {root for root, _reason in refused}
+    names: list[str] = []
+    kept: set[int] = set()
+    for root, _reason in refused:
+        if root in kept:
+            continue
+        ranked = []
+        for k in sorted(per_root[root]):
+            binding = g.bindings[k]
+            for name in [binding.module_name] + [m for m, _t in binding.aliases]:
+                if name:
+                    role = ("out", "norm", "in").index(binding.role) if binding.role in ("out", "norm", "in") else 3
+                    ranked.append((len(holds[name] - refused_roots), role, k, name))
+        if ranked:
+            name = min(ranked)[3]
+            names.append(name)
+            kept |= holds[name]
+    return names
 
 
 def refusal_message(g: Graph, refused: Sequence[tuple[int, str]],
