@@ -414,27 +414,36 @@ def _trace_training(model: nn.Module, example_inputs: tuple[Any, ...], traced: T
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._NormBase):
             module.eval()
-    saved = [(module, name, buffer, buffer.detach().clone())
-             for module in model.modules() for name, buffer in module._buffers.items() if buffer is not None]
     try:
-        with torch.random.fork_rng(devices=[]):
-            if graph is not None:
-                try:
-                    train_graph = _Tracer().trace(model)
-                except Exception:  # noqa: BLE001 - fx raises many kinds
-                    train_graph = None
-                if train_graph is not None:
-                    if str(train_graph) == str(graph):
-                        return None
-                    return trace_fx(model, example_inputs, train_graph)
-            training = trace_run(model, example_inputs)
-            return None if _signature(training.ops) == _signature(traced.ops) else training
+        train_graph = None
+        if graph is not None:
+            try:
+                train_graph = _Tracer().trace(model)
+            except Exception:  # noqa: BLE001 - fx raises many kinds; the fallback records a run instead
+                train_graph = None
+            if train_graph is not None and str(train_graph) == str(graph):
+                return None  # the same code in both modes: nothing to run
+        training = _run_training(model, example_inputs, train_graph)
+        if train_graph is None and _signature(training.ops) == _signature(traced.ops):
+            return None
+        return training
     except Exception as error:  # noqa: BLE001 - a model may refuse to run in train mode without targets
         logger.warning(
             "%s cannot be traced in train mode (%s: %s); only its eval-mode graph is used (operations that run only "
             "in training are not seen)", type(model).__name__, type(error).__name__,
             str(error).splitlines()[0][:200] if str(error) else "")
         return None
+
+
+def _run_training(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph | None) -> Trace:
+    """One train-mode pass (fx's ``graph``, or the fallback recording), with the buffers restored and the
+    random state (CPU, and the CUDA devices the model is on) as it was."""
+    saved = [(module, name, buffer, buffer.detach().clone())
+             for module in model.modules() for name, buffer in module._buffers.items() if buffer is not None]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            return trace_fx(model, example_inputs, graph) if graph is not None else trace_run(model, example_inputs)
     finally:
         with torch.no_grad():
             for module, name, buffer, copy in saved:
