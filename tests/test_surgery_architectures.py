@@ -251,6 +251,39 @@ def test_refusal_names_a_channel_wise_handler_that_works() -> None:
         prunekit.coupling.unregister_layer_handler(Mixer)
 
 
+class Sinc(nn.Module):
+    """Element-wise, but through a function the coupling rules do not list."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sinc(x)
+
+
+class Untraceable(DepthNet):
+    """fx cannot trace it (control flow on a tensor value): the fallback tracer records a run."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 1e9:
+            x = x * 0
+        return super().forward(x)
+
+
+def test_refusal_fixes_work_with_the_fallback_tracer() -> None:
+    torch.manual_seed(0)
+    model, x = _randomise(Untraceable(Sinc)), torch.randn(2, 3, 6, 6)
+    with pytest.raises(UnsupportedOperationError, match=r"sinc .* in blocks\.0\.drop \(Sinc\)") as caught:
+        find_groups(model, x)
+    assert "register_layer_handler(Sinc, prunekit.coupling.channelwise)" in str(caught.value)
+    assert {g.name for g in find_groups(model, x, exclude=_fix_exclude(str(caught.value)))} == {
+        "blocks.0.conv1", "blocks.1.conv1"}
+    prunekit.register_layer_handler(Sinc, channelwise)
+    try:
+        groups = find_groups(model, x)
+        assert "stem" in {g.name for g in groups}
+        exact_in_both_modes(model, x, groups, _keep(groups))
+    finally:
+        prunekit.coupling.unregister_layer_handler(Sinc)
+
+
 def test_refusal_of_a_shuffle_offers_only_the_exclude_fix() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ChannelShuffle(2), nn.Conv2d(8, 4, 1))
     with pytest.raises(UnsupportedOperationError, match="shuffles channels") as caught:

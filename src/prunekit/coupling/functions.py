@@ -30,7 +30,7 @@ _UNARY = {
     "sin", "cos", "erf", "sign", "clamp", "clip", "clamp_min", "clamp_max", "reciprocal", "threshold", "cpu", "cuda",
     "requires_grad", "masked_fill", "nan_to_num", "round", "floor", "ceil", "trunc", "relu_", "identity",
 }
-_NARY = {"add", "sub", "mul", "truediv", "div", "floordiv", "pow", "maximum", "minimum", "where", "rsub", "addcmul", "addcdiv", "lerp", "fmod", "remainder"}
+_NARY = {"normal", "add", "sub", "mul", "truediv", "div", "floordiv", "pow", "maximum", "minimum", "where", "rsub", "addcmul", "addcdiv", "lerp", "fmod", "remainder"}
 _SPATIAL = {
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
@@ -50,7 +50,7 @@ _SAMPLEWISE = {"stochastic_depth", "drop_path"}
 # (``mask.bernoulli_(p)``): element by element, no channel mixed
 _LIKE = {
     "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "bernoulli",
-    "uniform", "normal", "fill", "zero", "random", "exponential", "geometric", "cauchy", "log_normal",
+    "uniform", "fill", "zero", "random", "exponential", "geometric", "cauchy", "log_normal",
 }
 # a new tensor made from the input's dtype and device only (``x.new_empty(shape)``): its shape comes
 # from the code (sizes read from tracked channels are followed as size uses)

@@ -29,7 +29,7 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidParameterError
-from .handlers import is_leaf
+from .handlers import _CONTAINERS, is_leaf
 
 __all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
 
@@ -284,6 +284,7 @@ class _Recording(TorchFunctionMode):
         self.values: dict[int, Value] = {}
         self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
         self.ops: list[Op] = []
+        self.scopes: list[tuple[str, type]] = []  # the user modules (not leaves) being run, outermost first
 
     def value(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
@@ -316,7 +317,8 @@ class _Recording(TorchFunctionMode):
             self.size_read(func, name, args, kwargs)
         if self.depth == 0 and name not in _IGNORED and _has_tensor(result):
             in_args, in_kwargs = self.value(args), self.value(kwargs)
-            self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result)))
+            self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result),
+                               scope=self.scopes[-1] if self.scopes else None))
         return result
 
     def size_read(self, func: Callable, name: str, args: tuple, kwargs: dict) -> None:
@@ -335,6 +337,13 @@ class _Recording(TorchFunctionMode):
         label = {"get": "shape", "len": "len"}.get(name, name)
         self.ops.append(Op("function", f"{label}_{len(self.ops)}", "size_read", (value,), {}, None,
                            size_uses=[(value, d, None) for d in dims]))
+
+    def enter_scope(self, name: str, module: nn.Module) -> None:
+        self.scopes.append((name, type(module)))
+
+    def leave_scope(self) -> None:
+        if self.scopes:
+            self.scopes.pop()
 
     def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         if self.depth == 0:
@@ -359,6 +368,9 @@ def trace_run(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     recording = _Recording(_tensor_refs(model))
     handles = []
     for name, module in model.named_modules():
+        if name and not is_leaf(module) and not isinstance(module, _CONTAINERS):
+            handles.append(module.register_forward_pre_hook(lambda m, a, rec=recording, n=name: rec.enter_scope(n, m)))
+            handles.append(module.register_forward_hook(lambda m, a, r, rec=recording: rec.leave_scope(), always_call=True))
         if name and is_leaf(module):
             handles.append(
                 module.register_forward_pre_hook(
