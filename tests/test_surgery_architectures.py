@@ -62,6 +62,26 @@ class SampleDepth(nn.Module):
         return stochastic_depth(x, self.rate, "row", self.training)
 
 
+def drop_samples(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """A drop path under a name no rule knows: accepted by how it behaves on its inputs."""
+    if not training:
+        return x
+    mask = (torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device) >= p).to(x.dtype)
+    return x * mask / (1 - p)
+
+
+torch.fx.wrap("drop_samples")
+
+
+class SampleDrops(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_samples(x, self.p, self.training)
+
+
 class DropPath(nn.Module):
     def __init__(self, drop_prob: float) -> None:
         super().__init__()
@@ -119,6 +139,7 @@ DROPS = {
     "fx-wrapped stochastic_depth": lambda: SampleDepth(0.5),
     "timm DropPath": lambda: DropPath(0.5),
     "a user's drop path": lambda: SampleDrop(0.5),
+    "an fx-wrapped drop path of another name": lambda: SampleDrops(0.5),
 }
 
 
@@ -282,6 +303,20 @@ def test_refusal_fixes_work_with_the_fallback_tracer() -> None:
         exact_in_both_modes(model, x, groups, _keep(groups))
     finally:
         prunekit.coupling.unregister_layer_handler(Sinc)
+
+
+def test_leaves_without_rules_are_tried_on_their_inputs() -> None:
+    # a torch.nn layer without a handler: element-wise ones are accepted, channel-mixing ones refused
+    torch.manual_seed(0)
+    model, x = DepthNet(lambda: nn.Hardshrink(0.1)), torch.randn(2, 3, 6, 6)
+    groups = find_groups(model, x)
+    assert "stem" in {g.name for g in groups}
+    exact_in_both_modes(model, x, groups, _keep(groups))
+    with pytest.raises(UnsupportedOperationError, match="LocalResponseNorm"):
+        find_groups(DepthNet(lambda: nn.LocalResponseNorm(3)), x)
+    # a wrapped leaf whose result depends on the channel count is refused too
+    with pytest.raises(UnsupportedOperationError, match="mix_channels"):
+        find_groups(DepthNet(Mixer), x)
 
 
 def test_refusal_of_a_shuffle_offers_only_the_exclude_fix() -> None:

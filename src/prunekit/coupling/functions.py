@@ -15,7 +15,7 @@ from torch import nn
 
 from .graph import Graph, _arg, _dims, _has_spaces, _out, _tensors, _where
 from .layers import _keep_other_dims, layer_norm, per_channel
-from .ops_generic import along_dim, elementwise, keep_leading, matmul, pad, sdpa, unary, unknown
+from .ops_generic import along_dim, channelwise_by_behaviour, elementwise, keep_leading, matmul, pad, sdpa, unary, unknown
 from .ops_shape import cat, expand, getitem, permute, reshape, split, stack
 from .trace import Op, Value, _iter_values
 
@@ -130,7 +130,10 @@ def apply_function(g: Graph, op: Op) -> None:
     refs = [v for v in _iter_values((op.args, op.kwargs)) if v.ref is not None]
     if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding")):
         return
-    FUNCTION_RULES.get(name, unknown)(g, op)
+    rule = FUNCTION_RULES.get(name)
+    if rule is None:
+        rule = unary if channelwise_by_behaviour(op) else unknown
+    rule(g, op)
 
 
 def _mixing(g: Graph, op: Op) -> None:

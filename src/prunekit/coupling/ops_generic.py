@@ -7,13 +7,16 @@ and sets those of its output (see :mod:`.graph`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from .graph import Graph, _arg, _dims, _out, _tensors, _where
 from .trace import Op, Value, _iter_values
 
-__all__ = ["elementwise", "unary", "keep_leading", "along_dim", "unknown", "pad", "matmul", "sdpa"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["elementwise", "unary", "keep_leading", "along_dim", "unknown", "pad", "matmul", "sdpa", "channelwise_by_behaviour"]
 
 
 # -- generic rules --------------------------------------------------------------------------
@@ -77,6 +80,23 @@ def along_dim(g: Graph, op: Op, dim: Any, kind: str, what: str) -> None:
 #: per graph, the refusal reasons of a layer's call, or of a call made inside a layer: reason -> (module
 #: name, class), so that the refusal can name the layer type a handler would serve (:mod:`.refusal`)
 REFUSED_SCOPES: WeakKeyDictionary[Graph, dict[str, tuple[str, type]]] = WeakKeyDictionary()
+
+
+def channelwise_by_behaviour(op: Op) -> bool:
+    """The call was tried on its real inputs (:mod:`.probe`) and acts on each channel alone along every
+    tracked dim of its first tensor, which is the only one with tracked channels; its result has that shape."""
+    if not op.channelwise_dims:
+        return False
+    tensors = _tensors(op)
+    out = _out(op)
+    if not tensors or out is None or out.shape != tensors[0].shape:
+        return False
+    first = tensors[0]
+    for v in _iter_values((op.args, op.kwargs)):
+        if v.spaces and (v is not first or not set(v.spaces) <= op.channelwise_dims):
+            return False
+    logger.info("%s acts on each channel alone (tried on its inputs): coupled as channel-wise", _where(op))
+    return True
 
 
 _UNKNOWN = "is not supported by structural pruning"

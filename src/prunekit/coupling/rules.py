@@ -39,19 +39,20 @@ from collections.abc import Iterable
 from .functions import apply_function
 from .graph import Graph, _has_spaces, _out, _tensors, _where
 from .handlers import handler_for
-from .ops_generic import unknown
+from .ops_generic import channelwise_by_behaviour, unary, unknown
 from .trace import Op
 
 __all__ = ["apply_rules"]
 
 def _module(g: Graph, op: Op) -> None:
-    """A leaf module: its handler's rule; without one, ``unknown`` where it reads tracked channels."""
+    """A leaf module: its handler's rule; without one, channel-wise when it behaves so on its inputs
+    (:mod:`.probe`), else ``unknown`` where it reads tracked channels."""
     module, name = op.target, op.module_name or ""
     handler = handler_for(module)
     if handler is not None and handler.couple is not None:
         handler.couple(g, op, name, module)
     elif _tensors(op) and _has_spaces(op):
-        unknown(g, op)
+        (unary if channelwise_by_behaviour(op) else unknown)(g, op)
 
 
 def _size_uses(g: Graph, op: Op) -> None:

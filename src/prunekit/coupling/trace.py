@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,8 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidParameterError
-from .handlers import _CONTAINERS, is_leaf
+from .handlers import _CONTAINERS, handler_for, is_leaf
+from .probe import channelwise_dims
 
 __all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
 
@@ -73,8 +75,11 @@ class Op:
     # sizes of tracked tensors this op uses: (value, dim, output dim) where the size is
     # passed as is as the size of output dim (view/reshape/expand), else (value, dim, None)
     size_uses: list[tuple[Value, int, int | None]] = field(default_factory=list)
-    # the innermost module whose forward made this call (qualified name, class); fx only, else None
+    # the innermost module whose forward made this call (qualified name, class), or None
     scope: tuple[str, type] | None = None
+    # for a leaf the rules may not know (an fx-wrapped function, a layer without a handler): the dims
+    # along which it acts on each channel alone, tried on its real inputs (:mod:`.probe`); None: not tried
+    channelwise_dims: frozenset[int] | None = None
 
 
 @dataclass
@@ -196,12 +201,28 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph 
             if node.op == "call_module":
                 module = gm.get_submodule(node.target)
                 ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target), None, uses))
+                handler = handler_for(module)
+                if handler is None or handler.couple is None:
+                    ops[-1].channelwise_dims = _probe(module, node, recorder)
             else:
                 target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
                 computed = fx.node.map_aggregate(node.args, lambda a: isinstance(a, fx.Node))
                 ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses,
                               _scope(node)))
+                if _is_wrapped_leaf(node.target):
+                    ops[-1].channelwise_dims = _probe(node.target, node, recorder)
     return Trace(inputs, ops, outputs, "fx")
+
+
+def _is_wrapped_leaf(target: Any) -> bool:
+    """A Python function of the model's own code that fx kept as one call (``torch.fx.wrap``)."""
+    return isinstance(target, types.FunctionType) and not (getattr(target, "__module__", None) or "").startswith("torch")
+
+
+def _probe(fn: Callable[..., Any], node: fx.Node, recorder: _Recorder) -> frozenset[int]:
+    args = fx.node.map_arg(node.args, lambda n: recorder.results.get(n))
+    kwargs = fx.node.map_arg(node.kwargs, lambda n: recorder.results.get(n))
+    return channelwise_dims(fn, tuple(args), dict(kwargs))
 
 
 _SIZE_TAKERS = {"view", "reshape", "expand", "repeat", "tile", "broadcast_to"}
