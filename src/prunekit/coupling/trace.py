@@ -11,6 +11,11 @@ Two tracers fill the same small representation (:class:`Value`, :class:`Op`):
   operation each through forward hooks. The graph is that of this one pass:
   branches not taken with ``example_inputs`` are not seen.
 
+:func:`trace` traces the model in eval mode and, where its code differs in
+train mode (auxiliary heads, ``F.dropout(x, p, self.training)``), in train mode
+too, and joins both graphs. Leaves no rule may know (an fx-wrapped function, a
+layer without a handler) are tried on their real inputs (:mod:`.probe`).
+
 Built-in ``torch.nn`` modules (not containers), and modules of a type with a
 layer handler (:mod:`.handlers`), are leaves in both tracers, as in fx. Parameters and buffers used directly by functions become values with a
 ``ref`` (module name, tensor name).
