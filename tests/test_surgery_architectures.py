@@ -206,6 +206,41 @@ def test_stochastic_depth_models_reach_a_macs_target(kind: str) -> None:
     assert model(x).shape == (2, 5)
 
 
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int, r: int) -> None:
+        super().__init__()
+        self.pool, self.fc1, self.fc2 = nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(F.silu(self.fc1(self.pool(x)))))
+
+
+class MBConv(nn.Module):
+    """EfficientNet's block: expand 1x1, depthwise 3x3, squeeze-excitation, project 1x1, stochastic depth."""
+
+    def __init__(self, c: int, expand: int = 4) -> None:
+        super().__init__()
+        e = c * expand
+        self.block = nn.Sequential(
+            nn.Conv2d(c, e, 1, bias=False), nn.BatchNorm2d(e), nn.SiLU(),
+            nn.Conv2d(e, e, 3, padding=1, groups=e, bias=False), nn.BatchNorm2d(e), nn.SiLU(),
+            SqueezeExcite(e, 2), nn.Conv2d(e, c, 1, bias=False), nn.BatchNorm2d(c))
+        self.stochastic_depth = StochasticDepth(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.stochastic_depth(self.block(x))
+
+
+def test_efficientnet_blocks_are_pruned_exactly_in_both_modes() -> None:
+    torch.manual_seed(0)
+    model = _randomise(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.SiLU(),
+                                     MBConv(8), MBConv(8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)))
+    x = torch.randn(4, 3, 6, 6)
+    groups = find_groups(model, x)
+    assert [g.name for g in groups] == ["0", "3.block.0", "3.block.6.fc1", "4.block.0", "4.block.6.fc1"]
+    exact_in_both_modes(model, x, groups, _keep(groups))
+
+
 def test_stochastic_depth_handlers_match_by_class_name_and_attributes() -> None:
     assert prunekit.coupling.is_leaf(StochasticDepth(0.1)) and prunekit.coupling.is_leaf(DropPath(0.1))
 
@@ -636,3 +671,24 @@ def test_latency_sites_of_grouped_and_multiplier_depthwise_convs() -> None:
     prune_groups(model, {"0": torch.tensor([0]), "1": torch.tensor([1])}, list(groups.values()))
     assert (model[1].in_channels, model[1].out_channels, model[1].groups) == (4, 4, 4)
     assert (model[2].in_channels, model[2].out_channels, model[2].groups) == (4, 8, 4)
+
+
+class UnknownBlock(nn.Module):
+    """A block with a conv and an unknown function: a channel-wise handler for it would be wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mix_channels(self.conv(x))
+
+
+def test_refusal_never_offers_channel_wise_for_a_layer_holding_parameters() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), UnknownBlock(), nn.Conv2d(8, 4, 1))
+    with pytest.raises(UnsupportedOperationError, match=r"layer handler for UnknownBlock whose couple rule") as caught:
+        find_groups(model, torch.randn(1, 3, 4, 4))
+    assert "channelwise" not in str(caught.value)
+    # excluding the block's conv keeps its inputs too; the channels before them stay prunable
+    assert caught.value.exclude == ["2.conv"]
+    assert [g.name for g in find_groups(model, torch.randn(1, 3, 4, 4), exclude=["2.conv"])] == ["0"]

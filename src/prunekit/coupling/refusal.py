@@ -5,14 +5,15 @@ channel shuffle, indexing along channels) reads channels that could otherwise
 be pruned, :func:`prunekit.coupling.find_groups` refuses. Its message offers:
 
 * the exact ``exclude=`` value that keeps those channels: for every refused
-  channel one module holding it (its producer where it has one); excluding a
-  module keeps every channel it holds, so finding groups with that value no
-  longer meets the refused operation;
-* for a call made inside a user's own layer (one the tracer traced through),
-  or a layer without a handler, a layer handler for that layer's class: ``prunekit.coupling.channelwise``
-  when the layer acts on each channel alone (scales, masks or drops whole
-  samples or entries), or a ``couple`` rule of one's own otherwise;
-  (the same for a ``torch.nn`` layer without a handler).
+  channel one module holding it, the one that keeps the fewest other channels
+  (excluding a module keeps every channel it holds, its inputs too), so that
+  finding groups with that value no longer meets the refused operation;
+* for an unknown call made inside a user's own layer (one the tracer traced
+  through), or an unknown layer: a layer handler for that layer's class. For a
+  layer without parameters that acts on each channel alone (it scales, masks
+  or drops whole samples or entries, like stochastic depth) that is
+  ``prunekit.register_layer_handler(Layer, prunekit.coupling.channelwise)``;
+  a layer holding parameters needs a ``couple`` rule of its own.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def _exclude_names(g: Graph, refused: Sequence[tuple[int, str]], per_root: Mappi
     return names
 
 
+def _has_parameters(g: Graph, name: str) -> bool:
+    module = g.modules.get(name)
+    return module is not None and any(True for _ in module.parameters())
+
+
 def refusal_message(g: Graph, refused: Sequence[tuple[int, str]],
                     per_root: Mapping[int, Mapping[int, Any]]) -> tuple[str, list[str]]:
     """The refusal's text (reasons, then fixes) and the ``exclude=`` value that avoids it.
@@ -72,15 +78,22 @@ def refusal_message(g: Graph, refused: Sequence[tuple[int, str]],
     exclude = _exclude_names(g, refused, per_root)
     fixes = []
     scopes = REFUSED_SCOPES.get(g, {})
-    layers = list(dict.fromkeys(scopes[r][1] for r in reasons if r in scopes))
-    if layers:
-        names = ", ".join(t.__name__ for t in layers)
+    found = list(dict.fromkeys(scopes[r] for r in reasons if r in scopes))
+    # only a layer without parameters can be channel-wise as a whole (a block holding convs is not)
+    plain = list(dict.fromkeys(t for name, t in found if not _has_parameters(g, name)))
+    holding = [t for t in dict.fromkeys(t for _name, t in found) if t not in plain]
+    if plain:
+        names = ", ".join(t.__name__ for t in plain)
         fixes.append(
             f"register a layer handler for {names}: if it acts on each channel alone (it scales, masks or drops whole "
             "samples or entries), "
-            + "; ".join(f"prunekit.register_layer_handler({t.__name__}, prunekit.coupling.channelwise)" for t in layers)
+            + "; ".join(f"prunekit.register_layer_handler({t.__name__}, prunekit.coupling.channelwise)" for t in plain)
             + "; if it mixes channels, a couple rule of its own (help(prunekit.LayerHandler))"
         )
+    if holding:
+        names = ", ".join(t.__name__ for t in holding)
+        fixes.append(f"register a layer handler for {names} whose couple rule says how it maps channels and binds "
+                     "its parameters (help(prunekit.LayerHandler))")
     if exclude:
         fixes.append(f"keep these channels unpruned with exclude={exclude!r}")
     if not fixes:
