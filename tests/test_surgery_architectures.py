@@ -488,6 +488,56 @@ class MobileViT(nn.Module):
         return self.fc(self.block(self.stem(x)).mean((2, 3)))
 
 
+class TimmLayerNorm(nn.LayerNorm):
+    """timm's channels-last LayerNorm: the functional call on the module's own weights."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class TimmCNBlock(nn.Module):
+    """timm's ConvNeXt block: the layer scale is a (C,) parameter reshaped in forward."""
+
+    def __init__(self, c: int, constant_view: bool = False) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        self.norm = TimmLayerNorm(c)
+        self.fc1, self.act, self.fc2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, c))
+        self.drop_path = DropPath(0.1)
+        self.constant_view = constant_view
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv_dw(x).permute(0, 2, 3, 1))
+        y = self.fc2(self.act(self.fc1(y))).permute(0, 3, 1, 2)
+        scale = self.gamma.view(1, 8, 1, 1) if self.constant_view else self.gamma.reshape(1, -1, 1, 1)
+        return self.drop_path(y.mul(scale)) + x
+
+
+def _timm_convnext(constant_view: bool = False) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), LayerNorm2d(8), TimmCNBlock(8, constant_view),
+                         TimmCNBlock(8, constant_view), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+
+def test_timm_convnext_layer_scale_is_a_reshaped_parameter_pruned_with_its_channels() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    dense = _timm_convnext()
+    exact = find_groups(dense, x)
+    assert [g.name for g in exact] == ["2.fc1", "3.fc1"]
+    exact_in_both_modes(dense, x, exact, _keep(exact))
+    model = _timm_convnext()
+    stream = {g.name: g for g in find_groups(model, x, approximate=True)}["0"]
+    assert {("2", "gamma"), ("3", "gamma"), ("1", "weight"), ("2.norm", "weight")} <= {
+        (s.name, s.tensor) for s in stream.slices}
+    result = prunekit.structural_prune(model, x, macs_target=0.5, approximate=True)
+    assert 0.4 < result.macs_ratio <= 0.5 and model[2].gamma.shape[0] == model[0].out_channels < 8
+    model.train()
+    assert model(x).shape == (2, 5)
+    # a size written as a constant (gamma.view(1, 8, 1, 1)) keeps those channels
+    assert "0" not in {g.name for g in find_groups(_timm_convnext(constant_view=True), x, approximate=True)}
+
+
 def test_convnext_mlp_hidden_channels_are_pruned_exactly() -> None:
     torch.manual_seed(0)
     model, x = ConvNeXt(), torch.randn(2, 3, 16, 16)

@@ -128,7 +128,7 @@ def apply_function(g: Graph, op: Op) -> None:
     if not values:
         return
     refs = [v for v in _iter_values((op.args, op.kwargs)) if v.ref is not None]
-    if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding")):
+    if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding", *_RESHAPE)):
         return
     rule = FUNCTION_RULES.get(name)
     if rule is None:
@@ -144,13 +144,18 @@ def _refused(g: Graph, op: Op) -> None:
     unknown(g, op, _REFUSED[op.target])
 
 
+def _direct(value: object) -> bool:
+    """A parameter or buffer as it is (not a view: its dims are the tensor's)."""
+    return isinstance(value, Value) and value.ref is not None and value.ref_dims is None
+
+
 def _norm_module_weights(g: Graph, op: Op) -> bool:
     """``F.layer_norm``'s weight (and bias, if any) are those of one ``nn.LayerNorm``/``nn.RMSNorm`` module,
     whose ``normalized_shape`` the layer handler re-derives after slicing."""
     weight, bias = _arg(op, 2, "weight"), _arg(op, 3, "bias")
-    if not isinstance(weight, Value) or weight.ref is None or weight.ref[1] != "weight":
+    if not _direct(weight) or weight.ref[1] != "weight":
         return False
-    if bias is not None and (not isinstance(bias, Value) or bias.ref != (weight.ref[0], "bias")):
+    if bias is not None and (not _direct(bias) or bias.ref != (weight.ref[0], "bias")):
         return False
     norms = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
     return isinstance(g.modules.get(weight.ref[0]), norms)
@@ -167,7 +172,7 @@ def _functional_layer(g: Graph, op: Op) -> None:
         x = values[0]
     if name in ("batch_norm", "instance_norm"):
         params = values[1:]
-        if any(p.ref is None for p in params):
+        if not all(_direct(p) for p in params):
             unknown(g, op, "(functional normalisation with computed statistics)")
             return
         space = per_channel(g, op, "", ())
@@ -187,8 +192,9 @@ def _functional_layer(g: Graph, op: Op) -> None:
         unary(g, op)
         g.mark_value(op.out, "fixed", f"{_where(op)}: functional normalisation, its size is in the model's code")
         return
-    if not isinstance(weight, Value) or weight.ref is None:
-        unknown(g, op, "(functional layer with a computed weight)")
+    bias = _arg(op, 2, "bias") if name not in ("embedding", "prelu") else None
+    if not _direct(weight) or (isinstance(bias, Value) and bias.ref is not None and not _direct(bias)):
+        unknown(g, op, "(functional layer with a computed or reshaped weight)")
         return
     module_name, tensor = weight.ref
     if name == "prelu":
