@@ -221,7 +221,8 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph 
 
 def _is_wrapped_leaf(target: Any) -> bool:
     """A Python function of the model's own code that fx kept as one call (``torch.fx.wrap``)."""
-    return isinstance(target, types.FunctionType) and not (getattr(target, "__module__", None) or "").startswith("torch")
+    module = getattr(target, "__module__", None) or ""
+    return isinstance(target, types.FunctionType) and module != "torch" and not module.startswith("torch.")
 
 
 def _probe(fn: Callable[..., Any], node: fx.Node, recorder: _Recorder) -> frozenset[int]:
