@@ -24,7 +24,6 @@ from prunekit.errors import InvalidParameterError
 from prunekit.measure.layer_latency import LatencyTable, LayerSpec, layer_sites
 from prunekit.surgery import find_groups, mask_groups, prune_groups
 
-
 # -- stochastic depth, as torchvision and timm write it ---------------------------------------
 
 

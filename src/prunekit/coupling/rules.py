@@ -37,7 +37,6 @@ Structural Pruning" (CVPR 2023), written here on atoms with union-find.
 """
 
 from __future__ import annotations
-from __future__ import annotations
 
 from collections.abc import Iterable
 
