@@ -39,7 +39,7 @@ from .handlers import (
     unregister_layer_handler,
     weight_out_dim,
 )
-from .layers import conv, embedding, group_norm, layer_norm, linear, per_channel, produce
+from .layers import channelwise, conv, embedding, group_norm, layer_norm, linear, per_channel, produce
 from .ops_generic import along_dim, elementwise, keep_leading, unary, unknown
 from .trace import Op, Trace, Value, trace
 from .unit_gates import head_gates, neuron_gates, unit_gates
@@ -69,6 +69,7 @@ __all__ = [
     "linear",
     "conv",
     "per_channel",
+    "channelwise",
     "layer_norm",
     "group_norm",
     "embedding",

@@ -19,7 +19,7 @@ from torch import nn
 from ..targets import tensor_state
 from .graph import Graph, _has_spaces, _tensors, _where
 from .handlers import LayerHandler, register_layer_handler
-from .layers import conv, embedding, group_norm, layer_norm, linear, per_channel
+from .layers import channelwise, conv, embedding, group_norm, layer_norm, linear, per_channel
 from .ops_generic import along_dim, keep_leading, pad, unary, unknown
 from .ops_shape import reshape
 from .trace import Op
@@ -186,7 +186,8 @@ def _update_group_norm(module: nn.Module) -> None:
     if weight is not None:
         per_group = module.num_channels // module.num_groups
         module.num_channels = weight[0]
-        module.num_groups = weight[0] // per_group
+        if module.num_groups > 1:  # whole groups removed; one group (approximate pruning) stays one
+            module.num_groups = weight[0] // per_group
 
 
 def _update_embedding(module: nn.Module) -> None:
@@ -209,6 +210,11 @@ def _update_hf_conv1d(module: nn.Module) -> None:
 
 def _is_hf_conv1d(module: nn.Module) -> bool:
     return hasattr(module, "nf")
+
+
+def _is_stochastic_depth(module: nn.Module) -> bool:
+    """torchvision's ``StochasticDepth`` (``p`` and ``mode``) or timm's ``DropPath`` (``drop_prob``)."""
+    return (hasattr(module, "p") and hasattr(module, "mode")) or hasattr(module, "drop_prob")
 
 
 def register_builtin_handlers() -> None:
@@ -240,6 +246,10 @@ def register_builtin_handlers() -> None:
     register_layer_handler(nn.ChannelShuffle, LayerHandler(_when_tracked(_refuse("shuffles channels"))))
     register_layer_handler(nn.PixelShuffle, LayerHandler(_when_tracked(_refuse("moves channels into space"))))
     register_layer_handler(nn.PixelUnshuffle, LayerHandler(_when_tracked(_refuse("moves space into channels"))))
+    # stochastic depth scales or drops whole samples (Huang et al., "Deep Networks with Stochastic
+    # Depth", ECCV 2016): channel-wise; matched by name so torchvision and timm need not be imported
+    for type_name in ("StochasticDepth", "DropPath"):
+        register_layer_handler(type_name, LayerHandler(channelwise, matches=_is_stochastic_depth))
     register_layer_handler(nn.MultiheadAttention, LayerHandler(_when_tracked(_attention), attention=mha_spec))
 
 

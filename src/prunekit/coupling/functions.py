@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import nn
+
 from .graph import Graph, _arg, _dims, _has_spaces, _out, _tensors, _where
-from .layers import _keep_other_dims, per_channel
-from .ops_generic import along_dim, elementwise, keep_leading, matmul, pad, sdpa, unary, unknown
+from .layers import _keep_other_dims, layer_norm, per_channel
+from .ops_generic import along_dim, channelwise_by_behaviour, elementwise, keep_leading, matmul, pad, sdpa, unary, unknown
 from .ops_shape import cat, expand, getitem, permute, reshape, split, stack
 from .trace import Op, Value, _iter_values
 
@@ -28,7 +30,7 @@ _UNARY = {
     "sin", "cos", "erf", "sign", "clamp", "clip", "clamp_min", "clamp_max", "reciprocal", "threshold", "cpu", "cuda",
     "requires_grad", "masked_fill", "nan_to_num", "round", "floor", "ceil", "trunc", "relu_", "identity",
 }
-_NARY = {"add", "sub", "mul", "truediv", "div", "floordiv", "pow", "maximum", "minimum", "where", "rsub", "addcmul", "addcdiv", "lerp", "fmod", "remainder"}
+_NARY = {"normal", "add", "sub", "mul", "truediv", "div", "floordiv", "pow", "maximum", "minimum", "where", "rsub", "addcmul", "addcdiv", "lerp", "fmod", "remainder"}
 _SPATIAL = {
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
     "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
@@ -41,6 +43,18 @@ _EXPAND = {"expand", "expand_as", "repeat", "tile", "broadcast_to"}
 _MIXING = {"softmax", "log_softmax", "softmin", "normalize", "cumsum", "cumprod", "logcumsumexp"}
 _REDUCE = {"mean", "sum", "amax", "amin", "prod", "std", "var", "norm", "logsumexp", "max", "min", "argmax", "argmin", "nansum", "nanmean", "all", "any", "count_nonzero", "median"}
 _INDEXING = {"index_select": 1, "gather": 1, "narrow": 1, "select": 1, "take_along_dim": 2, "scatter": 1, "scatter_add": 1, "index_add": 1, "index_copy": 1, "index_fill": 1, "sort": 1, "argsort": 1, "topk": 2, "roll": 2, "flip": 1, "kthvalue": 2}
+# whole samples scaled or dropped (stochastic depth: torchvision's ``stochastic_depth``, a
+# ``torch.fx.wrap`` leaf, and timm's ``drop_path``): each channel alone, as an activation
+_SAMPLEWISE = {"stochastic_depth", "drop_path"}
+# a tensor shaped like the input (``torch.rand_like(x)``) or refilled in place
+# (``mask.bernoulli_(p)``): element by element, no channel mixed
+_LIKE = {
+    "empty_like", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like", "randint_like", "bernoulli",
+    "uniform", "fill", "zero", "random", "exponential", "geometric", "cauchy", "log_normal",
+}
+# a new tensor made from the input's dtype and device only (``x.new_empty(shape)``): its shape comes
+# from the code (sizes read from tracked channels are followed as size uses)
+_NEW = {"new_empty", "new_zeros", "new_ones", "new_full", "new_tensor"}
 _REFUSED = {
     "channel_shuffle": "shuffles channels",
     "native_channel_shuffle": "shuffles channels",
@@ -49,15 +63,31 @@ _REFUSED = {
 }
 
 
+# statistics that, taken along channels with ``keepdim=True``, normalise them (a LayerNorm or
+# RMSNorm written out, ConvNeXt-V2's global response normalisation): approximate, as LayerNorm
+_STATISTICS = {"mean", "sum", "norm", "var", "std", "nansum", "nanmean"}
+
+
 def _reduce(g: Graph, op: Op) -> None:
     values = _tensors(op)
     if op.target in ("max", "min") and len(values) > 1:
         elementwise(g, op)
         return
-    dim = _arg(op, 1, "dim", None)
+    shift = 1 if op.target == "norm" else 0  # torch.norm(input, p, dim, keepdim)
+    dim = _arg(op, 1 + shift, "dim", None)
     if isinstance(dim, Value):
         dim = None
-    along_dim(g, op, dim, "fixed", "reduction")
+    keepdim = False
+    if op.target in _STATISTICS:  # var/std(input, dim, unbiased, keepdim): keepdim read by name only
+        keepdim = op.kwargs.get("keepdim", False) if op.target in ("var", "std") else _arg(op, 2 + shift, "keepdim", False)
+    if keepdim is True and dim is not None:
+        along_dim(g, op, dim, "approx", "statistics (which removing channels changes) of")
+    else:
+        along_dim(g, op, dim, "fixed", "reduction")
+
+
+def _fresh(g: Graph, op: Op) -> None:
+    """``x.new_empty(shape)`` and friends: the result carries none of ``x``'s channels."""
 
 
 def _indexing(g: Graph, op: Op) -> None:
@@ -98,9 +128,12 @@ def apply_function(g: Graph, op: Op) -> None:
     if not values:
         return
     refs = [v for v in _iter_values((op.args, op.kwargs)) if v.ref is not None]
-    if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding")):
+    if not _has_spaces(op) and not (refs and name in ("linear", "conv1d", "conv2d", "conv3d", "embedding", *_RESHAPE)):
         return
-    FUNCTION_RULES.get(name, unknown)(g, op)
+    rule = FUNCTION_RULES.get(name)
+    if rule is None:
+        rule = unary if channelwise_by_behaviour(op) else unknown
+    rule(g, op)
 
 
 def _mixing(g: Graph, op: Op) -> None:
@@ -109,6 +142,23 @@ def _mixing(g: Graph, op: Op) -> None:
 
 def _refused(g: Graph, op: Op) -> None:
     unknown(g, op, _REFUSED[op.target])
+
+
+def _direct(value: object) -> bool:
+    """A parameter or buffer as it is (not a view: its dims are the tensor's)."""
+    return isinstance(value, Value) and value.ref is not None and value.ref_dims is None
+
+
+def _norm_module_weights(g: Graph, op: Op) -> bool:
+    """``F.layer_norm``'s weight (and bias, if any) are those of one ``nn.LayerNorm``/``nn.RMSNorm`` module,
+    whose ``normalized_shape`` the layer handler re-derives after slicing."""
+    weight, bias = _arg(op, 2, "weight"), _arg(op, 3, "bias")
+    if not _direct(weight) or weight.ref[1] != "weight":
+        return False
+    if bias is not None and (not _direct(bias) or bias.ref != (weight.ref[0], "bias")):
+        return False
+    norms = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+    return isinstance(g.modules.get(weight.ref[0]), norms)
 
 
 def _functional_layer(g: Graph, op: Op) -> None:
@@ -122,7 +172,7 @@ def _functional_layer(g: Graph, op: Op) -> None:
         x = values[0]
     if name in ("batch_norm", "instance_norm"):
         params = values[1:]
-        if any(p.ref is None for p in params):
+        if not all(_direct(p) for p in params):
             unknown(g, op, "(functional normalisation with computed statistics)")
             return
         space = per_channel(g, op, "", ())
@@ -130,13 +180,21 @@ def _functional_layer(g: Graph, op: Op) -> None:
             for p in params:
                 g.bind(p.ref[0], p.ref[1], 0, space, "norm")
         return
+    if name == "layer_norm" and _norm_module_weights(g, op):
+        # F.layer_norm(x, self.normalized_shape, self.weight, self.bias) inside a LayerNorm subclass
+        # (timm's and torchvision's LayerNorm2d): the module's attributes follow its weight after slicing
+        weight, bias = _arg(op, 2, "weight"), _arg(op, 3, "bias")
+        layer_norm(g, op, weight.ref[0], tuple(_arg(op, 1, "normalized_shape", ())),
+                   [t.ref[1] for t in (weight, bias) if isinstance(t, Value)])
+        return
     if name in ("layer_norm", "group_norm"):
         # the normalised shape / group count is written in the calling code
         unary(g, op)
         g.mark_value(op.out, "fixed", f"{_where(op)}: functional normalisation, its size is in the model's code")
         return
-    if not isinstance(weight, Value) or weight.ref is None:
-        unknown(g, op, "(functional layer with a computed weight)")
+    bias = _arg(op, 2, "bias") if name not in ("embedding", "prelu") else None
+    if not _direct(weight) or (isinstance(bias, Value) and bias.ref is not None and not _direct(bias)):
+        unknown(g, op, "(functional layer with a computed or reshaped weight)")
         return
     module_name, tensor = weight.ref
     if name == "prelu":
@@ -175,6 +233,8 @@ def _functional_layer(g: Graph, op: Op) -> None:
 _FUNCTIONAL_LAYERS = ("linear", "conv1d", "conv2d", "conv3d", "batch_norm", "layer_norm", "group_norm", "instance_norm", "embedding", "prelu")
 FUNCTION_RULES: dict[str, Callable[[Graph, Op], None]] = {
     **dict.fromkeys(_UNARY, unary),
+    **dict.fromkeys(_SAMPLEWISE | _LIKE, unary),
+    **dict.fromkeys(_NEW, _fresh),
     **dict.fromkeys(_NARY, elementwise),
     **dict.fromkeys(_SPATIAL, keep_leading),
     **dict.fromkeys(_RESHAPE, reshape),

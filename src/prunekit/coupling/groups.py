@@ -30,6 +30,7 @@ from torch import nn
 from ..errors import InvalidParameterError, PrunekitError, did_you_mean
 from ..targets import pattern_matches
 from .graph import Binding, Graph
+from .refusal import refusal_message
 from .rules import apply_rules
 from .trace import trace
 
@@ -272,20 +273,17 @@ def find_groups(
             kept[marks["fixed"][r]] += 1
             continue
         if r in marks["refuse"]:
-            refused.append(marks["refuse"][r])
+            refused.append((r, marks["refuse"][r]))
             continue
         if r in marks["approx"] and not approximate:
             continue
         key = tuple(sorted((k, len(pos)) for k, pos in touched.items()))
         units[key].append(r)
     if refused:
-        reasons = list(dict.fromkeys(refused))
-        raise UnsupportedOperationError(
-            "structural pruning cannot model: " + "; ".join(reasons[:5])
-            + (f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else "")
-            + ". Fix: exclude= the modules that produce these channels, register a layer handler for a custom"
-            " layer type (prunekit.register_layer_handler), or change the model."
-        )
+        message, names = refusal_message(g, refused, per_root)
+        error = UnsupportedOperationError(message)
+        error.exclude = names  # type: ignore[attr-defined]  # the exclude= value that avoids this refusal
+        raise error
     for reason, count in kept.items():
         logger.info("%d channels kept (not offered for pruning): %s", count, reason)
     groups = [_make_group(g, key, members, per_root, marks["approx"]) for key, members in units.items()]

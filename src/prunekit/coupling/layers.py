@@ -20,7 +20,7 @@ from torch import nn
 from .graph import Graph, Space, _out, _tensors, _where
 from .trace import Op, Value
 
-__all__ = ["produce", "conv", "linear", "per_channel", "layer_norm", "group_norm", "embedding"]
+__all__ = ["produce", "conv", "linear", "per_channel", "layer_norm", "group_norm", "embedding", "channelwise"]
 
 
 # -- layers -------------------------------------------------------------------------------------
@@ -146,6 +146,22 @@ def group_norm(g: Graph, op: Op, name: str, groups: int) -> None:
         g.union(space, atoms, space, (atoms // per) * per)
     elif space is not None:
         g.mark(space, "approx", f"{_where(op)} (one group) normalises over these channels")
+
+
+def channelwise(g: Graph, op: Op, name: str | None = None, module: nn.Module | None = None) -> None:
+    """A layer that acts on each channel alone (an activation, a mask or scale of whole samples such as
+    stochastic depth): its output keeps the input's channels. A ready ``couple`` rule for a layer handler::
+
+        prunekit.register_layer_handler(MyDropPath, prunekit.coupling.channelwise)
+    """
+    tensors = _tensors(op)
+    x, out = (tensors[0] if tensors else None), _out(op)
+    if x is None or out is None:
+        return
+    lead = out.ndim - x.ndim
+    for d, space in x.spaces.items():
+        if 0 <= d + lead < out.ndim and out.shape[d + lead] == x.shape[d]:
+            out.spaces[d + lead] = space
 
 
 def embedding(g: Graph, op: Op, name: str) -> None:

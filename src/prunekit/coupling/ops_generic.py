@@ -7,12 +7,16 @@ and sets those of its output (see :mod:`.graph`).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from .graph import Graph, _arg, _dims, _out, _tensors, _where
 from .trace import Op, Value, _iter_values
 
-__all__ = ["elementwise", "unary", "keep_leading", "along_dim", "unknown", "pad", "matmul", "sdpa"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["elementwise", "unary", "keep_leading", "along_dim", "unknown", "pad", "matmul", "sdpa", "channelwise_by_behaviour"]
 
 
 # -- generic rules --------------------------------------------------------------------------
@@ -73,10 +77,43 @@ def along_dim(g: Graph, op: Op, dim: Any, kind: str, what: str) -> None:
                 o.spaces[od] = x.spaces[d]
 
 
-def unknown(g: Graph, op: Op, why: str = "is not supported by structural pruning") -> None:
+#: per graph, the refusal reasons of a layer's call, or of a call made inside a layer: reason -> (module
+#: name, class), so that the refusal can name the layer type a handler would serve (:mod:`.refusal`)
+REFUSED_SCOPES: WeakKeyDictionary[Graph, dict[str, tuple[str, type]]] = WeakKeyDictionary()
+
+
+def channelwise_by_behaviour(op: Op) -> bool:
+    """The call was tried on its real inputs (:mod:`.probe`) and acts on each channel alone along every
+    tracked dim of its first tensor, which is the only one with tracked channels; its result has that shape."""
+    if not op.channelwise_dims:
+        return False
+    tensors = _tensors(op)
+    out = _out(op)
+    if not tensors or out is None or out.shape != tensors[0].shape:
+        return False
+    first = tensors[0]
+    for v in _iter_values((op.args, op.kwargs)):
+        if v.spaces and (v is not first or not set(v.spaces) <= op.channelwise_dims):
+            return False
+    logger.info("%s acts on each channel alone (tried on its inputs): coupled as channel-wise", _where(op))
+    return True
+
+
+_UNKNOWN = "is not supported by structural pruning"
+
+
+def unknown(g: Graph, op: Op, why: str = _UNKNOWN) -> None:
+    if op.kind == "module":
+        scope, where = (op.module_name or "", type(op.target)), _where(op)
+    else:
+        scope = op.scope
+        where = _where(op) + (f" in {scope[0]} ({scope[1].__name__})" if scope is not None else "")
     for v in _iter_values((op.args, op.kwargs)):
         for d, space in v.spaces.items():
-            g.mark(space, "refuse", f"{_where(op)} {why} (it reads dim {d} of a tensor whose channels would be pruned)")
+            reason = f"{where} {why} (it reads dim {d} of a tensor whose channels would be pruned)"
+            g.mark(space, "refuse", reason)
+            if scope is not None and why == _UNKNOWN:  # a known channel mixer (a shuffle) is not channel-wise
+                REFUSED_SCOPES.setdefault(g, {})[reason] = scope
 
 
 def pad(g: Graph, op: Op) -> None:

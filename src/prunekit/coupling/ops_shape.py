@@ -93,7 +93,7 @@ def reshape(g: Graph, op: Op) -> None:
     channels, a block that splits a tracked dim fixes it (it is not modelled), and
     channels whose size the code writes as a constant are fixed."""
     x, out = _tensors(op)[0], _out(op)
-    if out is None or not x.spaces:
+    if out is None or (not x.spaces and x.ref is None):
         return
     xs, os_ = x.shape, out.shape
     i = j = 0
@@ -116,6 +116,8 @@ def reshape(g: Graph, op: Op) -> None:
     except IndexError:
         g.mark_value(x, "fixed", f"{_where(op)}: shapes {xs} -> {os_} not understood")
         return
+    if x.ref is not None:
+        _view_of_parameter(op, x, out, blocks)
     for ins, outs in blocks:
         big_out = [d for d in outs if os_[d] > 1]
         if not any(d in x.spaces and xs[d] > 1 for d in ins):
@@ -126,6 +128,24 @@ def reshape(g: Graph, op: Op) -> None:
         else:
             logger.info("%s splits a tracked dim into %s: those channels are not pruned", _where(op), [os_[d] for d in outs])
             g.mark_value(x, "fixed", f"{_where(op)} splits channels into several dims", dims=ins)
+
+
+def _view_of_parameter(op: Op, x: Value, out: Value, blocks: list[tuple[list[int], list[int]]]) -> None:
+    """A reshaped parameter (``self.gamma.reshape(1, -1, 1, 1)``, timm's ConvNeXt layer scale): a dim
+    kept whole (only dims of size 1 added or dropped) stays bindable when its size is computed or ``-1``
+    in the code, so channels it scales can still be removed with its entries."""
+    flags = _size_args(op)
+    if flags is None:
+        return  # the fallback tracer cannot tell whether the sizes are written as constants
+    mapping: dict[int, int] = {}
+    for ins, outs in blocks:
+        big_in = [d for d in ins if x.shape[d] > 1]
+        big_out = [d for d in outs if out.shape[d] > 1]
+        if len(big_in) == 1 and len(big_out) == 1 and (not flags or (big_out[0] < len(flags) and flags[big_out[0]])):
+            ref_dim = big_in[0] if x.ref_dims is None else x.ref_dims.get(big_in[0])
+            if ref_dim is not None:
+                mapping[big_out[0]] = ref_dim
+    out.ref, out.ref_dims = x.ref, mapping
 
 
 def permute(g: Graph, op: Op) -> None:

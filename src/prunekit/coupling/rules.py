@@ -16,10 +16,15 @@ share a position of a bound tensor are joined (the same weight column).
 Marks on spaces: ``fixed`` (never pruned: network input/output, excluded
 modules, ops that mix channels such as softmax or a mean over channels, a view
 that splits channels), ``refuse`` (ops that would be mis-modelled: channel or
-pixel shuffle, indexing along channels, unknown functions; finding groups
-raises unless the unit is fixed anyway) and ``approx`` (LayerNorm/RMSNorm over
-the channels, pruned only with ``approximate=True``: removing channels changes
-its mean and variance).
+pixel shuffle, indexing along channels, unknown functions and layers unless
+tried on their inputs they act on each channel alone (:mod:`.probe`); finding
+groups raises unless the unit is fixed anyway, naming fixes that work:
+:mod:`.refusal`) and ``approx`` (LayerNorm/RMSNorm over the channels, also
+``F.layer_norm`` on a LayerNorm's own weights, statistics taken along channels
+with ``keepdim=True`` as in ConvNeXt-V2's GRN; pruned only with
+``approximate=True``: removing channels changes their mean and variance).
+Stochastic depth (torchvision's ``StochasticDepth``/``stochastic_depth``,
+timm's ``DropPath``/``drop_path``) scales whole samples: channel-wise.
 
 The rules live by family: :mod:`.graph` (spaces, bindings, marks),
 :mod:`.ops_generic` and :mod:`.ops_shape` (torch functions), :mod:`.functions`
@@ -32,26 +37,26 @@ Structural Pruning" (CVPR 2023), written here on atoms with union-find.
 """
 
 from __future__ import annotations
-from __future__ import annotations
 
 from collections.abc import Iterable
 
 from .functions import apply_function
 from .graph import Graph, _has_spaces, _out, _tensors, _where
 from .handlers import handler_for
-from .ops_generic import unknown
+from .ops_generic import channelwise_by_behaviour, unary, unknown
 from .trace import Op
 
 __all__ = ["apply_rules"]
 
 def _module(g: Graph, op: Op) -> None:
-    """A leaf module: its handler's rule; without one, ``unknown`` where it reads tracked channels."""
+    """A leaf module: its handler's rule; without one, channel-wise when it behaves so on its inputs
+    (:mod:`.probe`), else ``unknown`` where it reads tracked channels."""
     module, name = op.target, op.module_name or ""
     handler = handler_for(module)
     if handler is not None and handler.couple is not None:
         handler.couple(g, op, name, module)
     elif _tensors(op) and _has_spaces(op):
-        unknown(g, op)
+        (unary if channelwise_by_behaviour(op) else unknown)(g, op)
 
 
 def _size_uses(g: Graph, op: Op) -> None:

@@ -11,6 +11,11 @@ Two tracers fill the same small representation (:class:`Value`, :class:`Op`):
   operation each through forward hooks. The graph is that of this one pass:
   branches not taken with ``example_inputs`` are not seen.
 
+:func:`trace` traces the model in eval mode and, where its code differs in
+train mode (auxiliary heads, ``F.dropout(x, p, self.training)``), in train mode
+too, and joins both graphs. Leaves no rule may know (an fx-wrapped function, a
+layer without a handler) are tried on their real inputs (:mod:`.probe`).
+
 Built-in ``torch.nn`` modules (not containers), and modules of a type with a
 layer handler (:mod:`.handlers`), are leaves in both tracers, as in fx. Parameters and buffers used directly by functions become values with a
 ``ref`` (module name, tensor name).
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +35,8 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import InvalidParameterError
-from .handlers import is_leaf
+from .handlers import _CONTAINERS, handler_for, is_leaf
+from .probe import channelwise_dims
 
 __all__ = ["Value", "Op", "Trace", "trace", "trace_fx", "trace_run", "is_leaf"]
 
@@ -73,6 +80,11 @@ class Op:
     # sizes of tracked tensors this op uses: (value, dim, output dim) where the size is
     # passed as is as the size of output dim (view/reshape/expand), else (value, dim, None)
     size_uses: list[tuple[Value, int, int | None]] = field(default_factory=list)
+    # the innermost module whose forward made this call (qualified name, class), or None
+    scope: tuple[str, type] | None = None
+    # for a leaf the rules may not know (an fx-wrapped function, a layer without a handler): the dims
+    # along which it acts on each channel alone, tried on its real inputs (:mod:`.probe`); None: not tried
+    channelwise_dims: frozenset[int] | None = None
 
 
 @dataclass
@@ -148,9 +160,20 @@ def _wrap(obj: Any, ref: tuple[str, str] | None = None) -> Any:
     return obj
 
 
-def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
-    """Trace with ``torch.fx`` (raises whatever fx raises when it cannot)."""
-    graph = _Tracer().trace(model)
+def _scope(node: fx.Node) -> tuple[str, type] | None:
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    found = list(stack.values())[-1]
+    if isinstance(found, tuple) and len(found) == 2 and isinstance(found[1], type):
+        return str(found[0]), found[1]
+    return None
+
+
+def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph | None = None) -> Trace:
+    """Trace with ``torch.fx`` (raises whatever fx raises when it cannot); ``graph``: the model's
+    symbolic graph when already traced."""
+    graph = _Tracer().trace(model) if graph is None else graph
     gm = fx.GraphModule(model, graph)
     recorder = _Recorder(gm)
     with torch.no_grad():
@@ -183,11 +206,29 @@ def trace_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             if node.op == "call_module":
                 module = gm.get_submodule(node.target)
                 ops.append(Op("module", node.name, module, load(node.args), load(node.kwargs), values[node], str(node.target), None, uses))
+                handler = handler_for(module)
+                if handler is None or handler.couple is None:
+                    ops[-1].channelwise_dims = _probe(module, node, recorder)
             else:
                 target = "getitem" if node.target is operator.getitem else canonical_name(node.target)
                 computed = fx.node.map_aggregate(node.args, lambda a: isinstance(a, fx.Node))
-                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses))
+                ops.append(Op("function", node.name, target, load(node.args), load(node.kwargs), values[node], None, computed, uses,
+                              _scope(node)))
+                if _is_wrapped_leaf(node.target):
+                    ops[-1].channelwise_dims = _probe(node.target, node, recorder)
     return Trace(inputs, ops, outputs, "fx")
+
+
+def _is_wrapped_leaf(target: Any) -> bool:
+    """A Python function of the model's own code that fx kept as one call (``torch.fx.wrap``)."""
+    module = getattr(target, "__module__", None) or ""
+    return isinstance(target, types.FunctionType) and module != "torch" and not module.startswith("torch.")
+
+
+def _probe(fn: Callable[..., Any], node: fx.Node, recorder: _Recorder) -> frozenset[int]:
+    args = fx.node.map_arg(node.args, lambda n: recorder.results.get(n))
+    kwargs = fx.node.map_arg(node.kwargs, lambda n: recorder.results.get(n))
+    return channelwise_dims(fn, tuple(args), dict(kwargs))
 
 
 _SIZE_TAKERS = {"view", "reshape", "expand", "repeat", "tile", "broadcast_to"}
@@ -270,6 +311,7 @@ class _Recording(TorchFunctionMode):
         self.values: dict[int, Value] = {}
         self.alive: list[torch.Tensor] = []  # keeps ids unique while tracing
         self.ops: list[Op] = []
+        self.scopes: list[tuple[str, type]] = []  # the user modules (not leaves) being run, outermost first
 
     def value(self, obj: Any) -> Any:
         if isinstance(obj, torch.Tensor):
@@ -302,7 +344,8 @@ class _Recording(TorchFunctionMode):
             self.size_read(func, name, args, kwargs)
         if self.depth == 0 and name not in _IGNORED and _has_tensor(result):
             in_args, in_kwargs = self.value(args), self.value(kwargs)
-            self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result)))
+            self.ops.append(Op("function", f"{name}_{len(self.ops)}", name, tuple(in_args), in_kwargs, self.produced(result),
+                               scope=self.scopes[-1] if self.scopes else None))
         return result
 
     def size_read(self, func: Callable, name: str, args: tuple, kwargs: dict) -> None:
@@ -321,6 +364,13 @@ class _Recording(TorchFunctionMode):
         label = {"get": "shape", "len": "len"}.get(name, name)
         self.ops.append(Op("function", f"{label}_{len(self.ops)}", "size_read", (value,), {}, None,
                            size_uses=[(value, d, None) for d in dims]))
+
+    def enter_scope(self, name: str, module: nn.Module) -> None:
+        self.scopes.append((name, type(module)))
+
+    def leave_scope(self) -> None:
+        if self.scopes:
+            self.scopes.pop()
 
     def enter(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         if self.depth == 0:
@@ -345,6 +395,9 @@ def trace_run(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     recording = _Recording(_tensor_refs(model))
     handles = []
     for name, module in model.named_modules():
+        if name and not is_leaf(module) and not isinstance(module, _CONTAINERS):
+            handles.append(module.register_forward_pre_hook(lambda m, a, rec=recording, n=name: rec.enter_scope(n, m)))
+            handles.append(module.register_forward_hook(lambda m, a, r, rec=recording: rec.leave_scope(), always_call=True))
         if name and is_leaf(module):
             handles.append(
                 module.register_forward_pre_hook(
@@ -366,18 +419,76 @@ def trace_run(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
 
 
 def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
-    """:func:`trace_fx`, or :func:`trace_run` (logged) where fx fails.
+    """The model's operations in eval mode and, where its code differs in training (auxiliary
+    heads run only then, ``F.dropout(x, p, self.training)``), in train mode too: the union of both
+    graphs, so that channels seen in either mode are coupled.
 
-    The model runs in eval mode while traced (BatchNorm statistics stay as they
-    are); its modes are restored afterwards."""
+    :func:`trace_fx`, or :func:`trace_run` (logged) where fx fails. The train-mode pass runs with
+    BatchNorm/InstanceNorm layers in eval mode (their statistics are not updated, and a batch of one
+    works), the model's buffers restored and the random state forked; the modules' modes are
+    restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         _check_inputs(model, example_inputs)
-        return _trace(model, example_inputs)
+        traced, graph = _trace(model, example_inputs)
+        training = _trace_training(model, example_inputs, traced, graph)
+        if training is not None:
+            logger.info("%s runs other operations in train mode: both modes traced", type(model).__name__)
+            traced = Trace(traced.inputs, traced.ops + training.ops, traced.outputs + training.outputs, traced.method)
+        return traced
     finally:
-        for module, training in modes:
-            module.training = training
+        for module, training_mode in modes:
+            module.training = training_mode
+
+
+def _signature(ops: list[Op]) -> list[tuple[str, Any]]:
+    return [(op.kind, op.module_name if op.kind == "module" else op.target) for op in ops]
+
+
+def _trace_training(model: nn.Module, example_inputs: tuple[Any, ...], traced: Trace,
+                    graph: fx.Graph | None) -> Trace | None:
+    """The train-mode trace when it differs from eval mode's (None when it is the same)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            module.eval()
+    try:
+        train_graph = None
+        if graph is not None:
+            try:
+                train_graph = _Tracer().trace(model)
+            except Exception:  # noqa: BLE001 - fx raises many kinds; the fallback records a run instead
+                train_graph = None
+            if train_graph is not None and str(train_graph) == str(graph):
+                return None  # the same code in both modes: nothing to run
+        training = _run_training(model, example_inputs, train_graph)
+        if train_graph is None and _signature(training.ops) == _signature(traced.ops):
+            return None
+        return training
+    except Exception as error:  # noqa: BLE001 - a model may refuse to run in train mode without targets
+        logger.warning(
+            "%s cannot be traced in train mode (%s: %s); only its eval-mode graph is used (operations that run only "
+            "in training are not seen)", type(model).__name__, type(error).__name__,
+            str(error).splitlines()[0][:200] if str(error) else "")
+        return None
+
+
+def _run_training(model: nn.Module, example_inputs: tuple[Any, ...], graph: fx.Graph | None) -> Trace:
+    """One train-mode pass (fx's ``graph``, or the fallback recording), with the buffers restored and the
+    random state (CPU, and the CUDA devices the model is on) as it was."""
+    saved = [(module, name, buffer, buffer.detach().clone())
+             for module in model.modules() for name, buffer in module._buffers.items() if buffer is not None]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            return trace_fx(model, example_inputs, graph) if graph is not None else trace_run(model, example_inputs)
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, copy in saved:
+                if buffer.shape == copy.shape:
+                    buffer.copy_(copy)
+                module._buffers[name] = buffer
 
 
 def _describe(obj: Any) -> str:
@@ -408,9 +519,11 @@ def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
         ) from exc
 
 
-def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
+def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> tuple[Trace, fx.Graph | None]:
+    """The trace, and fx's graph (None when the fallback recorded it)."""
     try:
-        return trace_fx(model, example_inputs)
+        graph = _Tracer().trace(model)
+        return trace_fx(model, example_inputs, graph), graph
     except Exception as error:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError, ...)
         logger.warning(
             "torch.fx cannot trace %s (%s: %s); recording one forward pass instead (branches not taken "
@@ -419,4 +532,4 @@ def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
             type(error).__name__,
             str(error).splitlines()[0][:200] if str(error) else "",
         )
-        return trace_run(model, example_inputs)
+        return trace_run(model, example_inputs), None

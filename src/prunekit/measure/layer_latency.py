@@ -224,7 +224,9 @@ class LayerSite:
 
     ``layer`` is its table key at the current widths (batch: the example input's, threads: 0);
     ``in_terms``/``out_terms`` map a group name to the input/output positions one of its channels
-    occupies; ``depthwise`` convs take their input width (and ``groups``) from their output width.
+    occupies (for a grouped conv, one channel of a group removes that local index from every conv
+    group, so its input term counts ``groups`` positions); ``depthwise`` convs (one input channel a
+    conv group, with any channel multiplier) take their input width and ``groups`` from their output width.
     """
 
     name: str
@@ -238,7 +240,8 @@ class LayerSite:
         """(in, out, conv groups) after ``removed[group]`` channels left each group."""
         out_ch = self.layer.out_ch - sum(removed.get(g, 0) * k for g, k in self.out_terms.items())
         if self.depthwise:
-            return out_ch, out_ch, out_ch
+            groups = out_ch // max(1, self.layer.out_ch // self.layer.groups)
+            return groups, out_ch, groups
         in_ch = self.layer.in_ch - sum(removed.get(g, 0) * k for g, k in self.in_terms.items())
         return in_ch, out_ch, self.layer.groups
 
@@ -319,7 +322,9 @@ def layer_sites(model: nn.Module, example_inputs: Any, groups: Sequence[GroupLik
     sites = []
     for name, module, in_shape, out_shape in calls:
         if isinstance(module, nn.Conv2d):
-            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            # grouped: a group's channel is one local input index, removed from every conv group
+            scale = module.groups if module.groups > 1 and not depthwise else 1
             layer = LayerSpec("conv2d", module.in_channels, module.out_channels, _pair(module.kernel_size),
                               _pair(module.stride), _padding(module), module.groups, (in_shape[-2], in_shape[-1]),
                               in_shape[0], 0)
@@ -328,6 +333,7 @@ def layer_sites(model: nn.Module, example_inputs: Any, groups: Sequence[GroupLik
             tokens = math.prod(in_shape[1:-1]) if len(in_shape) > 2 else 1
             layer = LayerSpec("linear", module.in_features, module.out_features, (1, 1), (1, 1), (0, 0), 1,
                               (tokens, 1), in_shape[0], 0)
-            depthwise, out_hw = False, (tokens, 1)
-        sites.append(LayerSite(name, layer, out_hw, in_terms.get(name, {}), out_terms.get(name, {}), depthwise))
+            depthwise, out_hw, scale = False, (tokens, 1), 1
+        inputs = {g: k * scale for g, k in in_terms.get(name, {}).items()}
+        sites.append(LayerSite(name, layer, out_hw, inputs, out_terms.get(name, {}), depthwise))
     return sites

@@ -52,6 +52,7 @@ from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
 from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
+from .group_checks import approximate_hint, check_found_groups
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
@@ -212,6 +213,7 @@ def structural_prune(
     latency_table: LatencyTable | None = None,
     ratio: float | None = None,
     batches: Iterable[Any] | None = None,
+    approximate: bool = False,
 ) -> StructuralPruneResult:
     """Physically remove channels from ``model`` (in place) and return what changed.
 
@@ -245,9 +247,14 @@ def structural_prune(
         latency_table: the :class:`~prunekit.surgery.latency.LatencyTable` to use (its batch,
             threads and cache file); default ``LatencyTable()``: batch 1, the current threads.
         ratio, batches: deprecated names of ``sparsity`` and ``data`` (giving both is an error).
+        approximate: also prune channels that a normalisation over channels (LayerNorm, RMSNorm,
+            statistics along channels, as in ConvNeXt and MobileViT blocks) keeps, slicing its weights
+            with them, as Torch-Pruning does: the kept channels' values change, so fine-tune afterwards.
+            Off by default (removal is exact); when nothing can be pruned exactly, the error names it.
 
     Raises:
-        InvalidParameterError: for bad arguments, before anything is changed.
+        InvalidParameterError: for bad arguments, before anything is changed; when the model has
+            no channel group to prune (nothing would change).
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "structural_prune", new_value=sparsity)
@@ -285,7 +292,8 @@ def structural_prune(
         )
     # one dry allocation on the unchanged model validates scope/normalize/caps/round_to
     t0 = time.perf_counter()
-    groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
+    groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups, approximate=approximate)
+    check_found_groups(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups, approximate=approximate)
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
     params_before = count_parameters(model).params if measure else None
@@ -297,7 +305,8 @@ def structural_prune(
     modelled: tuple[float, float] | None = None
     for i in range(1, steps + 1):
         if i > 1:
-            groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
+            groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
+                                 approximate=approximate)
             crit = make()
         for g in groups:
             base_sizes.setdefault(g.name, g.size)
@@ -331,7 +340,14 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
-            keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
+            try:
+                keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
+            except InvalidParameterError as error:
+                hint = approximate_hint(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups,
+                                        approximate=approximate)
+                if hint is None:
+                    raise
+                raise InvalidParameterError(error.param, error.expected, error.got, f"{error.fix} Or: {hint}.") from None
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
         crit.after_selection(model, groups, keep)
         records.append(prune_groups(model, keep, groups, optimizer=optimizer))
