@@ -1,0 +1,146 @@
+""":class:`SparseLinear`: a Linear layer computing with its compressed weight.
+
+The layer holds the compressed weight (:mod:`.compressed`: bitmask + packed
+values + row offsets) as buffers ``mask``, ``values``, ``row_ptr`` and the
+bias as ``bias``, and computes ``y = x · Wᵀ + b`` with one of three kernels:
+
+* ``"prunekit"``: the compiled kernel decoding the bitmask inside the product
+  (:mod:`.native_kernel`), for few input rows (memory-bound); where no
+  compiler exists it computes with stock torch ops (weight rebuilt dense once,
+  logged as a warning);
+* ``"csr"`` / ``"bsr"``: torch's sparse CSR / BSR matrix product (float32),
+  for many rows; the torch tensor is rebuilt from the buffers when first used.
+
+It is an inference layer: it has no parameters and no gradient.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidParameterError, check_choice
+from ..native import NativeBuildError
+from .compressed import DTYPES, PAD, CompressedWeight, compress
+from .matmul import sparse_linear, torch_linear
+from .native_kernel import available, kernel
+
+__all__ = ["KERNELS", "SparseLinear", "torch_sparse_weight"]
+
+logger = logging.getLogger(__name__)
+
+#: The kernels a :class:`SparseLinear` computes with.
+KERNELS = ("prunekit", "csr", "bsr")
+
+
+def torch_sparse_weight(dense: torch.Tensor, kernel_name: str, blocksize: int = 0) -> torch.Tensor:
+    """``dense`` as a torch CSR (``"csr"``) or BSR (``"bsr"``, square blocks of ``blocksize``) tensor."""
+    with warnings.catch_warnings():  # torch: "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        if kernel_name == "csr":
+            return dense.to_sparse_csr()
+        return dense.to_sparse_bsr((blocksize, blocksize))
+
+
+class SparseLinear(nn.Module):
+    """``y = x · Wᵀ + b`` with ``W`` stored compressed; outputs equal the dense Linear's to float tolerance.
+
+    Build one with :meth:`from_dense` (or :func:`prunekit.to_sparse`, which
+    picks the kernel by timing). The constructor makes an empty layer of the
+    given sizes, to load a saved state dict into.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, nnz: int = 0, bias: bool = True,
+                 dtype: torch.dtype = torch.float32, kernel: str = "prunekit", blocksize: int = 0) -> None:
+        super().__init__()
+        check_choice("kernel", kernel, KERNELS)
+        if dtype not in DTYPES:
+            raise InvalidParameterError("dtype", "torch.float32 or torch.bfloat16", dtype,
+                                        "Fix: keep float16/float64 layers dense (to_sparse does).")
+        if kernel == "bsr" and (blocksize < 1 or in_features % blocksize or out_features % blocksize):
+            raise InvalidParameterError("blocksize", "a block size dividing in_features and out_features",
+                                        blocksize, "Fix: use kernel='csr' or a block size such as 4 or 8.")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.kernel = kernel
+        self.blocksize = int(blocksize)
+        chunks = -(-self.in_features // 16)
+        self.register_buffer("mask", torch.zeros(self.out_features, chunks, dtype=torch.int16))
+        self.register_buffer("values", torch.zeros(int(nnz) + PAD, dtype=dtype))
+        self.register_buffer("row_ptr", torch.zeros(self.out_features + 1, dtype=torch.int64))
+        self.register_buffer("bias", torch.zeros(self.out_features, dtype=dtype) if bias else None)
+        self._cache: torch.Tensor | None = None  # torch's sparse weight, or the dense fallback
+
+    @classmethod
+    @torch.no_grad()
+    def from_dense(cls, weight: torch.Tensor | nn.Linear, bias: torch.Tensor | None = None, *,
+                   kernel: str = "prunekit", blocksize: int = 0) -> SparseLinear:
+        """Compress ``weight`` (a 2-D float32/bfloat16 tensor whose zeros are pruned, or a Linear)."""
+        if isinstance(weight, nn.Linear):
+            weight, bias = weight.weight, weight.bias
+        packed = compress(weight)
+        layer = cls(packed.in_features, packed.out_features, nnz=packed.nnz, bias=bias is not None,
+                    dtype=packed.dtype, kernel=kernel, blocksize=blocksize)
+        layer.mask.copy_(packed.mask)
+        layer.values.copy_(packed.values)
+        layer.row_ptr.copy_(packed.row_ptr)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+        return layer
+
+    @property
+    def compressed(self) -> CompressedWeight:
+        return CompressedWeight(self.mask, self.values, self.row_ptr, self.in_features)
+
+    @property
+    def sparsity(self) -> float:
+        return self.compressed.sparsity
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.values.dtype
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense weight (zeros where pruned)."""
+        return self.compressed.to_dense()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: D401 - torch hook
+        # the number of kept values is known only from the checkpoint: size the buffer to it
+        values = state_dict.get(prefix + "values")
+        if isinstance(values, torch.Tensor) and values.shape != self.values.shape:
+            self.values = torch.zeros_like(values, dtype=self.values.dtype)
+        self._cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _apply(self, fn, recurse=True):
+        self._cache = None
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "prunekit":
+            if available():
+                try:
+                    kernel()
+                except NativeBuildError as exc:
+                    logger.warning("SparseLinear: the compiled kernel is not used (%s); computing with torch ops", exc)
+                else:
+                    return sparse_linear(x, self.compressed, self.bias)
+            if self._cache is None:
+                logger.warning("SparseLinear: no C++ compiler here; computing with the weight rebuilt dense")
+                self._cache = self.to_dense()
+            return torch_linear(x, self.compressed, self.bias, dense=self._cache)
+        if self._cache is None:
+            self._cache = torch_sparse_weight(self.to_dense().float(), self.kernel, self.blocksize)
+        lead = x.shape[:-1]
+        y = F.linear(x.reshape(-1, self.in_features).float(), self._cache,
+                     None if self.bias is None else self.bias.float())
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, kernel={self.kernel!r}, dtype={self.dtype}, "
+                f"sparsity={self.sparsity:.3f}")
