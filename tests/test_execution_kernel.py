@@ -36,10 +36,9 @@ def _weight(out: int, inp: int, pattern: str, density: float, dtype: torch.dtype
         w.zero_()
     elif pattern == "2:4":
         cols = inp - inp % 4
-        blocks = w[:, :cols].reshape(out, -1, 4)
+        blocks = w[:, :cols].reshape(out, -1, 4).clone()
         drop = blocks.abs().argsort(-1)[..., :2]
-        blocks.scatter_(-1, drop, 0.0)
-        w[:, :cols] = blocks.reshape(out, cols)
+        w[:, :cols] = blocks.scatter(-1, drop, 0.0).reshape(out, cols)
     return w.to(dtype)
 
 
