@@ -73,13 +73,14 @@ def test_kernel_equals_dense_linear(isas, out, inp, rows, pattern, density, bf16
 @pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_isa_forced_on_odd_shapes(isas, isa, dtype):
-    """Every path this CPU has runs when forced, on rows of 1..16 and widths around the 16-column chunks."""
+    """Every path this CPU has runs when forced, on 1..16 rows (vectorised over columns), more rows
+    (vectorised over rows) and widths around the 16-column chunks."""
     if isa not in isas[dtype == torch.bfloat16]:
         pytest.skip(f"this CPU lacks {isa} (supported: {isas[dtype == torch.bfloat16]})")
     for inp in (1, 17, 33, 1000):
         w = _weight(23, inp, "zero rows", 0.4, dtype, inp)
         packed = compress(w)
-        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16):
+        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 40, 130):
             x = torch.randn(rows, inp)
             torch.testing.assert_close(sparse_linear(x, packed, isa=isa), F.linear(x, w.float()),
                                        rtol=1e-5, atol=_tolerance(inp))
