@@ -132,7 +132,7 @@ def test_bad_arguments_name_the_parameter_and_change_nothing(built, kwargs, mess
 
 
 def test_model_without_linear_and_missing_inputs_are_refused(built):
-    with pytest.raises(InvalidParameterError, match="model: expected a model with nn.Linear layers"):
+    with pytest.raises(InvalidParameterError, match=r"model: expected a model with nn.Linear \(or 1x1 nn.Conv2d\) layers"):
         to_sparse(nn.Sequential(nn.ReLU()), torch.randn(1, 4))
     with pytest.raises(InvalidParameterError, match="example_inputs: expected a tensor"):
         to_sparse(_pruned(), None)
@@ -198,3 +198,32 @@ def test_load_refuses_another_architecture_and_other_files(built, tmp_path):
     prunekit.save_sparse(_pruned(), plain)
     with pytest.raises(CheckpointError, match="was not written by save_sparse_model"):
         load_sparse_model(Block(), plain)
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pw = nn.Conv2d(32, 48, 1)
+        self.spatial = nn.Conv2d(48, 48, 3, padding=1)  # not a matrix product: stays as it is
+        self.fc = nn.Linear(48, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.spatial(torch.relu(self.pw(x))).mean((2, 3)))
+
+
+def test_one_by_one_convolutions_are_converted_and_saved(built, tmp_path):
+    torch.manual_seed(0)
+    model = ConvNet().eval()
+    prunekit.prune(model, 0.8)
+    x = torch.randn(2, 32, 5, 3)
+    want = model(x)
+    result = to_sparse(model, x, **_fast(min_speedup=1e-9))
+    assert [(layer.name, layer.kind, layer.shape, layer.rows) for layer in result.layers] == [
+        ("pw", "conv1x1", (48, 32), 30), ("fc", "linear", (5, 48), 2)]
+    assert type(model.pw).__name__ == "SparseConv1x1" and type(model.spatial) is nn.Conv2d
+    torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-5)
+    path = tmp_path / "conv.safetensors"
+    save_sparse_model(model, path)
+    fresh = load_sparse_model(ConvNet().eval(), path)
+    assert type(fresh.pw).__name__ == "SparseConv1x1"
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)

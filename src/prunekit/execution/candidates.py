@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .module import SparseLinear
+from .module import SparseConv1x1, SparseLinear
 
 __all__ = ["BLOCK_SIZES", "bsr_blocksize", "build_candidates"]
 
@@ -36,9 +36,11 @@ def bsr_blocksize(weight: torch.Tensor) -> int:
     return 0
 
 
-def build_candidates(weight: torch.Tensor, bias: torch.Tensor | None,
-                     kernels: tuple[str, ...]) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """``({kernel: layer}, {kernel: why it cannot run here})`` for the requested ``kernels``."""
+def build_candidates(weight: torch.Tensor, bias: torch.Tensor | None, kernels: tuple[str, ...], *,
+                     conv: bool = False) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """``({kernel: layer}, {kernel: why it cannot run here})`` for the requested ``kernels``
+    (``weight`` 2-D; ``conv``: the layers are :class:`SparseConv1x1`)."""
+    cls = SparseConv1x1 if conv else SparseLinear
     layers: dict[str, nn.Module] = {}
     refused: dict[str, str] = {}
     for name in kernels:
@@ -51,5 +53,5 @@ def build_candidates(weight: torch.Tensor, bias: torch.Tensor | None,
             if not blocksize:
                 refused[name] = "no block structure (too few all-zero blocks)"
                 continue
-        layers[name] = SparseLinear.from_dense(weight, bias, kernel=name, blocksize=blocksize)
+        layers[name] = cls.from_dense(weight, bias, kernel=name, blocksize=blocksize)
     return layers, refused

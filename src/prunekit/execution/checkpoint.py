@@ -25,7 +25,7 @@ from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict
 from ..io.sparse_file import verify_checksum, write_safetensors
 from ..masks.transaction import all_or_nothing
-from .module import KERNELS, SparseLinear
+from .module import KERNELS, SparseConv1x1, SparseLinear, is_conv1x1
 from .outputs import swap_modules
 
 __all__ = ["METADATA_KEY", "load_sparse_model", "save_sparse_model"]
@@ -49,7 +49,8 @@ def save_sparse_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
                                     "Fix: pass the model returned in to_sparse(...).model.")
     layers = {name: {"in_features": m.in_features, "out_features": m.out_features, "nnz": m.values.numel() - 16,
                      "dtype": str(m.dtype).replace("torch.", ""), "bias": m.bias is not None,
-                     "kernel": m.kernel, "blocksize": m.blocksize}
+                     "kernel": m.kernel, "blocksize": m.blocksize,
+                     "layer": "conv1x1" if isinstance(m, SparseConv1x1) else "linear"}
               for name, m in model.named_modules() if isinstance(m, SparseLinear)}
     tensors = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
     write_safetensors(path, tensors, {METADATA_KEY: json.dumps(layers, sort_keys=True)})
@@ -77,11 +78,12 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 def _empty_layer(path: Path, name: str, info: Any) -> SparseLinear:
     try:
-        return SparseLinear(int(info["in_features"]), int(info["out_features"]), nnz=int(info["nnz"]),
+        cls = SparseConv1x1 if info.get("layer") == "conv1x1" else SparseLinear
+        return cls(int(info["in_features"]), int(info["out_features"]), nnz=int(info["nnz"]),
                             bias=bool(info["bias"]), dtype=_DTYPES[info["dtype"]],
                             kernel=info["kernel"] if info["kernel"] in KERNELS else "prunekit",
                             blocksize=int(info["blocksize"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: the description of layer {name!r} is malformed ({exc}). "
                               "Fix: re-save it with save_sparse_model.") from exc
 
@@ -106,10 +108,14 @@ def load_sparse_model(model: nn.Module, path: str | os.PathLike[str]) -> nn.Modu
             except AttributeError:
                 current = None
             layer = _empty_layer(path, name, info)
-            if not isinstance(current, (nn.Linear, SparseLinear)) or (
-                    current.in_features, current.out_features) != (layer.in_features, layer.out_features):
+            conv = isinstance(layer, SparseConv1x1)
+            sizes = ((current.in_channels, current.out_channels) if conv and is_conv1x1(current)
+                     else (current.in_features, current.out_features)
+                     if not conv and isinstance(current, (nn.Linear, SparseLinear)) else None)
+            if sizes != (layer.in_features, layer.out_features):
+                what = "a 1x1 Conv2d" if conv else "a Linear"
                 raise InvalidParameterError(
-                    "model", f"a model with a Linear({layer.in_features}, {layer.out_features}) at {name!r}",
+                    "model", f"a model with {what}({layer.in_features}, {layer.out_features}) at {name!r}",
                     f"<{type(current).__name__ if current is not None else 'nothing'} at {name!r}>",
                     "Fix: build the model with the class and arguments it had when it was converted.")
             replacements[name] = layer

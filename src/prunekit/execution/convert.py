@@ -1,7 +1,8 @@
 """``to_sparse``: replace each pruned Linear by the fastest of dense and the sparse kernels.
 
-For every ``nn.Linear`` (subclasses that keep Linear's ``forward``) called by
-``model(example_inputs)``:
+For every ``nn.Linear`` (subclasses that keep Linear's ``forward``) and every
+1×1 ``nn.Conv2d`` (stride 1, no padding, one group: a matrix product over
+channels) called by ``model(example_inputs)``:
 
 1. its input is captured with a forward pre-hook during one forward pass
    (the layer's real shape: tokens × batch rows);
@@ -36,7 +37,7 @@ from ..measure.macs import eval_mode, prepare_input
 from ..targets import Target
 from .candidates import build_candidates
 from .compressed import DTYPES
-from .module import KERNELS
+from .module import KERNELS, is_conv1x1
 from .native_kernel import available, kernel
 from .outputs import check_close, swap_modules, time_dense_and_sparse
 from .report import LayerChoice, SparseConversion
@@ -68,9 +69,9 @@ def _check_kernels(kernels: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+def _matmul_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward}
+            if (isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward) or is_conv1x1(m)}
 
 
 def _capture(model: nn.Module, layers: dict[str, nn.Linear], args: tuple, kwargs: dict) -> tuple[dict[str, torch.Tensor], Any]:
@@ -98,32 +99,37 @@ def _effective(name: str, module: nn.Module, param: str) -> torch.Tensor | None:
     return Target(f"{name}.{param}", name, module, param).effective()
 
 
-def _plain_linear(name: str, module: nn.Linear) -> nn.Linear:
+def _plain_layer(name: str, module: nn.Module) -> nn.Module:
     weight, bias = _effective(name, module, "weight"), _effective(name, module, "bias")
-    plain = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype,
-                      device=weight.device)
+    kind = nn.Conv2d if weight.dim() == 4 else nn.Linear
+    extra = dict(kernel_size=1) if kind is nn.Conv2d else {}
+    plain = kind(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype,
+                 device=weight.device, **extra)
     plain.weight.data = weight
     if bias is not None:
         plain.bias.data = bias
     return plain
 
 
-def _choose(name: str, module: nn.Linear, x: torch.Tensor | None, kernels: tuple[str, ...], *,
+def _choose(name: str, module: nn.Module, x: torch.Tensor | None, kernels: tuple[str, ...], *,
             min_speedup: float, repeats: int, warmup: int) -> tuple[LayerChoice, nn.Module | None]:
     weight = _effective(name, module, "weight")
     bias = _effective(name, module, "bias")
-    shape = (int(weight.shape[0]), int(weight.shape[1]))
+    conv = weight.dim() == 4
+    dense_fn = F.conv2d if conv else F.linear
+    weight2d = weight.reshape(weight.shape[0], -1)
+    shape = (int(weight.shape[0]), int(weight2d.shape[1]))
     sparsity = 1.0 - torch.count_nonzero(weight).item() / max(1, weight.numel())
     base = dict(name=name, shape=shape, dtype=str(weight.dtype).replace("torch.", ""), sparsity=sparsity,
-                rows=0 if x is None else x.numel() // max(1, shape[1]))
+                rows=0 if x is None else x.numel() // max(1, shape[1]), kind="conv1x1" if conv else "linear")
     if x is None:
         return LayerChoice(**base, choice="dense", reason="not called by example_inputs"), None
     if weight.dtype not in DTYPES or weight.device.type != "cpu" or x.device.type != "cpu":
         return LayerChoice(**base, choice="dense", reason=f"no sparse kernel for {weight.dtype} on {weight.device}"), None
     if sparsity == 0.0:
         return LayerChoice(**base, choice="dense", reason="no zero weights"), None
-    layers, refused = build_candidates(weight, bias, kernels)
-    fns = {"dense": lambda: F.linear(x, weight, bias)}
+    layers, refused = build_candidates(weight2d, bias, kernels, conv=conv)
+    fns = {"dense": lambda: dense_fn(x, weight, bias)}
     fns.update({k: (lambda layer=layer: layer(x)) for k, layer in layers.items()})
     medians = interleaved_medians(fns, repeats=repeats, warmup=warmup)
     dense_ms = medians.pop("dense") * 1e3
@@ -188,9 +194,10 @@ def to_sparse(
         raise InvalidParameterError("example_inputs", "a tensor, a tuple of arguments or a dict of keyword arguments",
                                     None, "Fix: pass an input shaped as in use, e.g. torch.randn(1, 128, 768).")
     names = _check_kernels(kernels)
-    linears = _linear_layers(model)
+    linears = _matmul_layers(model)
     if not linears:
-        raise InvalidParameterError("model", "a model with nn.Linear layers", f"<{type(model).__name__} without Linear>",
+        raise InvalidParameterError("model", "a model with nn.Linear (or 1x1 nn.Conv2d) layers",
+                                    f"<{type(model).__name__} without Linear>",
                                     "Fix: pass a model with Linear layers (other layers have no sparse kernel).")
     args, kwargs = prepare_input(model, example_inputs)
     before = torch.get_num_threads()
@@ -207,7 +214,7 @@ def to_sparse(
                 if layer is not None:
                     replacements[name] = layer
             # the dense baseline: plain Linears with the effective weights (no mask product per forward)
-            baseline = {name: _plain_linear(name, linears[name]) for name in replacements}
+            baseline = {name: _plain_layer(name, linears[name]) for name in replacements}
             swap_modules(model, replacements)
             error = check_close(model(*args, **kwargs), reference)
             dense_ms = sparse_ms = None

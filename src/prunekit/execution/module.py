@@ -11,6 +11,9 @@ bias as ``bias``, and computes ``y = x · Wᵀ + b`` with one of three kernels:
 * ``"csr"`` / ``"bsr"``: torch's sparse CSR / BSR matrix product (float32),
   for many rows; the torch tensor is rebuilt from the buffers when first used.
 
+:class:`SparseConv1x1` does the same for a 1×1 convolution (a matrix product
+over channels, rows = batch × height × width).
+
 It is an inference layer: it has no parameters and no gradient.
 """
 
@@ -29,7 +32,7 @@ from .compressed import DTYPES, PAD, CompressedWeight, compress
 from .matmul import sparse_linear, torch_linear
 from .native_kernel import available, kernel
 
-__all__ = ["KERNELS", "SparseLinear", "torch_sparse_weight"]
+__all__ = ["KERNELS", "SparseConv1x1", "SparseLinear", "is_conv1x1", "torch_sparse_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +83,9 @@ class SparseLinear(nn.Module):
     def from_dense(cls, weight: torch.Tensor | nn.Linear, bias: torch.Tensor | None = None, *,
                    kernel: str = "prunekit", blocksize: int = 0) -> SparseLinear:
         """Compress ``weight`` (a 2-D float32/bfloat16 tensor whose zeros are pruned, or a Linear)."""
-        if isinstance(weight, nn.Linear):
+        if isinstance(weight, (nn.Linear, nn.Conv2d)):
             weight, bias = weight.weight, weight.bias
-        packed = compress(weight)
+        packed = compress(weight.reshape(weight.shape[0], -1) if weight.dim() == 4 else weight)
         layer = cls(packed.in_features, packed.out_features, nnz=packed.nnz, bias=bias is not None,
                     dtype=packed.dtype, kernel=kernel, blocksize=blocksize)
         layer.mask.copy_(packed.mask)
@@ -144,3 +147,24 @@ class SparseLinear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, kernel={self.kernel!r}, dtype={self.dtype}, "
                 f"sparsity={self.sparsity:.3f}")
+
+
+def is_conv1x1(module: nn.Module) -> bool:
+    """True for a plain ``nn.Conv2d`` that is a matrix product over channels (1×1, stride 1, no padding, one group)."""
+    return (isinstance(module, nn.Conv2d) and type(module).forward is nn.Conv2d.forward
+            and module.kernel_size == (1, 1) and module.stride == (1, 1) and module.dilation == (1, 1)
+            and module.groups == 1 and all(p == 0 for p in module.padding) and not isinstance(module.padding, str))
+
+
+class SparseConv1x1(SparseLinear):
+    """A 1×1 ``Conv2d`` (stride 1, no padding, one group) computed as :class:`SparseLinear` over channels:
+    ``y[n, :, h, w] = W · x[n, :, h, w] + b`` with the rows ``N·H·W``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_features:
+            raise InvalidParameterError(
+                "x", f"a (N, {self.in_features}, H, W) tensor", f"<{type(x).__name__} {tuple(getattr(x, 'shape', ()))}>",
+                "Fix: pass the input the 1x1 convolution took.")
+        n, c, h, w = x.shape
+        y = super().forward(x.permute(0, 2, 3, 1).reshape(-1, c))
+        return y.reshape(n, h, w, self.out_features).permute(0, 3, 1, 2).contiguous()

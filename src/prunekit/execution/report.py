@@ -12,7 +12,7 @@ __all__ = ["LayerChoice", "SparseConversion"]
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """One layer: its shape, sparsity, input rows, the median time of dense and each kernel, the choice.
+    """One Linear (``kind="linear"``) or 1×1 convolution (``"conv1x1"``): its 2-D weight shape, sparsity, input rows, the median time of dense and each kernel, the choice.
 
     ``choice`` is ``"dense"`` or a kernel name; ``reason`` says why in words
     (``"fastest"``, ``"no kernel beat dense by min_speedup"``, ``"not called
@@ -29,6 +29,7 @@ class LayerChoice:
     reason: str
     dense_ms: float | None = None
     kernel_ms: dict[str, float] = field(default_factory=dict)
+    kind: str = "linear"
 
     @property
     def speedup(self) -> float | None:
