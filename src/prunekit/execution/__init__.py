@@ -14,7 +14,7 @@ from .checkpoint import load_sparse_model, save_sparse_model
 from .compressed import CompressedWeight, compress, limit_speedup
 from .convert import to_sparse
 from .matmul import sparse_linear, torch_linear
-from .module import KERNELS, SparseLinear
+from .module import KERNELS, SparseConv1x1, SparseLinear
 from .report import LayerChoice, SparseConversion
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "CompressedWeight",
     "LayerChoice",
     "SparseConversion",
+    "SparseConv1x1",
     "SparseLinear",
     "compress",
     "limit_speedup",

@@ -12,8 +12,13 @@ The product ``y[r, o] = Σ_i x[r, i] · W[o, i] + b[o]`` decodes inside the loop
 * AVX2: the same per 8 columns, with a permutation table indexed by the mask byte;
 * scalar: one loop over the set bits.
 
-Up to 8 ``x`` rows (4 on AVX2) share one decode; rows are split over threads
-with ``at::parallel_for``. The ISA is chosen at run time
+Up to 8 ``x`` rows (4 on AVX2) share one decode. Above 16 rows the product
+is vectorised over rows instead: ``x`` is transposed to ``xT`` (in × rows), each
+output row's kept columns are decoded once into a list (AVX-512
+``_mm512_maskz_compress_epi32``, AVX2 a table of set-bit positions, no branch
+per bit), and for each kept ``W[o, i]`` the row ``xT[i, :]`` is multiplied and
+added to ``yT[o, :]`` (8 vectors of 16 rows in flight). Output rows are split
+over threads with ``at::parallel_for``. The ISA is chosen at run time
 (``__builtin_cpu_supports``) and each path is compiled with its own
 ``__attribute__((target(...)))``, so the extension builds without ``-march``.
 """
