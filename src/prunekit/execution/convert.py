@@ -137,7 +137,7 @@ def _choose(name: str, module: nn.Module, x: torch.Tensor | None, kernels: tuple
     notes = "; ".join(f"{k}: {why}" for k, why in refused.items())
     best = min(kernel_ms, key=kernel_ms.get) if kernel_ms else None
     if best is None or dense_ms / kernel_ms[best] <= min_speedup:
-        reason = f"no kernel beat dense by {min_speedup:g}x" + (f" ({notes})" if notes else "")
+        reason = f"no kernel faster than dense by more than {min_speedup:g}x" + (f" ({notes})" if notes else "")
         return LayerChoice(**base, choice="dense", reason=reason, dense_ms=dense_ms, kernel_ms=kernel_ms), None
     reason = "fastest" + (f" ({notes})" if notes else "")
     return LayerChoice(**base, choice=best, reason=reason, dense_ms=dense_ms, kernel_ms=kernel_ms), layers[best]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidParameterError, check_choice
+from ..errors import InvalidParameterError, PrunekitError, check_choice
 from ..native import NativeBuildError
 from .compressed import DTYPES, PAD, CompressedWeight, compress
 from .matmul import sparse_linear, torch_linear
@@ -47,6 +47,20 @@ def torch_sparse_weight(dense: torch.Tensor, kernel_name: str, blocksize: int = 
         if kernel_name == "csr":
             return dense.to_sparse_csr()
         return dense.to_sparse_bsr((blocksize, blocksize))
+
+
+class _InferenceOnly(torch.autograd.Function):
+    """Passes the layer's output on; a backward pass through it raises (the kernels have no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: D102 - autograd protocol
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102 - autograd protocol
+        raise PrunekitError(
+            "SparseLinear computes inference only: no gradient flows through its kernels. Fix: train the dense "
+            "model and convert it with to_sparse afterwards (or run the converted model under torch.no_grad()).")
 
 
 class SparseLinear(nn.Module):
@@ -124,6 +138,13 @@ class SparseLinear(nn.Module):
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad:
+            with torch.no_grad():
+                y = self._product(x)
+            return _InferenceOnly.apply(x, y)
+        return self._product(x)
+
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "prunekit":
             if available():
                 try:

@@ -15,7 +15,7 @@ class LayerChoice:
     """One Linear (``kind="linear"``) or 1×1 convolution (``"conv1x1"``): its 2-D weight shape, sparsity, input rows, the median time of dense and each kernel, the choice.
 
     ``choice`` is ``"dense"`` or a kernel name; ``reason`` says why in words
-    (``"fastest"``, ``"no kernel beat dense by min_speedup"``, ``"not called
+    (``"fastest"``, ``"no kernel faster than dense by more than 1x"``, ``"not called
     by example_inputs"``, ...). Times are medians in milliseconds; a kernel that
     could not run on the layer is absent from ``kernel_ms`` and named in ``reason``.
     """
@@ -79,7 +79,8 @@ class SparseConversion:
             dense = f"{layer.dense_ms:.3f}" if layer.dense_ms is not None else "-"
             kernels = ", ".join(f"{k} {ms:.3f}" for k, ms in layer.kernel_ms.items()) or "-"
             speed = f"{layer.speedup:.2f}x" if layer.speedup is not None else "-"
-            lines.append(f"{layer.name[-32:]:<32} {shape:>11} {layer.sparsity:>8.3f} {layer.rows:>5} {dense:>9} "
+            name = layer.name if len(layer.name) <= 32 else "..." + layer.name[-29:]
+            lines.append(f"{name:<32} {shape:>11} {layer.sparsity:>8.3f} {layer.rows:>5} {dense:>9} "
                          f"{layer.choice:>8} {speed:>7}  {kernels}; {layer.reason}")
         if self.speedup is not None:
             lines.append(f"end to end: dense {self.dense_ms:.3f} ms, sparse {self.sparse_ms:.3f} ms, "
