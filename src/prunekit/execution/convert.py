@@ -155,13 +155,21 @@ def to_sparse(
     warmup: int = 3,
     model_repeats: int = 10,
 ) -> SparseConversion:
-    """Replace, in place, each pruned Linear by a sparse kernel where one is faster at the real input shape.
+    """Replace, in place, each pruned Linear (and 1×1 Conv2d) by a sparse kernel where one is faster
+    at the real input shape; the rest stays dense.
+
+    At one token a dense matrix-vector product runs at the speed of reading its
+    weights, so a sparse kernel wins only by reading fewer bytes: at sparsity
+    ``p`` the bitmask format reads ``1/8 + (1 − p)·s`` bytes an entry against
+    ``s`` (``s`` = 4 for float32, 2 for bfloat16), see :mod:`prunekit.execution.compressed`.
+    With many rows the product is compute-bound and the kernels win by skipping
+    multiplications. Which one wins depends on the machine, so it is timed.
 
     Args:
         model: a pruned model (masks reparametrised, in place or written as zeros).
         example_inputs: a tensor, a tuple of positional arguments or a dict of
-            keyword arguments, shaped as in use (rows = tokens × batch decide
-            which kernel wins: prunekit's kernel for few rows, CSR for many).
+            keyword arguments, shaped as in use: the rows (tokens × batch)
+            each layer sees decide which kernel wins.
         kernels: ``"auto"`` (every kernel that can run here) or names from
             ``"prunekit"``, ``"csr"``, ``"bsr"``.
         threads: intra-op threads for timing (and restored afterwards); None
