@@ -236,3 +236,21 @@ def test_sparse_linear_refuses_to_be_trained(built):
     torch.testing.assert_close(y, x.detach())
     with pytest.raises(PrunekitError, match="computes inference only"):
         y.sum().backward()  # ... a backward pass through it is refused, never silently wrong
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda sd: sd["row_ptr"].__setitem__(-1, 10**6), "row_ptr does not match"),
+    (lambda sd: sd["mask"].__setitem__((0, 0), -1), "row_ptr does not match"),
+    (lambda sd: sd.__setitem__("values", sd["values"][:-1]), "padding entries"),
+])
+def test_an_inconsistent_compressed_weight_is_refused_on_load(built, edit, problem):
+    """The kernel trusts the offsets, so a state dict whose offsets contradict its mask never reaches it."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 20) * (torch.rand(6, 20) > 0.5)
+    w[0, :16] = 0  # an empty first chunk: setting all its bits adds 16 values
+    source = SparseLinear.from_dense(w)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    edit(state)
+    target = SparseLinear(20, 6)
+    with pytest.raises(CheckpointError, match=problem):
+        target.load_state_dict(state)

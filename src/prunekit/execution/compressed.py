@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InvalidParameterError
 
-__all__ = ["CHUNK", "DTYPES", "PAD", "CompressedWeight", "compress", "limit_speedup"]
+__all__ = ["CHUNK", "DTYPES", "PAD", "CompressedWeight", "compress", "inconsistency", "limit_speedup"]
 
 CHUNK = 16
 PAD = 16
@@ -89,6 +89,34 @@ class CompressedWeight:
         dense = torch.zeros(self.shape, dtype=self.dtype, device=self.values.device)
         dense[keep] = self.values[: self.nnz]
         return dense
+
+
+def inconsistency(weight: CompressedWeight) -> str | None:
+    """What makes ``weight`` unsafe for the kernel (which trusts its offsets), or None when it is sound.
+
+    Checked: dtypes and shapes, ``row_ptr[0] = 0``, each row's count of values
+    equal to the set bits of its mask (so offsets never decrease), no bit set
+    past ``in_features``, and ``len(values) = nnz + 16`` (the padding).
+    """
+    mask, values, row_ptr = weight.mask, weight.values, weight.row_ptr
+    chunks = -(-weight.in_features // CHUNK)
+    if mask.dtype != torch.int16 or mask.dim() != 2 or mask.shape[1] != chunks:
+        return f"mask must be int16 (out, {chunks}), got {mask.dtype} {tuple(mask.shape)}"
+    if values.dtype not in DTYPES or values.dim() != 1:
+        return f"values must be 1-D float32 or bfloat16, got {values.dtype} {tuple(values.shape)}"
+    if row_ptr.dtype != torch.int64 or tuple(row_ptr.shape) != (mask.shape[0] + 1,):
+        return f"row_ptr must be int64 ({mask.shape[0] + 1},), got {row_ptr.dtype} {tuple(row_ptr.shape)}"
+    bits = (mask.to(torch.int32)[..., None] & _BITS.to(mask.device)) != 0
+    bits = bits.reshape(mask.shape[0], -1)
+    if bits[:, weight.in_features:].any():
+        return "mask has bits set past in_features"
+    counts = torch.zeros_like(row_ptr)
+    counts[1:] = torch.cumsum(bits.sum(1), 0)
+    if not torch.equal(row_ptr, counts):
+        return "row_ptr does not match the number of set mask bits per row"
+    if values.numel() != int(row_ptr[-1]) + PAD:
+        return f"values must hold {int(row_ptr[-1])} kept values plus {PAD} padding entries, got {values.numel()}"
+    return None
 
 
 def limit_speedup(sparsity: float, element_size: int) -> float:

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidParameterError, PrunekitError, check_choice
+from ..errors import CheckpointError, InvalidParameterError, PrunekitError, check_choice
 from ..native import NativeBuildError
-from .compressed import DTYPES, PAD, CompressedWeight, compress
+from .compressed import DTYPES, PAD, CompressedWeight, compress, inconsistency
 from .matmul import sparse_linear, torch_linear
 from .native_kernel import available, kernel
 
@@ -132,6 +132,11 @@ class SparseLinear(nn.Module):
             self.values = torch.zeros_like(values, dtype=self.values.dtype)
         self._cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # the kernel trusts the offsets: a state dict that contradicts itself is refused here
+        problem = inconsistency(self.compressed)
+        if problem is not None:
+            raise CheckpointError(f"{prefix or 'SparseLinear.'}: the compressed weight is inconsistent ({problem}). "
+                                  "Fix: re-save it with save_sparse_model; the file may be corrupt or edited.")
 
     def _apply(self, fn, recurse=True):
         self._cache = None
