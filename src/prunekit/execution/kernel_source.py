@@ -27,7 +27,7 @@ from __future__ import annotations
 
 __all__ = ["SOURCE", "FUNCTIONS"]
 
-FUNCTIONS = ["sparse_linear", "supported_isas"]
+FUNCTIONS = ["sparse_linear", "sparse_linear_nd", "supported_isas"]
 
 SOURCE = r"""
 #include <torch/extension.h>
@@ -478,6 +478,23 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
   // grain: at least ~64K weight entries per task so that small layers are not split too finely
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, chunks * 16));
   at::parallel_for(0, out, grain, [&](int64_t o0, int64_t o1) { fn(a, o0, o1); });
+  return y;
+}
+
+// The same for x of shape [..., in_features] and any floating dtype: flattened, converted to
+// float32 and zero padded here (cheaper than the same steps in Python); y has x's dtype.
+torch::Tensor sparse_linear_nd(torch::Tensor x, torch::Tensor mask, torch::Tensor values, torch::Tensor row_ptr,
+                               c10::optional<torch::Tensor> bias, int64_t isa, int64_t in_features) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features, "x: last dim must be in_features");
+  auto sizes = x.sizes().vec();
+  auto x2 = x.reshape({-1, in_features});
+  if (x2.scalar_type() != torch::kFloat) x2 = x2.to(torch::kFloat);
+  const int64_t width = mask.size(1) * 16;
+  if (width != in_features) x2 = at::constant_pad_nd(x2, {0, width - in_features}, 0);
+  auto y = sparse_linear(x2.contiguous(), mask, values, row_ptr, bias, isa);
+  sizes.back() = mask.size(0);
+  y = y.view(sizes);
+  if (x.scalar_type() != torch::kFloat) y = y.to(x.scalar_type());
   return y;
 }
 """

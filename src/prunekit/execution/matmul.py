@@ -8,20 +8,23 @@ float32 and return ``x``'s dtype.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidParameterError
-from .compressed import CHUNK, CompressedWeight
+from .compressed import CompressedWeight
 from .native_kernel import check_isa, kernel
 
-__all__ = ["sparse_linear", "torch_linear"]
+__all__ = ["check_input", "kernel_product", "sparse_linear", "torch_linear"]
 
 
-def _check_input(x: torch.Tensor, weight: CompressedWeight) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != weight.in_features:
+def check_input(x: torch.Tensor, in_features: int) -> None:
+    """Refuse an input the kernel cannot take (the error names ``x`` and the fix)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] != in_features:
         raise InvalidParameterError(
-            "x", f"a tensor whose last dim is in_features={weight.in_features}",
+            "x", f"a tensor whose last dim is in_features={in_features}",
             f"<{type(x).__name__} {tuple(getattr(x, 'shape', ()))}>",
             "Fix: pass inputs shaped (..., in_features), as for the dense Linear.")
     if not x.is_floating_point() or x.device.type != "cpu":
@@ -33,25 +36,23 @@ def sparse_linear(x: torch.Tensor, weight: CompressedWeight, bias: torch.Tensor 
                   isa: str | None = None) -> torch.Tensor:
     """``x · Wᵀ + b`` through the compiled kernel; ``isa`` forces ``"scalar"``, ``"avx2"`` or
     ``"avx512"`` (``None``: ``$PRUNEKIT_SPARSE_ISA`` or the best this CPU has)."""
-    _check_input(x, weight)
-    code = check_isa(isa)
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, weight.in_features)
-    if x2.dtype != torch.float32:
-        x2 = x2.float()
-    width = weight.mask.shape[1] * CHUNK
-    if width != weight.in_features:
-        x2 = F.pad(x2, (0, width - weight.in_features))
-    x2 = x2.contiguous()
+    check_input(x, weight.in_features)
     b = None if bias is None else bias.detach().float().contiguous()
-    y = kernel().sparse_linear(x2, weight.mask, weight.values, weight.row_ptr, b, code)
-    return y.reshape(*lead, weight.out_features).to(x.dtype)
+    return kernel_product(kernel(), x, weight.mask, weight.values, weight.row_ptr, weight.in_features, b,
+                          check_isa(isa))
+
+
+def kernel_product(module: Any, x: torch.Tensor, mask: torch.Tensor, values: torch.Tensor, row_ptr: torch.Tensor,
+                   in_features: int, bias32: torch.Tensor | None, isa_code: int) -> torch.Tensor:
+    """The kernel call itself, for callers that checked ``x`` and hold a float32 contiguous bias
+    (``x`` is flattened to rows, converted to float32 and padded to whole chunks in C++)."""
+    return module.sparse_linear_nd(x, mask, values, row_ptr, bias32, isa_code, in_features)
 
 
 def torch_linear(x: torch.Tensor, weight: CompressedWeight, bias: torch.Tensor | None = None,
                  dense: torch.Tensor | None = None) -> torch.Tensor:
     """The same product with stock torch ops (``dense``: the rebuilt weight, when cached)."""
-    _check_input(x, weight)
+    check_input(x, weight.in_features)
     w = weight.to_dense() if dense is None else dense
     y = F.linear(x.float(), w.float(), None if bias is None else bias.float())
     return y.to(x.dtype)

@@ -29,8 +29,8 @@ from torch import nn
 from ..errors import CheckpointError, InvalidParameterError, PrunekitError, check_choice
 from ..native import NativeBuildError
 from .compressed import DTYPES, PAD, CompressedWeight, compress, inconsistency
-from .matmul import sparse_linear, torch_linear
-from .native_kernel import available, kernel
+from .matmul import check_input, kernel_product, torch_linear
+from .native_kernel import available, check_isa, kernel, loaded_module
 
 __all__ = ["KERNELS", "SparseConv1x1", "SparseLinear", "is_conv1x1", "torch_sparse_weight"]
 
@@ -91,6 +91,8 @@ class SparseLinear(nn.Module):
         self.register_buffer("row_ptr", torch.zeros(self.out_features + 1, dtype=torch.int64))
         self.register_buffer("bias", torch.zeros(self.out_features, dtype=dtype) if bias else None)
         self._cache: torch.Tensor | None = None  # torch's sparse weight, or the dense fallback
+        # (mask, values, row_ptr, float32 bias) as the kernel takes them, cached: buffer access is slow
+        self._packed: tuple | None = None
 
     @classmethod
     @torch.no_grad()
@@ -130,7 +132,7 @@ class SparseLinear(nn.Module):
         values = state_dict.get(prefix + "values")
         if isinstance(values, torch.Tensor) and values.shape != self.values.shape:
             self.values = torch.zeros_like(values, dtype=self.values.dtype)
-        self._cache = None
+        self._cache = self._packed = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         # the kernel trusts the offsets: a state dict that contradicts itself is refused here
         problem = inconsistency(self.compressed)
@@ -139,7 +141,7 @@ class SparseLinear(nn.Module):
                                   "Fix: re-save it with save_sparse_model; the file may be corrupt or edited.")
 
     def _apply(self, fn, recurse=True):
-        self._cache = None
+        self._cache = self._packed = None
         return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,13 +153,19 @@ class SparseLinear(nn.Module):
 
     def _product(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "prunekit":
-            if available():
+            native = loaded_module()
+            if native is None and available():
                 try:
-                    kernel()
+                    native = kernel()
                 except NativeBuildError as exc:
                     logger.warning("SparseLinear: the compiled kernel is not used (%s); computing with torch ops", exc)
-                else:
-                    return sparse_linear(x, self.compressed, self.bias)
+            if native is not None:
+                check_input(x, self.in_features)
+                packed = self._packed
+                if packed is None:
+                    bias = None if self.bias is None else self.bias.detach().float().contiguous()
+                    packed = self._packed = (self.mask, self.values, self.row_ptr, bias)
+                return kernel_product(native, x, *packed[:3], self.in_features, packed[3], check_isa(None))
             if self._cache is None:
                 logger.warning("SparseLinear: no C++ compiler here; computing with the weight rebuilt dense")
                 self._cache = self.to_dense()

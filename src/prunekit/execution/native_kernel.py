@@ -25,12 +25,12 @@ from ..errors import InvalidParameterError
 from ..native import NativeBuildError, missing_requirements
 from .kernel_source import FUNCTIONS, SOURCE
 
-__all__ = ["ISAS", "available", "check_isa", "kernel", "loaded", "supported_isas"]
+__all__ = ["ISAS", "available", "check_isa", "kernel", "loaded", "loaded_module", "supported_isas"]
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the C++ source changes, so a stale cached build is never loaded.
-_VERSION = 5
+_VERSION = 6
 _NAME = f"prunekit_sparse_linear_v{_VERSION}"
 #: ISA names, by the code the kernel takes.
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
@@ -50,6 +50,11 @@ def available() -> bool:
 def loaded() -> bool:
     """True when the kernel is built and loaded in this process."""
     return _MODULE is not None
+
+
+def loaded_module() -> ModuleType | None:
+    """The kernel module when already built in this process, else None (never builds)."""
+    return _MODULE
 
 
 def kernel(verbose: bool = False) -> ModuleType:
