@@ -25,6 +25,7 @@ from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict
 from ..io.sparse_file import verify_checksum, write_safetensors
 from ..masks.transaction import all_or_nothing
+from .compressed import PAD
 from .module import KERNELS, SparseConv1x1, SparseLinear, is_conv1x1
 from .outputs import swap_modules
 
@@ -47,7 +48,7 @@ def save_sparse_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "a torch.nn.Module", f"<{type(model).__name__}>",
                                     "Fix: pass the model returned in to_sparse(...).model.")
-    layers = {name: {"in_features": m.in_features, "out_features": m.out_features, "nnz": m.values.numel() - 16,
+    layers = {name: {"in_features": m.in_features, "out_features": m.out_features, "nnz": m.values.numel() - PAD,
                      "dtype": str(m.dtype).replace("torch.", ""), "bias": m.bias is not None,
                      "kernel": m.kernel, "blocksize": m.blocksize,
                      "layer": "conv1x1" if isinstance(m, SparseConv1x1) else "linear"}

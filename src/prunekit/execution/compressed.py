@@ -6,8 +6,8 @@ columns:
 * ``mask``: int16 ``(out, C)``; bit ``j`` of ``mask[o, c]`` is 1 when
   ``W[o, 16c + j]`` is kept (non-zero);
 * ``values``: the kept values, row by row in column order, in the weight's
-  dtype (float32 or bfloat16), followed by 16 zero entries of padding (the
-  vector paths read up to 16 entries past the last value);
+  dtype (float32 or bfloat16), followed by 32 zero entries of padding (the
+  vector paths read up to 32 entries past the last value);
 * ``row_ptr``: int64 ``(out + 1)``; row ``o``'s values are
   ``values[row_ptr[o]:row_ptr[o + 1]]``.
 
@@ -33,7 +33,7 @@ from ..errors import InvalidParameterError
 __all__ = ["CHUNK", "DTYPES", "PAD", "CompressedWeight", "compress", "inconsistency", "limit_speedup"]
 
 CHUNK = 16
-PAD = 16
+PAD = 32
 #: Weight dtypes the format (and the kernel) hold.
 DTYPES = (torch.float32, torch.bfloat16)
 _BITS = (1 << torch.arange(CHUNK, dtype=torch.int32))
@@ -96,7 +96,7 @@ def inconsistency(weight: CompressedWeight) -> str | None:
 
     Checked: dtypes and shapes, ``row_ptr[0] = 0``, each row's count of values
     equal to the set bits of its mask (so offsets never decrease), no bit set
-    past ``in_features``, and ``len(values) = nnz + 16`` (the padding).
+    past ``in_features``, and ``len(values) = nnz + PAD`` (the padding).
     """
     mask, values, row_ptr = weight.mask, weight.values, weight.row_ptr
     chunks = -(-weight.in_features // CHUNK)

@@ -43,7 +43,7 @@ namespace {
 
 struct Args {
   const uint16_t* mask;    // [out, chunks]
-  const void* values;      // packed kept values (float or bf16 bits), padded by 16 entries
+  const void* values;      // packed kept values (float or bf16 bits), padded by 32 entries
   const int64_t* row_ptr;  // [out + 1]
   int64_t chunks;          // ceil(in / 16)
   const float* x;          // [rows, ldx], ldx >= chunks * 16, zero padded
@@ -52,6 +52,7 @@ struct Args {
   float* y;                // [rows, out]
   int64_t out;
   const float* bias;       // [out] or nullptr
+  const float* xp;         // bf16 AVX-512 path: x with each 32 columns in the order of the unpack
 };
 
 inline float bf16_to_float(uint16_t h) {
@@ -101,6 +102,9 @@ inline __m512 expand16(__mmask16 k, const void* p) {
   }
 }
 
+// how far ahead of the value stream the few-row paths prefetch
+constexpr int64_t kPrefetchBytes = 1024;
+
 __attribute__((always_inline)) inline uint64_t load_words(const uint16_t* m) {  // four 16-bit mask words at once
   uint64_t w;
   std::memcpy(&w, m, sizeof w);
@@ -117,51 +121,101 @@ __attribute__((always_inline)) inline void group_offsets(uint64_t w, int off[4],
   total = __builtin_popcountll(w);
 }
 
-template <int R, bool BF16>
+// S output rows at once, from S distant parts of the range [o0, o1): S independent value
+// streams keep more memory reads in flight than one (one stream alone does not reach the
+// memory bandwidth a core has). Stream s takes rows o0 + s * step + i.
+template <int R, int S, bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")))
-void avx512_block(const Args& a, int64_t o0, int64_t o1, int64_t r0) {
+void avx512_rows(const Args& a, int64_t o0, int64_t step, int64_t r0) {
   using V = typename std::conditional<BF16, uint16_t, float>::type;
-  constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);  // independent accumulators per x row
+  constexpr int U = R <= 2 ? 2 : 1;  // independent accumulators per (stream, x row)
   const float* x = a.x + r0 * a.ldx;
   const int64_t ldx = a.ldx, chunks = a.chunks;
-  for (int64_t o = o0; o < o1; ++o) {
-    const uint16_t* m = a.mask + o * chunks;
-    const V* p = static_cast<const V*>(a.values) + a.row_ptr[o];
-    __m512 acc[U][R];
+  for (int64_t i = 0; i < step; ++i) {
+    const uint16_t* m[S];
+    const V* p[S];
+    __m512 acc[S][U][R];
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) {
+      const int64_t o = o0 + s * step + i;
+      m[s] = a.mask + o * chunks;
+      p[s] = static_cast<const V*>(a.values) + a.row_ptr[o];
+#pragma GCC unroll 8
+      for (int u = 0; u < U; ++u)
 #pragma GCC unroll 16
-    for (int u = 0; u < U; ++u)
-#pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[u][r] = _mm512_setzero_ps();
+        for (int r = 0; r < R; ++r) acc[s][u][r] = _mm512_setzero_ps();
+    }
     int64_t c = 0;
     for (; c + 4 <= chunks; c += 4) {
-      int off[4], total;
-      group_offsets(load_words(m + c), off, total);
-#pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g) {
-        const __m512 w = expand16<BF16>(_load_mask16(reinterpret_cast<__mmask16*>(const_cast<uint16_t*>(m + c + g))), p + off[g]);
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        int off[4], total;
+        // the value stream's addresses depend on the mask words: fetch both well ahead
+        _mm_prefetch(reinterpret_cast<const char*>(p[s]) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(m[s] + c) + kPrefetchBytes / 4, _MM_HINT_T0);
+        group_offsets(load_words(m[s] + c), off, total);
+        if constexpr (BF16) {
+          // 32 columns per expand: 32 bf16 lanes, then the unpacks put each value in the high half
+          // of a 32-bit lane (= its float32) in the order xp was permuted to
+          const __m512i zero = _mm512_setzero_si512();
+#pragma GCC unroll 2
+          for (int h = 0; h < 2; ++h) {
+            const __mmask32 k = _load_mask32(reinterpret_cast<__mmask32*>(const_cast<uint16_t*>(m[s] + c + 2 * h)));
+            const __m512i v = _mm512_maskz_expand_epi16(k, _mm512_loadu_si512(p[s] + off[2 * h]));
+            const __m512 wl = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v));
+            const __m512 wh = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v));
+            const float* xr = a.xp + r0 * ldx + (c + 2 * h) * 16;
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r)
-          acc[g % U][r] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + r * ldx + (c + g) * 16), acc[g % U][r]);
+            for (int r = 0; r < R; ++r) {
+              acc[s][0][r] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xr + r * ldx), acc[s][0][r]);
+              acc[s][1 % U][r] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xr + r * ldx + 16), acc[s][1 % U][r]);
+            }
+          }
+        } else {
+#pragma GCC unroll 4
+          for (int g = 0; g < 4; ++g) {
+            const __m512 w = expand16<BF16>(_load_mask16(reinterpret_cast<__mmask16*>(const_cast<uint16_t*>(m[s] + c + g))), p[s] + off[g]);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r)
+              acc[s][g % U][r] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + r * ldx + (c + g) * 16), acc[s][g % U][r]);
+          }
+        }
+        p[s] += total;
       }
-      p += total;
     }
     for (; c < chunks; ++c) {
-      const uint32_t bits = m[c];
-      const __m512 w = expand16<BF16>(static_cast<__mmask16>(bits), p);
-      p += __builtin_popcount(bits);
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        const uint32_t bits = m[s][c];
+        const __m512 w = expand16<BF16>(static_cast<__mmask16>(bits), p[s]);
+        p[s] += __builtin_popcount(bits);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-        acc[0][r] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + r * ldx + c * 16), acc[0][r]);
+        for (int r = 0; r < R; ++r)
+          acc[s][0][r] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + r * ldx + c * 16), acc[s][0][r]);
+      }
     }
-    const float b = a.bias ? a.bias[o] : 0.f;
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s) {
+      const int64_t o = o0 + s * step + i;
+      const float b = a.bias ? a.bias[o] : 0.f;
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      __m512 s = acc[0][r];
-#pragma GCC unroll 16
-      for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, acc[u][r]);
-      a.y[(r0 + r) * a.out + o] = _mm512_reduce_add_ps(s) + b;
+      for (int r = 0; r < R; ++r) {
+        __m512 sum = acc[s][0][r];
+#pragma GCC unroll 8
+        for (int u = 1; u < U; ++u) sum = _mm512_add_ps(sum, acc[s][u][r]);
+        a.y[(r0 + r) * a.out + o] = _mm512_reduce_add_ps(sum) + b;
+      }
     }
   }
+}
+
+// All rows of [o0, o1) for x rows r0 .. r0 + R - 1: S streams over the largest multiple of S, then one.
+template <int R, bool BF16>
+void avx512_block(const Args& a, int64_t o0, int64_t o1, int64_t r0) {
+  constexpr int S = R == 1 ? 4 : (R == 2 ? 2 : 1);
+  const int64_t step = (o1 - o0) / S;
+  if (step > 0) avx512_rows<R, S, BF16>(a, o0, step, r0);
+  if (S > 1 && o0 + S * step < o1) avx512_rows<R, 1, BF16>(a, o0 + S * step, o1 - o0 - S * step, r0);
 }
 
 template <bool BF16>
@@ -444,7 +498,7 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
   const bool bf16 = values.scalar_type() == torch::kBFloat16;
   TORCH_CHECK(bf16 || values.scalar_type() == torch::kFloat, "values must be float32 or bfloat16");
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  TORCH_CHECK(values.numel() >= rp[out] + 16, "values must hold the packed values plus 16 padding entries");
+  TORCH_CHECK(values.numel() >= rp[out] + 32, "values must hold the packed values plus 32 padding entries");
   const float* b = nullptr;
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->is_contiguous() && bias->numel() == out, "bias: float32 [out]");
@@ -456,7 +510,7 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
   TORCH_CHECK(isa >= kScalar && isa <= kAvx512, "isa must be 0 (auto), 1 (scalar), 2 (avx2) or 3 (avx512)");
   auto y = torch::empty({x.size(0), out}, x.options());
   Args a{reinterpret_cast<const uint16_t*>(mask.data_ptr()), values.data_ptr(), rp, chunks,
-         x.data_ptr<float>(), x.size(1), x.size(0), y.data_ptr<float>(), out, b};
+         x.data_ptr<float>(), x.size(1), x.size(0), y.data_ptr<float>(), out, b, nullptr};
   if (a.rows == 0 || out == 0) return y;
   if (a.rows > kFewRows) {
     const int64_t rows_p = (a.rows + 15) / 16 * 16;
@@ -470,6 +524,22 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
     });
     y.copy_(yt.narrow(1, 0, a.rows).t());
     return y;
+  }
+  torch::Tensor xp;
+  if (bf16 && isa == kAvx512 && a.rows <= kFewRows) {
+    // per 32 columns: unpacklo takes words 8L..8L+3 of each 128-bit lane L, unpackhi 8L+4..8L+7
+    xp = torch::empty_like(x);
+    const float* src = x.data_ptr<float>();
+    float* dst = xp.data_ptr<float>();
+    const int64_t ld = x.size(1), blocks = ld / 32;
+    for (int64_t r = 0; r < a.rows; ++r)
+      for (int64_t b = 0; b < blocks; ++b)
+        for (int L = 0; L < 4; ++L)
+          for (int j = 0; j < 4; ++j) {
+            dst[r * ld + 32 * b + 4 * L + j] = src[r * ld + 32 * b + 8 * L + j];
+            dst[r * ld + 32 * b + 16 + 4 * L + j] = src[r * ld + 32 * b + 8 * L + 4 + j];
+          }
+    a.xp = dst;
   }
   void (*fn)(const Args&, int64_t, int64_t);
   if (isa == kAvx512) fn = bf16 ? avx512_range<true> : avx512_range<false>;
