@@ -5,12 +5,21 @@ Weight layout (see :mod:`.compressed`): for output row ``o`` and 16-column chunk
 kept values of row ``o`` lie packed, in column order, from ``values[row_ptr[o]]``.
 The product ``y[r, o] = Σ_i x[r, i] · W[o, i] + b[o]`` decodes inside the loop:
 
-* AVX-512: ``_mm512_maskz_expandloadu_ps`` puts the next ``popcount(m)`` packed
-  values into the lanes whose mask bit is set (bf16: ``_mm256_maskz_expandloadu_epi16``,
-  AVX512-VBMI2, then a 16-bit left shift widens to fp32), one FMA with 16
-  ``x`` values per ``x`` row, the value pointer advances by ``popcount(m)``;
+* AVX-512: ``_mm512_maskz_expand_ps`` puts the next ``popcount(m)`` packed
+  values into the lanes whose mask bit is set, one FMA with 16 ``x`` values
+  per ``x`` row, the value pointer advances by ``popcount(m)`` (computed per
+  group of four chunks from one 64-bit word, so no popcount chain forms).
+  bf16: ``_mm512_maskz_expand_epi16`` (AVX512-VBMI2) expands 32 columns at
+  once and ``_mm512_unpacklo/hi_epi16`` against zero put each value in the
+  high half of a 32-bit lane, which is its float32; ``x`` is permuted once per
+  call to the order of the unpacks;
 * AVX2: the same per 8 columns, with a permutation table indexed by the mask byte;
 * scalar: one loop over the set bits.
+
+One value stream alone does not keep enough memory reads in flight to reach
+a core's bandwidth, so with one ``x`` row four output rows from distant parts
+of a thread's range are computed together (two with two ``x`` rows), and the
+value and mask streams are prefetched 1 KiB ahead.
 
 Up to 8 ``x`` rows (4 on AVX2) share one decode. Above 16 rows the product
 is vectorised over rows instead: ``x`` is transposed to ``xT`` (in × rows), each
