@@ -34,11 +34,12 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..masks.transaction import all_or_nothing
 from ..measure.macs import eval_mode, prepare_input
+from ..native import NativeBuildError
 from ..targets import Target
 from .candidates import build_candidates
 from .compressed import DTYPES
 from .module import KERNELS, is_conv1x1
-from .native_kernel import available, kernel
+from .native_kernel import kernel
 from .outputs import check_close, swap_modules, time_dense_and_sparse
 from .report import LayerChoice, SparseConversion
 from .timing import interleaved_medians
@@ -56,10 +57,12 @@ def _check_int(name: str, value: Any, minimum: int, fix: str) -> int:
 
 def _check_kernels(kernels: str | Sequence[str]) -> tuple[str, ...]:
     if kernels == "auto":
-        chosen = tuple(k for k in KERNELS if k != "prunekit" or available())
-        if "prunekit" not in chosen:
-            logger.warning("to_sparse: prunekit's compiled kernel cannot be built here; timing torch's kernels only")
-        return chosen
+        try:
+            kernel()  # built once (cached by torch); 30-90 s the first time
+        except NativeBuildError as exc:
+            logger.warning("to_sparse: prunekit's compiled kernel is not used (%s); timing torch's kernels only", exc)
+            return tuple(k for k in KERNELS if k != "prunekit")
+        return KERNELS
     names = (kernels,) if isinstance(kernels, str) else kernels
     if not isinstance(names, Sequence) or not names or any(n not in KERNELS for n in names):
         raise InvalidParameterError("kernels", "'auto' or a non-empty sequence of " + ", ".join(map(repr, KERNELS)),
