@@ -9,7 +9,7 @@ from torch import nn
 import prunekit
 from prunekit.errors import CheckpointError, InvalidParameterError, PrunekitError
 from prunekit.execution import SparseLinear, load_sparse_model, save_sparse_model, to_sparse
-from prunekit.execution import convert, module as module_mod, native_kernel
+from prunekit.execution import convert, native_kernel
 from prunekit.native import missing_requirements
 
 
@@ -254,3 +254,28 @@ def test_an_inconsistent_compressed_weight_is_refused_on_load(built, edit, probl
     target = SparseLinear(20, 6)
     with pytest.raises(CheckpointError, match=problem):
         target.load_state_dict(state)
+
+
+def test_torch_prune_layout_is_read_through_its_mask(built):
+    torch.manual_seed(0)
+    model = Block().eval()
+    torch.nn.utils.prune.l1_unstructured(model.up, "weight", amount=0.7)
+    x = torch.randn(1, 64)
+    want = model(x)["logits"]
+    result = to_sparse(model, x, **_fast(min_speedup=1e-9, kernels=("prunekit",)))
+    assert result.layers[0].sparsity == pytest.approx(0.7, abs=0.01)
+    torch.testing.assert_close(model(x)["logits"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_hugging_face_model_with_keyword_inputs(built):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=16)
+    model = transformers.BertModel(config).eval()
+    prunekit.prune(model, 0.8, include="encoder.*", mode="permanent")
+    inputs = {"input_ids": torch.randint(0, 50, (1, 8))}
+    want = model(**inputs).last_hidden_state
+    result = to_sparse(model, inputs, **_fast(min_speedup=1e-9))
+    assert len(result.converted) == 12  # 6 Linears a layer; the unpruned pooler stays dense
+    torch.testing.assert_close(model(**inputs).last_hidden_state, want, rtol=1e-4, atol=1e-4)
