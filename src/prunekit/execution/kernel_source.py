@@ -156,41 +156,53 @@ void avx512_rows(const Args& a, int64_t o0, int64_t step, int64_t r0) {
     }
     int64_t c = 0;
     for (; c + 4 <= chunks; c += 4) {
+      int off[S][4], total[S];
 #pragma GCC unroll 8
       for (int s = 0; s < S; ++s) {
-        int off[4], total;
         // the value stream's addresses depend on the mask words: fetch both well ahead
         _mm_prefetch(reinterpret_cast<const char*>(p[s]) + kPrefetchBytes, _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(m[s] + c) + kPrefetchBytes / 4, _MM_HINT_T0);
-        group_offsets(load_words(m[s] + c), off, total);
-        if constexpr (BF16) {
-          // 32 columns per expand: 32 bf16 lanes, then the unpacks put each value in the high half
-          // of a 32-bit lane (= its float32) in the order xp was permuted to
-          const __m512i zero = _mm512_setzero_si512();
+        group_offsets(load_words(m[s] + c), off[s], total[s]);
+      }
+      if constexpr (BF16) {
+        // 32 columns per expand: 32 bf16 lanes, then the unpacks put each value in the high half
+        // of a 32-bit lane (= its float32) in the order xp was permuted to
+        const __m512i zero = _mm512_setzero_si512();
 #pragma GCC unroll 2
-          for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < 2; ++h) {
+          const float* xr = a.xp + r0 * ldx + (c + 2 * h) * 16;
+          __m512 xl[R], xh[R];  // loaded once, shared by the S streams
+#pragma GCC unroll 16
+          for (int r = 0; r < R; ++r) { xl[r] = _mm512_loadu_ps(xr + r * ldx); xh[r] = _mm512_loadu_ps(xr + r * ldx + 16); }
+#pragma GCC unroll 8
+          for (int s = 0; s < S; ++s) {
             const __mmask32 k = _load_mask32(reinterpret_cast<__mmask32*>(const_cast<uint16_t*>(m[s] + c + 2 * h)));
-            const __m512i v = _mm512_maskz_expand_epi16(k, _mm512_loadu_si512(p[s] + off[2 * h]));
+            const __m512i v = _mm512_maskz_expand_epi16(k, _mm512_loadu_si512(p[s] + off[s][2 * h]));
             const __m512 wl = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v));
             const __m512 wh = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v));
-            const float* xr = a.xp + r0 * ldx + (c + 2 * h) * 16;
 #pragma GCC unroll 16
             for (int r = 0; r < R; ++r) {
-              acc[s][0][r] = _mm512_fmadd_ps(wl, _mm512_loadu_ps(xr + r * ldx), acc[s][0][r]);
-              acc[s][1 % U][r] = _mm512_fmadd_ps(wh, _mm512_loadu_ps(xr + r * ldx + 16), acc[s][1 % U][r]);
+              acc[s][0][r] = _mm512_fmadd_ps(wl, xl[r], acc[s][0][r]);
+              acc[s][1 % U][r] = _mm512_fmadd_ps(wh, xh[r], acc[s][1 % U][r]);
             }
           }
-        } else {
+        }
+      } else {
 #pragma GCC unroll 4
-          for (int g = 0; g < 4; ++g) {
-            const __m512 w = expand16<BF16>(_load_mask16(reinterpret_cast<__mmask16*>(const_cast<uint16_t*>(m[s] + c + g))), p[s] + off[g]);
+        for (int g = 0; g < 4; ++g) {
+          __m512 xv[R];  // loaded once, shared by the S streams
 #pragma GCC unroll 16
-            for (int r = 0; r < R; ++r)
-              acc[s][g % U][r] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + r * ldx + (c + g) * 16), acc[s][g % U][r]);
+          for (int r = 0; r < R; ++r) xv[r] = _mm512_loadu_ps(x + r * ldx + (c + g) * 16);
+#pragma GCC unroll 8
+          for (int s = 0; s < S; ++s) {
+            const __m512 w = expand16<BF16>(_load_mask16(reinterpret_cast<__mmask16*>(const_cast<uint16_t*>(m[s] + c + g))), p[s] + off[s][g]);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) acc[s][g % U][r] = _mm512_fmadd_ps(w, xv[r], acc[s][g % U][r]);
           }
         }
-        p[s] += total;
       }
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) p[s] += total[s];
     }
     for (; c < chunks; ++c) {
 #pragma GCC unroll 8
