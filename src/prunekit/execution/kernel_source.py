@@ -285,58 +285,92 @@ inline __m256 expand8(uint32_t k, const void* p) {
   return _mm256_and_ps(_mm256_permutevar8x32_ps(v, idx), keep);
 }
 
-template <int R, bool BF16>
+// As avx512_rows: S output rows at once (independent value streams), 8 columns per expand.
+template <int R, int S, bool BF16>
 __attribute__((target("avx2,fma,popcnt")))
-void avx2_block(const Args& a, int64_t o0, int64_t o1, int64_t r0) {
+void avx2_rows(const Args& a, int64_t o0, int64_t step, int64_t r0) {
   using V = typename std::conditional<BF16, uint16_t, float>::type;
   const float* x = a.x + r0 * a.ldx;
   const int64_t ldx = a.ldx, chunks = a.chunks;
-  for (int64_t o = o0; o < o1; ++o) {
-    const uint16_t* m = a.mask + o * chunks;
-    const V* p = static_cast<const V*>(a.values) + a.row_ptr[o];
-    __m256 acc0[R], acc1[R];
+  for (int64_t i = 0; i < step; ++i) {
+    const uint16_t* m[S];
+    const V* p[S];
+    __m256 acc0[S][R], acc1[S][R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) { acc0[r] = _mm256_setzero_ps(); acc1[r] = _mm256_setzero_ps(); }
+    for (int s = 0; s < S; ++s) {
+      const int64_t o = o0 + s * step + i;
+      m[s] = a.mask + o * chunks;
+      p[s] = static_cast<const V*>(a.values) + a.row_ptr[o];
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) { acc0[s][r] = _mm256_setzero_ps(); acc1[s][r] = _mm256_setzero_ps(); }
+    }
     int64_t c = 0;
     for (; c + 4 <= chunks; c += 4) {
-      const uint64_t w = load_words(m + c);
+      uint64_t w[S];
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) {
+        _mm_prefetch(reinterpret_cast<const char*>(p[s]) + kPrefetchBytes, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(m[s] + c) + kPrefetchBytes / 4, _MM_HINT_T0);
+        w[s] = load_words(m[s] + c);
+      }
 #pragma GCC unroll 8
       for (int h = 0; h < 8; ++h) {  // eight groups of 8 columns
-        const uint32_t byte = static_cast<uint32_t>(w >> (8 * h)) & 0xffu;
-        const int off = h ? __builtin_popcountll(w & ((1ull << (8 * h)) - 1)) : 0;
-        const __m256 wv = expand8<BF16>(byte, p + off);
+        __m256 xv[R];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
-          const __m256 xv = _mm256_loadu_ps(x + r * ldx + c * 16 + 8 * h);
-          if (h & 1) acc1[r] = _mm256_fmadd_ps(wv, xv, acc1[r]);
-          else acc0[r] = _mm256_fmadd_ps(wv, xv, acc0[r]);
+        for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(x + r * ldx + c * 16 + 8 * h);
+#pragma GCC unroll 8
+        for (int s = 0; s < S; ++s) {
+          const uint32_t byte = static_cast<uint32_t>(w[s] >> (8 * h)) & 0xffu;
+          const int off = h ? __builtin_popcountll(w[s] & ((1ull << (8 * h)) - 1)) : 0;
+          const __m256 wv = expand8<BF16>(byte, p[s] + off);
+#pragma GCC unroll 8
+          for (int r = 0; r < R; ++r) {
+            if (h & 1) acc1[s][r] = _mm256_fmadd_ps(wv, xv[r], acc1[s][r]);
+            else acc0[s][r] = _mm256_fmadd_ps(wv, xv[r], acc0[s][r]);
+          }
         }
       }
-      p += __builtin_popcountll(w);
+#pragma GCC unroll 8
+      for (int s = 0; s < S; ++s) p[s] += __builtin_popcountll(w[s]);
     }
     for (; c < chunks; ++c) {
-      const uint32_t k = m[c];
-      const uint32_t lo = k & 0xffu, hi = k >> 8;
-      const __m256 wl = expand8<BF16>(lo, p);
-      p += __builtin_popcount(lo);
-      const __m256 wh = expand8<BF16>(hi, p);
-      p += __builtin_popcount(hi);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        acc0[r] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(x + r * ldx + c * 16), acc0[r]);
-        acc1[r] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(x + r * ldx + c * 16 + 8), acc1[r]);
+      for (int s = 0; s < S; ++s) {
+        const uint32_t k = m[s][c];
+        const uint32_t lo = k & 0xffu, hi = k >> 8;
+        const __m256 wl = expand8<BF16>(lo, p[s]);
+        p[s] += __builtin_popcount(lo);
+        const __m256 wh = expand8<BF16>(hi, p[s]);
+        p[s] += __builtin_popcount(hi);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          acc0[s][r] = _mm256_fmadd_ps(wl, _mm256_loadu_ps(x + r * ldx + c * 16), acc0[s][r]);
+          acc1[s][r] = _mm256_fmadd_ps(wh, _mm256_loadu_ps(x + r * ldx + c * 16 + 8), acc1[s][r]);
+        }
       }
     }
-    const float b = a.bias ? a.bias[o] : 0.f;
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m256 s = _mm256_add_ps(acc0[r], acc1[r]);
-      const __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-      const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-      const __m128 t = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-      a.y[(r0 + r) * a.out + o] = _mm_cvtss_f32(t) + b;
+    for (int s = 0; s < S; ++s) {
+      const int64_t o = o0 + s * step + i;
+      const float b = a.bias ? a.bias[o] : 0.f;
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m256 sum = _mm256_add_ps(acc0[s][r], acc1[s][r]);
+        const __m128 q = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+        const __m128 hh = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        const __m128 t = _mm_add_ss(hh, _mm_shuffle_ps(hh, hh, 1));
+        a.y[(r0 + r) * a.out + o] = _mm_cvtss_f32(t) + b;
+      }
     }
   }
+}
+
+template <int R, bool BF16>
+void avx2_block(const Args& a, int64_t o0, int64_t o1, int64_t r0) {
+  constexpr int S = R == 1 ? 4 : (R == 2 ? 2 : 1);
+  const int64_t step = (o1 - o0) / S;
+  if (step > 0) avx2_rows<R, S, BF16>(a, o0, step, r0);
+  if (S > 1 && o0 + S * step < o1) avx2_rows<R, 1, BF16>(a, o0 + S * step, o1 - o0 - S * step, r0);
 }
 
 template <bool BF16>
