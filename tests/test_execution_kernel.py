@@ -73,14 +73,16 @@ def test_kernel_equals_dense_linear(isas, out, inp, rows, pattern, density, bf16
 @pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_each_isa_forced_on_odd_shapes(isas, isa, dtype):
-    """Every path this CPU has runs when forced, on 1..16 rows (vectorised over columns), more rows
-    (vectorised over rows) and widths around the 16-column chunks."""
+    """Every path this CPU has runs when forced, on few rows (vectorised over columns), more rows
+    (vectorised over rows; sooner for sparse weights) and widths around the 16-column chunks."""
     if isa not in isas[dtype == torch.bfloat16]:
         pytest.skip(f"this CPU lacks {isa} (supported: {isas[dtype == torch.bfloat16]})")
-    for inp in (1, 17, 33, 1000):
-        w = _weight(23, inp, "zero rows", 0.4, dtype, inp)
+    # dense enough (random 0.9) and sparse (zero rows 0.4): the two decide between the paths above 8 rows
+    for inp, pattern, density in [(1, "zero rows", 0.4), (17, "random", 0.9), (33, "zero rows", 0.4),
+                                  (1000, "zero rows", 0.4), (1000, "random", 0.9)]:
+        w = _weight(23, inp, pattern, density, dtype, inp)
         packed = compress(w)
-        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 40, 130):
+        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 32, 33, 130):
             x = torch.randn(rows, inp)
             torch.testing.assert_close(sparse_linear(x, packed, isa=isa), F.linear(x, w.float()),
                                        rtol=1e-5, atol=_tolerance(inp))

@@ -21,8 +21,8 @@ a core's bandwidth, so with one ``x`` row four output rows from distant parts
 of a thread's range are computed together (two with two ``x`` rows), and the
 value and mask streams are prefetched 1 KiB ahead.
 
-Up to 8 ``x`` rows (4 on AVX2) share one decode. Above 16 rows the product
-is vectorised over rows instead: ``x`` is transposed to ``xT`` (in × rows), each
+Up to 8 ``x`` rows (4 on AVX2) share one decode. Above 32 rows (above 8 when
+the weight is more than 70 % zeros) the product is vectorised over rows instead: ``x`` is transposed to ``xT`` (in × rows), each
 output row's kept columns are decoded once into a list (AVX-512
 ``_mm512_maskz_compress_epi32``, AVX2 a table of set-bit positions, no branch
 per bit), and for each kept ``W[o, i]`` the row ``xT[i, :]`` is multiplied and
@@ -499,11 +499,14 @@ void token_range(const TokenArgs& a, int64_t o0, int64_t o1, int64_t isa) {
     if (isa == 3) {
       const int64_t n = columns_avx512(a.mask + o * a.chunks, a.chunks, cols.data());
       for (; t + 128 <= a.rows_p; t += 128) token_avx512_block<8, BF16>(a, o, t, cols.data(), n);
-      for (; t < a.rows_p; t += 16) token_avx512_block<1, BF16>(a, o, t, cols.data(), n);
+      if (t + 64 <= a.rows_p) { token_avx512_block<4, BF16>(a, o, t, cols.data(), n); t += 64; }
+      if (t + 32 <= a.rows_p) { token_avx512_block<2, BF16>(a, o, t, cols.data(), n); t += 32; }
+      if (t < a.rows_p) token_avx512_block<1, BF16>(a, o, t, cols.data(), n);
     } else if (isa == 2) {
       const int64_t n = columns_avx2(a.mask + o * a.chunks, a.chunks, cols.data());
       for (; t + 64 <= a.rows_p; t += 64) token_avx2_block<8, BF16>(a, o, t, cols.data(), n);
-      for (; t < a.rows_p; t += 16) token_avx2_block<2, BF16>(a, o, t, cols.data(), n);
+      if (t + 32 <= a.rows_p) { token_avx2_block<4, BF16>(a, o, t, cols.data(), n); t += 32; }
+      if (t < a.rows_p) token_avx2_block<2, BF16>(a, o, t, cols.data(), n);
     } else {
       const int64_t n = columns_scalar(a.mask + o * a.chunks, a.chunks, cols.data());
       for (; t < a.rows_p; t += 16) token_scalar_block<BF16>(a, o, t, cols.data(), n);
@@ -513,8 +516,11 @@ void token_range(const TokenArgs& a, int64_t o0, int64_t o1, int64_t isa) {
 
 // ---------------------------------------------------------------- dispatch
 enum Isa : int64_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
-// above this many x rows the product is vectorised over rows (x transposed) instead of over columns
-constexpr int64_t kFewRows = 16;
+// The product is vectorised over rows (x transposed) instead of over columns above kManyRows
+// x rows, or above kFewRows when the weight is sparser than kSparse (where decoding a column
+// list once per output row costs little against the rows it serves).
+constexpr int64_t kFewRows = 8, kManyRows = 32;
+constexpr double kSparse = 0.7;
 
 bool has_avx512(bool bf16) {
   __builtin_cpu_init();
@@ -567,7 +573,9 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
   Args a{reinterpret_cast<const uint16_t*>(mask.data_ptr()), values.data_ptr(), rp, chunks,
          x.data_ptr<float>(), x.size(1), x.size(0), y.data_ptr<float>(), out, b, nullptr};
   if (a.rows == 0 || out == 0) return y;
-  if (a.rows > kFewRows) {
+  const double density = static_cast<double>(rp[out]) / static_cast<double>(std::max<int64_t>(1, out * chunks * 16));
+  const bool by_rows = a.rows > kManyRows || (a.rows > kFewRows && density < 1.0 - kSparse);
+  if (by_rows) {
     const int64_t rows_p = (a.rows + 15) / 16 * 16;
     auto xt = torch::zeros({chunks * 16, rows_p}, x.options());
     xt.narrow(1, 0, a.rows).copy_(x.t());
@@ -581,7 +589,7 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
     return y;
   }
   torch::Tensor xp;
-  if (bf16 && isa == kAvx512 && a.rows <= kFewRows) {
+  if (bf16 && isa == kAvx512) {
     // per 32 columns: unpacklo takes words 8L..8L+3 of each 128-bit lane L, unpackhi 8L+4..8L+7
     xp = torch::empty_like(x);
     const float* src = x.data_ptr<float>();
