@@ -10,6 +10,9 @@ reached by prunekit's kernel:
     limit = dense weight bytes / compressed bytes (mask + kept values + row offsets)
     reached = speedup / limit
 
+("reached" exceeds 100 % where dense F.linear itself reads its weights slower
+than the memory allows, as a one-thread oneDNN/MKL matrix-vector product can.)
+
 then the scaling of dense and of the kernel from 1 to ``--threads`` threads.
 torch has no CPU CSR product for bfloat16 (its row says "-").
 
