@@ -1,7 +1,8 @@
 """Sparse execution: pruned Linear layers computed from their compressed weights, where that is faster.
 
 * :mod:`.compressed`: the weight format (bitmask per 16 columns + packed values + row offsets);
-* :mod:`.kernel_source`, :mod:`.native_kernel`: the compiled CPU kernel (AVX-512 / AVX2 / scalar), optional;
+* :mod:`.kernel_source`, :mod:`.kernel_many_rows`, :mod:`.native_kernel`: the compiled CPU kernel
+  (AVX-512 / AVX2 / scalar), optional;
 * :mod:`.matmul`: ``y = x · Wᵀ + b`` through the kernel, or stock torch ops;
 * :mod:`.module`: :class:`SparseLinear`;
 * :mod:`.candidates`, :mod:`.convert`: :func:`to_sparse`, timing dense against each kernel per layer;

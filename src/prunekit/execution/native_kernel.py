@@ -30,7 +30,7 @@ __all__ = ["ISAS", "available", "check_isa", "kernel", "loaded", "loaded_module"
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the C++ source changes, so a stale cached build is never loaded.
-_VERSION = 13
+_VERSION = 14
 _NAME = f"prunekit_sparse_linear_v{_VERSION}"
 #: ISA names, by the code the kernel takes.
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
