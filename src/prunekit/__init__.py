@@ -73,6 +73,7 @@ from .surgery.api import StructuralPruneResult, structural_prune
 from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune, prune_pretrained
+from .execution import SparseLinear, to_sparse
 
 from .version import __version__
 
@@ -178,4 +179,7 @@ __all__ = [
     "LearnedScores",
     "MovementPruning",
     "Supermask",
+    # sparse execution: pruned Linears computed from compressed weights where faster
+    "SparseLinear",
+    "to_sparse",
 ]
