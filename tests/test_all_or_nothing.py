@@ -197,6 +197,26 @@ def _criterion_failing_on_the_last_target(target: Target) -> torch.Tensor:
     return target.original.detach().abs()
 
 
+class RefusesSparseLayers(nn.Module):
+    """A model whose forward fails once one of its layers was replaced: the output check must restore it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.up, self.down = nn.Linear(16, 32), nn.Linear(32, 4)
+        prunekit.prune(self, 0.9, mode="permanent")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self.down) is not nn.Linear:
+            raise RuntimeError("this model only runs with dense layers")
+        return self.down(torch.relu(self.up(x)))
+
+
+def _to_sparse(model: nn.Module, **kwargs) -> object:
+    settings = dict(kernels=("csr",), repeats=1, warmup=0, model_repeats=1, threads=1, min_speedup=1e-9)
+    return prunekit.to_sparse(model, torch.randn(2, 16), **{**settings, **kwargs})
+
+
 # -- the table ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -271,6 +291,14 @@ CASES = [
          lambda m, tmp: load_pruned_state_dict(m, pruned_mlp().state_dict())),
     Case("restore_masks: a masked tensor the model lacks", lambda tmp: nn.Sequential(nn.Linear(6, 8)),
          lambda m, tmp: restore_masks(m, pruned_mlp().state_dict())),
+    Case("structural_prune: nothing can be pruned", lambda tmp: nn.Sequential(nn.Linear(6, 3)),
+         lambda m, tmp: prunekit.structural_prune(m, torch.randn(2, 6), sparsity=0.5)),
+    Case("prune_heads: round_to that a layer cannot meet", lambda tmp: Encoder(),
+         lambda m, tmp: prunekit.prune_heads(m, {"blocks.0": [0], "blocks.1": [0]}, round_to=16)),
+    Case("to_sparse: the model fails once a layer is sparse", lambda tmp: RefusesSparseLayers(),
+         lambda m, tmp: _to_sparse(m), Exception),
+    Case("to_sparse: a bad kernel name", lambda tmp: RefusesSparseLayers(),
+         lambda m, tmp: _to_sparse(m, kernels=("fast",))),
     Case("oneshot_prune: sparsity out of range", lambda tmp: llama(),
          lambda m, tmp: prunekit.oneshot_prune(m, torch.randint(0, 64, (2, 8)), sparsity=1.5)),
     Case("oneshot_prune: calibration ids of the wrong dtype", lambda tmp: llama(),
