@@ -12,10 +12,11 @@ criterion (a ``group`` score, :mod:`prunekit.scores.groups`), decides how many e
 ``1 - (1 - macs_target) · i / k`` of the original; ``finetune(model, i)`` runs
 between steps.
 
-A MACs target is met by bisection on the channel ratio: each candidate is
-applied to a copy of the model and counted with
-:func:`prunekit.measure.count_macs`; the smallest ratio whose MACs are at most
-the target is used (to one channel per group).
+A MACs target is met by bisection on the channel ratio
+(:func:`prunekit.surgery.macs_search.ratio_for_macs`): the MACs of each
+candidate follow from one :func:`prunekit.measure.count_macs` pass and the
+channels each group keeps, without pruning copies; the smallest ratio whose
+MACs are at most the target is used (to one channel per group).
 
 ``allocation="latency"`` spends the MACs (or latency) budget where the
 machine saves time: a greedy latency-saliency allocation
@@ -29,7 +30,6 @@ that fraction of the modelled latency.
 
 from __future__ import annotations
 
-import copy
 import logging
 import numbers
 import time
@@ -47,19 +47,18 @@ from ..measure.macs import count_macs
 from ..measure.params import count_parameters
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
 from ..allocation import latency_keep_counts, select_channels
-from ..coupling.groups import Group, find_groups
+from ..coupling.groups import find_groups
 from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
 from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
+from .macs_search import count_dense_macs as _macs, ratio_for_macs
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
 __all__ = ["ALLOCATIONS", "StructuralPruneResult", "structural_prune"]
 
 logger = logging.getLogger(__name__)
-
-_BISECTIONS = 14
 
 
 @dataclass
@@ -112,47 +111,6 @@ class StructuralPruneResult:
             return head + " (not measured)"
         return (f"{head}, params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x), "
                 f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)")
-
-
-def _macs(model: nn.Module, example_inputs: Any) -> int:
-    return count_macs(model, example_inputs, norms=False).dense_macs
-
-
-def _apply_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
-                example_inputs: Any) -> int:
-    """MACs of a copy of ``model`` with ``keep`` applied."""
-    twin, twin_groups = copy.deepcopy((model, list(groups)))
-    prune_groups(twin, keep, twin_groups)
-    return _macs(twin, example_inputs)
-
-
-def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], target: int, example_inputs: Any,
-                    alloc: Callable[[float], dict[str, torch.Tensor]]) -> float:
-    """Smallest channel ratio whose MACs are <= ``target`` (bisection on copies; ratios giving
-    the same channel counts are counted once)."""
-    seen: dict[tuple[int, ...], int] = {}
-
-    def macs_at(r: float) -> int:
-        keep = alloc(r)
-        key = tuple(int(keep[g.name].numel()) for g in groups)
-        if key not in seen:
-            seen[key] = _apply_copy(model, groups, keep, example_inputs)
-        return seen[key]
-
-    lo, hi = 0.0, 1.0 - 1e-6
-    if macs_at(hi) > target:
-        raise InvalidParameterError(
-            "macs_target", "a target reachable within the caps (removing every allowed channel still exceeds it)",
-            target, "Fix: raise macs_target, relax max_layer_ratio, or exclude fewer layers.",
-        )
-    for _ in range(_BISECTIONS):
-        mid = (lo + hi) / 2
-        if macs_at(mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    logger.debug("macs target %d: ratio %.5f after %d MAC counts", target, hi, len(seen))
-    return hi
 
 
 def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, latency_target: Any,
@@ -289,7 +247,8 @@ def structural_prune(
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
     params_before = count_parameters(model).params if measure else None
-    macs_before = _macs(model, example_inputs) if measure else None
+    report = count_macs(model, example_inputs, norms=False) if measure else None
+    macs_before = report.dense_macs if report is not None else None
     base_sizes = {g.name: g.size for g in groups}
     records: list[SurgeryRecord] = []
     crit = make()
@@ -331,7 +290,7 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
-            keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
+            keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, report=report if i == 1 else None))
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
         crit.after_selection(model, groups, keep)
         records.append(prune_groups(model, keep, groups, optimizer=optimizer))

@@ -1,0 +1,189 @@
+"""The channel ratio that reaches a MACs target, found without pruning copies of the model.
+
+The dense MACs of a convolution or Linear layer are ``positions · numel(W)``
+(:mod:`prunekit.measure.macs`; ``positions`` is the batch times the output
+positions, or the leading dims of a Linear). Removing channels changes neither
+``positions`` nor anything of ``W`` but the sizes of its dims: when group ``g``
+keeps ``keep_g`` of its ``size_g`` channels and its slice holds ``k`` positions
+of dim ``j`` per channel, that dim loses ``k · (size_g - keep_g)`` positions. So
+one counted forward pass gives the MACs of every candidate allocation:
+
+    MACs(keep) = Σ_layers positions_l · Π_j (extent_lj - Σ_g k_glj · (size_g - keep_g)) + rest
+
+``rest`` is the MACs of the rows no such rule covers (functional attention and
+matrix products, ``nn.MultiheadAttention``), taken as counted. The bisection on
+the channel ratio (:func:`ratio_for_macs`) evaluates this formula; it finds the
+same ratio as pruning a copy at each candidate and counting its MACs, without
+the copies. When ``rest`` is not zero the ratio found is checked once on a copy;
+if that count differs from the formula, the search is repeated on copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..coupling.groups import Group
+from ..errors import InvalidParameterError
+from ..measure.macs import MacReport, count_macs
+from ..targets import weight_out_dim
+from .remove import prune_groups
+
+__all__ = ["MacsModel", "count_dense_macs", "macs_of_copy", "ratio_for_macs"]
+
+logger = logging.getLogger(__name__)
+
+#: Bisection steps on the channel ratio (to 2**-14 of the range).
+BISECTIONS = 14
+
+
+def count_dense_macs(model: nn.Module, example_inputs: Any) -> int:
+    """Dense MACs of one forward pass, norms not counted (:func:`prunekit.measure.count_macs`)."""
+    return count_macs(model, example_inputs, norms=False).dense_macs
+
+
+def macs_of_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
+                 example_inputs: Any) -> int:
+    """Dense MACs of a copy of ``model`` with ``keep`` removed (the model is unchanged)."""
+    twin, twin_groups = copy.deepcopy((model, list(groups)))
+    prune_groups(twin, keep, twin_groups)
+    return count_dense_macs(twin, example_inputs)
+
+
+def _logical_weight(module: nn.Module) -> torch.Tensor | None:
+    found = module._parameters.get("weight_orig")
+    if found is None:
+        found = module._parameters.get("weight")
+    return found if isinstance(found, torch.Tensor) else None
+
+
+def _scales_with_weight(module: nn.Module) -> bool:
+    """The MAC rule of ``module`` is ``positions · numel(weight)`` (conv, conv-transpose,
+    Linear, or a Linear whose weight is stored (in, out))."""
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+        return True
+    weight = _logical_weight(module)
+    return weight is not None and weight.dim() == 2 and weight_out_dim(module) == 1
+
+
+class MacsModel:
+    """Dense MACs of ``model`` as a function of the channels each group keeps (module docstring).
+
+    Built from one :class:`~prunekit.measure.macs.MacReport` of the model as it is
+    (counted with ``norms=False``) and the groups found on it.
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[Group], report: MacReport) -> None:
+        self.total = report.dense_macs
+        self._names = [g.name for g in groups]
+        # (id(tensor), dim) -> [(group position, positions per channel)]
+        cuts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
+        for k, g in enumerate(groups):
+            for s in g.slices:
+                t = s.tensor_value()
+                cuts[(id(t), s.dim % t.dim())].append((k, s.per_channel))
+        modules = dict(model.named_modules())
+        self._layers: list[tuple[int, list[tuple[int, list[tuple[int, int]]]]]] = []
+        self.rest = 0
+        self.rest_rows: list[str] = []
+        for row in report.rows:
+            if row.dense_macs == 0:
+                continue
+            module = modules.get(row.name)
+            weight = _logical_weight(module) if module is not None else None
+            if module is None or weight is None or not _scales_with_weight(module) or weight.numel() == 0 \
+                    or row.dense_macs % weight.numel():
+                self.rest += row.dense_macs
+                self.rest_rows.append(row.name)
+                continue
+            dims = [(int(extent), cuts.get((id(weight), d), [])) for d, extent in enumerate(weight.shape)]
+            self._layers.append((row.dense_macs // weight.numel(), dims))
+
+    @property
+    def exact(self) -> bool:
+        """Every counted MAC scales with a weight's kept dims (no ``rest``)."""
+        return not self.rest_rows
+
+    def predict(self, removed: Sequence[int]) -> int:
+        """Dense MACs after removing ``removed[k]`` channels of the ``k``-th group."""
+        total = self.rest
+        for positions, dims in self._layers:
+            numel = 1
+            for extent, cut in dims:
+                numel *= extent - sum(per * removed[k] for k, per in cut)
+            total += positions * numel
+        return total
+
+
+def ratio_for_macs(
+    model: nn.Module,
+    groups: Sequence[Group],
+    target: int,
+    example_inputs: Any,
+    alloc: Callable[[float], Mapping[str, torch.Tensor]],
+    *,
+    report: MacReport | None = None,
+) -> float:
+    """Smallest channel ratio (to ``2**-BISECTIONS``) whose pruned model has at most ``target``
+    dense MACs, by bisection over ``alloc(ratio)`` (the kept channels of each group).
+
+    ``report``: a ``count_macs(model, example_inputs, norms=False)`` of the model as it is
+    (counted here when not given). Raises :class:`InvalidParameterError` when even the largest
+    ratio stays above ``target``.
+    """
+    if report is None:
+        report = count_macs(model, example_inputs, norms=False)
+    predicted = MacsModel(model, groups, report)
+    sizes = [g.size for g in groups]
+
+    def from_model(keep: Mapping[str, torch.Tensor]) -> int:
+        return predicted.predict([size - int(keep[g.name].numel()) for g, size in zip(groups, sizes)])
+
+    def on_copies(keep: Mapping[str, torch.Tensor]) -> int:
+        return macs_of_copy(model, groups, keep, example_inputs)
+
+    if predicted.exact:
+        return _bisect(groups, target, alloc, from_model)
+    try:
+        ratio = _bisect(groups, target, alloc, from_model)
+        keep = alloc(ratio)
+        if on_copies(keep) == from_model(keep):
+            return ratio
+    except InvalidParameterError:
+        pass  # the rest may shrink too: the copies decide
+    logger.info("MACs of %s do not follow the kept channels alone (%s); searching on copies",
+                type(model).__name__, ", ".join(predicted.rest_rows[:3]))
+    return _bisect(groups, target, alloc, on_copies)
+
+
+def _bisect(groups: Sequence[Group], target: int, alloc: Callable[[float], Mapping[str, torch.Tensor]],
+            macs: Callable[[Mapping[str, torch.Tensor]], int]) -> float:
+    seen: dict[tuple[int, ...], int] = {}
+
+    def macs_at(r: float) -> int:
+        keep = alloc(r)
+        key = tuple(int(keep[g.name].numel()) for g in groups)
+        if key not in seen:
+            seen[key] = macs(keep)
+        return seen[key]
+
+    lo, hi = 0.0, 1.0 - 1e-6
+    if macs_at(hi) > target:
+        raise InvalidParameterError(
+            "macs_target", "a target reachable within the caps (removing every allowed channel still exceeds it)",
+            target, "Fix: raise macs_target, relax max_layer_ratio, or exclude fewer layers.",
+        )
+    for _ in range(BISECTIONS):
+        mid = (lo + hi) / 2
+        if macs_at(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    logger.debug("macs target %d: ratio %.5f after %d MAC counts", target, hi, len(seen))
+    return hi
