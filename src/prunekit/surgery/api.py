@@ -44,7 +44,6 @@ from ..errors import InvalidParameterError
 from ..params import STRUCTURAL_PARAMS
 from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
-from ..measure.params import count_parameters
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
 from ..allocation import latency_keep_counts, select_channels
 from ..coupling.groups import find_groups
@@ -52,7 +51,7 @@ from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
 from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
-from .macs_search import count_dense_macs as _macs, ratio_for_macs
+from .macs_search import MacsModel, count_dense_macs as _macs, ratio_for_macs
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
@@ -111,6 +110,11 @@ class StructuralPruneResult:
             return head + " (not measured)"
         return (f"{head}, params {self.params_before:,} -> {self.params_after:,} ({self.params_ratio:.3f}x), "
                 f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)")
+
+
+def _params(model: nn.Module) -> int:
+    """Parameters of ``model``, each counted once (``count_parameters(model).params``)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, latency_target: Any,
@@ -246,9 +250,10 @@ def structural_prune(
     groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
-    params_before = count_parameters(model).params if measure else None
+    params_before = _params(model) if measure else None
     report = count_macs(model, example_inputs, norms=False) if measure else None
     macs_before = report.dense_macs if report is not None else None
+    macs_after: int | None = None
     base_sizes = {g.name: g.size for g in groups}
     records: list[SurgeryRecord] = []
     crit = make()
@@ -261,6 +266,10 @@ def structural_prune(
         for g in groups:
             base_sizes.setdefault(g.name, g.size)
         scores = crit(model, groups)
+        if measure and (i == 1 or macs_target is not None):
+            macs_model = MacsModel(model, groups, report if i == 1 else count_macs(model, example_inputs, norms=False))
+        else:
+            macs_model = None
 
         def alloc(r: float) -> dict[str, torch.Tensor]:
             return allocate(groups, scores, r, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
@@ -271,7 +280,8 @@ def structural_prune(
                            base_sizes=base_sizes)
             sites = layer_sites(model, example_inputs, groups)
             if macs_target is not None:
-                offset = (macs_before if i == 1 else _macs(model, example_inputs)) - sum(s.macs({}) for s in sites)
+                offset = (macs_model.total if macs_model is not None else _macs(model, example_inputs)) \
+                    - sum(s.macs({}) for s in sites)
 
                 def goals(j: int) -> dict[str, Any]:
                     return {"macs_goal": int((macs_before or 0) * (1 - (1 - float(macs_target)) * j / steps)) - offset}
@@ -290,8 +300,10 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
-            keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, report=report if i == 1 else None))
+            keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model))
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
+        # MACs after this step follow from the kept channels when every counted MAC scales with them
+        macs_after = macs_model.after(keep) if macs_model is not None and macs_model.exact else None
         crit.after_selection(model, groups, keep)
         records.append(prune_groups(model, keep, groups, optimizer=optimizer))
         for g in groups:
@@ -301,8 +313,9 @@ def structural_prune(
             finetune(model, i)
     result = StructuralPruneResult(
         criterion=getattr(crit, "name", type(crit).__name__), scope="latency" if table is not None else scope,
-        params_before=params_before, params_after=count_parameters(model).params if measure else None,
-        macs_before=macs_before, macs_after=_macs(model, example_inputs) if measure else None,
+        params_before=params_before, params_after=_params(model) if measure else None,
+        macs_before=macs_before, macs_after=(macs_after if macs_after is not None else _macs(model, example_inputs))
+        if measure else None,
         channels_before={n: base_sizes[n] for n in current}, channels_after=current, records=records,
         seconds=time.perf_counter() - t0, latency_model_ms=modelled,
     )

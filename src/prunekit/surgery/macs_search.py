@@ -82,6 +82,7 @@ class MacsModel:
     def __init__(self, model: nn.Module, groups: Sequence[Group], report: MacReport) -> None:
         self.total = report.dense_macs
         self._names = [g.name for g in groups]
+        self._sizes = [g.size for g in groups]
         # (id(tensor), dim) -> [(group position, positions per channel)]
         cuts: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)
         for k, g in enumerate(groups):
@@ -110,6 +111,12 @@ class MacsModel:
         """Every counted MAC scales with a weight's kept dims (no ``rest``)."""
         return not self.rest_rows
 
+    def after(self, keep: Mapping[str, torch.Tensor]) -> int:
+        """Dense MACs once each group keeps the ``keep[name].numel()`` channels of ``keep``
+        (a group not in ``keep`` keeps all of its channels)."""
+        return self.predict([size - (int(keep[name].numel()) if name in keep else size)
+                             for name, size in zip(self._names, self._sizes)])
+
     def predict(self, removed: Sequence[int]) -> int:
         """Dense MACs after removing ``removed[k]`` channels of the ``k``-th group."""
         total = self.rest
@@ -129,36 +136,33 @@ def ratio_for_macs(
     alloc: Callable[[float], Mapping[str, torch.Tensor]],
     *,
     report: MacReport | None = None,
+    macs_model: MacsModel | None = None,
 ) -> float:
     """Smallest channel ratio (to ``2**-BISECTIONS``) whose pruned model has at most ``target``
     dense MACs, by bisection over ``alloc(ratio)`` (the kept channels of each group).
 
-    ``report``: a ``count_macs(model, example_inputs, norms=False)`` of the model as it is
-    (counted here when not given). Raises :class:`InvalidParameterError` when even the largest
-    ratio stays above ``target``.
+    ``macs_model`` (or ``report``, a ``count_macs(model, example_inputs, norms=False)`` of the model
+    as it is) gives the MACs of each candidate (module docstring); without either the model is
+    counted here. Raises :class:`InvalidParameterError` when even the largest ratio stays above
+    ``target``.
     """
-    if report is None:
-        report = count_macs(model, example_inputs, norms=False)
-    predicted = MacsModel(model, groups, report)
-    sizes = [g.size for g in groups]
-
-    def from_model(keep: Mapping[str, torch.Tensor]) -> int:
-        return predicted.predict([size - int(keep[g.name].numel()) for g, size in zip(groups, sizes)])
+    if macs_model is None:
+        macs_model = MacsModel(model, groups, report or count_macs(model, example_inputs, norms=False))
 
     def on_copies(keep: Mapping[str, torch.Tensor]) -> int:
         return macs_of_copy(model, groups, keep, example_inputs)
 
-    if predicted.exact:
-        return _bisect(groups, target, alloc, from_model)
+    if macs_model.exact:
+        return _bisect(groups, target, alloc, macs_model.after)
     try:
-        ratio = _bisect(groups, target, alloc, from_model)
+        ratio = _bisect(groups, target, alloc, macs_model.after)
         keep = alloc(ratio)
-        if on_copies(keep) == from_model(keep):
+        if on_copies(keep) == macs_model.after(keep):
             return ratio
     except InvalidParameterError:
         pass  # the rest may shrink too: the copies decide
     logger.info("MACs of %s do not follow the kept channels alone (%s); searching on copies",
-                type(model).__name__, ", ".join(predicted.rest_rows[:3]))
+                type(model).__name__, ", ".join(macs_model.rest_rows[:3]))
     return _bisect(groups, target, alloc, on_copies)
 
 
