@@ -177,8 +177,12 @@ class GroupMagnitude(GroupCriterion):
         for g in groups:
             total = torch.zeros(g.size, dtype=torch.float64)
             for s in _scored(g, self.roles):
-                v = channel_values(s).detach().double()
-                total += (v.abs() if self.p == 1 else v * v).sum(1).cpu()
+                v = channel_values(s).detach()
+                if self.p == 1:  # |w| is exact in any float dtype: sum it in float64 without a float64 copy
+                    total += v.abs().sum(1, dtype=torch.float64).cpu()
+                else:
+                    v = v.double()
+                    total += (v * v).sum(1).cpu()
             out[g.name] = (total if self.p == 1 else total.sqrt()).float()
         return out
 
