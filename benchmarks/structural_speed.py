@@ -17,12 +17,13 @@ own deep copy of the same weights, in the same process, on ``--threads`` threads
   construction and step at the ratio found (the search not counted: the strictest comparison),
   ``tp+search s`` the search and that step together (what reaching the target costs a user).
 
-Columns: seconds of each; ``ratio`` = prunekit s / tp s; MACs after / before of each (both counted by
+Each library's call is timed ``--repeats`` times (3), alternating, each on a fresh copy; the
+minimum is shown (all runs are in the JSON). Columns: seconds of each; ``ratio`` = prunekit s / tp s; ``tp R`` Torch-Pruning's ratio; MACs after / before of each (both counted by
 ``prunekit.measure.count_macs(norms=False)``: Conv/Linear MACs); ``exact``: the largest absolute
 difference between the pruned model's logits and those of the original with the removed channels
 zeroed (``prunekit.surgery.mask_groups``; BatchNorm statistics randomised so a wrong coupling would
 show), for prunekit, and for Torch-Pruning where its pruning history maps onto prunekit's groups.
-``load`` is the CPU (in cores) other processes used while the calls ran (``_common.ForeignLoad``);
+``load`` is the most CPU (in cores) other processes used during any timed call (``_common.ForeignLoad``);
 on a shared machine the figures are noisy.
 
     python benchmarks/structural_speed.py
@@ -158,6 +159,7 @@ def main() -> None:
     parser.add_argument("--no-tp", action="store_true", help="time prunekit only")
     parser.add_argument("--tp-bisections", type=int, default=9)
     parser.add_argument("--tp-ratios", default="", help="name=ratio,... : skip Torch-Pruning's search for these")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each library (alternating); the minimum is shown")
     parser.add_argument("--no-exact", action="store_true", help="skip the exactness checks")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -197,39 +199,52 @@ def main() -> None:
         base = dense_macs(original, x)
         row = {"model": name, "params": sum(p.numel() for p in original.parameters()), "macs": base}
 
-        model = copy.deepcopy(original)
-        with ForeignLoad() as load:
-            t0 = time.perf_counter()
-            result = prunekit.structural_prune(model, x, macs_target=TARGET)
-            row["prunekit_s"] = time.perf_counter() - t0
-        row["prunekit_load"] = load.cores
-        row["prunekit_macs_ratio"] = dense_macs(model, x) / base
-        if not args.no_exact:
-            kept = {}
-            for record in result.records:
-                kept.update(record.kept)
-            row["prunekit_exact"] = masked_error(original, model, x, kept)
-        del model
-
+        ratio, tried, search_s = None, 0, 0.0
         if not args.no_tp:
-            search_s = 0.0
             if name in given:
-                ratio, tried = given[name], 0
+                ratio = given[name]
             else:
                 t0 = time.perf_counter()
                 ratio, tried = tp_search(original, x, int(base * TARGET), args.tp_bisections)
                 search_s = time.perf_counter() - t0
+        times: dict[str, list[float]] = {"prunekit": [], "tp": []}
+        loads: list[float] = []
+        for repeat in range(args.repeats):  # the two calls alternate; each on a fresh copy
+            model = copy.deepcopy(original)
+            with ForeignLoad() as load:
+                t0 = time.perf_counter()
+                result = prunekit.structural_prune(model, x, macs_target=TARGET)
+                times["prunekit"].append(time.perf_counter() - t0)
+            loads.append(load.cores)
+            if repeat == 0:
+                row["prunekit_macs_ratio"] = dense_macs(model, x) / base
+                if not args.no_exact:
+                    kept = {}
+                    for record in result.records:
+                        kept.update(record.kept)
+                    row["prunekit_exact"] = masked_error(original, model, x, kept)
+            del model
+            if ratio is None:
+                continue
             model = copy.deepcopy(original)
             with ForeignLoad() as load:
                 t0 = time.perf_counter()
                 pruner = tp_step(model, x, ratio)
-                row["tp_s"] = time.perf_counter() - t0
-            row.update(tp_load=load.cores, tp_ratio=ratio, tp_search_s=search_s + row["tp_s"] if tried else None,
-                       tp_candidates=tried, tp_macs_ratio=dense_macs(model, x) / base)
-            if not args.no_exact:
-                keep = tp_keep(original, x, pruner.pruning_history())
-                row["tp_exact"] = masked_error(original, model, x, keep) if keep is not None else None
+                times["tp"].append(time.perf_counter() - t0)
+            loads.append(load.cores)
+            if repeat == 0:
+                row.update(tp_ratio=ratio, tp_candidates=tried, tp_macs_ratio=dense_macs(model, x) / base)
+                if not args.no_exact:
+                    keep = tp_keep(original, x, pruner.pruning_history())
+                    row["tp_exact"] = masked_error(original, model, x, keep) if keep is not None else None
             del model, pruner
+        row["prunekit_s"] = min(times["prunekit"])
+        row["prunekit_runs_s"] = times["prunekit"]
+        if times["tp"]:
+            row["tp_s"] = min(times["tp"])
+            row["tp_runs_s"] = times["tp"]
+            row["tp_search_s"] = search_s + row["tp_s"] if tried else None
+        row["load"] = max(loads)
         rows.append(row)
         print(f"  {name}: done", flush=True)
 
@@ -237,13 +252,13 @@ def main() -> None:
         return "-" if value is None else format(value, spec)
 
     header = (f"{'model':<22}{'params':>8}{'prunekit s':>12}{'tp s':>8}{'ratio':>7}{'tp+search s':>13}"
-              f"{'MACs pk':>9}{'MACs tp':>9}{'exact pk':>10}{'exact tp':>10}{'load':>6}")
+              f"{'tp R':>7}{'MACs pk':>9}{'MACs tp':>9}{'exact pk':>10}{'exact tp':>10}{'load':>6}")
     lines = []
     for r in rows:
         ratio = r["prunekit_s"] / r["tp_s"] if r.get("tp_s") else None
-        load = max(r["prunekit_load"], r.get("tp_load") or 0.0)
+        load = r["load"]
         lines.append(f"{r['model']:<22}{r['params'] / 1e6:>7.1f}M{r['prunekit_s']:>12.2f}{fmt(r.get('tp_s'), '.2f'):>8}"
-                     f"{fmt(ratio, '.2f'):>7}{fmt(r.get('tp_search_s'), '.1f'):>13}"
+                     f"{fmt(ratio, '.2f'):>7}{fmt(r.get('tp_search_s'), '.1f'):>13}{fmt(r.get('tp_ratio'), '.4f'):>7}"
                      f"{r['prunekit_macs_ratio']:>9.3f}{fmt(r.get('tp_macs_ratio'), '.3f'):>9}"
                      f"{fmt(r.get('prunekit_exact'), '.1e'):>10}{fmt(r.get('tp_exact'), '.1e'):>10}{load:>6.2f}")
     print()

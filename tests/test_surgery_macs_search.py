@@ -14,8 +14,9 @@ from torch import nn
 import prunekit
 from prunekit.allocation import allocate_channels
 from prunekit.measure import count_macs
+from prunekit.coupling.groups import find_groups_traced
 from prunekit.surgery import find_groups, prune_groups
-from prunekit.surgery.macs_search import MacsModel, macs_of_copy, ratio_for_macs
+from prunekit.surgery.macs_search import MacsModel, macs_from_trace, macs_of_copy, ratio_for_macs, total_macs
 
 
 class Mixed(nn.Module):
@@ -56,6 +57,32 @@ class ActivationProduct(nn.Module):
         return self.head(scores)
 
 
+class TrainOnlyBranch(nn.Module):
+    """An auxiliary head that runs only in training (MACs are counted in eval mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.aux = nn.Linear(8, 4)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x)).mean((2, 3))
+        return self.fc(y) + self.aux(y) if self.training else self.fc(y)
+
+
+class WithAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(6, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        return self.head(self.attn(h, h, h, need_weights=False)[0])
+
+
 def _random_keeps(groups, count: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     for _ in range(count):
@@ -80,8 +107,40 @@ def test_macs_follow_from_the_kept_channels_exactly(case: str) -> None:
     groups = find_groups(model, x)
     predicted = MacsModel(model, groups, count_macs(model, x, norms=False))
     assert predicted.exact and predicted.total == count_macs(model, x, norms=False).dense_macs
-    for keep in _random_keeps(groups, 3):
+    for keep in _random_keeps(groups, 2):
         assert predicted.after(keep) == macs_of_copy(model, groups, keep, x)
+
+
+TRACED = {
+    "mixed": (Mixed, (2, 3, 8, 8)),
+    "train_only_branch": (TrainOnlyBranch, (2, 3, 8, 8)),
+    "tutorial_lenet": (lambda: prunekit.create_model("tutorial_lenet"), (1, 1, 28, 28)),  # the fallback tracer
+    "resnet18_imagenet": (lambda: prunekit.create_model("resnet18_imagenet"), (1, 3, 32, 32)),
+    "mobilenetv2_imagenet": (lambda: prunekit.create_model("mobilenetv2_imagenet"), (1, 3, 32, 32)),
+    "vgg16_bn_imagenet": (lambda: prunekit.create_model("vgg16_bn_imagenet", hidden=32), (1, 3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRACED))
+def test_macs_read_from_the_trace_are_those_counted(case: str) -> None:
+    torch.manual_seed(0)
+    build, shape = TRACED[case]
+    model = build().eval()
+    x = torch.randn(*shape)
+    rows = macs_from_trace(model, find_groups_traced(model, x)[1])
+    counted = count_macs(model, x, norms=False)
+    assert rows is not None
+    assert dict(rows) == {r.name: r.dense_macs for r in counted.rows if r.dense_macs}
+    assert total_macs(rows) == counted.dense_macs
+
+
+@pytest.mark.parametrize("build, shape", [(ActivationProduct, (2, 5, 6)), (WithAttention, (2, 5, 6))])
+def test_macs_the_trace_cannot_tell_are_counted(build, shape) -> None:
+    model = build().eval()
+    x = torch.randn(*shape)
+    assert macs_from_trace(model, find_groups_traced(model, x)[1]) is None
+    result = prunekit.structural_prune(copy.deepcopy(model), x, sparsity=0.25)
+    assert result.macs_before == count_macs(model, x, norms=False).dense_macs
 
 
 def test_macs_of_a_masked_model_follow_from_the_kept_channels() -> None:
@@ -111,8 +170,8 @@ def _search_on_copies(model, groups, target, x, alloc) -> float:
 @pytest.mark.parametrize("scope", ["local", "global"])
 def test_the_ratio_found_is_the_one_a_search_on_copies_finds(scope: str) -> None:
     torch.manual_seed(0)
-    model = prunekit.create_model("resnet20").eval()
-    x = torch.randn(1, 3, 16, 16)
+    model = Mixed().eval()
+    x = torch.randn(2, 3, 8, 8)
     groups = find_groups(model, x)
     scores = prunekit.scores.groups.group_l2()(model, groups)
 
@@ -129,7 +188,9 @@ def test_structural_prune_reports_the_macs_it_counts() -> None:
     torch.manual_seed(0)
     model = Mixed().eval()
     x = torch.randn(2, 3, 8, 8)
+    before = count_macs(model, x, norms=False).dense_macs
     result = prunekit.structural_prune(model, x, macs_target=0.5)
+    assert result.macs_before == before
     assert result.macs_after == count_macs(model, x, norms=False).dense_macs
     assert result.macs_after <= 0.5 * result.macs_before
     assert result.params_after == sum(p.numel() for p in model.parameters())

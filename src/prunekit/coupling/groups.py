@@ -31,9 +31,9 @@ from ..errors import InvalidParameterError, PrunekitError, did_you_mean
 from ..targets import pattern_matches
 from .graph import Binding, Graph
 from .rules import apply_rules
-from .trace import trace
+from .trace import Trace, trace
 
-__all__ = ["Slice", "Group", "find_groups", "UnsupportedOperationError", "ROLES"]
+__all__ = ["Slice", "Group", "find_groups", "find_groups_traced", "UnsupportedOperationError", "ROLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,20 @@ def find_groups(
     that would be mis-modelled (channel/pixel shuffle, indexing channels, an
     unknown function or module) touches channels that could otherwise be pruned.
     """
+    return find_groups_traced(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
+                              approximate=approximate)[0]
+
+
+def find_groups_traced(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    exclude: str | Iterable[str] = (),
+    extra_groups: Sequence[Sequence[Sequence[Any]]] = (),
+    approximate: bool = False,
+) -> tuple[list[Group], Trace]:
+    """:func:`find_groups`, and the :class:`~.trace.Trace` of ``model`` it was found from
+    (the shapes every recorded operation saw with ``example_inputs``)."""
     inputs = _as_tuple(example_inputs)
     patterns = _check_patterns("exclude", exclude, model)
     if not isinstance(approximate, bool):
@@ -289,7 +303,7 @@ def find_groups(
     groups.sort(key=lambda grp: grp._order)  # type: ignore[attr-defined]
     _name_groups(groups)
     logger.info("found %d prunable groups in %s (traced with %s)", len(groups), type(model).__name__, traced.method)
-    return groups
+    return groups, traced
 
 
 class _RootTable:

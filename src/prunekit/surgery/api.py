@@ -46,12 +46,12 @@ from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
 from ..allocation import latency_keep_counts, select_channels
-from ..coupling.groups import find_groups
+from ..coupling.groups import find_groups, find_groups_traced
 from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
 from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
-from .macs_search import MacsModel, count_dense_macs as _macs, ratio_for_macs
+from .macs_search import MacsModel, count_dense_macs as _macs, macs_from_trace, ratio_for_macs, total_macs
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
@@ -247,12 +247,13 @@ def structural_prune(
         )
     # one dry allocation on the unchanged model validates scope/normalize/caps/round_to
     t0 = time.perf_counter()
-    groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
+    groups, traced = find_groups_traced(model, example_inputs, exclude=exclude, extra_groups=extra_groups)
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
     params_before = _params(model) if measure else None
-    report = count_macs(model, example_inputs, norms=False) if measure else None
-    macs_before = report.dense_macs if report is not None else None
+    # the MACs per layer, read from the trace's shapes where they tell them all, else counted
+    report = (macs_from_trace(model, traced) or count_macs(model, example_inputs, norms=False)) if measure else None
+    macs_before = total_macs(report) if report is not None else None
     macs_after: int | None = None
     base_sizes = {g.name: g.size for g in groups}
     records: list[SurgeryRecord] = []

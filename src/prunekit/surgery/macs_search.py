@@ -30,12 +30,13 @@ import torch
 from torch import nn
 
 from ..coupling.groups import Group
+from ..coupling.trace import Trace, Value
 from ..errors import InvalidParameterError
 from ..measure.macs import MacReport, count_macs
 from ..targets import weight_out_dim
 from .remove import prune_groups
 
-__all__ = ["MacsModel", "count_dense_macs", "macs_of_copy", "ratio_for_macs"]
+__all__ = ["MacsModel", "count_dense_macs", "macs_from_trace", "macs_of_copy", "ratio_for_macs", "total_macs"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,85 @@ def count_dense_macs(model: nn.Module, example_inputs: Any) -> int:
     return count_macs(model, example_inputs, norms=False).dense_macs
 
 
+def total_macs(report: MacReport | Sequence[tuple[str, int]]) -> int:
+    """Dense MACs of a :class:`~prunekit.measure.macs.MacReport` or of :func:`macs_from_trace`'s rows."""
+    return report.dense_macs if isinstance(report, MacReport) else sum(macs for _name, macs in report)
+
+
 def macs_of_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
                  example_inputs: Any) -> int:
     """Dense MACs of a copy of ``model`` with ``keep`` removed (the model is unchanged)."""
     twin, twin_groups = copy.deepcopy((model, list(groups)))
     prune_groups(twin, keep, twin_groups)
     return count_dense_macs(twin, example_inputs)
+
+
+_PRODUCTS = {"matmul", "mm", "bmm", "addmm", "baddbmm", "scaled_dot_product_attention"}
+
+
+def _rule(module: nn.Module) -> str | None:
+    """The MAC rule :func:`prunekit.measure.count_macs` applies to ``module`` (same order)."""
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "conv_transpose"
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    weight = _logical_weight(module)
+    if weight is not None and weight.dim() == 2 and weight_out_dim(module) == 1:
+        return "hf_conv1d"
+    if isinstance(module, nn.MultiheadAttention):
+        return "mha"
+    return None
+
+
+def _numel(shape: Sequence[int]) -> int:
+    total = 1
+    for d in shape:
+        total *= int(d)
+    return total
+
+
+def macs_from_trace(model: nn.Module, traced: Trace) -> list[tuple[str, int]] | None:
+    """Dense MACs per module, as ``count_macs(model, x, norms=False)`` counts them, read from the
+    shapes a trace of ``model`` on ``x`` recorded (no forward pass); None where the trace cannot
+    tell them: attention modules, products of activations (``matmul``, ``sdpa``), or a recorded
+    module with children, or a module from outside ``torch.nn`` without a Conv/Linear rule (what
+    runs inside it is not seen)."""
+    if traced.method not in ("fx", "run") or any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        return None
+    names = {id(m): n for n, m in model.named_modules()}
+    macs: dict[str, int] = {}
+    for op in traced.ops:
+        if op.kind != "module":
+            if isinstance(op.target, str) and op.target in _PRODUCTS:
+                return None
+            continue
+        module = op.target
+        rule = _rule(module)
+        if next(module.children(), None) is not None \
+                or (rule is None and not type(module).__module__.startswith("torch.nn.")):
+            return None
+        if rule is None:
+            continue
+        out = op.out if isinstance(op.out, Value) else None
+        weight = _logical_weight(module)
+        if out is None or weight is None or id(module) not in names:
+            return None
+        if rule == "conv":
+            positions = _numel(out.shape) // module.out_channels
+        elif rule == "conv_transpose":
+            x = op.args[0] if op.args and isinstance(op.args[0], Value) else op.kwargs.get("input")
+            if not isinstance(x, Value):
+                return None
+            positions = _numel(x.shape) // module.in_channels
+        elif rule == "linear":
+            positions = _numel(out.shape) // module.out_features
+        else:
+            positions = _numel(out.shape) // int(module.nf)
+        name = names[id(module)]
+        macs[name] = macs.get(name, 0) + positions * weight.numel()
+    return list(macs.items())
 
 
 def _logical_weight(module: nn.Module) -> torch.Tensor | None:
@@ -66,21 +140,21 @@ def _logical_weight(module: nn.Module) -> torch.Tensor | None:
 def _scales_with_weight(module: nn.Module) -> bool:
     """The MAC rule of ``module`` is ``positions · numel(weight)`` (conv, conv-transpose,
     Linear, or a Linear whose weight is stored (in, out))."""
-    if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-        return True
-    weight = _logical_weight(module)
-    return weight is not None and weight.dim() == 2 and weight_out_dim(module) == 1
+    return _rule(module) in ("conv", "conv_transpose", "linear", "hf_conv1d")
 
 
 class MacsModel:
     """Dense MACs of ``model`` as a function of the channels each group keeps (module docstring).
 
-    Built from one :class:`~prunekit.measure.macs.MacReport` of the model as it is
-    (counted with ``norms=False``) and the groups found on it.
+    Built from the MACs of the model as it is, per module: a
+    :class:`~prunekit.measure.macs.MacReport` (counted with ``norms=False``) or the
+    ``(module name, dense MACs)`` rows of :func:`macs_from_trace`, and the groups found on it.
     """
 
-    def __init__(self, model: nn.Module, groups: Sequence[Group], report: MacReport) -> None:
-        self.total = report.dense_macs
+    def __init__(self, model: nn.Module, groups: Sequence[Group],
+                 report: MacReport | Sequence[tuple[str, int]]) -> None:
+        rows = [(r.name, r.dense_macs) for r in report.rows] if isinstance(report, MacReport) else list(report)
+        self.total = total_macs(rows)
         self._names = [g.name for g in groups]
         self._sizes = [g.size for g in groups]
         # (id(tensor), dim) -> [(group position, positions per channel)]
@@ -89,22 +163,22 @@ class MacsModel:
             for s in g.slices:
                 t = s.tensor_value()
                 cuts[(id(t), s.dim % t.dim())].append((k, s.per_channel))
-        modules = dict(model.named_modules())
+        modules = dict(model.named_modules(remove_duplicate=False))
         self._layers: list[tuple[int, list[tuple[int, list[tuple[int, int]]]]]] = []
         self.rest = 0
         self.rest_rows: list[str] = []
-        for row in report.rows:
-            if row.dense_macs == 0:
+        for name, macs in rows:
+            if macs == 0:
                 continue
-            module = modules.get(row.name)
+            module = modules.get(name)
             weight = _logical_weight(module) if module is not None else None
             if module is None or weight is None or not _scales_with_weight(module) or weight.numel() == 0 \
-                    or row.dense_macs % weight.numel():
-                self.rest += row.dense_macs
-                self.rest_rows.append(row.name)
+                    or macs % weight.numel():
+                self.rest += macs
+                self.rest_rows.append(name)
                 continue
             dims = [(int(extent), cuts.get((id(weight), d), [])) for d, extent in enumerate(weight.shape)]
-            self._layers.append((row.dense_macs // weight.numel(), dims))
+            self._layers.append((macs // weight.numel(), dims))
 
     @property
     def exact(self) -> bool:
