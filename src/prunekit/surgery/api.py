@@ -45,7 +45,7 @@ from ..params import STRUCTURAL_PARAMS
 from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
-from ..allocation import latency_keep_counts, select_channels
+from ..allocation import keep_counts, latency_keep_counts, select_channels
 from ..coupling.groups import find_groups, find_groups_traced
 from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
@@ -301,7 +301,12 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
-            keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model))
+            def counts(r: float) -> dict[str, int]:
+                return keep_counts(groups, scores, r, scope=scope, normalize=normalize,
+                                   max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)
+
+            keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model,
+                                        counts=counts))
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
         # MACs after this step follow from the kept channels when every counted MAC scales with them
         macs_after = macs_model.after(keep) if macs_model is not None and macs_model.exact else None

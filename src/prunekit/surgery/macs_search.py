@@ -211,13 +211,16 @@ def ratio_for_macs(
     *,
     report: MacReport | None = None,
     macs_model: MacsModel | None = None,
+    counts: Callable[[float], Mapping[str, int]] | None = None,
 ) -> float:
     """Smallest channel ratio (to ``2**-BISECTIONS``) whose pruned model has at most ``target``
     dense MACs, by bisection over ``alloc(ratio)`` (the kept channels of each group).
 
     ``macs_model`` (or ``report``, a ``count_macs(model, example_inputs, norms=False)`` of the model
     as it is) gives the MACs of each candidate (module docstring); without either the model is
-    counted here. Raises :class:`InvalidParameterError` when even the largest ratio stays above
+    counted here. ``counts(ratio)``: how many channels each group keeps, as ``alloc`` would
+    keep them (cheaper than choosing the channels; ``alloc`` is then called only to prune
+    copies). Raises :class:`InvalidParameterError` when even the largest ratio stays above
     ``target``.
     """
     if macs_model is None:
@@ -226,10 +229,22 @@ def ratio_for_macs(
     def on_copies(keep: Mapping[str, torch.Tensor]) -> int:
         return macs_of_copy(model, groups, keep, example_inputs)
 
+    def kept(r: float) -> tuple[int, ...]:
+        if counts is not None:
+            n = counts(r)
+            return tuple(int(n[g.name]) for g in groups)
+        keep = alloc(r)
+        return tuple(int(keep[g.name].numel()) for g in groups)
+
+    sizes = [g.size for g in groups]
+
+    def from_model(r: float, n: tuple[int, ...]) -> int:
+        return macs_model.predict([size - k for size, k in zip(sizes, n)])
+
     if macs_model.exact:
-        return _bisect(groups, target, alloc, macs_model.after)
+        return _bisect(target, kept, from_model)
     try:
-        ratio = _bisect(groups, target, alloc, macs_model.after)
+        ratio = _bisect(target, kept, from_model)
         keep = alloc(ratio)
         if on_copies(keep) == macs_model.after(keep):
             return ratio
@@ -237,18 +252,19 @@ def ratio_for_macs(
         pass  # the rest may shrink too: the copies decide
     logger.info("MACs of %s do not follow the kept channels alone (%s); searching on copies",
                 type(model).__name__, ", ".join(macs_model.rest_rows[:3]))
-    return _bisect(groups, target, alloc, on_copies)
+    return _bisect(target, kept, lambda r, n: on_copies(alloc(r)))
 
 
-def _bisect(groups: Sequence[Group], target: int, alloc: Callable[[float], Mapping[str, torch.Tensor]],
-            macs: Callable[[Mapping[str, torch.Tensor]], int]) -> float:
+def _bisect(target: int, kept: Callable[[float], tuple[int, ...]],
+            macs: Callable[[float, tuple[int, ...]], int]) -> float:
+    """Bisection on the ratio; ``kept(r)`` the channels each group keeps at ``r``, ``macs(r, kept)``
+    the MACs then (asked once per distinct ``kept``)."""
     seen: dict[tuple[int, ...], int] = {}
 
     def macs_at(r: float) -> int:
-        keep = alloc(r)
-        key = tuple(int(keep[g.name].numel()) for g in groups)
+        key = kept(r)
         if key not in seen:
-            seen[key] = macs(keep)
+            seen[key] = macs(r, key)
         return seen[key]
 
     lo, hi = 0.0, 1.0 - 1e-6
