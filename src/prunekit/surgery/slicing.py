@@ -191,7 +191,7 @@ class SurgeryRecord:
         """Slice ``model.<module_name>.<tensor>`` and record it (see :func:`keep_slices`)."""
         module = model.get_submodule(module_name)
         swap = keep_slices(module, tensor, dim, keep)
-        self.removals.append(Removal(module_name, tensor, int(dim), tuple(int(i) for i in keep.tolist())))
+        self.removals.append(Removal(module_name, tensor, int(dim), tuple(keep.to(torch.long).tolist())))
         if swap is not None:
             self.swaps.append(swap)
             _share(model, swap)
