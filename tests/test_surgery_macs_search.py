@@ -13,10 +13,16 @@ from torch import nn
 
 import prunekit
 from prunekit.allocation import allocate_channels
-from prunekit.measure import count_macs
 from prunekit.coupling.groups import find_groups_traced
+from prunekit.measure import count_macs
 from prunekit.surgery import find_groups, prune_groups
-from prunekit.surgery.macs_search import MacsModel, macs_from_trace, macs_of_copy, ratio_for_macs, total_macs
+from prunekit.surgery.macs_search import (
+    MacsModel,
+    macs_from_trace,
+    macs_of_copy,
+    ratio_for_macs,
+    total_macs,
+)
 
 
 class Mixed(nn.Module):
