@@ -17,18 +17,19 @@ own deep copy of the same weights, in the same process, on ``--threads`` threads
   construction and step at the ratio found (the search not counted: the strictest comparison),
   ``tp+search s`` the search and that step together (what reaching the target costs a user).
 
-Each library's call is timed ``--repeats`` times (3), alternating, each on a fresh copy; the
-minimum is shown (all runs are in the JSON). Columns: seconds of each; ``ratio`` = prunekit s / tp s; ``tp R`` Torch-Pruning's ratio; MACs after / before of each (both counted by
+Each library's call is timed ``--repeats`` times (5), alternating, each on a fresh copy; the
+minimum is shown (all runs are in the JSON). Columns: seconds of each; ``ratio`` = prunekit s /
+tp s; ``tp R``: Torch-Pruning's ratio; MACs after / before of each (both counted by
 ``prunekit.measure.count_macs(norms=False)``: Conv/Linear MACs); ``exact``: the largest absolute
 difference between the pruned model's logits and those of the original with the removed channels
-zeroed (``prunekit.surgery.mask_groups``; BatchNorm statistics randomised so a wrong coupling would
-show), for prunekit, and for Torch-Pruning where its pruning history maps onto prunekit's groups.
-``load`` is the most CPU (in cores) other processes used during any timed call (``_common.ForeignLoad``);
-on a shared machine the figures are noisy.
+zeroed (``prunekit.surgery.mask_groups``; BatchNorm statistics randomised so that a wrong coupling
+would show), for prunekit, and for Torch-Pruning where its pruning history maps onto prunekit's
+groups. ``load``: the most CPU (in cores) other processes used during any timed call
+(``_common.ForeignLoad``); on a shared machine the figures are noisy.
 
     python benchmarks/structural_speed.py
     python benchmarks/structural_speed.py --models vgg16_bn_imagenet --no-tp
-    python benchmarks/structural_speed.py --tp-ratios resnet50_imagenet=0.2969 --json out.json
+    python benchmarks/structural_speed.py --tp-ratios resnet50_imagenet=0.2984 --json out.json
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def main() -> None:
     parser.add_argument("--no-tp", action="store_true", help="time prunekit only")
     parser.add_argument("--tp-bisections", type=int, default=9)
     parser.add_argument("--tp-ratios", default="", help="name=ratio,... : skip Torch-Pruning's search for these")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls of each library (alternating); the minimum is shown")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls of each library (alternating); the minimum is shown")
     parser.add_argument("--no-exact", action="store_true", help="skip the exactness checks")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
