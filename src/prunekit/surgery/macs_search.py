@@ -91,9 +91,10 @@ def _numel(shape: Sequence[int]) -> int:
 def macs_from_trace(model: nn.Module, traced: Trace) -> list[tuple[str, int]] | None:
     """Dense MACs per module, as ``count_macs(model, x, norms=False)`` counts them, read from the
     shapes a trace of ``model`` on ``x`` recorded (no forward pass); None where the trace cannot
-    tell them: attention modules, products of activations (``matmul``, ``sdpa``), or a recorded
-    module with children, or a module from outside ``torch.nn`` without a Conv/Linear rule (what
-    runs inside it is not seen)."""
+    tell them: attention modules, products of activations (``matmul``, ``sdpa``), a recorded
+    module with children or from outside ``torch.nn`` without a Conv/Linear rule (what runs inside
+    it is not seen), or a Conv/Linear layer the trace did not record as one call (a subclass
+    traced through, a layer not called)."""
     if traced.method not in ("fx", "run") or any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         return None
     names = {id(m): n for n, m in model.named_modules()}
@@ -127,6 +128,10 @@ def macs_from_trace(model: nn.Module, traced: Trace) -> list[tuple[str, int]] | 
             positions = _numel(out.shape) // int(module.nf)
         name = names[id(module)]
         macs[name] = macs.get(name, 0) + positions * weight.numel()
+    # a layer with a MAC rule the trace did not record as one operation (traced through, or not
+    # called) would be counted by count_macs and not here
+    if any(_scales_with_weight(m) and names[id(m)] not in macs for m in model.modules()):
+        return None
     return list(macs.items())
 
 
