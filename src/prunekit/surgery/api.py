@@ -301,6 +301,7 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
+
             def counts(r: float) -> dict[str, int]:
                 return keep_counts(groups, scores, r, scope=scope, normalize=normalize,
                                    max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)
