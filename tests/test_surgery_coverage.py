@@ -38,6 +38,10 @@ EXPECTED_GROUPS = {
     "resnet56": 30,
     "mobilenetv2_cifar": 25,
     "gpt_tiny": 2,  # the MLP of each of its 2 blocks here (residual stream: LayerNorm; heads: surgery.heads)
+    "resnet18_imagenet": 12,  # 4 residual streams (the stem feeds layer1's) + one group in each of 8 blocks
+    "resnet50_imagenet": 37,  # stem + 4 residual streams + two groups in each of 16 bottlenecks
+    "mobilenetv2_imagenet": 25,
+    "vgg16_bn_imagenet": 15,  # 13 convs + the 2 hidden classifier layers
 }
 # smaller than the defaults where the constructor allows it (the test is about structure)
 SMALL = {
@@ -45,8 +49,10 @@ SMALL = {
     "conv2": {"image_size": 16},
     "conv4": {"image_size": 16},
     "conv6": {"image_size": 16},
+    "vgg16_bn_imagenet": {"hidden": 64},
 }
-SLOW = {"resnet56", "vgg16_bn", "mobilenetv2_cifar", "resnet32"}
+SLOW = {"resnet56", "vgg16_bn", "mobilenetv2_cifar", "resnet32", "resnet18_imagenet", "resnet50_imagenet",
+        "mobilenetv2_imagenet", "vgg16_bn_imagenet"}
 
 
 def _input(name: str) -> torch.Tensor:

@@ -43,7 +43,8 @@ def n_params(model: nn.Module) -> int:
 def test_every_model_is_registered() -> None:
     expected = set(IMAGE_MODELS) | {"gpt_tiny"}
     assert expected <= set(list_models())
-    assert set(prunekit.list_models("resnet*")) == {"resnet20", "resnet32", "resnet56"}
+    assert set(prunekit.list_models("resnet*")) == {"resnet20", "resnet32", "resnet56", "resnet18_imagenet",
+                                                    "resnet50_imagenet"}
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_MODELS))

@@ -32,9 +32,9 @@ from ..targets import pattern_matches
 from .graph import Binding, Graph
 from .refusal import refusal_message
 from .rules import apply_rules
-from .trace import trace
+from .trace import Trace, trace
 
-__all__ = ["Slice", "Group", "find_groups", "UnsupportedOperationError", "ROLES"]
+__all__ = ["Slice", "Group", "find_groups", "find_groups_traced", "UnsupportedOperationError", "ROLES"]
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +231,20 @@ def find_groups(
     that would be mis-modelled (channel/pixel shuffle, indexing channels, an
     unknown function or module) touches channels that could otherwise be pruned.
     """
+    return find_groups_traced(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
+                              approximate=approximate)[0]
+
+
+def find_groups_traced(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    exclude: str | Iterable[str] = (),
+    extra_groups: Sequence[Sequence[Sequence[Any]]] = (),
+    approximate: bool = False,
+) -> tuple[list[Group], Trace]:
+    """:func:`find_groups`, and the :class:`~.trace.Trace` of ``model`` it was found from
+    (the shapes every recorded operation saw with ``example_inputs``)."""
     inputs = _as_tuple(example_inputs)
     patterns = _check_patterns("exclude", exclude, model)
     if not isinstance(approximate, bool):
@@ -258,17 +272,14 @@ def find_groups(
             for r in np.unique(_atom_roots(g, roots, binding.space)).tolist():
                 marks["fixed"].setdefault(r, f"{binding.module_name} is excluded")
 
-    per_root: dict[int, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for k, binding in enumerate(g.bindings):
-        for r, p in zip(_atom_roots(g, roots, binding.space).tolist(), binding.pos.tolist()):
-            per_root[r][k].add(p)
-
+    table = _RootTable(g, roots)
     refused = []
     kept: dict[str, int] = defaultdict(int)
     units: dict[tuple[tuple[int, int], ...], list[int]] = defaultdict(list)
-    for r, touched in per_root.items():
-        if not any(g.bindings[k].role != "in" for k in touched):
+    for i in table.first_seen():
+        if not table.produced[i]:
             continue
+        r = table.root_ids[i]
         if r in marks["fixed"]:
             kept[marks["fixed"][r]] += 1
             continue
@@ -277,44 +288,114 @@ def find_groups(
             continue
         if r in marks["approx"] and not approximate:
             continue
-        key = tuple(sorted((k, len(pos)) for k, pos in touched.items()))
-        units[key].append(r)
+        units[table.key(i)].append(i)
     if refused:
-        message, names = refusal_message(g, refused, per_root)
+        message, names = refusal_message(g, refused, table.bindings_per_root())
         error = UnsupportedOperationError(message)
         error.exclude = names  # type: ignore[attr-defined]  # the exclude= value that avoids this refusal
         raise error
     for reason, count in kept.items():
         logger.info("%d channels kept (not offered for pruning): %s", count, reason)
-    groups = [_make_group(g, key, members, per_root, marks["approx"]) for key, members in units.items()]
+    groups = [_make_group(g, key, np.asarray(members, dtype=np.int64), table, marks["approx"])
+              for key, members in units.items()]
     groups.sort(key=lambda grp: grp._order)  # type: ignore[attr-defined]
     _name_groups(groups)
     logger.info("found %d prunable groups in %s (traced with %s)", len(groups), type(model).__name__, traced.method)
-    return groups
+    return groups, traced
 
 
-def _make_group(g: Graph, key: tuple[tuple[int, int], ...], members: list[int], per_root: Any, approx: dict[int, str]) -> Group:
+class _RootTable:
+    """Which positions of which bindings each root (unit) touches, as sorted arrays.
+
+    Rows are the distinct ``(root, binding, position)`` triples sorted in that order;
+    a *pair* is the run of one root and one binding; a root's pairs are consecutive
+    and sorted by binding. Root ``i`` (in ``root_ids`` order) owns pairs
+    ``pair_of_root[i] .. pair_of_root[i + 1]``.
+    """
+
+    def __init__(self, g: Graph, roots: np.ndarray) -> None:
+        parts_r, parts_k, parts_p = [], [], []
+        for k, binding in enumerate(g.bindings):
+            atom_roots = _atom_roots(g, roots, binding.space)
+            n = min(len(atom_roots), len(binding.pos))
+            parts_r.append(atom_roots[:n])
+            parts_p.append(np.asarray(binding.pos[:n], dtype=np.int64))
+            parts_k.append(np.full(n, k, dtype=np.int64))
+        empty = np.zeros(0, dtype=np.int64)
+        r = np.concatenate(parts_r) if parts_r else empty
+        k = np.concatenate(parts_k) if parts_k else empty
+        p = np.concatenate(parts_p) if parts_p else empty
+        # roots in the order first met going through the bindings (the order reasons are reported in)
+        self._first = np.unique(r, return_index=True)[1]
+        self._r_in_order = r
+        order = np.lexsort((p, k, r))
+        r, k, p = r[order], k[order], p[order]
+        distinct = np.ones(len(r), dtype=bool)
+        distinct[1:] = (r[1:] != r[:-1]) | (k[1:] != k[:-1]) | (p[1:] != p[:-1])
+        r, k, p = r[distinct], k[distinct], p[distinct]
+        self.positions = p
+        new_pair = np.ones(len(r), dtype=bool)
+        new_pair[1:] = (r[1:] != r[:-1]) | (k[1:] != k[:-1])
+        self.pair_start = np.flatnonzero(new_pair)
+        pair_r = r[self.pair_start]
+        self.pair_k = k[self.pair_start]
+        self.pair_n = np.diff(np.append(self.pair_start, len(r)))
+        new_root = np.ones(len(pair_r), dtype=bool)
+        new_root[1:] = pair_r[1:] != pair_r[:-1]
+        starts = np.flatnonzero(new_root)
+        self.pair_of_root = np.append(starts, len(pair_r))
+        self.root_ids: list[int] = pair_r[starts].tolist()
+        not_in = np.array([b.role != "in" for b in g.bindings], dtype=bool)
+        self.produced: list[bool] = (
+            np.logical_or.reduceat(not_in[self.pair_k], starts).tolist() if len(starts) else [])
+        self._pairs = list(zip(self.pair_k.tolist(), self.pair_n.tolist()))
+        self._bounds = self.pair_of_root.tolist()
+
+    def first_seen(self) -> list[int]:
+        """Root indices in the order the roots are first met going through the bindings."""
+        met = self._r_in_order[np.sort(self._first)]
+        return np.searchsorted(np.asarray(self.root_ids, dtype=np.int64), met).tolist()
+
+    def bindings_per_root(self) -> dict[int, dict[int, None]]:
+        """``{root: {binding index: None, ...}}``: the bindings each root touches (for refusal messages)."""
+        return {root: dict.fromkeys(self.pair_k[self._bounds[i]:self._bounds[i + 1]].tolist())
+                for i, root in enumerate(self.root_ids)}
+
+    def key(self, i: int) -> tuple[tuple[int, int], ...]:
+        """``((binding, positions touched), ...)`` of root ``i``, sorted by binding."""
+        return tuple(self._pairs[self._bounds[i]:self._bounds[i + 1]])
+
+    def rows(self, members: np.ndarray, j: int, n: int) -> np.ndarray:
+        """The ``n`` sorted positions of each member root in its ``j``-th binding, ``(members, n)``."""
+        start = self.pair_start[self.pair_of_root[members] + j]
+        return self.positions[start[:, None] + np.arange(n)]
+
+
+def _make_group(g: Graph, key: tuple[tuple[int, int], ...], members: np.ndarray, table: _RootTable,
+                approx: dict[int, str]) -> Group:
     order = [k for k, _n in key]
-    lead = next((k for k in order if g.bindings[k].role == "out"), order[0])
-    members = sorted(members, key=lambda r: min(per_root[r][lead]))
+    lead_j = next((j for j, k in enumerate(order) if g.bindings[k].role == "out"), 0)
+    lead_rows = table.rows(members, lead_j, key[lead_j][1])
+    by_lead = np.argsort(lead_rows[:, 0], kind="stable")
+    members, lead_rows = members[by_lead], lead_rows[by_lead]
     slices = []
-    for k in order:
+    for j, (k, n) in enumerate(key):
         binding: Binding = g.bindings[k]
-        rows = [sorted(per_root[r][k]) for r in members]
-        index = torch.tensor(rows, dtype=torch.long)
-        if index.shape[1] == 1:
-            index = index[:, 0]
+        index = torch.from_numpy(np.ascontiguousarray(table.rows(members, j, n)))
+        if n == 1:
+            index = index[:, 0].contiguous()
         t = g.tensor(binding.module_name, binding.tensor)
         slices.append(
             Slice(binding.module_name, g.modules[binding.module_name], binding.tensor, binding.dim, index,
                   binding.role, int(t.shape[binding.dim]), tuple(m for m, _t in binding.aliases))
         )
     slices.sort(key=lambda s: ROLES.index(s.role))
-    notes = tuple(dict.fromkeys(approx[r] for r in members if r in approx))
+    root_ids = [table.root_ids[i] for i in members.tolist()]
+    notes = tuple(dict.fromkeys(approx[r] for r in root_ids if r in approx))
+    lead = order[lead_j]
     group = Group(g.bindings[lead].module_name, len(members), tuple(slices), 1, notes)
-    lead_positions = [min(per_root[r][lead]) for r in members]
-    group._order = (min(order), min(lead_positions))  # type: ignore[attr-defined]
-    group._span = (min(lead_positions), max(max(per_root[r][lead]) for r in members) + 1)  # type: ignore[attr-defined]
+    group._order = (min(order), int(lead_rows[0, 0]))  # type: ignore[attr-defined]
+    group._span = (int(lead_rows[0, 0]), int(lead_rows.max()) + 1)  # type: ignore[attr-defined]
     return group
 
 

@@ -92,7 +92,7 @@ class Trace:
     inputs: list[Value]
     ops: list[Op]
     outputs: list[Value]
-    method: str  # "fx" or "run"
+    method: str  # "fx" or "run"; "fx+train" / "run+train" when train-mode-only operations were joined in
 
 
 def canonical_name(func: Any) -> str:
@@ -430,12 +430,13 @@ def trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> Trace:
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
-        _check_inputs(model, example_inputs)
+        _check_meta(model)
         traced, graph = _trace(model, example_inputs)
         training = _trace_training(model, example_inputs, traced, graph)
         if training is not None:
             logger.info("%s runs other operations in train mode: both modes traced", type(model).__name__)
-            traced = Trace(traced.inputs, traced.ops + training.ops, traced.outputs + training.outputs, traced.method)
+            traced = Trace(traced.inputs, traced.ops + training.ops, traced.outputs + training.outputs,
+                           f"{traced.method}+train")
         return traced
     finally:
         for module, training_mode in modes:
@@ -499,14 +500,19 @@ def _describe(obj: Any) -> str:
     return type(obj).__name__
 
 
-def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
-    """Refuse a meta-device model and inputs the model cannot take (one plain forward, in
-    eval mode without gradients), before tracing hides where they fail."""
+def _check_meta(model: nn.Module) -> None:
+    """Refuse a meta-device model."""
     meta = next((name for name, p in model.named_parameters() if p.is_meta), None)
     if meta is not None:
         raise InvalidParameterError(
             "model", "a model whose parameters hold values (not on the meta device)", f"<{meta} on the meta device>",
             "Fix: materialise the model first (model.to_empty on the cpu), then load its weights.")
+
+
+def _check_inputs(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
+    """Refuse inputs the model cannot take (one plain forward, in eval mode without
+    gradients), before the fallback tracer hides where they fail. Run only when fx
+    fails: a successful fx trace has run the model on these inputs already."""
     try:
         with torch.no_grad():
             model(*example_inputs)
@@ -525,6 +531,7 @@ def _trace(model: nn.Module, example_inputs: tuple[Any, ...]) -> tuple[Trace, fx
         graph = _Tracer().trace(model)
         return trace_fx(model, example_inputs, graph), graph
     except Exception as error:  # noqa: BLE001 - fx raises many kinds (TraceError, TypeError, ...)
+        _check_inputs(model, example_inputs)
         logger.warning(
             "torch.fx cannot trace %s (%s: %s); recording one forward pass instead (branches not taken "
             "with example_inputs are not seen)",

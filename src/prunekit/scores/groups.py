@@ -92,6 +92,16 @@ def channel_values(s: Slice, tensor: torch.Tensor | None = None) -> torch.Tensor
     return picked.reshape(s.index.shape[0], -1)
 
 
+def _read_values(s: Slice) -> torch.Tensor:
+    """:func:`channel_values` for reading only: a view of the tensor, without a copy, when the
+    slice holds every position of its dim in order (a whole producer or consumer)."""
+    t = _current(s)
+    flat = s.index.reshape(-1)
+    if flat.numel() != t.shape[s.dim] or not bool((flat == torch.arange(flat.numel(), device=flat.device)).all()):
+        return channel_values(s)
+    return t.movedim(s.dim, 0).reshape(s.index.shape[0], -1).contiguous()
+
+
 def _scored(group: Group, roles: Sequence[str]) -> list[Slice]:
     """The group's parameter slices of the given roles (buffers such as running statistics are skipped)."""
     out = []
@@ -177,8 +187,12 @@ class GroupMagnitude(GroupCriterion):
         for g in groups:
             total = torch.zeros(g.size, dtype=torch.float64)
             for s in _scored(g, self.roles):
-                v = channel_values(s).detach().double()
-                total += (v.abs() if self.p == 1 else v * v).sum(1).cpu()
+                v = _read_values(s).detach()
+                if self.p == 1:  # |w| is exact in any float dtype: sum it in float64 without a float64 copy
+                    total += v.abs().sum(1, dtype=torch.float64).cpu()
+                else:
+                    v = v.double()
+                    total += (v * v).sum(1).cpu()
             out[g.name] = (total if self.p == 1 else total.sqrt()).float()
         return out
 

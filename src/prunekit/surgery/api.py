@@ -12,10 +12,11 @@ criterion (a ``group`` score, :mod:`prunekit.scores.groups`), decides how many e
 ``1 - (1 - macs_target) · i / k`` of the original; ``finetune(model, i)`` runs
 between steps.
 
-A MACs target is met by bisection on the channel ratio: each candidate is
-applied to a copy of the model and counted with
-:func:`prunekit.measure.count_macs`; the smallest ratio whose MACs are at most
-the target is used (to one channel per group).
+A MACs target is met by bisection on the channel ratio
+(:func:`prunekit.surgery.macs_search.ratio_for_macs`): the MACs of each
+candidate follow from one :func:`prunekit.measure.count_macs` pass and the
+channels each group keeps, without pruning copies; the smallest ratio whose
+MACs are at most the target is used (to one channel per group).
 
 ``allocation="latency"`` spends the MACs (or latency) budget where the
 machine saves time: a greedy latency-saliency allocation
@@ -29,7 +30,6 @@ that fraction of the modelled latency.
 
 from __future__ import annotations
 
-import copy
 import logging
 import numbers
 import time
@@ -44,23 +44,21 @@ from ..errors import InvalidParameterError
 from ..params import STRUCTURAL_PARAMS
 from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
-from ..measure.params import count_parameters
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
-from ..allocation import latency_keep_counts, select_channels
-from ..coupling.groups import Group, find_groups
+from ..allocation import keep_counts, latency_keep_counts, select_channels
+from ..coupling.groups import find_groups, find_groups_traced
 from ..deprecation import renamed_argument
 from ..scores.groups import GroupCriterion
 from ..scores.units import group_score_factory
 from ..measure.layer_latency import LatencyTable, layer_sites, predict_latency
 from .group_checks import approximate_hint, check_found_groups
+from .macs_search import MacsModel, count_dense_macs as _macs, macs_from_trace, ratio_for_macs, total_macs
 from .remove import prune_groups
 from .slicing import SurgeryRecord
 
 __all__ = ["ALLOCATIONS", "StructuralPruneResult", "structural_prune"]
 
 logger = logging.getLogger(__name__)
-
-_BISECTIONS = 14
 
 
 @dataclass
@@ -115,45 +113,9 @@ class StructuralPruneResult:
                 f"MACs {self.macs_before:,} -> {self.macs_after:,} ({self.macs_ratio:.3f}x)")
 
 
-def _macs(model: nn.Module, example_inputs: Any) -> int:
-    return count_macs(model, example_inputs, norms=False).dense_macs
-
-
-def _apply_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, torch.Tensor],
-                example_inputs: Any) -> int:
-    """MACs of a copy of ``model`` with ``keep`` applied."""
-    twin, twin_groups = copy.deepcopy((model, list(groups)))
-    prune_groups(twin, keep, twin_groups)
-    return _macs(twin, example_inputs)
-
-
-def _ratio_for_macs(model: nn.Module, groups: Sequence[Group], target: int, example_inputs: Any,
-                    alloc: Callable[[float], dict[str, torch.Tensor]]) -> float:
-    """Smallest channel ratio whose MACs are <= ``target`` (bisection on copies; ratios giving
-    the same channel counts are counted once)."""
-    seen: dict[tuple[int, ...], int] = {}
-
-    def macs_at(r: float) -> int:
-        keep = alloc(r)
-        key = tuple(int(keep[g.name].numel()) for g in groups)
-        if key not in seen:
-            seen[key] = _apply_copy(model, groups, keep, example_inputs)
-        return seen[key]
-
-    lo, hi = 0.0, 1.0 - 1e-6
-    if macs_at(hi) > target:
-        raise InvalidParameterError(
-            "macs_target", "a target reachable within the caps (removing every allowed channel still exceeds it)",
-            target, "Fix: raise macs_target, relax max_layer_ratio, or exclude fewer layers.",
-        )
-    for _ in range(_BISECTIONS):
-        mid = (lo + hi) / 2
-        if macs_at(mid) <= target:
-            hi = mid
-        else:
-            lo = mid
-    logger.debug("macs target %d: ratio %.5f after %d MAC counts", target, hi, len(seen))
-    return hi
+def _params(model: nn.Module) -> int:
+    """Parameters of ``model``, each counted once (``count_parameters(model).params``)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, latency_target: Any,
@@ -292,12 +254,16 @@ def structural_prune(
         )
     # one dry allocation on the unchanged model validates scope/normalize/caps/round_to
     t0 = time.perf_counter()
-    groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups, approximate=approximate)
+    groups, traced = find_groups_traced(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
+                                        approximate=approximate)
     check_found_groups(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups, approximate=approximate)
     allocate(groups, {g.name: torch.zeros(g.size) for g in groups}, 0.0, scope=scope, normalize=normalize,
              max_layer_ratio=max_layer_ratio, round_to=round_to)
-    params_before = count_parameters(model).params if measure else None
-    macs_before = _macs(model, example_inputs) if measure else None
+    params_before = _params(model) if measure else None
+    # the MACs per layer, read from the trace's shapes where they tell them all, else counted
+    report = (macs_from_trace(model, traced) or count_macs(model, example_inputs, norms=False)) if measure else None
+    macs_before = total_macs(report) if report is not None else None
+    macs_after: int | None = None
     base_sizes = {g.name: g.size for g in groups}
     records: list[SurgeryRecord] = []
     crit = make()
@@ -311,6 +277,10 @@ def structural_prune(
         for g in groups:
             base_sizes.setdefault(g.name, g.size)
         scores = crit(model, groups)
+        if measure and (i == 1 or macs_target is not None):
+            macs_model = MacsModel(model, groups, report if i == 1 else count_macs(model, example_inputs, norms=False))
+        else:
+            macs_model = None
 
         def alloc(r: float) -> dict[str, torch.Tensor]:
             return allocate(groups, scores, r, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
@@ -321,7 +291,8 @@ def structural_prune(
                            base_sizes=base_sizes)
             sites = layer_sites(model, example_inputs, groups)
             if macs_target is not None:
-                offset = (macs_before if i == 1 else _macs(model, example_inputs)) - sum(s.macs({}) for s in sites)
+                offset = (macs_model.total if macs_model is not None else _macs(model, example_inputs)) \
+                    - sum(s.macs({}) for s in sites)
 
                 def goals(j: int) -> dict[str, Any]:
                     return {"macs_goal": int((macs_before or 0) * (1 - (1 - float(macs_target)) * j / steps)) - offset}
@@ -340,8 +311,14 @@ def structural_prune(
             keep = alloc(sparsity * i / steps)
         else:
             goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
+
+            def counts(r: float) -> dict[str, int]:
+                return keep_counts(groups, scores, r, scope=scope, normalize=normalize,
+                                   max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)
+
             try:
-                keep = alloc(_ratio_for_macs(model, groups, goal, example_inputs, alloc))
+                keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model,
+                                            counts=counts))
             except InvalidParameterError as error:
                 hint = approximate_hint(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups,
                                         approximate=approximate)
@@ -349,6 +326,8 @@ def structural_prune(
                     raise
                 raise InvalidParameterError(error.param, error.expected, error.got, f"{error.fix} Or: {hint}.") from None
         keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
+        # MACs after this step follow from the kept channels when every counted MAC scales with them
+        macs_after = macs_model.after(keep) if macs_model is not None and macs_model.exact else None
         crit.after_selection(model, groups, keep)
         records.append(prune_groups(model, keep, groups, optimizer=optimizer))
         for g in groups:
@@ -358,8 +337,9 @@ def structural_prune(
             finetune(model, i)
     result = StructuralPruneResult(
         criterion=getattr(crit, "name", type(crit).__name__), scope="latency" if table is not None else scope,
-        params_before=params_before, params_after=count_parameters(model).params if measure else None,
-        macs_before=macs_before, macs_after=_macs(model, example_inputs) if measure else None,
+        params_before=params_before, params_after=_params(model) if measure else None,
+        macs_before=macs_before, macs_after=(macs_after if macs_after is not None else _macs(model, example_inputs))
+        if measure else None,
         channels_before={n: base_sizes[n] for n in current}, channels_after=current, records=records,
         seconds=time.perf_counter() - t0, latency_model_ms=modelled,
     )

@@ -90,9 +90,10 @@ def _logical(module: nn.Module, tensor_name: str) -> torch.Tensor:
 
 def _sliced_param(old: nn.Parameter, dim: int, keep: torch.Tensor) -> nn.Parameter:
     with torch.no_grad():
-        new = nn.Parameter(old.detach().index_select(dim, keep.to(old.device)).clone(), requires_grad=old.requires_grad)
+        # index_select copies: the new parameter never shares storage with the old one
+        new = nn.Parameter(old.detach().index_select(dim, keep.to(old.device)), requires_grad=old.requires_grad)
     if old.grad is not None:
-        new.grad = old.grad.detach().index_select(dim, keep.to(old.device)).clone()
+        new.grad = old.grad.detach().index_select(dim, keep.to(old.device))
     return new
 
 
@@ -105,7 +106,7 @@ def _swap_param(module: nn.Module, key: str, dim: int, keep: torch.Tensor) -> Pa
 
 def _slice_buffer(module: nn.Module, key: str, dim: int, keep: torch.Tensor) -> None:
     old = module._buffers[key]
-    module._buffers[key] = old.index_select(dim, keep.to(old.device)).clone()
+    module._buffers[key] = old.index_select(dim, keep.to(old.device))
 
 
 def keep_slices(module: nn.Module, tensor_name: str, dim: int, keep: torch.Tensor) -> ParamSwap | None:
@@ -190,7 +191,7 @@ class SurgeryRecord:
         """Slice ``model.<module_name>.<tensor>`` and record it (see :func:`keep_slices`)."""
         module = model.get_submodule(module_name)
         swap = keep_slices(module, tensor, dim, keep)
-        self.removals.append(Removal(module_name, tensor, int(dim), tuple(int(i) for i in keep.tolist())))
+        self.removals.append(Removal(module_name, tensor, int(dim), tuple(keep.to(torch.long).tolist())))
         if swap is not None:
             self.swaps.append(swap)
             _share(model, swap)
