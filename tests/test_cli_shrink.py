@@ -125,3 +125,45 @@ def test_shrink_latency_target_uses_the_latency_allocation(tmp_path, capsys, mon
     measured = report["shrunk"]["latency_ms"] / report["dense"]["latency_ms"]
     # a measured ratio above the target is said, never passed over
     assert ("above --latency-target 0.6" in text) == (measured > 0.6)
+
+
+class _NormalisedHidden(torch.nn.Module):
+    """Its only hidden channels are normalised by a LayerNorm: exact structural pruning finds nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.norm, self.fc2 = torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.norm(self.fc1(x))))
+
+
+@pytest.fixture
+def normalised_zoo_model(monkeypatch):
+    from prunekit.zoo import registry
+
+    monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
+    monkeypatch.setattr(registry, "_INPUTS", dict(registry._INPUTS))
+    prunekit.zoo.register_model("normalised_hidden", _NormalisedHidden, input_shape=(8,))
+    return "normalised_hidden"
+
+
+def test_shrink_names_approximate_and_the_flag_prunes_normalised_channels(tmp_path, capsys, normalised_zoo_model):
+    base = ["prune", normalised_zoo_model, "--shrink", "--structure", "channel", "--sparsity", "0.5"]
+    assert main([*base, "--out", str(tmp_path / "exact")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no dependency group was found" in err and "Fix: --approximate also prunes 1 group(s)" in err
+    assert not (tmp_path / "exact" / "model.safetensors").exists()
+    # the fix as worded works: half of the normalised channels go, the LayerNorm with them
+    assert main([*base, "--approximate", "--out", str(tmp_path / "approx")]) == 0
+    capsys.readouterr()
+    model = prunekit.load_shrunk(_NormalisedHidden(), tmp_path / "approx" / "model.safetensors")
+    assert model.fc1.out_features == 8 and model.norm.normalized_shape == (8,) and model.fc2.in_features == 8
+    assert json.loads((tmp_path / "approx" / "report.json").read_text())["structural_prune"]["macs_ratio"] == 0.5
+
+
+def test_approximate_is_refused_for_heads_and_neurons(tmp_path, capsys):
+    assert main(["prune", "gpt_tiny", "--shrink", "--structure", "neuron", "--sparsity", "0.5", "--approximate",
+                 "--out", str(tmp_path / "n")]) == 2
+    assert "--approximate" in " ".join(capsys.readouterr().err.split())

@@ -93,6 +93,11 @@ def test_sweep_expands_and_method_describes_the_stages():
     assert again.fingerprint() == recipe.fingerprint()
 
 
+def test_shrink_approximate_reaches_the_stage():
+    assert parse(SHRINK).runs()[1].shrink.approximate is False
+    assert parse(SHRINK.replace("round_to: 2}", "round_to: 2, approximate: true}")).runs()[1].shrink.approximate is True
+
+
 def test_runtime_check_errors_before_anything_is_written(tmp_path):
     text = SHRINK.replace("round_to: 2}", "round_to: 2, exclude: conv9}")
     with pytest.raises(InvalidParameterError) as info:
@@ -270,6 +275,7 @@ CASES = [
     ("prune", "mode", "inplac"),
     ("shrink", "sparsity", 1.5), ("shrink", "criterion", "nope"), ("shrink", "max_layer_ratio", 1.5),
     ("shrink", "round_to", 0), ("shrink", "allocation", "fast"), ("shrink", "normalize", "meen"),
+    ("shrink", "approximate", "yes"),
     ("heads", "sparsity", 1.5), ("heads", "criterion", "nope"), ("heads", "gqa", "both"),
     ("neurons", "sparsity", 1.0), ("neurons", "criterion", "l7"),
     ("oneshot", "method", "snip"), ("oneshot", "structure", "block:4x4"), ("oneshot", "percdamp", 0),

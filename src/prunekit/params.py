@@ -148,6 +148,9 @@ STRUCTURAL_PARAMS = declare(
     Param("steps", Interval(numbers.Integral, 1, None, example=1), 1, "prune in this many increments", option=None),
     Param("exclude", AnyOf(Strings("a glob, re:<regex>, or a list of them"), None), (),
           "modules whose channels are kept", repeat=True, metavar="PATTERN"),
+    Param("approximate", Flag(), False,
+          "also prune channels whose removal changes the kept values (those a LayerNorm normalises, with the norm); "
+          "fine-tune afterwards"),
 )
 
 

@@ -125,6 +125,7 @@ CLI_PARAMS = declare(
                         "heads x head size / MLP neurons kept per layer) rounded to a multiple of this"),
     STRUCTURAL_PARAMS["max_layer_ratio"],
     STRUCTURAL_PARAMS["allocation"],
+    STRUCTURAL_PARAMS["approximate"],
     Param("input_shape", AnyOf(SHAPE, None), None, "with --shrink: the example input's shape, batch first "
           "(default: the zoo model's, at batch 1)", metavar="N,C,H,W"),
     Param("latency_repeats", Interval(numbers.Integral, 1, None, example=50), 50,
@@ -138,11 +139,11 @@ CLI_PARAMS = declare(
 )
 
 #: options that only mean something with --shrink, and those that only mean something without it
-SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "input_shape",
-               "latency_repeats", "latency_warmup")
+SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "approximate",
+               "input_shape", "latency_repeats", "latency_warmup")
 MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override")
 #: options of channel removal only, and those of head / neuron removal only
-CHANNEL_ONLY = ("macs_target", "latency_target", "max_layer_ratio", "allocation", "exclude")
+CHANNEL_ONLY = ("macs_target", "latency_target", "max_layer_ratio", "allocation", "exclude", "approximate")
 UNIT_ONLY = ("text", "samples")
 
 

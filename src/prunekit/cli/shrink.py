@@ -122,7 +122,8 @@ def _structural_options(values: dict[str, Any]) -> dict[str, Any]:
     options = {"sparsity": values["sparsity"], "macs_target": values["macs_target"],
                "latency_target": values["latency_target"], "criterion": values["criterion"], "scope": values["scope"],
                "max_layer_ratio": values["max_layer_ratio"], "round_to": values["round_to"],
-               "allocation": values["allocation"], "exclude": values["exclude"] or ()}
+               "allocation": values["allocation"], "exclude": values["exclude"] or (),
+               "approximate": bool(values["approximate"])}
     try:
         options = validate(STRUCTURAL_PARAMS, options)
     except InvalidParameterError as exc:

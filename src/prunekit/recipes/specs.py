@@ -139,6 +139,7 @@ class ShrinkSpec:
     steps: int = 1
     exclude: tuple[str, ...] = ()
     allocation: str = "ranking"
+    approximate: bool = False
     data: StageData | None = None
 
 

@@ -183,7 +183,8 @@ def read_shrink(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float
         criterion=check(sec, "shrink", "criterion"), scope=check(sec, "shrink", "scope"),
         normalize=check(sec, "shrink", "normalize"), max_layer_ratio=check(sec, "shrink", "max_layer_ratio"),
         round_to=check(sec, "shrink", "round_to"), steps=check(sec, "shrink", "steps"),
-        exclude=_names(check(sec, "shrink", "exclude")) or (), allocation=allocation, data=_stage_data(doc, sec),
+        exclude=_names(check(sec, "shrink", "exclude")) or (), allocation=allocation,
+        approximate=check(sec, "shrink", "approximate"), data=_stage_data(doc, sec),
     )
     key = given[0]
     return [(v, replace(base, **{key: v})) for v in targets[key]]  # type: ignore[union-attr]

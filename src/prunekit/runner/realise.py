@@ -115,7 +115,7 @@ def apply_stages(recipe: Recipe, model: nn.Module, run: RunSpec, example_inputs:
             result = structural_prune(
                 model, example_inputs, sparsity=s.sparsity, macs_target=s.macs_target, criterion=s.criterion,
                 scope=s.scope, normalize=s.normalize, max_layer_ratio=s.max_layer_ratio, round_to=s.round_to,
-                steps=s.steps, data=batches, exclude=s.exclude, allocation=s.allocation,
+                steps=s.steps, data=batches, exclude=s.exclude, allocation=s.allocation, approximate=s.approximate,
                 latency_target=s.latency_target, latency_table=table)
         summary["shrink"] = _summary(result)
     if run.heads is not None:

@@ -224,7 +224,7 @@ def structural_prune(
     declared = validate(STRUCTURAL_PARAMS, {
         "sparsity": sparsity, "macs_target": macs_target, "latency_target": latency_target, "criterion": criterion,
         "scope": scope, "max_layer_ratio": max_layer_ratio, "round_to": round_to, "allocation": allocation,
-        "steps": steps, "exclude": exclude, "normalize": normalize})
+        "steps": steps, "exclude": exclude, "normalize": normalize, "approximate": approximate})
     allocation, steps = declared["allocation"], declared["steps"]
     if normalize is None:
         normalize = "sum" if allocation == "latency" else "mean"

@@ -34,7 +34,7 @@ def approximate_hint(model: nn.Module, example_inputs: Any, groups: Sequence[Gro
     extra = len(more) - len(groups)
     if extra <= 0:
         return None
-    return (f"structural_prune(..., approximate=True) also prunes {extra} group(s) of channels that a normalisation "
+    return (f"approximate=True also prunes {extra} group(s) of channels that a normalisation "
             "over channels (LayerNorm, RMSNorm, statistics along channels) keeps: their removal changes the kept "
             "channels' values slightly, so fine-tune afterwards")
 

@@ -107,6 +107,8 @@ def cli_error(exc: InvalidParameterError, declarations: Mapping[str, Param]) -> 
     if fix:
         for p in declarations.values():
             if p.cli_name and p.cli_name.startswith("-"):
+                if isinstance(p.constraint, Flag):  # a switch: approximate=True -> --approximate
+                    fix = re.sub(rf"\b{re.escape(p.name)}=True\b", p.cli_name, fix)
                 fix = re.sub(rf"\b{re.escape(p.name)}=", f"{p.cli_name} ", fix)
                 if "_" in p.name:
                     fix = re.sub(rf"\b{re.escape(p.name)}\b", p.cli_name, fix)
