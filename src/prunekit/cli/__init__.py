@@ -8,6 +8,7 @@
     prunekit demo [--out DIR] [--quick] [--restart]
     prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4]
     prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...]
+    prunekit export MODEL --weights FILE --out FILE [--format onnx|dense] [--latency]
 
 Every option is declared once with :mod:`prunekit.validation` (the tables
 ``PRUNE_PARAMS``/``STRUCTURAL_PARAMS`` of :mod:`prunekit.params`, and each
@@ -27,6 +28,7 @@ from .. import __version__
 from ..errors import InvalidParameterError, PrunekitError
 from ..params import PRUNE_PARAMS, STRUCTURAL_PARAMS
 from .common import Parser, as_cli_error, print_error
+from .export import EXPORT_PARAMS, add_export_parser
 from .inspect import LIST_PARAMS, REPORT_PARAMS, add_list_parser, add_report_parser
 from .lottery import LOTTERY_PARAMS, add_lottery_parser
 from .oneshot import ONESHOT_PARAMS, add_oneshot_parser
@@ -44,6 +46,7 @@ _DECLARED = {
     "demo": (DEMO_PARAMS,),
     "oneshot": (ONESHOT_PARAMS,),
     "lottery": (LOTTERY_PARAMS,),
+    "export": (EXPORT_PARAMS,),
 }
 
 
@@ -60,6 +63,7 @@ def build_parser() -> Parser:
     add_demo_parser(sub)
     add_lottery_parser(sub)
     add_oneshot_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
