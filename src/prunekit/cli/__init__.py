@@ -9,6 +9,7 @@
     prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4]
     prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...]
     prunekit export MODEL --weights FILE --out FILE [--format onnx|dense] [--latency]
+    prunekit sparse MODEL --weights FILE --out DIR [--threads N] [--input-shape SHAPE] [--kernel K]
 
 Every option is declared once with :mod:`prunekit.validation` (the tables
 ``PRUNE_PARAMS``/``STRUCTURAL_PARAMS`` of :mod:`prunekit.params`, and each
@@ -33,6 +34,7 @@ from .inspect import LIST_PARAMS, REPORT_PARAMS, add_list_parser, add_report_par
 from .lottery import LOTTERY_PARAMS, add_lottery_parser
 from .oneshot import ONESHOT_PARAMS, add_oneshot_parser
 from .prune import CLI_PARAMS, add_prune_parser
+from .sparse import SPARSE_PARAMS, add_sparse_parser
 from .run import DEMO_PARAMS, RUN_PARAMS, add_demo_parser, add_run_parser, quick_recipe
 
 __all__ = ["build_parser", "main", "quick_recipe"]
@@ -47,6 +49,7 @@ _DECLARED = {
     "oneshot": (ONESHOT_PARAMS,),
     "lottery": (LOTTERY_PARAMS,),
     "export": (EXPORT_PARAMS,),
+    "sparse": (SPARSE_PARAMS,),
 }
 
 
@@ -64,6 +67,7 @@ def build_parser() -> Parser:
     add_lottery_parser(sub)
     add_oneshot_parser(sub)
     add_export_parser(sub)
+    add_sparse_parser(sub)
     return parser
 
 
