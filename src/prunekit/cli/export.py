@@ -91,8 +91,8 @@ def _cmd_export(args: argparse.Namespace, console: Console) -> int:
     v = cli_values(args, EXPORT_PARAMS)
     out = Path(v["out"])
     if out.is_dir():
-        raise InvalidParameterError("--out", "a file path, not a folder", str(out),
-                                    f"Fix: e.g. --out {out / ('model.onnx' if v['format'] == 'onnx' else 'model.dense.safetensors')}.")
+        name = "model.onnx" if v["format"] == "onnx" else "model.dense.safetensors"
+        raise InvalidParameterError("--out", "a file path, not a folder", str(out), f"Fix: e.g. --out {out / name}.")
     if v["format"] == "dense":
         for name in _ONNX_ONLY:
             param = EXPORT_PARAMS[name]
