@@ -108,3 +108,16 @@ def test_bad_arguments_name_the_parameter(tmp_path):
         export_onnx(model, 3, tmp_path / "m.onnx")
     with pytest.raises(InvalidParameterError, match="models"):
         onnx_latency({"dense": tmp_path / "missing.onnx"}, x)
+
+
+def test_a_language_model_with_heads_and_mlp_neurons_removed_exports(tmp_path):
+    torch.manual_seed(0)
+    model = prunekit.create_model("gpt_tiny").eval()
+    prunekit.prune_heads(model, sparsity=0.5)
+    prunekit.prune_mlp_neurons(model, sparsity=0.5)
+    tokens = prunekit.zoo.example_input("gpt_tiny", 1, shape=(1, 16))
+    result = export_onnx(model, tokens, tmp_path / "gpt.onnx")
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: tokens.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(tokens).numpy(), rtol=1e-4, atol=1e-4)
