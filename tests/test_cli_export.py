@@ -123,3 +123,22 @@ def test_bad_values_exit_2_naming_the_option(tmp_path, masked, capsys, monkeypat
     assert f"error: {option}:" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_export_without_onnxruntime_exits_2_naming_the_extra(tmp_path, masked, capsys, monkeypatch):
+    import importlib
+
+    from prunekit.export import onnx as onnx_module
+
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real(name, *args)
+
+    monkeypatch.setattr(onnx_module.importlib, "import_module", fake)
+    assert main(["export", "lenet5", "--weights", str(masked), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = _text(capsys.readouterr().err)
+    assert "prunekit export: error:" in err and "pip install 'prunekit[onnx]'" in err
+    assert not (tmp_path / "m.onnx").exists()

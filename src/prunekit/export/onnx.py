@@ -15,6 +15,9 @@ example inputs and compared with the model's own outputs; only when every output
 agrees within ``|onnx − torch| <= atol + rtol·|torch|`` is it moved to ``path``.
 Otherwise :class:`OnnxExportError` says by how much they differ and no file is left.
 
+The file is self-contained (weights inside the one ``.onnx`` file), which
+protobuf limits to 2 GB: larger models are refused by the exporter.
+
 Needs the optional packages ``onnx``, ``onnxscript`` and ``onnxruntime``
 (``pip install 'prunekit[onnx]'``); without them :class:`MissingDependencyError`.
 """
