@@ -74,6 +74,7 @@ from .surgery import find_groups, load_shrunk, prune_groups, save_shrunk
 from .learned import LearnedScores, MovementPruning, Supermask
 from .oneshot import OneShotResult, lm_perplexity, oneshot_prune, prune_pretrained
 from .execution import SparseLinear, to_sparse
+from .export import export_onnx, onnx_latency, save_dense
 
 from .version import __version__
 
@@ -182,4 +183,8 @@ __all__ = [
     # sparse execution: pruned Linears computed from compressed weights where faster
     "SparseLinear",
     "to_sparse",
+    # exports other runtimes load: ONNX (checked in onnxruntime), plain dense safetensors
+    "export_onnx",
+    "onnx_latency",
+    "save_dense",
 ]

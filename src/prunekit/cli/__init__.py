@@ -8,6 +8,8 @@
     prunekit demo [--out DIR] [--quick] [--restart]
     prunekit oneshot MODEL --text FILE [--method wanda|sparsegpt|magnitude] [--structure 2:4]
     prunekit lottery MODEL --data NAME [--data-path DIR] --out DIR [--levels ...]
+    prunekit export MODEL --weights FILE --out FILE [--format onnx|dense] [--latency]
+    prunekit sparse MODEL --weights FILE --out DIR [--threads N] [--input-shape SHAPE] [--kernel K]
 
 Every option is declared once with :mod:`prunekit.validation` (the tables
 ``PRUNE_PARAMS``/``STRUCTURAL_PARAMS`` of :mod:`prunekit.params`, and each
@@ -27,10 +29,12 @@ from .. import __version__
 from ..errors import InvalidParameterError, PrunekitError
 from ..params import PRUNE_PARAMS, STRUCTURAL_PARAMS
 from .common import Parser, as_cli_error, print_error
+from .export import EXPORT_PARAMS, add_export_parser
 from .inspect import LIST_PARAMS, REPORT_PARAMS, add_list_parser, add_report_parser
 from .lottery import LOTTERY_PARAMS, add_lottery_parser
 from .oneshot import ONESHOT_PARAMS, add_oneshot_parser
 from .prune import CLI_PARAMS, add_prune_parser
+from .sparse import SPARSE_PARAMS, add_sparse_parser
 from .run import DEMO_PARAMS, RUN_PARAMS, add_demo_parser, add_run_parser, quick_recipe
 
 __all__ = ["build_parser", "main", "quick_recipe"]
@@ -44,6 +48,8 @@ _DECLARED = {
     "demo": (DEMO_PARAMS,),
     "oneshot": (ONESHOT_PARAMS,),
     "lottery": (LOTTERY_PARAMS,),
+    "export": (EXPORT_PARAMS,),
+    "sparse": (SPARSE_PARAMS,),
 }
 
 
@@ -60,6 +66,8 @@ def build_parser() -> Parser:
     add_demo_parser(sub)
     add_lottery_parser(sub)
     add_oneshot_parser(sub)
+    add_export_parser(sub)
+    add_sparse_parser(sub)
     return parser
 
 

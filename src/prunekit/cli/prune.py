@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 
 from ..errors import InvalidParameterError
+from ..export import save_dense
 from ..io import save_sparse
 from ..measure.size import dense_bytes
 from ..measure.sparsity import sparsity_report
@@ -116,6 +117,9 @@ CLI_PARAMS = declare(
     Param("seed", SEED, 0,
           "seed for the model's initialisation and random criteria"),
     Param("out", AnyOf(OutputDir(), None), None, "directory for model.safetensors and report.json", metavar="DIR"),
+    Param("format", Options(("compressed", "dense"), "format"), "compressed", "how model.safetensors is written: "
+          "compressed (prunekit's sparse format, masks kept) or dense (plain safetensors, zeros in place, names of "
+          "an unpruned model: load_state_dict loads it without prunekit)"),
     Param("shrink", Flag(), False, "remove units physically and save the smaller model: channels "
           "(--structure channel, structural_prune), attention heads (head, prune_heads) or MLP hidden neurons "
           "(neuron, prune_mlp_neurons)"),
@@ -141,7 +145,7 @@ CLI_PARAMS = declare(
 #: options that only mean something with --shrink, and those that only mean something without it
 SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "allocation", "approximate",
                "input_shape", "latency_repeats", "latency_warmup")
-MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override")
+MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override", "format")
 #: options of channel removal only, and those of head / neuron removal only
 CHANNEL_ONLY = ("macs_target", "latency_target", "max_layer_ratio", "allocation", "exclude", "approximate")
 UNIT_ONLY = ("text", "samples")
@@ -236,6 +240,14 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         out = Path(values["out"])
         out.mkdir(parents=True, exist_ok=True)
         dense = dense_bytes(model, dense_format="torch")
+        if values["format"] == "dense":
+            plain_bytes = save_dense(model, out / "model.safetensors", metadata={"model": values["model"]})
+            report.extras.update({"dense_bytes": dense, "plain_dense_bytes": plain_bytes, "format": "dense"})
+            report.to_json(out / "report.json")
+            console.print(f"saved {out / 'model.safetensors'}: {plain_bytes:,} bytes, plain dense safetensors "
+                          "(zeros in place; load_state_dict of a fresh model loads it); "
+                          f"report in {out / 'report.json'}", highlight=False)
+            return 0
         sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": values["model"]})
         report.extras.update({"dense_bytes": dense, "sparse_bytes": sparse_bytes})
         report.to_json(out / "report.json")

@@ -41,7 +41,7 @@ reference::
           data: {split: train, samples: 64}     # the calibration set
     finetune: {epochs: 2, optimizer: sgd, lr: 0.01}   # after the stages, for every run and the dense reference
     evaluate: {metric: accuracy, latency: {batch_size: 1, repeats: 30, warmup: 5, threads: null}}
-    export: {checkpoint: true, permanent: true}
+    export: {checkpoint: true, permanent: true, onnx: false, dense: false}   # onnx, dense: also .onnx, plain dense
 
 A run applies its stages in the order shrink, heads, neurons, then prune or
 oneshot; then it fine-tunes with an optimizer built for the model as it is

@@ -56,7 +56,7 @@ _TRAIN = ["epochs", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule"
 _RUN = ["name", *STAGE_ORDER]
 _EVALUATE = ["metric", "latency"]
 _LATENCY = ["batch_size", "repeats", "warmup", "threads"]
-_EXPORT = ["checkpoint", "sparse_checkpoint", "permanent"]
+_EXPORT = ["checkpoint", "sparse_checkpoint", "permanent", "onnx", "dense"]
 
 
 def _train(doc: Doc, path: tuple[Any, ...], value: Any, defaults: TrainSpec) -> TrainSpec:
@@ -210,7 +210,13 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: str | os.PathLik
     if xsec.has("sparse_checkpoint"):
         warn_once("the recipe key 'export.sparse_checkpoint'", "'export.checkpoint'", stacklevel=4)
     checkpoint = xsec.boolean("sparse_checkpoint" if xsec.has("sparse_checkpoint") else "checkpoint", True)
-    export = ExportSpec(checkpoint, xsec.boolean("permanent", True))
+    export = ExportSpec(checkpoint, xsec.boolean("permanent", True), onnx=xsec.boolean("onnx", False),
+                        dense=xsec.boolean("dense", False))
+    shrinking = next((run.name for run in runs if run.shrinks), None)
+    if export.dense and shrinking is not None:
+        raise xsec.fail("dense", f"false when a run shrinks the model (run {shrinking!r}: its tensors no longer fit "
+                        "a fresh model, so a plain dense file could not be loaded into one)", True,
+                        "Fix: remove 'dense: true' (the shrunk checkpoint and 'onnx: true' serve such runs).")
 
     recipe = Recipe(model=model, data=data_spec, entries=tuple(runs), train=train, finetune=finetune,
                     evaluate=evaluate, export=export, title=top.string("title", None),

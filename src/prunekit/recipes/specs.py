@@ -205,10 +205,14 @@ class EvaluateSpec:
 @dataclass(frozen=True)
 class ExportSpec:
     """``checkpoint``: save every run's model (shrunk ones with :func:`prunekit.save_shrunk`,
-    masked ones with :func:`prunekit.save_sparse`); ``permanent``: masks folded in first."""
+    masked ones with :func:`prunekit.save_sparse`); ``permanent``: masks folded in first;
+    ``onnx``: also export it to ONNX, checked in onnxruntime (:func:`prunekit.export_onnx`);
+    ``dense``: also save a masked run as plain dense safetensors (:func:`prunekit.save_dense`)."""
 
     checkpoint: bool = True
     permanent: bool = True
+    onnx: bool = False
+    dense: bool = False
 
     @property
     def sparse_checkpoint(self) -> bool:  # the key's former name
@@ -347,6 +351,7 @@ class Recipe:
                 item[key] = stage
             runs.append(item)
         export = {"checkpoint": self.export.checkpoint, "permanent": self.export.permanent}
+        export.update({k: True for k in ("onnx", "dense") if getattr(self.export, k)})  # absent when off
         return {
             "title": self.title,
             "seed": self.seed,

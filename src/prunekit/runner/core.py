@@ -72,6 +72,7 @@ from torch.utils.data import Dataset
 
 from .. import __version__, load_shrunk, save_shrunk
 from ..errors import InvalidParameterError
+from ..export import export_onnx, require_onnx, save_dense
 from ..io.sparse_file import safetensors_writer
 from ..io import (
     atomic_write_text,
@@ -356,7 +357,9 @@ class Runner:
         info_path = self.state / f"run-{safe}.json"
         ckpt = self.out / "checkpoints" / f"{safe}.safetensors"
         info = self._read_json(info_path)
-        if info is not None and (not self.recipe.export.checkpoint or self._files.valid(ckpt)):
+        extra = self._export_paths(safe)
+        if info is not None and (not self.recipe.export.checkpoint or self._files.valid(ckpt)) \
+                and self._files.valid(*extra.values()):
             logger.info("stage %s: skipped (finished before; %s)", run.name, info_path)
             self.skipped.append(run.name)
             self.timings[run.name] = float(info.get("seconds", 0.0))
@@ -386,6 +389,7 @@ class Runner:
             else:
                 self._files.saved(ckpt, lambda: save_sparse(model, ckpt, metadata=meta))
             checkpoint = {"path": f"checkpoints/{ckpt.name}", "format": "shrunk" if run.shrinks else "sparse"}
+        exports = self._export(model, extra, info_path, M.example(test, 1))
         self._emit(stage=run.name, status="measure", index=index)
         measures = M.measure(self.recipe, model, test)
         requested = run.sparsity if run.pruner is not None else (run.oneshot.sparsity if run.oneshot else None)
@@ -404,6 +408,8 @@ class Runner:
             "stages": outcome.summary,
             "checkpoint": checkpoint,
         }
+        if exports:
+            entry["exports"] = exports
         seconds = time.perf_counter() - start
         self._write_json(info_path, {"fingerprint": self.fingerprint, "entry": entry,
                                      "pruning_events": history["pruning_events"], "seconds": seconds,
@@ -415,10 +421,27 @@ class Runner:
         self._emit(stage=run.name, status="done", index=index, seconds=seconds)
         return entry
 
+    def _export_paths(self, safe: str) -> dict[str, Path]:
+        """The files ``export.onnx`` / ``export.dense`` ask for, per format."""
+        names = {"onnx": f"{safe}.onnx", "dense": f"{safe}.dense.safetensors"}
+        return {k: self.out / "checkpoints" / v for k, v in names.items() if getattr(self.recipe.export, k)}
+
+    def _export(self, model: nn.Module, paths: dict[str, Path], info_path: Path, example: Any) -> dict[str, str]:
+        """Write the ONNX (checked in onnxruntime) and plain dense files of one run; their paths in ``out``."""
+        if paths:
+            self._files.forget(info_path)
+        if "onnx" in paths:
+            self._files.saved(paths["onnx"], lambda: export_onnx(model, example, paths["onnx"]))
+        if "dense" in paths:
+            self._files.saved(paths["dense"], lambda: save_dense(model, paths["dense"]))
+        return {k: f"checkpoints/{p.name}" for k, p in paths.items()}
+
     # -- the whole thing ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         self._check_out()  # every check reads only: a start that fails them writes nothing
+        if self.recipe.export.onnx:
+            require_onnx("the recipe's export.onnx")
         train, test = M.load_datasets(self.recipe)
         self._batches_per_epoch = -(-len(train) // self.recipe.data.batch_size)  # type: ignore[arg-type]
         self._preflight(test)

@@ -1,0 +1,119 @@
+"""``prunekit sparse``: a pruned checkpoint run with sparse kernels where they are faster (``prunekit.to_sparse``).
+
+    prunekit sparse lenet5 --weights runs/lenet5/model.safetensors --out runs/lenet5_sparse --threads 2
+    prunekit sparse gpt_tiny --weights W --input-shape 1,128 --kernel prunekit --kernel csr --out DIR
+
+Each Linear (and 1×1 convolution) is timed dense against the sparse kernels on
+the example input (the zoo model's shape at batch 1, or ``--input-shape``), and
+the faster one is kept. The per-layer table and the end-to-end speedup are
+printed; ``DIR/model.sparse.safetensors`` (``prunekit.execution.save_sparse_model``)
+and ``DIR/report.json`` are written, and the saved file is loaded back and
+checked against the converted model before the command succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import numbers
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InvalidParameterError
+from ..execution import KERNELS, load_sparse_model, save_sparse_model, to_sparse
+from ..files import atomic_write_text
+from ..validation import (REQUIRED, SEED, AnyOf, Interval, Options, OutputDir, Param, PathLike, cli_values,
+                          declare)
+from ..zoo import create_model, list_models
+from .common import add_command
+from .export import load_pruned
+from .shrink import SHAPE, example_input
+
+__all__ = ["SPARSE_PARAMS", "add_sparse_parser"]
+
+SPARSE_PARAMS = declare(
+    Param("model", Options(list_models, "model", "prunekit list models"), REQUIRED,
+          "the registered model the checkpoint was pruned from (see `prunekit list models`)", option="model"),
+    Param("weights", PathLike("file"), REQUIRED, "the pruned checkpoint (masked, or shrunk then masked)",
+          metavar="FILE"),
+    Param("out", OutputDir(), REQUIRED, "folder for model.sparse.safetensors and report.json", metavar="DIR"),
+    Param("input_shape", AnyOf(SHAPE, None), None, "the example input's shape, batch first: its rows (tokens x "
+          "batch) decide which kernel wins (default: the zoo model's, at batch 1)", metavar="N,C,H,W"),
+    Param("threads", AnyOf(Interval(numbers.Integral, 1, None, example=2), None), None,
+          "threads for timing (default: torch's current count)", metavar="N"),
+    Param("kernel", AnyOf(Options(KERNELS, "kernel"), None), None, "a kernel to time against dense (repeatable; "
+          "default: every kernel that runs here, building prunekit's the first time)", repeat=True),
+    Param("min_speedup", Interval(numbers.Real, 0, None, "neither", example=1.0), 1.0,
+          "a kernel replaces a layer only where dense_ms / kernel_ms exceeds this", metavar="X"),
+    Param("repeats", Interval(numbers.Integral, 1, None, example=20), 20, "interleaved timing rounds per layer",
+          metavar="N"),
+    Param("model_repeats", Interval(numbers.Integral, 0, None, example=10), 10,
+          "interleaved end-to-end rounds (0 skips the end-to-end timing)", metavar="N"),
+    Param("seed", SEED, 0, "seed for the model's initialisation and the example input"),
+)
+
+
+def add_sparse_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register the ``sparse`` subcommand on ``sub`` (argparse subparsers)."""
+    return add_command(sub, "sparse", SPARSE_PARAMS, _cmd_sparse,
+                       help="run a pruned checkpoint with sparse kernels where they are faster (to_sparse) and "
+                       "save it",
+                       description="Time each pruned Linear (and 1x1 convolution) dense against the sparse kernels "
+                       "at the example input's shape, keep the faster, print the per-layer choices and the "
+                       "end-to-end speedup, and save the converted model.")
+
+
+def _layer_table(conversion: Any, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("layer", "shape", "sparsity", "rows", "dense ms", "kernels ms", "choice", "speedup", "reason"):
+        table.add_column(column, justify="right" if column in ("sparsity", "rows", "dense ms", "speedup") else "left")
+    for layer in conversion.layers:
+        table.add_row(layer.name, "x".join(map(str, layer.shape)), f"{100 * layer.sparsity:.1f}%", str(layer.rows),
+                      "-" if layer.dense_ms is None else f"{layer.dense_ms:.3f}",
+                      ", ".join(f"{k} {ms:.3f}" for k, ms in layer.kernel_ms.items()) or "-", layer.choice,
+                      "-" if layer.speedup is None else f"{layer.speedup:.2f}x", layer.reason)
+    return table
+
+
+def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
+    v = cli_values(args, SPARSE_PARAMS)
+    model, shrunk = load_pruned(v["model"], v["weights"], v["seed"])
+    example = example_input(model, v["input_shape"], v["model"])
+    with torch.no_grad():
+        reference = model.eval()(example)
+    conversion = to_sparse(model, example, kernels=tuple(v["kernel"]) if v["kernel"] else "auto",
+                           threads=v["threads"], min_speedup=float(v["min_speedup"]), repeats=v["repeats"],
+                           model_repeats=v["model_repeats"])
+    console.print(_layer_table(conversion, f"{v['model']}: sparse kernels at input {tuple(example.shape)}, "
+                                           f"{conversion.threads} thread(s)"))
+    if conversion.speedup is not None:
+        console.print(f"end to end: dense {conversion.dense_ms:.3f} ms, sparse {conversion.sparse_ms:.3f} ms, "
+                      f"speedup {conversion.speedup:.2f}x; {len(conversion.converted)}/{len(conversion.layers)} "
+                      "layers sparse", highlight=False)
+    else:
+        why = "--model-repeats 0" if conversion.converted else "no layer sparse: nothing beat dense"
+        console.print(f"end to end: not timed ({why}); {len(conversion.converted)}/{len(conversion.layers)} layers "
+                      "sparse", highlight=False)
+    out = Path(v["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.sparse.safetensors"
+    save_sparse_model(conversion.model, path)
+    fresh, _ = load_pruned(v["model"], v["weights"], v["seed"]) if shrunk else (create_model(v["model"]), False)
+    with torch.no_grad():
+        loaded = load_sparse_model(fresh, path).eval()(example)
+    error = float((loaded - reference).abs().max()) if loaded.numel() else 0.0
+    if not torch.allclose(loaded, reference, rtol=1e-4, atol=1e-4):
+        raise InvalidParameterError("--out", "a saved model that reproduces the pruned model's outputs",
+                                    f"<largest difference {error:.3g}>", "Fix: report this as a bug.")
+    report = dict(conversion.to_dict(), model=v["model"], input_shape=list(example.shape), shrunk=shrunk,
+                  saved_max_abs_error=error)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    load = ("prunekit.load_shrunk(prunekit.create_model(...), WEIGHTS) then " if shrunk else
+            f"prunekit.create_model({v['model']!r}) then ")
+    console.print(f"saved {path} and {out / 'report.json'}; load with {load}"
+                  f"prunekit.execution.load_sparse_model(model, {str(path)!r})", highlight=False)
+    return 0
