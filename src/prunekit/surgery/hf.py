@@ -57,7 +57,7 @@ def _uniform(param: str, what: str, counts: Sequence[int], fields: Sequence[str]
             f"{', '.join(fields)}, for all layers)",
             f"<{what} per layer after removal: {list(counts)}>",
             f"Fix: remove the same number of {what} from every layer (which ones may differ per layer), "
-            "e.g. by ratio with scope='local'.",
+            "e.g. sparsity= with uniform=True.",
         )
 
 
