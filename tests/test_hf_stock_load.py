@@ -212,3 +212,54 @@ def test_uniform_refuses_other_counts_and_global_scope():
 def test_save_pretrained_refuses_a_model_without_a_config(tmp_path):
     with pytest.raises(InvalidParameterError, match="save_shrunk"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)
+
+
+# -- the command line and recipes reach uniform= ------------------------------------------
+
+
+def test_cli_uniform_reaches_prune_mlp_neurons(tmp_path, capsys):
+    from prunekit.cli import main
+
+    out = tmp_path / "shrunk"
+    code = main(["prune", "gpt_tiny", "--structure", "neuron", "--sparsity", "0.5", "--uniform", "--shrink",
+                 "--out", str(out), "--latency-repeats", "2", "--latency-warmup", "0"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["prune_mlp_neurons"]["uniform"] is True
+    assert len(set(report["prune_mlp_neurons"]["after"].values())) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--structure", "head", "--sparsity", "0.5", "--scope", "global", "--uniform", "--shrink"],
+     "--scope: expected 'local' with uniform=True"),
+    (["--structure", "head", "--sparsity", "0.5", "--uniform"], "--uniform"),
+    (["--structure", "channel", "--sparsity", "0.5", "--uniform", "--shrink"], "--uniform"),
+])
+def test_cli_uniform_errors(tmp_path, capsys, argv, message):
+    from prunekit.cli import main
+
+    assert main(["prune", "gpt_tiny", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "prunekit prune: error: " in err and message in err
+    assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+RECIPE = """\
+title: t
+model: {name: gpt_tiny}
+data: {name: mnist_embedded}
+train: {epochs: 1}
+runs:
+  - name: h
+    heads: {sparsity: 0.5, uniform: true}
+    neurons: {sparsity: 0.5, uniform: UNIFORM}
+"""
+
+
+def test_recipe_heads_and_neurons_take_uniform():
+    from prunekit.recipes import parse_recipe
+
+    run = parse_recipe(RECIPE.replace("UNIFORM", "true"), source="r.yaml").runs()[0]
+    assert run.heads.uniform is True and run.neurons.uniform is True
+    with pytest.raises(InvalidParameterError, match=r"r\.yaml line 8, runs\[0\]\.neurons\.uniform: expected True or False"):
+        parse_recipe(RECIPE.replace("UNIFORM", "3"), source="r.yaml")

@@ -151,6 +151,7 @@ class HeadsSpec:
     scope: str = "local"
     gqa: str = "query"
     round_to: int | None = None
+    uniform: bool = False
     data: StageData | None = None
 
 
@@ -161,6 +162,7 @@ class NeuronsSpec:
     sparsity: float = 0.25
     criterion: str = "magnitude"
     round_to: int | None = None
+    uniform: bool = False
     data: StageData | None = None
 
 
