@@ -46,16 +46,19 @@ def make(family: str):
         return tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
                                                   num_attention_heads=4, num_key_value_heads=2, intermediate_size=24,
                                                   max_position_embeddings=16)).eval()
+    if family == "deit":
+        return tf.DeiTModel(tf.DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                          intermediate_size=24, image_size=16, patch_size=8)).eval()
     return tf.ViTModel(tf.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=24,
                                     image_size=16, patch_size=8)).eval()
 
 
 AUTO = {"bert": "AutoModel", "distilbert": "AutoModel", "gpt2": "AutoModelForCausalLM",
-        "llama": "AutoModelForCausalLM", "vit": "AutoModel"}
+        "llama": "AutoModelForCausalLM", "vit": "AutoModel", "deit": "AutoModel"}
 
 
 def inputs(family: str) -> dict[str, torch.Tensor]:
-    return {"pixel_values": PIXELS} if family == "vit" else {"input_ids": IDS}
+    return {"pixel_values": PIXELS} if family in ("vit", "deit") else {"input_ids": IDS}
 
 
 def output(model, family: str) -> torch.Tensor:
@@ -75,6 +78,7 @@ STOCK = {
     "llama-heads-query": ("llama", "heads", {"gqa": "query"}, {"num_attention_heads": 2, "num_key_value_heads": 2}),
     "vit-heads": ("vit", "heads", {}, {"num_attention_heads": 2}),
     "vit-neurons": ("vit", "neurons", {}, {"intermediate_size": 12}),
+    "deit-heads": ("deit", "heads", {}, {"num_attention_heads": 2}),
 }
 
 # runs in a fresh interpreter: stock transformers only
@@ -207,6 +211,14 @@ def test_uniform_refuses_other_counts_and_global_scope():
         prunekit.prune_mlp_neurons(model, sparsity=0.5, uniform="yes")
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_per_layer_counts_where_the_config_holds_one_value_are_refused_naming_uniform():
+    model = make("vit")
+    with pytest.raises(InvalidParameterError, match="uniform=True"):
+        prunekit.prune_heads(model, sparsity=0.5, scope="global", importance={0: torch.arange(4.0),
+                                                                              1: torch.arange(4.0) + 10})
+    assert model.config.num_attention_heads == 4
 
 
 def test_save_pretrained_refuses_a_model_without_a_config(tmp_path):
