@@ -213,12 +213,31 @@ def test_uniform_refuses_other_counts_and_global_scope():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_per_layer_counts_where_the_config_holds_one_value_are_refused_naming_uniform():
-    model = make("vit")
-    with pytest.raises(InvalidParameterError, match="uniform=True"):
-        prunekit.prune_heads(model, sparsity=0.5, scope="global", importance={0: torch.arange(4.0),
-                                                                              1: torch.arange(4.0) + 10})
-    assert model.config.num_attention_heads == 4
+@pytest.mark.parametrize("family", ["llama", "vit"])
+def test_per_layer_counts_where_the_config_holds_one_value_need_prunekit(family, tmp_path, caplog):
+    model = make(family)
+    if family == "llama":  # layer 0: one query head from each group; layer 1: a whole group (2 on 1)
+        prunekit.prune_heads(model, {0: [1, 3], 1: [2, 3]})
+        assert model.config.prunekit_num_key_value_heads == [2, 1]
+    else:
+        prunekit.prune_heads(model, sparsity=0.5, scope="global",
+                             importance={0: torch.arange(4.0), 1: torch.arange(4.0) + 10})
+    prunekit.prune_mlp_neurons(model, {0: [1, 5, 7], 1: [0]})
+    assert model.config.num_attention_heads == 4 and model.config.intermediate_size == 24  # the built size
+    assert model.config.prunekit_mlp_sizes == [21, 23]
+    expected = output(model, family)
+    with caplog.at_level(logging.WARNING, logger="prunekit.surgery.hf_save"):
+        saved = save_pretrained(model, tmp_path)
+    assert not saved.stock and saved.loader == "prunekit.surgery.load_pretrained"
+    assert "differ between layers" in saved.reason and "prunekit_mlp_sizes" in saved.reason
+    assert caplog.records and (tmp_path / NOTE).exists()
+    with pytest.raises(RuntimeError):
+        type(model).from_pretrained(tmp_path)
+    loaded = load_pretrained(type(model), str(tmp_path))
+    torch.testing.assert_close(output(loaded, family), expected)
+    # made uniform again by pruning further: the config's own fields, the per-layer fields gone
+    prunekit.prune_mlp_neurons(model, {0: [0, 1], 1: [2, 3, 4, 5]})
+    assert model.config.intermediate_size == 19 and not hasattr(model.config, "prunekit_mlp_sizes")
 
 
 def test_save_pretrained_refuses_a_model_without_a_config(tmp_path):

@@ -50,7 +50,7 @@ from .head_selection import (
     select_neurons,
     select_uniform,
 )
-from .hf import check_uniform, update_config
+from .hf import update_config
 from .history import add_history, surgery_history
 from .pruned_mha import replace_mha
 from .slicing import SurgeryRecord, replay, update_module_attributes
@@ -292,8 +292,9 @@ def prune_heads(
     ``{layer: scores}``). ``ratio=`` and ``batches=`` are the deprecated names
     of ``sparsity=`` and ``data=``. Grouped-query attention keeps
     equal groups (``gqa``, see :func:`plan_heads`). For Hugging Face models the
-    config is updated (:mod:`prunekit.surgery.hf`; LLaMA, ViT and DeiT need the same
-    count in every layer). ``nn.MultiheadAttention`` modules that lose heads are
+    config is updated (:mod:`prunekit.surgery.hf`: stock transformers loads LLaMA, ViT
+    and DeiT with the same count in every layer; other results need
+    :func:`prunekit.surgery.load_pretrained`). ``nn.MultiheadAttention`` modules that lose heads are
     replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. ``round_to``
     keeps ``kept heads x head_dim`` of every layer a multiple of it (so N:M kernels,
     e.g. 2:4 with ``round_to=4``, take the projections): with ``sparsity`` each layer's
@@ -346,8 +347,6 @@ def prune_heads(
         check_same_count("heads_to_prune", "heads", {k: len(q) for k, (q, _) in plans.items()})
         check_same_count("heads_to_prune", "key/value heads", {k: len(kv) for k, (_, kv) in plans.items()})
     family = hf_family(model)
-    if family is not None:
-        check_uniform(model, family, [len(q) for q, _ in plans.values()], None)
     record = SurgeryRecord()
     for key, spec in specs.items():
         heads = list(heads_to_prune.get(key, ()))
@@ -389,7 +388,9 @@ def prune_mlp_neurons(
     with a gate per neuron and ``data``, or ``{layer: scores}``). ``ratio=``
     and ``batches=`` are the deprecated names of ``sparsity=`` and ``data=``. For a Hugging
     Face model the config's width field (``intermediate_size``, ``hidden_dim``,
-    ``n_inner``) is updated, so the count must be the same in every layer. ``round_to``
+    ``n_inner``) is updated (counts that differ between layers go to
+    ``config.prunekit_mlp_sizes``, which only :func:`prunekit.surgery.load_pretrained`
+    reads). ``round_to``
     keeps every layer's neuron count a multiple of it (so a later N:M pass, e.g. 2:4
     with ``round_to=4``, takes the second projection): with ``sparsity`` the kept count
     moves to the nearest multiple (lowest scores removed first); an explicit
@@ -421,8 +422,6 @@ def prune_mlp_neurons(
     if uniform:
         check_same_count("neurons_to_prune", "MLP neurons", dict(zip(specs, kept)))
     family = hf_family(model)
-    if family is not None:
-        check_uniform(model, family, None, kept)
     record = SurgeryRecord()
     for key, spec in specs.items():
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)

@@ -16,8 +16,9 @@ model's class (on the meta device, no memory) and every parameter and buffer
 must have the same name and shape as the model's; a model whose config does
 not describe its shapes (channels removed by ``structural_prune``) is refused
 before anything is written. Where the config holds prunekit's per-layer head
-counts, the return value says so, a warning is logged, and a note
-(:data:`NOTE`) is written into the folder.
+counts (heads of BERT, DistilBERT, GPT-2; counts that differ between layers),
+the return value says so, a warning is logged, and a note (:data:`NOTE`) is
+written into the folder.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
-from .hf import HEADS_FIELD
+from .hf import HEADS_FIELD, per_layer_counts
 
 __all__ = ["NOTE", "SavedPretrained", "save_pretrained", "stock_mismatches"]
 
@@ -74,19 +75,25 @@ def stock_mismatches(model: nn.Module, config: Any) -> list[str]:
 
 
 def _reason(config: Any) -> str | None:
-    counts = getattr(config, HEADS_FIELD, None)
-    if counts is None:
+    fields = per_layer_counts(config)
+    if not fields:
         return None
-    return (f"{config.model_type} computes the head size as hidden size / heads and its config has no "
-            f"head_dim, so the head counts per layer ({list(counts)}) are in config.{HEADS_FIELD}, "
-            "which only prunekit reads")
+    parts = []
+    for field, counts in fields.items():
+        if field == HEADS_FIELD and len(set(counts)) == 1:
+            parts.append(f"{config.model_type} computes the head size as hidden size / heads and its config has no "
+                         f"head_dim, so the head counts ({counts}) are in config.{field}")
+        else:
+            parts.append(f"the counts differ between layers ({counts} in config.{field}) and the config holds "
+                         "one value for all layers")
+    return "; ".join(parts) + "; only prunekit reads these fields"
 
 
 def _check_described(model: nn.Module) -> None:
     """Refuse (before writing) a model whose config, even read by prunekit, does not give its shapes."""
     config = copy.deepcopy(model.config)
-    if getattr(config, HEADS_FIELD, None) is not None:
-        return  # load_pretrained rebuilds the heads; stock_mismatches would list them
+    if per_layer_counts(config):
+        return  # load_pretrained rebuilds those layers; stock_mismatches would list them
     bad = stock_mismatches(model, config)
     if bad:
         raise InvalidParameterError(
@@ -105,7 +112,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
     parameter names and shapes; a model whose config does not describe its shapes is refused with
     :class:`~prunekit.errors.InvalidParameterError` and nothing is written). Where heads were
     removed from BERT, DistilBERT or GPT-2, whose configs cannot hold fewer heads (uniform or
-    per layer), a warning is logged, :data:`NOTE` is written into the folder, and the result
+    per layer), or counts differ between layers, a warning is logged, :data:`NOTE` is written into the folder, and the result
     names :func:`prunekit.surgery.load_pretrained` as the loader. For a folder that stock
     transformers loads, prune with ``uniform=True`` (LLaMA, ViT and DeiT heads; every family's
     MLP neurons).
