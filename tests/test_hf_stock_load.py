@@ -116,7 +116,7 @@ def stock(tmp_path_factory):
         else:
             prunekit.prune_mlp_neurons(model, sparsity=0.5, uniform=True)
         saved = save_pretrained(model, root / name)
-        assert saved.stock and saved.loader == "transformers" and saved.reason is None, (name, saved)
+        assert saved.stock and saved.load_with == "transformers" and saved.reason is None, (name, saved)
         assert not (root / name / NOTE).exists()
         expected[name] = output(model, family)
         classes[name] = type(model).__name__
@@ -154,7 +154,7 @@ def test_heads_of_families_without_head_dim_say_prunekit_is_needed(family, tmp_p
     expected = output(model, family)
     with caplog.at_level(logging.WARNING, logger="prunekit.surgery.hf_save"):
         saved = save_pretrained(model, tmp_path)
-    assert not saved.stock and saved.loader == "prunekit.surgery.load_pretrained"
+    assert not saved.stock and saved.load_with == "prunekit.surgery.load_pretrained"
     assert "head_dim" in saved.reason and "prunekit_num_heads" in saved.reason
     assert any("cannot load" in r.getMessage() and "load_pretrained" in r.getMessage() for r in caplog.records)
     note = (tmp_path / NOTE).read_text()
@@ -228,7 +228,7 @@ def test_per_layer_counts_where_the_config_holds_one_value_need_prunekit(family,
     expected = output(model, family)
     with caplog.at_level(logging.WARNING, logger="prunekit.surgery.hf_save"):
         saved = save_pretrained(model, tmp_path)
-    assert not saved.stock and saved.loader == "prunekit.surgery.load_pretrained"
+    assert not saved.stock and saved.load_with == "prunekit.surgery.load_pretrained"
     assert "differ between layers" in saved.reason and "prunekit_mlp_sizes" in saved.reason
     assert caplog.records and (tmp_path / NOTE).exists()
     with pytest.raises(RuntimeError):

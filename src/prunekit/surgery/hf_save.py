@@ -51,13 +51,13 @@ class SavedPretrained:
 
     ``stock`` is True when stock ``from_pretrained`` of the model's class (and the
     matching ``AutoModel*``) builds a model of the same shapes from the folder;
-    ``loader`` is ``"transformers"`` then, else ``"prunekit.surgery.load_pretrained"``,
+    ``load_with`` is ``"transformers"`` then, else ``"prunekit.surgery.load_pretrained"``,
     with ``reason`` saying why.
     """
 
     path: str
     stock: bool
-    loader: str
+    load_with: str
     reason: str | None = None
 
 
@@ -113,7 +113,7 @@ def save_pretrained(model: nn.Module, path: str | os.PathLike[str], **kwargs: An
     :class:`~prunekit.errors.InvalidParameterError` and nothing is written). Where heads were
     removed from BERT, DistilBERT or GPT-2, whose configs cannot hold fewer heads (uniform or
     per layer), or counts differ between layers, a warning is logged, :data:`NOTE` is written into the folder, and the result
-    names :func:`prunekit.surgery.load_pretrained` as the loader. For a folder that stock
+    names :func:`prunekit.surgery.load_pretrained` in ``load_with``. For a folder that stock
     transformers loads, prune with ``uniform=True`` (LLaMA, ViT and DeiT heads; every family's
     MLP neurons).
     """
