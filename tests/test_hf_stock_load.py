@@ -240,6 +240,19 @@ def test_per_layer_counts_where_the_config_holds_one_value_need_prunekit(family,
     assert model.config.intermediate_size == 19 and not hasattr(model.config, "prunekit_mlp_sizes")
 
 
+def test_save_shrunk_replay_leaves_no_stale_per_layer_fields(tmp_path):
+    from prunekit.surgery import load_shrunk, save_shrunk
+
+    model = make("llama")
+    prunekit.prune_mlp_neurons(model, {0: [1, 5, 7], 1: [0]})  # per layer: [21, 23]
+    prunekit.prune_mlp_neurons(model, {0: [0, 1], 1: [2, 3, 4, 5]})  # uniform again: 19
+    save_shrunk(model, tmp_path / "m.safetensors")
+    fresh = load_shrunk(make("llama"), tmp_path / "m.safetensors")
+    assert fresh.config.intermediate_size == 19 and not hasattr(fresh.config, "prunekit_mlp_sizes")
+    torch.testing.assert_close(output(fresh, "llama"), output(model, "llama"))
+    assert save_pretrained(fresh, tmp_path / "folder").stock
+
+
 def test_save_pretrained_refuses_a_model_without_a_config(tmp_path):
     with pytest.raises(InvalidParameterError, match="save_shrunk"):
         save_pretrained(torch.nn.Linear(2, 2), tmp_path)

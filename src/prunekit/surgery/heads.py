@@ -201,6 +201,9 @@ def after_replay(model: nn.Module, extra: Mapping[str, Any]) -> None:
     if config and getattr(model, "config", None) is not None:
         for key, value in config.items():
             setattr(model.config, key, value)
+        family = hf_family(model)
+        if family is not None:  # the merged history may hold per-layer fields a later pass made stale
+            update_config(model, family)
 
 
 def replay_heads(model: nn.Module, record: SurgeryRecord) -> SurgeryRecord:
