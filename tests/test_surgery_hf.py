@@ -139,14 +139,15 @@ def test_non_uniform_heads_allowed_where_config_cannot_hold_heads(tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["llama", "vit", "deit"])
-def test_non_uniform_counts_refused_where_config_holds_one_value(kind):
+def test_non_uniform_counts_go_to_per_layer_fields_where_config_holds_one_value(kind, tmp_path):
     model, x = make(kind)
-    before = output(model, x)
-    with pytest.raises(InvalidParameterError, match="same number of heads in every layer"):
-        prunekit.prune_heads(model, {0: [0, 3]})
-    with pytest.raises(InvalidParameterError, match="same number of MLP neurons in every layer"):
-        prunekit.prune_mlp_neurons(model, {0: [1], 1: [1, 2]})
-    assert torch.equal(output(model, x), before)
+    prunekit.prune_heads(model, {0: [0, 3]})
+    prunekit.prune_mlp_neurons(model, {0: [1], 1: [1, 2]})
+    assert model.config.num_attention_heads == 4 and model.config.intermediate_size == 24  # the built sizes
+    assert model.config.prunekit_num_heads == [2, 4] and model.config.prunekit_mlp_sizes == [23, 22]
+    expected = output(model, x)
+    model.save_pretrained(tmp_path)
+    assert torch.allclose(output(load_pretrained(type(model), str(tmp_path)), x), expected, atol=1e-6)
 
 
 def test_gqa_whole_groups_and_per_group_queries():

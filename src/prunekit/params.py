@@ -191,6 +191,8 @@ HEADS_PARAMS = declare(
           "grouped-query attention: query (the same number of query heads from every group) or group (whole groups)"),
     Param("round_to", AnyOf(Interval(numbers.Integral, 1, None, example=8), None), None,
           "kept heads x head size of every layer rounded to a multiple of this (N:M kernels)", metavar="N"),
+    Param("uniform", Flag(), False,
+          "the same number of heads kept in every layer (configs with one head count, e.g. stock transformers)"),
 )
 
 NEURONS_PARAMS = declare(
@@ -200,6 +202,8 @@ NEURONS_PARAMS = declare(
           "neuron score: magnitude (L1), l2, gradient or taylor (with data), or {layer: scores}", metavar="NAME"),
     Param("round_to", AnyOf(Interval(numbers.Integral, 1, None, example=8), None), None,
           "kept MLP neurons of every layer rounded to a multiple of this (N:M kernels)", metavar="N"),
+    Param("uniform", Flag(), False,
+          "the same number of MLP neurons kept in every layer (configs with one width, e.g. stock transformers)"),
 )
 
 

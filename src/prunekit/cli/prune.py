@@ -32,7 +32,7 @@ from ..export import save_dense
 from ..io import save_sparse
 from ..measure.size import dense_bytes
 from ..measure.sparsity import sparsity_report
-from ..params import COUNT, PRUNE_PARAMS, STRUCTURAL_PARAMS
+from ..params import COUNT, HEADS_PARAMS, PRUNE_PARAMS, STRUCTURAL_PARAMS
 from ..pruner import Pruner
 from ..structures import NM, create_structure
 from ..targets import check_pattern
@@ -140,6 +140,8 @@ CLI_PARAMS = declare(
           "characters are the language model's tokens, data for --criterion gradient", metavar="FILE"),
     Param("samples", Interval(numbers.Integral, 1, None, example=16), 16,
           "with --text: seeded windows of the model's input length taken from it", metavar="N"),
+    dataclasses.replace(HEADS_PARAMS["uniform"], help="with --structure head|neuron --shrink: the same number of "
+                        "heads / MLP neurons kept in every layer (configs with one value for all layers)"),
 )
 
 #: options that only mean something with --shrink, and those that only mean something without it
@@ -148,7 +150,7 @@ SHRINK_ONLY = ("macs_target", "latency_target", "round_to", "max_layer_ratio", "
 MASK_ONLY = ("count", "amount", "normalize", "min_keep", "mode", "include", "params", "override", "format")
 #: options of channel removal only, and those of head / neuron removal only
 CHANNEL_ONLY = ("macs_target", "latency_target", "max_layer_ratio", "allocation", "exclude", "approximate")
-UNIT_ONLY = ("text", "samples")
+UNIT_ONLY = ("text", "samples", "uniform")
 
 
 def add_prune_parser(sub: Any) -> argparse.ArgumentParser:
@@ -198,7 +200,7 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
                          "Fix: drop it, or use --structure channel to remove channels.")
             return run_unit_shrink(values, _load(values), console)
         refuse_given(args, UNIT_ONLY, CLI_PARAMS, "without --structure head or neuron",
-                     "Fix: drop it (data is read for --criterion gradient of heads and MLP neurons).")
+                     "Fix: drop it (--text, --samples and --uniform are for heads and MLP neurons).")
         if args.allocation is None and values["latency_target"] is not None:
             values["allocation"] = "latency"  # a latency target is met by the latency allocation
         return run_shrink(values, _load(values), console)

@@ -142,7 +142,7 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
     before = _counts(find(model), space)
     dense = copy.deepcopy(model)
     options: dict[str, Any] = {"sparsity": values["sparsity"], "importance": criterion, "data": data,
-                               "round_to": values["round_to"]}
+                               "round_to": values["round_to"], "uniform": values["uniform"]}
     try:
         if space == "head":
             record = prune_heads(model, scope=values["scope"], **options)
@@ -153,7 +153,7 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
     after = _counts(find(model), space)
     key = "prune_heads" if space == "head" else "prune_mlp_neurons"
     details = {key: {"sparsity": values["sparsity"], "criterion": criterion, "scope": values["scope"],
-                     "round_to": values["round_to"],
+                     "round_to": values["round_to"], "uniform": values["uniform"],
                      "data": None if data is None else {"text": str(values["text"]), "windows": values["samples"],
                                                          "length": int(example.shape[1]) + 1},
                      "before": before, "after": after, "removals": len(record.removals)}}

@@ -152,6 +152,7 @@ class HeadsSpec:
     scope: str = "local"
     gqa: str = "query"
     round_to: int | None = None
+    uniform: bool = False
     data: StageData | None = None
 
 
@@ -162,6 +163,7 @@ class NeuronsSpec:
     sparsity: float = 0.25
     criterion: str = "magnitude"
     round_to: int | None = None
+    uniform: bool = False
     data: StageData | None = None
 
 

@@ -197,6 +197,7 @@ def read_heads(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[float 
         raise sec.fail(None, "a sparsity (the fraction of heads removed)", "nothing", "Fix: add 'sparsity: 0.25'.")
     base = HeadsSpec(criterion=check(sec, "heads", "criterion"), scope=check(sec, "heads", "scope"),
                      gqa=check(sec, "heads", "gqa"), round_to=check(sec, "heads", "round_to"),
+                     uniform=check(sec, "heads", "uniform"),
                      data=_stage_data(doc, sec))
     return [(v, replace(base, sparsity=v)) for v in given]
 
@@ -208,6 +209,7 @@ def read_neurons(doc: Doc, path: tuple[Any, ...], value: Any) -> list[tuple[floa
         raise sec.fail(None, "a sparsity (the fraction of MLP neurons removed)", "nothing",
                        "Fix: add 'sparsity: 0.25'.")
     base = NeuronsSpec(criterion=check(sec, "neurons", "criterion"), round_to=check(sec, "neurons", "round_to"),
+                       uniform=check(sec, "neurons", "uniform"),
                        data=_stage_data(doc, sec))
     return [(v, replace(base, sparsity=v)) for v in given]
 

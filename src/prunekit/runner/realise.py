@@ -123,14 +123,14 @@ def apply_stages(recipe: Recipe, model: nn.Module, run: RunSpec, example_inputs:
         batches = data_for(h.data, run.param("heads.data")) if h.data is not None else None
         with _at(run, "heads"):
             record = prune_heads(model, sparsity=h.sparsity, importance=h.criterion, data=batches, gqa=h.gqa,
-                                 scope=h.scope, round_to=h.round_to)
+                                 scope=h.scope, round_to=h.round_to, uniform=h.uniform)
         summary["heads"] = {"removed": _removed(record)}
     if run.neurons is not None:
         n = run.neurons
         batches = data_for(n.data, run.param("neurons.data")) if n.data is not None else None
         with _at(run, "neurons"):
             record = prune_mlp_neurons(model, sparsity=n.sparsity, importance=n.criterion, data=batches,
-                                       round_to=n.round_to)
+                                       round_to=n.round_to, uniform=n.uniform)
         summary["neurons"] = {"removed": _removed(record)}
     pruner = schedule = None
     if run.pruner is not None:

@@ -24,6 +24,7 @@ from ..scores.groups import create_group_criterion, list_group_criteria
 from ..scores.heads import score_heads, score_mlp_neurons
 from .heads import prune_heads, prune_mlp_neurons, replay_heads
 from .hf_load import load_pretrained
+from .hf_save import SavedPretrained, save_pretrained
 from .pruned_mha import PrunedMultiheadAttention
 from ..measure.layer_latency import LatencyTable, LayerSpec
 from .history import add_history, surgery_history
@@ -64,6 +65,8 @@ __all__ = [
     "PrunedMultiheadAttention",
     "attention_layers",
     "load_pretrained",
+    "save_pretrained",
+    "SavedPretrained",
     "mlp_layers",
     "prune_heads",
     "prune_mlp_neurons",

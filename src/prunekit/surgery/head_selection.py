@@ -24,7 +24,8 @@ from ..allocation import Budget, allocate
 from ..coupling.units import AttentionSpec
 from ..errors import InvalidParameterError, check_choice
 
-__all__ = ["select_heads", "select_neurons", "round_plan", "check_multiples", "head_multiple"]
+__all__ = ["select_heads", "select_neurons", "select_uniform", "check_same_count", "round_plan", "check_multiples",
+           "head_multiple"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,41 @@ def select_neurons(
     _check_scores(scores, sizes)
     keep = allocate({k: scores[k] for k in sizes}, Budget(sparsity=sparsity, strict=False), scope)
     return _removed(keep)
+
+
+def select_uniform(sizes: Mapping[Any, int], scores: Mapping[Any, torch.Tensor], sparsity: float) -> dict[Any, list[int]]:
+    """Units to remove so that every layer keeps the same number ``k`` (uniform mode).
+
+    Layers of equal size: ``round(sparsity * size)`` removed from each, lowest scores first (as
+    :func:`select_neurons` with ``scope="local"``). Layers of different sizes (a model pruned per layer
+    before): ``k = round((1 - sparsity) * mean size)``, at most the smallest layer, at least one; each
+    layer keeps its ``k`` highest scores. Which units go is decided inside each layer, by that layer's
+    importance (Minitron, Muralidharan et al. 2024, ranks heads and neurons within a layer and keeps
+    the same width in every layer, so that one config value describes the model).
+    """
+    sparsity = _check_sparsity(sparsity)
+    _check_scores(scores, sizes)
+    if len(set(sizes.values())) <= 1:
+        return select_neurons(sizes, scores, sparsity)
+    mean = sum(sizes.values()) / len(sizes)
+    keep = max(1, min(min(sizes.values()), round((1.0 - sparsity) * mean)))
+    logger.info("uniform: %d units kept in every layer (sizes %s, sparsity %.3f)", keep, sorted(set(sizes.values())),
+                sparsity)
+    plan: dict[Any, list[int]] = {}
+    for key, size in sizes.items():
+        order = torch.argsort(scores[key].detach().float().cpu(), stable=True).tolist()  # lowest first
+        plan[key] = sorted(order[:size - keep])
+    return plan
+
+
+def check_same_count(param: str, what: str, kept: Mapping[Any, int]) -> None:
+    """Refuse (uniform mode) kept counts that differ between layers."""
+    if len(set(kept.values())) > 1:
+        raise InvalidParameterError(
+            param, f"the same number of {what} kept in every layer (uniform=True)",
+            f"<{what} kept per layer: {dict(kept)}>",
+            f"Fix: remove the same number of {what} from every layer, pass sparsity= (with uniform=True the "
+            "count is the same in every layer), or uniform=False.")
 
 
 def select_heads(

@@ -41,8 +41,16 @@ from ..errors import InvalidParameterError, did_you_mean
 from ..params import HEADS_PARAMS, NEURONS_PARAMS
 from ..scores.heads import head_scores, neuron_scores, resolve_scores
 from ..validation import checked_keywords, validate
-from .head_selection import check_multiples, head_multiple, round_plan, select_heads, select_neurons
-from .hf import check_uniform, update_config
+from .head_selection import (
+    check_multiples,
+    check_same_count,
+    head_multiple,
+    round_plan,
+    select_heads,
+    select_neurons,
+    select_uniform,
+)
+from .hf import update_config
 from .history import add_history, surgery_history
 from .pruned_mha import replace_mha
 from .slicing import SurgeryRecord, replay, update_module_attributes
@@ -193,6 +201,9 @@ def after_replay(model: nn.Module, extra: Mapping[str, Any]) -> None:
     if config and getattr(model, "config", None) is not None:
         for key, value in config.items():
             setattr(model.config, key, value)
+        family = hf_family(model)
+        if family is not None:  # the merged history may hold per-layer fields a later pass made stale
+            update_config(model, family)
 
 
 def replay_heads(model: nn.Module, record: SurgeryRecord) -> SurgeryRecord:
@@ -269,6 +280,7 @@ def prune_heads(
     gqa: str = "query",
     scope: str = "local",
     round_to: int | None = None,
+    uniform: bool = False,
     ratio: float | None = None,
     batches: Any = None,
 ) -> SurgeryRecord:
@@ -283,20 +295,29 @@ def prune_heads(
     ``{layer: scores}``). ``ratio=`` and ``batches=`` are the deprecated names
     of ``sparsity=`` and ``data=``. Grouped-query attention keeps
     equal groups (``gqa``, see :func:`plan_heads`). For Hugging Face models the
-    config is updated (:mod:`prunekit.surgery.hf`; LLaMA, ViT and DeiT need the same
-    count in every layer). ``nn.MultiheadAttention`` modules that lose heads are
+    config is updated (:mod:`prunekit.surgery.hf`: stock transformers loads LLaMA, ViT
+    and DeiT with the same count in every layer; other results need
+    :func:`prunekit.surgery.load_pretrained`). ``nn.MultiheadAttention`` modules that lose heads are
     replaced by :class:`~prunekit.surgery.pruned_mha.PrunedMultiheadAttention`. ``round_to``
     keeps ``kept heads x head_dim`` of every layer a multiple of it (so N:M kernels,
     e.g. 2:4 with ``round_to=4``, take the projections): with ``sparsity`` each layer's
     kept count moves to the nearest such multiple (lowest scores removed first); an
-    explicit ``heads_to_prune`` that leaves another count is refused. Everything is
-    validated before the model is touched.
+    explicit ``heads_to_prune`` that leaves another count is refused. ``uniform=True``
+    keeps the same number of heads in every layer (and, under grouped-query attention, the
+    same number of key/value heads; :func:`~prunekit.surgery.head_selection.select_uniform`),
+    each layer's by its own importance, as Minitron (Muralidharan et al. 2024) does, so one
+    config value describes the model; an explicit request with other counts, or
+    ``scope="global"``, is refused. Everything is validated before the model is touched.
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_heads", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_heads", new_value=data)
     validate(HEADS_PARAMS, {"sparsity": sparsity, "importance": importance, "gqa": gqa, "scope": scope,
-                            "round_to": round_to})
+                            "round_to": round_to, "uniform": uniform})
+    if uniform and scope != "local":
+        raise InvalidParameterError(
+            "scope", "'local' with uniform=True (the same number of heads in every layer)", scope,
+            "Fix: scope='local', or uniform=False for a global ranking (different counts per layer).")
     _check_request("heads_to_prune", heads_to_prune, sparsity)
     specs = attention_layers(model)
     if not specs:
@@ -311,7 +332,10 @@ def prune_heads(
     multiples = {k: head_multiple(round_to, s.head_dim) for k, s in specs.items()}
     if sparsity is not None:
         scores = resolve_scores(model, specs, importance, head_scores, data=data, loss_fn=loss_fn)
-        heads_to_prune = select_heads(specs, scores, sparsity, gqa=gqa, scope=scope)
+        if uniform and all(s.group_size == 1 for s in specs.values()):
+            heads_to_prune = select_uniform({k: s.num_heads for k, s in specs.items()}, scores, sparsity)
+        else:
+            heads_to_prune = select_heads(specs, scores, sparsity, gqa=gqa, scope=scope)
         if round_to is not None:  # grouped-query layers keep their plan (checked below)
             free = {k: s.num_heads for k, s in specs.items() if s.group_size == 1}
             heads_to_prune = {**heads_to_prune, **round_plan(heads_to_prune, free, scores, multiples, round_to,
@@ -322,9 +346,10 @@ def prune_heads(
         param = "heads_to_prune" if sparsity is None else "round_to"
         check_multiples(param, {k: len(q) for k, (q, _) in plans.items()}, {k: s.num_heads for k, s in specs.items()},
                         multiples, round_to, "head")
+    if uniform:
+        check_same_count("heads_to_prune", "heads", {k: len(q) for k, (q, _) in plans.items()})
+        check_same_count("heads_to_prune", "key/value heads", {k: len(kv) for k, (_, kv) in plans.items()})
     family = hf_family(model)
-    if family is not None:
-        check_uniform(model, family, [len(q) for q, _ in plans.values()], None)
     record = SurgeryRecord()
     for key, spec in specs.items():
         heads = list(heads_to_prune.get(key, ()))
@@ -350,6 +375,7 @@ def prune_mlp_neurons(
     data: Any = None,
     loss_fn: Callable[[nn.Module, Any], torch.Tensor] | None = None,
     round_to: int | None = None,
+    uniform: bool = False,
     ratio: float | None = None,
     batches: Any = None,
 ) -> SurgeryRecord:
@@ -365,23 +391,30 @@ def prune_mlp_neurons(
     with a gate per neuron and ``data``, or ``{layer: scores}``). ``ratio=``
     and ``batches=`` are the deprecated names of ``sparsity=`` and ``data=``. For a Hugging
     Face model the config's width field (``intermediate_size``, ``hidden_dim``,
-    ``n_inner``) is updated, so the count must be the same in every layer. ``round_to``
+    ``n_inner``) is updated (counts that differ between layers go to
+    ``config.prunekit_mlp_sizes``, which only :func:`prunekit.surgery.load_pretrained`
+    reads). ``round_to``
     keeps every layer's neuron count a multiple of it (so a later N:M pass, e.g. 2:4
     with ``round_to=4``, takes the second projection): with ``sparsity`` the kept count
     moves to the nearest multiple (lowest scores removed first); an explicit
-    ``neurons_to_prune`` that leaves another count is refused.
+    ``neurons_to_prune`` that leaves another count is refused. ``uniform=True`` keeps the
+    same number of neurons in every layer even where layers differ in width (a model pruned
+    per layer before; :func:`~prunekit.surgery.head_selection.select_uniform`), each layer's by
+    its own importance (Minitron, Muralidharan et al. 2024); an explicit request with other
+    counts is refused.
     """
     old = {k: v for k, v in (("ratio", ratio), ("batches", batches)) if v is not None}
     sparsity = renamed_argument(old, "ratio", "sparsity", "prune_mlp_neurons", new_value=sparsity)
     data = renamed_argument(old, "batches", "data", "prune_mlp_neurons", new_value=data)
-    validate(NEURONS_PARAMS, {"sparsity": sparsity, "importance": importance, "round_to": round_to})
+    validate(NEURONS_PARAMS, {"sparsity": sparsity, "importance": importance, "round_to": round_to,
+                              "uniform": uniform})
     _check_request("neurons_to_prune", neurons_to_prune, sparsity)
     specs = mlp_layers(model)
     sizes = {k: s.size for k, s in specs.items()}
     multiples = {k: round_to or 1 for k in specs}
     if sparsity is not None:
         scores = resolve_scores(model, specs, importance, neuron_scores, data=data, loss_fn=loss_fn)
-        neurons_to_prune = select_neurons(sizes, scores, sparsity)
+        neurons_to_prune = (select_uniform if uniform else select_neurons)(sizes, scores, sparsity)
         if round_to is not None:
             neurons_to_prune = round_plan(neurons_to_prune, sizes, scores, multiples, round_to, what="neuron")
     _check_keys("neurons_to_prune", neurons_to_prune, specs)
@@ -389,9 +422,9 @@ def prune_mlp_neurons(
             for k, s in specs.items()]
     if round_to is not None:
         check_multiples("neurons_to_prune", dict(zip(specs, kept)), sizes, multiples, round_to, "neuron")
+    if uniform:
+        check_same_count("neurons_to_prune", "MLP neurons", dict(zip(specs, kept)))
     family = hf_family(model)
-    if family is not None:
-        check_uniform(model, family, None, kept)
     record = SurgeryRecord()
     for key, spec in specs.items():
         remove_neurons(model, spec, list(neurons_to_prune.get(key, ())), record, key)
