@@ -403,16 +403,17 @@ def _contributions(module: nn.Module, x: torch.Tensor, samples: int, gen: torch.
     weight = module.weight.detach()
     if isinstance(module, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
-        rows = torch.randint(0, flat.shape[0], (samples,), generator=gen)
-        outs = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+        # drawn on the CPU generator (the same samples on every device), then moved to the data
+        rows = torch.randint(0, flat.shape[0], (samples,), generator=gen).to(x.device)
+        outs = torch.randint(0, weight.shape[0], (samples,), generator=gen).to(weight.device)
         return flat[rows] * weight[outs]
     _check_consumer(module)  # an ungrouped Conv2d from here
     patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·k, L)
     n, ck, length = patches.shape
     k = ck // weight.shape[1]
-    rows = torch.randint(0, n, (samples,), generator=gen)
-    locs = torch.randint(0, length, (samples,), generator=gen)
-    outs = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+    rows = torch.randint(0, n, (samples,), generator=gen).to(x.device)
+    locs = torch.randint(0, length, (samples,), generator=gen).to(x.device)
+    outs = torch.randint(0, weight.shape[0], (samples,), generator=gen).to(weight.device)
     cols = patches[rows, :, locs].reshape(samples, weight.shape[1], k)
     return (cols * weight[outs].reshape(samples, weight.shape[1], k)).sum(-1)
 

@@ -1,0 +1,273 @@
+"""Every public path runs on the model's device: each test runs on the devices present (``cpu``;
+``cuda`` where available, marked ``cuda``), checks that every parameter, mask and buffer stays on
+the model's device, and that the result equals the CPU result where the computation is exact."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit
+from prunekit.errors import PrunekitError
+from prunekit.oneshot import to_semi_structured
+from prunekit.oneshot.semi_structured import semi_structured_available
+
+from conftest import HAS_CUDA, TinyNet, make_tiny
+
+VOCAB = 64
+
+
+@pytest.fixture(autouse=True)
+def _exact_cuda_math(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TF32 on CUDA (cuDNN convolutions use it by default): CUDA results are compared with CPU ones."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
+def assert_on(model: nn.Module, device: torch.device) -> None:
+    """Every parameter and buffer (masks included) of ``model`` is on ``device``."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        assert tensor.device.type == device.type, f"{name} is on {tensor.device}, the model on {device}"
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: buf.detach().cpu() for name, buf in model.named_buffers() if name.endswith("_mask")}
+
+
+def state_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def tiny_input(device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.randn(4, 8, 4, 4, generator=torch.Generator().manual_seed(1)).to(device)
+
+
+def gpt(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return prunekit.create_model("gpt_tiny", vocab_size=VOCAB, n_layer=2, n_embd=32, n_head=4, block_size=64).eval()
+
+
+def tokens(n: int = 8, t: int = 16) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (n, t), generator=torch.Generator().manual_seed(1))
+
+
+PRUNE_CASES = [
+    ("element", "reparam", "local"), ("element", "inplace", "global"), ("element", "reparam", "global"),
+    ("nm", "reparam", "local"), ("nm", "inplace", "local"),
+    ("channel", "reparam", "local"), ("channel", "inplace", "global"),
+]
+
+
+@pytest.mark.parametrize("structure, mode, scope", PRUNE_CASES, ids=["-".join(c) for c in PRUNE_CASES])
+def test_prune_keeps_masks_on_the_model_device_and_equals_cpu(device, structure, mode, scope):
+    kwargs = dict(structure=prunekit.NM(2, 4), sparsity=0.5) if structure == "nm" else \
+        dict(structure=structure, sparsity=0.5 if structure == "element" else 0.25)
+    reference = prunekit.prune(make_tiny(0), mode=mode, scope=scope, **kwargs)
+    model = prunekit.prune(make_tiny(0).to(device), mode=mode, scope=scope, **kwargs)
+    assert_on(model, device)
+    mine, ref = masks_of(model), masks_of(reference)
+    assert mine.keys() == ref.keys() and mine
+    for name in ref:
+        assert torch.equal(mine[name], ref[name]), name
+    with torch.no_grad():
+        torch.testing.assert_close(model(tiny_input(device)).cpu(), reference(tiny_input()), rtol=1e-4, atol=1e-5)
+
+
+def test_pruner_steps_a_schedule_on_the_model_device(device):
+    schedule = prunekit.create_schedule("agp", final=0.75, end=3)
+    results = []
+    for dev in ("cpu", device):
+        model = make_tiny(0).to(dev)
+        pruner = prunekit.Pruner(model, scope="global")
+        levels = []
+        for t in range(5):
+            level = schedule.sparsity_at(t)
+            if level is not None:
+                pruner.step(level)
+                levels.append(pruner.report().sparsity)
+        assert_on(model, torch.device(dev))
+        results.append((levels, masks_of(model)))
+    (levels_cpu, masks_cpu), (levels_dev, masks_dev) = results
+    assert levels_dev == pytest.approx(levels_cpu) and levels_dev[-1] == pytest.approx(0.75, abs=1e-4)
+    assert all(torch.equal(masks_dev[k], masks_cpu[k]) for k in masks_cpu)
+
+
+def test_apply_masks_moves_cpu_masks_to_the_parameter_and_make_permanent_stays(device):
+    model = make_tiny(0).to(device)
+    targets = prunekit.select_targets(model)
+    gen = torch.Generator().manual_seed(3)
+    keeps = [torch.rand(t.shape, generator=gen) > 0.5 for t in targets]  # built on the CPU, as users do
+    prunekit.apply_masks(targets, keeps, mode="reparam")
+    assert_on(model, device)
+    for target, keep in zip(targets, keeps):
+        assert torch.equal(getattr(target.module, "weight_mask").cpu() != 0, keep)
+    prunekit.make_permanent(model)
+    assert_on(model, device)
+    assert not masks_of(model)
+    for target, keep in zip(targets, keeps):
+        assert bool((target.module.weight.detach().cpu()[~keep] == 0).all())
+
+
+def test_structural_prune_runs_on_the_model_device_and_equals_cpu(device):
+    reference = make_tiny(0)
+    prunekit.structural_prune(reference, tiny_input(), sparsity=0.25, measure=False)
+    model = make_tiny(0).to(device)
+    prunekit.structural_prune(model, tiny_input(device), sparsity=0.25, measure=False)
+    assert_on(model, device)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    with torch.no_grad():
+        torch.testing.assert_close(model(tiny_input(device)).cpu(), reference(tiny_input()), rtol=1e-4, atol=1e-5)
+
+
+def test_prune_heads_and_neurons_on_the_model_device(device):
+    x = tokens(2, 12)
+    results = []
+    for dev in ("cpu", device):
+        model = gpt(0).to(dev)
+        heads = prunekit.prune_heads(model, sparsity=0.5, importance="l2")
+        neurons = prunekit.prune_mlp_neurons(model, sparsity=0.25)
+        assert_on(model, torch.device(dev))
+        with torch.no_grad():
+            results.append((heads.kept, neurons.kept, model(x.to(dev)).cpu()))
+    (heads_cpu, neurons_cpu, out_cpu), (heads_dev, neurons_dev, out_dev) = results
+    assert heads_dev == heads_cpu and neurons_dev == neurons_cpu
+    torch.testing.assert_close(out_dev, out_cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_pruned_attention_is_causal_on_the_model_device(device):
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True, dropout=0.0)
+    model = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval().to(device)
+    prunekit.prune_heads(model, {"layers.0.self_attn": [1, 2]})
+    attention = model.layers[0].self_attn
+    assert isinstance(attention, prunekit.PrunedMultiheadAttention)
+    assert_on(model, device)
+    x = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(4)).to(device)
+    causal = torch.ones(5, 5, dtype=torch.bool, device=device).triu(1)
+    with torch.no_grad():
+        implicit = attention(x, x, x, is_causal=True, need_weights=False)[0]
+        explicit = attention(x, x, x, attn_mask=causal, need_weights=False)[0]
+    assert implicit.device.type == device.type
+    torch.testing.assert_close(implicit, explicit)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_oneshot_prune_on_the_model_device(device, method):
+    data = tokens()  # on the CPU: the batches are moved to where the blocks are pruned
+    results = []
+    for dev in ("cpu", device):
+        model = gpt(0).to(dev)
+        prunekit.oneshot_prune(model, data, method=method, sparsity=0.5)
+        assert_on(model, torch.device(dev))
+        weights = {n: p.detach().cpu() for n, p in model.named_parameters() if n.startswith("blocks") and p.dim() == 2}
+        results.append(weights)
+    cpu, dev = results
+    for name, w in cpu.items():
+        same_zeros = ((dev[name] == 0) == (w == 0)).float().mean().item()
+        assert (dev[name] == 0).float().mean().item() == pytest.approx((w == 0).float().mean().item(), abs=1e-6), name
+        if method == "magnitude":
+            assert same_zeros == 1.0, name
+        else:  # the statistics (and SparseGPT's factorisation) round differently on another device
+            assert same_zeros > 0.98, name
+
+
+def test_score_units_on_the_model_device_equal_cpu(device):
+    cpu = prunekit.score_units(make_tiny(0), "magnitude", "element")
+    dev = prunekit.score_units(make_tiny(0).to(device), "magnitude", "element")
+    assert cpu.keys() == dev.keys()
+    for key in cpu:
+        torch.testing.assert_close(dev[key].cpu(), cpu[key].cpu())
+    channels_cpu = prunekit.score_units(make_tiny(0), "l2", "channel", example_inputs=tiny_input())
+    channels_dev = prunekit.score_units(make_tiny(0).to(device), "l2", "channel", example_inputs=tiny_input(device))
+    for key in channels_cpu:
+        torch.testing.assert_close(channels_dev[key].cpu().double(), channels_cpu[key].cpu().double())
+
+
+def test_sparsity_report_and_macs_on_the_model_device(device):
+    reference = prunekit.prune(make_tiny(0), 0.5)
+    model = prunekit.prune(make_tiny(0).to(device), 0.5)
+    assert prunekit.sparsity_report(model).sparsity == pytest.approx(prunekit.sparsity_report(reference).sparsity)
+    from prunekit.measure import count_macs
+
+    by_shape = count_macs(model, input_shape=(4, 8, 4, 4))  # the input is made on the model's device
+    by_input = count_macs(model, tiny_input(device))
+    ref = count_macs(reference, tiny_input())
+    assert by_shape.dense_macs == by_input.dense_macs == ref.dense_macs
+    assert by_input.effective_macs == ref.effective_macs
+    assert_on(model, device)
+
+
+@pytest.mark.parametrize("mode", ["reparam", "inplace"])
+def test_save_sparse_load_sparse_round_trip_on_the_model_device(device, mode, tmp_path):
+    model = prunekit.prune(make_tiny(0).to(device), 0.6, mode=mode)
+    prunekit.save_sparse(model, tmp_path / "m.safetensors")
+    fresh = TinyNet().to(device)
+    prunekit.load_sparse(tmp_path / "m.safetensors", fresh)
+    assert_on(fresh, device)
+    before, after = state_cpu(model), state_cpu(fresh)
+    assert before.keys() == after.keys()
+    for key in before:
+        mask = before.get(key[: -len("_orig")] + "_mask") if key.endswith("_orig") else None
+        if mask is not None:  # the file keeps the kept values only
+            assert torch.equal(before[key] * mask, after[key] * mask), key
+        else:
+            assert torch.equal(before[key], after[key]), key
+    with torch.no_grad():
+        assert torch.equal(fresh(tiny_input(device)), model(tiny_input(device)))
+
+
+def test_measure_latency_on_the_model_device(device):
+    from prunekit.measure import measure_latency
+
+    model = make_tiny(0).to(device)
+    result = measure_latency(model, tiny_input(device), warmup=1, repeats=3)
+    assert result.median_ms > 0 and result.repeats == 3
+    assert_on(model, device)
+
+
+def test_to_sparse_leaves_layers_it_has_no_kernel_for_dense(device):
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    prunekit.prune(model, 0.9)
+    prunekit.make_permanent(model)
+    model = model.to(device)
+    x = torch.randn(1, 64, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        expected = model(x)
+    result = prunekit.to_sparse(model, x, repeats=2, warmup=1, model_repeats=2)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+    assert_on(model, device)
+    if device.type != "cpu":
+        assert result.converted == [] and all("cuda" in layer.reason for layer in result.layers)
+
+
+def _two_four_linear(device: torch.device, dtype: torch.dtype) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 128))
+    prunekit.prune(model, 0.5, structure=prunekit.NM(2, 4))
+    prunekit.make_permanent(model)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def test_to_semi_structured_says_why_not_or_converts(device):
+    model = _two_four_linear(device, torch.float16)
+    if device.type == "cpu":
+        if not HAS_CUDA:
+            with pytest.raises(PrunekitError, match="no CUDA device"):
+                to_semi_structured(model)
+        else:
+            assert to_semi_structured(model) == []  # layers on the CPU are left dense
+        return
+    ok, why = semi_structured_available(device)
+    if not ok:
+        with pytest.raises(PrunekitError, match="compute capability"):
+            to_semi_structured(model)
+        return
+    x = torch.randn(64, 128, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=torch.float16)
+    with torch.no_grad():
+        expected = model(x)
+        assert to_semi_structured(model) == ["0", "2"]
+        torch.testing.assert_close(model(x), expected, rtol=1e-2, atol=1e-2)
