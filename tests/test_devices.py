@@ -271,3 +271,80 @@ def test_to_semi_structured_says_why_not_or_converts(device):
         expected = model(x)
         assert to_semi_structured(model) == ["0", "2"]
         torch.testing.assert_close(model(x), expected, rtol=1e-2, atol=1e-2)
+
+
+# -- without a GPU: nothing a path makes lands on the default device ---------------------------
+#
+# With the default device set to "meta", a tensor made without ``device=`` is a meta tensor, which
+# cannot be mixed with the model's (CPU) tensors: the path fails, or a meta tensor ends up in the
+# model. So these checks find, on any machine, a tensor that would be made on the CPU beside a CUDA
+# model. Paths whose bookkeeping is deliberately on the CPU (the global ranking of allocation, lists
+# of kept indices) read those values back with ``.item()`` and are covered by the cases above only.
+
+
+def _pruned_tiny() -> nn.Module:
+    return prunekit.prune(make_tiny(0), 0.5)
+
+
+def _apply_cpu_masks(model: nn.Module) -> None:
+    targets = prunekit.select_targets(model)
+    gen = torch.Generator(device="cpu").manual_seed(3)
+    keeps = [torch.rand(t.shape, generator=gen, device="cpu") > 0.5 for t in targets]
+    prunekit.apply_masks(targets, keeps, mode="reparam")
+
+
+def _causal_attention(model: nn.Module, need_weights: bool) -> None:
+    x = torch.randn(2, 5, 16, generator=torch.Generator(device="cpu").manual_seed(4), device="cpu")
+    model.layers[0].self_attn(x, x, x, is_causal=True, need_weights=need_weights)
+
+
+def _pruned_encoder() -> nn.Module:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True, dropout=0.0)
+    model = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    prunekit.prune_heads(model, {"layers.0.self_attn": [1, 2]})
+    return model
+
+
+def _cpu_input() -> torch.Tensor:
+    return torch.randn(4, 8, 4, 4, generator=torch.Generator(device="cpu").manual_seed(1), device="cpu")
+
+
+def _cpu_tokens() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (8, 16), generator=torch.Generator(device="cpu").manual_seed(1), device="cpu")
+
+
+def _measure(model: nn.Module):
+    from prunekit.measure import count_macs, measure_latency
+
+    count_macs(model, _cpu_input())
+    measure_latency(model, _cpu_input(), warmup=0, repeats=1)
+
+
+META_PATHS = {
+    "prune-nm": (lambda: make_tiny(0), lambda m: prunekit.prune(m, 0.5, structure=prunekit.NM(2, 4))),
+    "oneshot-magnitude": (gpt, lambda m: prunekit.oneshot_prune(m, _cpu_tokens(), method="magnitude", sparsity=0.5)),
+    "oneshot-wanda": (gpt, lambda m: prunekit.oneshot_prune(m, _cpu_tokens(), method="wanda", sparsity=0.5)),
+    "oneshot-sparsegpt-2:4": (gpt, lambda m: prunekit.oneshot_prune(m, _cpu_tokens(), method="sparsegpt", sparsity=0.5,
+                                                                     structure="2:4")),
+    "apply_masks": (lambda: make_tiny(0), _apply_cpu_masks),
+    "make_permanent": (_pruned_tiny, prunekit.make_permanent),
+    "sparsity_report-macs-latency": (_pruned_tiny, lambda m: (prunekit.sparsity_report(m), _measure(m))),
+    "score_units-channel": (lambda: make_tiny(0), lambda m: prunekit.score_units(m, "l2", "channel",
+                                                                                  example_inputs=_cpu_input())),
+    "score_heads": (gpt, lambda m: prunekit.score_heads(m, "l2")),
+    "causal-attention-weights": (_pruned_encoder, lambda m: _causal_attention(m, True)),
+    "causal-attention-fused": (_pruned_encoder, lambda m: _causal_attention(m, False)),
+}
+
+
+@pytest.mark.parametrize("path", list(META_PATHS))
+def test_paths_make_nothing_on_the_default_device(path):
+    build, run = META_PATHS[path]
+    model = build()
+    torch.set_default_device("meta")
+    try:
+        run(model)
+    finally:
+        torch.set_default_device(None)
+    assert_on(model, torch.device("cpu"))
