@@ -147,6 +147,20 @@ def test_prune_with_a_data_criterion_on_the_model_device(device):
         assert mine[name].sum() == ref[name].sum(), name
 
 
+@pytest.mark.parametrize("timed", [False, True], ids=["table", "timer"])
+def test_latency_allocation_says_where_it_times(device, timed, caplog):
+    from prunekit.measure.layer_latency import LatencyTable
+
+    table = LatencyTable(timer=lambda spec: float(spec.out_ch * spec.in_ch)) if timed or device.type == "cpu" else None
+    model = make_tiny(0).to(device)
+    with caplog.at_level("WARNING", logger="prunekit.surgery.api"):
+        prunekit.structural_prune(model, tiny_input(device), macs_target=0.7, allocation="latency",
+                                  latency_table=table, measure=False)
+    assert_on(model, device)
+    warned = [r.getMessage() for r in caplog.records if "times single layers on the CPU" in r.getMessage()]
+    assert len(warned) == (device.type != "cpu" and not timed)
+
+
 def test_prune_heads_and_neurons_on_the_model_device(device):
     x = tokens(2, 12)
     results = []
