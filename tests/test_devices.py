@@ -258,6 +258,30 @@ def test_save_sparse_load_sparse_round_trip_on_the_model_device(device, mode, tm
         torch.testing.assert_close(fresh(tiny_input(device)), model(tiny_input(device)))
 
 
+def test_dense_safetensors_and_onnx_of_a_model_on_its_device(device, tmp_path):
+    from safetensors.torch import load_file
+
+    model = prunekit.prune(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).to(device), 0.5)
+    x = torch.randn(2, 8, generator=torch.Generator().manual_seed(0)).to(device)
+    prunekit.save_dense(model, tmp_path / "dense.safetensors")
+    plain = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    plain.load_state_dict(load_file(str(tmp_path / "dense.safetensors")))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x.cpu()), model(x).cpu())
+    result = prunekit.export_onnx(model, x, tmp_path / "m.onnx")  # checked in onnxruntime against the model
+    assert result.max_abs_error < 1e-4
+    assert_on(model, device)
+
+
+def test_bn_l1_penalty_on_the_model_device(device):
+    from prunekit.surgery.regularizers import bn_l1_penalty
+
+    with_bn = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6)).to(device)
+    without = nn.Sequential(nn.Linear(4, 6)).to(device)
+    assert bn_l1_penalty(with_bn).device.type == device.type
+    assert bn_l1_penalty(without).device.type == device.type and float(bn_l1_penalty(without)) == 0.0
+
+
 def test_measure_latency_on_the_model_device(device):
     from prunekit.measure import measure_latency
 
@@ -357,6 +381,10 @@ def _cpu_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(_cpu_input(), torch.tensor([0, 1, 2, 3], device="cpu"))]
 
 
+def _on_cpu(tensor: torch.Tensor) -> None:
+    assert tensor.device.type == "cpu", tensor.device
+
+
 def _measure(model: nn.Module):
     from prunekit.measure import count_macs, measure_latency
 
@@ -381,6 +409,7 @@ META_PATHS = {
     **{f"score_units-{name}": (lambda: make_tiny(0), lambda m, name=name: prunekit.score_units(
         m, name, "group", example_inputs=_cpu_input(), data=_cpu_batches(), loss_fn=nn.functional.cross_entropy))
        for name in ("taylor", "hrank", "thinet")},
+    "bn_l1_penalty": (lambda: make_tiny(0), lambda m: _on_cpu(prunekit.surgery.regularizers.bn_l1_penalty(m))),
     "causal-attention-weights": (_pruned_encoder, lambda m: _causal_attention(m, True)),
     "causal-attention-fused": (_pruned_encoder, lambda m: _causal_attention(m, False)),
 }
