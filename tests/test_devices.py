@@ -176,6 +176,25 @@ def test_prune_heads_and_neurons_on_the_model_device(device):
     torch.testing.assert_close(out_dev, out_cpu, rtol=1e-4, atol=1e-4)
 
 
+def test_prune_heads_and_neurons_of_a_hugging_face_model_on_its_device(device):
+    transformers = pytest.importorskip("transformers")
+    x = tokens(2, 12)
+    results = []
+    for dev in ("cpu", device):
+        config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         intermediate_size=64, max_position_embeddings=32)  # uniform pruning edits it
+        torch.manual_seed(0)
+        model = transformers.BertModel(config).eval().to(dev)
+        heads = prunekit.prune_heads(model, sparsity=0.5, importance="l2", uniform=True)
+        neurons = prunekit.prune_mlp_neurons(model, sparsity=0.25, uniform=True)
+        assert_on(model, torch.device(dev))
+        with torch.no_grad():
+            results.append((heads.kept, neurons.kept, model(input_ids=x.to(dev)).last_hidden_state.cpu()))
+    (heads_cpu, neurons_cpu, out_cpu), (heads_dev, neurons_dev, out_dev) = results
+    assert heads_dev == heads_cpu and neurons_dev == neurons_cpu
+    torch.testing.assert_close(out_dev, out_cpu, rtol=1e-4, atol=1e-4)
+
+
 def test_pruned_attention_is_causal_on_the_model_device(device):
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True, dropout=0.0)
