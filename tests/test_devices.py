@@ -4,7 +4,6 @@ the model's device, and that the result equals the CPU result where the computat
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -98,6 +97,29 @@ def test_pruner_steps_a_schedule_on_the_model_device(device):
     (levels_cpu, masks_cpu), (levels_dev, masks_dev) = results[0], results[-1]
     assert levels_dev == pytest.approx(levels_cpu) and levels_dev[-1] == pytest.approx(0.75, abs=1e-4)
     assert all(torch.equal(masks_dev[k], masks_cpu[k]) for k in masks_cpu)
+
+
+def test_inplace_masks_survive_sgd_steps_on_the_model_device(device):
+    from prunekit.fused_sgd import FUSE_MIN_NUMEL
+
+    outs = []
+    for dev in runs(device):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(300, 256), nn.ReLU(), nn.Linear(256, 8)).to(dev)
+        assert model[0].weight.numel() >= FUSE_MIN_NUMEL  # the fused masked update on the CPU, plain SGD elsewhere
+        prunekit.prune(model, 0.7, mode="inplace")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+        x = torch.randn(16, 300, generator=torch.Generator().manual_seed(2)).to(dev)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+        assert_on(model, torch.device(dev))
+        for layer in (model[0], model[2]):
+            assert bool((layer.weight[layer.weight_mask == 0] == 0).all())
+        outs.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    for key in outs[0]:
+        torch.testing.assert_close(outs[-1][key], outs[0][key], rtol=1e-4, atol=1e-6)
 
 
 def test_apply_masks_moves_cpu_masks_to_the_parameter_and_make_permanent_stays(device):
