@@ -191,3 +191,30 @@ def _fixed_console_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test sees a 160-column console, whatever terminal runs the suite: rich sizes tables
     and wraps lines to the width it finds, so output checks would otherwise depend on it."""
     monkeypatch.setenv("COLUMNS", "160")
+
+
+# -- devices ----------------------------------------------------------------------------
+
+#: Whether this machine has a CUDA device (CI never has one; ``benchmarks/cuda_paths.py`` runs
+#: the CUDA cases where one is present).
+HAS_CUDA = torch.cuda.is_available()
+
+#: The devices present, as names: ``"cpu"`` always, ``"cuda"`` where available.
+DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+#: The device parameter list: the CUDA case always listed, marked ``cuda`` (``pytest -m cuda``
+#: selects exactly those) and skipped with the reason "no CUDA device" where there is none.
+DEVICE_PARAMS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device")]),
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped with reason 'no CUDA device' where absent)")
+
+
+@pytest.fixture(params=DEVICE_PARAMS)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device present (``cpu``; ``cuda`` where available), as a ``torch.device``."""
+    return torch.device(request.param)

@@ -15,8 +15,8 @@ table measured on this machine::
 * :class:`LayerSpec` is one table key: a ``Conv2d`` or ``Linear`` with the given
   widths, at the input resolution it sees in the network (``H×W``; a Linear's
   leading dims after the batch count as ``H``), the batch and thread count.
-* :class:`LatencyTable` measures an entry the first time it is asked for:
-  the layer alone (a ``Conv2d``/``Linear`` with a bias, i.e. BatchNorm folded
+* :class:`LatencyTable` measures an entry the first time it is asked for, on
+  the CPU (whatever device the network is on): the layer alone (a ``Conv2d``/``Linear`` with a bias, i.e. BatchNorm folded
   in) on a random input, ``warmup`` untimed forwards, then the median of
   ``repeats`` timed ones under ``torch.inference_mode`` with ``threads`` torch
   threads. Entries are kept in a dict and, with ``path``, in a JSON file
@@ -128,7 +128,7 @@ def _check_count(name: str, value: Any, minimum: int) -> int:
 
 
 class LatencyTable:
-    """Measured latency (ms) of single layers, cached by :class:`LayerSpec`.
+    """Measured CPU latency (ms) of single layers, cached by :class:`LayerSpec` (``timer=`` for other devices).
 
     Args:
         batch_size: batch size the layers are timed at (the network's input batch is replaced).

@@ -403,16 +403,17 @@ def _contributions(module: nn.Module, x: torch.Tensor, samples: int, gen: torch.
     weight = module.weight.detach()
     if isinstance(module, nn.Linear):
         flat = x.reshape(-1, x.shape[-1])
-        rows = torch.randint(0, flat.shape[0], (samples,), generator=gen)
-        outs = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+        # drawn on the CPU generator (the same samples on every device), then moved to the data
+        rows = torch.randint(0, flat.shape[0], (samples,), generator=gen, device="cpu").to(x.device)
+        outs = torch.randint(0, weight.shape[0], (samples,), generator=gen, device="cpu").to(weight.device)
         return flat[rows] * weight[outs]
     _check_consumer(module)  # an ungrouped Conv2d from here
     patches = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride)  # (N, C·k, L)
     n, ck, length = patches.shape
     k = ck // weight.shape[1]
-    rows = torch.randint(0, n, (samples,), generator=gen)
-    locs = torch.randint(0, length, (samples,), generator=gen)
-    outs = torch.randint(0, weight.shape[0], (samples,), generator=gen)
+    rows = torch.randint(0, n, (samples,), generator=gen, device="cpu").to(x.device)
+    locs = torch.randint(0, length, (samples,), generator=gen, device="cpu").to(x.device)
+    outs = torch.randint(0, weight.shape[0], (samples,), generator=gen, device="cpu").to(weight.device)
     cols = patches[rows, :, locs].reshape(samples, weight.shape[1], k)
     return (cols * weight[outs].reshape(samples, weight.shape[1], k)).sum(-1)
 
@@ -423,8 +424,8 @@ def greedy_removal_order(x: torch.Tensor) -> torch.Tensor:
     ``sum_samples (sum_{j in removed ∪ {c}} x_j)²``. Returns the channels in removal order."""
     x = x.double()
     n = x.shape[1]
-    removed = torch.zeros(n, dtype=torch.bool)
-    running = torch.zeros(x.shape[0], dtype=torch.float64)
+    removed = torch.zeros(n, dtype=torch.bool, device=x.device)
+    running = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     sq = (x * x).sum(0)
     order = []
     for _ in range(n):
@@ -435,7 +436,7 @@ def greedy_removal_order(x: torch.Tensor) -> torch.Tensor:
         order.append(c)
         removed[c] = True
         running += x[:, c]
-    return torch.tensor(order, dtype=torch.long)
+    return torch.tensor(order, dtype=torch.long, device=x.device)
 
 
 def least_squares_scales(x: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
@@ -504,8 +505,8 @@ class ThiNet(GroupCriterion):
         for g in groups:
             x = torch.cat([c for _s, c in self._x[g.name]])
             order = greedy_removal_order(x)
-            rank = torch.empty(g.size)
-            rank[order] = torch.arange(g.size, dtype=torch.float32)
+            rank = torch.empty(g.size, device=order.device)
+            rank[order] = torch.arange(g.size, dtype=torch.float32, device=order.device)
             scores[g.name] = rank
         return scores
 

@@ -22,7 +22,8 @@ MACs are at most the target is used (to one channel per group).
 machine saves time: a greedy latency-saliency allocation
 (:func:`prunekit.surgery.allocate.latency_keep_counts`, after HALP, Shen et
 al. 2022) on the layer latency model of :mod:`prunekit.surgery.latency`,
-measured on this machine at ``latency_table``'s batch and threads; with
+measured on this machine's CPU at ``latency_table``'s batch and threads (a model on
+another device is told so in a warning: pass ``LatencyTable(timer=...)`` to time there); with
 ``macs_target`` it stops at the MACs target (counted on the Conv2d/Linear
 layers, the rest of the network's MACs held fixed), with ``latency_target`` at
 that fraction of the modelled latency.
@@ -229,6 +230,11 @@ def structural_prune(
     if normalize is None:
         normalize = "sum" if allocation == "latency" else "mean"
     table = _check_latency_options(allocation, sparsity, macs_target, latency_target, latency_table)
+    off_cpu = sorted({str(p.device) for p in model.parameters() if p.device.type != "cpu"})
+    if table is not None and table.timer is None and off_cpu:
+        logger.warning("structural_prune: allocation='latency' times single layers on the CPU (LatencyTable), "
+                       "not on %s where the model is; pass latency_table=LatencyTable(timer=...) to time there",
+                       ", ".join(off_cpu))
     if allocation == "ranking" and (sparsity is None) == (macs_target is None):
         raise InvalidParameterError(
             "sparsity", "exactly one of sparsity= and macs_target=", f"<sparsity={sparsity}, macs_target={macs_target}>",

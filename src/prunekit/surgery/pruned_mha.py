@@ -146,7 +146,7 @@ class PrunedMultiheadAttention(nn.Module):
 
         mask = None
         if attn_mask is None and is_causal:
-            attn_mask = torch.ones(length, source, dtype=torch.bool).triu(1)
+            attn_mask = torch.ones(length, source, dtype=torch.bool, device=self.head_index.device).triu(1)
         if attn_mask is not None:
             mask = additive(attn_mask)
             if mask.dim() == 3:

@@ -47,7 +47,7 @@ def bn_l1_penalty(model: nn.Module, lam: float = 1e-4) -> torch.Tensor:
     lam = _check_lambda(lam)
     layers = bn_layers(model)
     if not layers:
-        return torch.zeros(())
+        return torch.zeros((), device=next((p.device for p in model.parameters()), None))
     return lam * sum(m.weight.abs().sum() for m in layers)
 
 
