@@ -102,8 +102,17 @@ _COLUMNS = (
     {"run": "run", "realisation": "realisation", "sparsity": "sparsity", "accuracy": "accuracy",
      "perplexity": "perplexity", "Δ vs dense": "Δ", "training steps": "steps"},
     {"run": "run", "parameters": "params", "non-zeros": "non-zeros", "MACs × dense": "MACs ×",
-     "bytes compressed": "file", "latency (ms)": "ms", "speedup": "speedup"},
+     "bytes compressed": "file", "latency (ms)": "ms", "speedup": "speedup", "sparse kernels": "sparse"},
 )
+
+
+def _cell(column: str, text: str) -> str:
+    """The terminal's short form of a report cell."""
+    if column in ("Δ vs dense", "non-zeros"):
+        return text.split(" (")[0]
+    if column == "sparse kernels":  # "0.35 ms, 1.37× (1/2 layers)" -> "1.37×"
+        return "dense" if text.startswith("stays dense") else text.split(", ")[-1].split(" (")[0]
+    return text
 
 
 def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
@@ -121,7 +130,7 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
         if first:
             table.add_column("s", justify="right", overflow="fold")
         for j, row in enumerate(rows):
-            cells = [row[k].split(" (")[0] if header[k] in ("Δ vs dense", "non-zeros") else row[k] for k in keep]
+            cells = [_cell(header[k], row[k]) for k in keep]
             if first:
                 seconds = runner.timings.get(row[0])
                 cells.append("-" if seconds is None else f"{seconds:.1f}{'*' if row[0] in runner.skipped else ''}")
@@ -134,7 +143,10 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
                           "skipped, over dense; file: the "
                           f"compressed checkpoint; ms: median latency at batch {dense['latency_batch']}, every "
                           "model timed in turn; speedup: dense ms / the run's; s: seconds the stage took (* reused "
-                          "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller.")
+                          "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller."
+                          + (" sparse: dense ms / the run's ms after prunekit.to_sparse (sparse kernels where "
+                             "faster; 'dense': no layer was)." if "sparse kernels" in results_tables(report)[1][0]
+                             else ""))
     tables[-1].caption_justify = "left"
     return tables
 

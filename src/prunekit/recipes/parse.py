@@ -55,7 +55,7 @@ _DATA = ["name", "path", "batch_size", "eval_batch_size", "limit_train", "limit_
 _TRAIN = ["epochs", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule", "max_steps"]
 _RUN = ["name", *STAGE_ORDER]
 _EVALUATE = ["metric", "latency"]
-_LATENCY = ["batch_size", "repeats", "warmup", "threads"]
+_LATENCY = ["batch_size", "repeats", "warmup", "threads", "sparse"]
 _EXPORT = ["checkpoint", "sparse_checkpoint", "permanent", "onnx", "dense"]
 
 
@@ -217,6 +217,10 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: str | os.PathLik
         raise xsec.fail("dense", f"false when a run shrinks the model (run {shrinking!r}: its tensors no longer fit "
                         "a fresh model, so a plain dense file could not be loaded into one)", True,
                         "Fix: remove 'dense: true' (the shrunk checkpoint and 'onnx: true' serve such runs).")
+    if evaluate.latency is not None and evaluate.latency.sparse and not checkpoint:
+        raise xsec.fail("checkpoint", "true with evaluate.latency.sparse (the models are converted and timed from "
+                        "their checkpoints after all stages)", False,
+                        "Fix: remove 'checkpoint: false', or 'sparse: true' from evaluate.latency.")
 
     recipe = Recipe(model=model, data=data_spec, entries=tuple(runs), train=train, finetune=finetune,
                     evaluate=evaluate, export=export, title=top.string("title", None),
@@ -244,6 +248,7 @@ def _evaluate(doc: Doc, value: Any) -> EvaluateSpec:
             latency = LatencySpec(
                 batch_size=lsec.integer("batch_size", 1, 1), repeats=lsec.integer("repeats", 30, 1),
                 warmup=lsec.integer("warmup", 5, 0), threads=lsec.integer("threads", None, 1, nullable=True),
+                sparse=lsec.boolean("sparse", False),
             )
     return EvaluateSpec(metric, latency)
 

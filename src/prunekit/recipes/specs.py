@@ -188,10 +188,14 @@ class OneShotSpec:
 
 @dataclass(frozen=True)
 class LatencySpec:
+    """``sparse``: also time each masked run after :func:`prunekit.to_sparse` (sparse kernels
+    where they beat dense at this batch and thread count)."""
+
     batch_size: int = 1
     repeats: int = 30
     warmup: int = 5
     threads: int | None = None
+    sparse: bool = False
 
 
 @dataclass(frozen=True)
@@ -362,7 +366,7 @@ class Recipe:
             "train": None if self.train is None else asdict(self.train),
             "runs": runs,
             "finetune": asdict(self.finetune),
-            "evaluate": asdict(self.evaluate),
+            "evaluate": _evaluate_dict(self.evaluate),
             "export": export,
         }
 
@@ -377,3 +381,13 @@ class Recipe:
         d.pop("title")
         text = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _evaluate_dict(evaluate: EvaluateSpec) -> dict[str, Any]:
+    """``asdict(evaluate)`` without ``latency.sparse`` when it is off (so recipes written before it
+    keep their fingerprints)."""
+    out = asdict(evaluate)
+    if out.get("latency") is not None and not out["latency"].get("sparse"):
+        out["latency"].pop("sparse", None)
+    return out
+

@@ -89,6 +89,7 @@ from ..training import TrainProgress, fit
 from ..zoo import create_model
 from . import measures as M
 from .latency import interleaved_latency
+from .sparse_timing import SUFFIX, sparse_copies
 from .realise import apply_stages
 from .report_files import write_report_files
 
@@ -499,11 +500,17 @@ class Runner:
             else:
                 load_pruned_state_dict(model, load_sparse(path))  # type: ignore[arg-type]
                 models[entry["name"]] = model
-        timed = interleaved_latency(models, M.example(test, lat.batch_size), warmup=lat.warmup,
-                                    repeats=lat.repeats, threads=lat.threads)
+        example = M.example(test, lat.batch_size)
+        masked = [e["name"] for e in entries if e["checkpoint"]["format"] != "shrunk"]
+        copies, sparse = sparse_copies(models, masked, example, lat) if lat.sparse else ({}, {})
+        timed = interleaved_latency({**models, **copies}, example, warmup=lat.warmup, repeats=lat.repeats,
+                                    threads=lat.threads)
         dense_info["measures"]["latency_ms"] = timed["dense"]
         for entry in entries:
             entry["measures"]["latency_ms"] = timed[entry["name"]]
+            if entry["name"] in sparse:
+                entry["measures"]["sparse_latency_ms"] = timed.get(entry["name"] + SUFFIX)
+                entry["measures"]["sparse_layers"] = sparse[entry["name"]]["layers"]
         return "interleaved: all models timed in turn within each repeat, after all stages"
 
     def _report(self, dense_info: dict[str, Any], entries: list[dict[str, Any]], n_train: int, n_test: int

@@ -202,6 +202,7 @@ def results_tables(report: Mapping[str, Any]) -> list[tuple[list[str], list[list
     entries: list[tuple[str, Mapping[str, Any] | None, Mapping[str, Any]]] = [("dense", None, dense)]
     entries += [(r["name"], r, r["measures"]) for r in runs]
     quality, cost = [], []
+    sparse = any(m.get("sparse_layers") is not None for _n, _r, m in entries)
     for name, run, m in entries:
         latency = _latency(m.get("latency_ms"))
         if len(batches) > 1 and m.get("latency_ms") is not None:
@@ -226,13 +227,25 @@ def results_tables(report: Mapping[str, Any]) -> list[tuple[list[str], list[list
             _times(_ratio(m["bytes_compressed"], dense["bytes_dense"])),
             latency,
             "—" if run is None else _times(_ratio(dense.get("latency_ms"), m.get("latency_ms")), 2),
-        ])
+        ] + ([_sparse_cell(m, dense)] if sparse else []))
     return [
         (["run", "realisation", "method", "sparsity", mname, "Δ vs dense", "training steps"], quality,
          [False, False, False, True, True, True, True]),
         (["run", "parameters", "non-zeros", "effective MACs", "MACs × dense", "bytes compressed", "size × dense",
-          "latency (ms)", "speedup"], cost, [False] + [True] * 8),
+          "latency (ms)", "speedup"] + (["sparse kernels"] if sparse else []), cost,
+         [False] + [True] * (9 if sparse else 8)),
     ]
+
+
+def _sparse_cell(m: Mapping[str, Any], dense: Mapping[str, Any]) -> str:
+    """A masked run after ``prunekit.to_sparse``: its latency, speedup over dense and the layers made sparse."""
+    layers = m.get("sparse_layers")
+    if layers is None:
+        return "—"
+    if m.get("sparse_latency_ms") is None:
+        return f"stays dense (0/{str(layers).split('/')[-1]} layers faster)"
+    speedup = _times(_ratio(dense.get("latency_ms"), m["sparse_latency_ms"]), 2)
+    return f"{_latency(m['sparse_latency_ms'])} ms, {speedup} ({layers} layers)"
 
 
 def _setup(report: Mapping[str, Any]) -> list[Any]:
@@ -348,6 +361,20 @@ def _latency_notes(dense: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], 
                      "physically removed from the tensors.")
         text += " The gains here are in non-zeros, compressed size and effective MACs."
         notes.append(text)
+    converted = [r for r in runs if r["measures"].get("sparse_layers") is not None]
+    if converted:
+        def said(run: Mapping[str, Any]) -> str:
+            fast = _ratio(dense.get("latency_ms"), run["measures"].get("sparse_latency_ms"))
+            if fast is None:
+                return f"{run['name']} stays dense (no layer faster with a sparse kernel)"
+            return f"{run['name']} {fast:.2f}× the dense speed ({run['measures']['sparse_layers']} layers sparse)"
+
+        notes.append(
+            "Sparse kernels (prunekit.to_sparse: each pruned Linear and 1×1 convolution computed from its "
+            "compressed weights where that is faster at this batch and thread count, timed with the others): "
+            + "; ".join(said(r) for r in converted) + ". A kernel wins only where the zeros save more than "
+            "decoding them costs: at a few rows per forward, from about half the weights zero; with many rows, "
+            "only at high sparsity.")
     fast = [r for r in runs if masked(r) and ratio(r) is not None and ratio(r) < 1.0 - NO_SPEEDUP]
     if fast:
         notes.append(

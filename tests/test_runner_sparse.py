@@ -1,0 +1,78 @@
+"""``evaluate.latency.sparse``: masked runs timed again after ``prunekit.to_sparse``, in the report."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from prunekit import InvalidParameterError
+from prunekit.cli.run import _cell
+from prunekit.measure.report import results_tables
+from prunekit.measure.report.document import _latency_notes
+from prunekit.recipes import parse_recipe
+from prunekit.runner import Runner
+
+SPARSE = """\
+title: sparse
+model: {name: lenet_300_100}
+data: {name: mnist_embedded, limit_train: 64, limit_test: 32, batch_size: 32, kwargs: {normalize: mnist}}
+train: {epochs: 1, lr: 0.05}
+runs:
+  - name: mag
+    prune: {scope: global, sparsity: 0.9}
+  - name: shrunk
+    shrink: {sparsity: 0.5}
+evaluate: {latency: {repeats: 3, warmup: 1, threads: 1, sparse: true}}
+"""
+
+
+def parse(text: str):
+    return parse_recipe(text, source="sparse.yaml", base_dir=".")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    return Runner(parse(SPARSE), tmp_path_factory.mktemp("run") / "out").run()
+
+
+def test_masked_runs_are_timed_after_to_sparse_and_shrunk_runs_are_not(report):
+    runs = {r["name"]: r["measures"] for r in report["runs"]}
+    done, considered = (int(n) for n in runs["mag"]["sparse_layers"].split("/"))
+    assert considered == 3  # the three Linears of LeNet-300-100
+    if done:
+        assert runs["mag"]["sparse_latency_ms"] > 0
+    else:
+        assert runs["mag"]["sparse_latency_ms"] is None
+    assert "sparse_layers" not in runs["shrunk"] and "sparse_latency_ms" not in runs["shrunk"]
+
+
+def test_the_report_shows_the_sparse_column_and_a_note(report):
+    header, rows, numeric = results_tables(report)[1]
+    assert header[-1] == "sparse kernels" and len(numeric) == len(header)
+    cells = {row[0]: row[-1] for row in rows}
+    assert cells["dense"] == "—" and cells["shrunk"] == "—"
+    assert re.fullmatch(r"(stays dense \(0/3 layers faster\)|[\d.]+ ms, [\d.]+× \([123]/3 layers\))", cells["mag"])
+    assert any(note.startswith("Sparse kernels (prunekit.to_sparse") for note in report_notes(report))
+
+
+def report_notes(report):
+    batches = {m.get("latency_batch") for m in [report["dense"], *(r["measures"] for r in report["runs"])]}
+    return _latency_notes(report["dense"], report["runs"], report.get("environment", {}), batches)
+
+
+def test_the_terminal_shows_the_speedup_only():
+    assert _cell("sparse kernels", "0.354 ms, 1.37× (1/2 layers)") == "1.37×"
+    assert _cell("sparse kernels", "stays dense (0/2 layers faster)") == "dense"
+    assert _cell("Δ vs dense", "-1.2 pp (x)") == "-1.2 pp"
+
+
+def test_sparse_needs_checkpoints_and_leaves_old_fingerprints_alone():
+    with pytest.raises(InvalidParameterError, match=r"export\.checkpoint: expected true with evaluate\.latency\.sparse"):
+        parse(SPARSE + "export: {checkpoint: false}\n")
+    off = parse(SPARSE.replace(", sparse: true", ""))
+    assert "sparse" not in off.to_dict()["evaluate"]["latency"]
+    assert parse(SPARSE).to_dict()["evaluate"]["latency"]["sparse"] is True
+    assert off.fingerprint() != parse(SPARSE).fingerprint()
+    with pytest.raises(InvalidParameterError, match=r"evaluate\.latency\.sparse: expected true or false"):
+        parse(SPARSE.replace("sparse: true", "sparse: yes please"))
