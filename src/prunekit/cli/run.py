@@ -110,8 +110,8 @@ def _cell(column: str, text: str) -> str:
     """The terminal's short form of a report cell."""
     if column in ("Δ vs dense", "non-zeros"):
         return text.split(" (")[0]
-    if column == "sparse kernels":  # "0.35 ms, 1.37× (1/2 layers)" -> "1.37×"
-        return "dense" if text.startswith("stays dense") else text.split(", ")[-1].split(" (")[0]
+    if column == "sparse kernels":  # "1.37× (1/2)" -> "1.37×"; "dense (0/2)" -> "dense"
+        return text.split(" (")[0]
     return text
 
 
@@ -145,7 +145,7 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
                           "model timed in turn; speedup: dense ms / the run's; s: seconds the stage took (* reused "
                           "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller."
                           + (" sparse: dense ms / the run's ms after prunekit.to_sparse (sparse kernels where "
-                             "faster; 'dense': no layer was)." if "sparse kernels" in results_tables(report)[1][0]
+                             "faster; 'dense': no layer was; the report says which layers)." if "sparse kernels" in results_tables(report)[1][0]
                              else ""))
     tables[-1].caption_justify = "left"
     return tables

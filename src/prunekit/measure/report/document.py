@@ -238,14 +238,13 @@ def results_tables(report: Mapping[str, Any]) -> list[tuple[list[str], list[list
 
 
 def _sparse_cell(m: Mapping[str, Any], dense: Mapping[str, Any]) -> str:
-    """A masked run after ``prunekit.to_sparse``: its latency, speedup over dense and the layers made sparse."""
+    """A masked run after ``prunekit.to_sparse``: its speedup over dense and the layers made sparse."""
     layers = m.get("sparse_layers")
     if layers is None:
         return "—"
     if m.get("sparse_latency_ms") is None:
-        return f"stays dense (0/{str(layers).split('/')[-1]} layers faster)"
-    speedup = _times(_ratio(dense.get("latency_ms"), m["sparse_latency_ms"]), 2)
-    return f"{_latency(m['sparse_latency_ms'])} ms, {speedup} ({layers} layers)"
+        return f"dense (0/{str(layers).split('/')[-1]})"
+    return f"{_times(_ratio(dense.get('latency_ms'), m['sparse_latency_ms']), 2)} ({layers})"
 
 
 def _setup(report: Mapping[str, Any]) -> list[Any]:
