@@ -30,13 +30,16 @@ import torch
 
 from ..errors import InvalidParameterError
 
-__all__ = ["CHUNK", "DTYPES", "PAD", "CompressedWeight", "compress", "inconsistency", "limit_speedup"]
+__all__ = ["CHUNK", "DTYPES", "MAX_INDEXED", "PAD", "CompressedWeight", "column_indices", "compress", "inconsistency",
+           "index_limit_speedup", "limit_speedup"]
 
 CHUNK = 16
 PAD = 32
 #: Weight dtypes the format (and the kernel) hold.
 DTYPES = (torch.float32, torch.bfloat16)
 _BITS = (1 << torch.arange(CHUNK, dtype=torch.int32))
+#: The widest layer whose columns fit the 16-bit indices of the kernel's index paths.
+MAX_INDEXED = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +125,23 @@ def inconsistency(weight: CompressedWeight) -> str | None:
 def limit_speedup(sparsity: float, element_size: int) -> float:
     """Dense bytes over compressed bytes at ``sparsity`` (the memory-bound speedup limit)."""
     return element_size / (1 / 8 + (1 - sparsity) * element_size)
+
+
+def index_limit_speedup(sparsity: float, element_size: int) -> float:
+    """Dense bytes over the index paths' bytes (``s`` per kept value + 2 for its 16-bit column)."""
+    return element_size / ((1 - sparsity) * (element_size + 2))
+
+
+@torch.no_grad()
+def column_indices(weight: CompressedWeight) -> torch.Tensor | None:
+    """The column of each kept value as int16 bits (unsigned 16-bit; ``nnz + PAD`` entries, aligned
+    with ``values``), derived from the bitmask for the kernel's index paths; None when
+    ``in_features > MAX_INDEXED``."""
+    if weight.in_features > MAX_INDEXED:
+        return None
+    cols = weight.keep_mask().to("cpu").nonzero()[:, 1].to(torch.int32)
+    cols = torch.where(cols >= 1 << 15, cols - (1 << 16), cols).to(torch.int16)
+    return torch.cat([cols, torch.zeros(PAD, dtype=torch.int16)]).contiguous()
 
 
 @torch.no_grad()
