@@ -150,46 +150,60 @@ void index_range(const IndexArgs& a, int64_t o0, int64_t o1, int64_t isa) {
 }
 
 // Tiled rows: for each tile of TW x rows, y[r, o] = sum_k W[o, cols[k]] * xt[tile, cols[k], r - tile TW] + b[o];
-// AVX-512 (TW = 16 or 32) scatters each output's TW rows straight into y [rows, out].
+// AVX-512: TW = 16 or 32; the sums of 16 outputs go to y [rows, out] through a small buffer.
 template <int TW, bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 void tiled_avx512_range(const IndexArgs& a, int64_t o0, int64_t o1) {
   constexpr int NV = TW / 16;
   const int64_t tiles = (a.rows + TW - 1) / TW;
+  // the sums of 16 outputs for the tile's rows, [output][TW], written to y [rows, out] by gathers
+  alignas(64) float buf[16 * TW];
   const __m512i step = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                          _mm512_set1_epi32(static_cast<int32_t>(a.out)));
+                                          _mm512_set1_epi32(TW));
   for (int64_t t = 0; t < tiles; ++t) {
     const float* xt = a.x + t * a.ldx * TW;
     {
       for (int64_t o = o0; o < o1; ++o) {
         int64_t k = a.row_ptr[o];
         const int64_t end = a.row_ptr[o + 1];
-        __m512 acc0[NV], acc1[NV];
+        // U values at once, U * NV independent accumulators (the FMA latency, not the loads, bounds
+        // one accumulator chain per value)
+        constexpr int U = 4;
+        __m512 acc[U][NV];
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) { acc0[v] = _mm512_setzero_ps(); acc1[v] = _mm512_setzero_ps(); }
-        for (; k + 2 <= end; k += 2) {
-          const __m512 w0 = _mm512_set1_ps(value_at<BF16>(a.values, k)), w1 = _mm512_set1_ps(value_at<BF16>(a.values, k + 1));
-          const float* p0 = xt + TW * static_cast<int64_t>(a.cols[k]);
-          const float* p1 = xt + TW * static_cast<int64_t>(a.cols[k + 1]);
+          for (int v = 0; v < NV; ++v) acc[u][v] = _mm512_setzero_ps();
+        for (; k + U <= end; k += U) {
+#pragma GCC unroll 4
+          for (int u = 0; u < U; ++u) {
+            const __m512 w = _mm512_set1_ps(value_at<BF16>(a.values, k + u));
+            const float* p = xt + TW * static_cast<int64_t>(a.cols[k + u]);
 #pragma GCC unroll 2
-          for (int v = 0; v < NV; ++v) {
-            acc0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * v), acc0[v]);
-            acc1[v] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(p1 + 16 * v), acc1[v]);
+            for (int v = 0; v < NV; ++v) acc[u][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16 * v), acc[u][v]);
           }
         }
-        if (k < end) {
-          const __m512 w0 = _mm512_set1_ps(value_at<BF16>(a.values, k));
-          const float* p0 = xt + TW * static_cast<int64_t>(a.cols[k]);
+        for (; k < end; ++k) {
+          const __m512 w = _mm512_set1_ps(value_at<BF16>(a.values, k));
+          const float* p = xt + TW * static_cast<int64_t>(a.cols[k]);
 #pragma GCC unroll 2
-          for (int v = 0; v < NV; ++v) acc0[v] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(p0 + 16 * v), acc0[v]);
+          for (int v = 0; v < NV; ++v) acc[0][v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16 * v), acc[0][v]);
+        }
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; ++v) {
+          acc[0][v] = _mm512_add_ps(_mm512_add_ps(acc[0][v], acc[1][v]), _mm512_add_ps(acc[2][v], acc[3][v]));
         }
         const __m512 b = _mm512_set1_ps(a.bias ? a.bias[o] : 0.f);
+        const int64_t slot = (o - o0) % 16;
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; ++v) {  // y[r, o] for the tile's rows r (those past a.rows masked off)
-          const int64_t r0 = t * TW + 16 * v;
-          const int64_t live = std::min<int64_t>(16, std::max<int64_t>(0, a.rows - r0));
-          const __mmask16 m = static_cast<__mmask16>((1u << live) - 1u);
-          _mm512_mask_i32scatter_ps(a.y + r0 * a.out + o, m, step, _mm512_add_ps(b, _mm512_add_ps(acc0[v], acc1[v])), 4);
+        for (int v = 0; v < NV; ++v) _mm512_store_ps(buf + slot * TW + 16 * v, _mm512_add_ps(b, acc[0][v]));
+        if (slot == 15 || o + 1 == o1) {  // 16 outputs (or the last few) done: y[r, og .. o] for the tile's rows
+          const int64_t og = o - slot, n = slot + 1;
+          const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+          const int64_t live = std::min<int64_t>(TW, a.rows - t * TW);
+          for (int64_t r = 0; r < live; ++r)
+            _mm512_mask_storeu_ps(a.y + (t * TW + r) * a.out + og, m,
+                                  _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, step, buf + r, 4));
         }
       }
     }
