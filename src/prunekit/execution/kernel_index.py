@@ -45,6 +45,9 @@ inline __m512 load_values16(const void* values, int64_t k) {
   }
 }
 
+// how many values ahead the gather path prefetches
+constexpr int64_t kIndexAhead = 1024;
+
 template <int R, bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 void index_avx512_rows(const IndexArgs& a, int64_t o0, int64_t o1, int64_t r0) {
@@ -57,8 +60,10 @@ void index_avx512_rows(const IndexArgs& a, int64_t o0, int64_t o1, int64_t r0) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) { acc0[r] = _mm512_setzero_ps(); acc1[r] = _mm512_setzero_ps(); }
     for (; k + 32 <= end; k += 32) {
-      _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + 512) * es, _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(a.cols + k + 512), _MM_HINT_T0);
+      // 32 values are 128 (float32) or 64 (bf16) bytes and their columns 64: every line, well ahead
+      _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead) * es, _MM_HINT_T0);
+      if (!BF16) _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead + 16) * es, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(a.cols + k + kIndexAhead), _MM_HINT_T0);
       const __m512i i0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k)));
       const __m512i i1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k + 16)));
       const __m512 w0 = load_values16<BF16>(a.values, k), w1 = load_values16<BF16>(a.values, k + 16);
@@ -81,6 +86,56 @@ void index_avx512_rows(const IndexArgs& a, int64_t o0, int64_t o1, int64_t r0) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) a.y[(r0 + r) * a.out + o] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r])) + b;
   }
+}
+
+// One x row, two output rows from the two halves of [o0, o1) at once: two independent value
+// streams keep more memory reads in flight than one.
+template <bool BF16>
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+inline void index_step32(const IndexArgs& a, int64_t k, __m512& acc0, __m512& acc1) {
+  const int64_t es = BF16 ? 2 : 4;
+  _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead) * es, _MM_HINT_T0);
+  if (!BF16) _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead + 16) * es, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(a.cols + k + kIndexAhead), _MM_HINT_T0);
+  const __m512i i0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k)));
+  const __m512i i1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k + 16)));
+  acc0 = _mm512_fmadd_ps(load_values16<BF16>(a.values, k), _mm512_i32gather_ps(i0, a.x, 4), acc0);
+  acc1 = _mm512_fmadd_ps(load_values16<BF16>(a.values, k + 16), _mm512_i32gather_ps(i1, a.x, 4), acc1);
+}
+
+template <bool BF16>
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+inline void index_tail(const IndexArgs& a, int64_t k, int64_t end, __m512& acc) {
+  for (; k < end; k += 16) {
+    const int64_t n = std::min<int64_t>(16, end - k);
+    const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+    const __m512i i0 = _mm512_maskz_cvtepu16_epi32(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k)));
+    const __m512 w0 = _mm512_maskz_mov_ps(m, load_values16<BF16>(a.values, k));
+    acc = _mm512_fmadd_ps(w0, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, i0, a.x, 4), acc);
+  }
+}
+
+template <bool BF16>
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+void index_avx512_two(const IndexArgs& a, int64_t o0, int64_t o1) {
+  const int64_t half = (o1 - o0) / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const int64_t oa = o0 + i, ob = o0 + half + i;
+    int64_t ka = a.row_ptr[oa], kb = a.row_ptr[ob];
+    const int64_t ea = a.row_ptr[oa + 1], eb = a.row_ptr[ob + 1];
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
+    for (; ka + 32 <= ea && kb + 32 <= eb; ka += 32, kb += 32) {
+      index_step32<BF16>(a, ka, a0, a1);
+      index_step32<BF16>(a, kb, b0, b1);
+    }
+    for (; ka + 32 <= ea; ka += 32) index_step32<BF16>(a, ka, a0, a1);
+    for (; kb + 32 <= eb; kb += 32) index_step32<BF16>(a, kb, b0, b1);
+    index_tail<BF16>(a, ka, ea, a0);
+    index_tail<BF16>(a, kb, eb, b0);
+    a.y[oa] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + (a.bias ? a.bias[oa] : 0.f);
+    a.y[ob] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1)) + (a.bias ? a.bias[ob] : 0.f);
+  }
+  if (o0 + 2 * half < o1) index_avx512_rows<1, BF16>(a, o0 + 2 * half, o1, 0);
 }
 
 template <int R, bool BF16>
@@ -139,7 +194,8 @@ void index_range(const IndexArgs& a, int64_t o0, int64_t o1, int64_t isa) {
   if (isa == 3) {
     for (; r + 4 <= a.rows; r += 4) index_avx512_rows<4, BF16>(a, o0, o1, r);
     if (r + 2 <= a.rows) { index_avx512_rows<2, BF16>(a, o0, o1, r); r += 2; }
-    if (r < a.rows) index_avx512_rows<1, BF16>(a, o0, o1, r);
+    if (r < a.rows && a.rows == 1) index_avx512_two<BF16>(a, o0, o1);
+    else if (r < a.rows) index_avx512_rows<1, BF16>(a, o0, o1, r);
   } else if (isa == 2) {
     for (; r + 4 <= a.rows; r += 4) index_avx2_rows<4, BF16>(a, o0, o1, r);
     if (r + 2 <= a.rows) { index_avx2_rows<2, BF16>(a, o0, o1, r); r += 2; }
