@@ -4,10 +4,13 @@ Part 1, a LLaMA-7B-shaped MLP (up 4096→11008, down 11008→4096, ReLU between)
 one token, float32 and bfloat16 weights, at 50 / 70 / 90 % unstructured
 sparsity (random masks) and 2:4 (the 2 largest |w| of every 4 inputs). The
 three implementations are timed in interleaved rounds (medians); the table
-gives each one's speedup over dense and the fraction of the bytes-read limit
-reached by prunekit's kernel:
+gives each one's speedup over dense, the kernel's path at one row (``bitmask``:
+decode per 16 columns; ``index``: 16-bit column indices and gathers, taken for
+weights more than 80 % zeros) and the fraction of the bytes-read limit of the
+bytes that path reads:
 
-    limit = dense weight bytes / compressed bytes (mask + kept values + row offsets)
+    limit = dense weight bytes / bytes read by the path
+            (bitmask: mask + kept values + row offsets; index: kept values + their 16-bit columns + row offsets)
     reached = speedup / limit
 
 ("reached" exceeds 100 % where dense F.linear itself reads its weights slower
@@ -43,7 +46,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import prunekit  # noqa: E402
-from prunekit.execution import compress, sparse_linear, to_sparse  # noqa: E402
+from prunekit.execution import column_indices, compress, kernel_path, sparse_linear, to_sparse  # noqa: E402
 from prunekit.execution.module import torch_sparse_weight  # noqa: E402
 from prunekit.execution.native_kernel import kernel  # noqa: E402
 from prunekit.execution.timing import interleaved_medians  # noqa: E402
@@ -74,16 +77,21 @@ def bench_mlp(args: argparse.Namespace) -> list[dict]:
         for pattern in PATTERNS:
             up, down = _mlp_weights(pattern, dtype)
             cu, cd = compress(up), compress(down)
+            iu, id_ = column_indices(cu), column_indices(cd)  # derived once per layer, as SparseLinear does
             x = torch.randn(1, HIDDEN, dtype=dtype)
             fns = {
                 "dense": lambda: F.linear(torch.relu(F.linear(x, up)), down),
-                "prunekit": lambda: sparse_linear(torch.relu(sparse_linear(x, cu)), cd),
+                "prunekit": lambda: sparse_linear(torch.relu(sparse_linear(x, cu, cols=iu)), cd, cols=id_),
             }
             if dtype == torch.float32:
                 su, sd = torch_sparse_weight(up, "csr"), torch_sparse_weight(down, "csr")
                 fns["csr"] = lambda: F.linear(torch.relu(F.linear(x, su)), sd)
             torch.testing.assert_close(fns["prunekit"]().float(), fns["dense"]().float(), rtol=2e-2, atol=2e-3)
-            limit = (cu.dense_nbytes + cd.dense_nbytes) / (cu.nbytes + cd.nbytes)
+            paths = [kernel_path(c, 1) for c in (cu, cd)]
+            path = "/".join(dict.fromkeys(paths))
+            read = sum(c.nnz * (c.values.element_size() + 2) + c.row_ptr.numel() * 8 if p == "index" else c.nbytes
+                       for c, p in zip((cu, cd), paths))
+            limit = (cu.dense_nbytes + cd.dense_nbytes) / read
             scaling = {}
             for threads in sorted({1, args.threads}):
                 torch.set_num_threads(threads)
@@ -91,7 +99,7 @@ def bench_mlp(args: argparse.Namespace) -> list[dict]:
                     wait_quiet()
                 scaling[threads] = interleaved_medians(fns, repeats=args.repeats, warmup=args.warmup)
             med = scaling[args.threads]
-            row = {"dtype": str(dtype).replace("torch.", ""), "pattern": pattern, "limit": limit,
+            row = {"dtype": str(dtype).replace("torch.", ""), "pattern": pattern, "path": path, "limit": limit,
                    "ms": {k: v * 1e3 for k, v in med.items()},
                    "speedup": {k: med["dense"] / v for k, v in med.items() if k != "dense"},
                    "scaling_ms": {str(t): {k: v * 1e3 for k, v in m.items()} for t, m in scaling.items()}}
@@ -101,14 +109,14 @@ def bench_mlp(args: argparse.Namespace) -> list[dict]:
             gc.collect()
     torch.set_num_threads(args.threads)
     header = (f"{'dtype':<9} {'sparsity':>8} {'dense ms':>9} {'csr ms':>8} {'csr x':>6} {'kernel ms':>9} "
-              f"{'kernel x':>8} {'limit x':>7} {'reached':>7}  scaling 1->{args.threads} (dense, kernel)")
+              f"{'kernel x':>8} {'path':>7} {'limit x':>7} {'reached':>7}  scaling 1->{args.threads} (dense, kernel)")
     lines = []
     for r in rows:
         ms, sp = r["ms"], r["speedup"]
         csr = (f"{ms['csr']:>8.3f} {sp['csr']:>5.2f}x") if "csr" in ms else f"{'-':>8} {'-':>6}"
         s1, s2 = r["scaling_ms"]["1"], r["scaling_ms"][str(args.threads)]
         lines.append(f"{r['dtype']:<9} {r['pattern']:>8} {ms['dense']:>9.3f} {csr} {ms['prunekit']:>9.3f} "
-                     f"{sp['prunekit']:>7.2f}x {r['limit']:>6.2f}x {r['reached']:>6.0%}  "
+                     f"{sp['prunekit']:>7.2f}x {r['path']:>7} {r['limit']:>6.2f}x {r['reached']:>6.0%}  "
                      f"{s1['dense'] / s2['dense']:.2f}x, {s1['prunekit'] / s2['prunekit']:.2f}x")
     print_table(header, lines)
     return rows

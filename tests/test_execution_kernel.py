@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prunekit.errors import InvalidParameterError
-from prunekit.execution import compress, limit_speedup, sparse_linear, torch_linear
+from prunekit.execution import (column_indices, compress, index_limit_speedup, kernel_path, limit_speedup,
+                                sparse_linear, torch_linear)
 from prunekit.execution import native_kernel
 from prunekit.native import missing_requirements
 
@@ -56,16 +57,17 @@ def _tolerance(inp: int) -> float:
     bf16=st.booleans(),
     bias=st.booleans(),
     isa_index=st.integers(0, 2),
+    path=st.sampled_from(list(native_kernel.PATHS)),
     seed=st.integers(0, 2**16),
 )
-def test_kernel_equals_dense_linear(isas, out, inp, rows, pattern, density, bf16, bias, isa_index, seed):
+def test_kernel_equals_dense_linear(isas, out, inp, rows, pattern, density, bf16, bias, isa_index, path, seed):
     dtype = torch.bfloat16 if bf16 else torch.float32
     w = _weight(out, inp, pattern, density, dtype, seed)
     g = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(rows, inp, generator=g)
     b = torch.randn(out, generator=g) if bias else None
     isa = isas[bf16][isa_index % len(isas[bf16])]
-    got = sparse_linear(x, compress(w), b, isa=isa)
+    got = sparse_linear(x, compress(w), b, isa=isa, path=path)
     want = F.linear(x, w.float(), b)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=_tolerance(inp))
 
@@ -82,10 +84,36 @@ def test_each_isa_forced_on_odd_shapes(isas, isa, dtype):
                                   (1000, "zero rows", 0.4), (1000, "random", 0.9)]:
         w = _weight(23, inp, pattern, density, dtype, inp)
         packed = compress(w)
-        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 32, 33, 130):
+        cols = column_indices(packed)
+        for rows in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 130):
             x = torch.randn(rows, inp)
-            torch.testing.assert_close(sparse_linear(x, packed, isa=isa), F.linear(x, w.float()),
-                                       rtol=1e-5, atol=_tolerance(inp))
+            for path in native_kernel.PATHS:
+                torch.testing.assert_close(sparse_linear(x, packed, isa=isa, path=path, cols=cols),
+                                           F.linear(x, w.float()), rtol=1e-5, atol=_tolerance(inp))
+
+
+def test_column_indices_follow_the_values():
+    w = _weight(9, 70, "zero rows", 0.3, torch.float32, 5)
+    packed = compress(w)
+    cols = column_indices(packed)
+    assert cols.dtype == torch.int16 and cols.numel() == packed.nnz + 32
+    rows = torch.repeat_interleave(torch.arange(9), packed.row_ptr.diff())
+    assert torch.equal(w[rows, cols[: packed.nnz].long()], packed.values[: packed.nnz])
+    wide = compress(torch.zeros(1, 65537))
+    assert column_indices(wide) is None  # 16-bit columns: the index paths stop at 65536 inputs
+    with pytest.raises(InvalidParameterError, match="path: expected 'auto', 'bitmask' or 'rows'"):
+        sparse_linear(torch.randn(1, 65537), wide, path="tiled")
+
+
+def test_auto_path_by_rows_and_density(isas):
+    sparse = compress(_weight(64, 256, "random", 0.1, torch.float32, 0))
+    half = compress(_weight(64, 256, "random", 0.5, torch.float32, 0))
+    assert [kernel_path(sparse, r) for r in (1, 2, 3, 128)] == ["index", "index", "tiled", "tiled"]
+    assert [kernel_path(half, r) for r in (1, 8, 15, 16)] == ["bitmask", "bitmask", "bitmask", "tiled"]
+    wide = compress(torch.zeros(2, 65537))
+    assert [kernel_path(wide, r) for r in (1, 40)] == ["bitmask", "rows"]
+    with pytest.raises(InvalidParameterError, match="path: expected one of 'auto'"):
+        sparse_linear(torch.randn(1, 256), sparse, path="gather")
 
 
 def test_environment_variable_forces_an_isa(isas, monkeypatch):
@@ -145,3 +173,5 @@ def test_speedup_limit_formula():
     assert limit_speedup(0.5, 4) == pytest.approx(1.882, abs=1e-3)
     assert limit_speedup(0.9, 4) == pytest.approx(7.619, abs=1e-3)
     assert limit_speedup(0.7, 2) == pytest.approx(2.759, abs=1e-3)
+    assert index_limit_speedup(0.9, 4) == pytest.approx(6.667, abs=1e-3)
+    assert index_limit_speedup(0.9, 2) == pytest.approx(5.0)

@@ -38,6 +38,7 @@ from ..native import NativeBuildError
 from ..targets import Target
 from .candidates import build_candidates
 from .compressed import DTYPES
+from .matmul import kernel_path
 from .module import KERNELS, is_conv1x1
 from .native_kernel import kernel
 from .outputs import check_close, swap_modules, time_dense_and_sparse
@@ -137,6 +138,9 @@ def _choose(name: str, module: nn.Module, x: torch.Tensor | None, kernels: tuple
     medians = interleaved_medians(fns, repeats=repeats, warmup=warmup)
     dense_ms = medians.pop("dense") * 1e3
     kernel_ms = {k: v * 1e3 for k, v in medians.items()}
+    if "prunekit" in layers and "prunekit" in kernel_ms:  # the kernel's path at these rows, for the report
+        path = kernel_path(layers["prunekit"].compressed, base["rows"])
+        refused = {"prunekit": f"{path} path", **refused}
     notes = "; ".join(f"{k}: {why}" for k, why in refused.items())
     best = min(kernel_ms, key=kernel_ms.get) if kernel_ms else None
     if best is None or dense_ms / kernel_ms[best] <= min_speedup:

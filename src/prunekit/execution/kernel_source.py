@@ -21,12 +21,23 @@ a core's bandwidth, so with one ``x`` row four output rows from distant parts
 of a thread's range are computed together (two with two ``x`` rows), and the
 value and mask streams are prefetched 1 KiB ahead.
 
-Up to 8 ``x`` rows (4 on AVX2) share one decode. Above 32 rows (above 8 when
-the weight is more than 70 % zeros) the product is vectorised over rows instead: ``x`` is transposed to ``xT`` (in × rows), each
-output row's kept columns are decoded once into a list (AVX-512
-``_mm512_maskz_compress_epi32``, AVX2 a table of set-bit positions, no branch
-per bit), and for each kept ``W[o, i]`` the row ``xT[i, :]`` is multiplied and
-added to ``yT[o, :]`` (8 vectors of 16 rows in flight). Output rows are split
+Up to 8 ``x`` rows (4 on AVX2) share one decode. Four paths (``choose_path``,
+forced with ``path``):
+
+* bitmask: the decode above, vectorised over columns (few rows);
+* index: with the 16-bit column of each kept value (:mod:`.kernel_index`),
+  gathers of ``x`` and one FMA per 16 kept values — work proportional to the
+  kept values, for 1–2 rows of weights more than 80 % zeros;
+* tiled: ``x`` in tiles of 16/32 rows, each kept value broadcast against one
+  line of its column (:mod:`.kernel_index`), from 3 rows (weights > 80 %
+  zeros), 8 rows (> 60 %) or 16 rows;
+* rows: without column indices (more than 65536 input features), the
+  bitmask path vectorised over rows (:mod:`.kernel_many_rows`): ``x``
+  transposed, each output row's kept columns decoded once into a list
+  (AVX-512 ``_mm512_maskz_compress_epi32``, AVX2 a table of set-bit
+  positions), ``xT[i, :]`` times ``W[o, i]`` added to ``yT[o, :]``.
+
+Output rows are split
 over threads with ``at::parallel_for``. The ISA is chosen at run time
 (``__builtin_cpu_supports``) and each path is compiled with its own
 ``__attribute__((target(...)))``, so the extension builds without ``-march``.
@@ -34,16 +45,18 @@ over threads with ``at::parallel_for``. The ISA is chosen at run time
 
 from __future__ import annotations
 
+from .kernel_index import INDEX_PATHS
 from .kernel_many_rows import MANY_ROWS
 
 __all__ = ["SOURCE", "FUNCTIONS"]
 
-FUNCTIONS = ["sparse_linear", "sparse_linear_nd", "supported_isas"]
+FUNCTIONS = ["sparse_linear", "sparse_linear_nd", "supported_isas", "choose_path"]
 
 SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -383,14 +396,22 @@ void avx2_range(const Args& a, int64_t o0, int64_t o1) {
   if (r < a.rows) avx2_block<1, BF16>(a, o0, o1, r);
 }
 
-""" + MANY_ROWS + r"""
+""" + MANY_ROWS + INDEX_PATHS + r"""
 // ---------------------------------------------------------------- dispatch
 enum Isa : int64_t { kAuto = 0, kScalar = 1, kAvx2 = 2, kAvx512 = 3 };
-// The product is vectorised over rows (x transposed) instead of over columns above kManyRows
-// x rows, or above kFewRows when the weight is sparser than kSparse (where decoding a column
-// list once per output row costs little against the rows it serves).
-constexpr int64_t kFewRows = 8, kManyRows = 32;
-constexpr double kSparse = 0.7;
+// Paths: bitmask decode vectorised over columns (few rows); column-index gathers (few rows,
+// very sparse); bitmask decode vectorised over rows (many rows, no column indices); 16-row
+// tiles with column indices (many rows).
+enum Path : int64_t { kPathAuto = 0, kBitmask = 1, kIndex = 2, kRows = 3, kTiled = 4 };
+// Without column indices: the many-row bitmask path above kManyRows x rows, or above kFewRows
+// when the weight is sparser than kSparse. With them (measured on AVX-512, fp32): the tiled
+// path from kTiledRows[0] x rows for weights sparser than kTiledSparse[0], kTiledRows[1]
+// sparser than kTiledSparse[1], else kTiledRows[2]; below that the gather path up to
+// kIndexRows rows for weights sparser than kIndexSparse, else the bitmask path.
+constexpr int64_t kFewRows = 8, kManyRows = 32, kIndexRows = 2;
+constexpr double kSparse = 0.7, kIndexSparse = 0.8;
+constexpr int64_t kTiledRows[3] = {3, 8, 16};
+constexpr double kTiledSparse[2] = {0.8, 0.6};
 
 bool has_avx512(bool bf16) {
   __builtin_cpu_init();
@@ -414,10 +435,24 @@ std::vector<std::string> supported_isas(bool bf16) {
   return out;
 }
 
+// The path sparse_linear takes for `rows` x rows (see enum Path), the weight holding nnz of out * chunks * 16.
+int64_t choose_path(int64_t rows, int64_t nnz, int64_t out, int64_t chunks, bool has_cols) {
+  const double density = static_cast<double>(nnz) / static_cast<double>(std::max<int64_t>(1, out * chunks * 16));
+  if (!has_cols) return rows > kManyRows || (rows > kFewRows && density < 1.0 - kSparse) ? kRows : kBitmask;
+  const int64_t tiled_from = density < 1.0 - kTiledSparse[0] ? kTiledRows[0]
+                             : (density < 1.0 - kTiledSparse[1] ? kTiledRows[1] : kTiledRows[2]);
+  if (rows >= tiled_from) return kTiled;
+  if (rows <= kIndexRows && density < 1.0 - kIndexSparse) return kIndex;
+  return kBitmask;
+}
+
 // y[r, o] = sum_i x[r, i] W[o, i] + b[o] with W in the bitmask + packed values layout.
 // x: float32 [rows, ldx] contiguous, ldx = 16 * chunks, zero padded past in_features.
+// cols (optional): int16 [nnz + 32], the column of each packed value (the index paths need it).
+// path: 0 = auto (choose_path), else one of enum Path.
 torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor values, torch::Tensor row_ptr,
-                            c10::optional<torch::Tensor> bias, int64_t isa) {
+                            c10::optional<torch::Tensor> bias, int64_t isa, c10::optional<torch::Tensor> cols,
+                            int64_t path) {
   TORCH_CHECK(x.device().is_cpu() && mask.device().is_cpu() && values.device().is_cpu(), "CPU tensors only");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous float32 [rows, 16*chunks]");
   TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == torch::kShort && mask.is_contiguous(), "mask: contiguous int16 [out, chunks]");
@@ -443,9 +478,38 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
   Args a{reinterpret_cast<const uint16_t*>(mask.data_ptr()), values.data_ptr(), rp, chunks,
          x.data_ptr<float>(), x.size(1), x.size(0), y.data_ptr<float>(), out, b, nullptr};
   if (a.rows == 0 || out == 0) return y;
-  const double density = static_cast<double>(rp[out]) / static_cast<double>(std::max<int64_t>(1, out * chunks * 16));
-  const bool by_rows = a.rows > kManyRows || (a.rows > kFewRows && density < 1.0 - kSparse);
-  if (by_rows) {
+  const bool has_cols = cols.has_value() && cols->defined();
+  if (has_cols)
+    TORCH_CHECK(cols->scalar_type() == torch::kShort && cols->dim() == 1 && cols->is_contiguous()
+                && cols->numel() >= rp[out] + 32, "cols: contiguous int16 [nnz + 32]");
+  TORCH_CHECK(path >= kPathAuto && path <= kTiled, "path must be 0 (auto), 1 (bitmask), 2 (index), 3 (rows) or 4 (tiled)");
+  if (path == kPathAuto) path = choose_path(a.rows, rp[out], out, chunks, has_cols);
+  TORCH_CHECK(has_cols || (path != kIndex && path != kTiled), "the index and tiled paths need cols");
+  if (path == kIndex || path == kTiled) {
+    const uint16_t* cp = reinterpret_cast<const uint16_t*>(cols->data_ptr());
+    if (path == kIndex) {
+      IndexArgs ia{cp, a.values, rp, a.x, a.ldx, a.rows, a.y, out, b};
+      const int64_t grain_i = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, rp[out] / out + 1));
+      at::parallel_for(0, out, grain_i, [&](int64_t o0, int64_t o1) {
+        if (bf16) index_range<true>(ia, o0, o1, isa); else index_range<false>(ia, o0, o1, isa);
+      });
+      return y;
+    }
+    const int64_t tw = tile_width(a.rows, isa), tiles = (a.rows + tw - 1) / tw;
+    auto xt = torch::empty({tiles, a.ldx, tw}, x.options());
+    float* xtp = xt.data_ptr<float>();
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      if (isa == kAvx512) tile_x_avx512(a.x, a.rows, a.ldx, tw, xtp, t0, t1);
+      else tile_x_scalar(a.x, a.rows, a.ldx, tw, xtp, t0, t1);
+    });
+    IndexArgs ta{cp, a.values, rp, xtp, a.ldx, a.rows, a.y, out, b};
+    const int64_t grain_t = std::max<int64_t>(1, 8192 / std::max<int64_t>(1, (rp[out] / out + 1) * tiles));
+    at::parallel_for(0, out, grain_t, [&](int64_t o0, int64_t o1) {
+      if (bf16) tiled_range<true>(ta, o0, o1, isa); else tiled_range<false>(ta, o0, o1, isa);
+    });
+    return y;
+  }
+  if (path == kRows) {
     const int64_t rows_p = (a.rows + 15) / 16 * 16;
     auto xt = torch::zeros({chunks * 16, rows_p}, x.options());
     xt.narrow(1, 0, a.rows).copy_(x.t());
@@ -487,14 +551,15 @@ torch::Tensor sparse_linear(torch::Tensor x, torch::Tensor mask, torch::Tensor v
 // The same for x of shape [..., in_features] and any floating dtype: flattened, converted to
 // float32 and zero padded here (cheaper than the same steps in Python); y has x's dtype.
 torch::Tensor sparse_linear_nd(torch::Tensor x, torch::Tensor mask, torch::Tensor values, torch::Tensor row_ptr,
-                               c10::optional<torch::Tensor> bias, int64_t isa, int64_t in_features) {
+                               c10::optional<torch::Tensor> bias, int64_t isa, int64_t in_features,
+                               c10::optional<torch::Tensor> cols, int64_t path) {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == in_features, "x: last dim must be in_features");
   auto sizes = x.sizes().vec();
   auto x2 = x.reshape({-1, in_features});
   if (x2.scalar_type() != torch::kFloat) x2 = x2.to(torch::kFloat);
   const int64_t width = mask.size(1) * 16;
   if (width != in_features) x2 = at::constant_pad_nd(x2, {0, width - in_features}, 0);
-  auto y = sparse_linear(x2.contiguous(), mask, values, row_ptr, bias, isa);
+  auto y = sparse_linear(x2.contiguous(), mask, values, row_ptr, bias, isa, cols, path);
   sizes.back() = mask.size(0);
   y = y.view(sizes);
   if (x.scalar_type() != torch::kFloat) y = y.to(x.scalar_type());

@@ -28,7 +28,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError, PrunekitError, check_choice
 from ..native import NativeBuildError
-from .compressed import DTYPES, PAD, CompressedWeight, compress, inconsistency
+from .compressed import DTYPES, PAD, CompressedWeight, column_indices, compress, inconsistency
 from .matmul import check_input, kernel_product, torch_linear
 from .native_kernel import available, check_isa, kernel, loaded_module
 
@@ -91,7 +91,8 @@ class SparseLinear(nn.Module):
         self.register_buffer("row_ptr", torch.zeros(self.out_features + 1, dtype=torch.int64))
         self.register_buffer("bias", torch.zeros(self.out_features, dtype=dtype) if bias else None)
         self._cache: torch.Tensor | None = None  # torch's sparse weight, or the dense fallback
-        # (mask, values, row_ptr, float32 bias) as the kernel takes them, cached: buffer access is slow
+        # (mask, values, row_ptr, float32 bias, column indices) as the kernel takes them, cached:
+        # buffer access is slow
         self._packed: tuple | None = None
 
     @classmethod
@@ -164,8 +165,11 @@ class SparseLinear(nn.Module):
                 packed = self._packed
                 if packed is None:
                     bias = None if self.bias is None else self.bias.detach().float().contiguous()
-                    packed = self._packed = (self.mask, self.values, self.row_ptr, bias)
-                return kernel_product(native, x, *packed[:3], self.in_features, packed[3], check_isa(None))
+                    # the column indices of the index paths: derived from the mask, never saved
+                    packed = self._packed = (self.mask, self.values, self.row_ptr, bias,
+                                             column_indices(self.compressed))
+                return kernel_product(native, x, *packed[:3], self.in_features, packed[3], check_isa(None),
+                                      packed[4])
             if self._cache is None:
                 logger.warning("SparseLinear: no C++ compiler here; computing with the weight rebuilt dense")
                 self._cache = self.to_dense()

@@ -25,16 +25,22 @@ from ..errors import InvalidParameterError
 from ..native import NativeBuildError, missing_requirements
 from .kernel_source import FUNCTIONS, SOURCE
 
-__all__ = ["ISAS", "available", "check_isa", "kernel", "loaded", "loaded_module", "supported_isas"]
+__all__ = ["ISAS", "PATHS", "available", "check_isa", "check_path", "kernel", "loaded", "loaded_module",
+           "supported_isas"]
 
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the C++ source changes, so a stale cached build is never loaded.
-_VERSION = 14
+_VERSION = 15
 _NAME = f"prunekit_sparse_linear_v{_VERSION}"
 #: ISA names, by the code the kernel takes.
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
 _ENV = "PRUNEKIT_SPARSE_ISA"
+#: The kernel's paths, by the code it takes: ``"bitmask"`` (decode per 16 columns, few rows),
+#: ``"index"`` (16-bit column indices and gathers, few rows, very sparse), ``"rows"`` (bitmask,
+#: vectorised over rows), ``"tiled"`` (column indices, tiles of 16 rows); ``"auto"`` picks by
+#: the number of rows and the density (:mod:`.kernel_source`).
+PATHS = {"auto": 0, "bitmask": 1, "index": 2, "rows": 3, "tiled": 4}
 
 _LOCK = threading.Lock()
 _MODULE: ModuleType | None = None
@@ -109,3 +115,11 @@ def check_isa(isa: str | None, param: str = "isa") -> int:
         raise InvalidParameterError(param, "one of " + ", ".join(map(repr, ISAS)), isa,
                                     "Fix: pass isa='auto' (or unset PRUNEKIT_SPARSE_ISA).")
     return ISAS[isa]
+
+
+def check_path(path: str) -> int:
+    """The kernel's code of ``path`` (one of :data:`PATHS`)."""
+    if not isinstance(path, str) or path not in PATHS:
+        raise InvalidParameterError("path", "one of " + ", ".join(map(repr, PATHS)), path,
+                                    "Fix: pass path='auto' (the kernel picks by rows and density).")
+    return PATHS[path]
