@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
+import prunekit
 from prunekit import InvalidParameterError
+from prunekit.execution import load_sparse_model
 from prunekit.cli.run import _cell
 from prunekit.measure.report import results_tables
 from prunekit.measure.report.document import _latency_notes
@@ -76,3 +79,29 @@ def test_sparse_needs_checkpoints_and_leaves_old_fingerprints_alone():
     assert off.fingerprint() != parse(SPARSE).fingerprint()
     with pytest.raises(InvalidParameterError, match=r"evaluate\.latency\.sparse: expected true or false"):
         parse(SPARSE.replace("sparse: true", "sparse: yes please"))
+
+
+EXPORT = SPARSE.replace("  - name: shrunk\n    shrink: {sparsity: 0.5}\n", "").replace(
+    ", sparse: true}}", "}}") + "export: {sparse: true}\n"
+
+
+def test_export_sparse_writes_a_converted_model_that_loads_into_a_fresh_one(tmp_path):
+    out = tmp_path / "out"
+    report = Runner(parse(EXPORT), out).run()
+    entry = report["runs"][0]
+    assert entry["exports"]["sparse"] == "checkpoints/mag.sparse.safetensors"
+    masked = prunekit.create_model("lenet_300_100")
+    prunekit.load_pruned_state_dict(masked, prunekit.load_sparse(out / entry["checkpoint"]["path"]))
+    loaded = load_sparse_model(prunekit.create_model("lenet_300_100"), out / "checkpoints/mag.sparse.safetensors")
+    x = torch.randn(4, 1, 28, 28)
+    masked.eval(), loaded.eval()
+    torch.testing.assert_close(loaded(x), masked(x), rtol=1e-4, atol=1e-5)
+    # the run is reused on a second start while its file is intact
+    again = Runner(parse(EXPORT), out)
+    again.run()
+    assert "mag" in again.skipped
+
+
+def test_export_sparse_is_refused_for_shrinking_runs():
+    with pytest.raises(InvalidParameterError, match=r"export\.sparse: expected false when a run shrinks the model"):
+        parse(SPARSE + "export: {sparse: true}\n")

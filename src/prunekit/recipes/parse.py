@@ -56,7 +56,7 @@ _TRAIN = ["epochs", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule"
 _RUN = ["name", *STAGE_ORDER]
 _EVALUATE = ["metric", "latency"]
 _LATENCY = ["batch_size", "repeats", "warmup", "threads", "sparse"]
-_EXPORT = ["checkpoint", "sparse_checkpoint", "permanent", "onnx", "dense"]
+_EXPORT = ["checkpoint", "sparse_checkpoint", "permanent", "onnx", "dense", "sparse"]
 
 
 def _train(doc: Doc, path: tuple[Any, ...], value: Any, defaults: TrainSpec) -> TrainSpec:
@@ -211,12 +211,16 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: str | os.PathLik
         warn_once("the recipe key 'export.sparse_checkpoint'", "'export.checkpoint'", stacklevel=4)
     checkpoint = xsec.boolean("sparse_checkpoint" if xsec.has("sparse_checkpoint") else "checkpoint", True)
     export = ExportSpec(checkpoint, xsec.boolean("permanent", True), onnx=xsec.boolean("onnx", False),
-                        dense=xsec.boolean("dense", False))
+                        dense=xsec.boolean("dense", False), sparse=xsec.boolean("sparse", False))
     shrinking = next((run.name for run in runs if run.shrinks), None)
     if export.dense and shrinking is not None:
         raise xsec.fail("dense", f"false when a run shrinks the model (run {shrinking!r}: its tensors no longer fit "
                         "a fresh model, so a plain dense file could not be loaded into one)", True,
                         "Fix: remove 'dense: true' (the shrunk checkpoint and 'onnx: true' serve such runs).")
+    if export.sparse and shrinking is not None:
+        raise xsec.fail("sparse", f"false when a run shrinks the model (run {shrinking!r}: its tensors no longer fit "
+                        "a fresh model, which load_sparse_model loads into)", True,
+                        "Fix: remove 'sparse: true' (the shrunk checkpoint serves such runs).")
     if evaluate.latency is not None and evaluate.latency.sparse and not checkpoint:
         raise xsec.fail("checkpoint", "true with evaluate.latency.sparse (the models are converted and timed from "
                         "their checkpoints after all stages)", False,

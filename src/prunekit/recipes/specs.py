@@ -213,12 +213,15 @@ class ExportSpec:
     """``checkpoint``: save every run's model (shrunk ones with :func:`prunekit.save_shrunk`,
     masked ones with :func:`prunekit.save_sparse`); ``permanent``: masks folded in first;
     ``onnx``: also export it to ONNX, checked in onnxruntime (:func:`prunekit.export_onnx`);
-    ``dense``: also save a masked run as plain dense safetensors (:func:`prunekit.save_dense`)."""
+    ``dense``: also save a masked run as plain dense safetensors (:func:`prunekit.save_dense`);
+    ``sparse``: also save a masked run converted by :func:`prunekit.to_sparse` (sparse kernels where
+    they beat dense), loadable with :func:`prunekit.execution.load_sparse_model`."""
 
     checkpoint: bool = True
     permanent: bool = True
     onnx: bool = False
     dense: bool = False
+    sparse: bool = False
 
     @property
     def sparse_checkpoint(self) -> bool:  # the key's former name
@@ -357,7 +360,7 @@ class Recipe:
                 item[key] = stage
             runs.append(item)
         export = {"checkpoint": self.export.checkpoint, "permanent": self.export.permanent}
-        export.update({k: True for k in ("onnx", "dense") if getattr(self.export, k)})  # absent when off
+        export.update({k: True for k in ("onnx", "dense", "sparse") if getattr(self.export, k)})  # absent when off
         return {
             "title": self.title,
             "seed": self.seed,

@@ -89,7 +89,7 @@ from ..training import TrainProgress, fit
 from ..zoo import create_model
 from . import measures as M
 from .latency import interleaved_latency
-from .sparse_timing import SUFFIX, sparse_copies
+from .sparse_timing import SUFFIX, save_converted, sparse_copies
 from .realise import apply_stages
 from .report_files import write_report_files
 
@@ -424,7 +424,7 @@ class Runner:
 
     def _export_paths(self, safe: str) -> dict[str, Path]:
         """The files ``export.onnx`` / ``export.dense`` ask for, per format."""
-        names = {"onnx": f"{safe}.onnx", "dense": f"{safe}.dense.safetensors"}
+        names = {"onnx": f"{safe}.onnx", "dense": f"{safe}.dense.safetensors", "sparse": f"{safe}.sparse.safetensors"}
         return {k: self.out / "checkpoints" / v for k, v in names.items() if getattr(self.recipe.export, k)}
 
     def _export(self, model: nn.Module, paths: dict[str, Path], info_path: Path, example: Any) -> dict[str, str]:
@@ -435,6 +435,10 @@ class Runner:
             self._files.saved(paths["onnx"], lambda: export_onnx(model, example, paths["onnx"]))
         if "dense" in paths:
             self._files.saved(paths["dense"], lambda: save_dense(model, paths["dense"]))
+        if "sparse" in paths:
+            lat = self.recipe.evaluate.latency
+            self._files.saved(paths["sparse"], lambda: save_converted(model, example, paths["sparse"],
+                                                                      None if lat is None else lat.threads))
         return {k: f"checkpoints/{p.name}" for k, p in paths.items()}
 
     # -- the whole thing ----------------------------------------------------------------------------

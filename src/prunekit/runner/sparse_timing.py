@@ -13,16 +13,17 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..execution import to_sparse
+from ..execution import save_sparse_model, to_sparse
 from ..masks import make_permanent
 from ..recipes import LatencySpec
 
-__all__ = ["sparse_copies"]
+__all__ = ["save_converted", "sparse_copies"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +49,12 @@ def sparse_copies(models: Mapping[str, nn.Module], masked: list[str], example: t
         else:
             logger.info("%s: no layer is faster with a sparse kernel at this batch; it stays dense", name)
     return copies, info
+
+
+def save_converted(model: nn.Module, example: torch.Tensor, path: Path, threads: int | None) -> None:
+    """``export.sparse``: a copy of ``model`` (masks folded in) converted by ``to_sparse`` at
+    ``example``'s shape, saved with :func:`prunekit.execution.save_sparse_model` (the layers that
+    stayed dense are saved dense)."""
+    converted = to_sparse(make_permanent(copy.deepcopy(model)), example, threads=threads).model
+    save_sparse_model(converted, path)
+
