@@ -20,10 +20,18 @@ VOCAB = 64
 
 
 @pytest.fixture(autouse=True)
-def _exact_cuda_math(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No TF32 on CUDA (cuDNN convolutions use it by default): CUDA results are compared with CPU ones."""
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+def _exact_cuda_math():
+    """No TF32 on CUDA (cuDNN convolutions use it by default): CUDA results are compared with CPU ones.
+    Untouched where there is no CUDA (torch's cuBLAS settings object may not hold the attribute then)."""
+    if not HAS_CUDA:
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def runs(device: torch.device) -> list[torch.device]:
