@@ -104,6 +104,9 @@ def test_count_parameters_sees_plain_zeros():
 )
 def test_macs_match_hand_formulas(layer, shape, expected):
     torch.manual_seed(0)
+    with torch.no_grad():  # weights made here, none zero: the layer was built at collection, under any seed
+        for p in layer.parameters():
+            p.uniform_(0.1, 1.0)
     report = count_macs(layer, input_shape=shape)
     assert report.dense_macs == expected
     assert report.effective_macs == expected
