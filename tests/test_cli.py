@@ -35,7 +35,7 @@ def test_run_writes_report_and_resumes(recipe_file, tmp_path, capsys):
     assert main(["run", str(recipe_file), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "magnitude-global-0.9" in text and "wall time" in text
-    assert "speedup" in "".join(text.split())  # the size-and-speed table, however rich wraps its header
+    assert "speed:densems/therun's" in "".join(text.split())  # the size-and-speed table and its caption, however rich wraps
     report = json.loads((out / "report.json").read_text())
     assert [r["name"] for r in report["runs"]] == ["magnitude-global-0.5", "magnitude-global-0.9"]
     assert (out / "checkpoints" / "magnitude-global-0.9.safetensors").is_file()

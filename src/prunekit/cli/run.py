@@ -101,8 +101,8 @@ def _progress_callback(progress: Any) -> Callable[[Any], None]:
 _COLUMNS = (
     {"run": "run", "realisation": "realisation", "sparsity": "sparsity", "accuracy": "accuracy",
      "perplexity": "perplexity", "Δ vs dense": "Δ", "training steps": "steps"},
-    {"run": "run", "parameters": "params", "non-zeros": "non-zeros", "MACs × dense": "MACs ×",
-     "bytes compressed": "file", "latency (ms)": "ms", "speedup": "speedup", "sparse kernels": "sparse"},
+    {"run": "run", "parameters": "params", "non-zeros": "nnz", "MACs × dense": "MACs ×",
+     "bytes compressed": "file", "latency (ms)": "ms", "speedup": "speed", "sparse kernels": "sparse"},
 )
 
 
@@ -112,6 +112,14 @@ def _cell(column: str, text: str) -> str:
         return text.split(" (")[0]
     if column == "sparse kernels":  # "1.37× (1/2)" -> "1.37×"; "dense (0/2)" -> "dense"
         return text.split(" (")[0]
+    if column == "bytes compressed":  # "897.58 KiB" -> "898K", "1.65 MiB" -> "1.65M": three digits
+        number, _, unit = text.partition(" ")
+        try:
+            value = float(number)
+        except ValueError:
+            return text
+        digits = 0 if value >= 100 else 1 if value >= 10 else 2
+        return f"{value:.{digits}f}{unit[:1] if unit != 'B' else ''}"
     return text
 
 
@@ -139,10 +147,10 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
                 table.add_section()
         tables.append(table)
     dense = report["dense"]
-    tables[-1].caption = (f"Δ: vs dense, in points; steps: training steps of each model in all; MACs ×: MACs with zeros "
-                          "skipped, over dense; file: the "
-                          f"compressed checkpoint; ms: median latency at batch {dense['latency_batch']}, every "
-                          "model timed in turn; speedup: dense ms / the run's; s: seconds the stage took (* reused "
+    tables[-1].caption = (f"Δ: vs dense, in points; steps: training steps of each model in all; nnz: non-zero "
+                          "parameters; MACs ×: MACs with zeros skipped, over dense; file: the "
+                          f"compressed checkpoint (bytes, K = KiB, M = MiB); ms: median latency at batch "
+                          f"{dense['latency_batch']}, every model timed in turn; speed: dense ms / the run's; s: seconds the stage took (* reused "
                           "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller."
                           + (" sparse: dense ms / the run's ms after prunekit.to_sparse (sparse kernels where "
                              "faster; 'dense': no layer was; the report says which layers)." if "sparse kernels" in results_tables(report)[1][0]
