@@ -68,6 +68,8 @@ def test_the_terminal_shows_the_speedup_only():
     assert _cell("sparse kernels", "1.37× (1/2)") == "1.37×"
     assert _cell("sparse kernels", "dense (0/2)") == "dense"
     assert _cell("Δ vs dense", "-1.2 pp (x)") == "-1.2 pp"
+    assert _cell("bytes compressed", "897.58 KiB") == "898K" and _cell("bytes compressed", "1.65 MiB") == "1.65M"
+    assert _cell("bytes compressed", "12.34 KiB") == "12.3K" and _cell("bytes compressed", "512 B") == "512"
 
 
 def test_sparse_needs_checkpoints_and_leaves_old_fingerprints_alone():
