@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict
-from ..io.sparse_file import verify_checksum, write_safetensors
+from ..io.sparse_file import read_safetensors, write_safetensors
 from ..masks.transaction import all_or_nothing
 from .compressed import PAD
 from .module import KERNELS, SparseConv1x1, SparseLinear, is_conv1x1
@@ -58,21 +56,14 @@ def save_sparse_model(model: nn.Module, path: str | os.PathLike[str]) -> None:
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file. Fix: check the path.")
+    tensors, meta = read_safetensors(path, writer="save_sparse_model")
     try:
-        verify_checksum(path)
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
         layers = json.loads(meta[METADATA_KEY])
     except KeyError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} was not written by save_sparse_model (no {METADATA_KEY!r} "
                               "metadata). Fix: load it with the loader that matches its writer.") from exc
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}). "
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: its {METADATA_KEY!r} metadata is not JSON ({exc}). "
                               "Fix: re-save it with save_sparse_model.") from exc
     return tensors, layers
 

@@ -28,8 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import CheckpointError, InvalidParameterError
@@ -39,7 +37,7 @@ from ..masks.transaction import all_or_nothing, check_fits
 from ..targets import Target, find_reparam_hook, logical_tensors, tensor_state
 from .checks import SEP as _SEP
 from .checks import checked_entries, decoded_bytes_limit, dtype_from_name
-from .sparse_file import verify_checksum, write_safetensors
+from .sparse_file import read_safetensors, write_safetensors
 
 __all__ = [
     "FORMAT",
@@ -185,22 +183,7 @@ def _read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
     """The stored tensors (at most the file's size in memory) and the string metadata."""
     if path is None or not isinstance(path, (str, os.PathLike)):
         raise InvalidParameterError("path", "a path to a checkpoint file", path, "Fix: pass the file's path.")
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file. Fix: check the path.")
-    try:
-        verify_checksum(path)
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            meta = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}). "
-            "Fix: re-save it with prunekit.save_sparse; it may be truncated or corrupt."
-        ) from exc
-    return tensors, meta
+    return read_safetensors(path)
 
 
 def _entries(path: str | os.PathLike[str], meta: Mapping[str, str]) -> Any:

@@ -18,6 +18,8 @@ import struct
 from collections.abc import Callable, Mapping
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError
 from ..files import atomic_write
@@ -123,3 +125,26 @@ def verify_checksum(path: str | os.PathLike[str]) -> bool:
                               "its checksum (corrupt or edited file). Fix: re-save it with prunekit.save_sparse, "
                               "or restore it from a good copy.")
     return True
+
+
+def read_safetensors(path: str | os.PathLike[str], writer: str = "prunekit.save_sparse"
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The stored tensors (at most the file's size in memory) and the string metadata of a
+    safetensors file, its ``sha256`` checked first; any failure is a :class:`CheckpointError`
+    whose fix names ``writer``, the function that wrote such files."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file. Fix: check the path.")
+    try:
+        verify_checksum(path)
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError, OverflowError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}). "
+            f"Fix: re-save it with {writer}; it may be truncated or corrupt."
+        ) from exc
+    return tensors, meta
+
