@@ -71,7 +71,7 @@ from ._results import dump_json, row_named, table_lines
 from .mac_rules import mha_macs, registered_rule
 from .params import _check_model, count_parameters, effective_tensor, module_param_counts
 
-__all__ = ["MacRow", "MacReport", "count_macs", "prepare_input", "run_model", "eval_mode"]
+__all__ = ["MacRow", "MacReport", "count_macs", "mac_rule", "prepare_input", "run_model", "eval_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +276,10 @@ _MATMUL_FUNCS = {
 }
 
 
-def _rule(module: nn.Module) -> str | None:
+def mac_rule(module: nn.Module) -> str | None:
+    """The rule :func:`count_macs` counts ``module`` by: ``registered`` (a rule given to
+    :func:`~prunekit.measure.register_mac_rule`), ``conv_transpose``, ``conv``, ``linear``,
+    ``hf_conv1d``, ``mha``; None for a module it does not count."""
     if registered_rule(module) is not None:
         return "registered"
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
@@ -347,14 +350,14 @@ class _Counter:
     def pre(self, module: nn.Module, args: Any) -> None:
         counting = self.suppress == 0
         self.stack.append((module, counting))
-        if counting and _rule(module) is not None:
+        if counting and mac_rule(module) is not None:
             self.suppress += 1
 
     def post(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if not self.stack or self.stack[-1][0] is not module:
             return
         _, counting = self.stack.pop()
-        rule = _rule(module)
+        rule = mac_rule(module)
         if not counting:
             return
         name = self.names.get(id(module), "?")

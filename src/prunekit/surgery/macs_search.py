@@ -32,8 +32,7 @@ from torch import nn
 from ..coupling.groups import Group
 from ..coupling.trace import Trace, Value
 from ..errors import InvalidParameterError
-from ..measure.macs import MacReport, count_macs
-from ..targets import weight_out_dim
+from ..measure.macs import MacReport, count_macs, mac_rule
 from .remove import prune_groups
 
 __all__ = ["MacsModel", "count_dense_macs", "macs_from_trace", "macs_of_copy", "ratio_for_macs", "total_macs"]
@@ -62,23 +61,12 @@ def macs_of_copy(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, t
     return count_dense_macs(twin, example_inputs)
 
 
+#: The MAC rules that count ``positions · numel(weight)``.
+_WEIGHT_RULES = ("conv", "conv_transpose", "linear", "hf_conv1d")
+#: The MAC rules that count nothing with ``norms=False``.
+_ZERO_RULES = ("norm", "embedding")
+
 _PRODUCTS = {"matmul", "mm", "bmm", "addmm", "baddbmm", "scaled_dot_product_attention"}
-
-
-def _rule(module: nn.Module) -> str | None:
-    """The MAC rule :func:`prunekit.measure.count_macs` applies to ``module`` (same order)."""
-    if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return "conv_transpose"
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    weight = _logical_weight(module)
-    if weight is not None and weight.dim() == 2 and weight_out_dim(module) == 1:
-        return "hf_conv1d"
-    if isinstance(module, nn.MultiheadAttention):
-        return "mha"
-    return None
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -105,12 +93,14 @@ def macs_from_trace(model: nn.Module, traced: Trace) -> list[tuple[str, int]] | 
                 return None
             continue
         module = op.target
-        rule = _rule(module)
+        rule = mac_rule(module)
         if next(module.children(), None) is not None \
                 or (rule is None and not type(module).__module__.startswith("torch.nn.")):
             return None
-        if rule is None:
+        if rule is None or rule in _ZERO_RULES:
             continue
+        if rule not in _WEIGHT_RULES:  # a registered rule or attention: not a function of the shapes alone
+            return None
         out = op.out if isinstance(op.out, Value) else None
         weight = _logical_weight(module)
         if out is None or weight is None or id(module) not in names:
@@ -145,7 +135,7 @@ def _logical_weight(module: nn.Module) -> torch.Tensor | None:
 def _scales_with_weight(module: nn.Module) -> bool:
     """The MAC rule of ``module`` is ``positions · numel(weight)`` (conv, conv-transpose,
     Linear, or a Linear whose weight is stored (in, out))."""
-    return _rule(module) in ("conv", "conv_transpose", "linear", "hf_conv1d")
+    return mac_rule(module) in _WEIGHT_RULES
 
 
 class MacsModel:
