@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
+from .init import init_weights
 from .registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2Cifar", "mobilenetv2_cifar"]
@@ -104,15 +105,7 @@ class MobileNetV2Cifar(nn.Module):
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(last, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

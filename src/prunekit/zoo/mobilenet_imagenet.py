@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
+from .init import init_weights
 from .mobilenet import _make_divisible
 from .registry import register_model
 from .weights import load_weights
@@ -95,15 +96,7 @@ class MobileNetV2ImageNet(nn.Module):
         layers.append(_conv_bn_act(channels, last, 1, 1))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidParameterError
+from .init import init_weights
 from .registry import register_model
 from .vgg import VGG_CONFIGS
 from .weights import load_weights
@@ -56,17 +57,7 @@ class ImageNetVGG(nn.Module):
             nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
