@@ -282,17 +282,25 @@ def move_outside_blocks(model: nn.Module, block_list: nn.ModuleList, device: tor
                 module._buffers[name] = b.to(device)
 
 
+def _open_block(plan: Plan, store: BlockHome, index: int, journal: Journal | None
+                ) -> tuple[nn.Module, list[Target], str, str]:
+    """Block ``index`` loaded, its targets, their name prefix and journal key; the targets' values
+    recorded in ``journal`` first (so an error restores them)."""
+    block = store.load(index)
+    targets = block_targets(block, plan.include, plan.exclude)
+    prefix, key = f"{plan.path}.{index}.", f"block_{index}"
+    if journal is not None:
+        journal.record(key, [(prefix + t.name, t.original) for t in targets])
+    return block, targets, prefix, key
+
+
 def _run_without_data(plan: Plan, store: BlockHome, journal: Journal | None, outcome: PassOutcome) -> None:
     """The pass of a method that reads no input statistics (magnitude): each block loaded, pruned
     from its weights alone and released; the model never runs."""
     outcome.levels = [plan.sparsity] * len(plan.blocks)
     for index in range(len(plan.blocks)):
         with _stage(plan.progress, "prune", index, len(plan.blocks)):
-            block = store.load(index)
-            targets = block_targets(block, plan.include, plan.exclude)
-            prefix, key = f"{plan.path}.{index}.", f"block_{index}"
-            if journal is not None:
-                journal.record(key, [(prefix + t.name, t.original) for t in targets])
+            block, targets, prefix, key = _open_block(plan, store, index, journal)
             _prune_group(targets, plan.method, None, plan.sparsity, plan, prefix, key, outcome)
             _report_block(outcome, plan, block, prefix, targets)
             store.release(index, changed=True)
@@ -330,11 +338,7 @@ def run_pass(model: nn.Module, plan: Plan, batches: list[Any] | None, store: Blo
     del inputs  # from here on only the current block's inputs and outputs are alive
     for index in range(len(plan.blocks)):
         with _stage(plan.progress, "prune", index, len(plan.blocks)):
-            block = store.load(index)
-            targets = block_targets(block, plan.include, plan.exclude)
-            prefix, key = f"{plan.path}.{index}.", f"block_{index}"
-            if journal is not None:
-                journal.record(key, [(prefix + t.name, t.original) for t in targets])
+            block, targets, prefix, key = _open_block(plan, store, index, journal)
             groups = sequential_groups(block, targets, x, plan.device) if plan.sequential else [targets]
             for group in groups:
                 stats = None
