@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 import prunekit
 import prunekit.lottery
@@ -216,3 +217,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Each device present (``cpu``; ``cuda`` where available), as a ``torch.device``."""
     return torch.device(request.param)
+
+
+class EveryOther(torch_prune.BasePruningMethod):
+    """The torch tutorial's custom method, whose __init__ takes no amount: prunes every other entry
+    of those not yet pruned."""
+
+    PRUNING_TYPE = "unstructured"
+
+    def compute_mask(self, t, default_mask):
+        mask = default_mask.clone()
+        mask.view(-1)[::2] = 0
+        return mask
+

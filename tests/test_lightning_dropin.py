@@ -22,6 +22,8 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException  # 
 from prunekit import InvalidParameterError  # noqa: E402
 from prunekit.integrations.lightning import PrunekitPruning, PruningMisconfiguration  # noqa: E402
 
+from conftest import EveryOther  # noqa: E402
+
 torch.set_num_threads(1)
 
 LOGGER = "prunekit.integrations.lightning"
@@ -137,17 +139,6 @@ def test_parameter_names_takes_globs_beyond_weight_and_bias():
 
 
 # -- Lightning's static methods and attributes -------------------------------------------
-
-
-class EveryOther(torch_prune.BasePruningMethod):
-    """A method whose __init__ takes no amount: prunes every other unpruned entry."""
-
-    PRUNING_TYPE = "unstructured"
-
-    def compute_mask(self, t, default_mask):
-        mask = default_mask.clone()
-        mask.view(-1)[::2] = 0
-        return mask
 
 
 def test_is_pruning_method():

@@ -12,16 +12,7 @@ from torch.nn.utils import prune as torch_prune
 import prunekit
 from prunekit.scores import SCORES
 
-
-class EveryOther(torch_prune.BasePruningMethod):
-    """The torch tutorial's method: prunes every other entry of those not yet pruned."""
-
-    PRUNING_TYPE = "unstructured"
-
-    def compute_mask(self, t, default_mask):
-        mask = default_mask.clone()
-        mask.view(-1)[::2] = 0
-        return mask
+from conftest import EveryOther
 
 
 class SmallestByAmount(torch_prune.BasePruningMethod):
