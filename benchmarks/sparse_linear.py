@@ -49,7 +49,7 @@ import prunekit  # noqa: E402
 from prunekit.execution import column_indices, compress, kernel_path, sparse_linear, to_sparse  # noqa: E402
 from prunekit.execution.module import torch_sparse_weight  # noqa: E402
 from prunekit.execution.native_kernel import kernel  # noqa: E402
-from prunekit.execution.timing import interleaved_medians  # noqa: E402
+from prunekit.timing import interleaved_medians  # noqa: E402
 
 HIDDEN, INTER = 4096, 11008
 PATTERNS = ("50%", "70%", "90%", "2:4")

@@ -43,7 +43,7 @@ from .module import KERNELS, is_conv1x1
 from .native_kernel import kernel
 from .outputs import check_close, swap_modules, time_dense_and_sparse
 from .report import LayerChoice, SparseConversion
-from .timing import interleaved_medians
+from ..timing import interleaved_medians
 
 __all__ = ["to_sparse"]
 

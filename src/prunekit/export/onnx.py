@@ -27,8 +27,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from ..errors import InvalidParameterError, PrunekitError
 from ..files import atomic_write
 from ..masks import make_permanent
 from ..masks.transaction import ModelSnapshot
+from ..timing import interleaved_medians
 
 __all__ = ["MissingDependencyError", "OnnxExport", "OnnxExportError", "export_onnx", "onnx_latency",
            "require_onnx"]
@@ -257,13 +256,4 @@ def onnx_latency(models: Mapping[str, str | os.PathLike[str]], example_inputs: A
         session = _session(file, threads)
         feed = _feed(session, inputs)
         runs[name] = (lambda s=session, f=feed: s.run(None, f))
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(values) for name, values in times.items()}
+    return {name: 1e3 * s for name, s in interleaved_medians(runs, repeats=repeats, warmup=warmup).items()}

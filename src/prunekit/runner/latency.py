@@ -12,11 +12,12 @@ touches every model in the same rounds.
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Mapping
+
 import torch
 from torch import nn
+
+from ..timing import interleaved_medians
 
 __all__ = ["interleaved_latency"]
 
@@ -26,23 +27,17 @@ def interleaved_latency(models: Mapping[str, nn.Module], example: torch.Tensor, 
     """Median milliseconds of one forward pass of ``example`` per model, timed round-robin."""
     before = torch.get_num_threads()
     flags = {name: [m.training for m in model.modules()] for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         for model in models.values():
             model.eval()
         with torch.inference_mode():
-            for round_ in range(warmup + repeats):
-                for name, model in models.items():
-                    start = time.perf_counter()
-                    model(example)
-                    elapsed = time.perf_counter() - start
-                    if round_ >= warmup:
-                        times[name].append(elapsed)
+            seconds = interleaved_medians({name: (lambda m=model: m(example)) for name, model in models.items()},
+                                          repeats=repeats, warmup=warmup)
     finally:
         torch.set_num_threads(before)
         for name, model in models.items():
             for module, flag in zip(model.modules(), flags[name]):
                 module.training = flag
-    return {name: 1000.0 * statistics.median(values) for name, values in times.items()}
+    return {name: 1000.0 * s for name, s in seconds.items()}
