@@ -15,6 +15,7 @@ from torch.nn.utils import prune as torch_prune
 
 import prunekit
 import prunekit.lottery
+from prunekit.oneshot.pretrained import StreamedBlocks
 
 
 #: The shared real data (MNIST, CIFAR-10 JPEG, tiny Shakespeare, WikiText-2, the pretrained ResNet-20):
@@ -229,4 +230,33 @@ class EveryOther(torch_prune.BasePruningMethod):
         mask = default_mask.clone()
         mask.view(-1)[::2] = 0
         return mask
+
+
+def materialised_blocks(store: StreamedBlocks) -> list[int]:
+    """Indices of the blocks of a ``StreamedBlocks`` store whose parameters are off the meta device."""
+    return [i for i, b in enumerate(store.blocks) if any(p.device.type != "meta" for p in b.parameters())]
+
+
+def watch_streamed_blocks(monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[int]], list[StreamedBlocks]]:
+    """Record, at every block load, forward and release of ``prune_pretrained``'s block store,
+    which blocks are materialised: returns ``(seen, stores)``, filled as the call runs."""
+    seen: list[list[int]] = []
+    stores: list[StreamedBlocks] = []
+    real_load, real_release = StreamedBlocks.load, StreamedBlocks.release
+
+    def load_block(self, index):
+        stores.append(self)
+        block = real_load(self, index)
+        seen.append(materialised_blocks(self))
+        # the block runs with hooks while it is the only one in memory
+        block.register_forward_pre_hook(lambda *_: seen.append(materialised_blocks(self)))
+        return block
+
+    def release_block(self, index, changed):
+        real_release(self, index, changed)
+        seen.append(materialised_blocks(self))
+
+    monkeypatch.setattr(StreamedBlocks, "load", load_block)
+    monkeypatch.setattr(StreamedBlocks, "release", release_block)
+    return seen, stores
 

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from prunekit.errors import InvalidParameterError
 from prunekit.oneshot import find_blocks, oneshot_prune, prune_pretrained
 from prunekit.scores.calibration import Wanda
-from prunekit.oneshot.pretrained import StreamedBlocks
+from conftest import materialised_blocks, watch_streamed_blocks
 
 transformers = pytest.importorskip("transformers")
 
@@ -102,34 +102,13 @@ def test_streamed_folder_equals_loading_it_and_calling_oneshot_prune(family, met
 
 def test_never_more_than_one_block_is_materialised(tmp_path, monkeypatch):
     source = saved("llama", tmp_path / "in", "20KB")
-    seen: list[list[int]] = []
-    stores: list[StreamedBlocks] = []
-
-    def materialised(store: StreamedBlocks) -> list[int]:
-        return [i for i, b in enumerate(store.blocks) if any(p.device.type != "meta" for p in b.parameters())]
-
-    real_load, real_release = StreamedBlocks.load, StreamedBlocks.release
-
-    def load_block(self, index):
-        stores.append(self)
-        block = real_load(self, index)
-        seen.append(materialised(self))
-        # the block runs with hooks while it is the only one in memory
-        block.register_forward_pre_hook(lambda *_: seen.append(materialised(self)))
-        return block
-
-    def release_block(self, index, changed):
-        real_release(self, index, changed)
-        seen.append(materialised(self))
-
-    monkeypatch.setattr(StreamedBlocks, "load", load_block)
-    monkeypatch.setattr(StreamedBlocks, "release", release_block)
+    seen, stores = watch_streamed_blocks(monkeypatch)
     prune_pretrained(source, tmp_path / "out", calib(), "sparsegpt", 0.5, owl=True)
     store = stores[0]
     assert len(seen) > 3 * 3 * 2  # OWL and pruning: every block loaded twice, run several times
     assert max(len(m) for m in seen) == 1
     assert all(m in ([], [0], [1], [2]) for m in seen)
-    assert materialised(store) == []  # all blocks back on meta at the end
+    assert materialised_blocks(store) == []  # all blocks back on meta at the end
     assert all(p.device.type == "cpu" for n, p in store.slots.model.named_parameters() if ".layers." not in n)
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from prunekit.errors import InvalidParameterError
 from prunekit.oneshot import find_blocks, oneshot_prune, prune_pretrained
-from prunekit.oneshot.pretrained import StreamedBlocks
+from conftest import materialised_blocks, watch_streamed_blocks
 
 transformers = pytest.importorskip("transformers")
 
@@ -139,30 +139,10 @@ def test_calibration_runs_through_the_encoder_with_its_attention_mask(tmp_path):
 
 def test_never_more_than_one_encoder_block_is_materialised(tmp_path, monkeypatch):
     source = saved("BertForSequenceClassification", tmp_path / "in")
-    seen: list[list[int]] = []
-    stores: list[StreamedBlocks] = []
-
-    def materialised(store: StreamedBlocks) -> list[int]:
-        return [i for i, b in enumerate(store.blocks) if any(p.device.type != "meta" for p in b.parameters())]
-
-    real_load, real_release = StreamedBlocks.load, StreamedBlocks.release
-
-    def load_block(self, index):
-        stores.append(self)
-        block = real_load(self, index)
-        seen.append(materialised(self))
-        block.register_forward_pre_hook(lambda *_: seen.append(materialised(self)))
-        return block
-
-    def release_block(self, index, changed):
-        real_release(self, index, changed)
-        seen.append(materialised(self))
-
-    monkeypatch.setattr(StreamedBlocks, "load", load_block)
-    monkeypatch.setattr(StreamedBlocks, "release", release_block)
+    seen, stores = watch_streamed_blocks(monkeypatch)
     prune_pretrained(source, tmp_path / "out", padded_batches(), "wanda", 0.5, owl=True)
     assert len(seen) > 3 * 2 * 2
-    assert max(len(m) for m in seen) == 1 and materialised(stores[0]) == []
+    assert max(len(m) for m in seen) == 1 and materialised_blocks(stores[0]) == []
     assert all(p.device.type == "cpu" for n, p in stores[0].slots.model.named_parameters() if ".layer." not in n)
 
 
