@@ -127,7 +127,8 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
     """The report's two results tables (quality and budget; size and speed), the columns of
     :data:`_COLUMNS`, with the seconds each stage took added to the first."""
     tables = []
-    for i, (header, rows, numeric) in enumerate(results_tables(report)):
+    computed = results_tables(report)
+    for i, (header, rows, numeric) in enumerate(computed):
         first, shown = i == 0, _COLUMNS[i]
         keep = [k for k, name in enumerate(header) if name in shown]
         table = Table(title=report["title"] if first else None, title_justify="left", box=box.SIMPLE_HEAD,
@@ -147,14 +148,14 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
                 table.add_section()
         tables.append(table)
     dense = report["dense"]
+    sparse_note = (" sparse: dense ms / the run's ms after prunekit.to_sparse (sparse kernels where faster; 'dense': "
+                   "no layer was; the report says which layers)." if "sparse kernels" in computed[1][0] else "")
     tables[-1].caption = (f"Δ: vs dense, in points; steps: training steps of each model in all; nnz: non-zero "
                           "parameters; MACs ×: MACs with zeros skipped, over dense; file: the "
                           f"compressed checkpoint (bytes, K = KiB, M = MiB); ms: median latency at batch "
-                          f"{dense['latency_batch']}, every model timed in turn; speed: dense ms / the run's; s: seconds the stage took (* reused "
-                          "from an earlier start). Masked runs keep the dense shapes; shrunk runs are smaller."
-                          + (" sparse: dense ms / the run's ms after prunekit.to_sparse (sparse kernels where "
-                             "faster; 'dense': no layer was; the report says which layers)." if "sparse kernels" in results_tables(report)[1][0]
-                             else ""))
+                          f"{dense['latency_batch']}, every model timed in turn; speed: dense ms / the run's; s: "
+                          "seconds the stage took (* reused from an earlier start). Masked runs keep the dense "
+                          "shapes; shrunk runs are smaller." + sparse_note)
     tables[-1].caption_justify = "left"
     return tables
 
