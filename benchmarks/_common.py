@@ -2,7 +2,7 @@
 
 * RSS sampling: ``rss_bytes``, ``malloc_trim``, ``PeakRSS``
 * load of other processes: ``ForeignLoad``, ``wait_quiet``
-* what was measured and where: ``provenance``, ``run_meta``
+* what was measured and where: ``provenance``, ``machine``, ``run_meta``
 * output: ``write_json``, ``print_table``
 
 The scripts are run as ``python benchmarks/X.py`` and put their own directory
@@ -147,8 +147,67 @@ def provenance() -> dict:
             "src_uncommitted": git("status", "--porcelain", "--", "src").splitlines()}
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def one_pass_gbps(gib: float = 1.0, repeat: int = 3) -> float:
+    """Memory bandwidth of one read pass: GB/s of ``tensor.sum()`` over ``gib`` GiB of float32, best of ``repeat``.
+
+    The tensor is larger than most last-level caches, so this is the speed at
+    which a memory-bound kernel (a dense matrix-vector product, a pass over a
+    model's weights) can at best read its operands on this machine.
+    """
+    import torch
+
+    data = torch.ones(int(gib * 2**30) // 4)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - t0)
+    size = data.numel() * 4
+    del data
+    return round(size / best / 1e9, 2)
+
+
+def machine(bandwidth: bool = True) -> dict:
+    """The machine a figure was measured on: CPU model, cores, memory, one-pass bandwidth, UTC date."""
+    import torch
+
+    info = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
+            "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if bandwidth:
+        info["one_pass_gbps"] = one_pass_gbps()
+    return info
+
+
+def machine_line(info: dict) -> str:
+    """One printable line of :func:`machine`'s figures."""
+    bandwidth = f", one pass {info['one_pass_gbps']} GB/s" if "one_pass_gbps" in info else ""
+    return (f"machine: {info['cpu_model']}, {info['cores']} cores, {info['memory_gib']} GiB{bandwidth}, "
+            f"torch threads {info['torch_threads']}; {info['date']}")
+
+
 def run_meta(source: dict, benchmark: str, threads: int) -> dict:
-    """The leading entries of every benchmark's JSON ``meta``: source, command and environment."""
+    """The leading entries of every benchmark's JSON ``meta``: source, command, machine and environment."""
     import torch
 
     return {
@@ -159,6 +218,7 @@ def run_meta(source: dict, benchmark: str, threads: int) -> dict:
         "threads": threads,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "machine": machine(),
     }
 
 
@@ -166,10 +226,18 @@ def run_meta(source: dict, benchmark: str, threads: int) -> dict:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` as indented JSON to ``path`` and say so."""
-    with open(path, "w") as handle:
+    """Write ``payload`` as indented JSON to ``path`` atomically (a temporary file, then a rename) and say so."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(temporary, "w") as handle:
         json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target)
     print(f"wrote {path}")
+    if isinstance(payload.get("meta"), dict) and isinstance(payload["meta"].get("machine"), dict):
+        print(machine_line(payload["meta"]["machine"]))
 
 
 def print_table(header: str, lines: Iterable[str]) -> None:
