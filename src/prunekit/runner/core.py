@@ -82,7 +82,7 @@ from ..io import (
 )
 from ..masks import make_permanent
 from ..measure.sparsity import sparsity_report
-from ..progress import LegacyEvent, ProgressArg, ProgressCallback, ProgressEvent, check_progress, progress_reporter
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, check_progress, progress_reporter
 from ..rundir import Manifest, RunLock, clean_temporary, write_errors
 from ..recipes import Recipe, RunSpec, StageData, TrainSpec, load_recipe
 from ..training import fit
@@ -92,6 +92,7 @@ from .latency import interleaved_latency
 from .sparse_timing import SUFFIX, save_converted, sparse_copies
 from .realise import apply_stages
 from .report_files import write_report_files
+from .stage_progress import StageProgress
 
 __all__ = ["StageProgress", "Runner", "run_recipe"]
 
@@ -99,31 +100,6 @@ logger = logging.getLogger(__name__)
 
 STATE_VERSION = 3
 REPORT_FILES = ("report.json", "report.md", "report.html")
-
-
-class StageProgress(LegacyEvent):
-    """What a recipe run reports: a :class:`~prunekit.progress.ProgressEvent` whose ``stage``
-    is ``"dense"`` or a run's name, ``done`` the training steps finished of ``total``
-    (``done == total`` once the stage is measured or done), ``detail`` its status:
-    ``"start"`` (a training phase begins), ``"step"`` (``figures`` ``loss``),
-    ``"measure"``, ``"done"`` (``figures`` ``seconds``) or ``"skipped"`` (finished
-    before; ``figures`` ``seconds`` it took then).
-
-    Deprecated: the old attributes ``status`` (now ``detail``), ``index``, ``count``,
-    ``step``, ``loss`` and ``seconds`` still answer for one release and warn with the new form.
-    """
-
-    _new_forms = {"status": "detail", "index": "the order of the stages' first events",
-                  "count": "the number of distinct stages (the dense model and each run)", "step": "done",
-                  "loss": "figures['loss']", "seconds": "figures['seconds']"}
-
-    def __init__(self, stage: str, status: str, index: int, count: int, step: int = 0, total: int = 0,
-                 loss: float | None = None, seconds: float | None = None, *, done: int | None = None) -> None:
-        figures = {"loss": float(loss)} if loss is not None else {}
-        if seconds is not None:
-            figures["seconds"] = float(seconds)
-        super().__init__(stage, step if done is None else done, total, figures, status)
-        self._keep_legacy(status=status, index=index, count=count, step=step, loss=loss, seconds=seconds)
 
 
 def _file_safe(name: str) -> str:
@@ -137,6 +113,10 @@ class Runner:
     path, ``timings`` each stage to its seconds (time of the run that computed
     it), ``skipped`` lists the stages reused from an earlier start and
     ``warnings`` anything the caller should show.
+
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`StageProgress` (a :class:`~prunekit.progress.ProgressEvent`) at each stage's
+    start, training step, measurement and end; by default events are logged at DEBUG only.
     """
 
     def __init__(
