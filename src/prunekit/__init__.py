@@ -59,6 +59,7 @@ from .structures import (
 )
 from .targets import DEFAULT_TYPES, Target, select_targets
 from .training import evaluate, fit
+from .progress import ProgressEvent
 from .data import create_dataset, list_datasets
 from .schedules import create_schedule, list_schedules
 from .zoo import create_model, list_models, model_input_shape
@@ -121,6 +122,7 @@ __all__ = [
     "create_structure",
     "evaluate",
     "fit",
+    "ProgressEvent",
     "list_criteria",
     "list_scores",
     "score_units",

@@ -8,8 +8,9 @@ Pruned weights stay zero through every optimizer step: in ``reparam`` mode
 the mask multiplies ``weight_orig`` in the forward pass, in ``inplace`` mode
 prunekit's optimizer hook re-applies the mask after each step.
 
-The library logs; it never prints. Pass ``progress`` (a callable receiving a
-:class:`TrainProgress`) to drive a progress bar, as the CLI does.
+The library logs; it never prints. ``progress=True`` draws a progress bar,
+a callable receives a :class:`prunekit.progress.ProgressEvent` after every
+step (stage ``"fit"``, see :mod:`prunekit.progress`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .deprecation import renamed_value
 from .errors import InvalidParameterError, check_choice
 from .validation import checked_keywords
 from .losses import classification_loss
+from .progress import LegacyEvent, ProgressArg, ProgressCallback, check_progress, progress_reporter
 from .measure.accuracy import AccuracyResult, PerplexityResult, evaluate_accuracy, evaluate_perplexity
 from .schedules import Schedule
 
@@ -41,16 +43,29 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "step")
 
 
-@dataclass
-class TrainProgress:
-    """What a progress callback receives after every step."""
+class TrainProgress(LegacyEvent):
+    """What :func:`fit` reports after every step: a :class:`~prunekit.progress.ProgressEvent`
+    of stage ``"fit"`` (``done`` = steps taken, ``total`` = steps planned, ``None`` when
+    ``data`` has no length and no ``max_steps`` is given; ``figures``: ``loss``, ``lr``,
+    ``epoch``, and ``sparsity`` once the model is pruned; ``detail``: ``"epoch e/E"``).
 
-    epoch: int
-    step: int
-    total_steps: int
-    loss: float
-    lr: float
-    sparsity: float | None = None
+    Deprecated: its old attributes ``epoch``, ``step``, ``total_steps``, ``loss``, ``lr``,
+    ``sparsity`` still answer for one release and warn with the new form.
+    """
+
+    _new_forms = {"epoch": "figures['epoch']", "step": "done", "total_steps": "total",
+                  "loss": "figures['loss']", "lr": "figures['lr']", "sparsity": "figures.get('sparsity')"}
+
+    def __init__(self, epoch: int, step: int, total_steps: int, loss: float, lr: float,
+                 sparsity: float | None = None, *, epochs: int | None = None, parent: str | None = None,
+                 detail: str | None = None) -> None:
+        figures = {"loss": float(loss), "lr": float(lr), "epoch": int(epoch)}
+        if sparsity is not None:
+            figures["sparsity"] = float(sparsity)
+        if detail is None:
+            detail = f"epoch {epoch + 1}" + (f"/{epochs}" if epochs is not None else "")
+        super().__init__("fit", int(step), int(total_steps) if total_steps else None, figures, detail, parent)
+        self._keep_legacy(epoch=epoch, step=step, total_steps=total_steps, loss=loss, lr=lr, sparsity=sparsity)
 
 
 @dataclass
@@ -103,7 +118,7 @@ def fit(
     schedule: Schedule | None = None,
     max_steps: int | None = None,
     device: str | torch.device = "cpu",
-    progress: Callable[[TrainProgress], None] | None = None,
+    progress: ProgressArg = None,
     loader: Iterable[Any] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` (an iterable of ``(inputs, targets)`` batches).
@@ -119,6 +134,12 @@ def fit(
     Learning rate: ``"cosine"`` anneals to 0 over all steps, ``"step"`` divides
     it by 10 at 50% and 75% of the steps (the CIFAR ResNet recipe of He et al. 2016).
 
+    Progress: ``progress=True`` draws a bar on stderr; a callable receives a
+    :class:`~prunekit.progress.ProgressEvent` (stage ``"fit"``, ``done`` steps
+    of ``total``, ``figures`` ``loss``/``lr``/``epoch``/``sparsity``) after
+    every step; by default events are only logged at DEBUG. A callback written
+    for the old :class:`TrainProgress` attributes keeps working (deprecated).
+
     ``loader`` is the deprecated name of ``data``.
     """
     data = renamed_value(loader, "loader", "data", "prunekit.fit", new_value=data)
@@ -127,6 +148,7 @@ def fit(
                                     "Fix: fit(model, loader) with a DataLoader or a list of batches.")
     if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise InvalidParameterError("epochs", "a non-negative int", epochs)
+    check_progress(progress)
     controller = _controller(controller, pruner, schedule)
     lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
     dev = torch.device(device)
@@ -143,7 +165,6 @@ def fit(
     result = FitResult()
     if controller is not None:
         controller.begin()
-    sparsity: float | None = None
 
     def level_now() -> float | None:
         if controller is None or not controller.events:
@@ -151,6 +172,25 @@ def fit(
         level = controller.events[-1].level
         return controller.events[-1].sparsity if level is None or isinstance(level, int) else float(level)
 
+    known = max_steps is not None or per_epoch > 0 or epochs == 0
+    with progress_reporter(progress) as report:
+        step = _train(model, data, epochs, opt, base_lrs, lr_schedule, total, known, max_steps, loss_fn, dev,
+                      controller, level_now, result, report)
+    result.steps = step
+    if controller is not None:
+        result.pruning_events = [(e.t, e.sparsity if e.level is None else e.level) for e in controller.events]
+    return result
+
+
+def _train(model: nn.Module, data: Iterable[Any], epochs: int, opt: torch.optim.Optimizer, base_lrs: list[float],
+           lr_schedule: str, total: int, known: bool, max_steps: int | None,
+           loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], dev: torch.device,
+           controller: PruningHooks | None, level_now: Callable[[], float | None], result: FitResult,
+           report: ProgressCallback) -> int:
+    """The loop of :func:`fit`; returns the steps taken. Reports a :class:`TrainProgress` after every step
+    (and, when the number of steps was not known, once more at the end with ``total`` = steps taken)."""
+    sparsity: float | None = None
+    last: TrainProgress | None = None
     step = 0
     model.train()
     for epoch in range(epochs):
@@ -177,16 +217,18 @@ def fit(
             running += value * targets.shape[0]
             seen += targets.shape[0]
             step += 1
-            if progress is not None:
-                progress(TrainProgress(epoch, step, total, value, opt.param_groups[0]["lr"], sparsity))
+            last = TrainProgress(epoch, step, total if known else 0, value, opt.param_groups[0]["lr"], sparsity,
+                                 epochs=epochs)
+            report(last)
         result.epoch_losses.append(running / max(seen, 1))
         logger.info("epoch %d: loss %.4f", epoch, result.epoch_losses[-1])
         if max_steps is not None and step >= max_steps:
             break
-    result.steps = step
-    if controller is not None:
-        result.pruning_events = [(e.t, e.sparsity if e.level is None else e.level) for e in controller.events]
-    return result
+    if last is not None and last.total != step:  # fewer steps than planned, or none planned: end at done == total
+        legacy = last._legacy  # type: ignore[attr-defined]
+        report(TrainProgress(legacy["epoch"], step, step, legacy["loss"], legacy["lr"], legacy["sparsity"],
+                             epochs=epochs))
+    return step
 
 
 def _controller(controller: PruningHooks | None, pruner: StepPruner | None,

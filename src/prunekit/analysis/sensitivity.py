@@ -25,6 +25,7 @@ starting point for pruning followed by fine-tuning, not as a guarantee.
 from __future__ import annotations
 
 import copy as copy_module
+import inspect
 import logging
 import math
 import numbers
@@ -39,7 +40,9 @@ from torch import nn
 
 from ..allocation import compute_keep_masks, sensitivity_sparsities
 from ..scores import Criterion, as_criterion, context_with_data
+from ..deprecation import warn_once
 from ..errors import InvalidParameterError
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, check_progress, progress_reporter
 from ..measure._results import dump_json, table_lines
 from ..measure.plots import plot_sensitivity_curves
 from ..pruner import _resolve_targets
@@ -58,7 +61,40 @@ logger = logging.getLogger(__name__)
 #: The default ladder: 0.0, 0.1, …, 0.9.
 DEFAULT_SPARSITIES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
 
+#: The deprecated callback shape: ``progress(done, total, layer, sparsity, metric)``.
 Progress = Callable[[int, int, str, float, float], Any]
+
+
+def _takes_five(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is the old five-argument callback: it accepts five positional arguments.
+
+    A callable taking one event (``def f(event)``, ``list.append``) is the new form; one that
+    also accepts five (``lambda *a: ...``, ``def f(done, total, layer, sparsity, metric)``) is
+    taken for the old one, the only way such a callback could have been written before.
+    """
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read (some builtins): the new form
+        return False
+    try:
+        signature.bind(0, 0, "", 0.0, 0.0)
+    except TypeError:
+        return False
+    return True
+
+
+def _adapt(progress: ProgressArg) -> ProgressArg:
+    """``progress`` itself, or for the old five-argument form an adapter (deprecated, warns once)."""
+    if progress is None or isinstance(progress, bool) or not _takes_five(progress):
+        return progress
+    warn_once("sensitivity_analysis(progress=f) with f(done, total, layer, sparsity, metric)",
+              "f(event) receiving a prunekit.progress.ProgressEvent (event.done, event.total, event.detail = "
+              "the layer, event.figures['sparsity'], event.figures['metric'])", stacklevel=4)
+    old = progress
+
+    def adapter(event: ProgressEvent) -> None:
+        old(event.done, event.total, event.detail, event.figures["sparsity"], event.figures["metric"])
+    return adapter
 
 
 def _is_real(value: object) -> bool:
@@ -129,7 +165,7 @@ def sensitivity_analysis(
     min_keep: int = 1,
     copy: bool = True,
     context: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressArg = None,
 ) -> SensitivityResult:
     """Prune each target alone at each sparsity of a ladder and evaluate the model.
 
@@ -156,8 +192,13 @@ def sensitivity_analysis(
         context: keyword arguments for the criterion's ``prepare`` (``data``, ``loss_fn``,
             … for criteria that need them), called once; the old names of ``data``
             (``batches``, ``batch``, ``loader``, ``calibration``) are deprecated.
-        progress: optional ``progress(done, total, layer, sparsity, metric)``
-            called after each point (the library itself never prints).
+        progress: ``True`` for a progress bar on stderr, or a callable
+            receiving a :class:`~prunekit.progress.ProgressEvent` after each
+            point (stage ``"sensitivity"``, ``done`` points of ``total`` =
+            targets × sparsities, ``detail`` the target, ``figures``
+            ``sparsity`` and ``metric``). Default: logged at DEBUG only, nothing
+            printed. The old ``progress(done, total, layer, sparsity, metric)``
+            still works for one release (deprecated, warns).
 
     Returns:
         :class:`SensitivityResult`.
@@ -169,10 +210,7 @@ def sensitivity_analysis(
             "evaluate", "a function model -> float", type(evaluate).__name__,
             "Fix: e.g. evaluate=lambda m: prunekit.measure.evaluate_accuracy(m, loader).accuracy.",
         )
-    if progress is not None and not callable(progress):
-        raise InvalidParameterError(
-            "progress", "None or a function (done, total, layer, sparsity, metric)", type(progress).__name__
-        )
+    check_progress(progress)
     for flag, value in (("higher_is_better", higher_is_better), ("copy", copy)):
         if not isinstance(value, bool):
             raise InvalidParameterError(flag, "True or False", value)
@@ -199,8 +237,9 @@ def sensitivity_analysis(
     work_targets = _on_copy(chosen, work) if copy else chosen
     training = None if copy else [(m, m.training) for m in model.modules()]
     try:
-        return _analyse(work, work_targets, evaluate, ladder, crit, struct, int(min_keep), higher_is_better,
-                        context, progress)
+        with progress_reporter(_adapt(progress)) as report:
+            return _analyse(work, work_targets, evaluate, ladder, crit, struct, int(min_keep), higher_is_better,
+                            context, report)
     finally:
         for module, flag in training or ():
             module.training = flag
@@ -216,7 +255,7 @@ def _analyse(
     min_keep: int,
     higher_is_better: bool,
     context: Mapping[str, Any] | None,
-    progress: Progress | None,
+    report: ProgressCallback,
 ) -> SensitivityResult:
     # Check every target at the top of the ladder before any evaluation, so a
     # sparsity that cannot be reached fails in seconds, not after an hour.
@@ -255,8 +294,8 @@ def _analyse(
                 curve.append((sparsity, metric))
                 done += 1
                 logger.debug("%s at sparsity %g: %.6g", target.name, sparsity, metric)
-                if progress is not None:
-                    progress(done, total, target.name, sparsity, metric)
+                report(ProgressEvent("sensitivity", done, total, {"sparsity": sparsity, "metric": metric},
+                                     target.name))
         finally:
             with torch.no_grad():
                 tensor.copy_(saved)

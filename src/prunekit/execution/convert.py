@@ -35,6 +35,7 @@ from ..errors import InvalidParameterError
 from ..masks.transaction import all_or_nothing
 from ..measure.macs import eval_mode, prepare_input
 from ..native import NativeBuildError
+from ..progress import ProgressArg, ProgressEvent, check_progress, progress_reporter
 from ..targets import Target
 from .candidates import build_candidates
 from .compressed import DTYPES
@@ -150,6 +151,14 @@ def _choose(name: str, module: nn.Module, x: torch.Tensor | None, kernels: tuple
     return LayerChoice(**base, choice=best, reason=reason, dense_ms=dense_ms, kernel_ms=kernel_ms), layers[best]
 
 
+def _timing_figures(choice: LayerChoice) -> dict[str, float]:
+    """The figures of a layer's progress event: its dense time and best speedup, where timed."""
+    if choice.dense_ms is None:
+        return {}
+    best = min(choice.kernel_ms.values()) if choice.kernel_ms else None
+    return {"dense_ms": choice.dense_ms, **({"speedup": choice.dense_ms / best} if best else {})}
+
+
 @torch.no_grad()
 def to_sparse(
     model: nn.Module,
@@ -161,6 +170,7 @@ def to_sparse(
     repeats: int = 20,
     warmup: int = 3,
     model_repeats: int = 10,
+    progress: ProgressArg = None,
 ) -> SparseConversion:
     """Replace, in place, each pruned Linear (and 1×1 Conv2d) by a sparse kernel where one is faster
     at the real input shape; the rest stays dense.
@@ -185,6 +195,10 @@ def to_sparse(
             ``dense_ms / kernel_ms > min_speedup``.
         repeats, warmup: interleaved timing rounds per layer, and untimed runs first.
         model_repeats: interleaved end-to-end rounds (0 skips the end-to-end timing).
+        progress: ``True`` for a progress bar on stderr, or a callable receiving a
+            :class:`~prunekit.progress.ProgressEvent` after each layer is timed (stage
+            ``"sparse-timing"``, ``done`` layers of ``total``, ``detail`` the layer,
+            ``figures`` ``dense_ms`` and ``speedup`` where timed). Default: logged at DEBUG only.
 
     Returns:
         :class:`~prunekit.execution.SparseConversion`: the model, one
@@ -205,6 +219,7 @@ def to_sparse(
     model_repeats = _check_int("model_repeats", model_repeats, 0, "Fix: e.g. model_repeats=10 (0 skips it).")
     if threads is not None:
         threads = _check_int("threads", threads, 1, "Fix: None (current thread count) or e.g. threads=2.")
+    check_progress(progress)
     if example_inputs is None:
         raise InvalidParameterError("example_inputs", "a tensor, a tuple of arguments or a dict of keyword arguments",
                                     None, "Fix: pass an input shaped as in use, e.g. torch.randn(1, 128, 768).")
@@ -219,7 +234,7 @@ def to_sparse(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        with all_or_nothing(model), eval_mode(model):
+        with all_or_nothing(model), eval_mode(model), progress_reporter(progress) as report:
             inputs, reference = _capture(model, linears, args, kwargs)
             choices, replacements = [], {}
             for name, module in linears.items():
@@ -228,6 +243,7 @@ def to_sparse(
                 choices.append(choice)
                 if layer is not None:
                     replacements[name] = layer
+                report(ProgressEvent("sparse-timing", len(choices), len(linears), _timing_figures(choice), name))
             # the dense baseline: plain Linears with the effective weights (no mask product per forward)
             baseline = {name: _plain_layer(name, linears[name]) for name in replacements}
             swap_modules(model, replacements)

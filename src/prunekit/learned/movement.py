@@ -170,9 +170,9 @@ class MovementPruning(ScoreWrapper):
         return self.sparsity
 
     def on_progress(self, progress: Any) -> None:
-        """A :func:`prunekit.fit` ``progress`` callback: steps to ``progress.step``
-        (the index of the next training step)."""
-        self.step(int(progress.step))
+        """A :func:`prunekit.fit` ``progress`` callback: steps to ``progress.done``
+        (the steps taken: the index of the next training step)."""
+        self.step(int(progress.done))
 
     # -- penalty -------------------------------------------------------------
     def penalty(self) -> torch.Tensor:

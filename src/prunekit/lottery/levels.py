@@ -45,7 +45,8 @@ import datetime as _dt
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ from ..io import load_sparse, read_json_object, save_sparse
 from ..masks import apply_masks
 from ..measure.size import dense_state_dict
 from ..measure.sparsity import sparsity_report
+from ..deprecation import warn_once
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, check_progress, progress_reporter
 from ..pruner import Pruner
 from ..rundir import Manifest, RunLock, clean_temporary
 from ..targets import Target, pattern_matches, select_targets
@@ -99,9 +102,16 @@ class LotteryRun:
             training images); without ``val`` on ``test`` (logged).
         model_fn: builds the untrained model; default
             ``create_model(config.model, **config.model_kwargs)``.
-        callback: ``callback(level, control, progress)`` after every training
-            step (``control`` None for the ticket); an exception it raises
-            stops the run like a kill.
+        progress: ``True`` for a progress bar, a callable for the events
+            (:mod:`prunekit.progress`): stage ``"lottery"`` after each training
+            finished or found finished (the ticket of a level, each control;
+            ``detail`` ``"level 2"`` / ``"level 2 reinit"``; ``figures``
+            ``accuracy`` and ``remaining``), and within each training stage
+            ``"fit"`` with parent ``"lottery"`` after every iteration. An
+            exception the callable raises stops the run like a kill.
+        callback: deprecated (use ``progress``): ``callback(level, control,
+            train_progress)`` after every training step (``control`` None for
+            the ticket), ``train_progress.step`` the global iteration.
         restart: discard the results already in ``out_dir`` (refused while
             another process runs there).
 
@@ -120,7 +130,12 @@ class LotteryRun:
         model_fn: Callable[[], nn.Module] | None = None,
         callback: LevelCallback | None = None,
         restart: bool = False,
+        progress: ProgressArg = None,
     ) -> None:
+        check_progress(progress)
+        if callback is not None:
+            warn_once("LotteryRun(callback=...)", "progress=, a function receiving prunekit.progress.ProgressEvent "
+                      "(stage 'fit' with parent 'lottery' at every step)")
         if not isinstance(config, LotteryConfig):
             raise InvalidParameterError("config", "a LotteryConfig", type(config).__name__,
                                         "Fix: LotteryConfig(levels=..., rate=...).")
@@ -138,6 +153,9 @@ class LotteryRun:
         self.data_sizes = {"train": len(self.train[0]), "val": None if val_t is None else len(val_t[0]),
                            "test": len(test_t[0])}
         self.callback = callback
+        self.progress = progress
+        self._report: ProgressCallback | None = None  # while a public call reports
+        self._units = [0, 0]  # trainings done, planned in the outermost reporting call
         self.computed: list[tuple[int, str | None]] = []
         self.skipped: list[tuple[int, str | None]] = []
         self._prepared = False
@@ -154,6 +172,28 @@ class LotteryRun:
         """The directory's lock, for ``with run.locked(): ...`` around several calls (each
         public call that writes takes it by itself too)."""
         return self.lock
+
+    @contextmanager
+    def _reporting(self, planned: int) -> Iterator[None]:
+        """Report to ``progress`` during the outermost public call (which plans ``planned`` trainings)."""
+        if self._report is not None:
+            yield
+            return
+        with progress_reporter(self.progress) as report:
+            self._report, self._units = report, [0, planned]
+            report(ProgressEvent("lottery", 0, planned, {}, "starting"))
+            try:
+                yield
+            finally:
+                self._report = None
+
+    def _advance(self, level: int, control: str | None, metrics: Mapping[str, Any]) -> None:
+        """One training (ticket or control) finished or found finished: a ``"lottery"`` event."""
+        if self._report is None:
+            return
+        self._units[0] += 1
+        figures = {k: float(metrics[k]) for k in ("accuracy", "remaining") if isinstance(metrics.get(k), (int, float))}
+        self._report(ProgressEvent("lottery", self._units[0], max(self._units), figures, _what(level, control)))
 
     def _remove_results(self) -> None:
         for name in ("run.json", "manifest.json", "init.safetensors", "rewind.safetensors"):
@@ -356,6 +396,7 @@ class LotteryRun:
             def on_capture(_i: int, m: nn.Module) -> None:
                 _save_state(self.files, self.out / "rewind.safetensors", dense_state_dict(m))
 
+        report = self._report
         callback = None
         if self.callback is not None:
             user = self.callback
@@ -365,15 +406,19 @@ class LotteryRun:
 
         result = train_segment(model, self.config, self.train, self.evaluator,
                                segment_for(self.config, level, control=control),
-                               capture=capture, on_capture=on_capture, callback=callback)
+                               capture=capture, on_capture=on_capture, callback=callback, report=report,
+                               detail=_what(level, control))
         self.computed.append((level, control))
-        return self._finish(level, control, model, result, masks)
+        metrics = self._finish(level, control, model, result, masks)
+        self._advance(level, control, metrics)
+        return metrics
 
     def level(self, level: int, *, controls: bool = True) -> dict[str, Any]:
         """Finish ``level`` (and its controls, unless ``controls=False``) unless done;
         return the ticket's metrics. Needs level ``level - 1`` finished (:meth:`run` goes in order)."""
         self._guarded(self.prepare)  # builds θ₀ before taking the lock
-        with self.lock:
+        planned = 1 + (len(self.config.controls) if controls and isinstance(level, int) and level > 0 else 0)
+        with self.lock, self._reporting(planned):
             return self._guarded(lambda: self._level(level, controls))
 
     def _guarded(self, call: Callable[[], Any]) -> Any:
@@ -407,6 +452,7 @@ class LotteryRun:
         else:
             self.skipped.append((level, None))
             logger.info("%s: finished before, skipped", level_name(level))
+            self._advance(level, None, metrics)
         if level > 0 and controls:
             for control in c.controls:
                 self.control(level, control)
@@ -414,13 +460,14 @@ class LotteryRun:
 
     def control(self, level: int, control: str) -> dict[str, Any]:
         """Train ``control`` beside the finished ``level`` unless done."""
-        with self.lock:
+        with self.lock, self._reporting(1):
             return self._control(level, control)
 
     def _control(self, level: int, control: str) -> dict[str, Any]:
         done = self.metrics(level, control)
         if done is not None:
             self.skipped.append((level, control))
+            self._advance(level, control, done)
             return done
         masks = self.masks(level)
         assert masks is not None
@@ -434,7 +481,8 @@ class LotteryRun:
         """Levels ``0..until`` (default all), resuming; the tickets' metrics in order."""
         last = self.config.levels if until is None else until
         self._guarded(self.prepare)  # builds θ₀ before taking the lock
-        with self.lock:
+        planned = last + 1 + last * len(self.config.controls)
+        with self.lock, self._reporting(planned):
             return [self.level(level) for level in range(last + 1)]
 
     def results(self) -> list[dict[str, Any]]:
@@ -451,7 +499,13 @@ class LotteryRun:
 
 def run_lottery(config: LotteryConfig, out_dir: str | os.PathLike[str], *, train: Any, test: Any,
                 val: Any = None, model_fn: Callable[[], nn.Module] | None = None,
-                callback: LevelCallback | None = None, restart: bool = False) -> list[dict[str, Any]]:
-    """Run (or resume) every level of ``config`` in ``out_dir``; see :class:`LotteryRun`."""
+                callback: LevelCallback | None = None, restart: bool = False,
+                progress: ProgressArg = None) -> list[dict[str, Any]]:
+    """Run (or resume) every level of ``config`` in ``out_dir``; see :class:`LotteryRun`
+    (``progress``: ``True`` for a bar, or a callable receiving :class:`~prunekit.progress.ProgressEvent`)."""
     return LotteryRun(config, out_dir, train=train, test=test, val=val, model_fn=model_fn,
-                      callback=callback, restart=restart).run()
+                      callback=callback, restart=restart, progress=progress).run()
+
+
+def _what(level: int, control: str | None) -> str:
+    return f"level {level}" + (f" {control}" if control else "")

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, default_collate
 
 from ..errors import InvalidParameterError
 from ..measure.accuracy import evaluate_accuracy
+from ..progress import ProgressCallback, ProgressEvent
 from ..training import TrainProgress, _set_lr, fit, make_optimizer
 from .config import LotteryConfig
 
@@ -187,13 +188,18 @@ def train_segment(
     capture: Sequence[int] = (),
     on_capture: Callable[[int, nn.Module], None] | None = None,
     callback: Callable[[TrainProgress], None] | None = None,
+    report: ProgressCallback | None = None,
+    detail: str = "",
 ) -> SegmentResult:
     """Train ``model`` (masked or dense) over ``segment`` with a fresh optimizer.
 
     ``on_capture(i, model)`` runs when the global iteration count reaches each
-    ``i`` in ``capture`` (θ_k for rewinding). ``callback`` receives every
-    step's :class:`~prunekit.training.TrainProgress` with ``step`` the global
-    iteration count (an exception it raises stops training, as a kill would).
+    ``i`` in ``capture`` (θ_k for rewinding). ``report`` receives every step's
+    :class:`~prunekit.progress.ProgressEvent` of stage ``"fit"`` (parent
+    ``"lottery"``, ``done`` the iterations of this segment so far of ``total``
+    = its length, ``detail``) and ``callback`` (deprecated) the old
+    :class:`~prunekit.training.TrainProgress` with ``step`` the global
+    iteration count; an exception either raises stops training, as a kill would.
     """
     begin = time.perf_counter()
     torch.manual_seed(segment.init_seed)
@@ -214,16 +220,22 @@ def train_segment(
                                weight_decay=config.weight_decay)
     reached(segment.start)
 
-    def progress(p: TrainProgress) -> None:
-        i = segment.start + p.step
+    length = segment.stop - segment.start
+
+    def progress(p: ProgressEvent) -> None:
+        i = segment.start + p.done
+        step_lr, loss = p.figures["lr"], p.figures["loss"]
         if result.lr_first is None:
-            result.lr_first = p.lr
-        result.lr_last = p.lr
+            result.lr_first = step_lr
+        result.lr_last = step_lr
         for group in optimizer.param_groups:
             group["lr"] = lr(i)
         reached(i)
+        epoch, sparsity = int(p.figures["epoch"]), p.figures.get("sparsity")
+        if report is not None:
+            report(TrainProgress(epoch, p.done, length, loss, step_lr, sparsity, parent="lottery", detail=detail))
         if callback is not None:
-            callback(TrainProgress(p.epoch, i, segment.stop, p.loss, p.lr, p.sparsity))
+            callback(TrainProgress(epoch, i, segment.stop, loss, step_lr, sparsity))
 
     batches = StepBatches(*train, config.batch_size, segment.data_seed, segment.start, segment.stop)
     fitted = fit(model, batches, epochs=1, optimizer=optimizer, lr_schedule="none", progress=progress)

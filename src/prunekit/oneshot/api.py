@@ -15,7 +15,7 @@ import logging
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..masks import list_realisations
 from ..masks import apply_masks
 from ..measure.sparsity import SparsityReport
 from ..params import ONESHOT_PARAMS
+from ..progress import ProgressArg, check_progress, progress_reporter
 from ..structures import NM, Element, create_structure
 from ..targets import Target
 from ..validation import checked_keywords, validate
@@ -113,7 +114,7 @@ def make_plan(
     owl_m: float = 5.0, sequential: bool = False, mode: str = "permanent", batch_size: Any = 8,
     blocksize: Any = 128, percdamp: Any = 0.01, device: Any = None, blocks: str | None = None, include: Any = None,
     exclude: Any = None, head: Any = False, embeddings: Any = False,
-    progress: Callable[[OneShotProgress], None] | None = None,
+    progress: ProgressArg = None,
 ) -> Plan:
     """Validate the arguments of a pass (see :func:`oneshot_prune`) before anything changes.
 
@@ -121,6 +122,7 @@ def make_plan(
     """
     if not isinstance(model, nn.Module):
         raise InvalidParameterError("model", "a torch.nn.Module", type(model).__name__)
+    check_progress(progress)
     validate(ONESHOT_PARAMS, {"method": method, "mode": mode, "blocksize": blocksize, "percdamp": percdamp})
     chosen = ONESHOT_METHODS.get(method)()
     nm = _check_structure(structure)
@@ -201,7 +203,7 @@ def oneshot_prune(
     percdamp: float = 0.01,
     head: bool = False,
     embeddings: bool = False,
-    progress: Callable[[OneShotProgress], None] | None = None,
+    progress: ProgressArg = None,
     calibration: Any = None,
 ) -> OneShotResult:
     """Prune the linear layers of every transformer block of ``model`` once, from calibration data.
@@ -257,7 +259,14 @@ def oneshot_prune(
             ``head=True, embeddings=True`` together (pruned once, by ``method``
             from the head's inputs) and ``mode="permanent"``; either flag alone
             is an error.
-        progress: called with :class:`OneShotProgress` events.
+        progress: ``True`` for a progress bar on stderr, or a callable receiving
+            a :class:`~prunekit.progress.ProgressEvent` when each block starts and
+            ends (stages ``"capture"``, ``"owl"``, ``"prune"``; ``done`` blocks of
+            ``total``; see :class:`OneShotProgress`). Default: logged at DEBUG
+            only. A callback reading the old :class:`OneShotProgress` attributes
+            (``status``, ``block``, ``blocks``, ``seconds``) still works
+            (deprecated, warns). An exception it raises stops the pass, and the
+            model is restored.
         calibration: deprecated name of ``data`` (giving both is an error).
 
     Returns:
@@ -289,7 +298,8 @@ def oneshot_prune(
     succeeded = False
     try:
         model.eval()
-        outcome = run_pass(model, plan, batches, store, journal)
+        with progress_reporter(plan.progress) as plan.report:
+            outcome = run_pass(model, plan, batches, store, journal)
         store.finish()
         if plan.mode != "permanent":
             _attach_masks(plan, outcome, journal)

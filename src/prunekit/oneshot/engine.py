@@ -38,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +48,7 @@ from torch import nn
 
 from ..measure.sparsity import TensorSparsity, sparsity_report
 from ..memory import release_freed_memory
+from ..progress import LegacyEvent, ProgressArg, ProgressCallback
 from ..structures import NM
 from ..targets import Target
 from .blocks import LINEAR_TYPES, block_targets, set_weight_matrix, weight_matrix
@@ -66,15 +67,29 @@ __all__ = ["OneShotProgress", "PassOutcome", "Plan", "run_pass"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OneShotProgress:
-    """Sent to ``progress`` when a block starts (``status="start"``) and ends (``"done"``)."""
+class OneShotProgress(LegacyEvent):
+    """What the pass reports when a block starts and when it ends: a
+    :class:`~prunekit.progress.ProgressEvent` whose ``stage`` is ``"capture"`` (the
+    first block's inputs), ``"owl"`` (measuring outlier ratios) or ``"prune"``,
+    ``done`` the blocks finished (``block`` at its start, ``block + 1`` at its end)
+    of ``total`` = the blocks, ``detail`` ``"block i"``, ``figures`` ``seconds``
+    (the block's time, at its end) and ``sparsity`` (its level, for ``"prune"``).
 
-    stage: str  # "capture" (the first block's inputs), "owl" (measuring outliers) or "prune"
-    block: int
-    blocks: int
-    status: str
-    seconds: float = 0.0
+    Deprecated: the old attributes ``block``, ``blocks``, ``status`` (``"start"`` /
+    ``"done"``) and ``seconds`` still answer for one release and warn with the new form.
+    """
+
+    _new_forms = {"block": "done (at a block's start) or done - 1 (at its end), and detail",
+                  "blocks": "total", "status": "done (it grows by one when a block is done)",
+                  "seconds": "figures['seconds']"}
+
+    def __init__(self, stage: str, block: int, blocks: int, status: str, seconds: float = 0.0,
+                 sparsity: float | None = None) -> None:
+        figures: dict[str, float] = {} if status == "start" else {"seconds": float(seconds)}
+        if sparsity is not None:
+            figures["sparsity"] = float(sparsity)
+        super().__init__(stage, block + (status != "start"), blocks, figures, f"block {block}")
+        self._keep_legacy(block=block, blocks=blocks, status=status, seconds=seconds)
 
 
 @dataclass
@@ -96,7 +111,9 @@ class Plan:
     sequential: bool = False
     include: Any = None
     exclude: Any = None
-    progress: Callable[[OneShotProgress], None] | None = None
+    progress: ProgressArg = None
+    #: where the pass reports (:func:`prunekit.progress.progress_reporter` of ``progress``, set by the caller)
+    report: ProgressCallback | None = None
 
     @property
     def needs_data(self) -> bool:
@@ -134,14 +151,15 @@ class PassOutcome:
 
 
 @contextmanager
-def _stage(progress: Callable[[OneShotProgress], None] | None, stage: str, index: int, count: int) -> Iterator[None]:
+def _stage(report: ProgressCallback | None, stage: str, index: int, count: int,
+           sparsity: float | None = None) -> Iterator[None]:
     """Send ``start`` and ``done`` (with the seconds taken) events around a stage of one block."""
     start = time.perf_counter()
-    if progress:
-        progress(OneShotProgress(stage, index, count, "start"))
+    if report:
+        report(OneShotProgress(stage, index, count, "start", sparsity=sparsity))
     yield
-    if progress:
-        progress(OneShotProgress(stage, index, count, "done", time.perf_counter() - start))
+    if report:
+        report(OneShotProgress(stage, index, count, "done", time.perf_counter() - start, sparsity=sparsity))
 
 
 def sequential_groups(block: nn.Module, targets: list[Target], inputs: Captured,
@@ -202,7 +220,7 @@ def _owl_ratios(plan: Plan, store: BlockHome, inputs: Captured) -> list[float]:
     ratios = []
     x = inputs
     for index in range(len(plan.blocks)):
-        with _stage(plan.progress, "owl", index, len(plan.blocks)):
+        with _stage(plan.report, "owl", index, len(plan.blocks)):
             block = store.load(index)
             targets = block_targets(block, plan.include, plan.exclude)
             positions = RealPositions()
@@ -299,7 +317,7 @@ def _run_without_data(plan: Plan, store: BlockHome, journal: Journal | None, out
     from its weights alone and released; the model never runs."""
     outcome.levels = [plan.sparsity] * len(plan.blocks)
     for index in range(len(plan.blocks)):
-        with _stage(plan.progress, "prune", index, len(plan.blocks)):
+        with _stage(plan.report, "prune", index, len(plan.blocks), plan.sparsity):
             block, targets, prefix, key = _open_block(plan, store, index, journal)
             _prune_group(targets, plan.method, None, plan.sparsity, plan, prefix, key, outcome)
             _report_block(outcome, plan, block, prefix, targets)
@@ -325,7 +343,7 @@ def run_pass(model: nn.Module, plan: Plan, batches: list[Any] | None, store: Blo
         return outcome
     if batches is None:
         raise RuntimeError("run_pass: this plan needs calibration batches")
-    with _stage(plan.progress, "capture", 0, 1):
+    with _stage(plan.report, "capture", 0, 1):
         inputs = capture_block_inputs(model, plan.blocks[0], batches, plan.device, store.rest)
     outcome.levels = [plan.sparsity] * len(plan.blocks)
     if plan.owl:
@@ -337,7 +355,7 @@ def run_pass(model: nn.Module, plan: Plan, batches: list[Any] | None, store: Blo
     x = inputs
     del inputs  # from here on only the current block's inputs and outputs are alive
     for index in range(len(plan.blocks)):
-        with _stage(plan.progress, "prune", index, len(plan.blocks)):
+        with _stage(plan.report, "prune", index, len(plan.blocks), outcome.levels[index]):
             block, targets, prefix, key = _open_block(plan, store, index, journal)
             groups = sequential_groups(block, targets, x, plan.device) if plan.sequential else [targets]
             for group in groups:

@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ from ..deprecation import renamed_value
 from ..errors import InvalidParameterError
 from ..memory import release_freed_memory
 from .api import OneShotResult, make_plan, plan_batches
-from .engine import OneShotProgress, run_pass
+from ..progress import ProgressArg, progress_reporter
+from .engine import run_pass
 from .blocks import find_blocks
 from .capture import check_token_ids
 from .hf_folder import (
@@ -137,7 +138,7 @@ def prune_pretrained(
     percdamp: float = 0.01,
     head: bool = False,
     embeddings: bool = False,
-    progress: Callable[[OneShotProgress], None] | None = None,
+    progress: ProgressArg = None,
     calibration: Any = None,
 ) -> OneShotResult:
     """Prune the Hugging Face model in ``model_dir`` into ``out_dir`` without ever loading it whole.
@@ -213,8 +214,9 @@ def prune_pretrained(
     work.mkdir(parents=True)
     try:
         writer = ShardWriter(work, len(plan.blocks) + 1)
-        outcome = run_pass(model, plan, batches, StreamedBlocks(slots, plan.path, plan.blocks, writer, plan.device),
-                           journal=None)
+        with progress_reporter(plan.progress) as plan.report:
+            outcome = run_pass(model, plan, batches,
+                               StreamedBlocks(slots, plan.path, plan.blocks, writer, plan.device), journal=None)
         writer.write(len(plan.blocks) + 1, slots.state(*outside))
         writer.close()
         copy_side_files(folder.folder, work)

@@ -61,7 +61,6 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +82,17 @@ from ..io import (
 )
 from ..masks import make_permanent
 from ..measure.sparsity import sparsity_report
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, check_progress, progress_reporter
 from ..rundir import Manifest, RunLock, clean_temporary, write_errors
 from ..recipes import Recipe, RunSpec, StageData, TrainSpec, load_recipe
-from ..training import TrainProgress, fit
+from ..training import fit
 from ..zoo import create_model
 from . import measures as M
 from .latency import interleaved_latency
 from .sparse_timing import SUFFIX, save_converted, sparse_copies
 from .realise import apply_stages
 from .report_files import write_report_files
+from .stage_progress import StageProgress
 
 __all__ = ["StageProgress", "Runner", "run_recipe"]
 
@@ -99,27 +100,6 @@ logger = logging.getLogger(__name__)
 
 STATE_VERSION = 3
 REPORT_FILES = ("report.json", "report.md", "report.html")
-
-
-@dataclass
-class StageProgress:
-    """What the ``progress`` callback receives.
-
-    ``status``: ``"start"`` (a training phase begins; ``total`` = its steps),
-    ``"step"`` (a training step; ``step``/``total``, ``loss``), ``"measure"``,
-    ``"done"`` (``seconds`` it took) or ``"skipped"`` (finished before).
-    ``stage`` is ``"dense"`` or a run name; ``index``/``count`` place it among
-    all stages.
-    """
-
-    stage: str
-    status: str
-    index: int
-    count: int
-    step: int = 0
-    total: int = 0
-    loss: float | None = None
-    seconds: float | None = None
 
 
 def _file_safe(name: str) -> str:
@@ -133,6 +113,10 @@ class Runner:
     path, ``timings`` each stage to its seconds (time of the run that computed
     it), ``skipped`` lists the stages reused from an earlier start and
     ``warnings`` anything the caller should show.
+
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`StageProgress` (a :class:`~prunekit.progress.ProgressEvent`) at each stage's
+    start, training step, measurement and end; by default events are logged at DEBUG only.
     """
 
     def __init__(
@@ -141,13 +125,16 @@ class Runner:
         out_dir: str | os.PathLike[str],
         *,
         restart: bool = False,
-        progress: Callable[[StageProgress], None] | None = None,
+        progress: ProgressArg = None,
     ) -> None:
+        check_progress(progress)
         self.recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         self.out = Path(out_dir)
         self.state = self.out / "state"
         self.restart = restart
         self.progress = progress
+        self._tell: ProgressCallback | None = None  # while run() reports
+        self._stage_steps: dict[str, int] = {}  # each stage's training steps so far
         self.fingerprint = self.recipe.fingerprint()
         self.runs = self.recipe.runs()
         self.files: dict[str, Path] = {}
@@ -163,9 +150,17 @@ class Runner:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _emit(self, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress(StageProgress(count=self._count, **kwargs))
+    def _emit(self, *, stage: str, status: str, **kwargs: Any) -> None:
+        """A :class:`StageProgress` to the reporter; ``done == total`` at ``measure``/``done``/``skipped``."""
+        if status == "start":
+            self._stage_steps[stage] = 0
+        elif status == "step":
+            self._stage_steps[stage] = int(kwargs["step"])
+        else:
+            steps = self._stage_steps.get(stage, 0)
+            kwargs = {**kwargs, "done": steps, "total": steps}
+        if self._tell is not None:
+            self._tell(StageProgress(stage, status, count=self._count, **kwargs))
 
     @property
     def _files(self) -> Manifest:
@@ -287,8 +282,9 @@ class Runner:
         loader = M.loader(self.recipe, dataset, seed)
         self._emit(stage=stage, status="start", index=index, total=spec.steps(len(loader)))
 
-        def report(p: TrainProgress) -> None:
-            self._emit(stage=stage, status="step", index=index, step=p.step, total=p.total_steps, loss=p.loss)
+        def report(p: ProgressEvent) -> None:
+            self._emit(stage=stage, status="step", index=index, step=p.done, total=p.total or 0,
+                       loss=p.figures["loss"])
 
         model.train()
         result = fit(model, loader, epochs=spec.epochs, optimizer=spec.optimizer, lr=spec.lr,
@@ -450,8 +446,12 @@ class Runner:
         train, test = M.load_datasets(self.recipe)
         self._batches_per_epoch = -(-len(train) // self.recipe.data.batch_size)  # type: ignore[arg-type]
         self._preflight(test)
-        with self.lock:
-            return self._run_locked(train, test)
+        with self.lock, progress_reporter(self.progress) as report:
+            self._tell = report
+            try:
+                return self._run_locked(train, test)
+            finally:
+                self._tell = None
 
     def _run_locked(self, train: Dataset, test: Dataset) -> dict[str, Any]:
         self._check_out()  # again: another run may have finished in the meantime
@@ -558,10 +558,14 @@ def run_recipe(
     out_dir: str | os.PathLike[str],
     *,
     restart: bool = False,
-    progress: Callable[[StageProgress], None] | None = None,
+    progress: ProgressArg = None,
 ) -> dict[str, Any]:
     """Execute ``recipe`` (a :class:`~prunekit.recipes.Recipe` or a YAML path)
-    into ``out_dir`` and return the report dict; resumes finished stages."""
+    into ``out_dir`` and return the report dict; resumes finished stages.
+
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`StageProgress` (a :class:`~prunekit.progress.ProgressEvent`) at each
+    stage's start, training step, measurement and end; default: logged at DEBUG only."""
     return Runner(recipe, out_dir, restart=restart, progress=progress).run()
 
 

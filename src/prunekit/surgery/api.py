@@ -43,6 +43,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..params import STRUCTURAL_PARAMS
+from ..progress import ProgressArg, ProgressEvent, check_progress, nested, progress_reporter
 from ..validation import checked_keywords, validate
 from ..measure.macs import count_macs
 from ..allocation import ALLOCATIONS, allocate_channels as allocate, check_sparsity
@@ -150,6 +151,16 @@ def _check_latency_options(allocation: str, sparsity: Any, macs_target: Any, lat
     return latency_table
 
 
+def _step_figures(keep: Mapping[str, torch.Tensor], current: Mapping[str, int], base: Mapping[str, int],
+                  macs: int | None) -> dict[str, float]:
+    """The figures of a step's progress event."""
+    figures: dict[str, float] = {"groups_pruned": len(keep),
+                                 "channels_kept": sum(current.values()) / max(1, sum(base[n] for n in current))}
+    if macs is not None:
+        figures["macs"] = macs
+    return figures
+
+
 @checked_keywords
 def structural_prune(
     model: nn.Module,
@@ -177,6 +188,7 @@ def structural_prune(
     ratio: float | None = None,
     batches: Iterable[Any] | None = None,
     approximate: bool = False,
+    progress: ProgressArg = None,
 ) -> StructuralPruneResult:
     """Physically remove channels from ``model`` (in place) and return what changed.
 
@@ -214,6 +226,13 @@ def structural_prune(
             statistics along channels, as in ConvNeXt and MobileViT blocks) keeps, slicing its weights
             with them, as Torch-Pruning does: the kept channels' values change, so fine-tune afterwards.
             Off by default (removal is exact); when nothing can be pruned exactly, the error names it.
+        progress: ``True`` for a progress bar on stderr, or a callable receiving a
+            :class:`~prunekit.progress.ProgressEvent` before the first and after each step
+            (stage ``"search"``, ``done`` steps of ``total`` = ``steps``, ``figures``
+            ``groups_pruned`` and ``channels_kept`` (a fraction), and ``macs`` where known),
+            and, with ``macs_target``, after each bisection of the channel ratio (stage
+            ``"macs-search"``, parent ``"search"``, ``figures`` ``ratio``). Default: logged at
+            DEBUG only.
 
     Raises:
         InvalidParameterError: for bad arguments, before anything is changed; when the model has
@@ -244,6 +263,7 @@ def structural_prune(
         sparsity = check_sparsity(sparsity, "sparsity", allow_count=False, allow_full=False)
     if not isinstance(measure, bool):
         raise InvalidParameterError("measure", "True or False", measure)
+    check_progress(progress)
     measure = measure or macs_target is not None  # a MACs target needs the counts anyway
     if finetune is not None and not callable(finetune):
         raise InvalidParameterError("finetune", "None or a callable finetune(model, step)", finetune)
@@ -275,72 +295,75 @@ def structural_prune(
     crit = make()
     current: dict[str, int] = dict(base_sizes)
     modelled: tuple[float, float] | None = None
-    for i in range(1, steps + 1):
-        if i > 1:
-            groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
-                                 approximate=approximate)
-            crit = make()
-        for g in groups:
-            base_sizes.setdefault(g.name, g.size)
-        scores = crit(model, groups)
-        if measure and (i == 1 or macs_target is not None):
-            macs_model = MacsModel(model, groups, report if i == 1 else count_macs(model, example_inputs, norms=False))
-        else:
-            macs_model = None
-
-        def alloc(r: float) -> dict[str, torch.Tensor]:
-            return allocate(groups, scores, r, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
-                            round_to=round_to, base_sizes=base_sizes)
-
-        if table is not None:
-            options = dict(normalize=normalize, max_layer_ratio=max_layer_ratio, round_to=round_to,
-                           base_sizes=base_sizes)
-            sites = layer_sites(model, example_inputs, groups)
-            if macs_target is not None:
-                offset = (macs_model.total if macs_model is not None else _macs(model, example_inputs)) \
-                    - sum(s.macs({}) for s in sites)
-
-                def goals(j: int) -> dict[str, Any]:
-                    return {"macs_goal": int((macs_before or 0) * (1 - (1 - float(macs_target)) * j / steps)) - offset}
+    with progress_reporter(progress) as tell:
+        tell(ProgressEvent("search", 0, steps, {}, "step 1"))
+        for i in range(1, steps + 1):
+            if i > 1:
+                groups = find_groups(model, example_inputs, exclude=exclude, extra_groups=extra_groups,
+                                     approximate=approximate)
+                crit = make()
+            for g in groups:
+                base_sizes.setdefault(g.name, g.size)
+            scores = crit(model, groups)
+            if measure and (i == 1 or macs_target is not None):
+                macs_model = MacsModel(model, groups, report if i == 1 else count_macs(model, example_inputs, norms=False))
             else:
-                if i == 1:
-                    latency_dense = predict_latency(sites, {}, table)
+                macs_model = None
 
-                def goals(j: int) -> dict[str, Any]:
-                    return {"latency_goal_ms": latency_dense * (1 - (1 - float(latency_target)) * j / steps)}
-            if i == 1 and steps > 1:  # the final target must be reachable before anything changes
-                latency_keep_counts(groups, scores, sites, table, **goals(steps), **options)
-            decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options)
-            modelled = (modelled[0] if modelled else decided.latency_before_ms, decided.latency_after_ms)
-            keep = select_channels(groups, scores, decided.counts)
-        elif sparsity is not None:
-            keep = alloc(sparsity * i / steps)
-        else:
-            goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
+            def alloc(r: float) -> dict[str, torch.Tensor]:
+                return allocate(groups, scores, r, scope=scope, normalize=normalize, max_layer_ratio=max_layer_ratio,
+                                round_to=round_to, base_sizes=base_sizes)
 
-            def counts(r: float) -> dict[str, int]:
-                return keep_counts(groups, scores, r, scope=scope, normalize=normalize,
-                                   max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)
+            if table is not None:
+                options = dict(normalize=normalize, max_layer_ratio=max_layer_ratio, round_to=round_to,
+                               base_sizes=base_sizes)
+                sites = layer_sites(model, example_inputs, groups)
+                if macs_target is not None:
+                    offset = (macs_model.total if macs_model is not None else _macs(model, example_inputs)) \
+                        - sum(s.macs({}) for s in sites)
 
-            try:
-                keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model,
-                                            counts=counts))
-            except InvalidParameterError as error:
-                hint = approximate_hint(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups,
-                                        approximate=approximate)
-                if hint is None:
-                    raise
-                raise InvalidParameterError(error.param, error.expected, error.got, f"{error.fix} Or: {hint}.") from None
-        keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
-        # MACs after this step follow from the kept channels when every counted MAC scales with them
-        macs_after = macs_model.after(keep) if macs_model is not None and macs_model.exact else None
-        crit.after_selection(model, groups, keep)
-        records.append(prune_groups(model, keep, groups, optimizer=optimizer))
-        for g in groups:
-            current[g.name] = int(keep[g.name].numel()) if g.name in keep else g.size
-        logger.info("structural_prune step %d/%d: %d groups pruned", i, steps, len(keep))
-        if finetune is not None and i < steps:
-            finetune(model, i)
+                    def goals(j: int) -> dict[str, Any]:
+                        return {"macs_goal": int((macs_before or 0) * (1 - (1 - float(macs_target)) * j / steps)) - offset}
+                else:
+                    if i == 1:
+                        latency_dense = predict_latency(sites, {}, table)
+
+                    def goals(j: int) -> dict[str, Any]:
+                        return {"latency_goal_ms": latency_dense * (1 - (1 - float(latency_target)) * j / steps)}
+                if i == 1 and steps > 1:  # the final target must be reachable before anything changes
+                    latency_keep_counts(groups, scores, sites, table, **goals(steps), **options)
+                decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options)
+                modelled = (modelled[0] if modelled else decided.latency_before_ms, decided.latency_after_ms)
+                keep = select_channels(groups, scores, decided.counts)
+            elif sparsity is not None:
+                keep = alloc(sparsity * i / steps)
+            else:
+                goal = int((macs_before or 0) * (1 - (1 - float(macs_target)) * i / steps))
+
+                def counts(r: float) -> dict[str, int]:
+                    return keep_counts(groups, scores, r, scope=scope, normalize=normalize,
+                                       max_layer_ratio=max_layer_ratio, round_to=round_to, base_sizes=base_sizes)
+
+                try:
+                    keep = alloc(ratio_for_macs(model, groups, goal, example_inputs, alloc, macs_model=macs_model,
+                                                counts=counts, progress=nested(tell, "search")))
+                except InvalidParameterError as error:
+                    hint = approximate_hint(model, example_inputs, groups, exclude=exclude, extra_groups=extra_groups,
+                                            approximate=approximate)
+                    if hint is None:
+                        raise
+                    raise InvalidParameterError(error.param, error.expected, error.got, f"{error.fix} Or: {hint}.") from None
+            keep = {g.name: keep[g.name] for g in groups if keep[g.name].numel() < g.size}
+            # MACs after this step follow from the kept channels when every counted MAC scales with them
+            macs_after = macs_model.after(keep) if macs_model is not None and macs_model.exact else None
+            crit.after_selection(model, groups, keep)
+            records.append(prune_groups(model, keep, groups, optimizer=optimizer))
+            for g in groups:
+                current[g.name] = int(keep[g.name].numel()) if g.name in keep else g.size
+            logger.info("structural_prune step %d/%d: %d groups pruned", i, steps, len(keep))
+            tell(ProgressEvent("search", i, steps, _step_figures(keep, current, base_sizes, macs_after), f"step {i}"))
+            if finetune is not None and i < steps:
+                finetune(model, i)
     result = StructuralPruneResult(
         criterion=getattr(crit, "name", type(crit).__name__), scope="latency" if table is not None else scope,
         params_before=params_before, params_after=_params(model) if measure else None,

@@ -33,6 +33,7 @@ from ..coupling.groups import Group
 from ..coupling.trace import Trace, Value
 from ..errors import InvalidParameterError
 from ..measure.macs import MacReport, count_macs, mac_rule
+from ..progress import ProgressCallback, ProgressEvent
 from .remove import prune_groups
 
 __all__ = ["MacsModel", "count_dense_macs", "macs_from_trace", "macs_of_copy", "ratio_for_macs", "total_macs"]
@@ -207,6 +208,7 @@ def ratio_for_macs(
     report: MacReport | None = None,
     macs_model: MacsModel | None = None,
     counts: Callable[[float], Mapping[str, int]] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> float:
     """Smallest channel ratio (to ``2**-BISECTIONS``) whose pruned model has at most ``target``
     dense MACs, by bisection over ``alloc(ratio)`` (the kept channels of each group).
@@ -216,7 +218,8 @@ def ratio_for_macs(
     counted here. ``counts(ratio)``: how many channels each group keeps, as ``alloc`` would
     keep them (cheaper than choosing the channels; ``alloc`` is then called only to prune
     copies). Raises :class:`InvalidParameterError` when even the largest ratio stays above
-    ``target``.
+    ``target``. ``progress`` receives a :class:`~prunekit.progress.ProgressEvent` (stage
+    ``"macs-search"``, ``figures`` ``ratio``) after each bisection step.
     """
     if macs_model is None:
         macs_model = MacsModel(model, groups, report or count_macs(model, example_inputs, norms=False))
@@ -237,9 +240,9 @@ def ratio_for_macs(
         return macs_model.predict([size - k for size, k in zip(sizes, n)])
 
     if macs_model.exact:
-        return _bisect(target, kept, from_model)
+        return _bisect(target, kept, from_model, progress)
     try:
-        ratio = _bisect(target, kept, from_model)
+        ratio = _bisect(target, kept, from_model, progress)
         keep = alloc(ratio)
         if on_copies(keep) == macs_model.after(keep):
             return ratio
@@ -247,11 +250,11 @@ def ratio_for_macs(
         pass  # the rest may shrink too: the copies decide
     logger.info("MACs of %s do not follow the kept channels alone (%s); searching on copies",
                 type(model).__name__, ", ".join(macs_model.rest_rows[:3]))
-    return _bisect(target, kept, lambda r, n: on_copies(alloc(r)))
+    return _bisect(target, kept, lambda r, n: on_copies(alloc(r)), progress)
 
 
 def _bisect(target: int, kept: Callable[[float], tuple[int, ...]],
-            macs: Callable[[float, tuple[int, ...]], int]) -> float:
+            macs: Callable[[float, tuple[int, ...]], int], progress: ProgressCallback | None = None) -> float:
     """Bisection on the ratio; ``kept(r)`` the channels each group keeps at ``r``, ``macs(r, kept)``
     the MACs then (asked once per distinct ``kept``)."""
     seen: dict[tuple[int, ...], int] = {}
@@ -268,11 +271,13 @@ def _bisect(target: int, kept: Callable[[float], tuple[int, ...]],
             "macs_target", "a target reachable within the caps (removing every allowed channel still exceeds it)",
             target, "Fix: raise macs_target, relax max_layer_ratio, or exclude fewer layers.",
         )
-    for _ in range(BISECTIONS):
+    for step in range(BISECTIONS):
         mid = (lo + hi) / 2
         if macs_at(mid) <= target:
             hi = mid
         else:
             lo = mid
+        if progress is not None:
+            progress(ProgressEvent("macs-search", step + 1, BISECTIONS, {"ratio": hi}, f"target {target} MACs"))
     logger.debug("macs target %d: ratio %.5f after %d MAC counts", target, hi, len(seen))
     return hi
