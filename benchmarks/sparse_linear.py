@@ -26,6 +26,7 @@ BertConfig(), random weights, no download) with every encoder Linear pruned to
 
     python benchmarks/sparse_linear.py --threads 2 --json benchmarks/results/sparse_linear.json
     python benchmarks/sparse_linear.py --quick        # a short smoke run (noisy figures)
+    python benchmarks/sparse_linear.py --skip-bert --patterns 90% --dtypes float32   # one row
 
 On a shared machine pass ``--wait-quiet``: each configuration then starts when
 other processes use less than a quarter of a core.
@@ -73,8 +74,8 @@ def _mlp_weights(pattern: str, dtype: torch.dtype, seed: int = 0) -> tuple[torch
 
 def bench_mlp(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for dtype in (torch.float32, torch.bfloat16):
-        for pattern in PATTERNS:
+    for dtype in [getattr(torch, d) for d in args.dtypes]:
+        for pattern in args.patterns:
             up, down = _mlp_weights(pattern, dtype)
             cu, cd = compress(up), compress(down)
             iu, id_ = column_indices(cu), column_indices(cd)  # derived once per layer, as SparseLinear does
@@ -119,6 +120,8 @@ def bench_mlp(args: argparse.Namespace) -> list[dict]:
                      f"{sp['prunekit']:>7.2f}x {r['path']:>7} {r['limit']:>6.2f}x {r['reached']:>6.0%}  "
                      f"{s1['dense'] / s2['dense']:.2f}x, {s1['prunekit'] / s2['prunekit']:.2f}x")
     print_table(header, lines)
+    print("limit = dense bytes / bytes the path reads, s = bytes a value (4 fp32, 2 bf16), p = sparsity: "
+          "bitmask s / (1/8 + (1-p) s), index s / ((1-p) (s + 2)) (+ 8 bytes a row offset); reached = kernel x / limit")
     return rows
 
 
@@ -149,6 +152,10 @@ def main() -> None:
     parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--skip-bert", action="store_true")
     parser.add_argument("--wait-quiet", action="store_true")
+    parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS),
+                        help="MLP sparsities to run (default: all)")
+    parser.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
+                        help="MLP weight dtypes to run (default: both)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if args.quick:

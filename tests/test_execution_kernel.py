@@ -92,6 +92,28 @@ def test_each_isa_forced_on_odd_shapes(isas, isa, dtype):
                                            F.linear(x, w.float()), rtol=1e-5, atol=_tolerance(inp))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_row_index_path_with_rows_of_uneven_length(isas, dtype):
+    """One x row on the index path: several output rows run together, so rows that end at
+    different points (empty, shorter or longer than one 32-value step, full) must each get their
+    own sum and bias, for every count of output rows (whole groups of rows and a remainder)."""
+    g = torch.Generator().manual_seed(3)
+    inp = 700
+    lengths = [0, 1, 15, 16, 17, 31, 32, 33, 64, 95, 700, 250, 0, 3, 129]
+    for out in range(1, len(lengths) + 1):
+        w = torch.zeros(out, inp)
+        for o in range(out):
+            n = lengths[(o * 7) % len(lengths)]
+            w[o, torch.randperm(inp, generator=g)[:n]] = torch.randn(n, generator=g)
+        w = w.to(dtype)
+        b = torch.randn(out, generator=g)
+        x = torch.randn(1, inp, generator=g)
+        packed = compress(w)
+        for isa in isas[dtype == torch.bfloat16]:
+            got = sparse_linear(x, packed, b, isa=isa, path="index", cols=column_indices(packed))
+            torch.testing.assert_close(got, F.linear(x, w.float(), b), rtol=1e-5, atol=_tolerance(inp))
+
+
 def test_column_indices_follow_the_values():
     w = _weight(9, 70, "zero rows", 0.3, torch.float32, 5)
     packed = compress(w)

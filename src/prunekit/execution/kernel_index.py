@@ -9,7 +9,9 @@ then proportional to the kept values, not to the columns.
   fetched with one gather (AVX-512 ``_mm512_i32gather_ps``, AVX2
   ``_mm256_i32gather_ps``; ``x`` is in L1/L2) and one FMA against 16 packed
   values. Bytes read: ``nnz · (s + 2)`` (values and indices) against the
-  bitmask's ``out · in / 8 + nnz · s``.
+  bitmask's ``out · in / 8 + nnz · s``. With one ``x`` row (AVX-512), four
+  output rows from the four quarters of a thread's range run together (four
+  value streams in flight, prefetched 512 values ahead).
 * tiled rows (many rows): ``x`` is laid out as tiles of 16 rows,
   ``xt[tile, column, 16]``, so one column of one tile is one 64-byte line; for
   each tile (kept in L1/L2) and each output row, every kept ``W[o, i]`` is
@@ -88,15 +90,20 @@ void index_avx512_rows(const IndexArgs& a, int64_t o0, int64_t o1, int64_t r0) {
   }
 }
 
-// One x row, two output rows from the two halves of [o0, o1) at once: two independent value
-// streams keep more memory reads in flight than one.
+// One x row, four output rows from the four quarters of [o0, o1) at once: four independent value
+// streams keep more memory reads in flight than one or two (timed against one, two and eight
+// streams and other prefetch distances: four, kStreamAhead values ahead, was the fastest; the
+// loop then reads its bytes about as fast as a plain sequential read of them).
+constexpr int kStreams = 4;
+constexpr int64_t kStreamAhead = 512;
+
 template <bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 inline void index_step32(const IndexArgs& a, int64_t k, __m512& acc0, __m512& acc1) {
   const int64_t es = BF16 ? 2 : 4;
-  _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead) * es, _MM_HINT_T0);
-  if (!BF16) _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kIndexAhead + 16) * es, _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(a.cols + k + kIndexAhead), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kStreamAhead) * es, _MM_HINT_T0);
+  if (!BF16) _mm_prefetch(reinterpret_cast<const char*>(a.values) + (k + kStreamAhead + 16) * es, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(a.cols + k + kStreamAhead), _MM_HINT_T0);
   const __m512i i0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k)));
   const __m512i i1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.cols + k + 16)));
   acc0 = _mm512_fmadd_ps(load_values16<BF16>(a.values, k), _mm512_i32gather_ps(i0, a.x, 4), acc0);
@@ -117,25 +124,35 @@ inline void index_tail(const IndexArgs& a, int64_t k, int64_t end, __m512& acc) 
 
 template <bool BF16>
 __attribute__((target("avx512f,avx512bw,avx512vl")))
-void index_avx512_two(const IndexArgs& a, int64_t o0, int64_t o1) {
-  const int64_t half = (o1 - o0) / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const int64_t oa = o0 + i, ob = o0 + half + i;
-    int64_t ka = a.row_ptr[oa], kb = a.row_ptr[ob];
-    const int64_t ea = a.row_ptr[oa + 1], eb = a.row_ptr[ob + 1];
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), b0 = _mm512_setzero_ps(), b1 = _mm512_setzero_ps();
-    for (; ka + 32 <= ea && kb + 32 <= eb; ka += 32, kb += 32) {
-      index_step32<BF16>(a, ka, a0, a1);
-      index_step32<BF16>(a, kb, b0, b1);
+void index_avx512_streams(const IndexArgs& a, int64_t o0, int64_t o1) {
+  constexpr int S = kStreams;
+  const int64_t part = (o1 - o0) / S;
+  for (int64_t i = 0; i < part; ++i) {
+    int64_t o[S], k[S], e[S];
+    __m512 lo[S], hi[S];
+#pragma GCC unroll 4
+    for (int j = 0; j < S; ++j) {
+      o[j] = o0 + j * part + i;
+      k[j] = a.row_ptr[o[j]];
+      e[j] = a.row_ptr[o[j] + 1];
+      lo[j] = _mm512_setzero_ps();
+      hi[j] = _mm512_setzero_ps();
     }
-    for (; ka + 32 <= ea; ka += 32) index_step32<BF16>(a, ka, a0, a1);
-    for (; kb + 32 <= eb; kb += 32) index_step32<BF16>(a, kb, b0, b1);
-    index_tail<BF16>(a, ka, ea, a0);
-    index_tail<BF16>(a, kb, eb, b0);
-    a.y[oa] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + (a.bias ? a.bias[oa] : 0.f);
-    a.y[ob] = _mm512_reduce_add_ps(_mm512_add_ps(b0, b1)) + (a.bias ? a.bias[ob] : 0.f);
+    for (;;) {  // all S rows together while each has 32 values left
+      bool room = true;
+#pragma GCC unroll 4
+      for (int j = 0; j < S; ++j) room = room && k[j] + 32 <= e[j];
+      if (!room) break;
+#pragma GCC unroll 4
+      for (int j = 0; j < S; ++j) { index_step32<BF16>(a, k[j], lo[j], hi[j]); k[j] += 32; }
+    }
+    for (int j = 0; j < S; ++j) {  // then each row's rest on its own
+      for (; k[j] + 32 <= e[j]; k[j] += 32) index_step32<BF16>(a, k[j], lo[j], hi[j]);
+      index_tail<BF16>(a, k[j], e[j], lo[j]);
+      a.y[o[j]] = _mm512_reduce_add_ps(_mm512_add_ps(lo[j], hi[j])) + (a.bias ? a.bias[o[j]] : 0.f);
+    }
   }
-  if (o0 + 2 * half < o1) index_avx512_rows<1, BF16>(a, o0 + 2 * half, o1, 0);
+  if (o0 + S * part < o1) index_avx512_rows<1, BF16>(a, o0 + S * part, o1, 0);
 }
 
 template <int R, bool BF16>
@@ -194,7 +211,7 @@ void index_range(const IndexArgs& a, int64_t o0, int64_t o1, int64_t isa) {
   if (isa == 3) {
     for (; r + 4 <= a.rows; r += 4) index_avx512_rows<4, BF16>(a, o0, o1, r);
     if (r + 2 <= a.rows) { index_avx512_rows<2, BF16>(a, o0, o1, r); r += 2; }
-    if (r < a.rows && a.rows == 1) index_avx512_two<BF16>(a, o0, o1);
+    if (r < a.rows && a.rows == 1) index_avx512_streams<BF16>(a, o0, o1);
     else if (r < a.rows) index_avx512_rows<1, BF16>(a, o0, o1, r);
   } else if (isa == 2) {
     for (; r + 4 <= a.rows; r += 4) index_avx2_rows<4, BF16>(a, o0, o1, r);

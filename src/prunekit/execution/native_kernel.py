@@ -31,7 +31,7 @@ __all__ = ["ISAS", "PATHS", "available", "check_isa", "check_path", "kernel", "l
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the C++ source changes, so a stale cached build is never loaded.
-_VERSION = 15
+_VERSION = 16
 _NAME = f"prunekit_sparse_linear_v{_VERSION}"
 #: ISA names, by the code the kernel takes.
 ISAS = {"auto": 0, "scalar": 1, "avx2": 2, "avx512": 3}
