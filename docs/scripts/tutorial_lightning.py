@@ -61,6 +61,8 @@ def main() -> None:
     runs = {
         "Lightning `ModelPruning`": lambda: ModelPruning("l1_unstructured", **common),
         "prunekit `PrunekitPruning`, same arguments": lambda: PrunekitPruning("l1_unstructured", **common),
+        "prunekit, same arguments, no pruning in the last epoch (`apply_pruning=`)": lambda: PrunekitPruning(
+            "l1_unstructured", apply_pruning=lambda epoch: epoch < args.epochs - 1, **common),
         "prunekit, AGP to 90% (`schedule=`, no resets)": lambda: PrunekitPruning(
             schedule=prunekit.create_schedule("agp", final=0.9, start=0, end=args.epochs - 1, unit="epoch"),
             scope="global", use_lottery_ticket_hypothesis=False),
