@@ -7,7 +7,7 @@ name                reads
 ==================  =========================================================
 ``mnist``           MNIST IDX files (gzip or not) in a folder
 ``fashion_mnist``   Fashion-MNIST IDX files (same format and names)
-``mnist_embedded``  15,000 + 10,000 MNIST images shipped (no path)  
+``mnist_embedded``  15,000 + 10,000 MNIST images shipped (no path)
 ``cifar10_pickle``  CIFAR-10 python batches (restricted unpickler), folder or tar.gz
 ``cifar10_jpeg``    CIFAR-10 as ``<split>/<class>/*.jpg``, folder or tar(.gz), Pillow
 ``image_folder``    any ``<split>/<class>/<image>`` folder or tar, one image size
