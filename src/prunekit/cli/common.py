@@ -4,6 +4,7 @@ the sparsity table, and the conversion of library errors to option names."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
@@ -83,12 +84,36 @@ def print_error(prog: str, exc: BaseException) -> None:
     print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
-def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param]) -> InvalidParameterError:
-    """``exc`` with a declared Python parameter renamed to its command-line option."""
+def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param],
+                 aliases: Mapping[str, str] | None = None) -> InvalidParameterError:
+    """``exc`` worded for the command line: a declared Python parameter renamed to its option
+    (``macs_target`` -> ``--macs-target``), in the parameter itself and in the expected form and
+    the fix (``macs_target=0.5`` -> ``--macs-target 0.5``). ``aliases`` maps the library's
+    other names for an option's value to the declared name (``{"path": "data_path"}``: the
+    data set's folder is ``create_dataset(path=...)``, given as ``--data-path``)."""
     merged: dict[str, Param] = {}
     for table in tables:
         merged.update(table)
-    return cli_error(exc, merged)
+    aliases = dict(aliases or {})
+    names = {p.name: p.cli_name for p in merged.values() if p.cli_name and p.cli_name.startswith("-")}
+    names.update({alias: names[name] for alias, name in aliases.items() if name in names})
+    param = aliases.get(exc.param, exc.param)
+    renamed = cli_error(InvalidParameterError(param, exc.expected, exc.got, exc.fix), merged)
+    if renamed.param == param and param not in names:
+        return exc  # no option of this command: as the library worded it
+    return InvalidParameterError(renamed.param, _words(renamed.expected, names), renamed.got,
+                                 _words(renamed.fix, names))
+
+
+def _words(text: str, names: Mapping[str, str]) -> str:
+    """``text`` with ``name=`` written ``--option `` and a snake_case ``name`` written ``--option``."""
+    if not text:
+        return text
+    for name, option in names.items():
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{option} ", text)
+        if "_" in name:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", option, text)
+    return text
 
 
 def refuse_given(args: argparse.Namespace, names: Iterable[str], table: Mapping[str, Param], why: str,
