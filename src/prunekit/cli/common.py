@@ -4,9 +4,11 @@ the sparsity table, and the conversion of library errors to option names."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.table import Table
@@ -18,9 +20,44 @@ from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_state_dict_file
 from ..targets import logical_tensors
 from ..measure.sparsity import SparsityReport
-from ..validation import Param, add_arguments, cli_error
+from ..validation import Param, PathLike, add_arguments, cli_error
 
-__all__ = ["Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
+__all__ = ["ExistingPath", "OutputFile", "Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
+
+
+class OutputFile(PathLike):
+    """A file to write: new, or an existing file (replaced), but not a folder."""
+
+    def __init__(self, example: str = "report.json") -> None:
+        super().__init__(None)
+        self.example = example
+
+    def accepts(self, value: Any) -> bool:
+        return super().accepts(value) and not Path(value).is_dir()
+
+    def describe(self) -> str:
+        return "a file to write (new or existing), not a folder"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
+            return f"Fix: {str(value)!r} is a folder; name a file in it, e.g. {str(Path(value) / self.example)!r}."
+        return None
+
+
+class ExistingPath(PathLike):
+    """An existing file or folder (a data set reads either, as its kind needs)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def accepts(self, value: Any) -> bool:
+        return super().accepts(value) and Path(value).exists()
+
+    def describe(self) -> str:
+        return "an existing file or folder"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        return f"Fix: check the path (the current folder is {os.getcwd()})."
 
 
 class Parser(argparse.ArgumentParser):
@@ -101,8 +138,10 @@ def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param],
     renamed = cli_error(InvalidParameterError(param, exc.expected, exc.got, exc.fix), merged)
     if renamed.param == param and param not in names:
         return exc  # no option of this command: as the library worded it
-    return InvalidParameterError(renamed.param, _words(renamed.expected, names), renamed.got,
-                                 _words(renamed.fix, names))
+    got = renamed.got
+    if isinstance(got, str) and got.startswith("<"):  # a description, e.g. <nothing for include=['x']>
+        got = _words(got, names)
+    return InvalidParameterError(renamed.param, _words(renamed.expected, names), got, _words(renamed.fix, names))
 
 
 def _words(text: str, names: Mapping[str, str]) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from ..data import create_dataset, list_datasets
+from ..errors import InvalidParameterError, PrunekitError
 from ..lottery.config import CONTROLS, RESETS, LotteryConfig
 from ..lottery.levels import LotteryRun
 from ..lottery.loop import as_tensors
@@ -31,12 +32,11 @@ from ..validation import (
     Options,
     OutputDir,
     Param,
-    PathLike,
     cli_values,
     declare,
 )
 from ..zoo import list_models
-from .common import add_command
+from .common import ExistingPath, add_command
 from .lottery_report import instability_summary, lottery_report, summary_table, write_lottery_report
 from .progress_bars import ProgressBars, fit_events, progress_bars
 
@@ -49,7 +49,8 @@ LOTTERY_PARAMS = declare(
           "a registered model name (see `prunekit list models`)", option="model"),
     Param("data", Options(list_datasets, "data set", "prunekit list datasets"), REQUIRED,
           "a registered data set (see `prunekit list datasets`)", metavar="NAME"),
-    Param("data_path", AnyOf(PathLike("dir"), None), None, "the data set's folder", metavar="DIR"),
+    Param("data_path", AnyOf(ExistingPath(), None), None, "the data set's folder (or file: mnist_embedded reads "
+          "another .npz of its layout)", metavar="PATH"),
     Param("out", OutputDir(), REQUIRED, "run directory; the same command again resumes it", metavar="DIR"),
     Param("levels", Interval(numbers.Integral, 0, None, example=19), 19, "pruning levels after the dense level 0",
           metavar="N"),
@@ -93,8 +94,8 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
         reset=v["reset"], rewind_step=v["rewind_step"], train_steps=v["steps"], batch_size=v["batch_size"],
         optimizer=v["optimizer"], lr=v["lr"], lr_schedule=v["lr_schedule"], eval_every=v["eval_every"],
         seed=v["seed"], controls=tuple(v["control"] or ()))
-    x, y = as_tensors(create_dataset(v["data"], path=v["data_path"], split="train"), "train")
-    test = as_tensors(create_dataset(v["data"], path=v["data_path"], split="test"), "test")
+    x, y = as_tensors(_dataset(v["data"], v["data_path"], "train"), "train")
+    test = as_tensors(_dataset(v["data"], v["data_path"], "test"), "test")
     held = max(1, int(len(x) * v["val_fraction"]))
     with progress_bars() as bars:
         run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
@@ -111,6 +112,18 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
     for kind in ("json", "markdown", "html"):
         console.print(f"wrote {kind}: {files[kind]}", highlight=False)
     return 0
+
+
+def _dataset(name: str, path: Any, split: str) -> Any:
+    """``split`` of the registered data set ``name``; a path it cannot read is an error naming --data-path."""
+    try:
+        return create_dataset(name, path=path, split=split)
+    except OSError as exc:
+        if isinstance(exc, PrunekitError):
+            raise
+        raise InvalidParameterError("--data-path", f"the files of the data set {name}", str(path),
+                                    f"Fix: it could not be read ({exc.strerror or exc}); give the file or folder "
+                                    f"{name} reads, or leave --data-path out where {name} ships with prunekit.") from None
 
 
 def _fit_progress(bars: ProgressBars, config: LotteryConfig) -> Callable[[int, str | None, Any], None]:

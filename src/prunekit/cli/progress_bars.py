@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from ..progress import ProgressEvent
 
-__all__ = ["ProgressBars", "progress_bars", "fit_events", "oneshot_events", "stage_events", "figures_text"]
+__all__ = ["ProgressBars", "progress_bars", "working", "fit_events", "oneshot_events", "stage_events", "figures_text"]
 
 #: what each stage is called on screen (other stages show their own name)
 LABELS = {"fit": "training", "oneshot": "pruning blocks", "capture": "capturing the first block's inputs",
@@ -72,7 +72,6 @@ class ProgressBars:
     def __call__(self, event: ProgressEvent) -> None:
         key = (event.parent, event.stage)
         state = self.tasks.get(key)
-        description = self._description(event)
         figures = figures_text(event.figures)
         if state is None:
             depth = 0 if event.parent is None else self._depth.get(event.parent, 0) + 1
@@ -108,6 +107,19 @@ def progress_bars(console: Console | None = None) -> Iterator[ProgressBars]:
         yield ProgressBars(progress)
 
 
+@contextmanager
+def working(stage: str, detail: str = "") -> Iterator[ProgressBars]:
+    """:func:`progress_bars` with ``stage`` shown as running (a bar without a total) while the
+    block runs, and finished when it ends, for a call that does not report its own progress;
+    a call that does (``progress=bars``, events of the same stage) moves the same bar."""
+    with progress_bars() as bars:
+        bars(ProgressEvent(stage, 0, None, {}, detail))
+        yield bars
+        state = bars.tasks[(None, stage)]
+        if state.total is None:
+            bars(ProgressEvent(stage, 1, 1, {}, detail))
+
+
 # -- adapters from the library's older callback shapes ---------------------------------------------------
 
 
@@ -125,10 +137,10 @@ def fit_events(send: Callable[[ProgressEvent], None], *, detail: str = "", paren
     return on_step
 
 
-def oneshot_events(send: Callable[[ProgressEvent], None]) -> Callable[[Any], None]:
+def oneshot_events(send: Callable[[ProgressEvent], None], method: str = "") -> Callable[[Any], None]:
     """A one-shot callback that passes :class:`ProgressEvent` s on and turns the older
     ``OneShotProgress`` (``stage``, ``block``, ``blocks``, ``status``) into ``oneshot`` /
-    ``capture`` / ``owl`` events counting the blocks done."""
+    ``capture`` / ``owl`` events counting the blocks done (``method`` named in the detail)."""
     done: dict[str, int] = {}
 
     def on_event(event: Any) -> None:
@@ -139,7 +151,8 @@ def oneshot_events(send: Callable[[ProgressEvent], None]) -> Callable[[Any], Non
         if event.status == "done":
             done[stage] = done.get(stage, 0) + 1
         figures = {"seconds": event.seconds} if event.status == "done" else {}
-        send(ProgressEvent(stage, done.get(stage, 0), event.blocks, figures, f"block {event.block + 1}"))
+        prefix = f"{method}, " if method and stage == "oneshot" else ""
+        send(ProgressEvent(stage, done.get(stage, 0), event.blocks, figures, f"{prefix}block {event.block + 1}"))
 
     return on_event
 
