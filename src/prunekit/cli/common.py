@@ -7,7 +7,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,7 +20,7 @@ from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_state_dict_file
 from ..targets import logical_tensors
 from ..measure.sparsity import SparsityReport
-from ..validation import Param, PathLike, add_arguments, cli_error
+from ..validation import Flag, Param, PathLike, add_arguments, cli_error
 
 __all__ = ["ExistingPath", "OutputFile", "Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
 
@@ -125,7 +125,8 @@ def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param],
                  aliases: Mapping[str, str] | None = None) -> InvalidParameterError:
     """``exc`` worded for the command line: a declared Python parameter renamed to its option
     (``macs_target`` -> ``--macs-target``), in the parameter itself and in the expected form and
-    the fix (``macs_target=0.5`` -> ``--macs-target 0.5``). ``aliases`` maps the library's
+    the fix (``macs_target=0.5`` -> ``--macs-target 0.5``); a parameter that is no option keeps
+    its name, but the options in its text are still worded so. ``aliases`` maps the library's
     other names for an option's value to the declared name (``{"path": "data_path"}``: the
     data set's folder is ``create_dataset(path=...)``, given as ``--data-path``)."""
     merged: dict[str, Param] = {}
@@ -136,19 +137,23 @@ def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param],
     names.update({alias: names[name] for alias, name in aliases.items() if name in names})
     param = aliases.get(exc.param, exc.param)
     renamed = cli_error(InvalidParameterError(param, exc.expected, exc.got, exc.fix), merged)
-    if renamed.param == param and param not in names:
-        return exc  # no option of this command: as the library worded it
+    flags = {name for name, p in merged.items() if isinstance(p.constraint, Flag)}
+    flags.update(alias for alias, name in aliases.items() if name in flags)
     got = renamed.got
     if isinstance(got, str) and got.startswith("<"):  # a description, e.g. <nothing for include=['x']>
-        got = _words(got, names)
-    return InvalidParameterError(renamed.param, _words(renamed.expected, names), got, _words(renamed.fix, names))
+        got = _words(got, names, flags)
+    return InvalidParameterError(renamed.param, _words(renamed.expected, names, flags), got,
+                                 _words(renamed.fix, names, flags))
 
 
-def _words(text: str, names: Mapping[str, str]) -> str:
-    """``text`` with ``name=`` written ``--option `` and a snake_case ``name`` written ``--option``."""
+def _words(text: str, names: Mapping[str, str], flags: Collection[str] = ()) -> str:
+    """``text`` with ``name=`` written ``--option ``, a switch's ``name=True`` written ``--option``,
+    and a snake_case ``name`` written ``--option``."""
     if not text:
         return text
     for name, option in names.items():
+        if name in flags:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}=True\b", option, text)
         text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{option} ", text)
         if "_" in name:
             text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", option, text)
