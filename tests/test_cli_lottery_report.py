@@ -90,3 +90,27 @@ def test_a_resumed_lottery_run_reports_every_level_again(lottery, capsys, monkey
     assert "(0 trained, 5 reused)" in capsys.readouterr().out
     again = json.loads((lottery["out"] / "report.json").read_text())
     assert again["levels"] == lottery["report"]["levels"]
+
+
+def test_lottery_instability_is_measured_reported_and_reused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    out = tmp_path / "lt"
+    argv = ["lottery", "lenet_300_100", "--data", "mnist_embedded", "--out", str(out), "--levels", "1",
+            "--steps", "4", "--eval-every", "4", "--batch-size", "50", "--reset", "rewind", "--rewind-step", "1",
+            "--instability"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads((out / "report.json").read_text())
+    stored = json.loads((out / "instability" / "instability_001_0_1.json").read_text())
+    [row] = report["instability"]
+    assert row["level"] == 1 and row["instability"] == stored["instability"] and row["start_iteration"] == 1
+    assert row["sparsity"] == report["levels"][1]["sparsity"]
+    assert (out / report["plots"]["instability"]).is_file()
+    points = f"{100 * stored['instability']:.2f}"
+    assert f"| {points} |" in (out / "report.md").read_text()  # in the levels table and the instability table
+    assert re.search(r"\n\s*1\s.*\s" + re.escape(points) + r"\s", captured.out)  # the summary table's column
+    assert re.search(r"instability: level 1 .* 1/1", captured.err)
+    written = (out / "instability" / "instability_001_0_1.json").stat().st_mtime_ns
+    assert main(argv) == 0  # resumed: the stored result is reused, not measured again
+    assert (out / "instability" / "instability_001_0_1.json").stat().st_mtime_ns == written
+    assert "(0 trained, 2 reused)" in capsys.readouterr().out

@@ -17,7 +17,9 @@ from typing import Any
 from rich.console import Console
 
 from ..data import create_dataset, list_datasets
+from ..analysis.instability import instability_analysis
 from ..errors import InvalidParameterError, PrunekitError
+from ..files import read_json_object
 from ..lottery.config import CONTROLS, RESETS, LotteryConfig
 from ..lottery.levels import LotteryRun
 from ..lottery.loop import as_tensors
@@ -73,6 +75,9 @@ LOTTERY_PARAMS = declare(
     Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 1 / 12,
           "share of the training split held out", metavar="FRACTION"),
     Param("seed", SEED, 0, "seed"),
+    Param("instability", Flag(), False, "after the levels, measure each pruned level's instability: two copies "
+          "trained from θ_k (--rewind-step) with other data orders, the test error along the line between them "
+          "(kept in --out/instability/ and reused)"),
     Param("restart", Flag(), False, "discard earlier results in --out and start over"),
 )
 
@@ -102,6 +107,8 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
                          callback=_fit_progress(bars, config), restart=v["restart"])
         with run.locked():
             _levels(run, config, bars)
+            if v["instability"]:
+                _instability(run, config, bars)
         report = lottery_report(run, v["data"])
         files = write_lottery_report(report, run.out)
     console.print(summary_table(report))
@@ -134,6 +141,21 @@ def _fit_progress(bars: ProgressBars, config: LotteryConfig) -> Callable[[int, s
         fit_events(bars, detail=f"level {level} {control or 'ticket'}", parent="lottery", start=start)(p)
 
     return on_step
+
+
+def _instability(run: LotteryRun, config: LotteryConfig, bars: ProgressBars) -> None:
+    """The instability of every pruned level (:func:`prunekit.analysis.instability_analysis`, seeds 0 and 1),
+    unless its result is in the run directory already."""
+    levels = range(1, config.levels + 1)
+    bars(ProgressEvent("instability", 0, len(levels), {}, "level 1", "lottery"))
+    for done, level in enumerate(levels, 1):
+        stored = read_json_object(run.out / "instability" / f"instability_{level:03d}_0_1.json",
+                                  then="it is measured again")
+        if stored is None or not isinstance(stored.get("instability"), (int, float)):
+            value = instability_analysis(run, level, seeds=(0, 1)).instability
+        else:
+            value = stored["instability"]
+        bars(ProgressEvent("instability", done, len(levels), {"instability": value}, f"level {level}", "lottery"))
 
 
 def _levels(run: LotteryRun, config: LotteryConfig, bars: ProgressBars) -> None:

@@ -51,15 +51,17 @@ RESET_TEXT = {
 }
 
 
-def _instability(run: LotteryRun, config: LotteryConfig) -> list[dict[str, Any]]:
-    """The instability results stored in the run directory (``instability/instability_LLL_A_B.json``)."""
+def _instability(run: LotteryRun, config: LotteryConfig, sparsity: Mapping[int, float]) -> list[dict[str, Any]]:
+    """The instability results stored in the run directory (``instability/instability_LLL_A_B.json``),
+    with the sparsity of their level (``sparsity``, else the level's target)."""
     rows = []
     for path in sorted((run.out / "instability").glob("instability_[0-9][0-9][0-9]_*.json")):
         value = read_json_object(path, then="it is left out of the report")
         if value is None or not isinstance(value.get("level"), int) or not isinstance(
                 value.get("instability"), (int, float)):
             continue
-        rows.append({"level": value["level"], "sparsity": 1 - (1 - config.rate) ** value["level"],
+        level = value["level"]
+        rows.append({"level": level, "sparsity": sparsity.get(level, 1 - (1 - config.rate) ** level),
                      "start_iteration": value.get("start_iteration"), "seeds": value.get("seeds"),
                      "instability": float(value["instability"]), "errors": value.get("errors"),
                      "file": path.relative_to(run.out).as_posix()})
@@ -80,7 +82,7 @@ def lottery_report(run: LotteryRun, data_name: str, title: str | None = None) ->
                        "early_stop_iteration": ticket["early_stop_iteration"],
                        "early_stop_accuracy": ticket["early_stop_accuracy"], "steps": ticket["steps"],
                        "seconds": ticket["seconds"], "controls": controls})
-    instability = _instability(run, config)
+    instability = _instability(run, config, {lv["level"]: lv["sparsity"] for lv in levels})
     plots = {"accuracy_vs_sparsity": PLOTS["accuracy_vs_sparsity"]} if levels else {}
     if instability:
         plots["instability"] = PLOTS["instability"]
@@ -100,13 +102,18 @@ def _pct(value: float | None) -> str:
 def level_rows(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]], list[bool]]:
     """The levels table (header, rows, which columns are numeric), for every renderer."""
     controls = report["controls"]
+    instability: dict[int, float] = {}
+    for r in report["instability"]:
+        instability.setdefault(r["level"], r["instability"])  # the first pair of seeds of each level
     header = ["level", "remaining", "sparsity", "accuracy", "early stop", "early-stop accuracy",
-              *(f"{c} accuracy" for c in controls), "seconds"]
+              *(f"{c} accuracy" for c in controls), *(["instability (points)"] if instability else []), "seconds"]
     rows = []
     for lv in report["levels"]:
         ctrl = [_pct(lv["controls"][c]["accuracy"]) if c in lv["controls"] else "-" for c in controls]
+        unstable = [f"{100 * instability[lv['level']]:.2f}" if lv["level"] in instability else "-"] \
+            if instability else []
         rows.append([str(lv["level"]), _pct(lv["remaining"]), _pct(lv["sparsity"]), _pct(lv["accuracy"]),
-                     f"{lv['early_stop_iteration']:,}", _pct(lv["early_stop_accuracy"]), *ctrl,
+                     f"{lv['early_stop_iteration']:,}", _pct(lv["early_stop_accuracy"]), *ctrl, *unstable,
                      f"{lv['seconds']:.1f}"])
     return header, rows, [True] * len(header)
 
@@ -118,7 +125,7 @@ def _setup(report: Mapping[str, Any]) -> str:
     output = c["output_rate"] if c["output_rate"] is not None else c["rate"] / 2
     data = report["data"]
     return (f"Model {c['model']}; data {data['name']} ({data['train']:,} training, {data['val'] or 0:,} held out "
-            f"for the early stop, {data['test']:,} test samples). {c['levels']} levels pruning {c['rate']:g} of "
+            f"for the early stop, {data['test']:,} test samples). {c['levels']} level{'s' if c['levels'] != 1 else ''} pruning {c['rate']:g} of "
             f"the remaining weights each by magnitude ({c['scope']}; output layer {output:g}); weights {reset}{k}. "
             f"Each level trains T = {c['train_steps']:,} iterations ({c['optimizer']}, lr {c['lr']:g}, "
             f"lr schedule {c['lr_schedule']}, batch {c['batch_size']}), seed {c['seed']}. Created {report['created']}.")
@@ -156,10 +163,10 @@ def _plot_jobs(report: Mapping[str, Any]) -> dict[str, Any]:
     levels = report["levels"]
     if not levels:
         return {}
-    pruned = [lv for lv in levels if lv["level"] > 0] or levels
-    series: dict[str, list[tuple[float, float]]] = {
-        "ticket": [(lv["sparsity"], lv["accuracy"]) for lv in pruned],
-        "ticket (early stop)": [(lv["sparsity"], lv["early_stop_accuracy"]) for lv in pruned],
+    pruned = [lv for lv in levels if lv["level"] > 0]
+    series: dict[str, list[tuple[float, float]]] = {  # the tickets from the dense level 0 on
+        "ticket": [(lv["sparsity"], lv["accuracy"]) for lv in levels],
+        "ticket (early stop)": [(lv["sparsity"], lv["early_stop_accuracy"]) for lv in levels],
     }
     for control in report["controls"]:
         points = [(lv["sparsity"], lv["controls"][control]["accuracy"]) for lv in pruned if control in lv["controls"]]
@@ -186,7 +193,8 @@ def write_lottery_report(report: Mapping[str, Any], out_dir: str | Path) -> dict
 
 
 #: the terminal's shorter headers (the reports have the long ones)
-_SHORT = {"early stop": "stop at", "early-stop accuracy": "accuracy there", "seconds": "s"}
+_SHORT = {"early stop": "stop at", "early-stop accuracy": "accuracy there", "seconds": "s",
+          "instability (points)": "instab."}
 
 
 def summary_table(report: Mapping[str, Any]) -> RichTable:
@@ -204,7 +212,9 @@ def summary_table(report: Mapping[str, Any]) -> RichTable:
     controls = ", ".join(report["controls"])
     table.caption = ("accuracy: test accuracy after T iterations; stop at: the early-stop iteration (lowest "
                      "held-out loss) and the test accuracy there" + (f"; {controls}: the controls' accuracy"
-                                                                     if controls else "") + "; s: seconds trained")
+                                                                     if controls else "")
+                     + ("; instab.: instability, error points" if report["instability"] else "")
+                     + "; s: seconds trained")
     table.caption_justify = "left"
     return table
 

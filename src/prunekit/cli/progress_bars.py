@@ -35,7 +35,7 @@ LABELS = {"fit": "training", "oneshot": "pruning blocks", "capture": "capturing 
           "run": "stages", "sensitivity": "sensitivity"}
 
 #: figures shown as percentages
-PERCENT = ("accuracy", "sparsity", "remaining", "val_accuracy", "test_accuracy")
+PERCENT = ("accuracy", "sparsity", "remaining", "val_accuracy", "test_accuracy", "instability")
 
 
 def figures_text(figures: Mapping[str, float]) -> str:
