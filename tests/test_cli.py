@@ -41,8 +41,8 @@ def test_run_writes_report_and_resumes(recipe_file, tmp_path, capsys):
     assert (out / "checkpoints" / "magnitude-global-0.9.safetensors").is_file()
     mtime = (out / "state" / "dense.json").stat().st_mtime_ns
     assert main(["run", str(recipe_file), "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "finished before, reused" in text and "3 reused" in text
+    captured = capsys.readouterr()
+    assert "finished before, reused" in captured.err and "3 reused" in captured.out
     assert (out / "state" / "dense.json").stat().st_mtime_ns == mtime
 
 

@@ -155,7 +155,7 @@ def test_prune_override_and_params(tmp_path, capsys):
                                                                  "'fc1.*=0.2'. Fix: give --sparsity")),
     (["lenet5", "--amount", "0.5", "--shrink", "--structure", "channel"], "--amount: expected no --amount with "
                                                                           "--shrink"),
-    (["lenet5", "--count", "3", "--scope", "erk"], "error: --sparsity: expected a float in [0, 1] for scope='erk'"),
+    (["lenet5", "--count", "3", "--scope", "erk"], "error: --sparsity: expected a float in [0, 1] for --scope 'erk'"),
 ])
 def test_prune_errors_name_the_option_exit_2_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "p"

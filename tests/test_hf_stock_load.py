@@ -275,7 +275,7 @@ def test_cli_uniform_reaches_prune_mlp_neurons(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--structure", "head", "--sparsity", "0.5", "--scope", "global", "--uniform", "--shrink"],
-     "--scope: expected 'local' with uniform=True"),
+     "--scope: expected 'local' with --uniform"),
     (["--structure", "head", "--sparsity", "0.5", "--uniform"], "--uniform"),
     (["--structure", "channel", "--sparsity", "0.5", "--uniform", "--shrink"], "--uniform"),
 ])

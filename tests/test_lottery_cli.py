@@ -12,8 +12,8 @@ def test_lottery_command_runs_and_resumes(tmp_path, capsys):
     argv = ["lottery", "lenet_300_100", "--data", "mnist_embedded", "--out", str(out), "--levels", "1",
             "--steps", "6", "--eval-every", "3", "--batch-size", "50", "--control", "reinit"]
     assert main(argv) == 0
-    text = capsys.readouterr().out
-    assert "level   1 reinit" in text and "(3 trained, 0 reused)" in text
+    captured = capsys.readouterr()
+    assert "level   1 reinit" in captured.err and "(3 trained, 0 reused)" in captured.out
     metrics = json.loads((out / "level_001" / "metrics.json").read_text())
     assert abs(metrics["layers_remaining"]["fc1.weight"] - 0.8) < 1e-3
     assert abs(metrics["layers_remaining"]["fc3.weight"] - 0.9) < 1e-2  # output layer at rate / 2

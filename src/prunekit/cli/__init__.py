@@ -31,7 +31,7 @@ from ..params import PRUNE_PARAMS, STRUCTURAL_PARAMS
 from .common import Parser, as_cli_error, print_error
 from .export import EXPORT_PARAMS, add_export_parser
 from .inspect import LIST_PARAMS, REPORT_PARAMS, add_list_parser, add_report_parser
-from .lottery import LOTTERY_PARAMS, add_lottery_parser
+from .lottery import LOTTERY_ALIASES, LOTTERY_PARAMS, add_lottery_parser
 from .oneshot import ONESHOT_PARAMS, add_oneshot_parser
 from .prune import CLI_PARAMS, add_prune_parser
 from .sparse import SPARSE_PARAMS, add_sparse_parser
@@ -50,6 +50,11 @@ _DECLARED = {
     "lottery": (LOTTERY_PARAMS,),
     "export": (EXPORT_PARAMS,),
     "sparse": (SPARSE_PARAMS,),
+}
+
+#: per command, the library's other names for its options' values (see :func:`.common.as_cli_error`)
+_ALIASES = {
+    "lottery": LOTTERY_ALIASES,
 }
 
 
@@ -87,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except InvalidParameterError as exc:
-        print_error(f"prunekit {args.command}", as_cli_error(exc, *_DECLARED[args.command]))
+        print_error(f"prunekit {args.command}", as_cli_error(exc, *_DECLARED[args.command],
+                                                                aliases=_ALIASES.get(args.command)))
         return 2
     except PrunekitError as exc:
         print_error(f"prunekit {args.command}", exc)

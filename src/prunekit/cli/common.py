@@ -4,8 +4,11 @@ the sparsity table, and the conversion of library errors to option names."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.table import Table
@@ -17,9 +20,44 @@ from ..errors import CheckpointError, InvalidParameterError
 from ..io import load_pruned_state_dict, load_state_dict_file
 from ..targets import logical_tensors
 from ..measure.sparsity import SparsityReport
-from ..validation import Param, add_arguments, cli_error
+from ..validation import Flag, Param, PathLike, add_arguments, cli_error
 
-__all__ = ["Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
+__all__ = ["ExistingPath", "OutputFile", "Parser", "add_command", "as_cli_error", "load_weights", "print_error", "read_text_option", "refuse_given", "report_table"]
+
+
+class OutputFile(PathLike):
+    """A file to write: new, or an existing file (replaced), but not a folder."""
+
+    def __init__(self, example: str = "report.json") -> None:
+        super().__init__(None)
+        self.example = example
+
+    def accepts(self, value: Any) -> bool:
+        return super().accepts(value) and not Path(value).is_dir()
+
+    def describe(self) -> str:
+        return "a file to write (new or existing), not a folder"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        if isinstance(value, (str, os.PathLike)) and Path(value).is_dir():
+            return f"Fix: {str(value)!r} is a folder; name a file in it, e.g. {str(Path(value) / self.example)!r}."
+        return None
+
+
+class ExistingPath(PathLike):
+    """An existing file or folder (a data set reads either, as its kind needs)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def accepts(self, value: Any) -> bool:
+        return super().accepts(value) and Path(value).exists()
+
+    def describe(self) -> str:
+        return "an existing file or folder"
+
+    def fix(self, value: Any, name: str) -> str | None:
+        return f"Fix: check the path (the current folder is {os.getcwd()})."
 
 
 class Parser(argparse.ArgumentParser):
@@ -83,12 +121,43 @@ def print_error(prog: str, exc: BaseException) -> None:
     print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
 
 
-def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param]) -> InvalidParameterError:
-    """``exc`` with a declared Python parameter renamed to its command-line option."""
+def as_cli_error(exc: InvalidParameterError, *tables: Mapping[str, Param],
+                 aliases: Mapping[str, str] | None = None) -> InvalidParameterError:
+    """``exc`` worded for the command line: a declared Python parameter renamed to its option
+    (``macs_target`` -> ``--macs-target``), in the parameter itself and in the expected form and
+    the fix (``macs_target=0.5`` -> ``--macs-target 0.5``); a parameter that is no option keeps
+    its name, but the options in its text are still worded so. ``aliases`` maps the library's
+    other names for an option's value to the declared name (``{"path": "data_path"}``: the
+    data set's folder is ``create_dataset(path=...)``, given as ``--data-path``)."""
     merged: dict[str, Param] = {}
     for table in tables:
         merged.update(table)
-    return cli_error(exc, merged)
+    aliases = dict(aliases or {})
+    names = {p.name: p.cli_name for p in merged.values() if p.cli_name and p.cli_name.startswith("-")}
+    names.update({alias: names[name] for alias, name in aliases.items() if name in names})
+    param = aliases.get(exc.param, exc.param)
+    renamed = cli_error(InvalidParameterError(param, exc.expected, exc.got, exc.fix), merged)
+    flags = {name for name, p in merged.items() if isinstance(p.constraint, Flag)}
+    flags.update(alias for alias, name in aliases.items() if name in flags)
+    got = renamed.got
+    if isinstance(got, str) and got.startswith("<"):  # a description, e.g. <nothing for include=['x']>
+        got = _words(got, names, flags)
+    return InvalidParameterError(renamed.param, _words(renamed.expected, names, flags), got,
+                                 _words(renamed.fix, names, flags))
+
+
+def _words(text: str, names: Mapping[str, str], flags: Collection[str] = ()) -> str:
+    """``text`` with ``name=`` written ``--option ``, a switch's ``name=True`` written ``--option``,
+    and a snake_case ``name`` written ``--option``."""
+    if not text:
+        return text
+    for name, option in names.items():
+        if name in flags:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}=True\b", option, text)
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}=", f"{option} ", text)
+        if "_" in name:
+            text = re.sub(rf"(?<![\w-]){re.escape(name)}\b", option, text)
+    return text
 
 
 def refuse_given(args: argparse.Namespace, names: Iterable[str], table: Mapping[str, Param], why: str,

@@ -29,7 +29,7 @@ from ..export import export_onnx, onnx_latency, require_onnx, save_dense
 from ..surgery.save import load_shrunk, read_history
 from ..validation import REQUIRED, SEED, AnyOf, Flag, Interval, Options, Param, PathLike, cli_values, declare
 from ..zoo import create_model, list_models
-from .common import add_command, load_weights
+from .common import OutputFile, add_command, load_weights
 from .shrink import SHAPE, example_input
 
 __all__ = ["EXPORT_PARAMS", "add_export_parser", "load_pruned"]
@@ -39,7 +39,7 @@ EXPORT_PARAMS = declare(
           "the registered model the checkpoint was pruned from (see `prunekit list models`)", option="model"),
     Param("weights", PathLike("file"), REQUIRED, "the pruned checkpoint: masked (prunekit prune) or shrunk "
           "(prunekit prune --shrink)", metavar="FILE"),
-    Param("out", PathLike(), REQUIRED, "the file to write (.onnx, or .safetensors with --format dense)",
+    Param("out", OutputFile("model.onnx"), REQUIRED, "the file to write (.onnx, or .safetensors with --format dense)",
           metavar="FILE"),
     Param("format", Options(("onnx", "dense"), "format"), "onnx", "onnx (checked in onnxruntime) or dense "
           "(plain safetensors, zeros in place, for masked checkpoints)"),

@@ -34,7 +34,7 @@ from ..validation import (
     declare,
 )
 from ..zoo import list_models
-from .common import add_command, refuse_given, report_table
+from .common import OutputFile, add_command, refuse_given, report_table
 
 __all__ = ["LISTERS", "LIST_PARAMS", "REPORT_PARAMS", "add_list_parser", "add_report_parser", "scores_table"]
 
@@ -52,7 +52,7 @@ REPORT_PARAMS = declare(
     Param("checkpoint", PathLike("file"), help="prunekit sparse safetensors, plain safetensors, or a torch state "
           "dict", option="checkpoint"),
     Param("all", Flag(), False, "include biases, norms and other tensors"),
-    Param("json", AnyOf(PathLike(), None), None, "also write the report as JSON to this path", metavar="PATH"),
+    Param("json", AnyOf(OutputFile(), None), None, "also write the report as JSON to this path", metavar="PATH"),
 )
 
 LIST_PARAMS = declare(

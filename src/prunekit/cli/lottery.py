@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import argparse
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
 from ..data import create_dataset, list_datasets
-from ..errors import InvalidParameterError
+from ..analysis.instability import instability_analysis
+from ..errors import InvalidParameterError, PrunekitError
+from ..files import read_json_object
 from ..lottery.config import CONTROLS, RESETS, LotteryConfig
 from ..lottery.levels import LotteryRun
 from ..lottery.loop import as_tensors
+from ..lottery.rewind import segment_for
+from ..progress import ProgressEvent
 from ..validation import (
     REQUIRED,
     SEED,
@@ -29,14 +34,15 @@ from ..validation import (
     Options,
     OutputDir,
     Param,
-    PathLike,
     cli_values,
     declare,
 )
 from ..zoo import list_models
-from .common import add_command, as_cli_error
+from .common import ExistingPath, add_command
+from .lottery_report import instability_summary, lottery_report, summary_table, write_lottery_report
+from .progress_bars import ProgressBars, fit_events, progress_bars
 
-__all__ = ["LOTTERY_PARAMS", "add_lottery_parser"]
+__all__ = ["LOTTERY_ALIASES", "LOTTERY_PARAMS", "add_lottery_parser"]
 
 _RATE = Interval(numbers.Real, 0, 1, "neither", example=0.2)
 
@@ -45,7 +51,8 @@ LOTTERY_PARAMS = declare(
           "a registered model name (see `prunekit list models`)", option="model"),
     Param("data", Options(list_datasets, "data set", "prunekit list datasets"), REQUIRED,
           "a registered data set (see `prunekit list datasets`)", metavar="NAME"),
-    Param("data_path", AnyOf(PathLike("dir"), None), None, "the data set's folder", metavar="DIR"),
+    Param("data_path", AnyOf(ExistingPath(), None), None, "the data set's folder (or file: mnist_embedded reads "
+          "another .npz of its layout)", metavar="PATH"),
     Param("out", OutputDir(), REQUIRED, "run directory; the same command again resumes it", metavar="DIR"),
     Param("levels", Interval(numbers.Integral, 0, None, example=19), 19, "pruning levels after the dense level 0",
           metavar="N"),
@@ -68,11 +75,15 @@ LOTTERY_PARAMS = declare(
     Param("val_fraction", Interval(numbers.Real, 0, 1, "neither", example=0.1), 1 / 12,
           "share of the training split held out", metavar="FRACTION"),
     Param("seed", SEED, 0, "seed"),
+    Param("instability", Flag(), False, "after the levels, measure each pruned level's instability: two copies "
+          "trained from θ_k (--rewind-step) with other data orders, the test error along the line between them "
+          "(kept in --out/instability/ and reused)"),
     Param("restart", Flag(), False, "discard earlier results in --out and start over"),
 )
 
-#: the command line's names for the fields of :class:`prunekit.lottery.config.LotteryConfig` that differ
-_CONFIG_NAMES = {"train_steps": "steps", "controls": "control"}
+#: the library's names of the parameters behind the options (``LotteryConfig``'s fields, ``LotteryRun``'s
+#: directory, ``create_dataset``'s folder): an error naming one of them names the option
+LOTTERY_ALIASES = {"train_steps": "steps", "controls": "control", "out_dir": "out", "path": "data_path"}
 
 
 def add_lottery_parser(sub: Any) -> argparse.ArgumentParser:
@@ -83,40 +94,85 @@ def add_lottery_parser(sub: Any) -> argparse.ArgumentParser:
 
 def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
     v = cli_values(args, LOTTERY_PARAMS)
-    try:
-        config = LotteryConfig(
-            model=v["model"], levels=v["levels"], rate=v["rate"], output_rate=v["output_rate"], scope=v["scope"],
-            reset=v["reset"], rewind_step=v["rewind_step"], train_steps=v["steps"], batch_size=v["batch_size"],
-            optimizer=v["optimizer"], lr=v["lr"], lr_schedule=v["lr_schedule"], eval_every=v["eval_every"],
-            seed=v["seed"], controls=tuple(v["control"] or ()))
-    except InvalidParameterError as exc:
-        exc = InvalidParameterError(_CONFIG_NAMES.get(exc.param, exc.param), exc.expected, exc.got, exc.fix)
-        raise as_cli_error(exc, LOTTERY_PARAMS) from None
-    x, y = as_tensors(create_dataset(v["data"], path=v["data_path"], split="train"), "train")
-    test = as_tensors(create_dataset(v["data"], path=v["data_path"], split="test"), "test")
+    config = LotteryConfig(
+        model=v["model"], levels=v["levels"], rate=v["rate"], output_rate=v["output_rate"], scope=v["scope"],
+        reset=v["reset"], rewind_step=v["rewind_step"], train_steps=v["steps"], batch_size=v["batch_size"],
+        optimizer=v["optimizer"], lr=v["lr"], lr_schedule=v["lr_schedule"], eval_every=v["eval_every"],
+        seed=v["seed"], controls=tuple(v["control"] or ()))
+    x, y = as_tensors(_dataset(v["data"], v["data_path"], "train"), "train")
+    test = as_tensors(_dataset(v["data"], v["data_path"], "test"), "test")
     held = max(1, int(len(x) * v["val_fraction"]))
-    run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
-                     callback=None, restart=v["restart"])
-    try:
+    with progress_bars() as bars:
+        run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
+                         callback=_fit_progress(bars, config), restart=v["restart"])
         with run.locked():
-            _levels(run, config, console)
-    except InvalidParameterError as exc:
-        if exc.param != "out_dir":
-            raise
-        raise InvalidParameterError("--out", exc.expected, exc.got, exc.fix) from None
+            _levels(run, config, bars)
+            if v["instability"]:
+                _instability(run, config, bars)
+        report = lottery_report(run, v["data"])
+        files = write_lottery_report(report, run.out)
+    console.print(summary_table(report))
+    for line in instability_summary(report):
+        console.print(line, highlight=False)
     console.print(f"run directory: {v['out']} ({len(run.computed)} trained, {len(run.skipped)} reused)",
                   highlight=False)
+    for kind in ("json", "markdown", "html"):
+        console.print(f"wrote {kind}: {files[kind]}", highlight=False)
     return 0
 
 
-def _levels(run: LotteryRun, config: LotteryConfig, console: Console) -> None:
+def _dataset(name: str, path: Any, split: str) -> Any:
+    """``split`` of the registered data set ``name``; a path it cannot read is an error naming --data-path."""
+    try:
+        return create_dataset(name, path=path, split=split)
+    except OSError as exc:
+        if isinstance(exc, PrunekitError):
+            raise
+        raise InvalidParameterError("--data-path", f"the files of the data set {name}", str(path),
+                                    f"Fix: it could not be read ({exc.strerror or exc}); give the file or folder "
+                                    f"{name} reads, or leave --data-path out where {name} ships with prunekit.") from None
+
+
+def _fit_progress(bars: ProgressBars, config: LotteryConfig) -> Callable[[int, str | None, Any], None]:
+    """LotteryRun's per-step callback as ``fit`` events below the ``lottery`` stage, counted
+    from the start of the level's segment (θ_k's iteration when rewinding)."""
+    def on_step(level: int, control: str | None, p: Any) -> None:
+        start = segment_for(config, level, control=control).start
+        fit_events(bars, detail=f"level {level} {control or 'ticket'}", parent="lottery", start=start)(p)
+
+    return on_step
+
+
+def _instability(run: LotteryRun, config: LotteryConfig, bars: ProgressBars) -> None:
+    """The instability of every pruned level (:func:`prunekit.analysis.instability_analysis`, seeds 0 and 1),
+    unless its result is in the run directory already."""
+    levels = range(1, config.levels + 1)
+    bars(ProgressEvent("instability", 0, len(levels), {}, "level 1", "lottery"))
+    for done, level in enumerate(levels, 1):
+        stored = read_json_object(run.out / "instability" / f"instability_{level:03d}_0_1.json",
+                                  then="it is measured again")
+        if stored is None or not isinstance(stored.get("instability"), (int, float)):
+            value = instability_analysis(run, level, seeds=(0, 1)).instability
+        else:
+            value = stored["instability"]
+        bars(ProgressEvent("instability", done, len(levels), {"instability": value}, f"level {level}", "lottery"))
+
+
+def _levels(run: LotteryRun, config: LotteryConfig, bars: ProgressBars) -> None:
+    """Every level in order (resuming), the ``lottery`` stage counting the trainings done; one line per
+    finished level and control above the bars."""
     def line(level: int, metrics: dict[str, Any], name: str) -> str:
         return (f"level {level:3d} {name:8s} {100 * metrics['remaining']:7.2f}% remaining  "
                 f"accuracy {100 * metrics['accuracy']:.2f}%  early stop {metrics['early_stop_iteration']} "
                 f"({100 * metrics['early_stop_accuracy']:.2f}%)  {metrics['seconds']:.1f} s")
 
-    for level in range(config.levels + 1):
+    total = config.levels + 1
+    bars(ProgressEvent("lottery", 0, total, {}, "level 0"))
+    for level in range(total):
         metrics = run.level(level)
-        console.print(line(level, metrics, "ticket"), highlight=False)
+        bars.progress.console.print(line(level, metrics, "ticket"), highlight=False)
         for control in config.controls if level else ():
-            console.print(line(level, run.metrics(level, control), control), highlight=False)
+            bars.progress.console.print(line(level, run.metrics(level, control), control), highlight=False)
+        bars(ProgressEvent("lottery", level + 1, total, {"accuracy": metrics["accuracy"],
+                                                         "sparsity": 1 - metrics["remaining"]},
+                           f"level {min(level + 1, config.levels)}" if level < config.levels else "done"))

@@ -29,13 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from ..data.text import CharTokenizer
 from ..errors import InvalidParameterError, did_you_mean
@@ -63,6 +56,7 @@ from ..validation import (
 )
 from ..zoo import MODELS, create_model, list_models
 from .common import add_command, as_cli_error, load_weights, read_text_option, report_table
+from .progress_bars import oneshot_events, progress_bars
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -228,22 +222,11 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         summary["perplexity_dense"] = lm_perplexity(model, held_out, args.window).perplexity
         console.print(f"dense perplexity {summary['perplexity_dense']:.4f} (held-out {len(held_out):,} tokens, "
                       f"windows of {args.window})", highlight=False)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        tasks: dict[str, Any] = {}
-
-        def on_event(event: Any) -> None:
-            if event.stage not in tasks:
-                label = {"capture": "capturing the first block's inputs", "owl": "measuring outliers (OWL)"}.get(
-                    event.stage, f"pruning ({args.method})")
-                tasks[event.stage] = progress.add_task(label, total=event.blocks)
-            if event.status == "done":
-                progress.advance(tasks[event.stage])
-
+    with progress_bars() as bars:
         options: dict[str, Any] = {
             "method": args.method, "sparsity": args.sparsity, "structure": args.structure, "owl": args.owl,
             "owl_lambda": args.owl_lambda, "owl_m": args.owl_m, "sequential": args.sequential, "device": args.device,
-            "progress": on_event, "head": args.head, "embeddings": args.embeddings}
+            "progress": oneshot_events(bars, method=args.method), "head": args.head, "embeddings": args.embeddings}
         if streamed:
             try:
                 result = prune_pretrained(args.model, args.out, data=calibration, **options)

@@ -9,19 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from rich import box
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from ..measure.report import results_tables
@@ -37,6 +29,7 @@ from ..validation import (
     declare,
 )
 from .common import add_command
+from .progress_bars import progress_bars, stage_events
 
 __all__ = ["DEMO_PARAMS", "RUN_PARAMS", "add_demo_parser", "add_run_parser", "quick_recipe"]
 
@@ -63,38 +56,6 @@ def add_demo_parser(sub: Any) -> argparse.ArgumentParser:
     """Register ``demo`` on ``sub`` (argparse subparsers)."""
     return add_command(sub, "demo", DEMO_PARAMS, _cmd_demo,
                        help="train LeNet-5 on the embedded MNIST subset and compare pruning methods")
-
-
-def _progress_callback(progress: Any) -> Callable[[Any], None]:
-    """Drive two rich bars from :class:`prunekit.runner.StageProgress` events:
-    all stages, and the training steps of the current one."""
-    tasks: dict[str, Any] = {}
-
-    def label(event: Any, what: str) -> str:
-        return f"[{event.index + 1}/{event.count}] {event.stage}: {what}"
-
-    def on_event(event: Any) -> None:
-        if "stages" not in tasks:
-            tasks["stages"] = progress.add_task("stages", total=event.count, loss="")
-            tasks["stage"] = progress.add_task("", total=1, loss="", visible=False)
-        stage = tasks["stage"]
-        if event.status == "start":
-            what = "training" if event.stage == "dense" else "pruning + fine-tuning"
-            progress.reset(stage, total=max(event.total, 1), completed=0, description=label(event, what),
-                           loss="", visible=True)
-        elif event.status == "step":
-            loss = "" if event.loss is None else f"loss {event.loss:.4f}"
-            progress.update(stage, completed=event.step, loss=loss)
-        elif event.status == "measure":
-            progress.update(stage, description=label(event, "measuring"))
-        elif event.status in ("done", "skipped"):
-            progress.advance(tasks["stages"])
-            if event.status == "skipped":
-                progress.console.print(f"{event.stage}: finished before, reused ({event.seconds or 0:.1f} s then)")
-            else:
-                progress.update(stage, description=label(event, f"done in {event.seconds:.1f} s"))
-
-    return on_event
 
 
 #: The report's columns the terminal shows (the HTML report has them all), with shorter headers.
@@ -162,9 +123,8 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
 
 def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
     start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console) as progress:
-        runner = Runner(recipe, out, restart=restart, progress=_progress_callback(progress))
+    with progress_bars() as bars:
+        runner = Runner(recipe, out, restart=restart, progress=stage_events(bars, bars.progress.console.print))
         report = runner.run()
     wall = time.perf_counter() - start
     for table in _results_tables(report, runner):

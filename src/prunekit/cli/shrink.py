@@ -45,6 +45,7 @@ from ..validation import Constraint, validate
 from ..zoo import create_model, model_input_shape
 from ..zoo import example_input as zoo_example_input
 from .common import as_cli_error
+from .progress_bars import working
 
 __all__ = ["SHAPE", "UNIT_STRUCTURES", "example_input", "load_line", "run_shrink", "save_and_report"]
 
@@ -190,7 +191,8 @@ def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> in
     example = example_input(model, values["input_shape"], values["model"])
     dense = copy.deepcopy(model)
     try:
-        result = structural_prune(model, example, **options)
+        with working("search", "channels to remove"):
+            result = structural_prune(model, example, **options)
     except InvalidParameterError as exc:
         raise as_cli_error(exc, STRUCTURAL_PARAMS) from None
     report = save_and_report(values, dense, model, example, {"structural_prune": result.to_dict()}, console)

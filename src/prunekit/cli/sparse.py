@@ -31,6 +31,7 @@ from ..validation import (REQUIRED, SEED, AnyOf, Interval, Options, OutputDir, P
 from ..zoo import create_model, list_models
 from .common import add_command
 from .export import load_pruned
+from .progress_bars import working
 from .shrink import SHAPE, example_input
 
 __all__ = ["SPARSE_PARAMS", "add_sparse_parser"]
@@ -85,9 +86,10 @@ def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
     example = example_input(model, v["input_shape"], v["model"])
     with torch.no_grad():
         reference = model.eval()(example)
-    conversion = to_sparse(model, example, kernels=tuple(v["kernel"]) if v["kernel"] else "auto",
-                           threads=v["threads"], min_speedup=float(v["min_speedup"]), repeats=v["repeats"],
-                           model_repeats=v["model_repeats"])
+    with working("sparse-timing", f"each layer dense against the sparse kernels, {v['repeats']} rounds"):
+        conversion = to_sparse(model, example, kernels=tuple(v["kernel"]) if v["kernel"] else "auto",
+                               threads=v["threads"], min_speedup=float(v["min_speedup"]), repeats=v["repeats"],
+                               model_repeats=v["model_repeats"])
     console.print(_layer_table(conversion, f"{v['model']}: sparse kernels at input {tuple(example.shape)}, "
                                            f"{conversion.threads} thread(s)"))
     if conversion.speedup is not None:

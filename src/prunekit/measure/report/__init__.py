@@ -55,17 +55,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidParameterError
 from ...io import atomic_write
 from .. import plots as P
-from .document import results_tables
+from .document import document, results_tables
 from .fmt import _json_default, _method_label
-from .html import render_html
-from .markdown import render_markdown
+from .document import Bullets, Heading, Image, Para, Table
+from .html import render_html, render_page
+from .markdown import render_blocks, render_markdown
 from .schema import METRIC_NAMES, validate_report
 
 __all__ = [
@@ -75,7 +76,13 @@ __all__ = [
     "render_markdown",
     "render_html",
     "results_tables",
+    "write_document",
     "write_report",
+    "Heading",
+    "Para",
+    "Bullets",
+    "Table",
+    "Image",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,16 +164,27 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     validate_report(report)
     json_text = json.dumps(report, indent=2, ensure_ascii=False, default=_json_default) + "\n"
     jobs = _plot_jobs(report)
-    links = {key: PLOTS[key] for key in jobs}
-    markdown = render_markdown(report, links)
-    page = render_html(report, links)
+    blocks = document(report, {key: PLOTS[key] for key in jobs})
+    written = write_document(out, json_text, report["title"], blocks, {PLOTS[key]: job for key, job in jobs.items()})
+    logger.info("wrote report %r to %s (%d plots)", report["title"], out, len(jobs))
+    return {"json": written["json"], "markdown": written["markdown"], "html": written["html"],
+            **{key: written[PLOTS[key]] for key in jobs}}
 
-    written: dict[str, Path] = {}
-    for key, job in jobs.items():
-        written[key] = job(out / PLOTS[key])
+
+def write_document(out_dir: str | os.PathLike[str], json_text: str, title: str, blocks: Sequence[Any],
+                   plots: Mapping[str, Callable[[Path], Path]]) -> dict[str, Path]:
+    """The writer every report shares: into ``out_dir``, the ``plots`` (``{path relative to
+    out_dir: job(path) -> path}``) first, then ``report.md`` and ``report.html`` rendered from
+    ``blocks`` (:class:`Heading`, :class:`Para`, :class:`Bullets`, :class:`Table`,
+    :class:`Image` linking a plot by its relative path), and ``report.json`` (``json_text``)
+    last; each file atomically, readable by all.
+
+    Returns ``{"json", "markdown", "html", and each plot's relative path}: path``.
+    """
+    out = Path(out_dir)
+    markdown, page = render_blocks(blocks), render_page(title, blocks)
+    written: dict[str, Path] = {rel: job(out / rel) for rel, job in plots.items()}
     _write_text(out / "report.md", markdown)
     _write_text(out / "report.html", page)
     _write_text(out / "report.json", json_text)
-    written = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html", **written}
-    logger.info("wrote report %r to %s (%d plots)", report["title"], out, len(jobs))
-    return written
+    return {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html", **written}

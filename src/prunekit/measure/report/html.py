@@ -8,13 +8,13 @@ number cells keep to one line, and a table never grows past its container.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .document import Bullets, Heading, Image, Para, Table, document
 from .schema import validate_report
 
-__all__ = ["render_html", "CSS"]
+__all__ = ["render_html", "render_page", "CSS"]
 
 CSS = """
 :root { color-scheme: light; }
@@ -48,8 +48,14 @@ def _h(text: Any) -> str:
 def render_html(report: Mapping[str, Any], plots: Mapping[str, str] | None = None) -> str:
     """The report as one self-contained HTML page (inline CSS, images by relative path)."""
     validate_report(report)
+    return render_page(report["title"], document(report, plots or {}))
+
+
+def render_page(title: str, blocks: Sequence[Any]) -> str:
+    """``blocks`` (:mod:`.document`'s headings, paragraphs, bullets, tables, images) as one
+    self-contained HTML page titled ``title``."""
     body: list[str] = []
-    for block in document(report, plots or {}):
+    for block in blocks:
         if isinstance(block, Heading):
             anchor = f' id="{_h(block.anchor)}"' if block.anchor else ""
             body.append(f"<h{block.level}{anchor}>{_h(block.text)}</h{block.level}>")
@@ -76,7 +82,7 @@ def render_html(report: Mapping[str, Any], plots: Mapping[str, str] | None = Non
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{_h(report['title'])}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        f"<title>{_h(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .document import Bullets, Heading, Image, Para, Table, document
 from .schema import validate_report
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "render_blocks"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}<>#|!~])")
 
@@ -34,8 +34,13 @@ def _md_table(block: Table) -> list[str]:
 def render_markdown(report: Mapping[str, Any], plots: Mapping[str, str] | None = None) -> str:
     """The report as Markdown; ``plots`` maps plot keys to relative PNG paths to link."""
     validate_report(report)
+    return render_blocks(document(report, plots or {}))
+
+
+def render_blocks(blocks: Sequence[Any]) -> str:
+    """``blocks`` (:mod:`.document`'s headings, paragraphs, bullets, tables, images) as Markdown."""
     out: list[str] = []
-    for block in document(report, plots or {}):
+    for block in blocks:
         if isinstance(block, Heading):
             out += ["#" * block.level + " " + _md(block.text), ""]
         elif isinstance(block, Para):
