@@ -52,9 +52,11 @@ import torch
 from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks.apply import check_unique_targets
-from ..structures import Structure
+from ..scores.magnitude import Magnitude
+from ..structures import Element, Structure
 from ..targets import Target, check_materialised, pattern_matches
 from .budget import Sparsity, check_sparsity
+from .magnitudes import MAGNITUDE_DTYPES
 from .streaming import all_finite
 from .units import UnitSet, erk_prune_counts, global_keep, local_keep
 
@@ -139,6 +141,19 @@ class _Scorer(UnitSet):
 
     def raw_scores(self) -> torch.Tensor:
         return self.structure.unit_scores(self.entry_scores(), self.target, self.criterion.reduce)
+
+    @property
+    def has_magnitudes(self) -> bool:
+        """Plain magnitude of entries: the scores are ``|effective weights|``, ranked on their bits."""
+        return (
+            type(self.criterion).score is Magnitude.score
+            and type(self.structure) is Element
+            and self.normalize == "none"
+            and self.target.original.dtype in MAGNITUDE_DTYPES
+        )
+
+    def magnitudes(self) -> torch.Tensor | None:
+        return self.target.effective().reshape(-1) if self.has_magnitudes else None
 
 
 def compute_keep_masks(

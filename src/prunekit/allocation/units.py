@@ -26,6 +26,7 @@ import torch
 from ..errors import InvalidParameterError
 from .budget import Sparsity, units_to_prune
 from .erk import erk_raw, water_fill
+from .magnitudes import keep_largest_magnitudes
 from .normalize import lamp_scores, normalise
 from .streaming import select_lowest
 
@@ -77,11 +78,29 @@ class UnitSet:
         elif self.normalize != "none":
             scores = normalise(scores, self.normalize)
         if reserve and self.min_keep:
-            if self._reserved is None:
-                keep = min(self.min_keep, scores.numel())
-                self._reserved = scores.argmax().reshape(1) if keep == 1 else torch.topk(scores, keep).indices
-            scores[self._reserved] = float("inf")
+            scores[self._guard(scores)] = float("inf")
         return scores
+
+    def _guard(self, scores: torch.Tensor) -> torch.Tensor:
+        if self._reserved is None:
+            keep = min(self.min_keep, scores.numel())
+            self._reserved = scores.argmax().reshape(1) if keep == 1 else torch.topk(scores, keep).indices
+        return self._reserved
+
+    def guarded(self) -> torch.Tensor:
+        """Flat indices of the ``min_keep`` highest units (chosen once: the first maximum, or ``topk``)."""
+        return self._guard(self() if self._reserved is None else torch.empty(0))
+
+    def magnitudes(self) -> torch.Tensor | None:
+        """A tensor whose absolute values are exactly :meth:`raw_scores` (float32, float16 or
+        bfloat16, one entry a unit, no normalisation), or None. Sets that give one are ranked on
+        the float bits (:mod:`prunekit.allocation.magnitudes`); :attr:`has_magnitudes` says so
+        without computing it."""
+        return None
+
+    @property
+    def has_magnitudes(self) -> bool:
+        return False
 
 
 class ScoreSet(UnitSet):
@@ -168,6 +187,11 @@ def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity, *, strict: boo
             )
         logger.info("global budget lowered from %g to %g (min_keep=%d)", budget, available, unit_sets[0].min_keep)
         budget = float(available)
+    if all(s.has_magnitudes and s.size == 1 for s in unit_sets) and budget == int(budget):
+        return keep_largest_magnitudes(
+            lambda i: unit_sets[i].magnitudes(), counts, int(budget), [s.alive for s in unit_sets],
+            [min(s.min_keep, s.units) for s in unit_sets], lambda i: unit_sets[i].guarded(),
+        )
     nonnegative = all(s.nonnegative for s in unit_sets)
     selected = select_lowest(lambda i: unit_sets[i](reserve=True), counts, budget, sizes, nonnegative=nonnegative)
     return [s.logical_not_() for s in selected]
