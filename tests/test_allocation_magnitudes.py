@@ -190,3 +190,15 @@ def test_reparam_mode_gives_the_same_masks():
         assert torch.equal(ma.weight, mb.weight)
     prunekit.prune(b, 0.75, scope="global", mode="reparam")  # effective weights: dead entries are zeros
     assert sum(int((m.weight == 0).sum()) for m in b) == round(0.75 * (64 * 32 + 32 * 16))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_nan_or_inf_is_an_error_naming_the_tensor(sparsity, bad):
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 4, bias=False))
+    with torch.no_grad():
+        model[1].weight[2, 3] = bad
+    with pytest.raises(prunekit.InvalidParameterError, match="NaN or inf in 1.weight"):
+        prunekit.prune(model, sparsity, scope="global", mode="inplace", min_keep=0)
+    assert not hasattr(model[0], "weight_mask")

@@ -44,7 +44,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["CANDIDATE_LIMIT", "MAGNITUDE_DTYPES", "keep_largest_magnitudes"]
+from ..errors import InvalidParameterError
+
+__all__ = ["CANDIDATE_LIMIT", "MAGNITUDE_DTYPES", "keep_largest_magnitudes", "nonfinite_weights"]
 
 #: Largest boundary bin ranked from its collected entries; above it, one more pass counts their low bits.
 CANDIDATE_LIMIT = 1 << 22
@@ -54,8 +56,19 @@ MAGNITUDE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _HIGH_BINS = 1 << 15  # high half of a key: the sign bit is masked off
 _LOW_BINS = 1 << 16
 _HIGH = 1 if sys.byteorder == "little" else 0  # index of the high int16 half of a float32
+_NONFINITE = 0x7F80  # high halves of inf and NaN
 #: Tensors smaller than this are counted on one thread.
 _SPLIT_MIN = 1 << 20
+
+
+def nonfinite_weights(name: str) -> InvalidParameterError:
+    """The error for a tensor with NaN or inf entries."""
+    return InvalidParameterError(
+        "model",
+        "finite weights (no NaN or inf)",
+        f"NaN or inf in {name}",
+        "Fix: repair or re-initialise the weights before pruning.",
+    )
 
 
 def keep_largest_magnitudes(
@@ -65,6 +78,7 @@ def keep_largest_magnitudes(
     alive: Sequence[torch.Tensor | None],
     guards: Sequence[int],
     guarded: Callable[[int], torch.Tensor],
+    names: Sequence[str] | None = None,
 ) -> list[torch.Tensor]:
     """Keep masks after pruning the ``budget`` smallest ``|values(i)|`` over all tensors.
 
@@ -79,20 +93,23 @@ def keep_largest_magnitudes(
         alive: per tensor, a flat bool tensor (False = already pruned) or None.
         guards: per tensor, how many of its highest entries are never pruned.
         guarded: ``guarded(i)`` returns the flat indices of those entries.
+        names: the tensors' names, for the error on a NaN or inf.
 
     Returns:
         One flat bool tensor per input, True where the entry is kept.
+
+    Raises:
+        InvalidParameterError: an alive entry is NaN or inf (seen in the histogram:
+            their high halves are ``0x7F80`` and above).
     """
     n = len(counts)
     largest = max(counts, default=0)
-    if budget <= 0 or largest == 0:
+    if largest == 0:
         return [torch.ones(c, dtype=torch.bool) for c in counts]
-    if budget >= sum(counts):
-        return [torch.zeros(c, dtype=torch.bool) for c in counts]
     threads = max(1, torch.get_num_threads())
     high = torch.empty(largest, dtype=torch.int16)
     with ThreadPoolExecutor(threads - 1) if threads > 1 else _NoPool() as pool:
-        scan = _Scan(values, counts, alive, high, pool, threads)
+        scan = _Scan(values, counts, alive, high, pool, threads, names or [f"tensor {i}" for i in range(n)])
         hist, tops, dead = _count_high(scan, guards)
         need = budget - dead  # alive entries still to prune
         reserved: dict[int, torch.Tensor] = {}
@@ -125,7 +142,8 @@ class _Scan:
     """What every pass reads: the tensors, their alive masks, a reused int16
     buffer for the high halves, and the threads for counting."""
 
-    def __init__(self, values, counts, alive, high, pool, threads) -> None:
+    def __init__(self, values, counts, alive, high, pool, threads, names) -> None:
+        self.names = names
         self.values = values
         self.counts = counts
         self.alive = alive
@@ -171,6 +189,8 @@ def _count_high(scan: _Scan, guards: Sequence[int]) -> tuple[torch.Tensor, list[
             digits.mul_(scan.alive[i])  # dead entries all in bin 0, taken out below
             lost = scan.counts[i] - int(torch.count_nonzero(scan.alive[i]))
         counts = scan.bincount(digits, _HIGH_BINS)
+        if bool(counts[_NONFINITE:].any()):
+            raise nonfinite_weights(scan.names[i])
         counts[0] -= lost
         dead += lost
         hist += counts

@@ -30,7 +30,7 @@ from .magnitudes import keep_largest_magnitudes
 from .normalize import lamp_scores, normalise
 from .streaming import select_lowest
 
-__all__ = ["ScoreSet", "UnitSet", "erk_prune_counts", "global_keep", "local_keep"]
+__all__ = ["ScoreSet", "UnitSet", "erk_prune_counts", "global_keep", "local_keep", "ranks_on_bits"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,14 +187,21 @@ def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity, *, strict: boo
             )
         logger.info("global budget lowered from %g to %g (min_keep=%d)", budget, available, unit_sets[0].min_keep)
         budget = float(available)
-    if all(s.has_magnitudes and s.size == 1 for s in unit_sets) and budget == int(budget):
+    if ranks_on_bits(unit_sets):  # budget is a whole number of entries here
         return keep_largest_magnitudes(
             lambda i: unit_sets[i].magnitudes(), counts, int(budget), [s.alive for s in unit_sets],
             [min(s.min_keep, s.units) for s in unit_sets], lambda i: unit_sets[i].guarded(),
+            [s.name for s in unit_sets],
         )
     nonnegative = all(s.nonnegative for s in unit_sets)
     selected = select_lowest(lambda i: unit_sets[i](reserve=True), counts, budget, sizes, nonnegative=nonnegative)
     return [s.logical_not_() for s in selected]
+
+
+def ranks_on_bits(unit_sets: Sequence[UnitSet]) -> bool:
+    """True if :func:`global_keep` ranks these sets on their float bits
+    (:mod:`prunekit.allocation.magnitudes`): magnitudes of single entries, every one."""
+    return bool(unit_sets) and all(s.has_magnitudes and s.size == 1 for s in unit_sets)
 
 
 def erk_prune_counts(unit_sets: Sequence[UnitSet], sparsity: Sparsity) -> list[int]:
