@@ -8,6 +8,7 @@ from torch import nn
 
 import prunekit
 from prunekit.allocation import magnitudes as mag
+from prunekit.allocation.streaming import select_lowest
 from prunekit.allocation.units import ScoreSet, global_keep
 
 
@@ -202,3 +203,27 @@ def test_nan_or_inf_is_an_error_naming_the_tensor(sparsity, bad):
     with pytest.raises(prunekit.InvalidParameterError, match="NaN or inf in 1.weight"):
         prunekit.prune(model, sparsity, scope="global", mode="inplace", min_keep=0)
     assert not hasattr(model[0], "weight_mask")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_local_magnitude_on_the_bits_matches_the_general_selection(dtype):
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Linear(40, 30, bias=False), nn.Linear(30, 10, bias=False)).to(dtype)
+    with torch.no_grad():
+        model[0].weight[:5] = 0.25  # ties
+    weights = [m.weight.detach().clone() for m in model]
+    prunekit.prune(model, 0.4, criterion="magnitude", mode="inplace")
+    prunekit.prune(model, 0.7, criterion="magnitude", mode="inplace")
+    for m, w in zip(model, weights):
+        first = ~local_selected(w, round(0.4 * w.numel()))
+        second = ~local_selected(w, round(0.7 * w.numel()), alive=first) & first
+        assert torch.equal(m.weight_mask.reshape(-1), second)
+        assert int((m.weight == 0).sum()) == round(0.7 * w.numel())
+
+
+def local_selected(w, k, alive=None):
+    """The general selection (scores given, not bits): True where pruned."""
+    s = w.reshape(-1).float().abs()
+    if alive is not None:
+        s[~alive] = float("-inf")
+    return select_lowest(lambda _i: s, [s.numel()], k, nonnegative=True)[0]

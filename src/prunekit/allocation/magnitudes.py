@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ..errors import InvalidParameterError
+from ..memory import TrimBudget
 
 __all__ = ["CANDIDATE_LIMIT", "MAGNITUDE_DTYPES", "keep_largest_magnitudes", "nonfinite_weights"]
 
@@ -144,6 +145,8 @@ class _Scan:
 
     def __init__(self, values, counts, alive, high, pool, threads, names) -> None:
         self.names = names
+        # widened float16/bfloat16 copies are freed one after another: keep the heap from holding them
+        self.trim = TrimBudget(sum(counts) * 4 // 10)
         self.values = values
         self.counts = counts
         self.alive = alive
@@ -155,6 +158,7 @@ class _Scan:
         v = self.values(i).detach().reshape(-1)
         if v.dtype != torch.float32:
             v = v.float()
+            self.trim.freed_bytes(4 * v.numel())  # the copy of the tensor before, freed by now
         return v.contiguous()
 
     def high_keys(self, i: int, v: torch.Tensor) -> torch.Tensor:

@@ -151,6 +151,9 @@ def local_keep(unit_set: UnitSet, sparsity: Sparsity, *, strict: bool = True) ->
         logger.info("%s: %d of %d units pruned instead of %d (min_keep=%d)",
                     unit_set.name, units - unit_set.min_keep, units, k, unit_set.min_keep)
         k = units - unit_set.min_keep
+    if ranks_on_bits([unit_set]):
+        return keep_largest_magnitudes(lambda _i: unit_set.magnitudes(), [units], k, [unit_set.alive], [0],
+                                       unit_set.guarded, [unit_set.name])[0]
     scores = unit_set()
     selected = select_lowest(lambda _i: scores, [units], k, nonnegative=unit_set.nonnegative)[0]
     return selected.logical_not_()
