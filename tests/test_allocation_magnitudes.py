@@ -227,3 +227,15 @@ def local_selected(w, k, alive=None):
     if alive is not None:
         s[~alive] = float("-inf")
     return select_lowest(lambda _i: s, [s.numel()], k, nonnegative=True)[0]
+
+
+def test_a_crowded_boundary_bin_takes_the_exact_threshold_pass(monkeypatch):
+    calls = []
+    real = mag._keep_by_threshold
+    monkeypatch.setattr(mag, "_keep_by_threshold", lambda *a: calls.append(a[1]) or real(*a))
+    tensors = tied_tensors(seed=10)
+    assert_same(fast_keep(tensors, 700), reference_keep(tensors, 700))
+    assert calls == []  # few enough entries in the boundary bin: ranked from the collected candidates
+    monkeypatch.setattr(mag, "CANDIDATE_LIMIT", 3)
+    assert_same(fast_keep(tensors, 700), reference_keep(tensors, 700))
+    assert len(calls) == 1 and calls[0] == int(torch.tensor(0.25).view(torch.int32))  # the boundary key, exact
