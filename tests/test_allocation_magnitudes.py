@@ -189,7 +189,10 @@ def test_reparam_mode_gives_the_same_masks():
     for ma, mb in zip(a, b):
         assert torch.equal(ma.weight_mask, mb.weight_mask.bool())
         assert torch.equal(ma.weight, mb.weight)
-    prunekit.prune(b, 0.75, scope="global", mode="reparam")  # effective weights: dead entries are zeros
+    prunekit.prune(a, 0.75, scope="global", mode="inplace")
+    prunekit.prune(b, 0.75, scope="global", mode="reparam")  # weight_orig keeps its values where pruned
+    for ma, mb in zip(a, b):
+        assert torch.equal(ma.weight_mask, mb.weight_mask.bool())
     assert sum(int((m.weight == 0).sum()) for m in b) == round(0.75 * (64 * 32 + 32 * 16))
 
 

@@ -151,7 +151,9 @@ class _Scorer(UnitSet):
         )
 
     def magnitudes(self) -> torch.Tensor | None:
-        return self.target.effective().reshape(-1) if self.has_magnitudes else None
+        # the unmasked tensor: it equals the effective one at every alive entry, and the selection
+        # never reads a dead one (torch's layout would otherwise multiply weight_orig by the mask)
+        return self.target.original.detach().reshape(-1) if self.has_magnitudes else None
 
 
 def compute_keep_masks(

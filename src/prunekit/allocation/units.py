@@ -92,8 +92,8 @@ class UnitSet:
         return self._guard(self() if self._reserved is None else torch.empty(0))
 
     def magnitudes(self) -> torch.Tensor | None:
-        """A tensor whose absolute values are exactly :meth:`raw_scores` (float32, float16 or
-        bfloat16, one entry a unit, no normalisation), or None. Sets that give one are ranked on
+        """A tensor whose absolute values are exactly :meth:`raw_scores` at every alive unit
+        (float32, float16 or bfloat16, one entry a unit, no normalisation), or None. Sets that give one are ranked on
         the float bits (:mod:`prunekit.allocation.magnitudes`); :attr:`has_magnitudes` says so
         without computing it."""
         return None
