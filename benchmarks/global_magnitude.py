@@ -13,11 +13,16 @@ For each: wall time of the pruning call (time.perf_counter), peak RSS growth
 during the call beyond the RSS just before it (the model is already built),
 sampled from /proc/self/status in a background thread every few ms
 (tracemalloc does not see torch's allocations), and the achieved global
-sparsity counted from the effective weights (must be exactly 50%).
+sparsity counted from the effective weights (must be exactly 50%). The run
+prints (and its JSON records) the machine (CPU model from /proc/cpuinfo,
+cores), the commit and date, and the time of one read of all weights (the
+memory cost of a pass), then prunekit's times beside torch's with the speedup
+and the peak extra RSS.
 
-    python benchmarks/global_magnitude.py                # full size (minutes; torch needs ~14 GB)
+    python benchmarks/global_magnitude.py --repeat 5 --json benchmarks/results/global_magnitude.json
     python benchmarks/global_magnitude.py --quick        # h=256, 4 blocks
-    python benchmarks/global_magnitude.py --json out.json
+    python benchmarks/global_magnitude.py --variants prunekit-inplace,prunekit-reparam   # without torch
+    python benchmarks/global_magnitude.py --worker prunekit-inplace --profile 25         # one run, profiled
 """
 
 from __future__ import annotations
