@@ -142,12 +142,13 @@ class _Scorer(UnitSet):
 
     @property
     def has_magnitudes(self) -> bool:
-        """Plain magnitude of entries: the scores are ``|effective weights|``, ranked on their bits."""
+        """Plain magnitude of entries of a CPU tensor: the scores are ``|weights|``, ranked on their bits."""
         return (
             type(self.criterion).score is Magnitude.score
             and type(self.structure) is Element
             and self.normalize == "none"
             and self.target.original.dtype in MAGNITUDE_DTYPES
+            and self.target.original.device.type == "cpu"
         )
 
     def magnitudes(self) -> torch.Tensor | None:
