@@ -13,11 +13,16 @@ For each: wall time of the pruning call (time.perf_counter), peak RSS growth
 during the call beyond the RSS just before it (the model is already built),
 sampled from /proc/self/status in a background thread every few ms
 (tracemalloc does not see torch's allocations), and the achieved global
-sparsity counted from the effective weights (must be exactly 50%).
+sparsity counted from the effective weights (must be exactly 50%). The run
+prints (and its JSON records) the machine (CPU model from /proc/cpuinfo,
+cores), the commit and date, and the time of one read of all weights (the
+memory cost of a pass), then prunekit's times beside torch's with the speedup
+and the peak extra RSS.
 
-    python benchmarks/global_magnitude.py                # full size (minutes; torch needs ~14 GB)
+    python benchmarks/global_magnitude.py --repeat 5 --json benchmarks/results/global_magnitude.json
     python benchmarks/global_magnitude.py --quick        # h=256, 4 blocks
-    python benchmarks/global_magnitude.py --json out.json
+    python benchmarks/global_magnitude.py --variants prunekit-inplace,prunekit-reparam   # without torch
+    python benchmarks/global_magnitude.py --worker prunekit-inplace --profile 25         # one run, profiled
 """
 
 from __future__ import annotations
@@ -90,6 +95,32 @@ def run_variant(variant: str, model) -> None:
     del torch
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def one_pass_seconds(model, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` reads of every weight once (a sum per layer): the memory cost of one pass."""
+    import torch
+
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for m in model:
+                m.weight.sum()
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def count_zeros(model) -> tuple[int, int]:
     """(zeros, total) of the weights the layers compute with (weight attribute)."""
     import torch
@@ -117,6 +148,7 @@ def worker(args: argparse.Namespace) -> dict:
         checksum = float(sum(float(m.weight.double().abs().sum()) for m in model))
     if args.variant.startswith("prunekit"):
         import prunekit  # noqa: F401  (import cost outside the timed region)
+    pass_s = one_pass_seconds(model)
     gc.collect()
     malloc_trim()
     time.sleep(0.05)
@@ -157,6 +189,7 @@ def worker(args: argparse.Namespace) -> dict:
         "exact_50": zeros == round(0.5 * total),
         "weights_abs_sum_before": checksum,
         "build_seconds": build_s,
+        "one_pass_seconds": pass_s,
         "threads": torch.get_num_threads(),
     }
 
@@ -215,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}")
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    cpu = cpu_model()
     print(f"global magnitude pruning to 50%: {4 * args.blocks} Linear layers, h={args.h}, "
-          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
-          f"prunekit at {source}", flush=True)
+          f"torch {torch.__version__}, {args.threads} threads", flush=True)
+    print(f"machine: {cpu}, {os.cpu_count()} cores; prunekit at commit {source['commit']}"
+          f"{' (with uncommitted changes under src/)' if source['src_uncommitted'] else ''}; {date}", flush=True)
     results = []
     for v in variants:  # one after another, never concurrently: torch's run needs a lot of RAM
         repeats = args.torch_repeat if v == "torch" else args.repeat
@@ -239,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     assert len(sums) == 1, f"the subprocesses built different models: {sums}"
     base = next((r for r in results if r["variant"] == "torch"), None)
     model_gb = results[0]["model_bytes"] / 1e9
+    one_pass = min(r["one_pass_seconds"] for r in results)
     print(f"\nmodel: {results[0]['params'] / 1e6:.1f}M parameters, {model_gb:.3f} GB fp32 "
-          f"(identical in every subprocess)\n")
+          f"(identical in every subprocess); one read of all weights: {one_pass:.3f} s "
+          f"({model_gb / one_pass:.1f} GB/s)\n")
     print("time: fastest of the runs (median in brackets); peak extra RSS: largest of the runs; "
           "other load: CPU used by other processes during the fastest run\n")
     header = (f"{'variant':<18} {'runs':>4} {'time s':>8} {'(median)':>9} {'speedup':>8} {'peak extra GB':>14} "
@@ -256,17 +294,30 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['sparsity']:>11.6%} {str(r['exact_50']):>9} {r['foreign_load_cores']:>7.2f} c")
     print_table(header, lines)
     print()
+    if base:
+        for r in results:
+            if r["variant"] != "torch":
+                print(f"{r['variant']}: {r['seconds']:.2f} s against torch {base['seconds']:.2f} s in this run: "
+                      f"{r['speedup_vs_torch']:.1f}x faster, peak extra RSS {r['peak_extra_bytes_max'] / 1e9:.2f} GB "
+                      f"({r['peak_extra_over_model_max']:.2f}x the model) against torch's "
+                      f"{base['peak_extra_bytes_max'] / 1e9:.2f} GB")
+        print()
     for r in results:
         if r["variant"] == "torch":
             continue
         fast = r["speedup_vs_torch"] is not None and r["speedup_vs_torch"] >= SPEEDUP_TARGET
         lean = r["peak_extra_over_model_max"] <= MEMORY_TARGET
-        speed_txt = f"{r['speedup_vs_torch']:.1f}x" if base else "n/a"
-        print(f"target {r['variant']}: >= {SPEEDUP_TARGET:.0f}x faster: {'met' if fast else 'MISSED'} ({speed_txt}); "
+        speed = (f"{'met' if fast else 'MISSED'} ({r['speedup_vs_torch']:.1f}x)" if base
+                 else "not measured (torch not run)")
+        print(f"target {r['variant']}: >= {SPEEDUP_TARGET:.0f}x faster: {speed}; "
               f"<= {MEMORY_TARGET}x model extra: {'met' if lean else 'MISSED'} ({r['peak_extra_over_model_max']:.2f}x)")
     if args.json:
         meta = {
             **run_meta(source, "global_magnitude", args.threads),
+            "cpu_model": cpu,
+            "cores": os.cpu_count(),
+            "date": date,
+            "one_pass_seconds": one_pass,
             "h": args.h,
             "blocks": args.blocks,
             "seed": args.seed,

@@ -10,6 +10,8 @@ keep masks), and the pieces it is made of, one job per module:
 * :mod:`~prunekit.allocation.erk`: :func:`erk_densities`;
 * :mod:`~prunekit.allocation.streaming`: exact global selection in bounded memory
   (:func:`select_lowest`);
+* :mod:`~prunekit.allocation.magnitudes`: the same for magnitudes of entries, read from
+  the float bits (``keep_largest_magnitudes``; local and global magnitude pruning);
 * :mod:`~prunekit.allocation.units`: local / global / ERK over scored unit sets;
 * :mod:`~prunekit.allocation.masks`: :func:`compute_keep_masks`, the pruner's path
   (targets, a criterion, a structure, scopes :data:`SCOPES`, overrides);

@@ -52,11 +52,13 @@ import torch
 from ..scores.base import Criterion
 from ..errors import InvalidParameterError, check_choice
 from ..masks.apply import check_unique_targets
-from ..structures import Structure
+from ..scores.magnitude import Magnitude
+from ..structures import Element, Structure
 from ..targets import Target, check_materialised, pattern_matches
 from .budget import Sparsity, check_sparsity
+from .magnitudes import MAGNITUDE_DTYPES, nonfinite_weights
 from .streaming import all_finite
-from .units import UnitSet, erk_prune_counts, global_keep, local_keep
+from .units import UnitSet, erk_prune_counts, global_keep, local_keep, ranks_on_bits
 
 __all__ = ["SCOPES", "compute_keep_masks"]
 
@@ -81,13 +83,11 @@ def _floating_check(target: Target) -> None:
             f"{target.name} of dtype {tensor.dtype}",
             f"Fix: exclude {target.name!r} (only float tensors can be pruned).",
         )
-    if not all_finite(tensor.detach()):
-        raise InvalidParameterError(
-            "model",
-            "finite weights (no NaN or inf)",
-            f"NaN or inf in {target.name}",
-            "Fix: repair or re-initialise the weights before pruning.",
-        )
+
+
+def _finite_check(target: Target) -> None:
+    if not all_finite(target.original.detach()):
+        raise nonfinite_weights(target.name)
 
 
 
@@ -140,6 +140,22 @@ class _Scorer(UnitSet):
     def raw_scores(self) -> torch.Tensor:
         return self.structure.unit_scores(self.entry_scores(), self.target, self.criterion.reduce)
 
+    @property
+    def has_magnitudes(self) -> bool:
+        """Plain magnitude of entries of a CPU tensor: the scores are ``|weights|``, ranked on their bits."""
+        return (
+            type(self.criterion).score is Magnitude.score
+            and type(self.structure) is Element
+            and self.normalize == "none"
+            and self.target.original.dtype in MAGNITUDE_DTYPES
+            and self.target.original.device.type == "cpu"
+        )
+
+    def magnitudes(self) -> torch.Tensor | None:
+        # the unmasked tensor: it equals the effective one at every alive entry, and the selection
+        # never reads a dead one (torch's layout would otherwise multiply weight_orig by the mask)
+        return self.target.original.detach().reshape(-1) if self.has_magnitudes else None
+
 
 def compute_keep_masks(
     targets: Sequence[Target],
@@ -170,9 +186,13 @@ def compute_keep_masks(
         structure.check(target)
 
     if structure.fixed_sparsity is not None:
+        for target in targets:
+            _finite_check(target)
         return _fixed_structure_masks(targets, criterion, structure, sparsity, scope, overrides)
 
     if sparsity is None:
+        for target in targets:
+            _finite_check(target)
         if not overrides:
             raise InvalidParameterError(
                 "sparsity", "a float in [0, 1] or an int count", None,
@@ -191,13 +211,18 @@ def compute_keep_masks(
             counts = erk_prune_counts([scorers[i] for i in erk_ids], sparsity)
             for i, count in zip(erk_ids, counts):
                 plans[i] = _Plan(plans[i].target, count, True)
+    global_ids = [i for i, p in enumerate(plans) if not p.local]
+    # the selection on the float bits sees every NaN or inf of a tensor without a mask in the one pass it makes
+    checked_there = set(global_ids) if global_ids and ranks_on_bits([scorers[i] for i in global_ids]) else set()
+    for i, scorer in enumerate(scorers):
+        if i not in checked_there or scorer.alive is not None:
+            _finite_check(scorer.target)
     unit_keep: list[torch.Tensor | None] = [None] * len(plans)
 
     for i, plan in enumerate(plans):
         if plan.local:
             unit_keep[i] = local_keep(scorers[i], plan.sparsity)
 
-    global_ids = [i for i, p in enumerate(plans) if not p.local]
     if global_ids:
         masks = global_keep([scorers[i] for i in global_ids], sparsity)
         for i, mask in zip(global_ids, masks):

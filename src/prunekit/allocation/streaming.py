@@ -15,6 +15,10 @@ Ties are broken deterministically: in target order, then in flat index
 order. Units may weigh differently (a filter of a big conv is worth more
 parameters than one of a small conv); the selection then keeps the pruned
 weight closest to the budget, exact to one unit.
+
+Magnitudes of single entries (the commonest case) take a specialised path,
+:mod:`prunekit.allocation.magnitudes`, that reads the keys straight from the
+weights' bits; this module serves every other score.
 """
 
 from __future__ import annotations

@@ -26,10 +26,11 @@ import torch
 from ..errors import InvalidParameterError
 from .budget import Sparsity, units_to_prune
 from .erk import erk_raw, water_fill
+from .magnitudes import keep_largest_magnitudes
 from .normalize import lamp_scores, normalise
 from .streaming import select_lowest
 
-__all__ = ["ScoreSet", "UnitSet", "erk_prune_counts", "global_keep", "local_keep"]
+__all__ = ["ScoreSet", "UnitSet", "erk_prune_counts", "global_keep", "local_keep", "ranks_on_bits"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +78,29 @@ class UnitSet:
         elif self.normalize != "none":
             scores = normalise(scores, self.normalize)
         if reserve and self.min_keep:
-            if self._reserved is None:
-                keep = min(self.min_keep, scores.numel())
-                self._reserved = scores.argmax().reshape(1) if keep == 1 else torch.topk(scores, keep).indices
-            scores[self._reserved] = float("inf")
+            scores[self._guard(scores)] = float("inf")
         return scores
+
+    def _guard(self, scores: torch.Tensor) -> torch.Tensor:
+        if self._reserved is None:
+            keep = min(self.min_keep, scores.numel())
+            self._reserved = scores.argmax().reshape(1) if keep == 1 else torch.topk(scores, keep).indices
+        return self._reserved
+
+    def guarded(self) -> torch.Tensor:
+        """Flat indices of the ``min_keep`` highest units (chosen once: the first maximum, or ``topk``)."""
+        return self._guard(self() if self._reserved is None else torch.empty(0))
+
+    def magnitudes(self) -> torch.Tensor | None:
+        """A tensor whose absolute values are exactly :meth:`raw_scores` at every alive unit
+        (float32, float16 or bfloat16, one entry a unit, no normalisation), or None. Sets that give one are ranked on
+        the float bits (:mod:`prunekit.allocation.magnitudes`); :attr:`has_magnitudes` says so
+        without computing it."""
+        return None
+
+    @property
+    def has_magnitudes(self) -> bool:
+        return False
 
 
 class ScoreSet(UnitSet):
@@ -132,6 +151,9 @@ def local_keep(unit_set: UnitSet, sparsity: Sparsity, *, strict: bool = True) ->
         logger.info("%s: %d of %d units pruned instead of %d (min_keep=%d)",
                     unit_set.name, units - unit_set.min_keep, units, k, unit_set.min_keep)
         k = units - unit_set.min_keep
+    if ranks_on_bits([unit_set]):
+        return keep_largest_magnitudes(lambda _i: unit_set.magnitudes(), [units], k, [unit_set.alive], [0],
+                                       unit_set.guarded, [unit_set.name])[0]
     scores = unit_set()
     selected = select_lowest(lambda _i: scores, [units], k, nonnegative=unit_set.nonnegative)[0]
     return selected.logical_not_()
@@ -168,9 +190,21 @@ def global_keep(unit_sets: Sequence[UnitSet], sparsity: Sparsity, *, strict: boo
             )
         logger.info("global budget lowered from %g to %g (min_keep=%d)", budget, available, unit_sets[0].min_keep)
         budget = float(available)
+    if ranks_on_bits(unit_sets):  # budget is a whole number of entries here
+        return keep_largest_magnitudes(
+            lambda i: unit_sets[i].magnitudes(), counts, int(budget), [s.alive for s in unit_sets],
+            [min(s.min_keep, s.units) for s in unit_sets], lambda i: unit_sets[i].guarded(),
+            [s.name for s in unit_sets],
+        )
     nonnegative = all(s.nonnegative for s in unit_sets)
     selected = select_lowest(lambda i: unit_sets[i](reserve=True), counts, budget, sizes, nonnegative=nonnegative)
     return [s.logical_not_() for s in selected]
+
+
+def ranks_on_bits(unit_sets: Sequence[UnitSet]) -> bool:
+    """True if :func:`global_keep` ranks these sets on their float bits
+    (:mod:`prunekit.allocation.magnitudes`): magnitudes of single entries, every one."""
+    return bool(unit_sets) and all(s.has_magnitudes and s.size == 1 for s in unit_sets)
 
 
 def erk_prune_counts(unit_sets: Sequence[UnitSet], sparsity: Sparsity) -> list[int]:
