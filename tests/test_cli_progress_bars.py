@@ -4,11 +4,10 @@ adapters from the library's older callback shapes."""
 from __future__ import annotations
 
 import io
-from types import SimpleNamespace
 
 from rich.console import Console
 
-from prunekit.cli.progress_bars import fit_events, figures_text, oneshot_events, progress_bars, stage_events, working
+from prunekit.cli.progress_bars import figures_text, progress_bars, stage_events, working
 from prunekit.progress import ProgressEvent
 
 
@@ -53,43 +52,20 @@ def test_working_finishes_a_stage_that_reports_nothing_itself():
     assert bars.progress.tasks[0].completed == 1 == bars.progress.tasks[0].total
 
 
-def test_fit_events_count_from_the_segment_start():
-    sent: list[ProgressEvent] = []
-    on_step = fit_events(sent.append, detail="level 1 ticket", parent="lottery", start=500)
-    on_step(SimpleNamespace(epoch=0, step=501, total_steps=2000, loss=0.5, lr=0.1, sparsity=None))
-    on_step(SimpleNamespace(epoch=0, step=2000, total_steps=2000, loss=0.25, lr=0.1, sparsity=0.8))
-    assert [(e.stage, e.done, e.total, e.parent) for e in sent] == [("fit", 1, 1500, "lottery"),
-                                                                   ("fit", 1500, 1500, "lottery")]
-    assert dict(sent[1].figures) == {"loss": 0.25, "lr": 0.1, "sparsity": 0.8}
-
-
-def test_oneshot_events_count_blocks_done_per_stage_and_pass_new_events_on():
-    sent: list[ProgressEvent] = []
-    on_event = oneshot_events(sent.append, method="wanda")
-    for block in range(2):
-        on_event(SimpleNamespace(stage="prune", block=block, blocks=2, status="start", seconds=0.0))
-        on_event(SimpleNamespace(stage="prune", block=block, blocks=2, status="done", seconds=1.5))
-    event = ProgressEvent("oneshot", 2, 2, {}, "block 2")
-    on_event(event)
-    assert [(e.stage, e.done, e.total) for e in sent[:4]] == [("oneshot", 0, 2), ("oneshot", 1, 2),
-                                                              ("oneshot", 1, 2), ("oneshot", 2, 2)]
-    assert sent[3].detail == "wanda, block 2" and sent[-1] is event
-
-
 def test_stage_events_nest_the_training_steps_under_the_recipe_stages():
     sent: list[ProgressEvent] = []
     lines: list[str] = []
-    on_event = stage_events(sent.append, lines.append)
-    stage = dict(index=0, count=2, seconds=None, loss=None)
-    on_event(SimpleNamespace(stage="dense", status="start", step=0, total=3, **stage))
-    on_event(SimpleNamespace(stage="dense", status="step", step=3, total=3, **{**stage, "loss": 0.5}))
-    on_event(SimpleNamespace(stage="dense", status="done", step=3, total=3, **stage))
-    on_event(SimpleNamespace(stage="m50", status="skipped", step=0, total=0, **{**stage, "index": 1,
-                                                                                 "seconds": 2.0}))
+    on_event = stage_events(sent.append, lines.append, lambda: 2)
+    on_event(ProgressEvent("dense", 0, 3, {}, "start"))
+    on_event(ProgressEvent("dense", 3, 3, {"loss": 0.5}, "step"))
+    on_event(ProgressEvent("dense", 3, 3, {"seconds": 1.0}, "done"))
+    on_event(ProgressEvent("m50", 0, 0, {"seconds": 2.0}, "skipped"))
     runs = [e for e in sent if e.stage == "run"]
     fits = [e for e in sent if e.stage == "fit"]
-    assert (runs[-1].done, runs[-1].total) == (2, 2)
-    assert [(e.done, e.total, e.parent) for e in fits] == [(0, 3, "run"), (3, 3, "run")]
+    assert [(e.done, e.total, e.detail) for e in runs] == [(0, 2, "dense"), (0, 2, "dense"), (1, 2, "dense"),
+                                                           (2, 2, "m50")]
+    assert [(e.done, e.total, e.parent, dict(e.figures)) for e in fits] == [(0, 3, "run", {}),
+                                                                           (3, 3, "run", {"loss": 0.5})]
     assert lines == ["m50: finished before, reused (2.0 s then)"]
 
 

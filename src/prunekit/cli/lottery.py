@@ -23,7 +23,6 @@ from ..files import read_json_object
 from ..lottery.config import CONTROLS, RESETS, LotteryConfig
 from ..lottery.levels import LotteryRun
 from ..lottery.loop import as_tensors
-from ..lottery.rewind import segment_for
 from ..progress import ProgressEvent
 from ..validation import (
     REQUIRED,
@@ -40,7 +39,7 @@ from ..validation import (
 from ..zoo import list_models
 from .common import ExistingPath, add_command
 from .lottery_report import instability_summary, lottery_report, summary_table, write_lottery_report
-from .progress_bars import ProgressBars, fit_events, progress_bars
+from .progress_bars import ProgressBars, progress_bars
 
 __all__ = ["LOTTERY_ALIASES", "LOTTERY_PARAMS", "add_lottery_parser"]
 
@@ -104,7 +103,7 @@ def _cmd_lottery(args: argparse.Namespace, console: Console) -> int:
     held = max(1, int(len(x) * v["val_fraction"]))
     with progress_bars() as bars:
         run = LotteryRun(config, v["out"], train=(x[:-held], y[:-held]), val=(x[-held:], y[-held:]), test=test,
-                         callback=_fit_progress(bars, config), restart=v["restart"])
+                         progress=_training_steps(bars), restart=v["restart"])
         with run.locked():
             _levels(run, config, bars)
             if v["instability"]:
@@ -133,14 +132,15 @@ def _dataset(name: str, path: Any, split: str) -> Any:
                                     f"{name} reads, or leave --data-path out where {name} ships with prunekit.") from None
 
 
-def _fit_progress(bars: ProgressBars, config: LotteryConfig) -> Callable[[int, str | None, Any], None]:
-    """LotteryRun's per-step callback as ``fit`` events below the ``lottery`` stage, counted
-    from the start of the level's segment (θ_k's iteration when rewinding)."""
-    def on_step(level: int, control: str | None, p: Any) -> None:
-        start = segment_for(config, level, control=control).start
-        fit_events(bars, detail=f"level {level} {control or 'ticket'}", parent="lottery", start=start)(p)
+def _training_steps(bars: ProgressBars) -> Callable[[ProgressEvent], None]:
+    """The run's ``fit`` events (each training's steps, below the ``lottery`` stage, counted from
+    the start of the level's segment) on the bars; the ``lottery`` stage itself counts levels here
+    (:func:`_levels`), as the command trains them one call at a time."""
+    def on_event(event: ProgressEvent) -> None:
+        if event.stage == "fit":
+            bars(event)
 
-    return on_step
+    return on_event
 
 
 def _instability(run: LotteryRun, config: LotteryConfig, bars: ProgressBars) -> None:

@@ -25,6 +25,7 @@ import argparse
 import inspect
 import json
 import numbers
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ..oneshot.api import oneshot_prune
 from ..oneshot.offload import OFFLOAD_MODES
 from ..oneshot.perplexity import lm_perplexity
 from ..params import ONESHOT_PARAMS as LIBRARY_PARAMS
+from ..progress import ProgressEvent
 from ..oneshot.pretrained import prune_pretrained
 from ..validation import (
     REQUIRED,
@@ -56,7 +58,7 @@ from ..validation import (
 )
 from ..zoo import MODELS, create_model, list_models
 from .common import add_command, as_cli_error, load_weights, read_text_option, report_table
-from .progress_bars import oneshot_events, progress_bars
+from .progress_bars import ProgressBars, progress_bars
 
 __all__ = ["ONESHOT_PARAMS", "add_oneshot_parser", "sample_windows"]
 
@@ -226,7 +228,7 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         options: dict[str, Any] = {
             "method": args.method, "sparsity": args.sparsity, "structure": args.structure, "owl": args.owl,
             "owl_lambda": args.owl_lambda, "owl_m": args.owl_m, "sequential": args.sequential, "device": args.device,
-            "progress": oneshot_events(bars, method=args.method), "head": args.head, "embeddings": args.embeddings}
+            "progress": _naming_method(bars, args.method), "head": args.head, "embeddings": args.embeddings}
         if streamed:
             try:
                 result = prune_pretrained(args.model, args.out, data=calibration, **options)
@@ -266,3 +268,14 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
         console.print(f"wrote {out / 'report.json'}", highlight=False)
     return 0
+
+
+def _naming_method(bars: ProgressBars, method: str) -> Callable[[ProgressEvent], None]:
+    """The one-shot events on ``bars``, the pruning stage's detail naming ``method`` ("wanda, block 2")."""
+    def on_event(event: ProgressEvent) -> None:
+        if event.stage == "prune":
+            event = ProgressEvent(event.stage, event.done, event.total, event.figures, f"{method}, {event.detail}",
+                                  event.parent)
+        bars(event)
+
+    return on_event

@@ -20,17 +20,16 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from ..progress import ProgressEvent
 
-__all__ = ["ProgressBars", "progress_bars", "working", "fit_events", "oneshot_events", "stage_events", "figures_text"]
+__all__ = ["ProgressBars", "progress_bars", "working", "stage_events", "figures_text"]
 
 #: what each stage is called on screen (other stages show their own name)
-LABELS = {"fit": "training", "oneshot": "pruning blocks", "capture": "capturing the first block's inputs",
+LABELS = {"fit": "training", "oneshot": "pruning blocks", "prune": "pruning blocks", "capture": "capturing the first block's inputs",
           "owl": "measuring outliers (OWL)", "sparse-timing": "timing layers", "search": "searching",
           "run": "stages", "sensitivity": "sensitivity"}
 
@@ -120,63 +119,30 @@ def working(stage: str, detail: str = "") -> Iterator[ProgressBars]:
             bars(ProgressEvent(stage, 1, 1, {}, detail))
 
 
-# -- adapters from the library's older callback shapes ---------------------------------------------------
+# -- the recipe runner's events as nested stages ----------------------------------------------------------
 
 
-def fit_events(send: Callable[[ProgressEvent], None], *, detail: str = "", parent: str | None = None,
-               start: int = 0) -> Callable[[Any], None]:
-    """A ``fit`` callback (:class:`prunekit.training.TrainProgress`: ``step``, ``total_steps``,
-    ``loss``, ``lr``) that sends ``fit`` events counted from ``start``."""
-
-    def on_step(p: Any) -> None:
-        figures = {"loss": p.loss, "lr": p.lr}
-        if p.sparsity is not None:
-            figures["sparsity"] = p.sparsity
-        send(ProgressEvent("fit", p.step - start, p.total_steps - start, figures, detail, parent))
-
-    return on_step
-
-
-def oneshot_events(send: Callable[[ProgressEvent], None], method: str = "") -> Callable[[Any], None]:
-    """A one-shot callback that passes :class:`ProgressEvent` s on and turns the older
-    ``OneShotProgress`` (``stage``, ``block``, ``blocks``, ``status``) into ``oneshot`` /
-    ``capture`` / ``owl`` events counting the blocks done (``method`` named in the detail)."""
-    done: dict[str, int] = {}
-
-    def on_event(event: Any) -> None:
-        if isinstance(event, ProgressEvent):
-            send(event)
-            return
-        stage = "oneshot" if event.stage == "prune" else event.stage
-        if event.status == "done":
-            done[stage] = done.get(stage, 0) + 1
-        figures = {"seconds": event.seconds} if event.status == "done" else {}
-        prefix = f"{method}, " if method and stage == "oneshot" else ""
-        send(ProgressEvent(stage, done.get(stage, 0), event.blocks, figures, f"{prefix}block {event.block + 1}"))
-
-    return on_event
-
-
-def stage_events(send: Callable[[ProgressEvent], None], print_line: Callable[[str], None]) -> Callable[[Any], None]:
-    """A recipe-runner callback that passes :class:`ProgressEvent` s on and turns the older
-    ``StageProgress`` into a ``run`` stage (the recipe's stages) with a ``fit`` stage below it
-    (the steps of the stage being trained); a stage reused from an earlier start is printed."""
+def stage_events(send: Callable[[ProgressEvent], None], print_line: Callable[[str], None],
+                 count: Callable[[], int]) -> Callable[[ProgressEvent], None]:
+    """The recipe runner's events (``stage`` a run's name, ``detail`` its status, ``done`` / ``total``
+    its training steps) as a ``run`` stage counting the ``count()`` stages finished, with a ``fit``
+    stage below it for the steps of the stage being trained; a stage reused from an earlier start
+    is printed with ``print_line``."""
     finished = 0
 
-    def on_event(event: Any) -> None:
+    def on_event(event: ProgressEvent) -> None:
         nonlocal finished
-        if isinstance(event, ProgressEvent):
-            send(event)
-            return
-        if event.status in ("done", "skipped"):
+        status = event.detail
+        if status in ("done", "skipped"):
             finished += 1
-        send(ProgressEvent("run", finished, event.count, {}, event.stage))
-        if event.status == "start":
-            send(ProgressEvent("fit", 0, max(event.total, 1), {}, event.stage, "run"))
-        elif event.status == "step":
-            figures = {} if event.loss is None else {"loss": event.loss}
-            send(ProgressEvent("fit", event.step, max(event.total, 1), figures, event.stage, "run"))
-        elif event.status == "skipped":
-            print_line(f"{event.stage}: finished before, reused ({event.seconds or 0:.1f} s then)")
+        send(ProgressEvent("run", finished, count(), {}, event.stage))
+        steps = max(event.total or 0, 1)
+        if status == "start":
+            send(ProgressEvent("fit", 0, steps, {}, event.stage, "run"))
+        elif status == "step":
+            figures = {"loss": event.figures["loss"]} if "loss" in event.figures else {}
+            send(ProgressEvent("fit", event.done, steps, figures, event.stage, "run"))
+        elif status == "skipped":
+            print_line(f"{event.stage}: finished before, reused ({event.figures.get('seconds', 0.0):.1f} s then)")
 
     return on_event

@@ -124,7 +124,10 @@ def _results_tables(report: dict[str, Any], runner: Any) -> list[Table]:
 def _execute(recipe: Any, out: str, restart: bool, console: Console) -> int:
     start = time.perf_counter()
     with progress_bars() as bars:
-        runner = Runner(recipe, out, restart=restart, progress=stage_events(bars, bars.progress.console.print))
+        runners: list[Runner] = []
+        events = stage_events(bars, bars.progress.console.print, lambda: 1 + len(runners[0].runs))
+        runners.append(Runner(recipe, out, restart=restart, progress=events))
+        runner = runners[0]
         report = runner.run()
     wall = time.perf_counter() - start
     for table in _results_tables(report, runner):

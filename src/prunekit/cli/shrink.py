@@ -191,8 +191,8 @@ def run_shrink(values: dict[str, Any], model: nn.Module, console: Console) -> in
     example = example_input(model, values["input_shape"], values["model"])
     dense = copy.deepcopy(model)
     try:
-        with working("search", "channels to remove"):
-            result = structural_prune(model, example, **options)
+        with working("search", "channels to remove") as bars:
+            result = structural_prune(model, example, **options, progress=bars)
     except InvalidParameterError as exc:
         raise as_cli_error(exc, STRUCTURAL_PARAMS) from None
     report = save_and_report(values, dense, model, example, {"structural_prune": result.to_dict()}, console)

@@ -86,10 +86,10 @@ def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
     example = example_input(model, v["input_shape"], v["model"])
     with torch.no_grad():
         reference = model.eval()(example)
-    with working("sparse-timing", f"each layer dense against the sparse kernels, {v['repeats']} rounds"):
+    with working("sparse-timing", f"each layer dense against the sparse kernels, {v['repeats']} rounds") as bars:
         conversion = to_sparse(model, example, kernels=tuple(v["kernel"]) if v["kernel"] else "auto",
                                threads=v["threads"], min_speedup=float(v["min_speedup"]), repeats=v["repeats"],
-                               model_repeats=v["model_repeats"])
+                               model_repeats=v["model_repeats"], progress=bars)
     console.print(_layer_table(conversion, f"{v['model']}: sparse kernels at input {tuple(example.shape)}, "
                                            f"{conversion.threads} thread(s)"))
     if conversion.speedup is not None:
