@@ -37,13 +37,20 @@ from rst_to_markdown import rst_to_markdown
 REFERENCE = "reference"
 #: modules whose docstring starts so are deprecated aliases of another module
 _DEPRECATED = re.compile(r"^\s*Deprecated\b")
+_CODE_SPAN = re.compile(r"((`+).+?\2)")
 
 
 # --------------------------------------------------------------------------- helpers
 
 def _cell(text: Any) -> str:
     """``text`` fit for one Markdown table cell (one line, pipes escaped)."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    text = " ".join(str(text).split())
+    out, end = [], 0
+    # a pipe splits cells outside code spans only (the table extension reads code spans whole)
+    for span in _CODE_SPAN.finditer(text):
+        out += [text[end:span.start()].replace("|", "\\|"), span.group(0)]
+        end = span.end()
+    return "".join(out) + text[end:].replace("|", "\\|")
 
 
 def _code(text: Any) -> str:
@@ -112,7 +119,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argpar
 def _option_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
     rows = []
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
+        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
         if action.option_strings:
             name = ", ".join(action.option_strings)
@@ -124,6 +131,13 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]]:
             else repr(action.default)
         rows.append((_code(name), _code(default) if default else "", action.help or ""))
     return rows
+
+
+def _options_table(parser: argparse.ArgumentParser) -> str:
+    rows = _option_rows(parser)
+    if any(default for _name, default, _help in rows):
+        return _table(("option", "default", "meaning"), rows)
+    return _table(("option", "meaning"), [(name, meaning) for name, _default, meaning in rows])
 
 
 def cli_page() -> str:
@@ -139,13 +153,13 @@ def cli_page() -> str:
                "`prunekit COMMAND --help` prints the same.", "",
                "```text", parser.format_usage().strip(), "```", "",
                _table(("command", "what it does"), [(f"[`{n}`](#{n})", h) for n, h, _ in _subcommands(parser)]),
-               "", "Options before the command:", "", _table(("option", "default", "meaning"), _option_rows(parser))]
+               "", "Options before the command:", "", _options_table(parser)]
         for name, help_text, sub in _subcommands(parser):
             out += ["", f"## {name}", "", help_text[:1].upper() + help_text[1:] + ("." if help_text else ""), "",
                     "```text", sub.format_usage().strip(), "```", ""]
             if sub.description:
                 out += [sub.description, ""]
-            out += [_table(("option", "default", "meaning"), _option_rows(sub))]
+            out += [_options_table(sub)]
     finally:
         if old is None:
             os.environ.pop("COLUMNS", None)

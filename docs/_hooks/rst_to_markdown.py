@@ -88,7 +88,8 @@ def _tables(lines: list[str]) -> list[str]:
                 if out and out[-1].strip():
                     out.append("")
                 out += _table(lines[i:last + 1])
-                out.append("")
+                if last + 1 < len(lines) and lines[last + 1].strip():
+                    out.append("")
                 i = last + 1
                 continue
         out.append(lines[i])
@@ -128,7 +129,9 @@ def _literal_blocks(lines: list[str]) -> list[str]:
                 code = textwrap.dedent("\n".join(lines[j:k]))
                 pad = " " * base
                 out += [pad + "```" + _language(code)] + [pad + c if c else "" for c in code.split("\n")]
-                out += [pad + "```", ""]
+                out.append(pad + "```")
+                if k < len(lines) and lines[k].strip():
+                    out.append("")
                 i = k
                 continue
         out.append(line)
@@ -150,9 +153,8 @@ def _definitions(lines: list[str]) -> list[str]:
             run += 1
         if run - i >= 2 and (i == 0 or not lines[i - 1].strip()):
             for line in lines[i:run]:
-                m = _DEFINITION.match(line)
-                assert m is not None
-                out.append(f"- {m.group(1)}: {m.group(2)}")
+                term, meaning = re.split(r"\s{2,}", line, maxsplit=1)
+                out.append(f"- {term}: {meaning}")
             i = run
             continue
         out.append(lines[i])
