@@ -24,6 +24,13 @@ from pathlib import Path
 import pytest
 
 import prunekit
+from prunekit.coupling import handlers as _handlers
+from prunekit.data.registry import DATASETS
+from prunekit.masks.realisation import REALISATIONS
+from prunekit.schedules import SCHEDULES
+from prunekit.scores import SCORES
+from prunekit.structures import STRUCTURES
+from prunekit.zoo.registry import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -73,6 +80,29 @@ def pages() -> list[Path]:
     return sorted(p for p in DOCS.rglob("*.md") if "_hooks" not in p.parts)
 
 
+def _registries() -> list[dict]:
+    """Every table a page may register into (scores, structures, ..., layer handlers)."""
+    tables = []
+    for registry in (SCORES, STRUCTURES, SCHEDULES, REALISATIONS, MODELS, DATASETS):
+        tables += [registry._entries, registry._aliases]
+    return tables + [_handlers._BY_NAME, _handlers._BY_TYPE, _handlers.WEIGHT_OUT_DIMS]
+
+
+@pytest.fixture
+def registries_restored():
+    """What a page registers (its own score, structure, layer handler ...) is gone after it."""
+    tables = _registries()
+    saved = [dict(t) for t in tables]
+    entries = {name: (dict(e.factories), dict(e.needs), e.aliases) for name, e in SCORES._entries.items()}
+    yield
+    for table, copy in zip(tables, saved):
+        table.clear()
+        table.update(copy)
+    for name, (factories, needs, aliases) in entries.items():
+        entry = SCORES._entries[name]
+        entry.factories, entry.needs, entry.aliases = factories, needs, aliases
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     src = str(Path(prunekit.__file__).resolve().parents[1])
@@ -81,7 +111,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(DOCS)))
-def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries_restored) -> None:
     rel = str(page.relative_to(DOCS))
     if rel in SKETCHES:
         pytest.skip(f"{rel}: {SKETCHES[rel]}")
