@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import os
 import pkgutil
@@ -90,12 +91,34 @@ def public_modules() -> list[str]:
     return names
 
 
+def _shadowed(module: Any, name: str) -> bool:
+    """``name`` is a submodule of ``module`` shadowed by an object of the same name (``trace``
+    the function in the module ``trace``), or loaded lazily by the module's ``__getattr__``:
+    the static reader would show the module, or nothing, under ``module.name``."""
+    if name not in vars(module):
+        return True
+    return importlib.util.find_spec(f"{module.__name__}.{name}") is not None \
+        if hasattr(module, "__path__") else False
+
+
 def api_page(module_name: str) -> str:
     """The mkdocstrings page of one module: its docstring and every name of its ``__all__``."""
     module = importlib.import_module(module_name)
-    members = sorted(module.__all__, key=str.lower)
-    lines = [f"# `{module_name}`", "", f"::: {module_name}", "    options:", "      members:"]
-    lines += [f"        - {name}" for name in members]
+    names = sorted(module.__all__, key=str.lower)
+    direct = [n for n in names if not _shadowed(module, n)]
+    lines = [f"# `{module_name}`", "", f"::: {module_name}", "    options:"]
+    lines += ["      members:"] + [f"        - {name}" for name in direct] if direct else ["      members: false"]
+    for name in names:
+        if name in direct:
+            continue
+        try:
+            obj = getattr(module, name)
+        except ImportError as exc:  # a lazy name of an optional dependency that is not installed
+            lines += ["", f"## `{name}`", "", f"Not documented in this build: `{module_name}.{name}` needs {exc.name}."]
+            continue
+        path = f"{obj.__module__}.{obj.__qualname__}"
+        lines += ["", f"::: {path}", "    options:", "      show_root_heading: true", "      show_root_full_path: false",
+                  "      show_root_toc_entry: true"]
     return "\n".join(lines) + "\n"
 
 

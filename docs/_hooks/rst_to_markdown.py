@@ -187,3 +187,5 @@ if griffe is not None:
         def on_instance(self, *, node: Any, obj: Any, agent: Any, **kwargs: Any) -> None:
             if obj.docstring is not None:
                 obj.docstring.value = rst_to_markdown(obj.docstring.value)
+            elif obj.is_attribute and "instance-attribute" in obj.labels:
+                obj.public = False  # ``self.x = ...`` in a method, undocumented: an implementation detail
