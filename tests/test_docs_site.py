@@ -8,6 +8,7 @@ build itself runs in ``.ci/run``.
 from __future__ import annotations
 
 import argparse
+import html
 import importlib
 import re
 import sys
@@ -109,7 +110,7 @@ def test_the_cli_reference_has_every_command_and_option(reference) -> None:
 
 
 def test_the_recipe_schema_has_every_declared_key(reference) -> None:
-    page = reference.recipe_schema_page()
+    page = html.unescape(reference.recipe_schema_page())
     for kind in STAGE_PARAMS:
         assert f"## Stage `{kind}`" in page
         for key, entry in stage_schema(kind).items():

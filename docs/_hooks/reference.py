@@ -49,9 +49,14 @@ def _cell(text: Any) -> str:
     out, end = [], 0
     # a pipe splits cells outside code spans only (the table extension reads code spans whole)
     for span in _CODE_SPAN.finditer(text):
-        out += [text[end:span.start()].replace("|", "\\|"), span.group(0)]
+        out += [_plain(text[end:span.start()]), span.group(0)]
         end = span.end()
-    return "".join(out) + text[end:].replace("|", "\\|")
+    return "".join(out) + _plain(text[end:])
+
+
+def _plain(text: str) -> str:
+    """Text outside code spans: ``<dim>`` is not an HTML tag, ``|`` not a cell border."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
 
 
 def _code(text: Any) -> str:
