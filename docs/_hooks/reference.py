@@ -244,7 +244,8 @@ def _scores_section() -> list[str]:
             factory = factories[key]
             needs = sorted({e.needs[s] for s in spaces})
             where = f"{getattr(factory, '__module__', '')}.{getattr(factory, '__qualname__', '')}".strip(".")
-            out += [f"**{', '.join(spaces)}** — needs *{', '.join(needs)}* — `{where}`", "",
+            source = "" if "<" in where else f" — `{where}`"  # a lambda has no path worth showing
+            out += [f"**{', '.join(spaces)}** — needs *{', '.join(needs)}*{source}", "",
                     _doc(factory) or e.summary, ""]
     return out
 
