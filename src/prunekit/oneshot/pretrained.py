@@ -171,10 +171,8 @@ def prune_pretrained(
     Args:
         model_dir: the Hugging Face model folder (only read).
         out_dir: a new or empty folder for the pruned model.
-        data, method, sparsity, structure, owl, owl_lambda, owl_m,
-        sequential, device, batch_size, blocks, include, exclude, blocksize,
-        percdamp, head, embeddings, progress: as for :func:`prunekit.oneshot_prune`
-            (``device`` defaults to the CPU).
+        data, method, sparsity, structure, owl, owl_lambda, owl_m, sequential, device, batch_size, blocks, include, exclude, blocksize, percdamp, head, embeddings, progress: as for
+            :func:`prunekit.oneshot_prune` (``device`` defaults to the CPU).
         calibration: deprecated name of ``data`` (giving both is an error).
 
     Returns:
