@@ -35,8 +35,6 @@ from prunekit.zoo.registry import MODELS
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 #: an opening fence (``` or ~~~, three or more), its language tag, and the rest of the line
-#: pages whose python blocks are sketches, not run (owned elsewhere; retag them ```text to drop the entry)
-SKETCHES = {"architecture.md": "the extension-point sketches use `...` placeholders"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[^\n]*$")
 
 
@@ -112,9 +110,6 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registries_restored) -> None:
-    rel = str(page.relative_to(DOCS))
-    if rel in SKETCHES:
-        pytest.skip(f"{rel}: {SKETCHES[rel]}")
     todo = steps(page.read_text(encoding="utf-8"))
     if not todo:
         pytest.skip(f"{page.relative_to(ROOT)} has no example to run")
