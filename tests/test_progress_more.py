@@ -13,6 +13,7 @@ from torch import nn
 
 import prunekit
 from prunekit.allocation import latency_keep_counts
+from prunekit.analysis import instability as instability_module
 from prunekit.analysis import instability_analysis, linear_path_errors
 from prunekit.errors import InvalidParameterError
 from prunekit.lottery import LotteryRun
@@ -67,7 +68,10 @@ def test_instability_bar_changes_nothing_and_default_prints_nothing(run, capsys)
     assert drawn.errors == quiet.errors and drawn.instability == quiet.instability
 
 
-def test_instability_refuses_a_bad_progress_before_anything(run):
+def test_instability_refuses_a_bad_progress_before_anything(run, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the refusal")
+    monkeypatch.setattr(instability_module, "train_segment", no_training)
     with pytest.raises(InvalidParameterError) as info:
         instability_analysis(run, 1, seeds=(0, 1), points=3, progress="yes")
     assert info.value.param == "progress"
