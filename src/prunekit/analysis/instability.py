@@ -150,7 +150,8 @@ def _path_errors(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torc
         if bn_data is not None:
             torch.optim.swa_utils.update_bn(bn_data, model)
         errors.append(1.0 - evaluate_accuracy(model, data).accuracy)
-        tell(ProgressEvent("path", len(errors), len(alphas), {"alpha": alpha, "error": errors[-1]}, f"alpha {alpha:.3g}"))
+        tell(ProgressEvent("path", len(errors), len(alphas), {"alpha": alpha, "error": errors[-1]},
+                           f"alpha {alpha:.3g}"))
     return errors
 
 
