@@ -31,6 +31,7 @@ from .scores.gradients import as_batches, input_flow, input_shape_of
 from .deprecation import renamed_argument
 from .errors import InvalidParameterError
 from .validation import checked_keywords
+from .progress import ProgressArg, ProgressEvent, check_progress, progress_reporter
 from .pruner import Pruner
 from .schedules import Iterative
 
@@ -92,6 +93,7 @@ def prune_at_init(
     scope: str = "global",
     input_shape: Sequence[int] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    progress: ProgressArg = None,
     **pruner_kwargs: Any,
 ) -> PruneAtInitResult:
     """Mask ``model`` (untrained) to ``sparsity`` with ``method`` before training.
@@ -110,6 +112,10 @@ def prune_at_init(
         input_shape: one input's shape for SynFlow and for the collapse check,
             e.g. ``(3, 32, 32)``; taken from ``data`` when omitted.
         loss_fn: ``loss_fn(logits, targets)``, mean cross-entropy by default.
+        progress: ``True`` for a progress bar on stderr, or a callable receiving a
+            :class:`~prunekit.progress.ProgressEvent` (stage ``"prune-at-init"``,
+            ``done`` rounds of ``total`` = ``rounds``, figures ``sparsity``) before
+            the first and after each round; by default nothing is printed.
         pruner_kwargs: passed to :class:`~prunekit.Pruner` (``structure``,
             ``types``, ``include``, ``exclude``, ``min_keep``, ``mode`` ...).
 
@@ -122,6 +128,7 @@ def prune_at_init(
     """
     # -- every check before anything is changed
     data = renamed_argument(pruner_kwargs, "batches", "data", "prunekit.prune_at_init", new_value=data)
+    check_progress(progress)
     sparsity = check_sparsity(sparsity)
     if isinstance(sparsity, int) or not sparsity < 1.0:
         raise InvalidParameterError(
@@ -154,9 +161,12 @@ def prune_at_init(
     levels = exponential_levels(float(sparsity), int(rounds))
     controller = PruningController(pruner, context=context)
     start = time.perf_counter()
-    for k, level in enumerate(levels):
-        controller.event(k, level, unit="step")
-        logger.debug("round %d/%d: sparsity %.6f", k + 1, len(levels), level)
+    with progress_reporter(progress) as tell:
+        tell(ProgressEvent("prune-at-init", 0, len(levels), {"sparsity": 0.0}, "starting"))
+        for k, level in enumerate(levels):
+            controller.event(k, level, unit="step")
+            logger.debug("round %d/%d: sparsity %.6f", k + 1, len(levels), level)
+            tell(ProgressEvent("prune-at-init", k + 1, len(levels), {"sparsity": float(level)}, f"round {k + 1}"))
     seconds = time.perf_counter() - start
     result = PruneAtInitResult(repr(criterion), float(sparsity), levels, seconds)
     if input_shape is not None:

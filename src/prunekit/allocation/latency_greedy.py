@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InvalidParameterError, check_choice
+from ..progress import ProgressArg, ProgressEvent, check_progress, progress_reporter
 from ..measure.layer_latency import LatencyTable, LayerSite, predict_latency, site_spec
 from .budget import check_max_layer_ratio, check_round_to
 from .groups import ChannelGroup, check_group_scores, max_removed, step_of
@@ -83,15 +84,23 @@ def latency_keep_counts(
     round_to: int | None = None,
     base_sizes: Mapping[str, int] | None = None,
     exchange: bool = True,
+    progress: ProgressArg = None,
 ) -> LatencyAllocation:
     """Kept channels per group chosen greedily by latency saved per importance lost (module docstring),
     until the modelled layers' MACs are at most ``macs_goal`` or their modelled latency at most
     ``latency_goal_ms`` (exactly one of the two); then, with ``exchange``, improved by pairwise
     exchanges (module docstring).
 
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`~prunekit.progress.ProgressEvent` (stage ``"latency-search"``, ``done`` the
+    percentage of the way from the current figure to the goal, ``total`` 100, figures
+    ``latency_ms``, ``macs`` and ``moves``); :func:`prunekit.surgery.structural_prune`
+    nests it under its ``"search"`` stage. By default nothing is printed.
+
     Raises:
         InvalidParameterError: bad options, or a goal the caps do not allow to reach.
     """
+    check_progress(progress)
     if (macs_goal is None) == (latency_goal_ms is None):
         raise InvalidParameterError("macs_goal", "exactly one of macs_goal= and latency_goal_ms=",
                                     f"<macs_goal={macs_goal}, latency_goal_ms={latency_goal_ms}>")
@@ -159,24 +168,42 @@ def latency_keep_counts(
             f"<{goal}; at most down to MACs {least_macs:,}"
             + (f", latency {least_ms:.3f} ms>" if latency_goal_ms is not None else ">"),
             "Fix: raise the target, relax max_layer_ratio or round_to, or exclude fewer layers.")
-    order = {g.name: k for k, g in enumerate(groups)}
-    options = {g.name: candidate(g.name) for g in groups}
-    moves = 0
-    while not reached():
-        live = [(c[0], c[1], -order[n], n) for n, c in options.items() if c is not None]
-        name = max(live)[3]
-        _ratio, _saved, now_removed, new_cost = options[name]  # type: ignore[misc]
-        removed[name] = now_removed
-        for i, c in zip(touching[name], new_cost):
-            cost[i] = c
-            macs[i] = sites[i].macs(removed)
-        moves += 1
-        near = {n for i in touching[name] for n in set(sites[i].in_terms) | set(sites[i].out_terms)} | {name}
-        for n in near & options.keys():
-            options[n] = candidate(n)
-    if exchange:
-        moves += _exchange(groups, sites, table, removed, cost, macs, lowest, floors, step_to, touching,
-                           macs_goal, latency_goal_ms)
+    goal = f"MACs {macs_goal:,}" if macs_goal is not None else f"latency {latency_goal_ms:.3f} ms"
+    with progress_reporter(progress) as tell:
+        def figures() -> dict[str, float]:
+            return {"latency_ms": sum(cost), "macs": sum(macs), "moves": moves}
+
+        def percent() -> int:
+            """How far (0..100) the modelled figure has come from where it started towards the goal."""
+            start, now, end = ((macs_before, sum(macs), macs_goal) if macs_goal is not None
+                               else (latency_before, sum(cost), latency_goal_ms))
+            if start <= end:  # type: ignore[operator]
+                return 100
+            return max(0, min(100, int(100 * (start - now) / (start - end))))  # type: ignore[operator]
+
+        order = {g.name: k for k, g in enumerate(groups)}
+        options = {g.name: candidate(g.name) for g in groups}
+        moves, told = 0, 0
+        tell(ProgressEvent("latency-search", 0, 100, figures(), goal))
+        while not reached():
+            live = [(c[0], c[1], -order[n], n) for n, c in options.items() if c is not None]
+            name = max(live)[3]
+            _ratio, _saved, now_removed, new_cost = options[name]  # type: ignore[misc]
+            removed[name] = now_removed
+            for i, c in zip(touching[name], new_cost):
+                cost[i] = c
+                macs[i] = sites[i].macs(removed)
+            moves += 1
+            near = {n for i in touching[name] for n in set(sites[i].in_terms) | set(sites[i].out_terms)} | {name}
+            for n in near & options.keys():
+                options[n] = candidate(n)
+            if told < percent() < 100:  # a measured table need not fall with every move: never report back
+                told = percent()
+                tell(ProgressEvent("latency-search", told, 100, figures(), goal))
+        if exchange:
+            moves += _exchange(groups, sites, table, removed, cost, macs, lowest, floors, step_to, touching,
+                               macs_goal, latency_goal_ms)
+        tell(ProgressEvent("latency-search", 100, 100, figures(), goal))
     counts = {g.name: g.size - removed[g.name] for g in groups}
     logger.info("latency allocation: %d moves, modelled latency %.3f -> %.3f ms, MACs %d -> %d "
                 "(table: %d entries, %d measured)", moves, latency_before, sum(cost), macs_before, sum(macs),

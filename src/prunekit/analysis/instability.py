@@ -38,6 +38,7 @@ from ..measure._results import dump_json
 from ..measure.accuracy import evaluate_accuracy
 from ..measure.plots import _check_path, _figure, _save
 from ..measure.size import dense_state_dict
+from ..progress import ProgressArg, ProgressCallback, ProgressEvent, check_progress, nested, progress_reporter
 
 __all__ = ["InstabilityResult", "instability_analysis", "linear_path_errors"]
 
@@ -95,6 +96,7 @@ def linear_path_errors(
     bn_data: Iterable[Any] | None = None,
     loader: Iterable[Any] | None = None,
     bn_loader: Iterable[Any] | None = None,
+    progress: ProgressArg = None,
 ) -> InstabilityResult:
     """Error of ``(1 − α)·θ_A + α·θ_B`` at ``points`` evenly spaced α in [0, 1].
 
@@ -104,7 +106,11 @@ def linear_path_errors(
     ``data`` (evaluation batches). With BN layers the running statistics are
     recomputed on ``bn_data`` (training batches, required then).
     ``loader`` and ``bn_loader`` are the deprecated names of ``data`` and ``bn_data``.
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`~prunekit.progress.ProgressEvent` (stage ``"path"``, ``done`` points of
+    ``total`` = ``points``, figures ``alpha`` and ``error``); by default nothing is printed.
     """
+    check_progress(progress)
     data = renamed_value(loader, "loader", "data", "linear_path_errors", new_value=data)
     bn_data = renamed_value(bn_loader, "bn_loader", "bn_data", "linear_path_errors", new_value=bn_data)
     if data is None:
@@ -125,16 +131,28 @@ def linear_path_errors(
         raise InvalidParameterError("bn_data", "training batches to recompute BatchNorm statistics", None,
                                     "Fix: pass bn_data=[(x, y), ...] from the training set.")
     alphas = [i / (points - 1) for i in range(points)]
-    errors = []
+    with progress_reporter(progress) as tell:
+        errors = _path_errors(state_a, state_b, alphas, data, model_fn, bn_data if bn else None, tell)
+    instability = max(errors) - (errors[0] + errors[-1]) / 2
+    return InstabilityResult(alphas, errors, instability, bn_recomputed=bn)
+
+
+def _path_errors(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor], alphas: Sequence[float],
+                 data: Iterable[Any], model_fn: Callable[[], nn.Module], bn_data: Iterable[Any] | None,
+                 tell: ProgressCallback) -> list[float]:
+    """The error at each α (BN statistics recomputed on ``bn_data`` when given), reporting each point."""
+    errors: list[float] = []
+    tell(ProgressEvent("path", 0, len(alphas), {}, "starting"))
     for alpha in alphas:
         state = {k: torch.lerp(a, state_b[k], alpha) if a.is_floating_point() else a for k, a in state_a.items()}
         model = model_fn()
         model.load_state_dict(state)
-        if bn:
+        if bn_data is not None:
             torch.optim.swa_utils.update_bn(bn_data, model)
         errors.append(1.0 - evaluate_accuracy(model, data).accuracy)
-    instability = max(errors) - (errors[0] + errors[-1]) / 2
-    return InstabilityResult(alphas, errors, instability, bn_recomputed=bn)
+        tell(ProgressEvent("path", len(errors), len(alphas), {"alpha": alpha, "error": errors[-1]},
+                           f"alpha {alpha:.3g}"))
+    return errors
 
 
 def instability_analysis(
@@ -146,13 +164,21 @@ def instability_analysis(
     bn_batches: int = 20,
     out_dir: str | os.PathLike[str] | None = None,
     plot: bool = True,
+    progress: ProgressArg = None,
 ) -> InstabilityResult:
     """Train two copies of ``level``'s ticket from the run's θ_k (iterations k..T) with
     data orders ``seeds`` and measure the instability on the run's test set.
 
     Writes ``instability_<level>_<a>_<b>.json`` (and ``.png`` when ``plot``) into
     ``out_dir`` (default: the run directory's ``instability/``).
+
+    ``progress``: ``True`` for a progress bar on stderr, or a callable receiving a
+    :class:`~prunekit.progress.ProgressEvent`: stage ``"instability"`` (``done`` of
+    ``total`` = 3: the two trainings, then the path), with each training's ``"fit"``
+    events (``detail`` ``"copy <seed>"``) and the path's ``"path"`` events nested
+    under it (``parent="instability"``); by default nothing is printed.
     """
+    check_progress(progress)
     run.prepare()
     if not isinstance(seeds, Sequence) or len(seeds) != 2 or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -166,15 +192,24 @@ def instability_analysis(
     start = run.rewind_weights()
     k, T = config.rewind_step, config.train_steps
     copies = []
-    for seed in seeds:
-        data_seed = derive_seed(config.seed, "instability", level, "data", seed)
-        model = run.build(start, masks)
-        segment = Segment(k, T, data_seed, derive_seed(config.seed, "instability", level, "train", seed))
-        train_segment(model, config, run.train, run.evaluator, segment)
-        copies.append(model)
-    bn_data = list(StepBatches(*run.train, config.batch_size, config.seed, 0, bn_batches))
-    result = linear_path_errors(copies[0], copies[1], run.evaluator.test, run.model_fn, points=points,
-                                bn_data=bn_data)
+    with progress_reporter(progress) as tell:
+        tell(ProgressEvent("instability", 0, 3, {}, f"level {level}"))
+
+        def fit_report(event: ProgressEvent) -> None:  # train_segment's events name the lottery as parent
+            tell(event.with_parent("instability"))
+        for seed in seeds:
+            data_seed = derive_seed(config.seed, "instability", level, "data", seed)
+            model = run.build(start, masks)
+            segment = Segment(k, T, data_seed, derive_seed(config.seed, "instability", level, "train", seed))
+            trained = train_segment(model, config, run.train, run.evaluator, segment, report=fit_report,
+                                    detail=f"copy {seed}")
+            copies.append(model)
+            figures = {"accuracy": float(trained.curve[-1]["test_accuracy"])} if trained.curve else {}
+            tell(ProgressEvent("instability", len(copies), 3, figures, f"copy {seed}"))
+        bn_data = list(StepBatches(*run.train, config.batch_size, config.seed, 0, bn_batches))
+        result = linear_path_errors(copies[0], copies[1], run.evaluator.test, run.model_fn, points=points,
+                                    bn_data=bn_data, progress=nested(tell, "instability"))
+        tell(ProgressEvent("instability", 3, 3, {"instability": result.instability}, "path"))
     result.level, result.start_iteration, result.seeds = level, k, (int(seeds[0]), int(seeds[1]))
     where = Path(out_dir) if out_dir is not None else run.out / "instability"
     stem = f"instability_{level:03d}_{seeds[0]}_{seeds[1]}"

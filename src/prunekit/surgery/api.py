@@ -332,7 +332,8 @@ def structural_prune(
                         return {"latency_goal_ms": latency_dense * (1 - (1 - float(latency_target)) * j / steps)}
                 if i == 1 and steps > 1:  # the final target must be reachable before anything changes
                     latency_keep_counts(groups, scores, sites, table, **goals(steps), **options)
-                decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options)
+                decided = latency_keep_counts(groups, scores, sites, table, **goals(i), **options,
+                                              progress=nested(tell, "search"))
                 modelled = (modelled[0] if modelled else decided.latency_before_ms, decided.latency_after_ms)
                 keep = select_channels(groups, scores, decided.counts)
             elif sparsity is not None:
