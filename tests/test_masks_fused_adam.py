@@ -125,3 +125,14 @@ def test_pruned_weights_stay_zero_compiled_path(name, native_kernels):
     _train_and_check_zeros(_optimizers()[name])
     fused = {"masked_sgd_"} if name.startswith("sgd") else {"masked_adam_"} if name.startswith("adam") else set()
     assert fused <= {call for call, _ in native_kernels}
+
+
+def test_other_optimizers_take_the_generic_pass_and_say_so(caplog):
+    model, _, masks = inplace_pair(0.5)
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.01)
+    opt.zero_grad()
+    model(torch.randn(4, 300)).square().mean().backward()
+    with caplog.at_level("DEBUG", logger="prunekit.masks.inplace"):
+        opt.step()
+    assert "RMSprop.step() then the generic mask pass over 2 parameters" in caplog.text
+    assert not model[0].weight[~masks[0]].any() and not model[2].weight[~masks[1]].any()

@@ -13,6 +13,7 @@ parameters itself with the multiplication fused in, which saves that extra pass.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -29,6 +30,8 @@ from .fused_adam import fusable_adam_group, masked_adam_update
 from .realisation import Realisation, Undo, register_realisation
 
 __all__ = ["InPlace", "InPlaceMask", "multiply", "track_inplace", "untrack_inplace"]
+
+logger = logging.getLogger(__name__)
 
 
 class InPlaceMask:
@@ -201,6 +204,9 @@ def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             if mask is not None:
                 params.append(param)
                 masks.append(mask)
+    if params:
+        logger.debug("in-place masks: %s.step() then the generic mask pass over %d parameters",
+                     type(optimizer).__name__, len(params))
     multiply(params, masks)
 
 
