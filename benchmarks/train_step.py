@@ -1,17 +1,25 @@
 """Training-step time of a 50%-pruned model against the same dense model.
 
 Model: 6 blocks of Linear(768->3072), GELU, Linear(3072->768) (28.3M
-parameters), batch 64, MSE loss on fixed random data, torch.optim.SGD(lr=0.01)
-and, as a second row set, SGD(lr=0.01, momentum=0.9). Variants, built from the
-same seed and trained side by side in one process:
+parameters), batch 64, MSE loss on fixed random data. One row set per
+optimizer, each with torch's default hyperparameters and ``foreach=True``
+(``--foreach default`` leaves torch's choice, the single-tensor loop on the
+CPU): ``sgd`` SGD(lr=0.01), ``momentum`` SGD(lr=0.01, momentum=0.9), ``adam``
+Adam(lr=1e-3), ``adamw`` AdamW(lr=1e-3, weight_decay=1e-2). Variants, built
+from the same seed and trained side by side in one process, each with its own
+optimizer of the same settings:
 
 * ``dense``             no pruning
 * ``torch-reparam``     torch.nn.utils.prune.l1_unstructured(amount=0.5) on every Linear weight
 * ``prunekit-reparam``  prunekit.prune(model, 0.5, mode="reparam")  (torch-compatible layout)
-* ``prunekit-inplace``  prunekit.prune(model, 0.5, mode="inplace")  (lean mode, stock torch ops)
-* ``prunekit-native``   the same, with prunekit.native's compiled update kernel enabled
-                        during its steps (needs a C++ compiler and ninja; skipped
-                        with a message where they are missing)
+* ``prunekit-inplace``  prunekit.prune(model, 0.5, mode="inplace")  with nothing opted in: the
+                        default path, which loads an existing build of prunekit.native's
+                        kernels (never compiles; the script says which path it took)
+* ``prunekit-stock``    the same with the kernels switched off (prunekit.native.disable()):
+                        what the default path does where no build exists
+
+``--build-native`` builds the kernels first (once per machine, cached) so that
+the default path finds them.
 
 One step = zero_grad, forward, loss, backward, optimizer.step, timed with
 time.perf_counter. The variants are interleaved within every round (the order
@@ -20,11 +28,11 @@ figure is the median step time over the measured rounds after the warm-up, and
 its ratio to dense. On a shared machine only quiet rounds count: rounds during
 which other processes used fewer than --quiet-load cores (measured from
 /proc/stat), until --steps of them are collected (at most --max-rounds). After training the script asserts that the pruned entries
-of the in-place model are still exactly zero (and at 50%).
+of both in-place models are still exactly zero (and at 50%).
 
     python benchmarks/train_step.py
     python benchmarks/train_step.py --quick
-    python benchmarks/train_step.py --json out.json
+    python benchmarks/train_step.py --build-native --json out.json
 """
 
 from __future__ import annotations
@@ -41,7 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ForeignLoad, print_table, provenance, run_meta, wait_quiet, write_json  # noqa: E402
 
-VARIANTS = ("dense", "torch-reparam", "prunekit-reparam", "prunekit-inplace", "prunekit-native")
+VARIANTS = ("dense", "torch-reparam", "prunekit-reparam", "prunekit-inplace", "prunekit-stock")
+INPLACE_VARIANTS = ("prunekit-inplace", "prunekit-stock")
+#: optimizer rows: (label, torch class name, keyword arguments besides foreach)
+OPTIMIZERS = {
+    "sgd": ("SGD", "SGD", {"lr": 0.01}),
+    "momentum": ("SGD momentum 0.9", "SGD", {"lr": 0.01, "momentum": 0.9}),
+    "adam": ("Adam", "Adam", {"lr": 1e-3}),
+    "adamw": ("AdamW", "AdamW", {"lr": 1e-3, "weight_decay": 1e-2}),
+}
 INPLACE_TARGET = 1.03  # prunekit's in-place step at most 1.03x dense
 
 
@@ -69,17 +85,18 @@ def make_variant(name: str, args: argparse.Namespace):
     elif name.startswith("prunekit"):
         import prunekit
 
-        mode = "inplace" if name == "prunekit-native" else name.split("-", 1)[1]
+        mode = "reparam" if name == "prunekit-reparam" else "inplace"
         prunekit.prune(model, 0.5, criterion="magnitude", mode=mode)
     model.train()
     del torch
     return model
 
 
-def make_optimizer(model, momentum: float):
+def make_optimizer(model, optimizer: str, foreach: bool | None):
     import torch
 
-    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=momentum)
+    _, cls, kwargs = OPTIMIZERS[optimizer]
+    return getattr(torch.optim, cls)(model.parameters(), foreach=foreach, **kwargs)
 
 
 def train_step(model, optimizer, x, y) -> None:
@@ -113,7 +130,7 @@ def check_inplace_zeros(model) -> tuple[int, int]:
     return pruned, total
 
 
-def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -> dict:
+def run_config(optimizer: str, args: argparse.Namespace, variants: list[str]) -> dict:
     import torch
 
     from prunekit import native as kernels
@@ -124,7 +141,8 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
         for _ in range(args.batches)
     ]
     models = {v: make_variant(v, args) for v in variants}
-    opts = {v: make_optimizer(models[v], momentum) for v in variants}
+    opts = {v: make_optimizer(models[v], optimizer, args.foreach) for v in variants}
+    native_used: dict[str, bool] = {}
     times: dict[str, list[float]] = {v: [] for v in variants}
     all_times: dict[str, list[float]] = {v: [] for v in variants}
     round_loads: list[float] = []
@@ -142,9 +160,10 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
             step_times = {}
             with ForeignLoad() as round_load:
                 for v in variants[shift:] + variants[:shift]:
-                    # the compiled kernel is process-wide: on for the native variant's steps only,
-                    # switched outside the timed step (enable() is instant once built in main)
-                    kernels.enable() if v == "prunekit-native" else kernels.disable()
+                    # the kernels are process-wide: off for the stock variant's steps only, switched
+                    # (and an existing build loaded) outside the timed step
+                    kernels.disable() if v == "prunekit-stock" else kernels.use_default()
+                    native_used[v] = kernels.kernels() is not None
                     t0 = time.perf_counter()
                     train_step(models[v], opts[v], x, y)
                     step_times[v] = time.perf_counter() - t0
@@ -158,15 +177,18 @@ def run_config(momentum: float, args: argparse.Namespace, variants: list[str]) -
                         times[v].append(step_times[v])
             r += 1
     if quiet_rounds < max(5, args.steps // 5):
-        print(f"warning: only {quiet_rounds} quiet rounds (momentum={momentum}); using all "
+        print(f"warning: only {quiet_rounds} quiet rounds ({optimizer}); using all "
               f"{len(all_times[variants[0]])} measured rounds", flush=True)
         times = all_times
-    check = None
-    for v in ("prunekit-inplace", "prunekit-native"):
+    kernels.use_default()
+    check = {}
+    for v in INPLACE_VARIANTS:
         if v in models:
             pruned, total = check_inplace_zeros(models[v])
-            check = {"pruned": pruned, "total": total, "still_zero": True}
-    out = {"momentum": momentum, "variants": {}, "inplace_zero_check": check, "foreign_load_cores": load.cores,
+            check[v] = {"pruned": pruned, "total": total, "still_zero": True}
+    out = {"optimizer": optimizer, "label": OPTIMIZERS[optimizer][0], "settings": OPTIMIZERS[optimizer][2],
+           "foreach": args.foreach, "native_kernels_used": native_used,
+           "variants": {}, "inplace_zero_check": check, "foreign_load_cores": load.cores,
            "waited_for_quiet_s": waited, "rounds_measured": len(round_loads), "rounds_total": r, "rounds_quiet": quiet_rounds,
            "round_loads": round_loads,
            "all_rounds": {v: {"median_s": statistics.median(ts), "steps": len(ts)} for v, ts in all_times.items()}}
@@ -201,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="most measured rounds while waiting for quiet ones (default 4 x --steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--momentum", default="0,0.9", help="comma-separated SGD momenta, one table row set each")
+    parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                        help=f"comma-separated optimizer row sets, from {', '.join(OPTIMIZERS)}")
+    parser.add_argument("--foreach", choices=("on", "default"), default="on",
+                        help="on: foreach=True for every optimizer (default); default: torch's own choice")
+    parser.add_argument("--build-native", action="store_true",
+                        help="build prunekit.native's kernels first where no build exists (a one-off compile, "
+                             "cached), so that the default in-place path finds them")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quiet-load", type=float, default=0.25,
                         help="before each timed run wait until other processes use fewer cores than this")
@@ -213,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (2 if args.quick else 10)
     args.steps = args.steps or (5 if args.quick else 50)
     args.max_rounds = args.max_rounds or 4 * args.steps
+    foreach_label = args.foreach
+    args.foreach = True if args.foreach == "on" else None
 
     import torch
+
+    from prunekit import native
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,50 +255,55 @@ def main(argv: list[str] | None = None) -> int:
     for v in variants:
         if v not in VARIANTS:
             parser.error(f"unknown variant {v!r}")
-    if "prunekit-native" in variants:
-        from prunekit import native
-
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    for o in optimizers:
+        if o not in OPTIMIZERS:
+            parser.error(f"unknown optimizer {o!r} (choose from {', '.join(OPTIMIZERS)})")
+    if args.build_native:
         missing = native.missing_requirements()
         if missing:
-            print(f"prunekit-native skipped: cannot build the kernels here ({'; '.join(missing)})", flush=True)
-            variants.remove("prunekit-native")
+            print(f"--build-native: cannot build the kernels here ({'; '.join(missing)})", flush=True)
         else:
-            native.enable()  # build (or load the cached build) before any timing
-            native.disable()
+            native.enable()  # builds where no build of this version exists, else loads it
+    native.use_default()
+    default_native = native.kernels() is not None
+    default_path = (f"compiled kernels (existing build in {native.build_directory()})" if default_native
+                    else "stock torch ops (no build of prunekit.native here; --build-native makes one)")
     params = sum(p.numel() for p in build_model(args.blocks, args.d, args.hidden, args.seed).parameters())
     print(f"train step: {args.blocks} blocks of Linear({args.d}->{args.hidden}), GELU, Linear({args.hidden}->{args.d}) "
-          f"= {params / 1e6:.1f}M params, batch {args.batch}, MSE, SGD lr=0.01; torch {torch.__version__}, "
-          f"{threads} threads, {os.cpu_count()} CPUs; median of {args.steps} quiet rounds after {args.warmup} warm-up, "
-          f"variants interleaved; prunekit at {source}", flush=True)
+          f"= {params / 1e6:.1f}M params, batch {args.batch}, MSE, optimizers {', '.join(optimizers)} "
+          f"(foreach {foreach_label}); torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs; "
+          f"median of {args.steps} quiet rounds after {args.warmup} warm-up, variants interleaved; "
+          f"prunekit at {source}", flush=True)
+    print(f"default in-place path here: {default_path}", flush=True)
     configs = []
-    for momentum in [float(m) for m in args.momentum.split(",")]:
-        configs.append(run_config(momentum, args, variants))
-    header = f"{'optimizer':<22} {'variant':<18} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x dense':>8}"
+    for optimizer in optimizers:
+        configs.append(run_config(optimizer, args, variants))
+    header = f"{'optimizer':<18} {'variant':<18} {'median ms':>10} {'p10 ms':>8} {'p90 ms':>8} {'x dense':>8}"
     lines = []
     for c in configs:
-        opt = "SGD" if c["momentum"] == 0 else f"SGD momentum={c['momentum']:g}"
         for v, r in c["variants"].items():
             ratio = f"{r['ratio_to_dense']:.3f}x" if r["ratio_to_dense"] else "-"
-            lines.append(f"{opt:<22} {v:<18} {r['median_s'] * 1e3:>10.1f} {r['p10_s'] * 1e3:>8.1f} "
+            lines.append(f"{c['label']:<18} {v:<18} {r['median_s'] * 1e3:>10.1f} {r['p10_s'] * 1e3:>8.1f} "
                          f"{r['p90_s'] * 1e3:>8.1f} {ratio:>8}")
     print()
     print_table(header, lines)
     print()
     for c in configs:
-        opt = "SGD" if c["momentum"] == 0 else f"SGD momentum={c['momentum']:g}"
+        opt = c["label"]
         print(f"{opt}: other processes used {c['foreign_load_cores']:.2f} cores on average during the timed loop; "
               f"{c['rounds_quiet']} of {c['rounds_measured']} measured rounds were quiet (< {args.quiet_load} cores) "
               f"and are the ones reported; medians over all rounds: "
               + ", ".join(f"{v} {r['median_s'] * 1e3:.1f} ms" for v, r in c["all_rounds"].items()))
-        chk = c["inplace_zero_check"]
-        if chk:
-            print(f"{opt}: after {c['rounds_total']} steps the in-place model's {chk['pruned']} pruned weights "
+        for v, chk in c["inplace_zero_check"].items():
+            print(f"{opt}: after {c['rounds_total']} steps the {v} model's {chk['pruned']} pruned weights "
                   f"(of {chk['total']}) are all exactly 0")
-        for v in ("prunekit-inplace", "prunekit-native"):
+        for v in INPLACE_VARIANTS:
             r = c["variants"].get(v)
             if r and r["ratio_to_dense"]:
                 ok = r["ratio_to_dense"] <= INPLACE_TARGET
-                print(f"{opt}: target {v} <= {INPLACE_TARGET}x dense: "
+                path = "compiled kernels" if c["native_kernels_used"].get(v) else "stock ops"
+                print(f"{opt}: target {v} ({path}) <= {INPLACE_TARGET}x dense: "
                       f"{'met' if ok else 'MISSED'} ({r['ratio_to_dense']:.3f}x)")
     if args.json:
         meta = {
@@ -279,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             "target_inplace_ratio": INPLACE_TARGET,
             "nice": os.nice(0),
             "quiet_load": args.quiet_load,
+            "foreach": foreach_label,
+            "default_inplace_path": default_path,
+            "default_uses_native_kernels": default_native,
         }
         write_json(args.json, {"meta": meta, "configs": configs})
     return 0

@@ -167,8 +167,17 @@ def native_kernels(_native_module, monkeypatch):
         real = getattr(_native_module, name)
         return lambda *args: calls.append((name, args)) or real(*args)
 
-    monkeypatch.setattr(native, "_KERNELS", SimpleNamespace(mask_=recorder("mask_"), masked_sgd_=recorder("masked_sgd_")))
+    names = ("mask_", "masked_sgd_", "masked_adam_")
+    monkeypatch.setattr(native, "_KERNELS", SimpleNamespace(**{name: recorder(name) for name in names}))
     return calls
+
+
+@pytest.fixture(autouse=True)
+def _native_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests take the stock-op path unless they enable the kernels (``native_kernels``): an
+    existing build of prunekit.native would otherwise be loaded by default on some machines only."""
+    if "PRUNEKIT_NATIVE" not in os.environ:
+        monkeypatch.setenv("PRUNEKIT_NATIVE", "0")
 
 
 def inplace_pair(sparsity: float, seed: int = 0):

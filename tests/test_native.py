@@ -17,10 +17,11 @@ def _pruned(seed: int = 0):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("make_opt", [
-    lambda p: torch.optim.Adam(p, lr=1e-2),
-    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+    lambda p: torch.optim.RMSprop(p, lr=1e-2),
+    lambda p: torch.optim.Adagrad(p, lr=1e-2, weight_decay=0.1),
 ])
 def test_post_step_mask_kernel_equals_multiplication(make_opt, native_kernels):
+    """Optimizers without a fused update keep torch's step and the generic mask pass, in the kernel."""
     model, reference, masks = _pruned()
     native_kernels.clear()  # pruning itself zeroed the weights through the kernel too
     opt, ref_opt = make_opt(model.parameters()), make_opt(reference.parameters())
@@ -55,9 +56,10 @@ def test_unsupported_tensors_take_the_stock_path(native_kernels):
     assert not model.weight[~keep].any() and model.weight[keep].all()
 
 
-def test_enable_without_compiler_names_what_is_missing(monkeypatch):
+def test_enable_without_compiler_names_what_is_missing(monkeypatch, tmp_path):
     monkeypatch.setattr(native, "_KERNELS", None)
     monkeypatch.setattr(native, "_BUILT", None)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # no existing build to fall back on
     monkeypatch.setenv("CXX", "no-such-compiler-xyz")
     assert "no-such-compiler-xyz" in " ".join(native.missing_requirements())
     assert not native.available()
@@ -66,7 +68,8 @@ def test_enable_without_compiler_names_what_is_missing(monkeypatch):
     assert not native.enabled()
 
 
-def test_environment_variable_failure_is_logged_not_silent(monkeypatch, caplog):
+def test_environment_variable_failure_is_logged_not_silent(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_KERNELS", None)
     monkeypatch.setattr(native, "_BUILT", None)
     monkeypatch.setattr(native, "_ENV_TRIED", False)
@@ -106,3 +109,67 @@ def test_pip_ninja_is_found_off_path(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ninja", types.SimpleNamespace(BIN_DIR=str(tmp_path)))
     native._expose_pip_ninja()
     assert native.shutil.which("ninja") == str(exe)
+
+
+def _fresh_state(monkeypatch, tmp_path=None):
+    """prunekit.native as in a new process, with no PRUNEKIT_NATIVE set; compiling fails the test."""
+    for name, value in (("_KERNELS", None), ("_BUILT", None), ("_AUTO", True), ("_AUTO_TRIED", False), ("_ENV_TRIED", False)):
+        monkeypatch.setattr(native, name, value)
+    monkeypatch.delenv("PRUNEKIT_NATIVE", raising=False)
+    if tmp_path is not None:
+        monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+
+    def no_compile(verbose):
+        raise AssertionError("compiled although nobody asked")
+
+    monkeypatch.setattr(native, "_build", no_compile)
+
+
+def test_without_a_build_the_default_is_the_stock_path_and_nothing_compiles(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path)
+    assert native.kernels() is None and not native.enabled()
+    model, _, masks = _pruned()
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(4, 300)).square().mean().backward()
+        opt.step()
+    assert not model[0].weight[~masks[0]].any()
+
+
+def test_a_build_of_other_sources_is_not_loaded(monkeypatch, tmp_path, caplog):
+    _fresh_state(monkeypatch, tmp_path)
+    folder = native.build_directory()
+    folder.mkdir(parents=True)
+    (folder / f"{native._NAME}.so").write_bytes(b"not a library")
+    (folder / native._STAMP).write_text("built from something else\n")
+    with caplog.at_level("WARNING", logger="prunekit.native"):
+        assert native.kernels() is None
+    assert "does not load" not in caplog.text  # not even tried
+    # a matching stamp beside a library that does not load: a warning, and the stock path
+    monkeypatch.setattr(native, "_AUTO_TRIED", False)
+    (folder / native._STAMP).write_text(native._fingerprint() + "\n")
+    with caplog.at_level("WARNING", logger="prunekit.native"):
+        assert native.kernels() is None
+    assert "does not load" in caplog.text
+
+
+@pytest.mark.slow
+def test_an_existing_build_is_used_by_default_without_compiling(_native_module, monkeypatch):
+    _fresh_state(monkeypatch)  # the build of the session fixture, in the default folder
+    module = native.kernels()
+    assert module is not None and hasattr(module, "masked_adam_") and native.enabled()
+    model, _, masks = _pruned()
+    before = model[0].weight.detach().clone()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    opt.zero_grad()
+    model(torch.randn(4, 300)).square().mean().backward()
+    opt.step()
+    assert not torch.equal(model[0].weight, before) and not model[0].weight[~masks[0]].any()
+    native.disable()  # switched off: not loaded again by the next call
+    assert native.kernels() is None
+    native.use_default()
+    assert native.kernels() is module
+    monkeypatch.setenv("PRUNEKIT_NATIVE", "0")  # the environment's opt-out
+    native.use_default()
+    assert native.kernels() is None

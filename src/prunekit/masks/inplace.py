@@ -5,13 +5,15 @@ bool ``<name>_mask`` buffer (1 byte an entry) records the mask. A global
 optimizer step post-hook multiplies every masked parameter by its mask after
 each ``optimizer.step()`` of any optimizer, so no update (momentum, Adam
 moments, weight decay) can bring a pruned weight back; the forward pass costs
-nothing extra. For ``torch.optim.SGD`` a pre-hook does the update of large
-masked parameters itself with the multiplication fused in
-(:mod:`prunekit.fused_sgd`), which saves most of that extra pass.
+nothing extra. For ``torch.optim.SGD`` (:mod:`prunekit.fused_sgd`) and, with
+:mod:`prunekit.native`'s kernels loaded, ``Adam``/``AdamW``
+(:mod:`prunekit.masks.fused_adam`), a pre-hook does the update of large masked
+parameters itself with the multiplication fused in, which saves that extra pass.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -24,9 +26,12 @@ from torch.optim.optimizer import (
 
 from .. import native
 from ..fused_sgd import FUSE_MIN_NUMEL, fusable_group, masked_sgd_update
+from .fused_adam import fusable_adam_group, masked_adam_update
 from .realisation import Realisation, Undo, register_realisation
 
 __all__ = ["InPlace", "InPlaceMask", "multiply", "track_inplace", "untrack_inplace"]
+
+logger = logging.getLogger(__name__)
 
 
 class InPlaceMask:
@@ -145,18 +150,25 @@ def _lean_mask(param: torch.Tensor) -> torch.Tensor | None:
 
 
 def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Update and re-mask large masked parameters of ``torch.optim.SGD`` in one go.
+    """Update and re-mask large masked parameters of SGD, Adam and AdamW in one go.
 
-    See :mod:`prunekit.fused_sgd`: each such parameter is updated with torch's
-    own SGD arithmetic and multiplied by its mask while still in cache; its
-    gradient is hidden from ``step()`` (which skips parameters without a
-    gradient) and given back by :func:`_after_step`.
+    For ``torch.optim.SGD`` see :mod:`prunekit.fused_sgd` (stock ops, or the
+    compiled loop when loaded); for ``Adam``/``AdamW`` see
+    :mod:`prunekit.masks.fused_adam` (compiled loop only). Each parameter so
+    updated is multiplied by its mask while still in cache; its gradient is
+    hidden from ``step()`` (which skips parameters without a gradient) and
+    given back by :func:`_after_step`. Other optimizers, and parameters these
+    paths do not take, get the generic post-step pass.
     """
     if not _LEAN:
         return
+    sgd = type(optimizer) is torch.optim.SGD
     taken: list[tuple[torch.Tensor, torch.Tensor]] = []
     for group in optimizer.param_groups:
-        if not fusable_group(optimizer, group, args, kwargs):
+        if sgd:
+            if not fusable_group(optimizer, group, args, kwargs):
+                continue
+        elif not fusable_adam_group(optimizer, group, args, kwargs):
             continue
         for param in group["params"]:
             grad = param.grad
@@ -165,7 +177,10 @@ def _before_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> No
             mask = _lean_mask(param)
             if mask is None:
                 continue
-            masked_sgd_update(optimizer, group, param, mask)
+            if sgd:
+                masked_sgd_update(optimizer, group, param, mask)
+            elif not masked_adam_update(optimizer, group, param, mask):
+                continue
             taken.append((param, grad))
             param.grad = None
     if taken:
@@ -189,6 +204,9 @@ def _after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> Non
             if mask is not None:
                 params.append(param)
                 masks.append(mask)
+    if params:
+        logger.debug("in-place masks: %s.step() then the generic mask pass over %d parameters",
+                     type(optimizer).__name__, len(params))
     multiply(params, masks)
 
 
