@@ -45,12 +45,12 @@ from _common import REPO_ROOT, SHARED_DATA, provenance, run_meta  # noqa: E402
 
 DEFAULTS = {
     # dense: SGD momentum 0.9, weight decay 5e-4, batch 128, cosine lr; retraining at lr / 10
-    "lenet_300_100": {"dense_epochs": 20, "lr": 0.05, "retrain_lr": 0.005,
+    "lenet_300_100": {"dense_epochs": 20, "lr": 0.05, "retrain_lr": 0.02,
                       "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
-                      "retrain_epochs": (2, 2, 2, 3, 3, 4, 4)},
-    "lenet5": {"dense_epochs": 10, "lr": 0.05, "retrain_lr": 0.005,
+                      "retrain_epochs": (3, 3, 3, 6, 4, 4, 4)},
+    "lenet5": {"dense_epochs": 10, "lr": 0.05, "retrain_lr": 0.02,
                "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
-               "retrain_epochs": (1, 1, 1, 2, 1, 2, 2)},
+               "retrain_epochs": (2, 2, 2, 3, 2, 2, 3)},
 }
 QUICK = {"dense_epochs": 1, "compressions": (2.0, 12.0), "retrain_epochs": (1, 1)}
 
@@ -64,9 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--schedule", default="table2", choices=["table2", "global"],
                    help="per-layer rates: Table 2 scaled along the curve, or one global magnitude ranking")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train the seeds in this many processes at once (one thread each), then report")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 512 train / 256 test images, 1 epoch per stage, points 2× and 12×")
     p.add_argument("--report-only", action="store_true", help="train nothing; report what the cache holds")
+    p.add_argument("--no-report", action="store_true", help="train only (a --jobs worker)")
     p.add_argument("--cache", default=None, help="default benchmarks/cache/han2015[-quick]")
     p.add_argument("--json", default=None, help="default benchmarks/results/han2015[-quick].json")
     p.add_argument("--plot", default=None, help="PNG path (default docs/figures/han2015.png; none with --quick)")
@@ -139,6 +142,36 @@ def run(args: argparse.Namespace, log=print) -> dict:
                     models.pop(seed, None)
         results[name] = {"protocol": protocol, "stages": found}
     return results
+
+
+def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
+    """Train each seed in its own process (``--jobs`` at a time); they share the cache, and the
+    report is then built from it. The processes stay in this one's process group."""
+    import subprocess
+
+    base = [a for a in argv if a not in ("--quick", "--synthetic")]
+    flags = [f for f in ("--quick", "--synthetic") if getattr(args, f[2:])]
+    keep, skip = [], False
+    for a in base:  # drop --seeds/--jobs and their values; each worker gets its own
+        if skip and not a.startswith("--"):
+            continue
+        skip = a in ("--seeds", "--jobs")
+        if not skip:
+            keep.append(a)
+    pending = list(args.seeds)
+    running: list = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            seed = pending.pop(0)
+            cmd = [sys.executable, __file__, *keep, *flags, "--seeds", str(seed), "--jobs", "1", "--no-report",
+                   "--cache", args.cache]
+            running.append((seed, subprocess.Popen(cmd)))
+        seed, proc = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(seed)
+    if failed:
+        raise RuntimeError(f"the workers of seeds {failed} failed; their log is above")
 
 
 def mean_spread(values: list[float]) -> tuple[float, float]:
@@ -300,7 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json = args.json or str(REPO_ROOT / "benchmarks" / "results" / f"han2015{suffix}.json")
     if args.plot is None and not args.quick:
         args.plot = str(REPO_ROOT / "docs" / "figures" / "han2015.png")
+    if args.jobs > 1 and not args.report_only:
+        run_parallel(args, argv if argv is not None else sys.argv[1:])
+        args.report_only = True
     results = run(args, log=lambda line: print(line, flush=True))
+    if args.no_report:
+        return 0
     payload = build_json(args, results)
     from prunekit.files import atomic_write_text
     import json
