@@ -48,9 +48,9 @@ DEFAULTS = {
     "lenet_300_100": {"dense_epochs": 20, "lr": 0.05, "retrain_lr": 0.02,
                       "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
                       "retrain_epochs": (3, 3, 3, 6, 4, 4, 4)},
-    "lenet5": {"dense_epochs": 10, "lr": 0.05, "retrain_lr": 0.02,
+    "lenet5": {"dense_epochs": 8, "lr": 0.05, "retrain_lr": 0.02,
                "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
-               "retrain_epochs": (2, 2, 2, 3, 2, 2, 3)},
+               "retrain_epochs": (1, 1, 1, 2, 1, 1, 1)},
 }
 QUICK = {"dense_epochs": 1, "compressions": (2.0, 12.0), "retrain_epochs": (1, 1)}
 
