@@ -47,7 +47,7 @@ DEFAULTS = {
     # dense: SGD momentum 0.9, weight decay 5e-4, batch 128, cosine lr; retraining at lr / 10
     "lenet_300_100": {"dense_epochs": 20, "lr": 0.05, "retrain_lr": 0.02,
                       "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
-                      "retrain_epochs": (3, 3, 3, 6, 4, 4, 4)},
+                      "retrain_epochs": (5, 5, 5, 10, 5, 5, 5)},
     "lenet5": {"dense_epochs": 8, "lr": 0.05, "retrain_lr": 0.02,
                "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
                "retrain_epochs": (1, 1, 1, 2, 1, 1, 1)},
