@@ -144,28 +144,33 @@ def run(args: argparse.Namespace, log=print) -> dict:
     return results
 
 
+def worker_argv(argv: list[str], seed: int, cache: str) -> list[str]:
+    """The command line of the worker that trains ``seed``: ``argv`` without ``--seeds``/``--jobs``
+    (and their values), plus ``--seeds SEED --jobs 1 --no-report --cache CACHE``."""
+    keep, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            if a.startswith(("--seeds=", "--jobs=")):
+                skip = False
+                continue
+            skip = a in ("--seeds", "--jobs")
+        if not skip:
+            keep.append(a)
+    return [*keep, "--seeds", str(seed), "--jobs", "1", "--no-report", "--cache", cache]
+
+
 def run_parallel(args: argparse.Namespace, argv: list[str]) -> None:
     """Train each seed in its own process (``--jobs`` at a time); they share the cache, and the
     report is then built from it. The processes stay in this one's process group."""
     import subprocess
 
-    base = [a for a in argv if a not in ("--quick", "--synthetic")]
-    flags = [f for f in ("--quick", "--synthetic") if getattr(args, f[2:])]
-    keep, skip = [], False
-    for a in base:  # drop --seeds/--jobs and their values; each worker gets its own
-        if skip and not a.startswith("--"):
-            continue
-        skip = a in ("--seeds", "--jobs")
-        if not skip:
-            keep.append(a)
     pending = list(args.seeds)
     running: list = []
     failed = []
     while pending or running:
         while pending and len(running) < args.jobs:
             seed = pending.pop(0)
-            cmd = [sys.executable, __file__, *keep, *flags, "--seeds", str(seed), "--jobs", "1", "--no-report",
-                   "--cache", args.cache]
+            cmd = [sys.executable, __file__, *worker_argv(argv, seed, args.cache)]
             running.append((seed, subprocess.Popen(cmd)))
         seed, proc = running.pop(0)
         if proc.wait() != 0:

@@ -99,3 +99,11 @@ def test_table2_rates_scale_along_the_curve(scripts) -> None:
         assert densities["fc1"] < densities["fc2"] < densities["fc3"]  # the paper's order of sensitivity
     _densities, exponent = protocol.table2_densities(sizes, table2, 12.0)
     assert exponent == pytest.approx(1.0, abs=0.02)  # Table 2 is the 12× point itself
+
+
+def test_each_worker_gets_its_own_seed_and_the_shared_cache(scripts) -> None:
+    han, _protocol = scripts
+    argv = ["--quick", "--seeds", "0", "1", "2", "--jobs", "3", "--models", "lenet5", "--jobs=2", "--synthetic"]
+    assert han.worker_argv(argv, 1, "/c") == ["--quick", "--models", "lenet5", "--synthetic", "--seeds", "1",
+                                              "--jobs", "1", "--no-report", "--cache", "/c"]
+    assert han.parse_args(han.worker_argv(argv, 2, "/c")).seeds == [2]
