@@ -63,7 +63,7 @@ class Protocol:
     lr: float
     retrain_lr: float
     compressions: tuple[float, ...]
-    retrain_epochs: tuple[int, ...]
+    retrain_epochs: tuple[float, ...]
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -87,7 +87,7 @@ class StageResult:
     compression: float
     layer_density: dict[str, float]
     exponent: float | None
-    epochs: int
+    epochs: float
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -223,10 +223,12 @@ def load_model(path: Path, model_name: str) -> torch.nn.Module:
     return load_pruned_state_dict(model, state, source=str(path))
 
 
-def train(model: torch.nn.Module, data: ShuffledBatches, epochs: int, lr: float, protocol: Protocol) -> None:
+def train(model: torch.nn.Module, data: ShuffledBatches, epochs: float, lr: float, protocol: Protocol) -> None:
+    """``epochs`` passes over the data (a fraction stops after that share of the steps), with the
+    learning rate annealed to 0 over them (cosine)."""
     if epochs:
-        fit(model, data, epochs=epochs, optimizer="sgd", lr=lr, momentum=protocol.momentum,
-            weight_decay=protocol.weight_decay, lr_schedule="cosine")
+        fit(model, data, epochs=math.ceil(epochs), max_steps=round(epochs * len(data)), optimizer="sgd", lr=lr,
+            momentum=protocol.momentum, weight_decay=protocol.weight_decay, lr_schedule="cosine")
 
 
 def test_error(model: torch.nn.Module, test: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
