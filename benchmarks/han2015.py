@@ -6,7 +6,8 @@ Neural Networks" (NeurIPS 2015), Table 1: LeNet-300-100 1.64% error dense,
 0.77% at 12×. This script trains each network dense (SGD with momentum,
 cosine learning rate), then prunes it with prunekit's ``Pruner`` (magnitude,
 masks kept during retraining) to each operating point in turn, retraining
-after each step at a tenth of the learning rate: prune, retrain, repeat. The
+after each step at a lower learning rate (0.02 against 0.05 dense, annealed to
+0 within each retraining): prune, retrain, repeat. The
 per-layer rates are the paper's Table 2 scaled along the curve (see
 ``_han_protocol.py``), or one global ranking with ``--schedule global``.
 
@@ -44,7 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO_ROOT, SHARED_DATA, provenance, run_meta  # noqa: E402
 
 DEFAULTS = {
-    # dense: SGD momentum 0.9, weight decay 5e-4, batch 128, cosine lr; retraining at lr / 10
+    # SGD momentum 0.9, weight decay 5e-4, batch 128, cosine lr within each stage; the retraining
+    # lengths are what two shared CPU cores allowed (LeNet-5: fractions of an epoch between points)
     "lenet_300_100": {"dense_epochs": 20, "lr": 0.05, "retrain_lr": 0.02,
                       "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
                       "retrain_epochs": (5, 5, 5, 10, 5, 5, 5)},
