@@ -322,7 +322,10 @@ def plot(payload: dict, path: str) -> None:
         ax.set_title(f"{names[name]} / MNIST")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Iterative magnitude pruning with retraining ({payload['protocol']['schedule']} per-layer rates)")
+    rates = ("per-layer rates: Table 2 scaled along the curve" if payload["protocol"]["schedule"] == "table2"
+             else "one global magnitude ranking")
+    fig.suptitle(f"Magnitude pruning, retrain, repeat ({rates}); 3 seeds" if len(payload["protocol"]["seeds"]) == 3
+                 else f"Magnitude pruning, retrain, repeat ({rates})")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
