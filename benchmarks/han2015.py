@@ -324,8 +324,7 @@ def plot(payload: dict, path: str) -> None:
         ax.legend(fontsize=8)
     rates = ("per-layer rates: Table 2 scaled along the curve" if payload["protocol"]["schedule"] == "table2"
              else "one global magnitude ranking")
-    fig.suptitle(f"Magnitude pruning, retrain, repeat ({rates}); 3 seeds" if len(payload["protocol"]["seeds"]) == 3
-                 else f"Magnitude pruning, retrain, repeat ({rates})")
+    fig.suptitle(f"Magnitude pruning, retrain, repeat ({rates}); seeds {payload['protocol']['seeds']}")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
