@@ -52,7 +52,7 @@ DEFAULTS = {
                       "retrain_epochs": (5, 5, 5, 10, 5, 5, 5)},
     "lenet5": {"dense_epochs": 6, "lr": 0.05, "retrain_lr": 0.02,
                "compressions": (2.0, 4.0, 8.0, 12.0, 20.0, 30.0, 50.0),
-               "retrain_epochs": (0.5, 0.5, 0.5, 2, 0.5, 0.5, 1)},
+               "retrain_epochs": (0.5, 0.5, 0.5, 2, 2, 2, 3)},
 }
 QUICK = {"dense_epochs": 1, "compressions": (2.0, 12.0), "retrain_epochs": (1, 1)}
 
