@@ -72,6 +72,7 @@ def test_prune_shrink_writes_dense_against_shrunk(tmp_path, capsys):
     figures.append("load_shrunk")  # the load-back line
     _check_files(out, text, figures)
     assert report["shrunk"]["params"] < report["dense"]["params"]
+    assert f"load it back with: {report['load']}" in text
 
 
 def test_prune_shrink_heads_says_what_was_removed(tmp_path, capsys):

@@ -267,8 +267,8 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
             size = save_sparse(model, out / "model.safetensors", metadata={"model": args.model})
             console.print(f"saved {out / 'model.safetensors'} ({size:,} bytes, save_sparse)", highlight=False)
         written = write_oneshot_report(out, summary, result.report, json.dumps(summary, indent=2), title)
-        for line in files_lines(written):
-            console.print(line, highlight=False, soft_wrap=True)
+        for wrote in files_lines(written):
+            console.print(wrote, highlight=False, soft_wrap=True)
     return 0
 
 

@@ -250,8 +250,8 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
             written = write_prune_report(out, report, report.to_json() + "\n", title)
             console.print(f"saved {out / 'model.safetensors'}: {plain_bytes:,} bytes, plain dense safetensors "
                           "(zeros in place; load_state_dict of a fresh model loads it)", highlight=False)
-            for line in files_lines(written):
-                console.print(line, highlight=False, soft_wrap=True)
+            for wrote in files_lines(written):
+                console.print(wrote, highlight=False, soft_wrap=True)
             return 0
         sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": values["model"]})
         report.extras.update({"dense_bytes": dense, "sparse_bytes": sparse_bytes})
@@ -260,6 +260,6 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
             f"saved {out / 'model.safetensors'}: {sparse_bytes:,} bytes "
             f"({sparse_bytes / dense:.3f}× the {dense:,} bytes of the dense fp32 state dict)", highlight=False,
         )
-        for line in files_lines(written):
-            console.print(line, highlight=False, soft_wrap=True)
+        for wrote in files_lines(written):
+            console.print(wrote, highlight=False, soft_wrap=True)
     return 0

@@ -167,8 +167,8 @@ def save_and_report(values: dict[str, Any], dense: nn.Module, model: nn.Module, 
     console.print(rich_table(shrink_rows(measured["dense"], measured["shrunk"]), f"{values['model']}: dense vs shrunk",
                              shrink_caption(measured["shrunk"])))
     console.print(f"saved {path} ({shrunk_bytes:,} bytes)", highlight=False)
-    for line in files_lines(written):
-        console.print(line, highlight=False, soft_wrap=True)
+    for wrote in files_lines(written):
+        console.print(wrote, highlight=False, soft_wrap=True)
     console.print(f"load it back with: {line}", highlight=False, soft_wrap=True)
     return report
 

@@ -99,6 +99,6 @@ def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
             f"prunekit.create_model({v['model']!r}) then ")
     console.print(f"saved {path}; load with {load}"
                   f"prunekit.execution.load_sparse_model(model, {str(path)!r})", highlight=False)
-    for line in files_lines(written):
-        console.print(line, highlight=False, soft_wrap=True)
+    for wrote in files_lines(written):
+        console.print(wrote, highlight=False, soft_wrap=True)
     return 0
