@@ -33,7 +33,7 @@ import torch
 
 from ..data.text import CharTokenizer
 from ..errors import InvalidParameterError, did_you_mean
-from ..io import atomic_write_text, save_sparse
+from ..io import save_sparse
 from ..oneshot.api import oneshot_prune
 from ..oneshot.offload import OFFLOAD_MODES
 from ..oneshot.perplexity import lm_perplexity
@@ -57,6 +57,7 @@ from ..validation import (
     declare,
 )
 from ..zoo import MODELS, create_model, list_models
+from .command_reports import files_lines, write_oneshot_report
 from .common import add_command, as_cli_error, load_weights, read_text_option, report_table
 from .progress_bars import ProgressBars, progress_bars
 
@@ -240,8 +241,8 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
                                        **options)
             except InvalidParameterError as exc:
                 raise as_cli_error(exc, ONESHOT_PARAMS) from None
-    console.print(report_table(result.report, f"{args.model}: {result.method} {result.structure} at "
-                                              f"{result.sparsity:g} in {result.seconds:.1f} s"))
+    title = f"{args.model}: {result.method} {result.structure} at {result.sparsity:g} in {result.seconds:.1f} s"
+    console.print(report_table(result.report, title))
     invalid = result.report.extras.get("nm_invalid_groups")
     if invalid is not None:
         bad = {k: v for k, v in invalid.items() if v}
@@ -265,8 +266,9 @@ def _cmd_oneshot(args: argparse.Namespace, console: Any) -> int:
         else:
             size = save_sparse(model, out / "model.safetensors", metadata={"model": args.model})
             console.print(f"saved {out / 'model.safetensors'} ({size:,} bytes, save_sparse)", highlight=False)
-        atomic_write_text(out / "report.json", json.dumps(summary, indent=2))
-        console.print(f"wrote {out / 'report.json'}", highlight=False)
+        written = write_oneshot_report(out, summary, result.report, json.dumps(summary, indent=2), title)
+        for wrote in files_lines(written):
+            console.print(wrote, highlight=False, soft_wrap=True)
     return 0
 
 

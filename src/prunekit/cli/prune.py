@@ -54,6 +54,7 @@ from ..validation import (
     validate,
 )
 from ..zoo import create_model, list_models
+from .command_reports import files_lines, write_prune_report
 from .common import add_command, as_cli_error, load_weights, refuse_given, report_table
 from .shrink import SHAPE, UNIT_STRUCTURES, run_shrink
 from .shrink_units import run_unit_shrink
@@ -237,7 +238,8 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         raise as_cli_error(exc, PRUNE_PARAMS, CLI_PARAMS) from None
     report = sparsity_report(model)
     level = "" if amount is None else f" by amount={amount} of what remained"
-    console.print(report_table(report, f"{values['model']} pruned{level}: {pruner!r}"))
+    title = f"{values['model']} pruned{level}: {pruner!r}"
+    console.print(report_table(report, title))
     if values["out"]:
         out = Path(values["out"])
         out.mkdir(parents=True, exist_ok=True)
@@ -245,17 +247,19 @@ def _cmd_prune(args: argparse.Namespace, console: Console) -> int:
         if values["format"] == "dense":
             plain_bytes = save_dense(model, out / "model.safetensors", metadata={"model": values["model"]})
             report.extras.update({"dense_bytes": dense, "plain_dense_bytes": plain_bytes, "format": "dense"})
-            report.to_json(out / "report.json")
+            written = write_prune_report(out, report, report.to_json() + "\n", title)
             console.print(f"saved {out / 'model.safetensors'}: {plain_bytes:,} bytes, plain dense safetensors "
-                          "(zeros in place; load_state_dict of a fresh model loads it); "
-                          f"report in {out / 'report.json'}", highlight=False)
+                          "(zeros in place; load_state_dict of a fresh model loads it)", highlight=False)
+            for wrote in files_lines(written):
+                console.print(wrote, highlight=False, soft_wrap=True)
             return 0
         sparse_bytes = save_sparse(model, out / "model.safetensors", metadata={"model": values["model"]})
         report.extras.update({"dense_bytes": dense, "sparse_bytes": sparse_bytes})
-        report.to_json(out / "report.json")
+        written = write_prune_report(out, report, report.to_json() + "\n", title)
         console.print(
             f"saved {out / 'model.safetensors'}: {sparse_bytes:,} bytes "
-            f"({sparse_bytes / dense:.3f}× the {dense:,} bytes of the dense fp32 state dict); "
-            f"report in {out / 'report.json'}", highlight=False,
+            f"({sparse_bytes / dense:.3f}× the {dense:,} bytes of the dense fp32 state dict)", highlight=False,
         )
+        for wrote in files_lines(written):
+            console.print(wrote, highlight=False, soft_wrap=True)
     return 0

@@ -28,11 +28,9 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from ..errors import InvalidParameterError, PrunekitError
-from ..io import atomic_write_text
 from ..measure.latency import measure_latency
 from ..measure.macs import count_macs
 from ..measure.params import count_parameters
@@ -44,6 +42,7 @@ from ..surgery.save import load_shrunk, save_shrunk
 from ..validation import Constraint, validate
 from ..zoo import create_model, model_input_shape
 from ..zoo import example_input as zoo_example_input
+from .command_reports import files_lines, rich_table, shrink_caption, shrink_rows, write_shrink_report
 from .common import as_cli_error
 from .progress_bars import working
 
@@ -140,25 +139,11 @@ def _structural_options(values: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _table(name: str, dense: dict[str, Any], shrunk: dict[str, Any]) -> Table:
-    table = Table(title=f"{name}: dense vs shrunk", title_justify="left",
-                  caption=f"MACs: Conv/Linear/attention at batch 1 (norms not counted); latency: median of the "
-                          f"repeats at batch 1, {shrunk['threads']} threads; dense bytes: its state dict as "
-                          f"safetensors", caption_justify="left")
-    for column in ("", "dense", "shrunk", "shrunk / dense"):
-        table.add_column(column, justify="left" if not column else "right")
-    for label, key, fmt in (("parameters", "params", "{:,}"), ("MACs", "macs", "{:,}"),
-                            ("file bytes", "bytes", "{:,}"), ("latency ms", "latency_ms", "{:.3f}")):
-        ratio = shrunk[key] / dense[key] if dense[key] else float("nan")
-        table.add_row(label, fmt.format(dense[key]), fmt.format(shrunk[key]), f"{ratio:.3f}")
-    table.add_row("speedup", "", f"{dense['latency_ms'] / shrunk['latency_ms']:.2f}×", "")
-    return table
-
-
 def save_and_report(values: dict[str, Any], dense: nn.Module, model: nn.Module, example: torch.Tensor,
-                    details: dict[str, Any], console: Console) -> dict[str, Any]:
+                    details: dict[str, Any], console: Console, removed: tuple[str, ...] = ()) -> dict[str, Any]:
     """Save the shrunk ``model``, check that the printed line loads it back, measure it and ``dense``,
-    write ``report.json`` (with ``details``, what was removed) and print the table; return the report."""
+    write ``report.json`` (with ``details``, what was removed), ``report.md`` and ``report.html`` (with
+    ``removed``, lines saying what was removed) and print the table; return the report."""
     out = Path(values["out"])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.safetensors"
@@ -178,9 +163,12 @@ def save_and_report(values: dict[str, Any], dense: nn.Module, model: nn.Module, 
     report = {"model": values["model"], "weights": values["weights"], "input_shape": list(example.shape),
               **details, **measured, "speedup": speedup,
               "latency": {"batch": 1, "repeats": repeats, "warmup": warmup}, "load": line}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
-    console.print(_table(values["model"], measured["dense"], measured["shrunk"]))
-    console.print(f"saved {path} ({shrunk_bytes:,} bytes) and {out / 'report.json'}", highlight=False)
+    written = write_shrink_report(out, report, json.dumps(report, indent=2), removed)
+    console.print(rich_table(shrink_rows(measured["dense"], measured["shrunk"]), f"{values['model']}: dense vs shrunk",
+                             shrink_caption(measured["shrunk"])))
+    console.print(f"saved {path} ({shrunk_bytes:,} bytes)", highlight=False)
+    for wrote in files_lines(written):
+        console.print(wrote, highlight=False, soft_wrap=True)
     console.print(f"load it back with: {line}", highlight=False, soft_wrap=True)
     return report
 

@@ -157,7 +157,7 @@ def run_unit_shrink(values: dict[str, Any], model: nn.Module, console: Console) 
                      "data": None if data is None else {"text": str(values["text"]), "windows": values["samples"],
                                                          "length": int(example.shape[1]) + 1},
                      "before": before, "after": after, "removals": len(record.removals)}}
-    save_and_report(values, dense, model, example, details, console)
-    console.print(f"{_WHAT[space]} per layer: " + ", ".join(f"{k} {before[k]} → {after[k]}" for k in before),
-                  highlight=False, soft_wrap=True)
+    removed = f"{_WHAT[space]} per layer: " + ", ".join(f"{k} {before[k]} → {after[k]}" for k in before)
+    save_and_report(values, dense, model, example, details, console, (removed,))
+    console.print(removed, highlight=False, soft_wrap=True)
     return 0

@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from ..errors import InvalidParameterError
 from ..execution import KERNELS, load_sparse_model, save_sparse_model, to_sparse
-from ..files import atomic_write_text
 from ..validation import (REQUIRED, SEED, AnyOf, Interval, Options, OutputDir, Param, PathLike, cli_values,
                           declare)
 from ..zoo import create_model, list_models
+from .command_reports import end_to_end_line, files_lines, rich_table, sparse_rows, write_sparse_report
 from .common import add_command
 from .export import load_pruned
 from .progress_bars import working
@@ -68,18 +67,6 @@ def add_sparse_parser(sub: Any) -> argparse.ArgumentParser:
                        "end-to-end speedup, and save the converted model.")
 
 
-def _layer_table(conversion: Any, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("layer", "shape", "sparsity", "rows", "dense ms", "kernels ms", "choice", "speedup", "reason"):
-        table.add_column(column, justify="right" if column in ("sparsity", "rows", "dense ms", "speedup") else "left")
-    for layer in conversion.layers:
-        table.add_row(layer.name, "x".join(map(str, layer.shape)), f"{100 * layer.sparsity:.1f}%", str(layer.rows),
-                      "-" if layer.dense_ms is None else f"{layer.dense_ms:.3f}",
-                      ", ".join(f"{k} {ms:.3f}" for k, ms in layer.kernel_ms.items()) or "-", layer.choice,
-                      "-" if layer.speedup is None else f"{layer.speedup:.2f}x", layer.reason)
-    return table
-
-
 def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
     v = cli_values(args, SPARSE_PARAMS)
     model, shrunk = load_pruned(v["model"], v["weights"], v["seed"])
@@ -90,16 +77,10 @@ def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
         conversion = to_sparse(model, example, kernels=tuple(v["kernel"]) if v["kernel"] else "auto",
                                threads=v["threads"], min_speedup=float(v["min_speedup"]), repeats=v["repeats"],
                                model_repeats=v["model_repeats"], progress=bars)
-    console.print(_layer_table(conversion, f"{v['model']}: sparse kernels at input {tuple(example.shape)}, "
-                                           f"{conversion.threads} thread(s)"))
-    if conversion.speedup is not None:
-        console.print(f"end to end: dense {conversion.dense_ms:.3f} ms, sparse {conversion.sparse_ms:.3f} ms, "
-                      f"speedup {conversion.speedup:.2f}x; {len(conversion.converted)}/{len(conversion.layers)} "
-                      "layers sparse", highlight=False)
-    else:
-        why = "--model-repeats 0" if conversion.converted else "no layer sparse: nothing beat dense"
-        console.print(f"end to end: not timed ({why}); {len(conversion.converted)}/{len(conversion.layers)} layers "
-                      "sparse", highlight=False)
+    title = f"{v['model']}: sparse kernels at input {tuple(example.shape)}, {conversion.threads} thread(s)"
+    summary = conversion.to_dict()
+    console.print(rich_table(sparse_rows(summary["layers"]), title))
+    console.print(end_to_end_line(summary), highlight=False)
     out = Path(v["out"])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.sparse.safetensors"
@@ -113,9 +94,11 @@ def _cmd_sparse(args: argparse.Namespace, console: Console) -> int:
                                     f"<largest difference {error:.3g}>", "Fix: report this as a bug.")
     report = dict(conversion.to_dict(), model=v["model"], input_shape=list(example.shape), shrunk=shrunk,
                   saved_max_abs_error=error)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    written = write_sparse_report(out, report, json.dumps(report, indent=2, sort_keys=True), title)
     load = ("prunekit.load_shrunk(prunekit.create_model(...), WEIGHTS) then " if shrunk else
             f"prunekit.create_model({v['model']!r}) then ")
-    console.print(f"saved {path} and {out / 'report.json'}; load with {load}"
+    console.print(f"saved {path}; load with {load}"
                   f"prunekit.execution.load_sparse_model(model, {str(path)!r})", highlight=False)
+    for wrote in files_lines(written):
+        console.print(wrote, highlight=False, soft_wrap=True)
     return 0
