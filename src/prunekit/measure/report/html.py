@@ -28,7 +28,7 @@ h3 { font-size: 1.05rem; margin: 1.4rem 0 .2rem; }
 table { border-collapse: collapse; font-size: 13.5px; max-width: 100%; }
 th, td { border: 1px solid #d0d7de; padding: .3rem .55rem; vertical-align: top;
          white-space: normal; overflow-wrap: anywhere; }
-th { background: #f6f8fa; text-align: left; }
+th { background: #f6f8fa; text-align: left; overflow-wrap: normal; word-break: keep-all; }
 th.num { text-align: right; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fbfcfd; }
