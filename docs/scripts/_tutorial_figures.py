@@ -14,43 +14,31 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+__all__ = ["FIGURES", "REPO_ROOT", "SHARED_DATA", "TUTORIALS", "commit", "cpu_model", "provenance", "publish", "table"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIGURES = REPO_ROOT / "docs" / "figures"
 TUTORIALS = REPO_ROOT / "docs" / "tutorials"
-#: The shared real data: ``$PRUNEKIT_SHARED_DATA`` when set, else ``../shared/data`` beside the repository.
-SHARED_DATA = Path(os.environ.get("PRUNEKIT_SHARED_DATA") or REPO_ROOT.parent / "shared" / "data")
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+# the benchmarks' own record of where and what was measured, and where the shared data lies
+from _common import SHARED_DATA, machine  # noqa: E402
+from _common import provenance as _source  # noqa: E402
 
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (or the platform's word for it)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return machine(bandwidth=False)["cpu_model"]
 
 
 def commit() -> str:
     """The short git commit measured, with ``+changes`` when src/ has uncommitted edits."""
-
-    def git(*cmd: str) -> str:
-        try:
-            return subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return head + (" +changes" if git("status", "--porcelain", "--", "src") else "")
+    source = _source()
+    return (source["commit"] or "unknown commit") + (" +changes" if source["src_uncommitted"] else "")
 
 
 #: The 1-minute load average when this module was imported, i.e. before the script's own work.
