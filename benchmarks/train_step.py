@@ -13,13 +13,15 @@ optimizer of the same settings:
 * ``torch-reparam``     torch.nn.utils.prune.l1_unstructured(amount=0.5) on every Linear weight
 * ``prunekit-reparam``  prunekit.prune(model, 0.5, mode="reparam")  (torch-compatible layout)
 * ``prunekit-inplace``  prunekit.prune(model, 0.5, mode="inplace")  with nothing opted in: the
-                        default path, which loads an existing build of prunekit.native's
-                        kernels (never compiles; the script says which path it took)
+                        default path, which loads prunekit.native's kernels, building them
+                        once where no build exists and a compiler does (before any timing;
+                        the script says which path it took)
 * ``prunekit-stock``    the same with the kernels switched off (prunekit.native.disable()):
-                        what the default path does where no build exists
+                        what the default path does where they cannot be built, or with
+                        PRUNEKIT_NATIVE=0
 
-``--build-native`` builds the kernels first (once per machine, cached) so that
-the default path finds them.
+``--build-native`` builds the kernels first through ``prunekit.native.enable()``
+(an error where it cannot), instead of leaving it to the default path.
 
 One step = zero_grad, forward, loss, backward, optimizer.step, timed with
 time.perf_counter. The variants are interleaved within every round (the order
@@ -265,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--build-native: cannot build the kernels here ({'; '.join(missing)})", flush=True)
         else:
             native.enable()  # builds where no build of this version exists, else loads it
+    existed = native._library_path() is not None
     native.use_default()
-    default_native = native.kernels() is not None
-    default_path = (f"compiled kernels (existing build in {native.build_directory()})" if default_native
-                    else "stock torch ops (no build of prunekit.native here; --build-native makes one)")
+    default_native = native.kernels() is not None  # loads a build, or builds once where a compiler exists
+    default_path = (f"compiled kernels ({'existing build' if existed else 'built now, by the default path,'} in "
+                    f"{native.build_directory()})" if default_native
+                    else "stock torch ops (prunekit.native cannot be built here, or PRUNEKIT_NATIVE=0)")
     params = sum(p.numel() for p in build_model(args.blocks, args.d, args.hidden, args.seed).parameters())
     print(f"train step: {args.blocks} blocks of Linear({args.d}->{args.hidden}), GELU, Linear({args.hidden}->{args.d}) "
           f"= {params / 1e6:.1f}M params, batch {args.batch}, MSE, optimizers {', '.join(optimizers)} "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from conftest import inplace_pair
@@ -111,22 +113,66 @@ def test_pip_ninja_is_found_off_path(monkeypatch, tmp_path):
     assert native.shutil.which("ninja") == str(exe)
 
 
-def _fresh_state(monkeypatch, tmp_path=None):
-    """prunekit.native as in a new process, with no PRUNEKIT_NATIVE set; compiling fails the test."""
+def _fresh_state(monkeypatch, tmp_path=None, compiler=False):
+    """prunekit.native as in a new process, with no PRUNEKIT_NATIVE set, on a machine with or
+    without a compiler; a real compilation fails the test (tests that expect one stub ``_build``)."""
     for name, value in (("_KERNELS", None), ("_BUILT", None), ("_AUTO", True), ("_AUTO_TRIED", False), ("_ENV_TRIED", False)):
         monkeypatch.setattr(native, name, value)
     monkeypatch.delenv("PRUNEKIT_NATIVE", raising=False)
     if tmp_path is not None:
         monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "missing_requirements", lambda: [] if compiler else ["a C++ compiler (none in this test)"])
 
     def no_compile(verbose):
-        raise AssertionError("compiled although nobody asked")
+        raise AssertionError("compiled although it should not have")
 
     monkeypatch.setattr(native, "_build", no_compile)
 
 
-def test_without_a_build_the_default_is_the_stock_path_and_nothing_compiles(monkeypatch, tmp_path):
+def _stub_build(monkeypatch, result):
+    """Replace the compiler: each build is recorded and returns ``result`` (or raises it)."""
+    builds = []
+
+    def build(verbose):
+        builds.append(verbose)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(native, "_build", build)
+    return builds
+
+
+def test_without_a_build_the_default_builds_once_where_a_compiler_exists(monkeypatch, tmp_path, caplog):
+    _fresh_state(monkeypatch, tmp_path, compiler=True)
+    built = SimpleNamespace(mask_=None, masked_sgd_=None, masked_adam_=None)
+    builds = _stub_build(monkeypatch, built)
+    with caplog.at_level("WARNING", logger="prunekit.native"):
+        assert native.kernels() is built and native.enabled()
+    assert builds == [False] and "building the in-place mode's compiled optimizer kernels once" in caplog.text
+    assert native.kernels() is built and builds == [False]  # once per process, then loaded by later ones
+
+
+def test_a_default_build_that_fails_warns_and_keeps_stock_ops(monkeypatch, tmp_path, caplog):
+    _fresh_state(monkeypatch, tmp_path, compiler=True)
+    builds = _stub_build(monkeypatch, native.NativeBuildError("prunekit.native.enable: building failed: boom."))
+    with caplog.at_level("WARNING", logger="prunekit.native"):
+        assert native.kernels() is None and not native.enabled()
+    assert "boom" in caplog.text and "uses stock torch ops" in caplog.text
+    assert native.kernels() is None and builds == [False]  # not tried again at every step
+
+
+def test_the_environment_opt_out_builds_nothing(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path, compiler=True)
+    monkeypatch.setenv("PRUNEKIT_NATIVE", "0")
+    assert native.kernels() is None  # _build would raise: nothing is compiled
+
+
+def test_without_a_build_or_a_compiler_the_default_is_the_stock_path(monkeypatch, tmp_path, caplog):
     _fresh_state(monkeypatch, tmp_path)
+    with caplog.at_level("INFO", logger="prunekit.native"):
+        assert native.kernels() is None and not native.enabled()
+    assert "cannot be built here (missing a C++ compiler" in caplog.text
     assert native.kernels() is None and not native.enabled()
     model, _, masks = _pruned()
     opt = torch.optim.Adam(model.parameters(), lr=0.1)

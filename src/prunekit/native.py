@@ -40,12 +40,16 @@ load time. The kernels are built with ``torch.utils.cpp_extension.load_inline``
 a folder named after this source's version, torch's version and Python's
 (under ``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``).
 
-Nothing is ever compiled unasked: :func:`enable` (or ``PRUNEKIT_NATIVE=1``
-before the first optimizer step) builds them. Once a build exists, every later
-process loads it by default, without compiling, the first time the in-place
-mode updates a weight (:func:`kernels`); ``PRUNEKIT_NATIVE=0`` or
-:func:`disable` keeps the stock-op path, which gives the same weights up to
-the rounding of the fused arithmetic.
+The in-place mode uses them by default (:func:`kernels`): the first time it
+updates a weight, an existing build is loaded; where none exists and a C++
+compiler and ``ninja`` are present, they are built once for this machine (a
+WARNING says so: it takes about a minute, once), as :func:`prunekit.to_sparse`
+builds its own kernel; where they cannot be built, an INFO line says what is
+missing and the stock-op path is used. :func:`enable` (or
+``PRUNEKIT_NATIVE=1``) builds them on request and raises where it cannot;
+``PRUNEKIT_NATIVE=0`` or :func:`disable` keeps the stock-op path (nothing is
+built or loaded), which gives the same weights up to the rounding of the fused
+arithmetic.
 """
 
 from __future__ import annotations
@@ -524,10 +528,11 @@ def use_default() -> None:
 def kernels() -> ModuleType | None:
     """The kernel module the in-place mode uses now, or None for the stock-op path.
 
-    ``PRUNEKIT_NATIVE=1`` enables (building if needed) on the first call;
-    otherwise an existing build is loaded on the first call unless
-    ``PRUNEKIT_NATIVE=0`` is set or :func:`disable` was called. Never compiles
-    unless asked.
+    ``PRUNEKIT_NATIVE=1`` enables (building if needed, an error logged where it
+    cannot) on the first call; otherwise, unless ``PRUNEKIT_NATIVE=0`` is set or
+    :func:`disable` was called, the first call loads an existing build or, where
+    none exists and this machine can build one, builds it once (logged at
+    WARNING), else logs at INFO what is missing and keeps the stock-op path.
     """
     if _KERNELS is None:
         flag = os.environ.get("PRUNEKIT_NATIVE")
@@ -544,8 +549,28 @@ def _load_by_default() -> None:
         _AUTO_TRIED = True
         module = _BUILT or _load_built()
         if module is not None:
-            _KERNELS = _BUILT = module
             logger.debug("prunekit.native: using the existing build of the kernels (%s)", build_directory())
+        else:
+            module = _build_by_default()
+        if module is not None:
+            _KERNELS = _BUILT = module
+
+
+def _build_by_default() -> ModuleType | None:
+    """Build the kernels once where this machine can (the in-place mode's default), else None."""
+    missing = missing_requirements()
+    if missing:
+        logger.info("prunekit.native: the compiled optimizer kernels cannot be built here (missing %s); the "
+                    "in-place mode uses stock torch ops", "; ".join(missing))
+        return None
+    logger.warning("prunekit.native: building the in-place mode's compiled optimizer kernels once for this "
+                   "machine in %s (about a minute; later processes load the build; PRUNEKIT_NATIVE=0 keeps "
+                   "stock torch ops)", build_directory())
+    try:
+        return _build(False)
+    except NativeBuildError as exc:
+        logger.warning("%s The in-place mode uses stock torch ops.", exc)
+        return None
 
 
 def _enable_from_env() -> None:
