@@ -55,7 +55,8 @@ def test_lottery_names_data_path_for_the_data_sets_folder(tmp_path, capsys):
     assert _error(capsys).startswith("prunekit lottery: error: --data-path: expected one of")
     assert main([*base, "--data", "mnist_embedded", "--data-path", str(tmp_path)]) == 2  # it reads one .npz
     text = _error(capsys)
-    assert text.startswith("prunekit lottery: error: --data-path: expected the files of the data set mnist_embedded")
+    assert text.startswith("prunekit lottery: error: --data-path: expected an .npz file at")
+    assert "got <a folder>" in text and "give the .npz file inside it" in text
     assert "Traceback" not in text
     assert not (tmp_path / "lt").exists()
 

@@ -433,3 +433,19 @@ def test_build_embedded(tmp_path: Path) -> None:
     ds = create_dataset("mnist_embedded", path=out, split="train")
     assert len(ds) == 30 and set(ds.class_counts().values()) == {3}
     assert len(create_dataset("mnist_embedded", path=out, split="test")) == 20
+
+
+def test_load_npz_refuses_a_folder_a_missing_file_and_a_non_archive_naming_the_path(tmp_path):
+    from prunekit.data.common import load_npz
+    from prunekit.errors import InvalidParameterError
+
+    good = tmp_path / "ok.npz"
+    np.savez(good, x_train=np.zeros((2, 3), dtype=np.uint8))
+    assert load_npz(good)["x_train"].shape == (2, 3)
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not an archive")
+    for path, found in ((tmp_path, "a folder"), (tmp_path / "missing.npz", "no such file"),
+                        (junk, "not an .npz archive")):
+        with pytest.raises(InvalidParameterError) as info:
+            load_npz(path)
+        assert info.value.param == "path" and found in str(info.value) and str(path) in str(info.value)

@@ -116,6 +116,24 @@ def test_latency_search_reports_its_way_to_the_goal(capsys):
     assert info.value.param == "progress"
 
 
+def test_allocate_with_the_latency_policy_reports_its_search(capsys):
+    sites = [_site("la", "a", 4), _site("lb", "b", 8)]
+    scores = {"a": torch.arange(16.0), "b": torch.arange(16.0)}
+    budget = prunekit.allocation.Budget(macs=_total(sites) // 2)
+    events = []
+    masks = prunekit.allocation.allocate(scores, budget, "latency", sites=sites,
+                                        table=LatencyTable(timer=_hw_timer), progress=events.append)
+    (run,) = assert_monotone_to_total(events, "latency-search")
+    assert run[-1] == (100, 100)
+    quiet = prunekit.allocation.allocate(scores, budget, "latency", sites=sites, table=LatencyTable(timer=_hw_timer))
+    assert capsys.readouterr() == ("", "")
+    assert all(torch.equal(masks[k], quiet[k]) for k in masks)
+    with pytest.raises(InvalidParameterError) as info:
+        prunekit.allocation.allocate(scores, budget, "latency", sites=sites, table=LatencyTable(timer=_hw_timer),
+                                     progress="yes")
+    assert info.value.param == "progress"
+
+
 def test_latency_search_nests_under_structural_search_steps():
     events = []
     model, twin = _net(), _net()

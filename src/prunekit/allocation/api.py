@@ -49,6 +49,7 @@ import torch
 
 from ..errors import InvalidParameterError, check_choice
 from ..measure.layer_latency import LatencyTable, LayerSite
+from ..progress import ProgressArg, check_progress
 from ..structures import NM
 from .budget import Budget, Sparsity, check_sparsity
 from .groups import keep_counts, select_channels
@@ -89,6 +90,7 @@ def allocate(
     nm: NM | None = None,
     sites: Sequence[LayerSite] | None = None,
     table: LatencyTable | None = None,
+    progress: ProgressArg = None,
 ) -> dict[K, torch.Tensor]:
     """Keep masks (bool, True = kept, shaped like each score tensor) for a budget and a policy.
 
@@ -111,12 +113,17 @@ def allocate(
         nm: the N:M pattern for ``policy="nm"``.
         sites, table: the latency model for ``policy="latency"``
             (:func:`prunekit.measure.layer_latency.layer_sites`, :class:`LatencyTable`).
+        progress: for ``policy="latency"``, whose search can take a while: ``True`` for a
+            progress bar, or a callable receiving :class:`~prunekit.progress.ProgressEvent`
+            (stage ``"latency-search"``, see :func:`latency_keep_counts`); other policies
+            report nothing.
 
     Raises:
         InvalidParameterError: bad input, or a budget the limits do not allow to meet.
     """
     policy = check_choice("policy", policy, POLICIES)
     normalize = check_choice("normalize", normalize, NORMALIZERS)
+    check_progress(progress)
     if not isinstance(budget, Budget):
         budget = Budget(sparsity=check_sparsity(budget, "budget"))
     scores = _checked_scores(unit_scores)
@@ -125,7 +132,7 @@ def allocate(
                           ("alive", alive), ("multiples", multiples), ("base_sizes", base_sizes)):
         _check_keys(name, mapping, keys)
     if policy == "latency":
-        return _latency(scores, budget, normalize, multiples, base_sizes, sites, table)
+        return _latency(scores, budget, normalize, multiples, base_sizes, sites, table, progress)
     if budget.sparsity is None:
         raise InvalidParameterError(
             "budget", f"a sparsity for policy={policy!r} (macs= and latency_ms= are for policy='latency')",
@@ -258,7 +265,8 @@ def _rows(scores: Mapping, budget: Budget, policy: str, nm: NM | None, overrides
 
 
 def _latency(scores: Mapping, budget: Budget, normalize: str, multiples: Mapping | None,
-             base_sizes: Mapping | None, sites: Sequence[LayerSite] | None, table: LatencyTable | None) -> dict:
+             base_sizes: Mapping | None, sites: Sequence[LayerSite] | None, table: LatencyTable | None,
+             progress: ProgressArg) -> dict:
     if budget.sparsity is not None:
         raise InvalidParameterError("budget", "macs= or latency_ms= for policy='latency'", budget,
                                     "Fix: e.g. Budget(macs=10_000_000).")
@@ -271,7 +279,7 @@ def _latency(scores: Mapping, budget: Budget, normalize: str, multiples: Mapping
         decided = latency_keep_counts(
             groups, flat, sites, table, macs_goal=budget.macs, latency_goal_ms=budget.latency_ms,
             normalize=normalize, max_layer_ratio=budget.max_layer_ratio, round_to=budget.round_to,
-            base_sizes=base_sizes,
+            base_sizes=base_sizes, progress=progress,
         )
     except InvalidParameterError as error:
         renamed = {"macs_target": "macs", "latency_target": "latency_ms"}

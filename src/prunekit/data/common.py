@@ -164,6 +164,14 @@ def save_npz_atomic(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarra
 
 
 def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` without ever unpickling (``allow_pickle=False``)."""
-    with np.load(path, allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
+    """Read an ``.npz`` without ever unpickling (``allow_pickle=False``); a path that is not a
+    readable ``.npz`` file is an error naming it."""
+    file = existing_path(path, "an .npz file", "give the path of an .npz file.")
+    if not file.is_file():
+        raise data_error(file, "an .npz file", "a folder", "give the .npz file inside it, not the folder.")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise data_error(file, "an .npz file", "a file that is not an .npz archive of arrays (pickled objects are never read)",
+                         "give an .npz file written by numpy.savez (or prunekit.data.build_embedded).") from exc

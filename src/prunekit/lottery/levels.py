@@ -502,7 +502,11 @@ def run_lottery(config: LotteryConfig, out_dir: str | os.PathLike[str], *, train
                 callback: LevelCallback | None = None, restart: bool = False,
                 progress: ProgressArg = None) -> list[dict[str, Any]]:
     """Run (or resume) every level of ``config`` in ``out_dir``; see :class:`LotteryRun`
-    (``progress``: ``True`` for a bar, or a callable receiving :class:`~prunekit.progress.ProgressEvent`)."""
+    (``progress``: ``True`` for a bar, or a callable receiving :class:`~prunekit.progress.ProgressEvent`).
+
+    Returns the tickets' metrics, one dict per level; the controls' metrics (``controls=``)
+    are in ``LotteryRun(config, out_dir, ...).results()``, which reads the same directory.
+    """
     return LotteryRun(config, out_dir, train=train, test=test, val=val, model_fn=model_fn,
                       callback=callback, restart=restart, progress=progress).run()
 
