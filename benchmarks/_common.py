@@ -2,7 +2,7 @@
 
 * RSS sampling: ``rss_bytes``, ``malloc_trim``, ``PeakRSS``
 * load of other processes: ``ForeignLoad``, ``wait_quiet``
-* what was measured and where: ``provenance``, ``machine``, ``run_meta``
+* what was measured and where: ``provenance``, ``cpu_model``, ``machine``, ``run_meta``
 * output: ``write_json``, ``print_table``
 
 The scripts are run as ``python benchmarks/X.py`` and put their own directory
@@ -147,7 +147,8 @@ def provenance() -> dict:
             "src_uncommitted": git("status", "--porcelain", "--", "src").splitlines()}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (or the platform's word for it)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -191,7 +192,7 @@ def machine(bandwidth: bool = True) -> dict:
     """The machine a figure was measured on: CPU model, cores, memory, one-pass bandwidth, UTC date."""
     import torch
 
-    info = {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
+    info = {"cpu_model": cpu_model(), "cores": os.cpu_count(), "memory_gib": _memory_gib(),
             "torch_threads": torch.get_num_threads(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if bandwidth:

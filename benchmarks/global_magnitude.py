@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402  (after the sys.path line)
     ForeignLoad,
     PeakRSS,
+    cpu_model,
     malloc_trim,
     print_table,
     provenance,
@@ -93,18 +94,6 @@ def run_variant(variant: str, model) -> None:
         mode = variant.split("-", 1)[1]
         prunekit.prune(model, 0.5, criterion="magnitude", scope="global", mode=mode)
     del torch
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def one_pass_seconds(model, repeats: int = 3) -> float:

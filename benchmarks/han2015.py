@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO_ROOT, SHARED_DATA, provenance, run_meta  # noqa: E402
+from _common import REPO_ROOT, SHARED_DATA, cpu_model, provenance, run_meta  # noqa: E402
 
 DEFAULTS = {
     # SGD momentum 0.9, weight decay 5e-4, batch 128, cosine lr within each stage; the retraining
@@ -250,16 +250,8 @@ def build_json(args: argparse.Namespace, results: dict) -> dict:
 
 
 def machine() -> dict:
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count()}
+    """The machine as the JSON's ``machine`` field records it: CPU model and cores."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count()}
 
 
 def markdown_table(payload: dict) -> str:

@@ -36,30 +36,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ForeignLoad, print_table, provenance, run_meta, write_json  # noqa: E402
+from _common import ForeignLoad, cpu_model, print_table, provenance, run_meta, write_json  # noqa: E402
 
 MODELS = ("resnet18_imagenet", "resnet50_imagenet", "mobilenetv2_imagenet", "vgg16_bn_imagenet")
 TARGET = 0.5
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return name
 
 
 def randomise_norms(model, seed: int = 2) -> None:
@@ -181,7 +167,7 @@ def main() -> None:
             args.no_tp = True
     given = {k: float(v) for k, v in (item.split("=") for item in args.tp_ratios.split(",") if item)}
     source = provenance()
-    print(f"machine: {machine()}, {args.threads} threads; prunekit commit {source['commit']}"
+    print(f"machine: {cpu_model()}, {args.threads} threads; prunekit commit {source['commit']}"
           + (" (uncommitted changes under src/)" if source["src_uncommitted"] else "")
           + f"; torch {torch.__version__}; Torch-Pruning {tp_version or 'not used'}")
     print(f"target: MACs after / before <= {TARGET}; input 1x3x{args.size}x{args.size}")
@@ -266,7 +252,7 @@ def main() -> None:
     print_table(header, lines)
     if args.json:
         meta = run_meta(source, "structural_speed", args.threads)
-        meta.update({"machine": machine(), "torch_pruning": tp_version, "target": TARGET, "size": args.size,
+        meta.update({"torch_pruning": tp_version, "target": TARGET, "size": args.size,
                      "tp_bisections": args.tp_bisections})
         write_json(args.json, {"meta": meta, "rows": rows})
 

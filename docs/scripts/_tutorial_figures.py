@@ -26,13 +26,8 @@ TUTORIALS = REPO_ROOT / "docs" / "tutorials"
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 # the benchmarks' own record of where and what was measured, and where the shared data lies
-from _common import SHARED_DATA, machine  # noqa: E402
+from _common import SHARED_DATA, cpu_model  # noqa: E402
 from _common import provenance as _source  # noqa: E402
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's word for it)."""
-    return machine(bandwidth=False)["cpu_model"]
 
 
 def commit() -> str:
