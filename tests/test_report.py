@@ -13,6 +13,7 @@ from prunekit import InvalidParameterError
 from prunekit.measure import (
     plot_layer_sparsity,
     plot_metric_vs_sparsity,
+    plot_ratio_bars,
     plot_relative_measures,
     plot_sensitivity_curves,
     render_html,
@@ -308,6 +309,7 @@ def test_plots_write_valid_pngs(tmp_path):
                                tmp_path / "c.png"),
         plot_sensitivity_curves({f"layer{i}.weight": [(0.0, 1.0), (0.5, 1.0 - 0.01 * i)] for i in range(25)},
                                 tmp_path / "d.png", baseline=1.0),
+        plot_ratio_bars(["params", "latency"], [0.5, None], tmp_path / "e.png", xlabel="shrunk / dense", title="t"),
     ]
     for path in outputs:
         assert is_png(path), path

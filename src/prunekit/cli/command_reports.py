@@ -17,7 +17,6 @@ Plots (``plots/*.png``, matplotlib's Agg renderer):
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 from rich import box
 from rich.table import Table as RichTable
 
-from ..io import atomic_write
 from ..measure import plots as P
 from ..measure.report import Heading, Image, Para, Table, write_document
 from ..measure.sparsity import SparsityReport
@@ -66,41 +64,6 @@ def _write(out: str | os.PathLike[str], json_text: str, title: str, blocks: list
     written = write_document(out, json_text, title, blocks, plots)
     return {"json": written["json"], "markdown": written["markdown"], "html": written["html"],
             **{k: v for k, v in written.items() if k not in ("json", "markdown", "html")}}
-
-
-def _bars(path: Path, labels: Sequence[str], values: Sequence[float | None], xlabel: str, title: str) -> Path:
-    """Horizontal bars, one per label, the value written beside each; a dashed line at 1."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = len(labels)
-    fig = Figure(figsize=(9.0, min(40.0, max(3.0, 1.2 + 0.3 * n))), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    top = max(finite + [1.0])
-    ax.barh(range(n), [v if v is not None and math.isfinite(v) else 0.0 for v in values], height=0.7,
-            color="#4878a8")
-    for y, v in enumerate(values):
-        ok = v is not None and math.isfinite(v)
-        ax.text((v if ok else 0.0) + 0.02 * top, y, f"{v:.2f}" if ok else "n/a", va="center", fontsize="small")
-    ax.axvline(1.0, color="0.35", linestyle="--", linewidth=1.0)
-    ax.set_yticks(range(n), list(labels), fontsize="small" if n <= 30 else "x-small")
-    ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.25)
-    ax.set_xlabel(xlabel)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title(title)
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", metadata={"Software": "prunekit"})
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write)
-    return path
-
-
-# -- prune and oneshot: sparsity per tensor ------------------------------------------------------
 
 
 def sparsity_rows(report: SparsityReport) -> Rows:
@@ -199,8 +162,8 @@ def write_shrink_report(out: str | os.PathLike[str], report: Mapping[str, Any], 
         Para(f"Load it back with: {report['load']}", note=True), Image(PLOTS["shrink"], "shrunk / dense")]
     labels = [label for label, _, _ in _SHRINK_MEASURES]
     ratios = [_ratio(dense[key], shrunk[key]) for _, key, _ in _SHRINK_MEASURES]
-    plots = {PLOTS["shrink"]: lambda p: _bars(p, labels, ratios, "shrunk / dense (dashed line: dense = 1; lower is "
-                                              "smaller or faster)", title)}
+    plots = {PLOTS["shrink"]: lambda p: P.plot_ratio_bars(
+        labels, ratios, p, xlabel="shrunk / dense (dashed line: dense = 1; lower is smaller or faster)", title=title)}
     return _write(out, json_text, title, blocks, plots)
 
 
@@ -244,7 +207,7 @@ def write_sparse_report(out: str | os.PathLike[str], report: Mapping[str, Any], 
     plots: dict[str, Any] = {}
     if timed:
         blocks.append(Image(PLOTS["sparse"], "speedup of each layer"))
-        plots[PLOTS["sparse"]] = lambda p: _bars(
-            p, [layer["name"] for layer in timed], [layer["speedup"] for layer in timed],
-            "dense ms / chosen ms (dashed line: 1 = no gain)", "Speedup per layer")
+        plots[PLOTS["sparse"]] = lambda p: P.plot_ratio_bars(
+            [layer["name"] for layer in timed], [layer["speedup"] for layer in timed], p,
+            xlabel="dense ms / chosen ms (dashed line: 1 = no gain)", title="Speedup per layer")
     return _write(out, json_text, title, blocks, plots)

@@ -9,7 +9,13 @@ from .latency import LatencyResult, measure_latency
 from .mac_rules import register_mac_rule
 from .macs import MacReport, MacRow, count_macs
 from .params import ParamCount, count_parameters
-from .plots import plot_layer_sparsity, plot_metric_vs_sparsity, plot_relative_measures, plot_sensitivity_curves
+from .plots import (
+    plot_layer_sparsity,
+    plot_metric_vs_sparsity,
+    plot_ratio_bars,
+    plot_relative_measures,
+    plot_sensitivity_curves,
+)
 from .report import render_html, render_markdown, validate_report, write_report
 from .size import SizeReport, dense_state_dict, model_size
 from .sparsity import SparsityReport, TensorSparsity, sparsity_report, sparsity_report_from_state_dict
@@ -39,6 +45,7 @@ __all__ = [
     "model_size",
     "plot_layer_sparsity",
     "plot_metric_vs_sparsity",
+    "plot_ratio_bars",
     "plot_relative_measures",
     "plot_sensitivity_curves",
     "render_html",

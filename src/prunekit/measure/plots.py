@@ -30,6 +30,7 @@ __all__ = [
     "RELATIVE_MEASURES",
     "plot_layer_sparsity",
     "plot_metric_vs_sparsity",
+    "plot_ratio_bars",
     "plot_relative_measures",
     "plot_sensitivity_curves",
 ]
@@ -364,4 +365,30 @@ def plot_sensitivity_curves(
     ax.grid(alpha=0.3)
     _legend(ax, n + (base is not None))
     ax.set_title(_text(title or "Sensitivity of each layer to pruning"))
+    return _save(fig, path)
+
+
+def plot_ratio_bars(labels: Sequence[str], ratios: Sequence[float | None], path: str | os.PathLike[str], *,
+                    xlabel: str, title: str) -> Path:
+    """Horizontal bars of ratios to a reference (shrunk / dense, per-layer speedup), one per
+    label with its value written beside it, and a dashed line at 1 (the reference); a
+    missing or non-finite ratio is drawn as "n/a". Writes a PNG atomically; returns its path."""
+    path = _check_path(path)
+    n = len(labels)
+    fig = _figure(9.0, min(40.0, 1.2 + 0.3 * n))
+    ax = fig.add_subplot()
+    finite = [v for v in ratios if v is not None and math.isfinite(v)]
+    top = max(finite + [1.0])
+    ax.barh(range(n), [v if v is not None and math.isfinite(v) else 0.0 for v in ratios], height=0.7,
+            color="#4878a8")
+    for y, v in enumerate(ratios):
+        ok = v is not None and math.isfinite(v)
+        ax.text((v if ok else 0.0) + 0.02 * top, y, f"{v:.2f}" if ok else "n/a", va="center", fontsize="small")
+    ax.axvline(1.0, color="0.35", linestyle="--", linewidth=1.0)
+    ax.set_yticks(range(n), list(labels), fontsize="small" if n <= 30 else "x-small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.25)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title)
     return _save(fig, path)
