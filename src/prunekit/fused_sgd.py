@@ -35,21 +35,25 @@ import torch
 
 from . import native
 
-__all__ = ["FUSE_MIN_NUMEL", "fusable_group", "masked_sgd_update"]
+__all__ = ["FUSE_MIN_NUMEL", "fusable_group", "masked_sgd_update", "plain_step"]
 
 #: Smallest parameter (in entries) updated by the fused path; smaller ones are
 #: cheaper in torch's batched (foreach) update followed by the generic pass.
 FUSE_MIN_NUMEL = 1 << 16
 
 
-def fusable_group(optimizer: torch.optim.Optimizer, group: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
-    """True when the group's update can be done by :func:`masked_sgd_update`."""
-    if type(optimizer) is not torch.optim.SGD:
-        return False
+def plain_step(optimizer: torch.optim.Optimizer, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """True when ``step()`` was called without a closure and without a gradient scaler's
+    ``grad_scale`` / ``found_inf``: the calls a fused update may take over."""
     # ``args`` are step()'s own: the optimizer itself, then a closure if given
     if len(args) > 1 or kwargs.get("closure") is not None:
         return False
-    if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+    return getattr(optimizer, "grad_scale", None) is None and getattr(optimizer, "found_inf", None) is None
+
+
+def fusable_group(optimizer: torch.optim.Optimizer, group: dict[str, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """True when the group's update can be done by :func:`masked_sgd_update`."""
+    if type(optimizer) is not torch.optim.SGD or not plain_step(optimizer, args, kwargs):
         return False
     if group.get("fused") or group.get("differentiable"):
         return False

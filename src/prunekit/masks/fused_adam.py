@@ -32,6 +32,7 @@ import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
 from .. import native
+from ..fused_sgd import plain_step
 
 __all__ = ["fusable_adam_group", "masked_adam_update"]
 
@@ -41,12 +42,7 @@ _ADAMS = (torch.optim.Adam, torch.optim.AdamW)
 def fusable_adam_group(optimizer: torch.optim.Optimizer, group: dict[str, Any], args: Sequence[Any],
                        kwargs: dict[str, Any]) -> bool:
     """True when the group's masked parameters can be updated by :func:`masked_adam_update`."""
-    if type(optimizer) not in _ADAMS:
-        return False
-    # ``args`` are step()'s own: the optimizer itself, then a closure if given
-    if len(args) > 1 or kwargs.get("closure") is not None:
-        return False
-    if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+    if type(optimizer) not in _ADAMS or not plain_step(optimizer, args, kwargs):
         return False
     if group.get("fused") or group.get("capturable") or group.get("differentiable"):
         return False
